@@ -1,0 +1,57 @@
+# Two commands on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PG_URL ?= postgresql://127.0.0.1:5432/test
+
+.PHONY: run test test-sqlite test-postgres bench soak fuzz check browser-deps clean
+
+$(STAMP): pyproject.toml
+	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/interface check channels mappings rules
+	$(BIN)/interface run
+
+check: $(STAMP)
+	$(BIN)/interface check channels mappings rules
+
+# The whole suite on SQLite, then again on the local PostgreSQL (CI sets REQUIRE_POSTGRES=1:
+# an unreachable PostgreSQL fails the run instead of skipping it).
+test: $(STAMP) browser-deps
+	$(BIN)/interface check channels mappings rules
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(MAKE) --no-print-directory test-postgres
+
+test-postgres: $(STAMP)
+	@if $(BIN)/python -c "import psycopg,sys; psycopg.connect('$(PG_URL)', connect_timeout=5).close()" 2>/dev/null; then \
+	  INTERFACE_TEST_DB_URL=$(PG_URL) $(BIN)/python -m pytest -q -p no:cacheprovider -m "not browser"; \
+	elif [ -n "$$REQUIRE_POSTGRES$$CI" ]; then \
+	  echo "PostgreSQL is not reachable at $(PG_URL): failing (CI never skips it)"; exit 1; \
+	else \
+	  echo "PostgreSQL not reachable at $(PG_URL): skipped the PostgreSQL run (set REQUIRE_POSTGRES=1 to fail)"; \
+	fi
+
+# Chromium for the browser tests, from Debian's packages (Playwright drives it; no browser download).
+browser-deps:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	      || echo "could not install chromium: browser tests will fail"; \
+	  else echo "chromium missing: install Debian's chromium package for the browser tests"; fi; }
+
+bench: $(STAMP)
+	$(BIN)/interface bench
+
+soak: $(STAMP)
+	SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py
+
+clean:
+	rm -rf var .pytest_cache
