@@ -1,0 +1,227 @@
+"""Channels: the typed schema of ``channels/*.yaml`` and its loader.
+
+A channel is one MLLP listener plus what to do with what it receives: which message types it
+accepts, which mapping applies, how and when it ACKs, which identifier is the patient's (the
+ordering key), limits, allowlist, TLS, retry. The pydantic models below are the single spec:
+loading, ``interface check`` and the JSON Schema (``interface schema channel``) all come from them.
+"""
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from .config import ConfigError, Located, Strict, load_yaml, validate
+from .identity import MrnRule
+
+
+class Limits(Strict):
+    """Per-listener limits. Past ``max_frame_bytes`` the connection is closed and the event recorded."""
+
+    max_frame_bytes: int = Field(16 * 1024 * 1024, ge=1024)
+    idle_timeout_seconds: float = Field(600.0, gt=0)
+    max_connections: int = Field(100, ge=1)
+
+
+class Tls(Strict):
+    """MLLP over TLS. ``client_ca`` turns on client-certificate checks (mutual TLS)."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None
+    require_client_cert: bool = False
+
+
+class Ack(Strict):
+    """When to ACK (``on_commit``: once stored; ``on_process``: after the chart/index write) and
+    which code family (``auto`` follows MSH-15/16; ``original`` AA/AE/AR; ``enhanced`` CA/CE/CR)."""
+
+    when: Literal["on_commit", "on_process"] = "on_commit"
+    mode: Literal["auto", "original", "enhanced"] = "auto"
+
+
+class Mrn(Strict):
+    """Which PID-3 repetition is the MRN (and so the ordering key)."""
+
+    authority: str | None = None
+    types: list[str] = Field(default_factory=lambda: ["MR"])
+
+
+class Retry(Strict):
+    """Retry policy for transient failures (Dramatiq-style: exponential backoff with jitter)."""
+
+    initial_delay_seconds: float = Field(1.0, ge=0)
+    factor: float = Field(2.0, ge=1)
+    jitter: float = Field(0.1, ge=0, le=1)
+    max_delay_seconds: float = Field(300.0, ge=0)
+    max_attempts: int = Field(10, ge=1)
+
+
+class Destination(Strict):
+    """Where processed messages go: the chart/document store through the mapping, an MLLP peer,
+    or a file drop. Each destination has its own queue (ordered per key) and retry policy."""
+
+    name: str
+    type: Literal["store", "mllp", "file"] = "store"
+    mapping: str | None = None
+    host: str | None = None
+    port: int | None = None
+    timeout_seconds: float = 30.0
+    directory: str | None = None
+    retry: Retry | None = None
+
+    @model_validator(mode="after")
+    def _needs(self):
+        if self.type == "store" and not self.mapping:
+            raise ValueError("a store destination needs 'mapping'")
+        if self.type == "mllp" and (not self.host or not self.port):
+            raise ValueError("an mllp destination needs 'host' and 'port'")
+        if self.type == "file" and not self.directory:
+            raise ValueError("a file destination needs 'directory'")
+        return self
+
+
+class Channel(Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    description: str = ""
+    enabled: bool = True
+    listen: str = Field(description="Twisted endpoint string, e.g. tcp:2575:interface=127.0.0.1")
+    tls: Tls | None = None
+    allow: list[str] = Field(default_factory=list, description="sender addresses or networks; empty = any")
+    limits: Limits = Field(default_factory=Limits)
+    accept: list[str] = Field(default_factory=lambda: ["*"], description="message types: ADT^A01, ADT^*, MDM^T0?")
+    mapping: str | None = Field(None, description="shorthand for one store destination")
+    destinations: list[Destination] = Field(default_factory=list)
+    ack: Ack = Field(default_factory=Ack)
+    mrn: Mrn = Field(default_factory=Mrn)
+    timezone: str = "UTC"
+    validation: Literal["none", "structure"] = "none"
+    retry: Retry = Field(default_factory=Retry)
+    hold_unknown_patient_seconds: float = Field(86400.0, ge=0)
+    params: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("listen")
+    @classmethod
+    def _endpoint(cls, v: str) -> str:
+        kind = v.split(":", 1)[0]
+        if kind not in ("tcp", "ssl", "unix", "tcp6"):
+            raise ValueError(f"unsupported endpoint type {kind!r} (use tcp:PORT:interface=ADDR or ssl:...)")
+        if kind in ("tcp", "ssl", "tcp6"):
+            port = v.split(":")[1] if ":" in v else ""
+            if not port.isdigit() or not (0 <= int(port) <= 65535):
+                raise ValueError(f"endpoint {v!r} needs a port number")
+        return v
+
+    @field_validator("allow")
+    @classmethod
+    def _networks(cls, v: list[str]) -> list[str]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError:
+                raise ValueError(f"{item!r} is not an IP address or network") from None
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    @model_validator(mode="after")
+    def _destinations(self):
+        if self.mapping and not any(d.type == "store" for d in self.destinations):
+            self.destinations.insert(0, Destination(name="store", type="store", mapping=self.mapping))
+        names = [d.name for d in self.destinations]
+        if len(set(names)) != len(names):
+            raise ValueError("destination names must be unique")
+        return self
+
+    # -- behaviour -------------------------------------------------------------------------------
+
+    def accepts(self, message_code: str, trigger: str) -> bool:
+        mt = f"{message_code}^{trigger}" if trigger else message_code
+        for pattern in self.accept:
+            if pattern == "*" or fnmatch.fnmatchcase(mt, pattern.upper()):
+                return True
+            if "^" not in pattern and fnmatch.fnmatchcase(message_code, pattern.upper()):
+                return True
+        return False
+
+    def accepts_code(self, message_code: str) -> bool:
+        """Whether any accept pattern names this message code (to tell 200 from 201 in ERR-3)."""
+        for pattern in self.accept:
+            code = pattern.split("^", 1)[0].upper()
+            if pattern == "*" or fnmatch.fnmatchcase(message_code, code):
+                return True
+        return False
+
+    @property
+    def mrn_rule(self) -> MrnRule:
+        return MrnRule(self.mrn.authority, tuple(t.upper() for t in self.mrn.types))
+
+    def allows(self, host: str) -> bool:
+        if not self.allow:
+            return True
+        try:
+            addr = ipaddress.ip_address(host)
+        except ValueError:
+            return False
+        return any(addr in ipaddress.ip_network(n, strict=False) for n in self.allow)
+
+    @property
+    def mapping_params(self) -> dict:
+        return {"authority": self.mrn.authority, "id_types": tuple(t.upper() for t in self.mrn.types),
+                "timezone": self.timezone, **self.params}
+
+
+def load_channel(path: str | Path) -> tuple[Channel, Located]:
+    doc = load_yaml(path)
+    return validate(Channel, doc), doc
+
+
+def load_channels(paths: list[str | Path] | str | Path) -> list[Channel]:
+    """Load every ``*.yaml`` under the given files/directories; ConfigError lists every problem."""
+    files = _yaml_files(paths)
+    problems: list[str] = []
+    channels: list[Channel] = []
+    seen: dict[str, str] = {}
+    ports: dict[str, str] = {}
+    for f in files:
+        try:
+            ch, doc = load_channel(f)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        where = doc.where(("name",))
+        if ch.name in seen:
+            problems.append(f"{where}: channel name {ch.name!r} already used in {seen[ch.name]}")
+        seen[ch.name] = str(f)
+        port = ch.listen.split(":")[1] if ch.listen.split(":", 1)[0] != "unix" else ch.listen
+        if port in ports and port != "0":
+            problems.append(f"{doc.where(('listen',))}: port {port} already used by {ports[port]}")
+        ports[port] = str(f)
+        channels.append(ch)
+    if problems:
+        raise ConfigError(problems)
+    return channels
+
+
+def _yaml_files(paths) -> list[Path]:
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(list(p.glob("*.yaml")) + list(p.glob("*.yml"))))
+        else:
+            out.append(p)
+    return out

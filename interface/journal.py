@@ -1,0 +1,116 @@
+"""The inbound journal: raw bytes + header columns + the ACK, and the work items, in one transaction.
+
+Functions here take a Connection already in a transaction and never commit: the engine commits
+once per group of messages (group commit) and only then are ACKs released.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.engine import Connection
+
+from .schema import events, messages, work_items, work_keys
+
+
+@dataclass(slots=True)
+class JournalRow:
+    """One message's journal columns, prepared by the engine before the transaction."""
+
+    channel: str
+    received_at: datetime
+    peer: str | None
+    raw: bytes
+    body_sha256: str
+    status: str
+    ack: bytes | None
+    ack_code: str | None
+    dedup_key: str | None = None
+    sending_application: str | None = None
+    sending_facility: str | None = None
+    receiving_application: str | None = None
+    receiving_facility: str | None = None
+    control_id: str | None = None
+    message_type: str | None = None
+    structure: str | None = None
+    version: str | None = None
+    message_time: str | None = None
+    patient_id: str | None = None
+    error_code: str | None = None
+    error_text: str | None = None
+    warning: str | None = None
+    parent_id: int | None = None
+    batch_index: int | None = None
+    # not columns: the work items to create once the row id is known
+    work: list["WorkSpec"] = field(default_factory=list)
+
+    def columns(self) -> dict:
+        return {k: getattr(self, k) for k in _COLUMNS}
+
+
+@dataclass(slots=True)
+class WorkSpec:
+    destination: str
+    keys: tuple[str, ...]
+    status: str = "pending"
+    reason: str | None = None
+    error_location: str | None = None
+    last_error: str | None = None
+
+
+_COLUMNS = ("channel", "received_at", "peer", "raw", "body_sha256", "status", "ack", "ack_code",
+            "dedup_key", "sending_application", "sending_facility", "receiving_application",
+            "receiving_facility", "control_id", "message_type", "structure", "version",
+            "message_time", "patient_id", "error_code", "error_text", "warning", "parent_id",
+            "batch_index")
+
+
+def find_existing(conn: Connection, dedup_keys: list[str]) -> dict[str, tuple[int, str, bytes | None]]:
+    """dedup_key -> (message id, body sha256, stored ACK) for keys already in the journal."""
+    if not dedup_keys:
+        return {}
+    out = {}
+    for i in range(0, len(dedup_keys), 500):
+        chunk = dedup_keys[i:i + 500]
+        rows = conn.execute(select(messages.c.dedup_key, messages.c.id, messages.c.body_sha256, messages.c.ack)
+                            .where(messages.c.dedup_key.in_(chunk)))
+        for key, mid, sha, ack in rows:
+            out[key] = (mid, sha, ack)
+    return out
+
+
+def insert_rows(conn: Connection, rows: list[JournalRow], now: datetime) -> list[int]:
+    """Insert journal rows and their work items; returns the message ids in order."""
+    if not rows:
+        return []
+    result = conn.execute(insert(messages).returning(messages.c.id, sort_by_parameter_order=True),
+                          [r.columns() for r in rows])
+    ids = [row[0] for row in result]
+    items = []
+    item_keys = []
+    for mid, r in zip(ids, rows):
+        for w in r.work:
+            items.append(dict(message_id=mid, channel=r.channel, destination=w.destination,
+                              key=w.keys[0] if w.keys else f"none:{mid}", status=w.status, attempts=0, next_attempt_at=now,
+                              created_at=now, updated_at=now, reason=w.reason,
+                              error_location=w.error_location, last_error=w.last_error))
+            item_keys.append(w.keys if w.status == "pending" else ())
+    if items:
+        res = conn.execute(insert(work_items).returning(work_items.c.id, sort_by_parameter_order=True), items)
+        keys = []
+        for (item_id,), ks in zip(res, item_keys):
+            for k in dict.fromkeys(ks):
+                keys.append({"item_id": item_id, "key": k})
+        if keys:
+            conn.execute(insert(work_keys), keys)
+    return ids
+
+
+def record_event(conn: Connection, *, at: datetime, kind: str, channel: str | None = None,
+                 peer: str | None = None, detail: str | None = None) -> None:
+    conn.execute(insert(events).values(at=at, kind=kind, channel=channel, peer=peer, detail=detail))
+
+
+def set_status(conn: Connection, message_id: int, status: str) -> None:
+    conn.execute(update(messages).where(messages.c.id == message_id).values(status=status))
