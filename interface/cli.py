@@ -1,0 +1,368 @@
+"""``interface``: the command line. Turns argv and the environment into calls; no logic of its own."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from .errors import ConfigError
+
+
+def _db_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", help="database URL (default: $INTERFACE_DB_URL or sqlite:///var/interface.db)")
+    p.add_argument("--var", default="var", help="state directory for the embedded set-up (default ./var)")
+
+
+def _engine(args):
+    from . import db
+
+    eng = db.make_engine(db.resolve_url(args.db, args.var))
+    db.create_schema(eng)
+    return eng
+
+
+def _now():
+    return datetime.now(timezone.utc)
+
+
+# -- run ----------------------------------------------------------------------------------------
+
+def cmd_run(args) -> int:
+    from .service import Settings, run
+
+    try:
+        web = args.web.rsplit(":", 1)
+        settings = Settings(channels_dir=Path(args.channels), mappings_dir=Path(args.mappings),
+                            var_dir=Path(args.var), db_url=args.db,
+                            web_host=web[0], web_port=None if args.no_web else int(web[1]),
+                            workers=args.workers)
+        return run(settings)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+
+
+# -- check --------------------------------------------------------------------------------------
+
+def check_config(paths: list[str]) -> list[str]:
+    """Every problem in channels, mappings and rules under ``paths``, as ``file:line: message``."""
+    from .channels import _yaml_files, load_channel
+
+    problems: list[str] = []
+    channel_files, mapping_paths, rule_files = [], [], []
+    for p in map(Path, paths or ["channels", "mappings", "rules"]):
+        if not p.exists():
+            problems.append(f"{p}:1: no such file or directory")
+            continue
+        parts = set(p.resolve().parts)
+        if "mappings" in parts:
+            mapping_paths.append(str(p))
+        elif "rules" in parts:
+            rule_files.extend(_yaml_files(p))
+        else:
+            channel_files.extend(_yaml_files(p))
+    mapping_names: set[str] | None = None
+    if mapping_paths:
+        try:
+            from .mapping import check_paths, load_mappings
+
+            problems.extend(check_paths(mapping_paths))
+            mapping_names = set()
+            for mp in mapping_paths:
+                if Path(mp).is_dir():
+                    try:
+                        mapping_names |= set(load_mappings(mp))
+                    except ConfigError:
+                        mapping_names = None
+                        break
+        except ImportError:
+            pass
+    elif Path("mappings").is_dir():
+        try:
+            from .mapping import load_mappings
+
+            mapping_names = set(load_mappings("mappings"))
+        except (ImportError, ConfigError):
+            mapping_names = None
+    names: dict[str, str] = {}
+    for f in channel_files:
+        try:
+            ch, doc = load_channel(f)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if ch.name in names:
+            problems.append(f"{doc.where(('name',))}: channel name {ch.name!r} already used in {names[ch.name]}")
+        names[ch.name] = str(f)
+        if mapping_names is not None:
+            for i, d in enumerate(ch.destinations):
+                if d.type == "store" and d.mapping not in mapping_names:
+                    where = doc.where(("mapping",)) if ch.mapping == d.mapping else doc.where(("destinations", i, "mapping"))
+                    problems.append(f"{where}: unknown mapping {d.mapping!r}")
+    if rule_files:
+        try:
+            from .completeness import check_paths as check_rules
+
+            problems.extend(check_rules([str(f) for f in rule_files]))
+        except ImportError:
+            pass
+    return problems
+
+
+def cmd_check(args) -> int:
+    problems = check_config(args.paths)
+    for p in problems:
+        print(p)
+    if problems:
+        print(f"{len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print("ok")
+    return 0
+
+
+# -- send ---------------------------------------------------------------------------------------
+
+def cmd_send(args) -> int:
+    from .client import MLLPClient, messages_in_file, tls_context
+
+    tls = tls_context(args.ca, args.cert, args.key, args.insecure) if (args.tls or args.ca or args.cert) else None
+    all_ok = True
+    client = MLLPClient(args.host, args.port, timeout=args.timeout, tls=tls)
+    try:
+        for path in args.files:
+            try:
+                msgs = messages_in_file(path)
+            except Exception as exc:
+                print(f"{path}: cannot read: {exc}", file=sys.stderr)
+                all_ok = False
+                continue
+            for m in msgs:
+                r = client.send(m)
+                all_ok &= r.ok
+                line = f"{r.control_id or '-'}\t{r.code}"
+                if r.text and not r.ok:
+                    line += f"\t{r.text}"
+                print(f"{path}\t{line}")
+    except ConnectionRefusedError:
+        print(f"cannot connect to {args.host}:{args.port}: is `interface run` (make run) started?", file=sys.stderr)
+        return 1
+    finally:
+        client.close()
+    return 0 if all_ok else 1
+
+
+# -- errors -------------------------------------------------------------------------------------
+
+def cmd_errors(args) -> int:
+    from sqlalchemy import select
+
+    from . import queue
+    from .schema import messages, work_attempts, work_items
+
+    eng = _engine(args)
+    if args.action == "list":
+        q = (select(work_items).where(work_items.c.status.in_(args.status.split(",")))
+             .order_by(work_items.c.id))
+        if args.channel:
+            q = q.where(work_items.c.channel == args.channel)
+        if args.reason:
+            q = q.where(work_items.c.reason == args.reason)
+        with eng.connect() as conn:
+            rows = [dict(r._mapping) for r in conn.execute(q.limit(args.limit))]
+        if args.json:
+            print(json.dumps(rows, default=str, indent=1))
+        else:
+            for r in rows:
+                print(f"{r['id']}\t{r['channel']}\t{r['destination']}\t{r['status']}\t{r['reason'] or ''}\t"
+                      f"{r['error_location'] or ''}\t{(r['last_error'] or '')[:100]}")
+            print(f"{len(rows)} item(s)", file=sys.stderr)
+        return 0
+    if args.id is None:
+        print("an item id is required", file=sys.stderr)
+        return 2
+    if args.action == "show":
+        with eng.connect() as conn:
+            item = conn.execute(select(work_items).where(work_items.c.id == args.id)).first()
+            if item is None:
+                print(f"no work item {args.id}", file=sys.stderr)
+                return 1
+            msg = conn.execute(select(messages).where(messages.c.id == item.message_id)).first()
+            hist = [dict(r._mapping) for r in conn.execute(
+                select(work_attempts).where(work_attempts.c.item_id == args.id).order_by(work_attempts.c.id))]
+        out = dict(item._mapping)
+        out["message"] = {k: v for k, v in msg._mapping.items() if k not in ("raw", "ack")}
+        out["raw"] = msg.raw.decode("utf-8", "replace").replace("\r", "\n")
+        out["attempts_history"] = hist
+        if args.json:
+            print(json.dumps(out, default=str, indent=1))
+        else:
+            for k, v in out.items():
+                if k != "raw":
+                    print(f"{k}: {v}")
+            print("--- message ---")
+            print(out["raw"])
+        return 0
+    user = args.user
+    try:
+        with eng.begin() as conn:
+            if args.action == "retry":
+                queue.retry_item(conn, args.id, user=user, now=_now())
+            elif args.action == "discard":
+                queue.discard_item(conn, args.id, user=user, reason=args.reason or "", now=_now())
+            elif args.action == "resubmit":
+                if not args.file:
+                    raise queue.ActionError("--file with the edited message is required")
+                from .client import messages_in_file
+
+                queue.resubmit_item(conn, args.id, messages_in_file(args.file)[0], user=user, now=_now(),
+                                    reason=args.reason)
+    except queue.ActionError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"{args.action}: item {args.id}")
+    return 0
+
+
+# -- test ---------------------------------------------------------------------------------------
+
+def cmd_test(args) -> int:
+    if args.channel:
+        from .dryrun import dry_run
+
+        return dry_run(args.channel, args.files, channels_dir=Path(args.channels),
+                       mappings_dir=Path(args.mappings))
+    from .testing import main as test_main
+
+    return test_main(args.files)
+
+
+# -- delegated commands -------------------------------------------------------------------------
+
+def cmd_deficiencies(args, rest) -> int:
+    from .completeness import cli_main
+
+    return cli_main(rest, _engine(args))
+
+
+def cmd_users(args, rest) -> int:
+    from .users import cli_main
+
+    return cli_main(rest, _engine(args))
+
+
+def cmd_db(args, rest) -> int:
+    from .migrations_cli import cli_main
+
+    return cli_main(rest, args)
+
+
+def cmd_bench(args, rest) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(rest)
+
+
+def cmd_web(args) -> int:
+    from .web import serve
+
+    return serve(db_url=args.db, var_dir=args.var, host=args.host, port=args.port,
+                 channels_dir=Path(args.channels))
+
+
+def cmd_schema(args) -> int:
+    if args.kind == "channel":
+        from .channels import Channel
+
+        print(json.dumps(Channel.model_json_schema(), indent=1))
+    else:
+        from .mapping import json_schema
+
+        print(json.dumps(json_schema(), indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="interface", description="HL7 v2 interface engine")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="start every channel, the workers and the web console")
+    _db_args(r)
+    r.add_argument("--channels", default="channels")
+    r.add_argument("--mappings", default="mappings")
+    r.add_argument("--web", default="127.0.0.1:8080", help="web console address (HOST:PORT)")
+    r.add_argument("--no-web", action="store_true")
+    r.add_argument("--workers", type=int, default=1)
+    r.set_defaults(func=cmd_run)
+
+    c = sub.add_parser("check", help="validate channels, mappings and rules (file:line: message)")
+    c.add_argument("paths", nargs="*")
+    c.set_defaults(func=cmd_check)
+
+    t = sub.add_parser("test", help="run mapping tests, or show what messages would change")
+    t.add_argument("files", nargs="*")
+    t.add_argument("--channel")
+    t.add_argument("--channels", default="channels")
+    t.add_argument("--mappings", default="mappings")
+    t.set_defaults(func=cmd_test)
+
+    s = sub.add_parser("send", help="send messages over MLLP and print each ACK code")
+    s.add_argument("files", nargs="+")
+    s.add_argument("--host", default="127.0.0.1")
+    s.add_argument("--port", type=int, default=2575)
+    s.add_argument("--timeout", type=float, default=30.0)
+    s.add_argument("--tls", action="store_true")
+    s.add_argument("--ca")
+    s.add_argument("--cert")
+    s.add_argument("--key")
+    s.add_argument("--insecure", action="store_true", help="TLS without verifying the server")
+    s.set_defaults(func=cmd_send)
+
+    e = sub.add_parser("errors", help="the error queue: list, show, retry, discard, resubmit")
+    e.add_argument("action", choices=["list", "show", "retry", "discard", "resubmit"])
+    e.add_argument("id", nargs="?", type=int)
+    e.add_argument("--reason")
+    e.add_argument("--file", help="edited message for resubmit")
+    e.add_argument("--channel")
+    e.add_argument("--status", default="error,held")
+    e.add_argument("--limit", type=int, default=200)
+    e.add_argument("--user", default="cli")
+    e.add_argument("--json", action="store_true")
+    _db_args(e)
+    e.set_defaults(func=cmd_errors)
+
+    w = sub.add_parser("web", help="serve the web console alone, against the same database")
+    _db_args(w)
+    w.add_argument("--host", default="127.0.0.1")
+    w.add_argument("--port", type=int, default=8080)
+    w.add_argument("--channels", default="channels")
+    w.set_defaults(func=cmd_web)
+
+    sc = sub.add_parser("schema", help="print the JSON Schema of channel or mapping files")
+    sc.add_argument("kind", choices=["channel", "mapping"])
+    sc.set_defaults(func=cmd_schema)
+
+    for name, fn, helptext in (("deficiencies", cmd_deficiencies, "document completeness worklist"),
+                               ("users", cmd_users, "console users: add, list, token, passwd"),
+                               ("db", cmd_db, "database: upgrade (migrations)"),
+                               ("bench", cmd_bench, "the load benchmark")):
+        d = sub.add_parser(name, help=helptext, add_help=False)
+        _db_args(d)
+        d.set_defaults(func=None, delegated=fn)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "delegated", None) is not None:
+        return args.delegated(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""A blocking MLLP client: ``interface send`` and the test/benchmark senders.
+
+Sends one message at a time on one connection and waits for its ACK (MLLP allows one in flight);
+matches the ACK by MSA-2; optional TLS with client certificates.
+"""
+from __future__ import annotations
+
+import socket
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from .framing import FrameDecoder, frame
+from .message import decode, header_from_text, split_messages
+
+
+@dataclass
+class AckResult:
+    control_id: str
+    code: str  # MSA-1, or "--" when no ACK came back
+    text: str = ""
+    raw: bytes = b""
+
+    @property
+    def ok(self) -> bool:
+        return self.code in ("AA", "CA", "NE")
+
+
+def parse_ack(data: bytes) -> tuple[str, str, str]:
+    """(MSA-1, MSA-2, MSA-3 or ERR text) of an ACK message."""
+    text = decode(data).text
+    code = ctl = msg = ""
+    for seg in text.replace("\n", "\r").split("\r"):
+        if seg.startswith("MSA"):
+            f = seg.split(seg[3]) if len(seg) > 3 else []
+            code = f[1] if len(f) > 1 else ""
+            ctl = f[2] if len(f) > 2 else ""
+            msg = f[3] if len(f) > 3 else ""
+        elif seg.startswith("ERR") and not msg:
+            f = seg.split(seg[3]) if len(seg) > 3 else []
+            msg = next((x for x in reversed(f[1:]) if x), "")
+    return code, ctl, msg
+
+
+def messages_in_file(path: str | Path) -> list[bytes]:
+    """Every message in a file: one, several, or an FHS/BHS batch; CR, LF or CRLF; MLLP-framed
+    files are unwrapped. Each message is re-joined with CR as MLLP expects."""
+    raw = Path(path).read_bytes().replace(b"\x0b", b"").replace(b"\x1c", b"")
+    d = decode(raw)
+    return [m.encode(d.charset, "replace") for m in split_messages(d.text)]
+
+
+class MLLPClient:
+    def __init__(self, host: str = "127.0.0.1", port: int = 2575, *, timeout: float = 30.0,
+                 tls: ssl.SSLContext | None = None, server_hostname: str | None = None):
+        self.host, self.port, self.timeout = host, port, timeout
+        self.tls = tls
+        self.server_hostname = server_hostname or host
+        self.sock: socket.socket | None = None
+        self.decoder = FrameDecoder()
+        self._frames: list[bytes] = []
+
+    def connect(self) -> "MLLPClient":
+        s = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        if self.tls is not None:
+            s = self.tls.wrap_socket(s, server_hostname=self.server_hostname)
+        s.settimeout(self.timeout)
+        self.sock = s
+        return self
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            finally:
+                self.sock = None
+
+    def __enter__(self):
+        return self.connect()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def send_raw(self, message: bytes) -> bytes | None:
+        """Send one message, return the ACK frame (None if the connection closed first)."""
+        if self.sock is None:
+            self.connect()
+        self.sock.sendall(frame(message))
+        return self.read_frame()
+
+    def read_frame(self) -> bytes | None:
+        while not self._frames:
+            data = self.sock.recv(65536)
+            if not data:
+                return None
+            self._frames.extend(self.decoder.feed(data))
+        return self._frames.pop(0)
+
+    def send(self, message: bytes) -> AckResult:
+        try:
+            header = header_from_text(decode(message).text)
+            ctl = header.control_id
+        except Exception:
+            header, ctl = None, ""
+        if header is not None and header.accept_ack_type == "NE":
+            # Enhanced mode, "never acknowledge": the receiver will not answer; don't wait for it.
+            if self.sock is None:
+                self.connect()
+            self.sock.sendall(frame(message))
+            return AckResult(ctl, "NE", "no accept ACK requested (MSH-15 NE)")
+        try:
+            ack = self.send_raw(message)
+        except (OSError, socket.timeout) as exc:
+            self.close()
+            return AckResult(ctl, "--", f"no ACK: {exc}")
+        if ack is None:
+            self.close()
+            return AckResult(ctl, "--", "connection closed without an ACK")
+        code, ack_ctl, text = parse_ack(ack)
+        if ack_ctl and ctl and ack_ctl != ctl:
+            return AckResult(ctl, code, f"ACK is for control id {ack_ctl}", ack)
+        return AckResult(ctl, code, text, ack)
+
+
+def tls_context(ca: str | None, cert: str | None, key: str | None, insecure: bool = False) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=ca) if ca else ssl.create_default_context()
+    if insecure:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    if cert:
+        ctx.load_cert_chain(cert, key)
+    return ctx

@@ -1,0 +1,363 @@
+"""The engine decides: raw bytes in, an Outcome (status + the exact ACK bytes) out.
+
+``Engine.receive_many`` is synchronous and transport-free: it reads each message's header, decides
+what the message is (accepted, duplicate, quarantined, rejected), writes every decision to the
+journal in **one transaction**, commits, and only then returns the ACKs. The transport calls it
+through a group-commit writer thread (``interface.writer``); tests call it directly: raw bytes in,
+(ACK bytes, rows) out.
+
+The outcome table (ARCHITECTURE.md) lives in :func:`Engine._prepare` and :meth:`Engine._commit`:
+
+================================  ===========  =====================  ============
+outcome                           stored       ACK                    error queue
+================================  ===========  =====================  ============
+committed (+processed, on_process) yes          AA / CA                -
+duplicate id, same body           already      stored ACK, same bytes -
+duplicate id, different body      quarantined  AR / CR, ERR 205       yes
+unreadable / no MSH               raw          AR, ERR 100            counted
+no MSH-10                         raw          AR, ERR 101 @ MSH-10   counted
+type the channel does not accept  raw          AR, ERR 200 / 201      counted
+mapping error with on_process     yes + error  AE / CE, ERR @ field   yes
+cannot commit                     no           AE / CE, ERR 207       logged
+================================  ===========  =====================  ============
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable, Protocol
+
+from sqlalchemy.engine import Engine as DBEngine
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import ack as acks
+from . import journal
+from .channels import Channel
+from .errors import (APPLICATION_INTERNAL_ERROR, DUPLICATE_KEY_IDENTIFIER, REQUIRED_FIELD_MISSING,
+                     UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, HL7Error, Location, ParseError)
+from .identity import pick_mrn
+from .message import Header, decode, find_segments, header_from_text, is_batch, split_messages
+
+log = logging.getLogger("interface.engine")
+
+MERGE_TRIGGERS = frozenset({"A34", "A35", "A36", "A37", "A39", "A40", "A41", "A42", "A44", "A45",
+                            "A46", "A47", "A48", "A49", "A50", "A51"})
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(slots=True)
+class Inbound:
+    channel: Channel
+    raw: bytes
+    peer: str | None = None
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What happened to one received frame. ``ack`` is None when nothing must be sent (MSH-15 NE)."""
+
+    status: str  # accepted | processed | duplicate | quarantined | rejected | error
+    ack: bytes | None
+    ack_code: str | None = None
+    control_id: str | None = None
+    message_type: str | None = None
+    message_id: int | None = None
+    text: str = ""
+
+
+class Processor(Protocol):
+    """Applies stored work items inside the caller's transaction (for ``ack: on_process``)."""
+
+    def process_now(self, conn, item_ids: list[int], now: datetime) -> dict[int, HL7Error | None]: ...
+
+
+@dataclass(slots=True)
+class _Prepared:
+    row: journal.JournalRow
+    header: Header | None
+    channel: Channel
+    group: int  # index of the inbound frame this message came from
+    outcome: Outcome | None = None  # decided before the transaction (rejections)
+    errors: list = field(default_factory=list)
+
+
+def body_hash(raw: bytes) -> str:
+    return hashlib.sha256(raw).hexdigest()
+
+
+class Engine:
+    def __init__(self, db: DBEngine, *, clock: Callable[[], datetime] = utcnow,
+                 processor: Processor | None = None,
+                 validator: Callable[[str, Header], list[HL7Error]] | None = None):
+        self.db = db
+        self.clock = clock
+        self.processor = processor
+        self.validator = validator
+
+    # -- public -------------------------------------------------------------------------------
+
+    def receive(self, channel: Channel, raw: bytes, peer: str | None = None) -> Outcome:
+        return self.receive_many([Inbound(channel, raw, peer)])[0]
+
+    def receive_many(self, inbound: list[Inbound]) -> list[Outcome]:
+        """Decide, journal and commit a group of frames; one Outcome per frame, in order."""
+        now = self.clock()
+        prepared: list[_Prepared] = []
+        batch_groups: set[int] = set()
+        for i, inb in enumerate(inbound):
+            items = self._prepare(inb, i, now)
+            if len(items) > 1 or (items and items[0].row.batch_index is not None):
+                batch_groups.add(i)
+            prepared.extend(items)
+        try:
+            self._commit(prepared, now)
+        except SQLAlchemyError as exc:
+            log.error("journal commit failed for %d message(s): %s", len(prepared), type(exc).__name__)
+            for p in prepared:
+                p.outcome = self._failure(p, now)
+        return self._collect(inbound, prepared, batch_groups, now)
+
+    # -- deciding (pure, before the transaction) ---------------------------------------------
+
+    def _prepare(self, inb: Inbound, group: int, now: datetime) -> list[_Prepared]:
+        ch = inb.channel
+        decoded = decode(inb.raw)
+        texts = [decoded.text]
+        batch = False
+        if is_batch(decoded.text):
+            batch = True
+            try:
+                texts = split_messages(decoded.text)
+            except ParseError as exc:
+                return [self._reject(inb, group, now, None, exc, decoded.warning)]
+        out = []
+        for idx, text in enumerate(texts):
+            raw = inb.raw if not batch else text.encode(decoded.charset, "replace")
+            p = self._prepare_one(inb, group, now, raw, text, decoded.warning)
+            if batch:
+                p.row.batch_index = idx
+            out.append(p)
+        return out
+
+    def _prepare_one(self, inb: Inbound, group: int, now: datetime, raw: bytes, text: str,
+                     warning: str) -> _Prepared:
+        ch = inb.channel
+        try:
+            header = header_from_text(text)
+        except ParseError as exc:
+            return self._reject(inb, group, now, None, exc, warning, raw)
+        if not header.control_id:
+            err = HL7Error("MSH-10 (message control id) is empty", Location("MSH", 1, 10),
+                           REQUIRED_FIELD_MISSING, reason="missing_field")
+            return self._reject(inb, group, now, header, err, warning, raw)
+        if not ch.accepts(header.message_code, header.trigger):
+            code = UNSUPPORTED_EVENT_CODE if ch.accepts_code(header.message_code) else UNSUPPORTED_MESSAGE_TYPE
+            what = "event" if code == UNSUPPORTED_EVENT_CODE else "message type"
+            err = HL7Error(f"channel {ch.name} does not accept {what} {header.message_type or '(none)'}",
+                           Location("MSH", 1, 9), code, reason="unsupported_event")
+            return self._reject(inb, group, now, header, err, warning, raw)
+        if self.validator is not None and ch.validation == "structure":
+            problems = self.validator(text, header)
+            if problems:
+                return self._reject(inb, group, now, header, problems[0], warning, raw, extra=problems[1:])
+
+        keys, mrn = self.ordering_keys(ch, header, text)
+        row = self._row(inb, now, raw, header, "accepted", warning)
+        row.patient_id = mrn
+        row.dedup_key = "|".join((ch.name, header.sending_application, header.sending_facility,
+                                  header.control_id))[:700]
+        row.work = [journal.WorkSpec(d.name, keys) for d in ch.destinations]
+        p = _Prepared(row, header, ch, group)
+        errors = []
+        if warning:
+            errors.append(acks.AckError("0", warning, None, "W"))
+        p.errors = errors
+        self._set_ack(p, "AA", now, errors=errors)
+        return p
+
+    def ordering_keys(self, ch: Channel, header: Header, text: str) -> tuple[tuple[str, ...], str | None]:
+        """The patient key(s) a message is ordered by: ``mrn:<MRN>`` from PID-3 by the channel's
+        rule, plus the prior patient from MRG-1 for merges. No MRN: a key of its own (it orders
+        with nothing and will fail mapping with a clear reason)."""
+        enc = header.encoding
+        mrn = None
+        for pid in find_segments(text, "PID")[:1]:
+            fields = pid.split(enc.field)
+            if len(fields) > 3:
+                mrn = pick_mrn(fields[3], enc, ch.mrn_rule)
+            if mrn is None and len(fields) > 2 and fields[2]:
+                mrn = pick_mrn(fields[2], enc, ch.mrn_rule)  # v2.2/2.3 senders: PID-2 external id
+        keys = [f"mrn:{mrn}"] if mrn else [f"msg:{ch.name}:{header.sending_application}:{header.control_id}"]
+        if header.trigger in MERGE_TRIGGERS:
+            for mrg in find_segments(text, "MRG")[:1]:
+                fields = mrg.split(enc.field)
+                if len(fields) > 1:
+                    prior = pick_mrn(fields[1], enc, ch.mrn_rule) or pick_mrn(
+                        fields[1], enc, type(ch.mrn_rule)(ch.mrn_rule.authority, ()))
+                    if prior and f"mrn:{prior}" not in keys:
+                        keys.append(f"mrn:{prior}")
+        return tuple(keys), mrn
+
+    def _row(self, inb: Inbound, now: datetime, raw: bytes, header: Header | None, status: str,
+             warning: str) -> journal.JournalRow:
+        row = journal.JournalRow(channel=inb.channel.name, received_at=now, peer=inb.peer, raw=raw,
+                                 body_sha256=body_hash(raw), status=status, ack=None, ack_code=None,
+                                 warning=warning or None)
+        if header is not None:
+            row.sending_application = header.sending_application[:227]
+            row.sending_facility = header.sending_facility[:227]
+            row.receiving_application = header.receiving_application[:227]
+            row.receiving_facility = header.receiving_facility[:227]
+            row.control_id = header.control_id[:199]
+            row.message_type = header.message_type[:32]
+            row.structure = header.structure[:16]
+            row.version = header.version[:16]
+            row.message_time = header.message_time[:32]
+        return row
+
+    def _reject(self, inb, group, now, header, err: HL7Error, warning, raw=None, extra=()) -> _Prepared:
+        raw = inb.raw if raw is None else raw
+        row = self._row(inb, now, raw, header, "rejected", warning)
+        row.error_code = err.code
+        row.error_text = str(err)[:2000]
+        p = _Prepared(row, header, inb.channel, group)
+        errors = [acks.AckError(e.code, e.text, e.location) for e in (err, *extra)]
+        self._set_ack(p, "AR", now, errors=errors, text=err.text)
+        return p
+
+    def _set_ack(self, p: _Prepared, code: str, now: datetime, *, errors=(), text: str = "") -> None:
+        mode = p.channel.ack.mode
+        send = acks.should_send_accept_ack(p.header, code, mode)
+        data = acks.build_ack(p.header, code, now, text=text, errors=errors, mode=mode) if send else None
+        p.row.ack = data
+        p.row.ack_code = acks.ack_code(code, p.header, mode) if send else None
+
+    # -- the transaction -------------------------------------------------------------------
+
+    def _commit(self, prepared: list[_Prepared], now: datetime) -> None:
+        with self.db.begin() as conn:
+            accepted = [p for p in prepared if p.row.status == "accepted"]
+            existing = journal.find_existing(conn, [p.row.dedup_key for p in accepted])
+            seen: dict[str, _Prepared] = {}
+            to_insert: list[_Prepared] = []
+            for p in prepared:
+                if p.row.status != "accepted":
+                    to_insert.append(p)
+                    continue
+                key = p.row.dedup_key
+                prior = existing.get(key)
+                earlier = seen.get(key)
+                if prior is not None or earlier is not None:
+                    same = (prior[1] if prior else earlier.row.body_sha256) == p.row.body_sha256
+                    if same:
+                        stored_ack = prior[2] if prior else earlier.row.ack
+                        p.outcome = Outcome("duplicate", stored_ack, _code_of(stored_ack),
+                                            p.header.control_id, p.header.message_type,
+                                            prior[0] if prior else None)
+                        continue
+                    self._quarantine(p, now)
+                    to_insert.append(p)
+                    continue
+                seen[key] = p
+                to_insert.append(p)
+            ids = journal.insert_rows(conn, [p.row for p in to_insert], now)
+            for p, mid in zip(to_insert, ids):
+                p.outcome = Outcome(p.row.status, p.row.ack, p.row.ack_code,
+                                    p.header.control_id if p.header else None,
+                                    p.header.message_type if p.header else None, mid,
+                                    p.row.error_text or "")
+            if self.processor is not None:
+                self._process_now(conn, [p for p in to_insert if p.row.status == "accepted"
+                                         and p.channel.ack.when == "on_process"], now)
+
+    def _quarantine(self, p: _Prepared, now: datetime) -> None:
+        err = HL7Error(f"control id {p.header.control_id} was already used for a different message",
+                       Location("MSH", 1, 10), DUPLICATE_KEY_IDENTIFIER, reason="duplicate_conflict")
+        p.row.status = "quarantined"
+        p.row.dedup_key = None
+        p.row.error_code = err.code
+        p.row.error_text = err.text
+        p.row.work = [journal.WorkSpec("quarantine", (), status="error", reason="duplicate_conflict",
+                                       error_location="MSH-10", last_error=err.text)]
+        self._set_ack(p, "AR", now, errors=[acks.AckError(err.code, err.text, err.location)], text=err.text)
+
+    def _process_now(self, conn, prepared: list[_Prepared], now: datetime) -> None:
+        """``ack: on_process``: apply the new items in this transaction; errors become AE."""
+        from sqlalchemy import select, update
+
+        from .schema import messages, work_items
+
+        if not prepared:
+            return
+        by_message = {p.outcome.message_id: p for p in prepared}
+        rows = conn.execute(select(work_items.c.id, work_items.c.message_id)
+                            .where(work_items.c.message_id.in_(list(by_message)))).all()
+        results = self.processor.process_now(conn, [r.id for r in rows], now)
+        for item_id, message_id in rows:
+            p = by_message[message_id]
+            err = results.get(item_id)
+            if item_id not in results:
+                continue  # queued behind an earlier message for the same patient: ACK as stored
+            if err is None:
+                p.outcome.status = "processed"
+                continue
+            self._set_ack(p, "AE", now, errors=[acks.AckError(err.code, err.text, err.location)],
+                          text=err.text)
+            p.outcome.status = "error"
+            p.outcome.ack, p.outcome.ack_code, p.outcome.text = p.row.ack, p.row.ack_code, err.text
+            conn.execute(update(messages).where(messages.c.id == message_id)
+                         .values(ack=p.row.ack, ack_code=p.row.ack_code))
+
+    def _failure(self, p: _Prepared, now: datetime) -> Outcome:
+        err = acks.AckError(APPLICATION_INTERNAL_ERROR,
+                            "message could not be stored; it was not accepted, please resend")
+        mode = p.channel.ack.mode
+        data = acks.build_ack(p.header, "AE", now, text=err.text, errors=[err], mode=mode)
+        return Outcome("error", data, acks.ack_code("AE", p.header, mode),
+                       p.header.control_id if p.header else None,
+                       p.header.message_type if p.header else None, None, err.text)
+
+    # -- assembling -------------------------------------------------------------------------
+
+    def _collect(self, inbound, prepared, batch_groups, now) -> list[Outcome]:
+        per_group: dict[int, list[_Prepared]] = {}
+        for p in prepared:
+            per_group.setdefault(p.group, []).append(p)
+        out = []
+        for i in range(len(inbound)):
+            items = per_group.get(i, [])
+            if i not in batch_groups:
+                out.append(items[0].outcome)
+                continue
+            out.append(_batch_outcome([p.outcome for p in items], now))
+        return out
+
+
+def _code_of(ack: bytes | None) -> str | None:
+    if not ack:
+        return None
+    i = ack.find(b"MSA")
+    if i < 0 or len(ack) < i + 6:
+        return None
+    return ack[i + 4:i + 6].decode("ascii", "replace")
+
+
+def _batch_outcome(outcomes: list[Outcome], now: datetime) -> Outcome:
+    """One response for a framed FHS/BHS batch: the ACKs wrapped in BHS/BTS."""
+    acks_ = [o.ack for o in outcomes if o.ack]
+    worst = "accepted"
+    for o in outcomes:
+        if o.status in ("rejected", "error", "quarantined"):
+            worst = o.status
+    if not acks_:  # every message said MSH-15 NE: nothing to send
+        return Outcome(worst, None, None, None, "batch", None, f"{len(outcomes)} messages")
+    stamp = acks.hl7_timestamp(now).encode()
+    body = b"BHS|^~\\&|||||" + stamp + b"\r" + b"".join(acks_) + b"BTS|" + str(len(acks_)).encode() + b"\r"
+    codes = {o.ack_code for o in outcomes if o.ack_code}
+    code = next((c for c in ("AR", "CR", "AE", "CE") if c in codes), next(iter(codes), None))
+    return Outcome(worst, body, code, None, "batch", None, f"{len(outcomes)} messages")

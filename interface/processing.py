@@ -1,0 +1,249 @@
+"""Processing work items: message -> mapping -> records -> stores, one item at a time, in order.
+
+Two phases, so that SQLite's single write lock is held only for the writes:
+
+1. ``prepare`` (no database): decode, parse and run the mapping — pure CPU.
+2. ``apply`` (inside the worker's transaction, one SAVEPOINT per item): the chart or document
+   store writes the records; the item's done state commits with them.
+
+The :class:`Worker` loop claims runnable items (``queue.runnable``: oldest per key), prepares
+them, then applies them in one transaction, and turns each failure into its queue transition:
+retry (transient), error queue (permanent, with reason and location), or hold (unknown patient).
+"""
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Callable
+
+from sqlalchemy import select
+from sqlalchemy.engine import Engine as DBEngine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+
+from . import queue
+from .channels import Channel
+from .errors import HL7Error, Hold, Location, PermanentError, TransientError
+from .message import decode, parse
+from .schema import messages
+
+log = logging.getLogger("interface.processing")
+
+
+@dataclass
+class Prepared:
+    destination: Any
+    records: list | None = None
+    message: Any = None
+    error: Exception | None = None
+
+
+class Pipeline:
+    """Knows channels, mappings and stores; turns one (item, raw) into effects."""
+
+    def __init__(self, channels: list[Channel], mappings: dict, *, document_settings=None,
+                 destinations: dict | None = None):
+        self.channels = {c.name: c for c in channels}
+        self.mappings = mappings
+        self.document_settings = document_settings
+        self.extra_destinations = destinations or {}  # name -> object with prepare/apply (mllp, file)
+
+    def destination(self, channel: str, name: str):
+        ch = self.channels.get(channel)
+        if ch is None:
+            raise PermanentError(f"channel {channel} is no longer configured", reason="processing_error")
+        for d in ch.destinations:
+            if d.name == name:
+                return ch, d
+        raise PermanentError(f"channel {channel} has no destination {name}", reason="processing_error")
+
+    def retry_policy(self, channel: str, name: str) -> queue.RetryPolicy:
+        try:
+            ch, d = self.destination(channel, name)
+        except PermanentError:
+            return queue.RetryPolicy()
+        return queue.RetryPolicy.from_config(d.retry or ch.retry)
+
+    def hold_seconds(self, channel: str) -> float:
+        ch = self.channels.get(channel)
+        return ch.hold_unknown_patient_seconds if ch else 86400.0
+
+    def prepare(self, channel: str, destination: str, raw: bytes) -> Prepared:
+        try:
+            ch, d = self.destination(channel, destination)
+            if d.type != "store":
+                return Prepared(d, None, raw)
+            mapping = self.mappings.get(d.mapping)
+            if mapping is None:
+                raise PermanentError(f"mapping {d.mapping} is not loaded", reason="processing_error")
+            msg = parse(decode(raw).text)
+            records = mapping.apply(msg, ch.mapping_params)
+            return Prepared(d, records, msg)
+        except (HL7Error, PermanentError) as exc:
+            return Prepared(None, None, None, exc)
+        except Exception as exc:  # a bug or an unforeseen input: the item waits for a clerk
+            log.exception("prepare failed")
+            return Prepared(None, None, None, PermanentError(
+                f"unexpected {type(exc).__name__} while mapping", reason="processing_error"))
+
+    def apply(self, conn, item, prep: Prepared, now: datetime) -> None:
+        if prep.error is not None:
+            raise prep.error
+        d = prep.destination
+        if d.type == "store":
+            mapping = self.mappings[d.mapping]
+            if mapping.root == "chart":
+                from . import chart
+
+                chart.apply_updates(conn, prep.records, message_id=item.message_id, now=now)
+            else:
+                from . import documents
+
+                settings = self.document_settings or documents.DocumentSettings()
+                documents.apply_documents(conn, prep.records, prep.message, message_id=item.message_id,
+                                          now=now, settings=settings)
+            return
+        handler = self.extra_destinations.get(d.type)
+        if handler is None:
+            raise PermanentError(f"destination type {d.type} is not available", reason="processing_error")
+        handler.deliver(conn, item, d, prep.message, now)
+
+
+def _location_text(exc: Exception) -> str | None:
+    loc = getattr(exc, "location", None)
+    return str(loc) if isinstance(loc, Location) and loc.segment else None
+
+
+class Worker:
+    """Claims runnable items and applies them; safe to run several (threads or processes)."""
+
+    def __init__(self, db: DBEngine, pipeline: Pipeline, *, clock: Callable[[], datetime],
+                 batch: int = 64, rng: random.Random | None = None):
+        self.db = db
+        self.pipeline = pipeline
+        self.clock = clock
+        self.batch = batch
+        self.rng = rng or random.Random()
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.processed = 0
+        self.failed = 0
+
+    # -- one round (tests call this directly) ------------------------------------------------
+
+    def run_once(self) -> int:
+        """Process what is runnable now; returns how many items were attempted."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            candidates = queue.runnable(conn, now, self.batch)
+            if not candidates:
+                return 0
+            raws = dict(conn.execute(select(messages.c.id, messages.c.raw)
+                                     .where(messages.c.id.in_([c.message_id for c in candidates]))).all())
+            conn.rollback()
+        prepared = {c.id: self.pipeline.prepare(c.channel, c.destination, raws[c.message_id])
+                    for c in candidates}
+        return self._apply(prepared, [c.id for c in candidates])
+
+    def _apply(self, prepared: dict, ids: list[int]) -> int:
+        now = self.clock()
+        done = 0
+        try:
+            with self.db.begin() as conn:
+                items = queue.runnable(conn, now, len(ids), lock=True, ids=ids)
+                for item in items:
+                    self._apply_one(conn, item, prepared[item.id], now)
+                    done += 1
+        except OperationalError:
+            log.warning("worker transaction failed (database unavailable?); will retry")
+            return 0
+        return done
+
+    def apply_items(self, conn, item_ids: list[int], now: datetime) -> dict[int, HL7Error | None]:
+        """For ``ack: on_process``: apply these items inside the caller's transaction, if each is
+        the head of its keys. Returns item id -> None (applied) or the error (in error queue)."""
+        items = queue.runnable(conn, now, len(item_ids), ids=item_ids)
+        if not items:
+            return {}
+        raws = dict(conn.execute(select(messages.c.id, messages.c.raw)
+                                 .where(messages.c.id.in_([i.message_id for i in items]))).all())
+        out: dict[int, HL7Error | None] = {}
+        for item in items:
+            prep = self.pipeline.prepare(item.channel, item.destination, raws[item.message_id])
+            out[item.id] = self._apply_one(conn, item, prep, now)
+        return out
+
+    process_now = apply_items  # the engine's Processor protocol
+
+    def _apply_one(self, conn, item, prep: Prepared, now: datetime):
+        attempts = item.attempts + 1
+        sp = conn.begin_nested()
+        try:
+            self.pipeline.apply(conn, item, prep, now)
+        except Hold as exc:
+            sp.rollback()
+            deadline = item.created_at
+            if deadline.tzinfo is None and now.tzinfo is not None:
+                deadline = deadline.replace(tzinfo=now.tzinfo)
+            if now - deadline >= timedelta(seconds=self.pipeline.hold_seconds(item.channel)):
+                queue.mark_error(conn, item.id, item.message_id, now, attempts, exc.text, exc.reason, None)
+                self.failed += 1
+                return HL7Error(exc.text, reason=exc.reason)
+            queue.mark_held(conn, item.id, now, attempts, exc.recheck_seconds, exc.text, exc.reason)
+            return None
+        except TransientError as exc:
+            sp.rollback()
+            policy = self.pipeline.retry_policy(item.channel, item.destination)
+            if policy.exhausted(attempts):
+                queue.mark_error(conn, item.id, item.message_id, now, attempts, str(exc), exc.reason, None)
+                self.failed += 1
+                return HL7Error(str(exc), reason=exc.reason)
+            queue.mark_retry(conn, item.id, now, attempts, policy.delay(attempts, self.rng), str(exc), exc.reason)
+            return None
+        except HL7Error as exc:
+            sp.rollback()
+            queue.mark_error(conn, item.id, item.message_id, now, attempts, str(exc), exc.reason,
+                             _location_text(exc))
+            self.failed += 1
+            log.info("item=%s channel=%s outcome=error reason=%s", item.id, item.channel, exc.reason)
+            return exc
+        except SQLAlchemyError:
+            sp.rollback()
+            raise
+        except Exception as exc:
+            sp.rollback()
+            log.exception("item=%s unexpected failure", item.id)
+            err = PermanentError(f"unexpected {type(exc).__name__} while applying", reason="processing_error")
+            queue.mark_error(conn, item.id, item.message_id, now, attempts, str(err), err.reason, None)
+            self.failed += 1
+            return err
+        queue.mark_done(conn, item.id, item.message_id, now, attempts)
+        sp.commit()
+        self.processed += 1
+        return None
+
+    # -- the thread --------------------------------------------------------------------------
+
+    def start(self, idle_wait: float = 0.5) -> None:
+        def loop():
+            while not self._stop.is_set():
+                try:
+                    n = self.run_once()
+                except Exception:
+                    log.exception("worker round failed")
+                    n = 0
+                if n == 0:
+                    self.wake.wait(idle_wait)
+                    self.wake.clear()
+
+        self._thread = threading.Thread(target=loop, name="worker", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)

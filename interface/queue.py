@@ -1,0 +1,239 @@
+"""Work items: ordered per key, retried by policy, parked, or put in the error queue.
+
+Ordering rule: an item may run only when it is the oldest unfinished item for each of its keys
+(one key, the patient; two for merges). ``work_keys`` holds the keys of unfinished items; a row
+is deleted in the same transaction as the item's effects, so "oldest unfinished" is a single
+indexed NOT EXISTS. A failing item keeps its keys, so it blocks only its own patient(s); every
+other key keeps flowing. A held item (document for an unknown patient) gives its keys up and
+waits on its own schedule.
+
+On PostgreSQL the claim takes ``FOR UPDATE SKIP LOCKED`` inside the same transaction as the
+effects: several engine processes share the queue, a key is never processed by two at once, and
+a process that dies releases its claims by the rollback — no lease to expire.
+
+Clerk actions (retry, discard with a reason, resubmit an edited copy) live here too, so the CLI
+and the web console share one implementation; each writes the audit trail.
+"""
+from __future__ import annotations
+
+import hashlib
+import random
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import aliased
+
+from .schema import audit, messages, work_attempts, work_items, work_keys
+
+UNFINISHED = ("pending", "held", "error")
+RUNNABLE = ("pending", "held")
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter; ``max_attempts`` includes the first try."""
+
+    initial_delay: float = 1.0
+    factor: float = 2.0
+    jitter: float = 0.1
+    max_delay: float = 300.0
+    max_attempts: int = 10
+
+    @classmethod
+    def from_config(cls, r) -> "RetryPolicy":
+        return cls(r.initial_delay_seconds, r.factor, r.jitter, r.max_delay_seconds, r.max_attempts)
+
+    def delay(self, attempt: int, rng: random.Random | None = None) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        base = min(self.max_delay, self.initial_delay * (self.factor ** max(attempt - 1, 0)))
+        if self.jitter:
+            r = (rng or random).uniform(-self.jitter, self.jitter)
+            base = max(0.0, base * (1 + r))
+        return base
+
+    def exhausted(self, attempts: int) -> bool:
+        return attempts >= self.max_attempts
+
+
+def _head_condition():
+    """SQL: the item is the oldest unfinished item for every one of its keys."""
+    k = aliased(work_keys)
+    k2 = aliased(work_keys)
+    earlier = (select(k.c.item_id).join(k2, and_(k2.c.key == k.c.key, k2.c.item_id < k.c.item_id))
+               .where(k.c.item_id == work_items.c.id))
+    return ~exists(earlier)
+
+
+def runnable(conn: Connection, now: datetime, limit: int = 64, *, lock: bool = False,
+             ids: list[int] | None = None) -> list:
+    """Items that may run now, oldest first, at most one per key. ``lock`` (PostgreSQL):
+    claim them with FOR UPDATE SKIP LOCKED for the rest of the transaction."""
+    q = (select(work_items.c.id, work_items.c.message_id, work_items.c.channel,
+                work_items.c.destination, work_items.c.key, work_items.c.status,
+                work_items.c.attempts, work_items.c.created_at)
+         .where(work_items.c.status.in_(RUNNABLE), work_items.c.next_attempt_at <= now, _head_condition())
+         .order_by(work_items.c.id).limit(limit))
+    if ids is not None:
+        q = q.where(work_items.c.id.in_(ids))
+    if lock and conn.dialect.name == "postgresql":
+        q = q.with_for_update(skip_locked=True, of=work_items)
+    return conn.execute(q).all()
+
+
+def mark_done(conn: Connection, item_id: int, message_id: int, now: datetime, attempts: int) -> None:
+    conn.execute(delete(work_keys).where(work_keys.c.item_id == item_id))
+    conn.execute(update(work_items).where(work_items.c.id == item_id)
+                 .values(status="done", attempts=attempts, updated_at=now, reason=None))
+    conn.execute(insert(work_attempts).values(item_id=item_id, at=now, outcome="done"))
+    _refresh_message_status(conn, message_id)
+
+
+def mark_retry(conn: Connection, item_id: int, now: datetime, attempts: int, delay: float,
+               error: str, reason: str) -> None:
+    """Transient failure: try again later; keeps its keys (the patient waits, in order)."""
+    conn.execute(update(work_items).where(work_items.c.id == item_id).values(
+        status="pending", attempts=attempts, next_attempt_at=now + timedelta(seconds=delay),
+        updated_at=now, last_error=error[:4000], reason=reason))
+    conn.execute(insert(work_attempts).values(item_id=item_id, at=now, outcome="retry", error=error[:4000]))
+
+
+def mark_error(conn: Connection, item_id: int, message_id: int, now: datetime, attempts: int,
+               error: str, reason: str, location: str | None) -> None:
+    """Into the error queue. Keeps its keys: later messages for this patient wait behind it."""
+    conn.execute(update(work_items).where(work_items.c.id == item_id).values(
+        status="error", attempts=attempts, updated_at=now, last_error=error[:4000], reason=reason,
+        error_location=location))
+    conn.execute(insert(work_attempts).values(item_id=item_id, at=now, outcome="error", error=error[:4000]))
+    _refresh_message_status(conn, message_id)
+
+
+def mark_held(conn: Connection, item_id: int, now: datetime, attempts: int, recheck: float,
+              error: str, reason: str) -> None:
+    """Parked (e.g. unknown patient): gives its keys up so it blocks nobody, retried later."""
+    conn.execute(delete(work_keys).where(work_keys.c.item_id == item_id))
+    conn.execute(update(work_items).where(work_items.c.id == item_id).values(
+        status="held", attempts=attempts, next_attempt_at=now + timedelta(seconds=recheck),
+        updated_at=now, last_error=error[:4000], reason=reason))
+    conn.execute(insert(work_attempts).values(item_id=item_id, at=now, outcome="held", error=error[:4000]))
+
+
+def release_held(conn: Connection, mrn: str, now: datetime) -> int:
+    """A patient became known: retry items held for that MRN now. Returns how many."""
+    res = conn.execute(update(work_items)
+                       .where(work_items.c.status == "held", work_items.c.key == f"mrn:{mrn}")
+                       .values(next_attempt_at=now))
+    return res.rowcount or 0
+
+
+def _refresh_message_status(conn: Connection, message_id: int) -> None:
+    """A message is processed when all its items are done, error if any is in error."""
+    rows = conn.execute(select(work_items.c.status).where(work_items.c.message_id == message_id)).all()
+    statuses = {r.status for r in rows}
+    if not statuses:
+        return
+    if "error" in statuses:
+        status = "error"
+    elif statuses <= {"done", "discarded"}:
+        status = "processed" if "done" in statuses else "discarded"
+    else:
+        return
+    conn.execute(update(messages).where(messages.c.id == message_id,
+                                        messages.c.status.notin_(("rejected", "quarantined")))
+                 .values(status=status))
+
+
+# ---------------------------------------------------------------------------------------------
+# clerk actions
+
+
+class ActionError(Exception):
+    """A clerk action that cannot be done as asked (unknown item, wrong state, empty reason)."""
+
+
+def _audit(conn, now, user, action, item_id, reason=None, detail=None):
+    conn.execute(insert(audit).values(at=now, user=user, action=action, target_type="work_item",
+                                      target_id=str(item_id), reason=reason, detail=detail))
+
+
+def _item(conn, item_id: int):
+    row = conn.execute(select(work_items).where(work_items.c.id == item_id)).first()
+    if row is None:
+        raise ActionError(f"no work item {item_id}")
+    return row
+
+
+def retry_item(conn: Connection, item_id: int, *, user: str, now: datetime) -> None:
+    """Put an error (or held) item back in the queue now; it keeps its place for its key."""
+    row = _item(conn, item_id)
+    if row.status not in ("error", "held"):
+        raise ActionError(f"item {item_id} is {row.status}; only error or held items can be retried")
+    if row.destination == "quarantine":
+        raise ActionError("a quarantined duplicate cannot be retried as is; resubmit or discard it")
+    conn.execute(update(work_items).where(work_items.c.id == item_id)
+                 .values(status="pending", next_attempt_at=now, updated_at=now))
+    have = conn.execute(select(func.count()).select_from(work_keys).where(work_keys.c.item_id == item_id)).scalar()
+    if not have:
+        conn.execute(insert(work_keys).values(item_id=item_id, key=row.key))
+    conn.execute(update(messages).where(messages.c.id == row.message_id, messages.c.status == "error")
+                 .values(status="accepted"))
+    _audit(conn, now, user, "retry", item_id)
+
+
+def discard_item(conn: Connection, item_id: int, *, user: str, reason: str, now: datetime) -> None:
+    """Give up on an item, with a reason; its patient's later messages flow again."""
+    if not reason or not reason.strip():
+        raise ActionError("a reason is required to discard")
+    row = _item(conn, item_id)
+    if row.status in ("done", "discarded"):
+        raise ActionError(f"item {item_id} is already {row.status}")
+    conn.execute(delete(work_keys).where(work_keys.c.item_id == item_id))
+    conn.execute(update(work_items).where(work_items.c.id == item_id)
+                 .values(status="discarded", updated_at=now))
+    conn.execute(insert(work_attempts).values(item_id=item_id, at=now, outcome="discarded", error=reason[:4000]))
+    rows = conn.execute(select(work_items.c.status).where(work_items.c.message_id == row.message_id)).all()
+    if all(r.status in ("done", "discarded") for r in rows):
+        conn.execute(update(messages).where(messages.c.id == row.message_id).values(
+            status="discarded" if all(r.status == "discarded" for r in rows) else "processed"))
+    _audit(conn, now, user, "discard", item_id, reason=reason)
+
+
+def resubmit_item(conn: Connection, item_id: int, raw: bytes, *, user: str, now: datetime,
+                  reason: str | None = None) -> int:
+    """Fix-and-resend: store the edited copy as a new message linked to the original
+    (``parent_id``) and point the failed work item at it, so it keeps its place in its patient's
+    order (later messages for the patient still wait behind it). The original is kept unchanged,
+    marked ``resubmitted``. Returns the new message id."""
+    row = _item(conn, item_id)
+    if row.status not in ("error", "held"):
+        raise ActionError(f"item {item_id} is {row.status}; only error or held items can be resubmitted")
+    orig = conn.execute(select(messages).where(messages.c.id == row.message_id)).first()
+    from .errors import ParseError
+    from .message import decode, header_from_text
+
+    try:
+        header = header_from_text(decode(raw).text)
+    except ParseError as exc:
+        raise ActionError(f"the edited message cannot be read: {exc}") from None
+    new_id = conn.execute(insert(messages).values(
+        channel=orig.channel, received_at=now, peer="resubmit", raw=raw,
+        body_sha256=hashlib.sha256(raw).hexdigest(), status="accepted", ack=None, ack_code=None,
+        dedup_key=None, sending_application=header.sending_application[:227],
+        sending_facility=header.sending_facility[:227],
+        receiving_application=header.receiving_application[:227],
+        receiving_facility=header.receiving_facility[:227], control_id=header.control_id[:199],
+        message_type=header.message_type[:32], structure=header.structure[:16],
+        version=header.version[:16], message_time=header.message_time[:32],
+        patient_id=orig.patient_id, parent_id=orig.id).returning(messages.c.id)).scalar_one()
+    conn.execute(update(work_items).where(work_items.c.id == item_id).values(
+        message_id=new_id, status="pending", next_attempt_at=now, updated_at=now, attempts=0))
+    have = conn.execute(select(func.count()).select_from(work_keys).where(work_keys.c.item_id == item_id)).scalar()
+    if not have:
+        conn.execute(insert(work_keys).values(item_id=item_id, key=row.key))
+    conn.execute(insert(work_attempts).values(item_id=item_id, at=now, outcome="resubmitted",
+                                              error=f"message {orig.id} replaced by edited message {new_id}"))
+    conn.execute(update(messages).where(messages.c.id == orig.id).values(status="resubmitted"))
+    _audit(conn, now, user, "resubmit", item_id, reason=reason,
+           detail=f"original message {orig.id}, edited message {new_id}")
+    return new_id

@@ -1,0 +1,217 @@
+"""Build the running system in one function: listeners, writer, workers, web console.
+
+Nothing else reads YAML, argv or the environment: ``cli`` turns those into :class:`Settings`,
+and :func:`make_service` turns Settings into a Twisted ``MultiService``.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import endpoints, threads
+
+from . import db as dbmod
+from .channels import Channel, load_channels
+from .engine import Engine, Inbound, Outcome
+from .processing import Pipeline, Worker
+from .transport import MLLPFactory, listening_factory
+from .writer import GroupCommitWriter
+
+log = logging.getLogger("interface.service")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Settings:
+    channels_dir: Path = Path("channels")
+    mappings_dir: Path = Path("mappings")
+    rules_file: Path | None = Path("rules/completeness.yaml")
+    var_dir: Path = Path("var")
+    db_url: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int | None = 8080
+    workers: int = 1
+    channel_names: list[str] = field(default_factory=list)  # empty: all enabled channels
+    port_overrides: dict[str, str] = field(default_factory=dict)  # channel -> endpoint (tests, bench)
+    create_schema: bool = True
+
+    @property
+    def url(self) -> str:
+        return dbmod.resolve_url(self.db_url, self.var_dir)
+
+
+class Runtime:
+    """What the running process knows that the database does not: live connections, counters."""
+
+    def __init__(self):
+        self.factories: dict[str, MLLPFactory] = {}
+        self.counters: dict[str, dict[str, int]] = {}
+        self.ports: dict[str, int] = {}
+        self.started_at = utcnow()
+
+    def count(self, inbound: Inbound, outcome: Outcome) -> None:
+        c = self.counters.setdefault(inbound.channel.name, {})
+        c["received"] = c.get("received", 0) + 1
+        c[outcome.status] = c.get(outcome.status, 0) + 1
+
+    def channel_state(self, name: str) -> dict:
+        f = self.factories.get(name)
+        return {"listening": f is not None, "connections": f.connections if f else 0,
+                "port": self.ports.get(name), "counters": dict(self.counters.get(name, {}))}
+
+
+def load_pipeline(settings: Settings, channels: list[Channel]) -> Pipeline:
+    mappings = {}
+    try:
+        from .mapping import load_mappings
+    except ImportError:  # pragma: no cover - only while the mapping module is being built
+        load_mappings = None
+    if load_mappings is not None and settings.mappings_dir.exists():
+        mappings = load_mappings(settings.mappings_dir)
+    doc_settings = None
+    try:
+        from . import documents
+
+        rules = None
+        if settings.rules_file and settings.rules_file.exists():
+            from .completeness import load_rules
+
+            rules = load_rules(settings.rules_file)
+        doc_settings = documents.DocumentSettings(content_dir=settings.var_dir / "content", rules=rules)
+    except ImportError:  # pragma: no cover
+        pass
+    return Pipeline(channels, mappings, document_settings=doc_settings)
+
+
+def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[service.MultiService, dict]:
+    """Every listener, the journal writer, the workers and the web console, from settings.
+
+    Returns the MultiService and a dict of the parts (engine, writer, workers, runtime...) for
+    tests and the CLI.
+    """
+    if reactor is None:
+        from twisted.internet import reactor as _reactor
+
+        reactor = _reactor
+    channels = [c for c in load_channels(settings.channels_dir) if c.enabled
+                and (not settings.channel_names or c.name in settings.channel_names)]
+    db = dbmod.make_engine(settings.url)
+    if settings.create_schema:
+        dbmod.create_schema(db)
+    pipeline = load_pipeline(settings, channels)
+    workers = [Worker(db, pipeline, clock=clock) for _ in range(max(1, settings.workers))]
+    engine = Engine(db, clock=clock, processor=workers[0])
+    try:
+        from .validation import structure_validator
+
+        engine.validator = structure_validator
+    except ImportError:  # pragma: no cover
+        pass
+    writer = GroupCommitWriter(engine, reactor.callFromThread)
+    runtime = Runtime()
+
+    def on_outcome(inbound: Inbound, outcome: Outcome) -> None:
+        runtime.count(inbound, outcome)
+        if outcome.status == "accepted":
+            for w in workers:
+                w.wake.set()
+
+    writer.on_outcome = on_outcome
+
+    def record_event(**kw) -> None:
+        from . import journal
+
+        def write():
+            with db.begin() as conn:
+                journal.record_event(conn, at=clock(), **kw)
+
+        threads.deferToThread(write).addErrback(lambda f: log.error("event not recorded: %s", f.getErrorMessage()))
+
+    top = service.MultiService()
+    top.addService(_ThreadService("writer", writer.start, writer.stop))
+    for w in workers:
+        top.addService(_ThreadService("worker", w.start, w.stop))
+    for ch in channels:
+        factory = MLLPFactory(ch, lambda frame, peer, ch=ch: writer.submit(Inbound(ch, frame, peer)),
+                              event_sink=record_event, clock=reactor)
+        runtime.factories[ch.name] = factory
+        desc = settings.port_overrides.get(ch.name, ch.listen)
+        ep = endpoints.serverFromString(reactor, desc)
+        svc = _ListenService(ep, listening_factory(ch, factory), ch.name, runtime)
+        top.addService(svc)
+    parts = dict(db=db, engine=engine, writer=writer, workers=workers, runtime=runtime,
+                 channels=channels, pipeline=pipeline)
+    if settings.web_port is not None:
+        try:
+            from .web import create_app, WebThread
+        except ImportError:  # pragma: no cover - web console not built yet
+            create_app = None
+        if create_app is not None:
+            app = create_app(db, channels=channels, runtime=runtime,
+                             document_settings=pipeline.document_settings)
+            web = WebThread(app, settings.web_host, settings.web_port)
+            top.addService(_ThreadService("web", web.start, web.stop))
+            parts["web"] = web
+    return top, parts
+
+
+class _ThreadService(service.Service):
+    def __init__(self, name, start, stop):
+        self.name = name
+        self._start, self._stop = start, stop
+
+    def startService(self):
+        super().startService()
+        self._start()
+
+    def stopService(self):
+        super().stopService()
+        return threads.deferToThread(self._stop)
+
+
+class _ListenService(StreamServerEndpointService):
+    """Records the bound port (``tcp:0`` in tests and benchmarks picks a free one)."""
+
+    def __init__(self, endpoint, factory, name, runtime):
+        super().__init__(endpoint, factory)
+        self.channel_name = name
+        self.runtime = runtime
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self):
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port):
+        addr = port.getHost()
+        self.runtime.ports[self.channel_name] = getattr(addr, "port", None)
+        log.info("channel=%s listening on %s", self.channel_name, addr)
+        return port
+
+
+def run(settings: Settings) -> int:
+    """``interface run``: start everything and serve until SIGINT/SIGTERM."""
+    from twisted.internet import reactor
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    top, parts = make_service(settings, reactor)
+    top.startService()
+    for ch in parts["channels"]:
+        log.info("channel=%s endpoint=%s", ch.name, settings.port_overrides.get(ch.name, ch.listen))
+    if "web" in parts:
+        log.info("web console and API on http://%s:%s/", settings.web_host, settings.web_port)
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    reactor.run()
+    return 0
+
+
+def ready_event() -> threading.Event:  # pragma: no cover - helper for embedding
+    return threading.Event()

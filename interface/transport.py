@@ -1,0 +1,191 @@
+"""MLLP over Twisted: the protocol speaks the wire, the engine decides.
+
+One message in flight per connection: frames that arrive while one is being stored wait in a
+short queue, and when that queue is full the socket stops being read (``pauseProducing``) until
+the ACK goes out — so a fast sender or a slow database means slower ACKs, never unbounded memory.
+The connection stays open after each ACK. Limits per channel: frame size (past it the connection
+is closed and the event recorded), idle timeout, connection count, sender allowlist.
+
+The ACK is written only when the handler's Deferred fires, and the handler (the group-commit
+writer) fires it only after the journal transaction committed.
+"""
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Callable
+
+from twisted.internet.defer import Deferred
+from twisted.internet.protocol import Factory, Protocol
+from twisted.protocols.policies import TimeoutMixin
+
+from .channels import Channel
+from .engine import Outcome
+from .errors import FrameTooLarge
+from .framing import FrameDecoder, frame
+
+log = logging.getLogger("interface.transport")
+
+MAX_QUEUED_FRAMES = 4  # pipelined frames kept per connection before the socket is paused
+
+Handler = Callable[[bytes, str], Deferred]  # (frame, peer) -> Deferred[Outcome]
+EventSink = Callable[..., None]  # record_event(kind=, channel=, peer=, detail=)
+
+
+class MLLPProtocol(Protocol, TimeoutMixin):
+    def __init__(self, factory: "MLLPFactory"):
+        self.factory = factory
+        self.decoder = FrameDecoder(factory.channel.limits.max_frame_bytes)
+        self.pending: deque[bytes] = deque()
+        self.busy = False
+        self.paused = False
+        self.closed = False
+        self.counted = False
+        self.peer = ""
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        p = self.transport.getPeer()
+        host = getattr(p, "host", "") or ""
+        self.peer = f"{host}:{getattr(p, 'port', '')}" if host else str(p)
+        ch = self.factory.channel
+        if host and not ch.allows(host):
+            self.factory.event("refused_peer", self.peer, "address not in the channel allowlist")
+            self.closed = True
+            self.transport.abortConnection()
+            return
+        if self.factory.connections >= ch.limits.max_connections:
+            self.factory.event("too_many_connections", self.peer,
+                               f"limit {ch.limits.max_connections} reached")
+            self.closed = True
+            self.transport.abortConnection()
+            return
+        self.factory.connections += 1
+        self.counted = True
+        self.callLater = self.factory.clock.callLater  # TimeoutMixin uses this: injectable clock
+        self.setTimeout(ch.limits.idle_timeout_seconds)
+        log.info("channel=%s connection from %s", ch.name, self.peer)
+
+    def connectionLost(self, reason=None) -> None:
+        self.closed = True
+        self.setTimeout(None)
+        if self.counted:
+            self.factory.connections -= 1
+            self.counted = False
+        self.pending.clear()
+
+    def timeoutConnection(self) -> None:
+        if self.busy:  # a message is being stored: its ACK is due, don't cut it off
+            self.resetTimeout()
+            return
+        self.factory.event("idle_timeout", self.peer, None)
+        self.transport.loseConnection()
+
+    # -- bytes in -----------------------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.resetTimeout()
+        try:
+            frames = self.decoder.feed(data)
+        except FrameTooLarge as exc:
+            self.factory.event("frame_too_large", self.peer, str(exc))
+            self.closed = True
+            self.pending.clear()
+            self.transport.abortConnection()
+            return
+        if frames:
+            self.pending.extend(frames)
+            if len(self.pending) >= MAX_QUEUED_FRAMES and not self.paused:
+                self.paused = True
+                self.transport.pauseProducing()
+            self._next()
+
+    def _next(self) -> None:
+        if self.busy or self.closed or not self.pending:
+            return
+        data = self.pending.popleft()
+        self.busy = True
+        d = self.factory.handler(data, self.peer)
+        d.addCallbacks(self._answer, self._failed)
+        d.addBoth(self._finished)
+
+    # -- ACK out ------------------------------------------------------------------------------
+
+    def _answer(self, outcome: Outcome) -> None:
+        log.info("channel=%s control_id=%s type=%s outcome=%s ack=%s", self.factory.channel.name,
+                 outcome.control_id, outcome.message_type, outcome.status, outcome.ack_code)
+        if outcome.ack is not None and not self.closed:
+            self.transport.write(frame(outcome.ack))
+
+    def _failed(self, failure) -> None:
+        # Nothing was committed and we cannot say why in an ACK: close, the sender resends.
+        log.error("channel=%s receive failed: %s", self.factory.channel.name, failure.getErrorMessage())
+        if not self.closed:
+            self.closed = True
+            self.transport.abortConnection()
+
+    def _finished(self, _) -> None:
+        self.busy = False
+        if self.closed:
+            return
+        self.resetTimeout()
+        if self.paused and len(self.pending) < MAX_QUEUED_FRAMES:
+            self.paused = False
+            self.transport.resumeProducing()
+        self._next()
+
+
+class MLLPFactory(Factory):
+    protocol = MLLPProtocol
+
+    def __init__(self, channel: Channel, handler: Handler, *, event_sink: EventSink | None = None,
+                 clock=None):
+        from twisted.internet import reactor
+
+        self.channel = channel
+        self.handler = handler
+        self.event_sink = event_sink
+        self.clock = clock or reactor
+        self.connections = 0
+
+    def buildProtocol(self, addr):
+        return MLLPProtocol(self)
+
+    def event(self, kind: str, peer: str, detail: str | None) -> None:
+        log.warning("channel=%s event=%s peer=%s", self.channel.name, kind, peer)
+        if self.event_sink is not None:
+            try:
+                self.event_sink(kind=kind, channel=self.channel.name, peer=peer, detail=detail)
+            except Exception:
+                log.exception("could not record event %s", kind)
+
+
+def tls_context(channel: Channel):
+    """A server TLS context for a channel's ``tls:`` block (client certificates if ``client_ca``)."""
+    from twisted.internet import ssl
+
+    tls = channel.tls
+    with open(tls.cert, "rb") as f:
+        cert_pem = f.read()
+    with open(tls.key, "rb") as f:
+        key_pem = f.read()
+    pc = ssl.PrivateCertificate.loadPEM(key_pem + b"\n" + cert_pem)
+    kwargs = {}
+    if tls.client_ca:
+        with open(tls.client_ca, "rb") as f:
+            ca = ssl.Certificate.loadPEM(f.read())
+        kwargs = dict(verify=True, caCerts=[ca.original], requireCertificate=tls.require_client_cert)
+    return ssl.CertificateOptions(privateKey=pc.privateKey.original, certificate=pc.original,
+                                  raiseMinimumTo=ssl.TLSVersion.TLSv1_2, **kwargs)
+
+
+def listening_factory(channel: Channel, factory: MLLPFactory):
+    """Wrap the factory in TLS when the channel has a ``tls:`` block."""
+    if channel.tls is None:
+        return factory
+    from twisted.protocols.tls import TLSMemoryBIOFactory
+
+    return TLSMemoryBIOFactory(tls_context(channel), False, factory)
