@@ -1,0 +1,63 @@
+"""Read API for charts: ``GET /api/patients/{mrn}`` and ``GET /api/patients?family=&given=&birth_date=``.
+
+Uses ``request.app.state.engine``; every request runs in a transaction that is rolled back (and,
+on PostgreSQL, is declared read-only), so a read can never change a chart.
+"""
+from __future__ import annotations
+
+import re
+from contextlib import contextmanager
+from typing import Iterator
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from sqlalchemy.engine import Connection
+
+from . import chart
+
+router = APIRouter()
+
+_BIRTH_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?\Z")
+
+
+@contextmanager
+def _reading(request: Request) -> Iterator[Connection]:
+    engine = request.app.state.engine
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(postgresql_readonly=True)
+        try:
+            yield conn
+        finally:
+            conn.rollback()
+
+
+@router.get("/api/patients/{mrn}")
+def get_patient(mrn: str, request: Request) -> dict:
+    """The chart record; a merged-away MRN answers with the survivor's chart (``requested_mrn``,
+    ``merged_into``). 404 when the MRN is unknown."""
+    with _reading(request) as conn:
+        record = chart.get_chart(conn, mrn)
+    if record is None:
+        raise HTTPException(status_code=404, detail="no patient with this MRN")
+    return record
+
+
+@router.get("/api/patients")
+def find_patients(request: Request, family: str | None = None, given: str | None = None,
+                  birth_date: str | None = None, limit: int = Query(50, ge=1, le=500),
+                  offset: int = Query(0, ge=0)) -> dict:
+    """Patients whose family/given names start with the text given (case-insensitive) and whose
+    birth date starts with ``birth_date`` (YYYY, YYYY-MM or YYYY-MM-DD). 400 without a criterion."""
+    family = (family or "").strip() or None
+    given = (given or "").strip() or None
+    birth_date = (birth_date or "").strip() or None
+    if not (family or given or birth_date):
+        raise HTTPException(status_code=400,
+                            detail="give at least one of family, given, birth_date")
+    if birth_date and not _BIRTH_DATE.match(birth_date):
+        raise HTTPException(status_code=400,
+                            detail="birth_date must be YYYY, YYYY-MM or YYYY-MM-DD")
+    with _reading(request) as conn:
+        found = chart.search_patients(conn, family=family, given=given, birth_date=birth_date,
+                                      limit=limit, offset=offset)
+    return {"patients": found, "limit": limit, "offset": offset}
