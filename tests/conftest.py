@@ -1,0 +1,76 @@
+"""Shared fixtures. The database under test is SQLite (a temp file per test) unless
+INTERFACE_TEST_DB_URL names another (CI sets it to the local PostgreSQL and runs the suite again)."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from interface.db import create_schema, make_engine
+from interface.schema import load_all_tables, metadata
+
+ROOT = Path(__file__).resolve().parent.parent
+CORPUS = ROOT.parent / "shared" / "corpus" / "public"
+if not CORPUS.exists():  # a clone with shared/ beside it (CI) or inside the workspace
+    CORPUS = ROOT / ".." / "shared" / "corpus" / "public"
+
+TEST_DB_URL = os.environ.get("INTERFACE_TEST_DB_URL", "")
+
+
+def corpus_files(pattern: str = "*.hl7") -> list[Path]:
+    return sorted(CORPUS.glob(pattern))
+
+
+@pytest.fixture(scope="session")
+def _pg_engine():
+    if not TEST_DB_URL:
+        yield None
+        return
+    engine = make_engine(TEST_DB_URL)
+    load_all_tables()
+    with engine.begin() as conn:  # fail loudly if PostgreSQL is unreachable: never skip
+        conn.execute(text("select 1"))
+    metadata.drop_all(engine)
+    create_schema(engine)
+    yield engine
+    engine.dispose()
+
+
+def _truncate(engine) -> None:
+    load_all_tables()
+    names = [t.name for t in metadata.sorted_tables]
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":
+            conn.execute(text("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " RESTART IDENTITY CASCADE"))
+        else:
+            for n in reversed(names):
+                conn.execute(text(f'DELETE FROM "{n}"'))
+
+
+@pytest.fixture
+def db_url(tmp_path, _pg_engine) -> str:
+    """A database URL with the schema created and empty tables."""
+    if _pg_engine is not None:
+        _truncate(_pg_engine)
+        return TEST_DB_URL
+    return f"sqlite:///{tmp_path / 'test.db'}"
+
+
+@pytest.fixture
+def engine(db_url, _pg_engine):
+    """A SQLAlchemy engine on an empty database with every table."""
+    if _pg_engine is not None:
+        yield _pg_engine
+        return
+    eng = make_engine(db_url)
+    create_schema(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def now():
+    return datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
