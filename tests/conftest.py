@@ -3,11 +3,13 @@ INTERFACE_TEST_DB_URL names another (CI sets it to the local PostgreSQL and runs
 from __future__ import annotations
 
 import os
+import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import create_engine, text
+from sqlalchemy.engine import make_url
 
 from interface.db import create_schema, make_engine
 from interface.schema import load_all_tables, metadata
@@ -18,6 +20,7 @@ if not CORPUS.exists():  # a clone with shared/ beside it (CI) or inside the wor
     CORPUS = ROOT / ".." / "shared" / "corpus" / "public"
 
 TEST_DB_URL = os.environ.get("INTERFACE_TEST_DB_URL", "")
+PG_SESSION_URL = ""  # the per-session PostgreSQL database (set by _pg_engine)
 
 
 def corpus_files(pattern: str = "*.hl7") -> list[Path]:
@@ -29,14 +32,25 @@ def _pg_engine():
     if not TEST_DB_URL:
         yield None
         return
-    engine = make_engine(TEST_DB_URL)
+    # A database of its own per test session, so concurrent runs on one server never collide.
+    # Connecting fails loudly if PostgreSQL is unreachable: the PostgreSQL run never skips.
+    global PG_SESSION_URL
+    admin = create_engine(TEST_DB_URL.replace("postgresql://", "postgresql+psycopg://", 1),
+                          isolation_level="AUTOCOMMIT")
+    name = f"itest_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    PG_SESSION_URL = make_url(TEST_DB_URL).set(database=name).render_as_string(hide_password=False)
+    engine = make_engine(PG_SESSION_URL)
     load_all_tables()
-    with engine.begin() as conn:  # fail loudly if PostgreSQL is unreachable: never skip
-        conn.execute(text("select 1"))
-    metadata.drop_all(engine)
     create_schema(engine)
-    yield engine
-    engine.dispose()
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
 
 
 def _truncate(engine) -> None:
@@ -55,7 +69,7 @@ def db_url(tmp_path, _pg_engine) -> str:
     """A database URL with the schema created and empty tables."""
     if _pg_engine is not None:
         _truncate(_pg_engine)
-        return TEST_DB_URL
+        return PG_SESSION_URL
     return f"sqlite:///{tmp_path / 'test.db'}"
 
 
