@@ -37,11 +37,23 @@ def cmd_run(args) -> int:
         settings = Settings(channels_dir=Path(args.channels), mappings_dir=Path(args.mappings),
                             var_dir=Path(args.var), db_url=args.db,
                             web_host=web[0], web_port=None if args.no_web else int(web[1]),
-                            workers=args.workers)
+                            workers=args.workers,
+                            port_overrides=_listen_overrides(args.listen),
+                            ready_file=Path(args.ready_file) if args.ready_file else None)
         return run(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
         return 1
+
+
+def _listen_overrides(items: list[str] | None) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, endpoint = item.partition("=")
+        if not sep or not name or not endpoint:
+            raise ConfigError([f"--listen {item!r}: expected CHANNEL=ENDPOINT, e.g. adt=tcp:0:interface=127.0.0.1"])
+        out[name] = endpoint
+    return out
 
 
 # -- check --------------------------------------------------------------------------------------
@@ -294,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--web", default="127.0.0.1:8080", help="web console address (HOST:PORT)")
     r.add_argument("--no-web", action="store_true")
     r.add_argument("--workers", type=int, default=1)
+    r.add_argument("--listen", action="append", metavar="CHANNEL=ENDPOINT",
+                   help="override a channel's listen endpoint (repeatable), e.g. adt=tcp:0:interface=127.0.0.1")
+    r.add_argument("--ready-file", metavar="PATH",
+                   help='write {"pid", "ports": {channel: port}, "web_port"} as JSON once listening')
     r.set_defaults(func=cmd_run)
 
     c = sub.add_parser("check", help="validate channels, mappings and rules (file:line: message)")

@@ -42,6 +42,7 @@ class Settings:
     channel_names: list[str] = field(default_factory=list)  # empty: all enabled channels
     port_overrides: dict[str, str] = field(default_factory=dict)  # channel -> endpoint (tests, bench)
     create_schema: bool = True
+    ready_file: Path | None = None  # written as JSON {"ports": {channel: port}, "web_port": n} once listening
 
     @property
     def url(self) -> str:
@@ -204,6 +205,8 @@ def run(settings: Settings) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     top, parts = make_service(settings, reactor)
     top.startService()
+    if settings.ready_file is not None:
+        _write_ready_file(settings.ready_file, parts)
     for ch in parts["channels"]:
         log.info("channel=%s endpoint=%s", ch.name, settings.port_overrides.get(ch.name, ch.listen))
     if "web" in parts:
@@ -211,6 +214,24 @@ def run(settings: Settings) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     reactor.run()
     return 0
+
+
+def _write_ready_file(path: Path, parts: dict) -> None:
+    """Tell a supervising process (tests, benchmarks, scripts) which ports were bound.
+
+    Listeners bind synchronously in startService, so the ports are known here; the file is
+    written atomically (temp file + rename) so a reader never sees half of it."""
+    import json
+    import os
+
+    runtime = parts["runtime"]
+    web = parts.get("web")
+    doc = {"pid": os.getpid(), "ports": dict(runtime.ports),
+           "web_port": getattr(web, "port", None) if web is not None else None}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
 
 
 def ready_event() -> threading.Event:  # pragma: no cover - helper for embedding
