@@ -15,8 +15,9 @@ Rules (the full event table is in ``docs/adt-events.md``):
   next of kin, insurance, allergies and diagnoses are replaced as a whole when the update carries
   the list, left alone when it is ``None``;
 * a message whose ``recorded_at`` is older than the newest one already applied to the patient (or
-  visit) does not overwrite its details; its event (status change, transfer...) still applies,
-  because the queue applies events in arrival order; the skipped overwrite is in the history;
+  visit) does not overwrite its details (it only fills fields no message has ever set or
+  cleared); its event (status change, transfer...) still applies, because the queue applies
+  events in arrival order; the skipped overwrite is in the history;
 * a merged-away MRN is followed to its survivor for every update and read.
 """
 from __future__ import annotations
@@ -250,6 +251,18 @@ def _newer(incoming: str | None, stored: str | None) -> str | None:
     return stored
 
 
+def _fill_blanks(ctx: "_Apply", table, row: Row, values: dict[str, Any]) -> dict[str, Any]:
+    """From a stale message, only the values for fields no message has ever set or cleared:
+    an older message never overwrites newer data, but the A01 that arrives after its A03 still
+    supplies the admit time nobody else gave."""
+    h = cs.chart_history
+    touched = {r.field for r in ctx.conn.execute(select(h.c.field).distinct().where(
+        h.c.table_name == table.name, h.c.row_id == row.id, h.c.field.is_not(None)))}
+    current = row._mapping
+    return {k: v for k, v in values.items()
+            if v is not None and v is not CLEAR and current[k] is None and k not in touched}
+
+
 def _error(text: str, reason: str, location: Location | None = None,
            code: str = UNKNOWN_KEY_IDENTIFIER) -> PermanentError:
     return PermanentError(text, location=location, code=code, reason=reason)
@@ -416,6 +429,7 @@ def _upsert_patient(ctx: _Apply, upd: ChartUpdate, mrn: str) -> Row:
     if is_stale(upd.recorded_at, row.recorded_at):
         ctx.record(row.id, row.mrn, "patients", row.id, None, "ignored_stale",
                    row.recorded_at, upd.recorded_at)
+        ctx.set_fields(cs.patients, row, _fill_blanks(ctx, cs.patients, row, patient_values(p)), row)
     else:
         ctx.set_fields(cs.patients, row, patient_values(p), row)
         _replace_patient_lists(ctx, upd, row)
@@ -716,6 +730,8 @@ def _apply_visit(ctx: _Apply, upd: ChartUpdate, patient: Row, action: str) -> Ro
     if stale:
         ctx.record(patient.id, patient.mrn, "visits", row.id, None, "ignored_stale",
                    row.recorded_at, upd.recorded_at)
+        if v is not None:
+            values.update(_fill_blanks(ctx, cs.visits, row, visit_values(v)))
     elif v is not None:
         values.update(visit_values(v))
     event_at = _plain(upd.event_at) or _plain(upd.recorded_at)
