@@ -58,9 +58,9 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     return engine
 
 
-def create_schema(engine: Engine) -> None:
-    """Create every table (the embedded set-up; production uses ``interface db upgrade``)."""
-    from .schema import metadata, load_all_tables
+def create_schema(engine: Engine, *, upgrade: bool | None = None) -> str:
+    """Make the schema ready: create it in an empty database, upgrade an old one on SQLite,
+    refuse an old one on PostgreSQL (``interface db upgrade``). See ``interface.migrations_cli``."""
+    from .migrations_cli import ensure_schema
 
-    load_all_tables()
-    metadata.create_all(engine)
+    return ensure_schema(engine, upgrade=upgrade)
