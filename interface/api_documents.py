@@ -1,0 +1,131 @@
+"""Read API for the document index (PRODUCT.md contract):
+
+* ``GET /api/documents?mrn=&type=&status=&limit=&offset=`` – index entries, newest first, paged;
+* ``GET /api/documents/{document_number}`` – one entry with ``versions`` (its history) and
+  ``deficiencies``;
+* ``GET /api/documents/{document_number}/content?version=&part=`` – the bytes with their media
+  type; for content sent as an RP reference pointer, JSON naming the reference(s);
+* ``GET /api/deficiencies?mrn=&type=&author=&limit=&offset=`` – the completeness worklist.
+
+Uses ``app.state.engine``, ``app.state.document_settings`` (the content store; the database store
+when absent) and, if set, ``app.state.clock`` (a callable returning an aware datetime) for
+"overdue". Every request runs in a transaction that is rolled back (read-only on PostgreSQL).
+A merged-away MRN in ``mrn=`` is followed to the surviving patient. Authentication is added by
+whoever includes the router.
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.engine import Connection
+
+from . import completeness, documents
+from .api_patients import _reading
+
+router = APIRouter()
+
+
+def _now(request: Request) -> datetime:
+    clock = getattr(request.app.state, "clock", None)
+    return clock() if clock is not None else datetime.now(timezone.utc)
+
+
+def _settings(request: Request) -> documents.DocumentSettings:
+    settings = getattr(request.app.state, "document_settings", None)
+    return settings if settings is not None else documents.DocumentSettings()
+
+
+def _patient(conn: Connection, mrn: str | None) -> str | None:
+    """The MRN documents are filed under: a merged-away MRN's survivor, else the MRN as given."""
+    mrn = (mrn or "").strip() or None
+    if mrn is None:
+        return None
+    from .chart import resolve_mrn
+
+    return resolve_mrn(conn, mrn) or mrn
+
+
+def _blank(value: str | None) -> str | None:
+    return (value or "").strip() or None
+
+
+@router.get("/api/documents")
+def list_documents(request: Request, mrn: str | None = None, type: str | None = None,
+                   status: str | None = None, limit: int = Query(50, ge=1, le=500),
+                   offset: int = Query(0, ge=0)) -> dict:
+    """Index entries, newest first. ``type`` is TXA-2; ``status`` matches the completion status
+    (TXA-17, e.g. AU) or the availability (TXA-19, e.g. CA for cancelled); codes are
+    case-insensitive. Cancelled and obsolete entries are listed (marked ``cancelled``/``obsolete``)."""
+    now = _now(request)
+    with _reading(request) as conn:
+        found = documents.list_documents(conn, mrn=_patient(conn, mrn), type=_blank(type),
+                                         status=_blank(status), limit=limit, offset=offset, now=now)
+    return {"documents": found, "limit": limit, "offset": offset}
+
+
+@router.get("/api/documents/{document_number}")
+def get_document(document_number: str, request: Request) -> dict:
+    """One entry with its version history (oldest first) and its deficiencies. 404 if unknown."""
+    now = _now(request)
+    with _reading(request) as conn:
+        entry = documents.get_document(conn, document_number, now=now)
+    if entry is None:
+        raise HTTPException(status_code=404, detail="no document with this number")
+    return entry
+
+
+def _references(entry: dict, version: int | None) -> list[str]:
+    if version is None or version == entry["version"]:
+        refs = [p["reference"] for p in entry["content_parts"] if p.get("reference")]
+        return refs or ([entry["content_reference"]] if entry["content_reference"] else [])
+    for v in reversed(entry["versions"]):
+        if v["version"] == version and v["action"] != "ignored_older" and v["content_reference"]:
+            return [v["content_reference"]]
+    return []
+
+
+@router.get("/api/documents/{document_number}/content")
+def get_document_content(document_number: str, request: Request,
+                         version: int | None = Query(None, ge=1),
+                         part: int | None = Query(None, ge=1)) -> Response:
+    """The content of the current version (or ``version``), primary part (or ``part``, 1-based),
+    as stored, with its media type. Content that is only a reference (RP) answers JSON
+    ``{document_number, version, kind: "reference", references: [...]}``. 404 when the document,
+    version or part is unknown or holds no content."""
+    settings = _settings(request)
+    with _reading(request) as conn:
+        entry = documents.get_document(conn, document_number)
+        if entry is None:
+            raise HTTPException(status_code=404, detail="no document with this number")
+        got = documents.get_content(conn, document_number, settings, version=version, part=part)
+    if got is not None:
+        data, media_type = got
+        # Content comes from outside senders: never let a browser run it in our origin.
+        headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox",
+                   "Cache-Control": "private, no-store"}
+        return Response(content=data, media_type=media_type, headers=headers)
+    if part is None:
+        refs = _references(entry, version)
+    else:
+        parts = entry["content_parts"] if version in (None, entry["version"]) else []
+        refs = [parts[part - 1]["reference"]] if part <= len(parts) and parts[part - 1].get("reference") else []
+    if refs:
+        return JSONResponse({"document_number": document_number, "version": version or entry["version"],
+                             "kind": "reference", "references": refs})
+    raise HTTPException(status_code=404, detail="this document (version, part) has no content")
+
+
+@router.get("/api/deficiencies")
+def list_deficiencies(request: Request, mrn: str | None = None, type: str | None = None,
+                      author: str | None = None, limit: int = Query(200, ge=1, le=1000),
+                      offset: int = Query(0, ge=0)) -> dict:
+    """The worklist: every completeness finding visible now (overdue ones once due), by MRN,
+    document type and author (id, or family name case-insensitively)."""
+    now = _now(request)
+    with _reading(request) as conn:
+        rows = completeness.list_deficiencies(conn, mrn=_patient(conn, mrn), type=_blank(type),
+                                              author=_blank(author), now=now)
+    return {"deficiencies": rows[offset:offset + limit], "total": len(rows), "limit": limit,
+            "offset": offset}
