@@ -1,0 +1,315 @@
+"""Console users, roles, API tokens and login sessions; ``interface users`` on the command line.
+
+Tables (on ``interface.schema.metadata``):
+
+* ``users``: name, role (clerk, analyst, admin, auditor), argon2id password hash, disabled flag.
+* ``api_tokens``: Bearer tokens for machines. Only the SHA-256 of a token is stored; the token is
+  printed once when made (``interface users token NAME``). Tokens are 256-bit random, so a fast
+  hash is enough (no KDF needed) and lets a lookup be one indexed equality.
+* ``sessions``: browser logins. The cookie holds a random session id; the table keeps its SHA-256,
+  the user, the expiry and the session's CSRF token. Logging out, disabling the user or changing
+  the password ends sessions at once (no signed cookie that stays valid until it expires).
+
+Every change made here writes an ``audit`` row (user management is a change like any other).
+"""
+from __future__ import annotations
+
+import argparse
+import getpass
+import hashlib
+import secrets
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import Boolean, Column, ForeignKey, Index, String, Table, insert, select, update
+from sqlalchemy.engine import Connection, Engine
+
+from .schema import TS, Id, audit, metadata
+
+ROLES = ("clerk", "analyst", "admin", "auditor")
+SESSION_LIFETIME = timedelta(hours=8)
+
+users = Table(
+    "users", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("name", String(128), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    Column("password_hash", String(255), nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", TS, nullable=False),
+    Column("password_changed_at", TS, nullable=False),
+)
+
+api_tokens = Table(
+    "api_tokens", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("user_id", Id, ForeignKey("users.id"), nullable=False, index=True),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_at", TS, nullable=False),
+    Column("revoked", Boolean, nullable=False, default=False),
+)
+
+sessions = Table(
+    "sessions", metadata,
+    Column("id_sha256", String(64), primary_key=True),
+    Column("user_id", Id, ForeignKey("users.id"), nullable=False),
+    Column("csrf_token", String(64), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+)
+Index("ix_sessions_user", sessions.c.user_id)
+
+_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+TOKEN_PREFIX = "ie_"
+
+
+class UserError(Exception):
+    """A user-management request that cannot be done (unknown user, bad role, short password)."""
+
+
+@dataclass(frozen=True)
+class User:
+    id: int
+    name: str
+    role: str
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _sha(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def _aware(ts: datetime) -> datetime:
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _audit(conn, now, actor, action, target, detail=None):
+    conn.execute(insert(audit).values(at=now, user=actor, action=action, target_type="user",
+                                      target_id=target, detail=detail))
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _check_password(password: str) -> None:
+    if len(password) < 10:
+        raise UserError("a password needs at least 10 characters")
+
+
+# -- management -----------------------------------------------------------------------------------
+
+def add_user(conn: Connection, name: str, role: str, password: str, *, actor: str = "cli",
+             now: datetime | None = None) -> int:
+    now = now or utcnow()
+    name = name.strip()
+    if not name or len(name) > 128 or any(c.isspace() for c in name):
+        raise UserError("a user name is 1-128 characters without spaces")
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    _check_password(password)
+    if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
+        raise UserError(f"user {name!r} already exists")
+    uid = conn.execute(insert(users).values(
+        name=name, role=role, password_hash=hash_password(password), disabled=False,
+        created_at=now, password_changed_at=now).returning(users.c.id)).scalar_one()
+    _audit(conn, now, actor, "user_add", name, f"role={role}")
+    return uid
+
+
+def _user_row(conn, name: str):
+    row = conn.execute(select(users).where(users.c.name == name)).first()
+    if row is None:
+        raise UserError(f"no user {name!r}")
+    return row
+
+
+def set_password(conn: Connection, name: str, password: str, *, actor: str = "cli",
+                 now: datetime | None = None) -> None:
+    """New password; ends the user's sessions."""
+    now = now or utcnow()
+    _check_password(password)
+    row = _user_row(conn, name)
+    conn.execute(update(users).where(users.c.id == row.id)
+                 .values(password_hash=hash_password(password), password_changed_at=now))
+    conn.execute(sessions.delete().where(sessions.c.user_id == row.id))
+    _audit(conn, now, actor, "user_passwd", name)
+
+
+def set_disabled(conn: Connection, name: str, disabled: bool = True, *, actor: str = "cli",
+                 now: datetime | None = None) -> None:
+    """Disable (or enable) a user; disabling ends its sessions and revokes its API tokens."""
+    now = now or utcnow()
+    row = _user_row(conn, name)
+    conn.execute(update(users).where(users.c.id == row.id).values(disabled=disabled))
+    if disabled:
+        conn.execute(sessions.delete().where(sessions.c.user_id == row.id))
+        conn.execute(update(api_tokens).where(api_tokens.c.user_id == row.id).values(revoked=True))
+    _audit(conn, now, actor, "user_disable" if disabled else "user_enable", name)
+
+
+def new_token(conn: Connection, name: str, *, actor: str = "cli", now: datetime | None = None) -> str:
+    """A new API token for ``name``, returned once; only its hash is stored."""
+    now = now or utcnow()
+    row = _user_row(conn, name)
+    if row.disabled:
+        raise UserError(f"user {name!r} is disabled")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    conn.execute(insert(api_tokens).values(user_id=row.id, token_sha256=_sha(token), created_at=now,
+                                           revoked=False))
+    _audit(conn, now, actor, "token_create", name)
+    return token
+
+
+def list_users(conn: Connection) -> list[dict]:
+    rows = conn.execute(select(users.c.id, users.c.name, users.c.role, users.c.disabled,
+                               users.c.created_at).order_by(users.c.name)).all()
+    return [dict(r._mapping) for r in rows]
+
+
+# -- authentication ---------------------------------------------------------------------------------
+
+def authenticate(conn: Connection, name: str, password: str) -> User | None:
+    """The user if the name and password match an enabled account, else None."""
+    row = conn.execute(select(users).where(users.c.name == name)).first()
+    if row is None:
+        _hasher_dummy_verify(password)  # same work either way: no user-name oracle by timing
+        return None
+    try:
+        _hasher.verify(row.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    if row.disabled:
+        return None
+    if _hasher.check_needs_rehash(row.password_hash):
+        conn.execute(update(users).where(users.c.id == row.id).values(password_hash=hash_password(password)))
+    return User(row.id, row.name, row.role)
+
+
+_DUMMY_HASH = None
+
+
+def _hasher_dummy_verify(password: str) -> None:
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _hasher.hash("not-a-real-password")
+    try:
+        _hasher.verify(_DUMMY_HASH, password)
+    except (VerificationError, InvalidHashError):
+        pass
+
+
+def user_for_token(conn: Connection, token: str) -> User | None:
+    row = conn.execute(
+        select(users.c.id, users.c.name, users.c.role)
+        .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
+        .where(api_tokens.c.token_sha256 == _sha(token), api_tokens.c.revoked.is_(False),
+               users.c.disabled.is_(False))).first()
+    return User(row.id, row.name, row.role) if row else None
+
+
+def create_session(conn: Connection, user: User, now: datetime) -> tuple[str, str]:
+    """A new login session: returns (session id for the cookie, CSRF token)."""
+    sid = secrets.token_urlsafe(32)
+    csrf = secrets.token_urlsafe(32)
+    conn.execute(insert(sessions).values(id_sha256=_sha(sid), user_id=user.id, csrf_token=csrf,
+                                         created_at=now, expires_at=now + SESSION_LIFETIME))
+    # Expired sessions are swept at each login, so the table stays small.
+    conn.execute(sessions.delete().where(sessions.c.expires_at < now))
+    return sid, csrf
+
+
+def session_user(conn: Connection, sid: str, now: datetime) -> tuple[User, str] | None:
+    """(user, CSRF token) of a live session, or None."""
+    row = conn.execute(
+        select(users.c.id, users.c.name, users.c.role, sessions.c.csrf_token, sessions.c.expires_at)
+        .select_from(sessions.join(users, users.c.id == sessions.c.user_id))
+        .where(sessions.c.id_sha256 == _sha(sid), users.c.disabled.is_(False))).first()
+    if row is None or _aware(row.expires_at) <= now:
+        return None
+    return User(row.id, row.name, row.role), row.csrf_token
+
+
+def end_session(conn: Connection, sid: str) -> None:
+    conn.execute(sessions.delete().where(sessions.c.id_sha256 == _sha(sid)))
+
+
+# -- command line -------------------------------------------------------------------------------------
+
+def _read_password(args, out) -> str:
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return ""
+
+
+def cli_main(argv: list[str], engine: Engine) -> int:
+    """``interface users add NAME --role R [--password-stdin] | list | passwd NAME | token NAME |
+    disable NAME | enable NAME``."""
+    p = argparse.ArgumentParser(prog="interface users")
+    sub = p.add_subparsers(dest="action", required=True)
+    a = sub.add_parser("add", help="create a user (prints a generated password unless --password-stdin)")
+    a.add_argument("name")
+    a.add_argument("--role", required=True, choices=ROLES)
+    a.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    sub.add_parser("list", help="list users")
+    pw = sub.add_parser("passwd", help="set a new password (prompted, or --password-stdin)")
+    pw.add_argument("name")
+    pw.add_argument("--password-stdin", action="store_true")
+    t = sub.add_parser("token", help="print a new API token for the user (shown once)")
+    t.add_argument("name")
+    d = sub.add_parser("disable", help="disable a user, end its sessions, revoke its tokens")
+    d.add_argument("name")
+    e = sub.add_parser("enable", help="enable a disabled user")
+    e.add_argument("name")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    try:
+        if args.action == "list":
+            with engine.connect() as conn:
+                rows = list_users(conn)
+            for r in rows:
+                print(f"{r['name']}\t{r['role']}\t{'disabled' if r['disabled'] else 'active'}")
+            return 0
+        if args.action == "add":
+            generated = not args.password_stdin
+            password = secrets.token_urlsafe(15) if generated else _read_password(args, sys.stdout)
+            with engine.begin() as conn:
+                add_user(conn, args.name, args.role, password)
+            if generated:
+                print(f"user {args.name} ({args.role}) created; password (shown once): {password}")
+            else:
+                print(f"user {args.name} ({args.role}) created")
+            return 0
+        if args.action == "passwd":
+            if args.password_stdin:
+                password = _read_password(args, sys.stdout)
+            else:
+                password = getpass.getpass("new password: ")
+                if getpass.getpass("again: ") != password:
+                    raise UserError("the passwords differ")
+            with engine.begin() as conn:
+                set_password(conn, args.name, password)
+            print(f"password of {args.name} changed; its sessions ended")
+            return 0
+        if args.action == "token":
+            with engine.begin() as conn:
+                token = new_token(conn, args.name)
+            print(token)
+            return 0
+        if args.action in ("disable", "enable"):
+            with engine.begin() as conn:
+                set_disabled(conn, args.name, args.action == "disable")
+            print(f"{args.name} {args.action}d")
+            return 0
+    except UserError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    return 2  # pragma: no cover - argparse rejects unknown actions

@@ -1,0 +1,198 @@
+"""The web console and REST API: one FastAPI app, built by :func:`create_app`.
+
+* ``create_app(db, channels=, runtime=, document_settings=, clock=)``: the app; routers for auth,
+  channels, messages, errors, patients, documents and the HTML pages (the last two when their
+  modules exist), ``/metrics``, OpenAPI at ``/api/openapi.json`` (Swagger UI at ``/api/docs``).
+* :class:`WebThread`: uvicorn in a thread of the engine process (``interface run``); port 0
+  picks a free port, then ``.port`` is the bound one.
+* :func:`serve`: ``interface web``, the console as its own process against the same database
+  (live listener figures then come from nowhere: ``/api/channels`` says ``runtime: false``).
+
+Answers are JSON with a ``detail`` for every 4xx; an unexpected error is a 500 JSON without
+internals. Uvicorn's access log is off: URLs carry MRNs (``?mrn=``).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.exc import DBAPIError, OperationalError
+
+from . import auth
+
+log = logging.getLogger("interface.web")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _optional_router(module: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module).router
+    except ImportError as exc:
+        if exc.name != module:  # the module exists but something it imports is missing: say so
+            raise
+        return None
+
+
+class _RejectNul:
+    """400 for a NUL byte anywhere in the path or query: no database stores it in text."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            raw = scope.get("raw_path") or scope.get("path", "").encode("utf-8", "surrogateescape")
+            qs = scope.get("query_string", b"")
+            if any(bad in part for part in (raw, qs) for bad in (b"\x00", b"%00")):
+                resp = JSONResponse({"detail": "NUL characters are not allowed"}, status_code=400)
+                await resp(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def create_app(db, *, channels=None, runtime=None, document_settings=None,
+               clock: Callable[[], datetime] | None = None) -> FastAPI:
+    from . import api_channels, api_errors, api_messages, metrics
+    from .api_patients import router as patients_router
+    from .schema import load_all_tables
+
+    load_all_tables()
+    app = FastAPI(title="HL7 interface engine", version="0.1.0", openapi_url="/api/openapi.json",
+                  docs_url="/api/docs", redoc_url=None)
+    app.state.engine = db
+    app.state.channels = list(channels or [])
+    app.state.runtime = runtime
+    app.state.document_settings = document_settings
+    app.state.clock = clock or _utcnow
+    app.state.metrics_registry = metrics.make_registry(app)
+
+    @app.exception_handler(auth.LoginRequired)
+    async def _login_required(request: Request, exc: auth.LoginRequired):
+        if auth.wants_html(request):
+            return auth.login_redirect(request)
+        return JSONResponse({"detail": "authentication required"}, status_code=401,
+                            headers={"WWW-Authenticate": "Bearer"})
+
+    @app.exception_handler(OperationalError)
+    async def _db_down(request: Request, exc: OperationalError):
+        log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+        return JSONResponse({"detail": "database unavailable"}, status_code=503)
+
+    @app.exception_handler(DBAPIError)
+    async def _db_error(request: Request, exc: DBAPIError):
+        log.error("database error on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        return JSONResponse({"detail": "the database refused this request"}, status_code=400)
+
+    app.add_middleware(_RejectNul)
+
+    app.include_router(auth.router)
+    app.include_router(api_channels.router)
+    app.include_router(api_messages.router)
+    app.include_router(api_errors.router)
+    app.include_router(metrics.router)
+    app.include_router(patients_router, tags=["patients"], responses=api_messages.ERROR_RESPONSES,
+                       dependencies=[Depends(auth.require(*auth.CHARTS)),
+                                     Depends(auth.audit_access("patient", "mrn"))])
+    documents_router = _optional_router("interface.api_documents")
+    if documents_router is not None:
+        app.include_router(documents_router, tags=["documents"], responses=api_messages.ERROR_RESPONSES,
+                           dependencies=[Depends(auth.require(*auth.DOCUMENTS)),
+                                         Depends(auth.audit_access("document", "document_number"))])
+    pages_router = _optional_router("interface.pages")
+    if pages_router is not None:
+        app.include_router(pages_router)
+    else:
+        @app.get("/", include_in_schema=False)
+        def _home(user=Depends(auth.require())):
+            return PlainTextResponse(f"Logged in as {user.name} ({user.role}). API: /api/docs\n")
+    return app
+
+
+class WebThread:
+    """Uvicorn serving ``app`` in a daemon thread. The socket is bound in :meth:`start`, so
+    ``port`` (0 = any free port) is known when it returns."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 8080):
+        self.app = app
+        self.host = host
+        self.port = port
+        self._server = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 10.0) -> None:
+        import uvicorn
+
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.host, self.port))
+        self.port = sock.getsockname()[1]
+        self._sock = sock
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="web", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"web console did not start on {self.host}:{self.port}")
+            time.sleep(0.01)  # waiting for a real server thread, bounded by the deadline
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            sock.close()
+
+
+def serve(db_url: str | None, var_dir, host: str, port: int, channels_dir: Path) -> int:
+    """``interface web``: the console alone, in the foreground, against the engine's database."""
+    import uvicorn
+
+    from . import db as dbmod
+    from .channels import load_channels
+    from .errors import ConfigError
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    engine = dbmod.make_engine(dbmod.resolve_url(db_url, var_dir))
+    dbmod.create_schema(engine)
+    channels = []
+    if Path(channels_dir).exists():
+        try:
+            channels = load_channels(channels_dir)
+        except ConfigError as exc:
+            print(exc)
+            return 1
+    document_settings = None
+    try:
+        from . import documents
+
+        rules = None
+        rules_file = Path("rules/completeness.yaml")
+        if rules_file.exists():
+            from .completeness import load_rules
+
+            rules = load_rules(rules_file)
+        document_settings = documents.DocumentSettings(content_dir=Path(var_dir) / "content", rules=rules)
+    except ImportError:  # pragma: no cover
+        pass
+    app = create_app(engine, channels=channels, document_settings=document_settings)
+    log.info("web console and API on http://%s:%s/", host, port)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+    return 0
