@@ -266,7 +266,7 @@ def test_corpus_message_gives_header_and_ack(path):
         h = header_from_text(text)
         assert h.message_code
         ack = build_ack(h, "AA", NOW)
-        assert b"\rMSA" + h.encoding.field.encode() + b"AA" in ack
+        assert b"\rMSA" + h.encoding.field.encode() + (b"CA" if h.enhanced else b"AA") in ack
         parse(text)
 
 
