@@ -52,12 +52,25 @@ def should_send_accept_ack(header: Header | None, code: str, mode: str = "auto")
 
 
 _counter = itertools.count(1)
-_prefix = f"{os.getpid() % 100000:05d}"
+_B36 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+
+
+def _base36(n: int, width: int) -> str:
+    out = ""
+    for _ in range(width):
+        n, r = divmod(n, 36)
+        out = _B36[r] + out
+    return out
+
+
+_prefix = _base36(os.getpid(), 3)
 
 
 def new_control_id(now: datetime) -> str:
-    """A control id unique within this process and across restarts: time + pid + counter (<=20)."""
-    return f"{now:%y%m%d%H%M%S}{_prefix}{next(_counter) % 1000:03d}"
+    """A control id unique within this process and across restarts: time + pid + counter, 20
+    characters (the v2.5 MSH-10 limit). The counter is base 36 (60 million per second), so a fast
+    engine never repeats an id within a second."""
+    return f"{now:%y%m%d%H%M%S}{_prefix}{_base36(next(_counter), 5)}"
 
 
 def hl7_timestamp(now: datetime) -> str:
