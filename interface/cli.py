@@ -40,6 +40,11 @@ def cmd_run(args) -> int:
                             workers=args.workers,
                             port_overrides=_listen_overrides(args.listen),
                             ready_file=Path(args.ready_file) if args.ready_file else None)
+        if args.workers != 1:  # N engine processes sharing the listeners (0: one per core)
+            from .cluster import supervise
+
+            settings.workers = 1
+            return supervise(settings, args.workers)
         return run(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -305,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mappings", default="mappings")
     r.add_argument("--web", default="127.0.0.1:8080", help="web console address (HOST:PORT)")
     r.add_argument("--no-web", action="store_true")
-    r.add_argument("--workers", type=int, default=1)
+    r.add_argument("--workers", type=int, default=1,
+                   help="engine processes sharing the listening ports (0: one per CPU core; see docs/operations.md)")
     r.add_argument("--listen", action="append", metavar="CHANNEL=ENDPOINT",
                    help="override a channel's listen endpoint (repeatable), e.g. adt=tcp:0:interface=127.0.0.1")
     r.add_argument("--ready-file", metavar="PATH",

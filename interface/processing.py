@@ -165,7 +165,7 @@ class Worker:
     def apply_items(self, conn, item_ids: list[int], now: datetime) -> dict[int, HL7Error | None]:
         """For ``ack: on_process``: apply these items inside the caller's transaction, if each is
         the head of its keys. Returns item id -> None (applied) or the error (in error queue)."""
-        items = queue.runnable(conn, now, len(item_ids), ids=item_ids)
+        items = queue.runnable(conn, now, len(item_ids), ids=item_ids, lock=True)
         if not items:
             return {}
         raws = dict(conn.execute(select(messages.c.id, messages.c.raw)

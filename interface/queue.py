@@ -21,7 +21,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, delete, exists, func, insert, select, update
+from sqlalchemy import and_, delete, exists, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
@@ -79,7 +79,35 @@ def runnable(conn: Connection, now: datetime, limit: int = 64, *, lock: bool = F
         q = q.where(work_items.c.id.in_(ids))
     if lock and conn.dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True, of=work_items)
-    return conn.execute(q).all()
+    rows = conn.execute(q).all()
+    if lock and rows:
+        rows = _claim_keys(conn, rows)
+    return rows
+
+
+def _claim_keys(conn: Connection, rows: list) -> list:
+    """PostgreSQL: also take a transaction-scoped advisory lock on every ordering key of each
+    item (both keys of a merge), skipping items whose key another transaction holds. The row
+    locks and the head rule already keep order; the key locks make "never two processes on one
+    key" hold for items that gave their keys up (held) too. Released at commit, rollback, or
+    when a dead process's connection closes. (SQLite: BEGIN IMMEDIATE already serialises.)"""
+    from . import cluster
+
+    pg = conn.dialect.name == "postgresql"
+    if not pg and not cluster.TRACE_PATH:
+        return rows
+    keys: dict[int, set[str]] = {r.id: {r.key} for r in rows}
+    for item_id, key in conn.execute(select(work_keys.c.item_id, work_keys.c.key)
+                                     .where(work_keys.c.item_id.in_(list(keys)))):
+        keys[item_id].add(key)
+    if pg:
+        got = dict(conn.execute(text(
+            "SELECT k, pg_try_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k"),
+            {"keys": sorted(set().union(*keys.values()))}).all())
+        rows = [r for r in rows if all(got[k] for k in keys[r.id])]
+    if cluster.TRACE_PATH:
+        cluster.trace_claims(conn, rows, keys)
+    return rows
 
 
 def mark_done(conn: Connection, item_id: int, message_id: int, now: datetime, attempts: int) -> None:

@@ -43,6 +43,7 @@ class Settings:
     port_overrides: dict[str, str] = field(default_factory=dict)  # channel -> endpoint (tests, bench)
     create_schema: bool = True
     ready_file: Path | None = None  # written as JSON {"ports": {channel: port}, "web_port": n} once listening
+    inherited_fds: dict[str, tuple[int, int]] = field(default_factory=dict)  # channel -> (fd, family): run --workers N
 
     @property
     def url(self) -> str:
@@ -144,8 +145,12 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         factory = MLLPFactory(ch, lambda frame, peer, ch=ch: writer.submit(Inbound(ch, frame, peer)),
                               event_sink=record_event, clock=reactor)
         runtime.factories[ch.name] = factory
-        desc = settings.port_overrides.get(ch.name, ch.listen)
-        ep = endpoints.serverFromString(reactor, desc)
+        if ch.name in settings.inherited_fds:  # `run --workers N`: the supervisor's shared socket
+            from .cluster import AdoptedEndpoint
+
+            ep = AdoptedEndpoint(reactor, *settings.inherited_fds[ch.name])
+        else:
+            ep = endpoints.serverFromString(reactor, settings.port_overrides.get(ch.name, ch.listen))
         svc = _ListenService(ep, listening_factory(ch, factory), ch.name, runtime)
         top.addService(svc)
     parts = dict(db=db, engine=engine, writer=writer, workers=workers, runtime=runtime,

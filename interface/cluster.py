@@ -1,0 +1,368 @@
+"""Several engine processes: ``interface run --workers N`` on one machine, any number of machines
+on one PostgreSQL.
+
+Sharing the work needs no home-made cluster: every process runs listeners and workers against
+the same database, and the database arbitrates (``interface.queue``): a work item is claimed with
+``SELECT ... FOR UPDATE SKIP LOCKED`` plus a transaction-scoped advisory lock on each of its
+ordering keys (``pg_try_advisory_xact_lock``; both keys of a merge) inside the transaction that
+applies it. Claims are transactional, so a process that dies (SIGKILL, power loss) releases them
+when its connection closes — there is no lease to expire and no claim to clean up.
+
+On one machine, :func:`supervise` is the parent of N engine processes. It binds every channel's
+listening socket once and hands the file descriptors to the children, which adopt them
+(``reactor.adoptStreamPort``): the kernel hands each new connection to one of them, and
+connections waiting in the backlog survive a child's death because the parent keeps the socket
+open. The parent creates or checks the schema once, restarts a child that dies (with backoff
+when it dies young), and on SIGTERM/SIGINT stops every child (SIGTERM, then SIGKILL after a
+grace period). The web console runs in child 0 only.
+
+On SQLite, ``--workers N`` works but only parallelises parsing and mapping: every write
+transaction takes the single SQLite write lock (``BEGIN IMMEDIATE``), which also keeps each key
+in one process at a time. Use PostgreSQL to scale writes.
+
+Test hook: with ``INTERFACE_CLAIM_TRACE=/path`` every claim and its release (just before the
+commit or rollback that ends it) is appended to that file, so a test can prove that no key was
+ever held by two processes at once. Nothing is written when it is unset.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+log = logging.getLogger("interface.cluster")
+
+TRACE_PATH = os.environ.get("INTERFACE_CLAIM_TRACE") or None
+
+
+# -- the claim trace (tests) ------------------------------------------------------------------
+
+def _trace_write(lines: list[str]) -> None:
+    fd = os.open(TRACE_PATH, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, "".join(lines).encode())
+    finally:
+        os.close(fd)
+
+
+def trace_claims(conn, rows, keys: dict[int, set[str]]) -> None:
+    """Record ``claim`` now (the locks are held) and ``release`` when the transaction ends,
+    before the COMMIT/ROLLBACK is sent, so each recorded span lies inside the real lock span."""
+    if not rows:
+        return
+    from sqlalchemy import event
+
+    pid = os.getpid()
+    pairs = [(r.id, k) for r in rows for k in sorted(keys.get(r.id, {r.key}))]
+    now = time.monotonic_ns()
+    _trace_write([f"claim {pid} {now} {item} {key}\n" for item, key in pairs])
+    ended = []
+
+    def release(_conn) -> None:
+        if ended:
+            return
+        ended.append(True)
+        t = time.monotonic_ns()
+        _trace_write([f"release {pid} {t} {item} {key}\n" for item, key in pairs])
+
+    event.listen(conn, "commit", release)
+    event.listen(conn, "rollback", release)
+
+
+@dataclass
+class Span:
+    pid: int
+    key: str
+    item: int
+    start: int
+    end: int | None  # None: the process died holding it
+
+
+def read_trace(path: str | os.PathLike) -> list[Span]:
+    """Claim spans from a trace file; a claim never released ends at None."""
+    spans: list[Span] = []
+    open_: dict[tuple[int, int, str], Span] = {}
+    for line in Path(path).read_text().splitlines():
+        kind, pid, t, item, key = line.split(" ", 4)
+        ident = (int(pid), int(item), key)
+        if kind == "claim":
+            span = Span(int(pid), key, int(item), int(t), None)
+            spans.append(span)
+            open_[ident] = span
+        elif ident in open_:
+            open_.pop(ident).end = int(t)
+    return spans
+
+
+def overlaps(spans: list[Span], death: dict[int, int] | None = None) -> list[tuple[Span, Span]]:
+    """Pairs of spans of one key held by two processes at the same time. ``death``: pid ->
+    monotonic ns when it was killed, which ends its unreleased spans (default: never)."""
+    death = death or {}
+    by_key: dict[str, list[tuple[int, int, Span]]] = {}
+    for s in spans:
+        end = s.end if s.end is not None else death.get(s.pid, 2 ** 63)
+        by_key.setdefault(s.key, []).append((s.start, end, s))
+    bad = []
+    for items in by_key.values():
+        items.sort(key=lambda x: x[0])
+        reach_end, reach = None, None
+        for start, end, s in items:
+            if reach is not None and start < reach_end and reach.pid != s.pid:
+                bad.append((reach, s))
+            if reach_end is None or end > reach_end:
+                reach_end, reach = end, s
+    return bad
+
+
+# -- listening sockets shared by the children --------------------------------------------------
+
+def _split_endpoint(desc: str) -> list[str]:
+    """Split a Twisted endpoint string on unescaped colons (``\\:`` escapes one)."""
+    parts, cur, i = [], [], 0
+    while i < len(desc):
+        ch = desc[i]
+        if ch == "\\" and i + 1 < len(desc):
+            cur.append(desc[i + 1])
+            i += 2
+            continue
+        if ch == ":":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def bind_endpoint(desc: str) -> socket.socket:
+    """Bind and listen like Twisted's ``tcp:PORT:interface=H:backlog=N`` / ``tcp6:`` would, in a
+    socket the children can inherit. Other endpoint types cannot be shared this way."""
+    from .errors import ConfigError
+
+    parts = _split_endpoint(desc)
+    kind = parts[0]
+    if kind not in ("tcp", "tcp6") or len(parts) < 2:
+        raise ConfigError([f"listen {desc!r}: interface run --workers N can share tcp: and tcp6: endpoints only "
+                           f"(TLS is set with the channel's tls: block)"])
+    kw = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+    positional = [p for p in parts[1:] if "=" not in p]
+    port = int(kw.get("port", positional[0] if positional else 0))
+    family = socket.AF_INET6 if kind == "tcp6" else socket.AF_INET
+    host = kw.get("interface", "::" if family == socket.AF_INET6 else "")
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(int(kw.get("backlog", 50)))
+    sock.setblocking(False)  # the children's reactors need it non-blocking (shared file status)
+    sock.set_inheritable(True)
+    return sock
+
+
+class AdoptedEndpoint:
+    """An IStreamServerEndpoint over a listening socket inherited from the supervisor."""
+
+    def __init__(self, reactor, fd: int, family: int):
+        self.reactor, self.fd, self.family = reactor, fd, family
+
+    def listen(self, factory):
+        from twisted.internet import defer
+
+        try:
+            return defer.succeed(self.reactor.adoptStreamPort(self.fd, self.family, factory))
+        except Exception:
+            return defer.fail()
+
+
+# -- the supervisor -----------------------------------------------------------------------------
+
+@dataclass
+class _Child:
+    index: int
+    proc: subprocess.Popen | None = None
+    started: float = 0.0
+    ready_file: Path | None = None
+    ready: bool = False
+    failures: int = 0  # consecutive early deaths
+    restart_at: float | None = None
+
+
+@dataclass
+class Supervisor:
+    """Runs N engine processes on shared sockets; see the module docstring."""
+
+    settings: object  # service.Settings
+    processes: int
+    restart_delay: float = 1.0
+    max_restart_delay: float = 30.0
+    grace: float = 20.0
+    stable_after: float = 10.0  # a child that lived this long resets its backoff
+    sockets: dict = field(default_factory=dict)  # channel -> socket
+    children: list = field(default_factory=list)
+    stop_event: threading.Event = field(default_factory=threading.Event)
+
+    def prepare(self) -> None:
+        """Check the config, create or check the schema, bind the listeners (in the parent)."""
+        from . import db as dbmod
+        from .channels import load_channels
+
+        s = self.settings
+        channels = [c for c in load_channels(s.channels_dir) if c.enabled
+                    and (not s.channel_names or c.name in s.channel_names)]
+        if s.create_schema:
+            engine = dbmod.make_engine(s.url, pool_size=1)
+            try:
+                dbmod.create_schema(engine)
+            finally:
+                engine.dispose()
+        for ch in channels:
+            self.sockets[ch.name] = bind_endpoint(s.port_overrides.get(ch.name, ch.listen))
+        self._tmp = Path(tempfile.mkdtemp(prefix="interface-workers-"))
+
+    def _spec(self, index: int, ready_file: Path) -> dict:
+        s = self.settings
+        return {
+            "channels_dir": str(s.channels_dir), "mappings_dir": str(s.mappings_dir),
+            "rules_file": str(s.rules_file) if s.rules_file else None, "var_dir": str(s.var_dir),
+            "db_url": s.db_url, "web_host": s.web_host, "web_port": s.web_port if index == 0 else None,
+            "channel_names": list(s.channel_names), "ready_file": str(ready_file),
+            "inherited_fds": {name: [sock.fileno(), sock.family] for name, sock in self.sockets.items()},
+            "parent": os.getpid(),
+        }
+
+    def _spawn(self, child: _Child) -> None:
+        child.ready_file = self._tmp / f"child-{child.index}.json"
+        child.ready_file.unlink(missing_ok=True)
+        child.ready = False
+        spec = self._spec(child.index, child.ready_file)
+        child.proc = subprocess.Popen([sys.executable, "-m", "interface.cluster", json.dumps(spec)],
+                                      pass_fds=[s.fileno() for s in self.sockets.values()],
+                                      process_group=0)  # a terminal's Ctrl-C reaches the parent only
+        child.started = time.monotonic()
+        child.restart_at = None
+        log.info("worker %d started (pid %d)", child.index, child.proc.pid)
+
+    def _write_ready(self) -> None:
+        path = self.settings.ready_file
+        if path is None or not all(c.ready for c in self.children):
+            return
+        web_port = None
+        try:
+            web_port = json.loads(self.children[0].ready_file.read_text()).get("web_port")
+        except (OSError, ValueError):
+            pass
+        doc = {"pid": os.getpid(), "ports": {n: s.getsockname()[1] for n, s in self.sockets.items()},
+               "web_port": web_port, "workers": [c.proc.pid for c in self.children]}
+        path = Path(path)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc))
+        os.replace(tmp, path)
+
+    def step(self) -> None:
+        """One supervision round: notice ready children, reap dead ones, restart when due."""
+        now = time.monotonic()
+        changed = False
+        for c in self.children:
+            if c.proc is None:
+                if c.restart_at is not None and now >= c.restart_at:
+                    self._spawn(c)
+                continue
+            code = c.proc.poll()
+            if code is None:
+                if not c.ready and c.ready_file.exists():
+                    c.ready = True
+                    changed = True
+                continue
+            lived = now - c.started
+            c.failures = 0 if lived >= self.stable_after else c.failures + 1
+            delay = min(self.max_restart_delay, self.restart_delay * (2 ** max(c.failures - 1, 0)))
+            log.warning("worker %d (pid %d) exited with %s after %.1fs; restarting in %.1fs",
+                        c.index, c.proc.pid, code, lived, delay)
+            c.proc, c.ready, c.restart_at = None, False, now + delay
+        if changed:
+            self._write_ready()
+
+    def run(self) -> int:
+        self.prepare()
+        self.children = [_Child(i) for i in range(self.processes)]
+        for c in self.children:
+            self._spawn(c)
+        try:
+            while not self.stop_event.is_set():
+                self.step()
+                self.stop_event.wait(0.1)
+        finally:
+            self.shutdown()
+        return 0
+
+    def shutdown(self) -> None:
+        live = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
+        for p in live:
+            p.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.grace
+        for p in live:
+            try:
+                p.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("worker pid %d did not stop in %.0fs: killing it", p.pid, self.grace)
+                p.kill()
+                p.wait()
+        for s in self.sockets.values():
+            s.close()
+        self.sockets.clear()
+        log.info("all workers stopped")
+
+
+def supervise(settings, processes: int, **kw) -> int:
+    """``interface run --workers N``: run N engine processes until SIGTERM or SIGINT."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sup = Supervisor(settings, processes or (os.cpu_count() or 1), **kw)
+
+    def on_signal(signum, _frame):
+        log.info("signal %d: stopping all workers", signum)
+        sup.stop_event.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return sup.run()
+
+
+# -- a child --------------------------------------------------------------------------------
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM if the supervisor dies, so no orphan keeps serving."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # pragma: no cover - not Linux
+        pass
+
+
+def child_main(spec: dict) -> int:
+    from .service import Settings, run
+
+    _die_with_parent()
+    if os.getppid() != spec["parent"]:
+        return 1  # the supervisor died before we could ask to follow it
+    settings = Settings(channels_dir=Path(spec["channels_dir"]), mappings_dir=Path(spec["mappings_dir"]),
+                        rules_file=Path(spec["rules_file"]) if spec["rules_file"] else None,
+                        var_dir=Path(spec["var_dir"]), db_url=spec["db_url"], web_host=spec["web_host"],
+                        web_port=spec["web_port"], workers=1, channel_names=spec["channel_names"],
+                        create_schema=False, ready_file=Path(spec["ready_file"]),
+                        inherited_fds={name: tuple(v) for name, v in spec["inherited_fds"].items()})
+    return run(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(child_main(json.loads(sys.argv[1])))
