@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from sqlalchemy import case, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .auth import ANY, clock, require
+from .auth import ANY, ERROR_RESPONSES, clock, require
 from .schema import work_items
 
 router = APIRouter(tags=["channels"])
@@ -129,7 +129,7 @@ class ChannelList(BaseModel):
     runtime: bool  # whether live figures come from the engine process itself
 
 
-@router.get("/api/channels", response_model=ChannelList)
+@router.get("/api/channels", response_model=ChannelList, responses=ERROR_RESPONSES)
 def channels(request: Request, _user=Depends(require(*ANY))) -> ChannelList:
     """Each channel: live state and counters (when the engine runs in this process) and its
     queue from the database, in total and per destination."""

@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from sqlalchemy import select
 
 from . import queue
-from .auth import ERRORS, MAX_ID, clock, mask, require
+from .auth import UtcDateTime, ERRORS, MAX_ID, clock, mask, require
 from .api_messages import ERROR_RESPONSES
 from .schema import messages, work_attempts, work_items
 from .users import User
@@ -53,12 +53,12 @@ class ErrorItem(BaseModel):
     reason: str | None
     error_location: str | None
     last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    next_attempt_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+    next_attempt_at: UtcDateTime
     control_id: str | None
     message_type: str | None
-    received_at: datetime
+    received_at: UtcDateTime
 
 
 class ErrorPage(BaseModel):
@@ -67,7 +67,7 @@ class ErrorPage(BaseModel):
 
 
 class Attempt(BaseModel):
-    at: datetime
+    at: UtcDateTime
     outcome: str
     error: str | None
 

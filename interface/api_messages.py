@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import or_, select
 
-from .auth import MESSAGES, audit_now, mask, require, utc_param, MAX_ID
+from .auth import ERROR_RESPONSES, UtcDateTime, MESSAGES, audit_now, mask, require, utc_param, MAX_ID
 from .errors import ParseError
 from .message import decode, parse
 from .schema import audit, messages, work_attempts, work_items
@@ -30,16 +30,13 @@ from .schema import audit, messages, work_attempts, work_items
 router = APIRouter(tags=["messages"])
 
 STATUSES = ("accepted", "processed", "error", "rejected", "quarantined", "discarded", "resubmitted")
-ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"description": "bad request"}, 401: {"description": "not authenticated"},
-    403: {"description": "not allowed"}, 404: {"description": "not found"},
-    422: {"description": "invalid parameters"}}
+
 
 
 class MessageSummary(BaseModel):
     id: int
     channel: str
-    received_at: datetime
+    received_at: UtcDateTime
     peer: str | None
     control_id: str | None
     message_type: str | None
@@ -213,7 +210,7 @@ def _lines(text: str | None) -> str | None:
 
 
 class Attempt(BaseModel):
-    at: datetime
+    at: UtcDateTime
     outcome: str
     error: str | None
 
@@ -226,14 +223,14 @@ class WorkItemHistory(BaseModel):
     reason: str | None
     error_location: str | None
     last_error: str | None
-    created_at: datetime
-    updated_at: datetime
-    next_attempt_at: datetime
+    created_at: UtcDateTime
+    updated_at: UtcDateTime
+    next_attempt_at: UtcDateTime
     history: list[Attempt]
 
 
 class AuditRow(BaseModel):
-    at: datetime
+    at: UtcDateTime
     user: str
     action: str
     target_id: str | None

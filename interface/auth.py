@@ -40,7 +40,9 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
-from pydantic import BaseModel
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel
 from sqlalchemy import insert, select
 from starlette.concurrency import run_in_threadpool
 
@@ -54,6 +56,11 @@ COOKIE = "interface_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 ROLES = usermod.ROLES
 
+ERROR_RESPONSES: dict = {
+    400: {"description": "bad request"}, 401: {"description": "not authenticated"},
+    403: {"description": "not allowed"}, 404: {"description": "not found"},
+    422: {"description": "invalid parameters"}}
+
 # Role groups for routes (admin is always allowed on top of these).
 CHARTS = ("clerk",)
 DOCUMENTS = ("clerk",)
@@ -66,6 +73,14 @@ TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))
 
 _bearer = HTTPBearer(auto_error=False, description="API token from `interface users token NAME`")
 _cookie = APIKeyCookie(name=COOKIE, auto_error=False, description="browser session from POST /login")
+
+
+def _as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes: they are UTC (everything is stored in UTC)."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value
+
+
+UtcDateTime = Annotated[datetime, AfterValidator(_as_utc)]  # for response models
 
 
 class LoginRequired(Exception):
@@ -245,7 +260,7 @@ class Me(BaseModel):
     csrf_token: str | None
 
 
-@router.get("/api/me", response_model=Me, tags=["auth"])
+@router.get("/api/me", response_model=Me, tags=["auth"], responses=ERROR_RESPONSES)
 def me(request: Request, user: User = Depends(require())) -> Me:
     """The authenticated user, and the CSRF token to send with unsafe requests (sessions only)."""
     return Me(name=user.name, role=user.role, csrf_token=request.state.csrf_token)
@@ -253,7 +268,7 @@ def me(request: Request, user: User = Depends(require())) -> Me:
 
 class AuditEntry(BaseModel):
     id: int
-    at: datetime
+    at: UtcDateTime
     user: str
     action: str
     target_type: str | None
@@ -270,7 +285,7 @@ class AuditPage(BaseModel):
 MAX_ID = 2**63 - 1
 
 
-@router.get("/api/audit", response_model=AuditPage, tags=["audit"])
+@router.get("/api/audit", response_model=AuditPage, tags=["audit"], responses=ERROR_RESPONSES)
 def audit_log(request: Request, _user: User = Depends(require(*AUDIT)),
               user: str | None = Query(None, max_length=128), action: str | None = Query(None, max_length=64),
               target_type: str | None = Query(None, max_length=32),
