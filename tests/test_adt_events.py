@@ -28,7 +28,7 @@ NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 class Harness:
     """The real channels, mappings and rules; an Engine and a Worker sharing a clock you move."""
 
-    def __init__(self, db, *, channels=None, workers: int = 1):
+    def __init__(self, db, *, channels=None, workers: int = 1, batch: int = 64):
         self.db = db
         self.now = NOW
         channels = channels or load_channels(ROOT / "channels")
@@ -37,7 +37,7 @@ class Harness:
         settings = DocumentSettings(rules=load_rules(ROOT / "rules" / "completeness.yaml"))
         self.pipeline = Pipeline(channels, mappings, document_settings=settings)
         self.engine = Engine(db, clock=self.clock)
-        self.workers = [Worker(db, self.pipeline, clock=self.clock, rng=random.Random(i))
+        self.workers = [Worker(db, self.pipeline, clock=self.clock, rng=random.Random(i), batch=batch)
                         for i in range(workers)]
         self.worker = self.workers[0]
 
