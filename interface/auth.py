@@ -177,13 +177,15 @@ def audit_now(request: Request, **kw) -> None:
 
 
 def mask(value: str | None) -> str | None:
-    """``12345678`` -> ``****5678``; short values are masked whole. ``mrn:123456`` keeps its prefix."""
+    """``12345678`` -> ``****5678``: at most the last 4 characters and never more than half of
+    the value stay visible (``100002`` -> ``****002``). ``mrn:...`` keeps its prefix."""
     if not value:
         return value
     prefix, sep, rest = value.partition(":")
     if sep and prefix.isalpha() and rest:
         return prefix + ":" + mask(rest)
-    return "****" + value[-4:] if len(value) > 6 else "****"
+    visible = min(4, len(value) // 2)
+    return "****" + (value[-visible:] if visible else "")
 
 
 def audit_access(target_type: str, param: str):

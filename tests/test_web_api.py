@@ -394,3 +394,11 @@ def test_messages_search_uses_only_index_paths(engine, channels, clock, tokens, 
     assert len(msg_queries) == 1
     assert "count(" not in msg_queries[0].lower() and "LIMIT" in msg_queries[0]
     assert " LIKE " not in msg_queries[0]
+
+
+@pytest.mark.parametrize("value,masked", [("12345678", "****5678"), ("100002", "****002"), ("1234", "****34"),
+                                          ("1", "****"), ("mrn:12345678", "mrn:****5678"), (None, None)])
+def test_mask_shows_at_most_half_and_four(value, masked):
+    from interface.auth import mask
+
+    assert mask(value) == masked
