@@ -41,6 +41,18 @@ class Ack(Strict):
 
     when: Literal["on_commit", "on_process"] = "on_commit"
     mode: Literal["auto", "original", "enhanced"] = "auto"
+    application_ack: "ReturnAddress | None" = Field(
+        None, description="enhanced mode: where application ACKs (MSH-16 AL/ER/SU) are sent")
+
+
+class ReturnAddress(Strict):
+    """The sender's MLLP listener for application ACKs; queued as destination ``application_ack``."""
+
+    host: str
+    port: int = Field(ge=1, le=65535)
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    timeout_seconds: float = Field(30.0, gt=0)
+    retry: "Retry | None" = None
 
 
 class Mrn(Strict):
@@ -69,8 +81,12 @@ class Destination(Strict):
     mapping: str | None = None
     host: str | None = None
     port: int | None = None
-    timeout_seconds: float = 30.0
+    timeout_seconds: float = Field(30.0, gt=0, description="mllp: how long to wait for the ACK")
+    connect_timeout_seconds: float = Field(10.0, gt=0)
+    on_ae: Literal["retry", "error"] = Field("retry", description="mllp: AE/CE retried per policy, or straight to the error queue")
     directory: str | None = None
+    filename: str = Field("{channel}-{message_id}-{control_id}.hl7",
+                          description="file: name pattern; {channel} {destination} {message_id} {item_id} {control_id} {message_type} {received}")
     retry: Retry | None = None
 
     @model_validator(mode="after")
@@ -97,6 +113,8 @@ class Channel(Strict):
     destinations: list[Destination] = Field(default_factory=list)
     ack: Ack = Field(default_factory=Ack)
     mrn: Mrn = Field(default_factory=Mrn)
+    order_by: Literal["patient", "channel", "message"] = Field(
+        "patient", description="ordering key: the patient (MRN; merges hold both), the whole channel, or none")
     timezone: str = "UTC"
     validation: Literal["none", "structure"] = "none"
     retry: Retry = Field(default_factory=Retry)
@@ -143,6 +161,8 @@ class Channel(Strict):
         names = [d.name for d in self.destinations]
         if len(set(names)) != len(names):
             raise ValueError("destination names must be unique")
+        if "application_ack" in names:
+            raise ValueError("destination name 'application_ack' is reserved (use ack.application_ack)")
         return self
 
     # -- behaviour -------------------------------------------------------------------------------

@@ -33,12 +33,13 @@ from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import ack as acks
-from . import journal
+from . import destinations, journal
 from .channels import Channel
 from .errors import (APPLICATION_INTERNAL_ERROR, DUPLICATE_KEY_IDENTIFIER, REQUIRED_FIELD_MISSING,
                      UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, HL7Error, Location, ParseError)
 from .identity import pick_mrn
-from .message import Header, decode, find_segments, header_from_text, is_batch, split_messages
+from .message import (Header, decode, find_segments, header_from_text, is_batch, split_message_bytes,
+                      split_messages)
 
 log = logging.getLogger("interface.engine")
 
@@ -136,8 +137,11 @@ class Engine:
             except ParseError as exc:
                 return [self._reject(inb, group, now, None, exc, decoded.warning)]
         out = []
+        pieces = split_message_bytes(inb.raw) if batch else []
+        if len(pieces) != len(texts):  # cannot cut the bytes the same way: re-encode the text
+            pieces = [text.encode(decoded.charset, "replace") for text in texts]
         for idx, text in enumerate(texts):
-            raw = inb.raw if not batch else text.encode(decoded.charset, "replace")
+            raw = inb.raw if not batch else pieces[idx]
             p = self._prepare_one(inb, group, now, raw, text, decoded.warning)
             if batch:
                 p.row.batch_index = idx
@@ -171,7 +175,7 @@ class Engine:
         row.patient_id = mrn
         row.dedup_key = "|".join((ch.name, header.sending_application, header.sending_facility,
                                   header.control_id))[:700]
-        row.work = [journal.WorkSpec(d.name, keys) for d in ch.destinations]
+        row.work = destinations.work_specs(ch, keys, header)  # one per destination, in its lane
         p = _Prepared(row, header, ch, group)
         errors = []
         if warning:

@@ -23,7 +23,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from . import queue
+from . import destinations, queue
 from .channels import Channel
 from .errors import HL7Error, Hold, Location, PermanentError, TransientError
 from .message import decode, parse
@@ -54,10 +54,18 @@ class Pipeline:
         ch = self.channels.get(channel)
         if ch is None:
             raise PermanentError(f"channel {channel} is no longer configured", reason="processing_error")
-        for d in ch.destinations:
-            if d.name == name:
-                return ch, d
+        d = destinations.destination_for(ch, name)  # configured ones, and ``application_ack``
+        if d is not None:
+            return ch, d
         raise PermanentError(f"channel {channel} has no destination {name}", reason="processing_error")
+
+    def finished(self, conn, item, err: Exception | None, now: datetime) -> None:
+        """A store item is done or in the error queue: queue the enhanced-mode application ACK."""
+        ch = self.channels.get(item.channel)
+        if ch is not None and ch.ack.application_ack is not None:
+            from .outbound import queue_application_ack
+
+            queue_application_ack(conn, ch, item, err, now)
 
     def retry_policy(self, channel: str, name: str) -> queue.RetryPolicy:
         try:
@@ -138,7 +146,7 @@ class Worker:
         """Process what is runnable now; returns how many items were attempted."""
         now = self.clock()
         with self.db.connect() as conn:
-            candidates = queue.runnable(conn, now, self.batch)
+            candidates = queue.runnable(conn, now, self.batch, outbound=False)  # outbound: OutboundWorker
             if not candidates:
                 return 0
             raws = dict(conn.execute(select(messages.c.id, messages.c.raw)
@@ -165,7 +173,7 @@ class Worker:
     def apply_items(self, conn, item_ids: list[int], now: datetime) -> dict[int, HL7Error | None]:
         """For ``ack: on_process``: apply these items inside the caller's transaction, if each is
         the head of its keys. Returns item id -> None (applied) or the error (in error queue)."""
-        items = queue.runnable(conn, now, len(item_ids), ids=item_ids, lock=True)
+        items = queue.runnable(conn, now, len(item_ids), ids=item_ids, outbound=False, lock=True)
         if not items:
             return {}
         raws = dict(conn.execute(select(messages.c.id, messages.c.raw)
@@ -191,6 +199,7 @@ class Worker:
             if now - deadline >= timedelta(seconds=self.pipeline.hold_seconds(item.channel)):
                 queue.mark_error(conn, item.id, item.message_id, now, attempts, exc.text, exc.reason, None)
                 self.failed += 1
+                self.pipeline.finished(conn, item, HL7Error(exc.text, reason=exc.reason), now)
                 return HL7Error(exc.text, reason=exc.reason)
             queue.mark_held(conn, item.id, now, attempts, exc.recheck_seconds, exc.text, exc.reason)
             return None
@@ -200,6 +209,7 @@ class Worker:
             if policy.exhausted(attempts):
                 queue.mark_error(conn, item.id, item.message_id, now, attempts, str(exc), exc.reason, None)
                 self.failed += 1
+                self.pipeline.finished(conn, item, HL7Error(str(exc), reason=exc.reason), now)
                 return HL7Error(str(exc), reason=exc.reason)
             queue.mark_retry(conn, item.id, now, attempts, policy.delay(attempts, self.rng), str(exc), exc.reason)
             return None
@@ -209,6 +219,7 @@ class Worker:
                              _location_text(exc))
             self.failed += 1
             log.info("item=%s channel=%s outcome=error reason=%s", item.id, item.channel, exc.reason)
+            self.pipeline.finished(conn, item, exc, now)
             return exc
         except SQLAlchemyError:
             sp.rollback()
@@ -219,8 +230,10 @@ class Worker:
             err = PermanentError(f"unexpected {type(exc).__name__} while applying", reason="processing_error")
             queue.mark_error(conn, item.id, item.message_id, now, attempts, str(err), err.reason, None)
             self.failed += 1
+            self.pipeline.finished(conn, item, err, now)
             return err
         queue.mark_done(conn, item.id, item.message_id, now, attempts)
+        self.pipeline.finished(conn, item, None, now)  # enhanced mode: queue the application ACK
         sp.commit()
         self.processed += 1
         return None

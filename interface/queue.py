@@ -27,6 +27,7 @@ from sqlalchemy.orm import aliased
 
 from .schema import audit, messages, work_attempts, work_items, work_keys
 
+OUT_PREFIX = "out:"  # keys of outbound lanes (interface.destinations)
 UNFINISHED = ("pending", "held", "error")
 RUNNABLE = ("pending", "held")
 
@@ -67,9 +68,13 @@ def _head_condition():
 
 
 def runnable(conn: Connection, now: datetime, limit: int = 64, *, lock: bool = False,
-             ids: list[int] | None = None) -> list:
+             ids: list[int] | None = None, outbound: bool | None = None,
+             lane: str | None = None) -> list:
     """Items that may run now, oldest first, at most one per key. ``lock`` (PostgreSQL):
-    claim them with FOR UPDATE SKIP LOCKED for the rest of the transaction."""
+    claim them with FOR UPDATE SKIP LOCKED for the rest of the transaction.
+
+    ``outbound``: False = store lanes only (the store worker), True = outbound lanes only
+    (``out:`` keys, see ``interface.destinations``); ``lane``: only keys with this prefix."""
     q = (select(work_items.c.id, work_items.c.message_id, work_items.c.channel,
                 work_items.c.destination, work_items.c.key, work_items.c.status,
                 work_items.c.attempts, work_items.c.created_at)
@@ -77,6 +82,11 @@ def runnable(conn: Connection, now: datetime, limit: int = 64, *, lock: bool = F
          .order_by(work_items.c.id).limit(limit))
     if ids is not None:
         q = q.where(work_items.c.id.in_(ids))
+    if outbound is not None:
+        out = work_items.c.key.startswith(OUT_PREFIX, autoescape=True)
+        q = q.where(out if outbound else ~out)
+    if lane is not None:
+        q = q.where(work_items.c.key.startswith(lane, autoescape=True))
     if lock and conn.dialect.name == "postgresql":
         q = q.with_for_update(skip_locked=True, of=work_items)
     rows = conn.execute(q).all()

@@ -1,0 +1,401 @@
+"""Outbound delivery: MLLP peers, file drops and enhanced-mode application ACKs.
+
+The :class:`OutboundWorker` takes the items of outbound lanes (``out:`` keys, see
+``interface.destinations``), oldest first and only the head of each key, and delivers each one
+**outside** any database transaction on SQLite (so a slow peer never holds the write lock), or
+inside a ``FOR UPDATE SKIP LOCKED`` claim on PostgreSQL (so two engine processes never deliver
+the same key at once). Then it records the result:
+
+==========================================  ==============================================
+downstream answer                           item
+==========================================  ==============================================
+AA / CA (MSA-2 = the sent MSH-10)            done
+AE / CE                                      retry per policy (``on_ae: error``: error queue)
+AR / CR                                      error queue, reason ``downstream_refused``
+no connection, closed, no ACK in time        retry per policy (``downstream_unavailable``)
+==========================================  ==============================================
+
+A retried item keeps its keys, so later messages for the same key wait behind it: order per key
+is kept, and delivery is at least once (a peer that lost our ACK gets the message again, with
+the same MSH-10, which is what MLLP receivers de-duplicate on). ACKs whose MSA-2 is not the sent
+control id (a late answer to an earlier, timed-out send) are skipped, never taken for ours.
+
+:class:`MLLPSender` is the blocking client (one connection per destination, one message in
+flight, connect timeout, ACK timeout, reconnect). :func:`queue_application_ack` builds the
+application ACK (MSH-16 AL/ER/SU) once a message is processed and queues it to the channel's
+``ack.application_ack`` return address as destination ``application_ack``.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+from sqlalchemy import insert, select
+from sqlalchemy.engine import Engine as DBEngine
+from sqlalchemy.exc import SQLAlchemyError
+
+from . import ack as acks
+from . import queue
+from .channels import Channel, Destination
+from .client import parse_ack
+from .destinations import APPLICATION_ACK, drop_file, file_name, lane_prefix, plain_key
+from .errors import FramingError, HL7Error, Location, ParseError, PermanentError, TransientError
+from .framing import FrameDecoder, frame
+from .message import decode, header_from_text
+from .schema import messages, work_items, work_keys
+
+log = logging.getLogger("interface.outbound")
+
+
+class DownstreamUnavailable(TransientError):
+    """No connection, connection lost, or no matching ACK in time."""
+
+    reason = "downstream_unavailable"
+
+
+class DownstreamError(TransientError):
+    """The peer answered AE/CE: it may accept the message later."""
+
+    reason = "downstream_refused"
+
+
+class _Closed(Exception):
+    pass
+
+
+@dataclass
+class AckReply:
+    code: str  # MSA-1
+    control_id: str  # MSA-2
+    text: str
+    raw: bytes
+
+
+class MLLPSender:
+    """A blocking MLLP client for one downstream peer. ``send`` returns the ACK whose MSA-2
+    matches the sent MSH-10, or raises :class:`DownstreamUnavailable`."""
+
+    def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0, ack_timeout: float = 30.0,
+                 connect: Callable = socket.create_connection, max_frame: int = 16 * 1024 * 1024):
+        self.host, self.port = host, port
+        self.connect_timeout, self.ack_timeout = connect_timeout, ack_timeout
+        self._connect_fn = connect
+        self.max_frame = max_frame
+        self.sock: socket.socket | None = None
+        self.decoder = FrameDecoder(max_frame)
+        self._frames: list[bytes] = []
+        self.connects = 0
+        self.skipped_acks = 0  # ACK frames for another control id (late answers)
+
+    def close(self) -> None:
+        if self.sock is not None:
+            try:
+                self.sock.close()
+            except OSError:
+                pass
+        self.sock = None
+        self.decoder = FrameDecoder(self.max_frame)
+        self._frames = []
+
+    def _connect(self) -> None:
+        try:
+            self.sock = self._connect_fn((self.host, self.port), timeout=self.connect_timeout)
+        except OSError as exc:
+            self.sock = None
+            raise DownstreamUnavailable(f"cannot connect to {self.host}:{self.port}: "
+                                        f"{getattr(exc, 'strerror', None) or exc}") from None
+        self.connects += 1
+
+    def send(self, raw: bytes) -> AckReply | None:
+        """Send one message and wait for its ACK; None when MSH-15 is NE (no ACK will come)."""
+        try:
+            header = header_from_text(decode(raw).text)
+        except ParseError as exc:
+            raise PermanentError(f"the stored message cannot be read: {exc}", reason="unparseable") from None
+        control_id = header.control_id
+        for attempt in (1, 2):
+            fresh = self.sock is None
+            if fresh:
+                self._connect()
+            try:
+                self.sock.settimeout(self.ack_timeout)
+                self.sock.sendall(frame(raw))
+                if header.enhanced and header.accept_ack_type.upper() == "NE":
+                    return None
+                return self._read_ack(control_id)
+            except (_Closed, ConnectionError) as exc:
+                self.close()
+                if fresh or attempt == 2:
+                    raise DownstreamUnavailable(f"{self.host}:{self.port} closed the connection "
+                                                f"without an ACK ({type(exc).__name__})") from None
+                # a reused connection the peer had closed while idle: reconnect, send once more
+            except (socket.timeout, TimeoutError):
+                self.close()  # a late ACK must never be read as the next message's
+                raise DownstreamUnavailable(f"no ACK from {self.host}:{self.port} within "
+                                            f"{self.ack_timeout:g} s") from None
+            except (OSError, FramingError) as exc:
+                self.close()
+                raise DownstreamUnavailable(f"{self.host}:{self.port}: {type(exc).__name__}") from None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _read_ack(self, control_id: str) -> AckReply:
+        deadline = time.monotonic() + self.ack_timeout
+        while True:
+            while self._frames:
+                data = self._frames.pop(0)
+                code, ctl, text = parse_ack(data)
+                if ctl == control_id:
+                    return AckReply(code, ctl, text, data)
+                self.skipped_acks += 1
+                log.warning("skipped an ACK for another control id (peer %s:%s)", self.host, self.port)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise socket.timeout()
+            self.sock.settimeout(left)
+            data = self.sock.recv(65536)
+            if not data:
+                raise _Closed()
+            self._frames.extend(self.decoder.feed(data))
+
+
+def check_ack(reply: AckReply | None, dest: Destination) -> None:
+    """Turn the downstream's answer into done (return), retry or error queue (raise)."""
+    if reply is None or reply.code in ("AA", "CA"):
+        return
+    what = f"{dest.name} answered {reply.code}" + (f": {reply.text}" if reply.text else "")
+    if reply.code in ("AR", "CR"):
+        raise PermanentError(f"downstream refused: {what}", reason="downstream_refused")
+    if reply.code in ("AE", "CE"):
+        if dest.on_ae == "error":
+            raise PermanentError(f"downstream error: {what}", reason="downstream_refused")
+        raise DownstreamError(f"downstream error: {what}")
+    raise DownstreamUnavailable(f"{dest.name} answered an unknown code {reply.code!r}")
+
+
+class OutboundWorker:
+    """Delivers outbound items in order per key; safe to run one per process (several on PG)."""
+
+    def __init__(self, db: DBEngine, pipeline, *, clock: Callable[[], datetime],
+                 rng: random.Random | None = None, lane: str | None = None, batch: int = 64,
+                 sender_factory: Callable[[Destination], MLLPSender] | None = None):
+        self.db = db
+        self.pipeline = pipeline
+        self.clock = clock
+        self.rng = rng or random.Random()
+        self.lane = lane
+        self.batch = batch
+        self.sender_factory = sender_factory or (lambda d: MLLPSender(
+            d.host, d.port, connect_timeout=d.connect_timeout_seconds, ack_timeout=d.timeout_seconds))
+        self.senders: dict[tuple, MLLPSender] = {}
+        self.wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.delivered = 0
+        self.failed = 0
+
+    def sender(self, channel: str, dest: Destination) -> MLLPSender:
+        key = (channel, dest.name, dest.host, dest.port)
+        s = self.senders.get(key)
+        if s is None:
+            s = self.senders[key] = self.sender_factory(dest)
+        return s
+
+    def close(self) -> None:
+        for s in self.senders.values():
+            s.close()
+
+    # -- one round ---------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Deliver what is runnable now; returns how many deliveries were attempted."""
+        now = self.clock()
+        with self.db.connect() as conn:
+            candidates = queue.runnable(conn, now, self.batch, outbound=True, lane=self.lane)
+            if not candidates:
+                return 0
+            msgs = {r.id: r for r in conn.execute(
+                select(messages.c.id, messages.c.raw, messages.c.control_id, messages.c.message_type,
+                       messages.c.received_at)
+                .where(messages.c.id.in_({c.message_id for c in candidates})))}
+            conn.rollback()
+        down: set[tuple[str, str]] = set()
+        attempted = 0
+        for cand in candidates:
+            lane = (cand.channel, cand.destination)
+            if lane in down or self._stop.is_set():
+                continue  # that peer is down: its other keys wait for the next round
+            try:
+                exc = self._deliver_claimed(cand, msgs[cand.message_id])
+            except SQLAlchemyError as db_exc:
+                log.warning("outbound: cannot record item %s (%s); it will be delivered again",
+                            cand.id, type(db_exc).__name__)
+                return attempted
+            attempted += 1
+            if isinstance(exc, DownstreamUnavailable):
+                down.add(lane)
+        return attempted
+
+    def _deliver_claimed(self, cand, msg) -> Exception | None:
+        if self.db.dialect.name == "postgresql":
+            # Hold the row lock while delivering: no other process can take this key meanwhile.
+            with self.db.begin() as conn:
+                rows = queue.runnable(conn, self.clock(), 1, lock=True, ids=[cand.id])
+                if not rows or rows[0].message_id != cand.message_id:
+                    return None
+                exc = self._deliver(rows[0], msg)
+                self._record(conn, rows[0], exc, self.clock())
+                return exc
+        # SQLite: a transaction is a write lock; deliver first, then record if nothing changed.
+        exc = self._deliver(cand, msg)
+        with self.db.begin() as conn:
+            rows = queue.runnable(conn, self.clock(), 1, ids=[cand.id])
+            if not rows or rows[0].attempts != cand.attempts or rows[0].message_id != cand.message_id:
+                return exc  # a clerk acted on it meanwhile
+            self._record(conn, rows[0], exc, self.clock())
+        return exc
+
+    def _deliver(self, item, msg) -> Exception | None:
+        try:
+            ch, dest = self.pipeline.destination(item.channel, item.destination)
+            if dest.type == "mllp":
+                check_ack(self.sender(ch.name, dest).send(msg.raw), dest)
+            elif dest.type == "file":
+                received = msg.received_at.strftime("%Y%m%d%H%M%S") if msg.received_at else ""
+                name = file_name(dest.filename, {
+                    "channel": item.channel, "destination": dest.name, "message_id": item.message_id,
+                    "item_id": item.id, "control_id": msg.control_id, "received": received,
+                    "message_type": (msg.message_type or "").replace("^", "_")})
+                drop_file(dest.directory, name, msg.raw)
+            else:
+                raise PermanentError(f"destination {dest.name} ({dest.type}) is not an outbound destination",
+                                     reason="processing_error")
+        except (TransientError, HL7Error) as exc:
+            return exc
+        except Exception as exc:  # a bug: the item waits for a clerk instead of looping
+            log.exception("outbound item=%s unexpected failure", item.id)
+            return PermanentError(f"unexpected {type(exc).__name__} while delivering", reason="processing_error")
+        return None
+
+    def _record(self, conn, item, exc: Exception | None, now: datetime) -> None:
+        attempts = item.attempts + 1
+        if exc is None:
+            queue.mark_done(conn, item.id, item.message_id, now, attempts)
+            self.delivered += 1
+            outcome = "done"
+        elif isinstance(exc, TransientError):
+            policy = self.pipeline.retry_policy(item.channel, item.destination)
+            if policy.exhausted(attempts):
+                queue.mark_error(conn, item.id, item.message_id, now, attempts, str(exc), exc.reason, None)
+                self.failed += 1
+                outcome = "error"
+            else:
+                queue.mark_retry(conn, item.id, now, attempts, policy.delay(attempts, self.rng), str(exc),
+                                 exc.reason)
+                outcome = "retry"
+        else:
+            loc = getattr(exc, "location", None)
+            queue.mark_error(conn, item.id, item.message_id, now, attempts, str(exc),
+                             getattr(exc, "reason", "processing_error"),
+                             str(loc) if isinstance(loc, Location) and loc.segment else None)
+            self.failed += 1
+            outcome = "error"
+        log.info("item=%s channel=%s destination=%s attempt=%d outcome=%s", item.id, item.channel,
+                 item.destination, attempts, outcome)
+
+    # -- the thread --------------------------------------------------------------------------
+
+    def start(self, idle_wait: float = 0.5) -> None:
+        def loop():
+            while not self._stop.is_set():
+                try:
+                    n = self.run_once()
+                except Exception:
+                    log.exception("outbound round failed")
+                    n = 0
+                if n == 0:
+                    self.wake.wait(idle_wait)
+                    self.wake.clear()
+            self.close()
+
+        self._thread = threading.Thread(target=loop, name="outbound", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self.wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+
+# -- enhanced mode: application ACKs ------------------------------------------------------------
+
+def wants_application_ack(header, ok: bool) -> bool:
+    """MSH-16: AL always, ER on error only, SU on success only; NE or empty: never."""
+    rule = (header.application_ack_type or "").upper()
+    return rule == "AL" or (rule == "ER" and not ok) or (rule == "SU" and ok)
+
+
+def application_ack(header, err: HL7Error | None, now: datetime) -> bytes:
+    """The application ACK (AA, or AE with ERR) for a processed message. It asks the return
+    address for an accept ACK (MSH-15 AL) and no application ACK of its own (MSH-16 NE)."""
+    if err is None:
+        data = acks.build_ack(header, "AA", now, mode="original")
+    else:
+        code = getattr(err, "code", "207")
+        data = acks.build_ack(header, "AE", now, text=getattr(err, "text", str(err)), mode="original",
+                              errors=[acks.AckError(code, getattr(err, "text", str(err)),
+                                                    getattr(err, "location", None))])
+    fs = header.encoding.field.encode("ascii")
+    first, _, rest = data.partition(b"\r")
+    parts = first.split(fs)
+    parts += [b""] * (16 - len(parts))
+    parts[14], parts[15] = b"AL", b"NE"  # parts[n-1] is MSH-n
+    return fs.join(parts) + b"\r" + rest
+
+
+def queue_application_ack(conn, ch: Channel, item, err: Exception | None, now: datetime) -> int | None:
+    """After a message's store item finished (done, or into the error queue), queue its
+    application ACK when the channel has a return address and MSH-16 asks for one. The ACK is
+    journalled as a message of its own (``parent_id`` = the original) with one work item in lane
+    ``out:<channel>/application_ack|<key>``. Returns the work item id, or None."""
+    ret = ch.ack.application_ack
+    if ret is None or ch.ack.mode == "original":
+        return None
+    stores = [d.name for d in ch.destinations if d.type == "store"]
+    if not stores or item.destination != stores[0]:
+        return None
+    orig = conn.execute(select(messages.c.raw, messages.c.patient_id).where(messages.c.id == item.message_id)).first()
+    if orig is None:
+        return None
+    try:
+        header = header_from_text(decode(orig.raw).text)
+    except ParseError:
+        return None
+    if not wants_application_ack(header, err is None):
+        return None
+    hl7_err = err if isinstance(err, HL7Error) or err is None else HL7Error(str(err))
+    data = application_ack(header, hl7_err, now)
+    ack_header = header_from_text(decode(data).text)
+    mid = conn.execute(insert(messages).values(
+        channel=ch.name, received_at=now, peer=APPLICATION_ACK, raw=data,
+        body_sha256=hashlib.sha256(data).hexdigest(), status="accepted",
+        sending_application=ack_header.sending_application[:227],
+        sending_facility=ack_header.sending_facility[:227],
+        receiving_application=ack_header.receiving_application[:227],
+        receiving_facility=ack_header.receiving_facility[:227], control_id=ack_header.control_id[:199],
+        message_type=ack_header.message_type[:32], structure=ack_header.structure[:16],
+        version=ack_header.version[:16], message_time=ack_header.message_time[:32],
+        patient_id=orig.patient_id, parent_id=item.message_id).returning(messages.c.id)).scalar_one()
+    key = lane_prefix(ch.name, APPLICATION_ACK) + plain_key(item.key)
+    item_id = conn.execute(insert(work_items).values(
+        message_id=mid, channel=ch.name, destination=APPLICATION_ACK, key=key, status="pending",
+        attempts=0, next_attempt_at=now, created_at=now, updated_at=now).returning(work_items.c.id)).scalar_one()
+    conn.execute(insert(work_keys).values(item_id=item_id, key=key))
+    return item_id
