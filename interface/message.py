@@ -223,6 +223,36 @@ def split_messages(text: str) -> list[str]:
     return ["\r".join(m) for m in messages]
 
 
+def split_message_bytes(raw: bytes) -> list[bytes]:
+    """The exact bytes of each message in a batch or multi-message frame, cut at the same places
+    as :func:`split_messages` (each MSH starts a message; batch headers/trailers end one).
+
+    Used to keep every message's raw bytes as received, even bytes that did not decode. Segment
+    separators (CR, LF) are ASCII in every charset MSH-18 allows on MLLP, so cutting bytes is safe.
+    """
+    out: list[bytes] = []
+    start = None
+    pos = 0
+    n = len(raw)
+    while pos < n:
+        cr, lf = raw.find(b"\r", pos), raw.find(b"\n", pos)
+        ends = [i for i in (cr, lf) if i >= 0]
+        end = min(ends) if ends else n
+        ident = raw[pos:min(end, pos + 8)].lstrip(b"\xef\xbb\xbf\x00 \t")[:3]
+        if ident == b"MSH":
+            if start is not None:
+                out.append(raw[start:pos])
+            start = pos
+        elif ident in (b"FHS", b"BHS", b"BTS", b"FTS"):
+            if start is not None:
+                out.append(raw[start:pos])
+                start = None
+        pos = end + 1
+    if start is not None:
+        out.append(raw[start:])
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # escapes
 

@@ -9,6 +9,7 @@ import pytest
 from interface.ack import build_ack
 from interface.errors import ParseError
 from interface.message import (Encoding, decode, escape, find_segments, header_from_text, is_batch,
+                               split_message_bytes,
                                parse, parse_bytes, split_messages, split_segments, unescape)
 from tests.conftest import corpus_files
 
@@ -289,3 +290,13 @@ def test_corpus_tokenizer_matches_python_hl7(path):
 def test_parse_bytes():
     m = parse_bytes(msh_bytes("8859/1", "É".encode("latin-1")))
     assert m.value("PID", 3, 1, 1) == "100"
+
+
+def test_split_message_bytes_keeps_exact_bytes():
+    """Batch members cut at the byte level keep bytes that do not decode, and every separator."""
+    m1 = msh(ctl="1").encode() + b"\r\nPID|1||\xff\xfe\r\n"
+    m2 = msh(ctl="2").encode() + b"\nPID|2\n"
+    raw = b"\xef\xbb\xbfFHS|^~\\&\rBHS|^~\\&\r" + m1 + m2 + b"BTS|2\rFTS|1\r"
+    assert split_message_bytes(raw) == [m1, m2]
+    assert len(split_message_bytes(raw)) == len(split_messages(decode(raw).text))
+    assert split_message_bytes(b"junk") == []
