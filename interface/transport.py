@@ -77,7 +77,9 @@ class MLLPProtocol(Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         if self.busy:  # a message is being stored: its ACK is due, don't cut it off
-            self.resetTimeout()
+            # The mixin dropped its timer before calling us (resetTimeout would be a no-op and
+            # the connection would never time out again): arm a new one.
+            self.setTimeout(self.factory.channel.limits.idle_timeout_seconds)
             return
         self.factory.event("idle_timeout", self.peer, None)
         self.transport.loseConnection()
