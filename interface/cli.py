@@ -179,6 +179,11 @@ def cmd_errors(args) -> int:
     from .schema import messages, work_attempts, work_items
 
     eng = _engine(args)
+    args.id = args.ids[0] if args.ids else None
+    if args.action in ("retry", "discard") and (args.all or len(args.ids) > 1):
+        return _errors_bulk(args, eng)
+    if args.action == "reprocess":
+        return _errors_reprocess(args, eng)
     if args.action == "list":
         q = (select(work_items).where(work_items.c.status.in_(args.status.split(",")))
              .order_by(work_items.c.id))
@@ -239,6 +244,61 @@ def cmd_errors(args) -> int:
         print(str(exc), file=sys.stderr)
         return 1
     print(f"{args.action}: item {args.id}")
+    return 0
+
+
+def _errors_bulk(args, eng) -> int:
+    """``errors retry|discard ID ID... --reason R`` or ``--all [--filter k=v]... --reason R``."""
+    from . import queue
+
+    where = None
+    if args.all:
+        if args.ids:
+            print("give item ids or --all, not both", file=sys.stderr)
+            return 2
+        where = {}
+        for f in args.filter:
+            k, sep, v = f.partition("=")
+            if not sep or k not in ("channel", "reason", "destination", "status"):
+                print(f"--filter {f!r}: use channel=, reason=, destination= or status=", file=sys.stderr)
+                return 2
+            where[k] = tuple(v.split(",")) if k == "status" else v
+    try:
+        res = queue.bulk_action(eng, args.action, user=args.user, reason=args.reason or "", now=_now(),
+                                ids=None if args.all else args.ids, where=where)
+    except queue.ActionError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps({"action": res.action, "succeeded": res.succeeded, "truncated": res.truncated,
+                          "failed": [{"id": i, "error": e} for i, e in res.failed]}, indent=1))
+    else:
+        for i in res.succeeded:
+            print(f"{args.action}: item {i}")
+        for i, e in res.failed:
+            print(f"item {i}: {e}", file=sys.stderr)
+        if res.truncated:
+            print("more items match: run again for the rest", file=sys.stderr)
+    return 1 if res.failed else 0
+
+
+def _errors_reprocess(args, eng) -> int:
+    """``errors reprocess MESSAGE_ID --destination NAME [--reason R]``."""
+    from . import queue
+    from .channels import load_channels
+
+    if len(args.ids) != 1 or not args.destination:
+        print("reprocess needs one message id and --destination NAME", file=sys.stderr)
+        return 2
+    try:
+        channels = load_channels(Path(args.channels))
+        with eng.begin() as conn:
+            item = queue.reprocess_message(conn, args.ids[0], args.destination, channels=channels,
+                                           user=args.user, now=_now(), reason=args.reason)
+    except (queue.ActionError, ConfigError) as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    print(f"reprocess: message {args.ids[0]} queued to {args.destination} as item {item}")
     return 0
 
 
@@ -342,8 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_send)
 
     e = sub.add_parser("errors", help="the error queue: list, show, retry, discard, resubmit")
-    e.add_argument("action", choices=["list", "show", "retry", "discard", "resubmit"])
-    e.add_argument("id", nargs="?", type=int)
+    e.add_argument("action", choices=["list", "show", "retry", "discard", "resubmit", "reprocess"])
+    e.add_argument("ids", nargs="*", type=int, metavar="ID",
+                   help="item id(s); for reprocess, the message id")
+    e.add_argument("--all", action="store_true", help="retry/discard every item matching --filter")
+    e.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
+                   help="with --all: channel=, reason=, destination=, status= (repeatable)")
+    e.add_argument("--destination", help="reprocess: the destination to send the message to")
+    e.add_argument("--channels", default="channels", help="reprocess: the channels directory")
     e.add_argument("--reason")
     e.add_argument("--file", help="edited message for resubmit")
     e.add_argument("--channel")

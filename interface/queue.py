@@ -202,7 +202,8 @@ def _item(conn, item_id: int):
     return row
 
 
-def retry_item(conn: Connection, item_id: int, *, user: str, now: datetime) -> None:
+def retry_item(conn: Connection, item_id: int, *, user: str, now: datetime, reason: str | None = None,
+               detail: str | None = None) -> None:
     """Put an error (or held) item back in the queue now; it keeps its place for its key."""
     row = _item(conn, item_id)
     if row.status not in ("error", "held"):
@@ -216,10 +217,11 @@ def retry_item(conn: Connection, item_id: int, *, user: str, now: datetime) -> N
         conn.execute(insert(work_keys).values(item_id=item_id, key=row.key))
     conn.execute(update(messages).where(messages.c.id == row.message_id, messages.c.status == "error")
                  .values(status="accepted"))
-    _audit(conn, now, user, "retry", item_id)
+    _audit(conn, now, user, "retry", item_id, reason=reason, detail=detail)
 
 
-def discard_item(conn: Connection, item_id: int, *, user: str, reason: str, now: datetime) -> None:
+def discard_item(conn: Connection, item_id: int, *, user: str, reason: str, now: datetime,
+                 detail: str | None = None) -> None:
     """Give up on an item, with a reason; its patient's later messages flow again."""
     if not reason or not reason.strip():
         raise ActionError("a reason is required to discard")
@@ -234,7 +236,7 @@ def discard_item(conn: Connection, item_id: int, *, user: str, reason: str, now:
     if all(r.status in ("done", "discarded") for r in rows):
         conn.execute(update(messages).where(messages.c.id == row.message_id).values(
             status="discarded" if all(r.status == "discarded" for r in rows) else "processed"))
-    _audit(conn, now, user, "discard", item_id, reason=reason)
+    _audit(conn, now, user, "discard", item_id, reason=reason, detail=detail)
 
 
 def resubmit_item(conn: Connection, item_id: int, raw: bytes, *, user: str, now: datetime,
@@ -275,3 +277,120 @@ def resubmit_item(conn: Connection, item_id: int, raw: bytes, *, user: str, now:
     _audit(conn, now, user, "resubmit", item_id, reason=reason,
            detail=f"original message {orig.id}, edited message {new_id}")
     return new_id
+
+
+# ---------------------------------------------------------------------------------------------
+# bulk clerk actions and reprocessing
+
+BULK_MAX = 1000
+
+
+@dataclass
+class BulkResult:
+    action: str
+    succeeded: list[int]
+    failed: list[tuple[int, str]]  # (item id, why it could not take the action)
+    truncated: bool = False  # a filter matched more than the cap: run it again for the rest
+
+
+def select_items(conn: Connection, *, channel: str | None = None, reason: str | None = None,
+                 destination: str | None = None, status: tuple[str, ...] = ("error",),
+                 max_id: int | None = None, limit: int = BULK_MAX) -> tuple[list[int], bool]:
+    """Ids of the items a filter matches now, oldest first, at most ``limit``; and whether
+    there were more. ``max_id``: only items up to the newest one the clerk saw."""
+    q = select(work_items.c.id).where(work_items.c.status.in_(status))
+    if channel:
+        q = q.where(work_items.c.channel == channel)
+    if reason:
+        q = q.where(work_items.c.reason == reason)
+    if destination:
+        q = q.where(work_items.c.destination == destination)
+    if max_id is not None:
+        q = q.where(work_items.c.id <= max_id)
+    ids = list(conn.scalars(q.order_by(work_items.c.id).limit(limit + 1)))
+    return ids[:limit], len(ids) > limit
+
+
+def bulk_action(db, action: str, *, user: str, reason: str, now: datetime, ids: list[int] | None = None,
+                where: dict | None = None) -> BulkResult:
+    """Retry or discard exactly the items named in ``ids``, or every item ``where``
+    (``select_items`` arguments: channel, reason, destination, status, max_id) matches now.
+    A reason is required (it is the audit's why). Each item is acted on in its own transaction
+    and audited with who, when, why and the bulk it was part of; items that cannot take the
+    action (unknown, already done...) are reported in ``failed`` and the others still done."""
+    if action not in ("retry", "discard"):
+        raise ActionError(f"unknown bulk action {action!r}")
+    if (ids is None) == (where is None):
+        raise ActionError("give either a list of item ids or a filter")
+    if not reason or not reason.strip():
+        raise ActionError(f"a reason is required to {action} in bulk")
+    reason = reason.strip()
+    truncated = False
+    if ids is not None:
+        targets = list(dict.fromkeys(int(i) for i in ids))
+        detail = f"bulk {action} of {len(targets)} listed item(s)"
+    else:
+        with db.connect() as conn:
+            targets, truncated = select_items(conn, **where)
+        shown = ", ".join(f"{k}={v}" for k, v in sorted(where.items()) if v)
+        detail = f"bulk {action} of {len(targets)} item(s) matching {shown or 'all'}"
+    result = BulkResult(action, [], [], truncated)
+    for item_id in targets:
+        try:
+            with db.begin() as conn:
+                if action == "retry":
+                    retry_item(conn, item_id, user=user, now=now, reason=reason, detail=detail)
+                else:
+                    discard_item(conn, item_id, user=user, reason=reason, now=now, detail=detail)
+            result.succeeded.append(item_id)
+        except ActionError as exc:
+            result.failed.append((item_id, str(exc)))
+    return result
+
+
+def reprocess_message(conn: Connection, message_id: int, destination: str, *, channels, user: str,
+                      now: datetime, reason: str | None = None) -> int:
+    """Queue a stored message again to one destination of its channel (``channels``: the loaded
+    Channel list or a name -> Channel dict). The new work item goes to the end of the message's
+    key(s) in that destination's lane, like a new arrival; earlier items of the same message are
+    untouched. Refused while the message still has an unfinished item for that destination.
+    Returns the new work item id."""
+    from . import destinations as dests
+    from .engine import Engine
+    from .errors import ParseError
+    from .message import decode, header_from_text
+
+    by_name = channels if isinstance(channels, dict) else {c.name: c for c in channels}
+    msg = conn.execute(select(messages).where(messages.c.id == message_id)).first()
+    if msg is None:
+        raise ActionError(f"no message {message_id}")
+    if msg.status in ("rejected", "quarantined"):
+        raise ActionError(f"message {message_id} is {msg.status}; resubmit a corrected copy instead")
+    ch = by_name.get(msg.channel)
+    if ch is None:
+        raise ActionError(f"channel {msg.channel} is not configured")
+    dest = dests.destination_for(ch, destination)
+    if dest is None or destination == dests.APPLICATION_ACK:
+        names = ", ".join(d.name for d in ch.destinations)
+        raise ActionError(f"channel {ch.name} has no destination {destination!r} (it has: {names})")
+    busy = conn.execute(select(work_items.c.id).where(
+        work_items.c.message_id == message_id, work_items.c.destination == destination,
+        work_items.c.status.in_(UNFINISHED))).first()
+    if busy is not None:
+        raise ActionError(f"message {message_id} is already queued to {destination} (item {busy.id})")
+    try:
+        header = header_from_text(decode(msg.raw).text)
+    except ParseError as exc:
+        raise ActionError(f"message {message_id} cannot be read: {exc}") from None
+    patient_keys, _ = Engine(None).ordering_keys(ch, header, decode(msg.raw).text)
+    keys = dests.lane_keys(ch.name, dest, dests.base_keys(ch, patient_keys, header))
+    item_id = conn.execute(insert(work_items).values(
+        message_id=message_id, channel=ch.name, destination=destination, key=keys[0], status="pending",
+        attempts=0, next_attempt_at=now, created_at=now, updated_at=now).returning(work_items.c.id)).scalar_one()
+    conn.execute(insert(work_keys), [{"item_id": item_id, "key": k} for k in dict.fromkeys(keys)])
+    conn.execute(insert(work_attempts).values(item_id=item_id, at=now, outcome="reprocess",
+                                              error=f"message {message_id} queued again to {destination}"))
+    conn.execute(insert(audit).values(at=now, user=user, action="reprocess", target_type="message",
+                                      target_id=str(message_id), reason=reason,
+                                      detail=f"destination {destination}, work item {item_id}"))
+    return item_id
