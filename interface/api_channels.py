@@ -11,10 +11,14 @@ web``). Queue figures come from the database, so every process sees the same one
 * ``errored``, ``held``, ``processed`` (done), ``discarded``;
 * ``oldest_pending_age_seconds``: age of the oldest pending or held item.
 
+processed and discarded grow with the whole history, so they are recounted at most every 15 s.
+
 :func:`queue_stats` is shared with ``/metrics``.
 """
 from __future__ import annotations
 
+import threading
+import time
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Request
@@ -40,25 +44,56 @@ def _aware(ts):
     return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
 
 
-def queue_stats(conn, now: datetime) -> dict[tuple[str, str], dict]:
+class TerminalCountCache:
+    """Done/discarded counts grow with the whole history (a scan of every finished item), so they
+    are recounted at most every ``ttl`` seconds; the unfinished figures are always fresh."""
+
+    def __init__(self, ttl: float = 15.0):
+        self.ttl = ttl
+        self._at = None
+        self._rows: list = []
+        self._lock = threading.Lock()
+
+    def rows(self, conn) -> list:
+        with self._lock:
+            if self._at is not None and time.monotonic() - self._at < self.ttl:
+                return self._rows
+        rows = conn.execute(select(work_items.c.channel, work_items.c.destination, work_items.c.status,
+                                   func.count().label("n"))
+                            .where(work_items.c.status.in_(("done", "discarded")))
+                            .group_by(work_items.c.channel, work_items.c.destination, work_items.c.status)).all()
+        with self._lock:
+            self._rows, self._at = rows, time.monotonic()
+        return rows
+
+
+def queue_stats(conn, now: datetime, cache: TerminalCountCache | None = None) -> dict[tuple[str, str], dict]:
     """{(channel, destination): {queued, in_progress, errored, held, processed, discarded,
-    oldest_pending_age_seconds}} from one grouped query over ``work_items``."""
+    oldest_pending_age_seconds}}: unfinished items counted through the status index, finished
+    ones (``cache``: recounted at most every few seconds)."""
     retried = case((work_items.c.attempts > 0, 1), else_=0).label("retried")
     q = (select(work_items.c.channel, work_items.c.destination, work_items.c.status, retried,
                 func.count().label("n"), func.min(work_items.c.created_at).label("oldest"))
+         .where(work_items.c.status.in_(("pending", "held", "error")))
          .group_by(work_items.c.channel, work_items.c.destination, work_items.c.status, retried))
     out: dict[tuple[str, str], dict] = {}
+
+    def slot(r):
+        return out.setdefault((r.channel, r.destination),
+                              {**{f: 0 for f in QUEUE_FIELDS}, "oldest_pending_age_seconds": None})
+
     for r in conn.execute(q):
-        s = out.setdefault((r.channel, r.destination),
-                           {**{f: 0 for f in QUEUE_FIELDS}, "oldest_pending_age_seconds": None})
+        s = slot(r)
         if r.status == "pending":
             s["in_progress" if r.retried else "queued"] += r.n
-        elif r.status in _STATUS_FIELD:
+        else:
             s[_STATUS_FIELD[r.status]] += r.n
         if r.status in ("pending", "held") and r.oldest is not None:
             age = max(0.0, (now - _aware(r.oldest)).total_seconds())
             prev = s["oldest_pending_age_seconds"]
             s["oldest_pending_age_seconds"] = age if prev is None else max(prev, age)
+    for r in (cache or TerminalCountCache(0)).rows(conn):
+        slot(r)[_STATUS_FIELD[r.status]] += r.n
     return out
 
 
@@ -70,6 +105,13 @@ def runtime_counters(counters: dict[str, int]) -> dict[str, int]:
             "duplicates": counters.get("duplicate", 0),
             "quarantined": counters.get("quarantined", 0),
             "errors": counters.get("error", 0)}
+
+
+def _cache(app) -> TerminalCountCache:
+    cache = getattr(app.state, "terminal_counts", None)
+    if cache is None:
+        cache = app.state.terminal_counts = TerminalCountCache()
+    return cache
 
 
 class Health(BaseModel):
@@ -135,7 +177,7 @@ def channels(request: Request, _user=Depends(require(*ANY))) -> ChannelList:
     queue from the database, in total and per destination."""
     now = clock(request)
     with request.app.state.engine.connect() as conn:
-        stats = queue_stats(conn, now)
+        stats = queue_stats(conn, now, _cache(request.app))
     runtime = request.app.state.runtime
     configured = {c.name: c for c in (request.app.state.channels or [])}
     names = list(configured) + sorted({ch for ch, _ in stats} - set(configured))

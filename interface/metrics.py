@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy.exc import SQLAlchemyError
 
-from .api_channels import queue_stats, runtime_counters
+from .api_channels import _cache, queue_stats, runtime_counters
 
 log = logging.getLogger("interface.metrics")
 
@@ -61,7 +61,7 @@ class InterfaceCollector:
         up = GaugeMetricFamily("interface_database_up", "1 when the database answered this scrape")
         try:
             with state.engine.connect() as conn:
-                stats = queue_stats(conn, now)
+                stats = queue_stats(conn, now, _cache(self.app))
         except SQLAlchemyError as exc:
             log.warning("metrics: queue not readable: %s", type(exc).__name__)
             up.add_metric([], 0)
