@@ -266,12 +266,13 @@ class EngineProcess:
             return 0
         return 0
 
-    def log_count(self, needle: str) -> int:
-        """How many engine log lines contain ``needle`` (e.g. ``outcome=duplicate``)."""
+    def log_count(self, *needles: str) -> int:
+        """How many engine log lines contain every one of ``needles`` (``outcome=duplicate``)."""
         try:
-            return self.log_path.read_text(errors="replace").count(needle)
+            lines = self.log_path.read_text(errors="replace").splitlines()
         except FileNotFoundError:
             return 0
+        return sum(all(n in line for n in needles) for line in lines)
 
     def log_tail(self, n: int = 40) -> str:
         try:

@@ -73,3 +73,56 @@ def test_r1_crash_under_load(db_url, checkdb, tmp_path):
     assert engine.kills == kills
     assert report.figures["acked"] == total and report.figures["items_done"] == total
     assert report.figures["resent"] > 0  # the kills did hit messages in flight
+
+
+def _journal_row(db, control_id: str):
+    from sqlalchemy import select
+
+    from interface.schema import messages
+
+    with db.connect() as conn:
+        return conn.execute(select(messages.c.id, messages.c.ack, messages.c.status)
+                            .where(messages.c.control_id == control_id)).all()
+
+
+def test_r2_lost_ack_window(db_url, checkdb, tmp_path):
+    """R2: the engine dies after the commit and before the ACK write (INTERFACE_FAULT
+    kill_after_commit), once for an ADT and once for an MDM message: the resend gets the stored
+    ACK byte for byte, the effects happen once."""
+    script = build_workload(6, 6, 1, SEED, tag="L", mdm_share=0.3)[0]
+    adt_victim = next(m for m in script[8:] if m.kind == "adt")
+    mdm_victim = next(m for m in script[script.index(adt_victim) + 1:] if m.kind == "mdm")
+    engine = EngineProcess(tmp_path / "r2", db_url)
+    engine.start(faults=f"kill_after_commit={adt_victim.control_id}")
+    try:
+        senders = run_senders(engine, [script])
+        for victim, nxt in ((adt_victim, f"kill_after_commit={mdm_victim.control_id}"), (mdm_victim, None)):
+            assert engine.wait_exit(120) == -9, engine.log_tail()
+            db = checkdb()
+            rows = _journal_row(db, victim.control_id)
+            assert len(rows) == 1 and rows[0].ack, "the message was committed with its ACK"
+            assert victim.acks == [], "no ACK went out before the kill"
+            engine.start(faults=nxt)
+        join_senders(senders, 120)
+        wait_drained(db)
+        # Much later (everything processed): resend both once more on a fresh connection.
+        from interface.client import MLLPClient
+
+        for victim in (adt_victim, mdm_victim):
+            with MLLPClient("127.0.0.1", engine.ports[victim.channel], timeout=30) as c:
+                res = c.send(victim.body)
+            victim.acks.append(res.raw)
+            victim.transmissions += 1
+        report = check_history(db, script)
+    finally:
+        engine.stop()
+    _figures("R2", report)
+    assert report.violations == [], str(report)
+    for victim in (adt_victim, mdm_victim):
+        (row,) = _journal_row(db, victim.control_id)
+        assert victim.lost >= 1 and len(victim.ok_acks()) == 2
+        assert all(a == row.ack for a in victim.acks), "every answer is the stored ACK, byte for byte"
+    assert engine.kills == 0 and engine.starts == 3
+    for victim in (adt_victim, mdm_victim):  # answered from the journal, not stored again
+        assert engine.log_count(f"control_id={victim.control_id} ", "outcome=duplicate") == 2
+    assert report.figures["acked"] == len(script)
