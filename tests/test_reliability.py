@@ -126,3 +126,76 @@ def test_r2_lost_ack_window(db_url, checkdb, tmp_path):
     for victim in (adt_victim, mdm_victim):  # answered from the journal, not stored again
         assert engine.log_count(f"control_id={victim.control_id} ", "outcome=duplicate") == 2
     assert report.figures["acked"] == len(script)
+
+
+def _conflicting(m):
+    """Same channel, MSH-3/4 and MSH-10 as ``m``, different body (another given name)."""
+    from .reliability_kit import Sent, given_of
+
+    body = m.body.replace(given_of(m.seq).encode(), b"CONFLICT", 1)
+    assert body != m.body
+    return Sent(m.channel, m.patient, m.mrn, m.seq, m.control_id, body, m.kind)
+
+
+def test_r3_duplicate_storm(db_url, checkdb, tmp_path):
+    """R3: a share of the messages resent 1-5 times, some at once, some much later (after they
+    were processed): 0 extra records, every answer the stored ACK byte for byte; the same
+    control id with a different body is quarantined (AR, ERR 205) and changes nothing."""
+    from sqlalchemy import func, select
+
+    from interface.chart_schema import chart_history, patients
+    from interface.document_schema import documents
+    from interface.schema import messages
+
+    rng = random.Random(SEED + 3)
+    scripts = build_workload(24, 8, 3, SEED + 3, tag="D", mdm_share=0.2)
+    originals = [m for s in scripts for m in s]
+    chosen = rng.sample(originals, len(originals) * 3 // 10)
+    late: list = []
+    soon = 0
+    for m in chosen:
+        times = rng.randint(1, 5)
+        for _ in range(times):
+            if rng.random() < 0.5:
+                late.append(m)
+            else:  # soon: a few places after the original, on the same connection
+                s = next(s for s in scripts if m in s)
+                s.insert(min(len(s), s.index(m) + 1 + rng.randint(0, 3)), m)
+                soon += 1
+    conflicts = [_conflicting(m) for m in rng.sample(originals, 6)]
+    rng.shuffle(late)
+    engine = EngineProcess(tmp_path / "r3", db_url)
+    engine.start()
+    try:
+        join_senders(run_senders(engine, scripts), 120)
+        db = checkdb()
+        wait_drained(db)
+        join_senders(run_senders(engine, [late[0::2] + conflicts[:3], late[1::2] + conflicts[3:]]), 120)
+        wait_drained(db)
+        report = check_history(db, originals, expect_error_items=len(conflicts))
+        with db.connect() as conn:
+            quarantined = conn.execute(select(func.count()).select_from(messages)
+                                       .where(messages.c.status == "quarantined")).scalar()
+            n_patients = conn.execute(select(func.count()).select_from(patients)).scalar()
+            n_docs = conn.execute(select(func.count()).select_from(documents)).scalar()
+            conflict_changes = conn.execute(select(func.count()).select_from(chart_history)
+                                            .where(chart_history.c.new_value == "CONFLICT")).scalar()
+    finally:
+        engine.stop()
+    extra = soon + len(late)
+    report.figures.update(resends=extra, resent_late=len(late), conflicts=len(conflicts),
+                          quarantined=quarantined)
+    _figures("R3", report)
+    assert report.violations == [], str(report)
+    assert report.figures["acked"] == len(originals)
+    assert report.figures["duplicate_acks"] == extra  # every resend answered AA, the stored bytes
+    assert engine.log_count("outcome=duplicate") == extra
+    assert report.figures["journal_rows"] == len(originals) + len(conflicts)  # 0 extra records
+    assert n_patients == 24 and n_docs == sum(m.kind == "mdm" for m in originals)
+    assert quarantined == len(conflicts) and conflict_changes == 0
+    from interface.client import parse_ack
+
+    for c in conflicts:
+        assert len(c.acks) == 1
+        code, ctl, _ = parse_ack(c.acks[0])
+        assert code == "AR" and ctl == c.control_id and b"ERR|" in c.acks[0] and b"205" in c.acks[0]
