@@ -6,6 +6,7 @@ chart a user reads. ``Harness`` is shared with the MDM, order, corpus and dry-ru
 """
 from __future__ import annotations
 
+import functools
 import random
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -25,6 +26,12 @@ ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
 
+@functools.lru_cache(maxsize=None)
+def _config():
+    """Mappings and rules, compiled once per test session (they are read-only)."""
+    return load_mappings(ROOT / "mappings"), load_rules(ROOT / "rules" / "completeness.yaml")
+
+
 class Harness:
     """The real channels, mappings and rules; an Engine and a Worker sharing a clock you move."""
 
@@ -33,8 +40,8 @@ class Harness:
         self.now = NOW
         channels = channels or load_channels(ROOT / "channels")
         self.channels = {c.name: c for c in channels}
-        mappings = load_mappings(ROOT / "mappings")
-        settings = DocumentSettings(rules=load_rules(ROOT / "rules" / "completeness.yaml"))
+        mappings, rules = _config()
+        settings = DocumentSettings(rules=rules)
         self.pipeline = Pipeline(channels, mappings, document_settings=settings)
         self.engine = Engine(db, clock=self.clock)
         self.workers = [Worker(db, self.pipeline, clock=self.clock, rng=random.Random(i), batch=batch)
