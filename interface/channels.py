@@ -155,6 +155,13 @@ class Channel(Strict):
         return v
 
     @model_validator(mode="after")
+    def _ssl_needs_keys(self):
+        if self.listen.startswith("ssl:") and self.tls is None and "privateKey=" not in self.listen:
+            raise ValueError("an ssl: endpoint needs a tls: block (cert, key, client_ca) "
+                             "or privateKey= in the endpoint string")
+        return self
+
+    @model_validator(mode="after")
     def _destinations(self):
         if self.mapping and not any(d.type == "store" for d in self.destinations):
             self.destinations.insert(0, Destination(name="store", type="store", mapping=self.mapping))

@@ -19,7 +19,7 @@ from . import db as dbmod
 from .channels import Channel, load_channels
 from .engine import Engine, Inbound, Outcome
 from .processing import Pipeline, Worker
-from .transport import MLLPFactory, listening_factory
+from .transport import MLLPFactory, bind_description, listening_factory
 from .writer import GroupCommitWriter
 
 log = logging.getLogger("interface.service")
@@ -150,7 +150,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
 
             ep = AdoptedEndpoint(reactor, *settings.inherited_fds[ch.name])
         else:
-            ep = endpoints.serverFromString(reactor, settings.port_overrides.get(ch.name, ch.listen))
+            ep = endpoints.serverFromString(reactor, bind_description(ch, settings.port_overrides.get(ch.name)))
         svc = _ListenService(ep, listening_factory(ch, factory), ch.name, runtime)
         top.addService(svc)
     parts = dict(db=db, engine=engine, writer=writer, workers=workers, runtime=runtime,

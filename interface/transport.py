@@ -184,6 +184,21 @@ def tls_context(channel: Channel):
                                   raiseMinimumTo=ssl.TLSVersion.TLSv1_2, **kwargs)
 
 
+def bind_description(channel: Channel, desc: str | None = None) -> str:
+    """The endpoint string to bind for a channel (``desc`` overrides ``channel.listen``).
+
+    With a ``tls:`` block the TLS layer is ours (:func:`listening_factory`: client certificates,
+    minimum version), so ``ssl:PORT:interface=H`` is bound as ``tcp:PORT:interface=H`` (its own
+    key/certificate options are dropped) rather than wrapping TLS twice. Without a ``tls:`` block an
+    ``ssl:`` string goes to Twisted as written (``privateKey=``, ``certKey=``)."""
+    desc = desc or channel.listen
+    if channel.tls is not None and desc.startswith("ssl:"):
+        parts = desc.split(":")
+        keep = [p for p in parts[2:] if p.split("=", 1)[0] in ("interface", "backlog")]
+        return ":".join(["tcp", parts[1], *keep])
+    return desc
+
+
 def listening_factory(channel: Channel, factory: MLLPFactory):
     """Wrap the factory in TLS when the channel has a ``tls:`` block."""
     if channel.tls is None:
