@@ -19,7 +19,7 @@ def client(app):
         yield c
 
 
-from tests.test_web_api import app, channels, clock, tokens  # noqa: E402,F401  (fixtures)
+from tests.test_web_api import app, channels, clock, fast_hashing, tokens  # noqa: E402,F401  (fixtures)
 
 
 def login(client, name, password=PASSWORD, next="/"):

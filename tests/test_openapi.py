@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (content_type_conformance, not_a_server_error,
                                  response_schema_conformance, status_code_conformance)
 
-from tests.test_web_api import app, channels, clock, fail, h, make_user, receive  # noqa: F401
+from tests.test_web_api import app, channels, clock, fail, fast_hashing, h, make_user, receive  # noqa: F401
 
 CHECKS = [not_a_server_error, response_schema_conformance, status_code_conformance,
           content_type_conformance]

@@ -11,6 +11,7 @@ from interface import users
 from interface.cli import main as cli_main_entry
 from interface.users import api_tokens, cli_main
 from interface.users import users as users_table
+from tests.test_web_api import fast_hashing  # noqa: F401  (autouse fixture)
 
 
 def run(engine, argv, monkeypatch, capsys, stdin=""):

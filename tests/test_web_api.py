@@ -68,8 +68,16 @@ def make_user(engine, name, role) -> str:
         return users.new_token(conn, name, now=NOW)
 
 
+@pytest.fixture(autouse=True)
+def fast_hashing(monkeypatch):
+    """Cheap argon2 parameters: the tests check behaviour, not the KDF's cost."""
+    from argon2 import PasswordHasher
+
+    monkeypatch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=64, parallelism=1))
+
+
 @pytest.fixture
-def tokens(engine):
+def tokens(engine, fast_hashing):
     return {role: make_user(engine, role + "1", role) for role in users.ROLES}
 
 
