@@ -199,3 +199,98 @@ def test_r3_duplicate_storm(db_url, checkdb, tmp_path):
         assert len(c.acks) == 1
         code, ctl, _ = parse_ack(c.acks[0])
         assert code == "AR" and ctl == c.control_id and b"ERR|" in c.acks[0] and b"205" in c.acks[0]
+
+
+def test_r4_poison_isolation(engine, tmp_path):
+    """R4 (in-process Engine + Worker): one unmappable message for patient P (PID-7 birth date
+    19701350), then 99 valid ones for P while 20 other patients keep sending: P's 99 wait in
+    order, never attempted; the others finish in exactly as many worker rounds as they have
+    messages (not one round lost to P); 1 error item. Retried as is, it fails again; fixed and
+    resubmitted (queue.resubmit_item), P's 100 apply in order."""
+    from datetime import datetime, timedelta, timezone
+    from pathlib import Path
+
+    from sqlalchemy import select
+
+    from interface import queue
+    from interface.channels import load_channels
+    from interface.chart_schema import chart_history
+    from interface.engine import Engine
+    from interface.processing import Worker
+    from interface.schema import work_attempts, work_items
+    from interface.service import Settings, load_pipeline
+
+    from .reliability_kit import ROOT, adt_message, given_of, mrn_of
+
+    t = [datetime(2026, 11, 23, 12, 0, tzinfo=timezone.utc)]
+
+    def clock():
+        return t[0]
+
+    channels = [c for c in load_channels(ROOT / "channels") if c.name == "adt"]
+    pipeline = load_pipeline(Settings(channels_dir=ROOT / "channels", mappings_dir=ROOT / "mappings",
+                                      rules_file=None, var_dir=Path(tmp_path)), channels)
+    adt = channels[0]
+    eng = Engine(engine, clock=clock)
+    worker = Worker(engine, pipeline, clock=clock, batch=64)
+    rng = random.Random(SEED + 4)
+    P, others, waves = mrn_of(0, "P"), [mrn_of(i, "P") for i in range(1, 21)], 10
+    events = ("A08", "A02", "A01", "A08", "A03")
+
+    def msg(mrn, seq, **kw):
+        ev = "A04" if seq == 1 else rng.choice(events)
+        return adt_message(mrn, seq, ev, f"{mrn}.{seq:04d}", **kw)
+
+    poison = eng.receive(adt, msg(P, 1, birth_date="19701350"))
+    assert poison.ack_code == "AA"  # accepted on commit: mapping errors go to the error queue
+    p_next = 2
+    others_done_per_round = []
+
+    def status(mrn_list):
+        with engine.connect() as conn:
+            return [r.status for r in conn.execute(select(work_items.c.status).where(
+                work_items.c.key.in_([f"mrn:{m}" for m in mrn_list])).order_by(work_items.c.id))]
+
+    for wave in range(1, waves + 1):  # others flowing, P's messages arriving in between
+        for mrn in others:
+            assert eng.receive(adt, msg(mrn, wave)).ack_code == "AA"
+        for _ in range(10):
+            if p_next <= 100:
+                assert eng.receive(adt, msg(P, p_next)).ack_code == "AA"
+                p_next += 1
+        worker.run_once()
+        others_done_per_round.append(status(others).count("done"))
+    p_status = status([P])
+    assert others_done_per_round == [20 * w for w in range(1, waves + 1)], others_done_per_round
+    assert p_status == ["error"] + ["pending"] * 99
+    with engine.connect() as conn:
+        (bad,) = conn.execute(select(work_items).where(work_items.c.status == "error")).all()
+        p_ids = [r.id for r in conn.execute(select(work_items.c.id).where(work_items.c.key == f"mrn:{P}")
+                                            .order_by(work_items.c.id))]
+        attempted = conn.execute(select(work_attempts.c.item_id).where(
+            work_attempts.c.item_id.in_(p_ids[1:]))).all()
+    assert bad.reason == "invalid_value" and bad.error_location == "PID-7" and attempted == []
+    assert worker.run_once() == 0  # nothing else runnable: P waits
+
+    with engine.begin() as conn:  # a clerk retries it as is: same error, P still waits
+        queue.retry_item(conn, bad.id, user="clerk", now=clock())
+    worker.run_once()
+    assert status([P]) == ["error"] + ["pending"] * 99
+
+    t[0] += timedelta(minutes=5)
+    fixed = msg(P, 1, birth_date="19700101")  # the same A04 with a valid birth date
+    with engine.begin() as conn:  # fix and resubmit: it keeps its place at the head of P's queue
+        queue.resubmit_item(conn, bad.id, fixed, user="clerk", now=clock())
+    rounds = 0
+    while worker.run_once():
+        rounds += 1
+    assert status([P]) == ["done"] * 100 and rounds == 100  # one per round: strictly in order
+    with engine.connect() as conn:
+        chain = [r.new_value for r in conn.execute(select(chart_history.c.new_value).where(
+            chart_history.c.mrn == P, chart_history.c.field == "given").order_by(chart_history.c.id))]
+        done = [r.item_id for r in conn.execute(select(work_attempts.c.item_id).where(
+            work_attempts.c.item_id.in_(p_ids), work_attempts.c.outcome == "done").order_by(work_attempts.c.id))]
+    assert chain == [given_of(s) for s in range(1, 101)]
+    assert done == p_ids  # applied once each, in arrival order
+    print(f"\nR4: others done per round {others_done_per_round}; P: 1 error item, 99 waiting with 0 "
+          f"attempts; after resubmit 100 applied in {rounds} rounds, in order")
