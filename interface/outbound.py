@@ -179,6 +179,12 @@ def check_ack(reply: AckReply | None, dest: Destination) -> None:
     raise DownstreamUnavailable(f"{dest.name} answered an unknown code {reply.code!r}")
 
 
+def needs_outbound(channels: list[Channel]) -> bool:
+    """Whether any channel has a destination the OutboundWorker delivers."""
+    return any(ch.ack.application_ack is not None or any(d.type != "store" for d in ch.destinations)
+               for ch in channels)
+
+
 class OutboundWorker:
     """Delivers outbound items in order per key; safe to run one per process (several on PG)."""
 

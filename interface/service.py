@@ -111,6 +111,9 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     pipeline = load_pipeline(settings, channels)
     workers = [Worker(db, pipeline, clock=clock) for _ in range(max(1, settings.workers))]
     engine = Engine(db, clock=clock, processor=workers[0])
+    from .outbound import OutboundWorker, needs_outbound  # MLLP/file destinations, application ACKs
+
+    outbound = [OutboundWorker(db, pipeline, clock=clock)] if needs_outbound(channels) else []
     try:
         from .validation import structure_validator
 
@@ -123,7 +126,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     def on_outcome(inbound: Inbound, outcome: Outcome) -> None:
         runtime.count(inbound, outcome)
         if outcome.status == "accepted":
-            for w in workers:
+            for w in workers + outbound:
                 w.wake.set()
 
     writer.on_outcome = on_outcome
@@ -141,6 +144,8 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     top.addService(_ThreadService("writer", writer.start, writer.stop))
     for w in workers:
         top.addService(_ThreadService("worker", w.start, w.stop))
+    for w in outbound:
+        top.addService(_ThreadService("outbound", w.start, w.stop))
     for ch in channels:
         factory = MLLPFactory(ch, lambda frame, peer, ch=ch: writer.submit(Inbound(ch, frame, peer)),
                               event_sink=record_event, clock=reactor)
@@ -154,7 +159,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         svc = _ListenService(ep, listening_factory(ch, factory), ch.name, runtime)
         top.addService(svc)
     parts = dict(db=db, engine=engine, writer=writer, workers=workers, runtime=runtime,
-                 channels=channels, pipeline=pipeline)
+                 channels=channels, pipeline=pipeline, outbound=outbound)
     if settings.web_port is not None:
         try:
             from .web import create_app, WebThread

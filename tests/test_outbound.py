@@ -294,3 +294,58 @@ def test_jitter_uses_the_injected_rng(engine):
         base = min(10, 2 ** (n - 1))
         assert base * 0.75 <= d <= base * 1.25
     assert not p.exhausted(8) and p.exhausted(9)
+
+
+def test_interface_run_delivers_to_mllp_and_file_destinations(db_url, tmp_path):
+    """End to end through `interface run`: messages in over MLLP, out to an MLLP peer (in order,
+    each ACKed by MSA-2) and to a file drop, by the service's OutboundWorker."""
+    import json
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from interface.client import MLLPClient
+
+    root = Path(__file__).resolve().parent.parent
+    out_dir = tmp_path / "out"
+    with FlakyPeer() as peer:
+        chdir = tmp_path / "channels"
+        chdir.mkdir()
+        (chdir / "relay.yaml").write_text(
+            "name: relay\nlisten: tcp:0:interface=127.0.0.1\naccept: ['ADT^*']\nmrn: {authority: HOSP}\n"
+            "destinations:\n"
+            f"  - {{name: lab, type: mllp, host: 127.0.0.1, port: {peer.port}, timeout_seconds: 5}}\n"
+            f"  - {{name: drop, type: file, directory: '{out_dir}', filename: '{{control_id}}.hl7'}}\n")
+        ready = tmp_path / "ready.json"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "interface.cli", "run", "--db", db_url, "--channels", str(chdir),
+             "--mappings", str(root / "mappings"), "--no-web", "--ready-file", str(ready),
+             "--var", str(tmp_path / "var")],
+            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(root)})
+        try:
+            deadline = time.monotonic() + 30
+            while not ready.exists():
+                assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+                assert time.monotonic() < deadline, "interface run did not start"
+                time.sleep(0.05)  # polling a real subprocess, with a deadline
+            port = json.loads(ready.read_text())["ports"]["relay"]
+            with MLLPClient("127.0.0.1", port, timeout=10) as client:
+                for cid in ("R1", "R2", "R3"):
+                    assert client.send(adt(cid, "M1")).code == "AA"
+            while len(peer.received) < 3 or len(list(out_dir.glob("*.hl7"))) < 3:
+                assert time.monotonic() < deadline, (peer.received, list(out_dir.glob("*")))
+                time.sleep(0.05)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+            proc.stderr.close()
+    assert peer.received == ["R1", "R2", "R3"] and peer.acked == ["R1", "R2", "R3"]
+    assert sorted(p.name for p in out_dir.iterdir()) == ["R1.hl7", "R2.hl7", "R3.hl7"]
+    assert (out_dir / "R2.hl7").read_bytes() == adt("R2", "M1")
