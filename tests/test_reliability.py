@@ -294,3 +294,92 @@ def test_r4_poison_isolation(engine, tmp_path):
     assert done == p_ids  # applied once each, in arrival order
     print(f"\nR4: others done per round {others_done_per_round}; P: 1 error item, 99 waiting with 0 "
           f"attempts; after resubmit 100 applied in {rounds} rounds, in order")
+
+
+class _Outage:
+    """Take the database away and give it back. PostgreSQL: refuse new connections to the
+    test database and terminate every backend on it (a real outage for the engine).
+    SQLite: the engine runs with INTERFACE_FAULT db_down_file=PATH, every statement fails while
+    the file exists (an embedded database has no server to take away)."""
+
+    def __init__(self, db_url: str, workdir):
+        self.db_url = db_url
+        self.pg = db_url.startswith("postgresql")
+        self.flag = workdir / "db-down"
+        self.faults = None if self.pg else f"db_down_file={self.flag}"
+
+    def _admin(self, *statements):
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.engine import make_url
+
+        url = make_url(os.environ["INTERFACE_TEST_DB_URL"]).set(drivername="postgresql+psycopg")
+        name = make_url(self.db_url).database
+        admin = create_engine(url, isolation_level="AUTOCOMMIT")
+        try:
+            with admin.connect() as conn:
+                for s in statements:
+                    conn.execute(text(s.format(name=name)), {"name": name})
+        finally:
+            admin.dispose()
+
+    def begin(self) -> None:
+        if self.pg:
+            self._admin('ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = :name AND pid <> pg_backend_pid()")
+        else:
+            self.flag.touch()
+
+    def end(self) -> None:
+        if self.pg:
+            self._admin('ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+        else:
+            self.flag.unlink(missing_ok=True)
+
+
+def test_r5_database_outage(db_url, checkdb, tmp_path):
+    """R5: the database goes away mid-run and comes back: while it is away the engine answers
+    AE (ERR 207) or closes the connection, never AA; every AA'd message is in the journal and
+    applied once, in order; after recovery the senders' resends make it whole: nothing lost."""
+    import threading
+    import time
+
+    scripts = build_workload(24, 8, 3, SEED + 5, tag="O", mdm_share=0.2)
+    sent = [m for s in scripts for m in s]
+    outage = _Outage(db_url, tmp_path)
+    engine = EngineProcess(tmp_path / "r5", db_url)
+    progress = Progress()
+    engine.start(faults=outage.faults)
+
+    def refused() -> int:
+        return sum(a.count(b"MSA|AE|") for m in sent for a in list(m.acks)) + sum(m.lost for m in sent)
+
+    try:
+        senders = run_senders(engine, scripts, progress)
+        assert progress.wait_for(len(sent) // 3, 120), engine.log_tail()
+        outage.begin()
+        try:
+            acked_before = progress.count
+            deadline = time.monotonic() + 60
+            while refused() < 30:  # the senders keep trying: wait until the engine refused 30
+                assert time.monotonic() < deadline, f"no refusals during the outage:\n{engine.log_tail()}"
+                threading.Event().wait(0.05)
+            during = progress.count - acked_before
+        finally:
+            outage.end()
+        join_senders(senders, 180)
+        db = checkdb()
+        wait_drained(db)
+        report = check_history(db, sent)
+        survived = engine.alive and engine.starts == 1  # recovered by itself, no restart
+    finally:
+        outage.end()
+        engine.stop()
+    ae = [a for m in sent for a in m.acks if b"MSA|AE|" in a]
+    report.figures.update(refused_during_outage=refused(), ae_answers=len(ae),
+                          acked_while_down=during)
+    _figures("R5", report)
+    assert report.violations == [], str(report)
+    assert report.figures["acked"] == len(sent) and report.figures["gave_up"] == 0
+    assert ae and all(b"207" in a for a in ae)  # AE with ERR-3 207 (application internal error)
+    assert survived
