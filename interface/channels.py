@@ -89,6 +89,19 @@ class Destination(Strict):
                           description="file: name pattern; {channel} {destination} {message_id} {item_id} {control_id} {message_type} {received}")
     retry: Retry | None = None
 
+    @field_validator("filename")
+    @classmethod
+    def _pattern(cls, v: str) -> str:
+        import string
+
+        known = ("channel", "destination", "message_id", "item_id", "control_id", "message_type", "received")
+        for _, name, spec, conv in string.Formatter().parse(v):
+            if name is not None and (name not in known or spec or conv):
+                raise ValueError(f"unknown filename field {{{name}}} (use {', '.join('{' + k + '}' for k in known)})")
+        if "/" in v or "\\" in v:
+            raise ValueError("filename must not contain a path separator")
+        return v
+
     @model_validator(mode="after")
     def _needs(self):
         if self.type == "store" and not self.mapping:

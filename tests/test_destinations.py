@@ -275,3 +275,33 @@ def test_unwritable_directory_is_transient(engine, tmp_path):
         hist = conn.execute(select(work_attempts.c.outcome).where(work_attempts.c.item_id == item.id)
                             .order_by(work_attempts.c.id)).scalars().all()
     assert hist == ["retry", "error"]
+
+
+def test_destination_config_is_checked_at_load(tmp_path):
+    """Bad filename patterns, a reserved name and missing keys are file:line errors at load."""
+    from interface.channels import load_channels
+    from interface.config import ConfigError
+
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nlisten: tcp:0\ndestinations:\n"
+        "  - {name: a, type: file, directory: /x, filename: '{patient}.hl7'}\n"
+        "  - {name: b, type: file, directory: /x, filename: 'sub/{control_id}'}\n"
+        "  - {name: application_ack, type: mllp, host: h, port: 1}\n"
+        "  - {name: d, type: mllp, host: h}\n")
+    try:
+        load_channels(tmp_path)
+    except ConfigError as exc:
+        text = "\n".join(exc.problems)
+    else:
+        raise AssertionError("expected ConfigError")
+    assert "c.yaml:4" in text and "{patient}" in text
+    assert "c.yaml:5" in text and "path separator" in text
+    assert "needs 'host' and 'port'" in text
+    (tmp_path / "c.yaml").write_text(
+        "name: c\nlisten: tcp:0\ndestinations:\n  - {name: application_ack, type: file, directory: /x}\n")
+    try:
+        load_channels(tmp_path)
+    except ConfigError as exc:
+        assert "reserved" in "\n".join(exc.problems)
+    else:
+        raise AssertionError("expected ConfigError")
