@@ -312,7 +312,15 @@ def cli_main(argv: list[str], engine, now: datetime | None = None, out=None) -> 
     args = parser.parse_args(argv)
     out = out or sys.stdout
     with engine.connect() as conn:
-        rows = list_deficiencies(conn, mrn=args.mrn, type=args.type, author=args.author, now=now)
+        mrn = args.mrn
+        if mrn:
+            try:
+                from .chart import resolve_mrn  # a merged-away MRN lists the survivor's documents
+            except ImportError:  # pragma: no cover - documents-only build
+                resolve_mrn = None
+            if resolve_mrn is not None:
+                mrn = resolve_mrn(conn, mrn) or mrn
+        rows = list_deficiencies(conn, mrn=mrn, type=args.type, author=args.author, now=now)
     if args.json:
         out.write(json.dumps(rows, indent=2) + "\n")
         return 0
