@@ -118,6 +118,8 @@ def _msh18_from_bytes(raw: bytes) -> str:
             end = i
     msh = raw[start:end]
     fs = msh[3:4]
+    if not fs:  # "MSH" then a line break: no field separator, so no MSH-18
+        return ""
     parts = msh.split(fs)
     # parts[0] = 'MSH', parts[1] = MSH-2, so MSH-n = parts[n-1]
     if len(parts) < 18:

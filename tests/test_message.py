@@ -300,3 +300,9 @@ def test_split_message_bytes_keeps_exact_bytes():
     assert split_message_bytes(raw) == [m1, m2]
     assert len(split_message_bytes(raw)) == len(split_messages(decode(raw).text))
     assert split_message_bytes(b"junk") == []
+
+
+@pytest.mark.parametrize("raw", [b"MSH\r", b"MSH\n", b"xxMSH\rPID|1", b"MSH"])
+def test_decode_never_raises_on_msh_without_separator(raw):
+    """Found by fuzzing: 'MSH' followed by a line break crashed MSH-18 detection."""
+    assert decode(raw).text == raw.decode()
