@@ -20,7 +20,7 @@ import hashlib
 import json
 import os
 import random
-import select
+import select as _select
 import signal
 import socket
 import subprocess
@@ -409,14 +409,17 @@ def join_senders(senders: list[Sender], timeout: float) -> None:
 
 class FloodSender(threading.Thread):
     """Sends frames flat out on one connection without waiting for ACKs (MLLP pipelining) for
-    ``duration`` seconds, while a reader thread collects the ACKs; the engine must slow it down
-    by not reading (R6). ``blocked`` counts the seconds ``sendall`` spent blocked."""
+    ``duration`` seconds (at most ``limit`` messages, made by ``make(i)``), while a reader thread
+    collects the ACKs; the engine must slow it down by not reading its socket (R6)."""
 
-    def __init__(self, port: int, messages: list[Sent], *, duration: float, timeout: float = 120.0):
+    def __init__(self, port: int, make, *, limit: int, duration: float, timeout: float = 120.0,
+                 sndbuf: int = 65536):
         super().__init__(daemon=True)
-        self.port, self.messages, self.duration, self.timeout = port, messages, duration, timeout
+        self.port, self.make, self.limit = port, make, limit
+        self.duration, self.timeout, self.sndbuf = duration, timeout, sndbuf
         self.sent_at: dict[str, float] = {}
         self.sent: list[Sent] = []
+        self.by_ctl: dict[str, Sent] = {}
         self.error: BaseException | None = None
         self.bytes_sent = 0
         self.acks = 0
@@ -425,18 +428,20 @@ class FloodSender(threading.Thread):
     def run(self) -> None:
         try:
             sock = socket.create_connection(("127.0.0.1", self.port), timeout=self.timeout)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, self.sndbuf)
         except OSError as exc:
             self.error = exc
             return
-        by_ctl = {m.control_id: m for m in self.messages}
-        reader = threading.Thread(target=self._read, args=(sock, by_ctl), daemon=True)
+        reader = threading.Thread(target=self._read, args=(sock,), daemon=True)
         reader.start()
         try:
             end = time.monotonic() + self.duration
-            for m in self.messages:
+            for i in range(self.limit):
                 if time.monotonic() > end:
                     break
+                m = self.make(i)
                 data = frame(m.body)
+                self.by_ctl[m.control_id] = m
                 self.sent_at[m.control_id] = time.monotonic()
                 m.transmissions += 1
                 self.sent.append(m)
@@ -444,7 +449,7 @@ class FloodSender(threading.Thread):
                 self.bytes_sent += len(data)
             self._sending_done.set()
             reader.join(self.timeout)
-            if reader.is_alive():
+            if reader.is_alive() or self.acks < len(self.sent):
                 self.error = TimeoutError(f"{self.acks} ACKs for {len(self.sent)} frames sent")
         except BaseException as exc:
             self.error = exc
@@ -452,21 +457,21 @@ class FloodSender(threading.Thread):
             self._sending_done.set()
             sock.close()
 
-    def _read(self, sock, by_ctl) -> None:
+    def _read(self, sock) -> None:
         dec = FrameDecoder()
+        deadline = time.monotonic() + self.duration + self.timeout
         try:
-            deadline = time.monotonic() + self.duration + self.timeout
             while not (self._sending_done.is_set() and self.acks >= len(self.sent)):
                 if time.monotonic() > deadline:
                     return
-                if not select.select([sock], [], [], 0.2)[0]:
+                if not _select.select([sock], [], [], 0.2)[0]:
                     continue
                 data = sock.recv(65536)
                 if not data:
                     return
                 for f in dec.feed(data):
                     _, ctl, _ = parse_ack(f)
-                    m = by_ctl.get(ctl)
+                    m = self.by_ctl.get(ctl)
                     if m is not None:
                         m.acks.append(f)
                         m.latencies.append(time.monotonic() - self.sent_at[ctl])

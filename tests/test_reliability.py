@@ -383,3 +383,89 @@ def test_r5_database_outage(db_url, checkdb, tmp_path):
     assert report.figures["acked"] == len(sent) and report.figures["gave_up"] == 0
     assert ae and all(b"207" in a for a in ae)  # AE with ERR-3 207 (application internal error)
     assert survived
+
+
+@pytest.mark.slow
+def test_r6_backpressure(db_url, checkdb, tmp_path):
+    """R6: commits slowed down (INTERFACE_FAULT commit_delay), many connections pipelining
+    frames flat out: the engine stops reading (pauseProducing) so its RSS stays under a fixed
+    bound while the senders offer far more than that; no errors (every frame AA, stored once,
+    applied in order); ACK latency rises instead."""
+    import statistics
+    import threading
+
+    from interface.client import MLLPClient
+
+    from .reliability_kit import FloodSender, Sent, adt_message, mrn_of
+
+    connections, per_conn_patients, pad = 16, 3, 16384
+    duration = 12.0 if SOAK else 4.0
+    limit = 800  # per connection: 200 MB offered if nothing pushed back
+    bound = 64 * 2 ** 20
+    engine = EngineProcess(tmp_path / "r6", db_url)
+    engine.start(faults="commit_delay=0.05")
+    stop = threading.Event()
+    samples: list[int] = []
+
+    def sample():  # the engine is a real subprocess: read its RSS from /proc until told to stop
+        while not stop.wait(0.05):
+            samples.append(engine.rss_bytes())
+
+    def maker(conn_no: int):
+        def make(i: int) -> Sent:
+            p = conn_no * per_conn_patients + i % per_conn_patients
+            seq = i // per_conn_patients + 1
+            mrn = mrn_of(p, "B")
+            ctl = f"B{p:05d}.{seq:05d}"
+            ev = "A04" if seq == 1 else "A08"
+            return Sent("adt", p, mrn, seq, ctl, adt_message(mrn, seq, ev, ctl, pad=pad), "adt")
+        return make
+
+    try:
+        import time
+
+        warm, unloaded = [], []  # one message at a time on one connection, before the flood
+        with MLLPClient("127.0.0.1", engine.ports["adt"], timeout=30) as c:
+            for i in range(5):
+                m = maker(connections)(i * per_conn_patients)  # a patient of its own
+                t0 = time.monotonic()
+                res = c.send(m.body)
+                unloaded.append(time.monotonic() - t0)
+                m.acks.append(res.raw)
+                m.transmissions = 1
+                warm.append(m)
+        base_rss = engine.rss_bytes()
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        floods = [FloodSender(engine.ports["adt"], maker(k), limit=limit, duration=duration)
+                  for k in range(connections)]
+        for f in floods:
+            f.start()
+        for f in floods:
+            f.join(duration + 180)
+        stop.set()
+        sampler.join(5)
+        errors = [repr(f.error) for f in floods if f.error is not None or f.is_alive()]
+        assert errors == [], errors
+        db = checkdb()
+        sent = [m for f in floods for m in f.sent]
+        wait_drained(db, 180)
+        sent += warm
+        report = check_history(db, sent)
+    finally:
+        stop.set()
+        engine.stop()
+    offered = sum(f.bytes_sent for f in floods)
+    lat = sorted(x for f in floods for m in f.sent for x in m.latencies)
+    growth = max(samples) - base_rss
+    report.figures.update(connections=connections, frame_bytes=len(sent[0].body), bytes_sent=offered,
+                          rss_base_mb=round(base_rss / 2 ** 20, 1), rss_growth_mb=round(growth / 2 ** 20, 1),
+                          unloaded_latency_s=round(statistics.median(unloaded), 2),
+                          latency_p50_s=round(statistics.median(lat), 2), latency_max_s=round(lat[-1], 2),
+                          offered_if_unthrottled_mb=round(connections * limit * len(sent[0].body) / 2 ** 20))
+    _figures("R6", report)
+    assert report.violations == [], str(report)
+    assert all(m.codes() == ["AA"] for m in sent)  # no errors, each answered once
+    assert growth < bound, f"RSS grew by {growth / 2 ** 20:.0f} MB"
+    assert statistics.median(lat) > 5 * statistics.median(unloaded)  # ACK latency rose
+    assert max(len(f.sent) for f in floods) < limit  # the senders were held back, not finished
