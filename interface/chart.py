@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from . import chart_schema as cs
@@ -255,6 +255,7 @@ def _fill_blanks(ctx: "_Apply", table, row: Row, values: dict[str, Any]) -> dict
     """From a stale message, only the values for fields no message has ever set or cleared:
     an older message never overwrites newer data, but the A01 that arrives after its A03 still
     supplies the admit time nobody else gave."""
+    ctx.flush()
     h = cs.chart_history
     touched = {r.field for r in ctx.conn.execute(select(h.c.field).distinct().where(
         h.c.table_name == table.name, h.c.row_id == row.id, h.c.field.is_not(None)))}
@@ -281,6 +282,38 @@ def _optional(module: str, name: str) -> Callable | None:
 
 # ---------------------------------------------------------------------------------------------
 # The write side.
+#
+# Speed: statements are built once and executed with parameters (``conn.execute(stmt, params)``)
+# rather than rebuilt with ``.values(**literals)`` per row, which made SQLAlchemy construct and
+# hash a bind parameter per value on every call; history rows are buffered per message and written
+# with one executemany (flushed before anything reads ``chart_history`` back).
+
+_STMTS: dict = {}
+
+
+def _insert(table):
+    key = ("insert", table.name)
+    stmt = _STMTS.get(key)
+    if stmt is None:
+        stmt = _STMTS[key] = insert(table)
+    return stmt
+
+
+def _update_by_id(table):
+    """UPDATE table SET <the parameter keys> WHERE id = :b_id."""
+    key = ("update", table.name)
+    stmt = _STMTS.get(key)
+    if stmt is None:
+        stmt = _STMTS[key] = update(table).where(table.c.id == bindparam("b_id"))
+    return stmt
+
+
+def _select_by(table, column: str):
+    key = ("select", table.name, column)
+    stmt = _STMTS.get(key)
+    if stmt is None:
+        stmt = _STMTS[key] = select(table).where(table.c[column] == bindparam("b_value"))
+    return stmt
 
 
 class _Apply:
@@ -293,12 +326,19 @@ class _Apply:
         self.now = now
         self.event = event
         self.changes = changes
+        self.pending: list[dict] = []  # chart_history rows not written yet (see flush)
+
+    def flush(self) -> None:
+        """Write the buffered history rows (one executemany); call before reading history."""
+        if self.pending:
+            self.conn.execute(_insert(cs.chart_history), self.pending)
+            self.pending = []
 
     def record(self, patient_id: int | None, mrn: str | None, table: str, row_id: int | None,
                field: str | None, action: str, old: Any = None, new: Any = None) -> None:
         self.changes.append({"mrn": mrn, "table": table, "row_id": row_id, "field": field,
                              "action": action, "old": old, "new": new, "event": self.event})
-        self.conn.execute(insert(cs.chart_history).values(
+        self.pending.append(dict(
             patient_id=patient_id, mrn=mrn, table_name=table, row_id=row_id, field=field,
             action=action, old_value=_text(old), new_value=_text(new),
             message_id=self.message_id, event=self.event, at=self.now))
@@ -321,8 +361,7 @@ class _Apply:
             self.record(patient.id, patient.mrn, table.name, row.id, col,
                         "clear" if new is None else "set", old, new)
         if sets:
-            self.conn.execute(update(table).where(table.c.id == row.id)
-                              .values(**sets, **self.stamp()))
+            self.conn.execute(_update_by_id(table), {"b_id": row.id, **sets, **self.stamp()})
         return sets
 
     def release(self, mrn: str) -> None:
@@ -360,6 +399,7 @@ def apply_updates(conn: Connection, updates: list[ChartUpdate], *, message_id: i
             _merge(ctx, upd, mrn, rename=True)
         else:
             _apply_event(ctx, upd, mrn, rule)
+        ctx.flush()
     return changes
 
 
@@ -381,11 +421,11 @@ def _apply_event(ctx: _Apply, upd: ChartUpdate, mrn: str, rule: EventRule) -> No
 
 
 def _patient_by_mrn(conn: Connection, mrn: str) -> Row | None:
-    return conn.execute(select(cs.patients).where(cs.patients.c.mrn == mrn)).first()
+    return conn.execute(_select_by(cs.patients, "mrn"), {"b_value": mrn}).first()
 
 
 def _patient_by_id(conn: Connection, pid: int) -> Row:
-    return conn.execute(select(cs.patients).where(cs.patients.c.id == pid)).one()
+    return conn.execute(_select_by(cs.patients, "id"), {"b_value": pid}).one()
 
 
 def _resolve_row(conn: Connection, mrn: str) -> Row | None:
@@ -404,7 +444,7 @@ def _resolve_row(conn: Connection, mrn: str) -> Row | None:
 
 
 def _create_patient(ctx: _Apply, mrn: str, merged_into: str | None = None) -> Row:
-    pid = ctx.conn.execute(insert(cs.patients).values(
+    pid = ctx.conn.execute(_insert(cs.patients), dict(
         mrn=mrn, merged_into=merged_into, merged_at=ctx.now if merged_into else None,
         created_at=ctx.now, last_event=ctx.event, **ctx.stamp())).inserted_primary_key[0]
     row = _patient_by_id(ctx.conn, pid)
@@ -435,7 +475,7 @@ def _upsert_patient(ctx: _Apply, upd: ChartUpdate, mrn: str) -> Row:
         _replace_patient_lists(ctx, upd, row)
     extra = {"last_event": ctx.event, "recorded_at": _newer(_plain(upd.recorded_at),
                                                             row.recorded_at)}
-    ctx.conn.execute(update(cs.patients).where(cs.patients.c.id == row.id).values(**extra))
+    ctx.conn.execute(_update_by_id(cs.patients), {"b_id": row.id, **extra})
     _merge_identifiers(ctx, row, _items(p.identifiers))
     _merge_names(ctx, row, _items(p.other_names))
     if created:
@@ -448,8 +488,11 @@ def _merge_identifiers(ctx: _Apply, patient: Row, idents: list | None) -> None:
     if not idents:
         return
     t = cs.patient_identifiers
-    have = {(r.authority, r.type, r.value) for r in ctx.conn.execute(
-        select(t.c.authority, t.c.type, t.c.value).where(t.c.patient_id == patient.id))}
+    q = _STMTS.get("identifiers")
+    if q is None:
+        q = _STMTS["identifiers"] = select(t.c.authority, t.c.type, t.c.value).where(
+            t.c.patient_id == bindparam("b_pid"))
+    have = {(r.authority, r.type, r.value) for r in ctx.conn.execute(q, {"b_pid": patient.id})}
     for ident in idents:
         value = _plain(ident.value)
         if not value:
@@ -458,7 +501,7 @@ def _merge_identifiers(ctx: _Apply, patient: Row, idents: list | None) -> None:
         if key in have:
             continue
         have.add(key)
-        rid = ctx.conn.execute(insert(t).values(
+        rid = ctx.conn.execute(_insert(t), dict(
             patient_id=patient.id, authority=key[0], type=key[1], value=value,
             facility=_plain(ident.facility), **ctx.stamp())).inserted_primary_key[0]
         ctx.record(patient.id, patient.mrn, t.name, rid, "identifiers", "add", None,
@@ -478,7 +521,7 @@ def _merge_names(ctx: _Apply, patient: Row, names: list | None) -> None:
             continue
         current.append(row)
         seq += 1
-        rid = ctx.conn.execute(insert(t).values(patient_id=patient.id, seq=seq, **row,
+        rid = ctx.conn.execute(_insert(t), dict(patient_id=patient.id, seq=seq, **row,
                                                 **ctx.stamp())).inserted_primary_key[0]
         ctx.record(patient.id, patient.mrn, t.name, rid, "other_names", "add", None, row)
 
@@ -499,10 +542,17 @@ def _content_columns(table) -> list[str]:
 
 
 def _list_rows(conn: Connection, table, patient_id: int, where=None) -> list[dict]:
+    if where is None:
+        key = ("list", table.name)
+        q = _STMTS.get(key)
+        if q is None:
+            q = _STMTS[key] = (select(*[table.c[c] for c in _content_columns(table)])
+                               .where(table.c.patient_id == bindparam("b_pid"))
+                               .order_by(table.c.seq, table.c.id))
+        return [dict(r._mapping) for r in conn.execute(q, {"b_pid": patient_id})]
     cols = _content_columns(table)
     q = select(*[table.c[c] for c in cols]).where(table.c.patient_id == patient_id)
-    if where is not None:
-        q = q.where(where)
+    q = q.where(where)
     return [dict(r._mapping) for r in conn.execute(q.order_by(table.c.seq, table.c.id))]
 
 
@@ -515,9 +565,9 @@ def _replace_list(ctx: _Apply, patient: Row, table, field: str, rows: list[dict]
         return
     q = delete(table).where(table.c.patient_id == patient.id)
     ctx.conn.execute(q.where(where) if where is not None else q)
-    for seq, row in enumerate(rows, 1):
-        ctx.conn.execute(insert(table).values(patient_id=patient.id, seq=seq, **row,
-                                              **(extra or {}), **ctx.stamp()))
+    if rows:
+        ctx.conn.execute(_insert(table), [dict(patient_id=patient.id, seq=seq, **row, **(extra or {}),
+                                               **ctx.stamp()) for seq, row in enumerate(rows, 1)])
     ctx.record(patient.id, patient.mrn, table.name, None, field,
                "clear" if not rows else "replace", old, rows)
 
@@ -552,9 +602,14 @@ def _visit_number(upd: ChartUpdate) -> str | None:
 def _find_visit(conn: Connection, patient_id: int, number: str | None) -> Row | None:
     """The patient's visit with this number; without a number, the latest unnumbered visit."""
     t = cs.visits
-    cond = t.c.visit_number == number if number else t.c.visit_number.is_(None)
-    return conn.execute(select(t).where(t.c.patient_id == patient_id, cond)
-                        .order_by(t.c.id.desc())).first()
+    key = ("find_visit", bool(number))
+    q = _STMTS.get(key)
+    if q is None:
+        cond = t.c.visit_number == bindparam("b_number") if number else t.c.visit_number.is_(None)
+        q = _STMTS[key] = (select(t).where(t.c.patient_id == bindparam("b_pid"), cond)
+                           .order_by(t.c.id.desc()))
+    params = {"b_pid": patient_id, "b_number": number} if number else {"b_pid": patient_id}
+    return conn.execute(q, params).first()
 
 
 def _target_visit(ctx: _Apply, upd: ChartUpdate, patient: Row, action: str) -> Row:
@@ -681,11 +736,11 @@ def _prior_before(conn: Connection, visit_id: int, prior: str | None) -> str | N
 
 def _create_visit(ctx: _Apply, patient: Row, number: str | None, status: str) -> Row:
     t = cs.visits
-    vid = ctx.conn.execute(insert(t).values(
+    vid = ctx.conn.execute(_insert(t), dict(
         patient_id=patient.id, visit_number=number, status=status, created_at=ctx.now,
         last_event=ctx.event, **ctx.stamp())).inserted_primary_key[0]
     ctx.record(patient.id, patient.mrn, t.name, vid, "status", "create", None, status)
-    return ctx.conn.execute(select(t).where(t.c.id == vid)).one()
+    return ctx.conn.execute(_select_by(t, "id"), {"b_value": vid}).one()
 
 
 def _renumber(ctx: _Apply, patient: Row, row: Row, number: str) -> Row:
@@ -693,7 +748,7 @@ def _renumber(ctx: _Apply, patient: Row, row: Row, number: str) -> Row:
         raise _error(f"{ctx.event}: the new visit number is already in use", "merge_conflict",
                      Location("PV1", field=19), DUPLICATE_KEY_IDENTIFIER)
     ctx.set_fields(cs.visits, row, {"visit_number": number}, patient)
-    return ctx.conn.execute(select(cs.visits).where(cs.visits.c.id == row.id)).one()
+    return ctx.conn.execute(_select_by(cs.visits, "id"), {"b_value": row.id}).one()
 
 
 def _apply_visit(ctx: _Apply, upd: ChartUpdate, patient: Row, action: str) -> Row | None:
@@ -739,12 +794,13 @@ def _apply_visit(ctx: _Apply, upd: ChartUpdate, patient: Row, action: str) -> Ro
     if action == "cancel_transfer":
         step.update(_cancel_transfer(ctx, upd, row))
     if action == "cancel_discharge" and row.status == "discharged":
+        ctx.flush()
         step["status"] = _status_before(ctx.conn, row.id, "discharged", "admitted")
     values.update(step)
     ctx.set_fields(cs.visits, row, values, patient)
-    ctx.conn.execute(update(cs.visits).where(cs.visits.c.id == row.id).values(
-        last_event=ctx.event, recorded_at=_newer(_plain(upd.recorded_at), row.recorded_at)))
-    return ctx.conn.execute(select(cs.visits).where(cs.visits.c.id == row.id)).one()
+    ctx.conn.execute(_update_by_id(cs.visits), {"b_id": row.id, "last_event": ctx.event,
+                                                "recorded_at": _newer(_plain(upd.recorded_at), row.recorded_at)})
+    return ctx.conn.execute(_select_by(cs.visits, "id"), {"b_value": row.id}).one()
 
 
 def _cancel_transfer(ctx: _Apply, upd: ChartUpdate, row: Row) -> dict[str, Any]:
@@ -754,6 +810,7 @@ def _cancel_transfer(ctx: _Apply, upd: ChartUpdate, row: Row) -> dict[str, Any]:
     if not back_to:
         raise _error(f"{upd.event}: the visit has no transfer to cancel", "out_of_order",
                      Location("PV1", field=3), code="207")
+    ctx.flush()
     before = _prior_before(ctx.conn, row.id, row.prior_location)
     return {"location": back_to, "prior_location": before if before else CLEAR}
 
@@ -882,6 +939,7 @@ def _absorb(ctx: _Apply, prior: Row, survivor: Row) -> None:
         ctx.record(survivor.id, survivor.mrn, "visits", v.id, "patient_id", "move",
                    prior.mrn, survivor.mrn)
     h = cs.chart_history
+    ctx.flush()
     conn.execute(update(h).where(h.c.patient_id == prior.id).values(patient_id=survivor.id))
     conn.execute(update(cs.patients).where(cs.patients.c.id == prior.id)
                  .values(merged_into=survivor.mrn, merged_at=ctx.now, last_event=ctx.event,
