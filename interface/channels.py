@@ -224,35 +224,42 @@ class Channel(Strict):
 
 
 def load_channel(path: str | Path) -> tuple[Channel, Located]:
-    doc = load_yaml(path)
+    doc = load_yaml(path, keep_going=True)
     return validate(Channel, doc), doc
+
+
+def cross_check(loaded: list[tuple[Channel, Located]]) -> list[str]:
+    """Problems between channel files: a name or a listening port used twice."""
+    problems: list[str] = []
+    names: dict[str, str] = {}
+    ports: dict[str, str] = {}
+    for ch, doc in loaded:
+        if ch.name in names:
+            problems.append(f"{doc.where(('name',))}: channel name {ch.name!r} already used in {names[ch.name]}")
+        names.setdefault(ch.name, doc.file)
+        kind = ch.listen.split(":", 1)[0]
+        port = ch.listen if kind == "unix" else ch.listen.split(":")[1]
+        if port in ports and port != "0" and ch.enabled:
+            problems.append(f"{doc.where(('listen',))}: port {port} already used by {ports[port]}")
+        if ch.enabled:
+            ports.setdefault(port, doc.file)
+    return problems
 
 
 def load_channels(paths: list[str | Path] | str | Path) -> list[Channel]:
     """Load every ``*.yaml`` under the given files/directories; ConfigError lists every problem."""
     files = _yaml_files(paths)
     problems: list[str] = []
-    channels: list[Channel] = []
-    seen: dict[str, str] = {}
-    ports: dict[str, str] = {}
+    loaded: list[tuple[Channel, Located]] = []
     for f in files:
         try:
-            ch, doc = load_channel(f)
+            loaded.append(load_channel(f))
         except ConfigError as exc:
             problems.extend(exc.problems)
-            continue
-        where = doc.where(("name",))
-        if ch.name in seen:
-            problems.append(f"{where}: channel name {ch.name!r} already used in {seen[ch.name]}")
-        seen[ch.name] = str(f)
-        port = ch.listen.split(":")[1] if ch.listen.split(":", 1)[0] != "unix" else ch.listen
-        if port in ports and port != "0":
-            problems.append(f"{doc.where(('listen',))}: port {port} already used by {ports[port]}")
-        ports[port] = str(f)
-        channels.append(ch)
+    problems.extend(cross_check(loaded))
     if problems:
         raise ConfigError(problems)
-    return channels
+    return [ch for ch, _ in loaded]
 
 
 def _yaml_files(paths) -> list[Path]:

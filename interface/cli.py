@@ -65,7 +65,7 @@ def _listen_overrides(items: list[str] | None) -> dict[str, str]:
 
 def check_config(paths: list[str]) -> list[str]:
     """Every problem in channels, mappings and rules under ``paths``, as ``file:line: message``."""
-    from .channels import _yaml_files, load_channel
+    from .channels import _yaml_files, cross_check, load_channel
 
     problems: list[str] = []
     channel_files, mapping_paths, rule_files = [], [], []
@@ -103,21 +103,20 @@ def check_config(paths: list[str]) -> list[str]:
             mapping_names = set(load_mappings("mappings"))
         except (ImportError, ConfigError):
             mapping_names = None
-    names: dict[str, str] = {}
+    loaded = []
     for f in channel_files:
         try:
             ch, doc = load_channel(f)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
-        if ch.name in names:
-            problems.append(f"{doc.where(('name',))}: channel name {ch.name!r} already used in {names[ch.name]}")
-        names[ch.name] = str(f)
+        loaded.append((ch, doc))
         if mapping_names is not None:
             for i, d in enumerate(ch.destinations):
                 if d.type == "store" and d.mapping not in mapping_names:
                     where = doc.where(("mapping",)) if ch.mapping == d.mapping else doc.where(("destinations", i, "mapping"))
                     problems.append(f"{where}: unknown mapping {d.mapping!r}")
+    problems.extend(cross_check(loaded))  # a channel name or port used twice
     if rule_files:
         try:
             from .completeness import check_paths as check_rules

@@ -23,7 +23,8 @@ class AckResult:
 
     @property
     def ok(self) -> bool:
-        return self.code in ("AA", "CA", "NE")
+        """Accepted: AA or CA. (With MSH-15 NE nothing comes back, so nothing is confirmed.)"""
+        return self.code in ("AA", "CA")
 
 
 def parse_ack(data: bytes) -> tuple[str, str, str]:
@@ -59,6 +60,7 @@ class MLLPClient:
         self.sock: socket.socket | None = None
         self.decoder = FrameDecoder()
         self._frames: list[bytes] = []
+        self._unanswered: set[str] = set()  # control ids sent with MSH-15 NE
 
     def connect(self) -> "MLLPClient":
         s = socket.create_connection((self.host, self.port), timeout=self.timeout)
@@ -69,6 +71,9 @@ class MLLPClient:
         return self
 
     def close(self) -> None:
+        self._frames.clear()
+        self.decoder = FrameDecoder()
+        self._unanswered.clear()
         if self.sock is not None:
             try:
                 self.sock.close()
@@ -107,16 +112,25 @@ class MLLPClient:
             if self.sock is None:
                 self.connect()
             self.sock.sendall(frame(message))
+            self._unanswered.add(ctl)
             return AckResult(ctl, "NE", "no accept ACK requested (MSH-15 NE)")
         try:
             ack = self.send_raw(message)
+            while ack is not None:
+                code, ack_ctl, text = parse_ack(ack)
+                # A receiver may still answer an NE message (e.g. it could not store it): that
+                # answer belongs to the earlier message, not to this one.
+                if ack_ctl and ack_ctl != ctl and ack_ctl in self._unanswered:
+                    self._unanswered.discard(ack_ctl)
+                    ack = self.read_frame()
+                    continue
+                break
         except (OSError, socket.timeout) as exc:
             self.close()
             return AckResult(ctl, "--", f"no ACK: {exc}")
         if ack is None:
             self.close()
             return AckResult(ctl, "--", "connection closed without an ACK")
-        code, ack_ctl, text = parse_ack(ack)
         if ack_ctl and ctl and ack_ctl != ctl:
             return AckResult(ctl, code, f"ACK is for control id {ack_ctl}", ack)
         return AckResult(ctl, code, text, ack)

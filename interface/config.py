@@ -30,6 +30,7 @@ class Located:
     data: Any
     file: str
     lines: dict[PathKey, int] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # kept for validate() (load_yaml keep_going)
 
     def line(self, path: Iterable[Any]) -> int:
         """The line of the deepest node on ``path`` that exists (1-based)."""
@@ -46,6 +47,10 @@ class Located:
 
 def _construct(node: yaml.Node, path: PathKey, lines: dict, file: str, problems: list[str]) -> Any:
     lines[path] = node.start_mark.line + 1
+    plain = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
+    if type(node) in plain and node.tag != plain[type(node)]:
+        problems.append(f"{file}:{node.start_mark.line + 1}: unsupported YAML tag {node.tag!r}")
+        return None
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
@@ -67,12 +72,18 @@ def _construct(node: yaml.Node, path: PathKey, lines: dict, file: str, problems:
     loader = yaml.SafeLoader("")
     try:
         return loader.construct_object(node, deep=True)
+    except yaml.YAMLError as exc:  # a tag SafeLoader does not know (!!python/..., !custom)
+        problems.append(f"{file}:{node.start_mark.line + 1}: {getattr(exc, 'problem', None) or exc}")
+        return None
     finally:
         loader.dispose()
 
 
-def load_yaml_text(text: str, file: str) -> Located:
-    """Parse YAML text, keeping lines. Raises ConfigError with ``file:line:`` on syntax errors."""
+def load_yaml_text(text: str, file: str, keep_going: bool = False) -> Located:
+    """Parse YAML text, keeping lines. Raises ConfigError with ``file:line:`` on syntax errors.
+
+    Duplicate keys, merge keys and non-text keys raise too, unless ``keep_going``: then they are
+    kept in ``Located.problems`` and :func:`validate` reports them with every schema problem."""
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -84,18 +95,18 @@ def load_yaml_text(text: str, file: str) -> Located:
     lines: dict[PathKey, int] = {}
     problems: list[str] = []
     data = None if node is None else _construct(node, (), lines, file, problems)
-    if problems:
+    if problems and not keep_going:
         raise ConfigError(problems)
-    return Located(data, file, lines)
+    return Located(data, file, lines, problems)
 
 
-def load_yaml(path: str | Path) -> Located:
+def load_yaml(path: str | Path, keep_going: bool = False) -> Located:
     p = Path(path)
     try:
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{p}:1: cannot read: {exc}"]) from None
-    return load_yaml_text(text, str(p))
+    return load_yaml_text(text, str(p), keep_going)
 
 
 def _loc_to_path(loc: tuple) -> PathKey:
@@ -129,9 +140,23 @@ def validate(model: type[M], doc: Located, data: Any = None, prefix: PathKey = (
     if payload is None:
         payload = {}
     try:
-        return model.model_validate(payload)
+        result = model.model_validate(payload)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, doc, prefix)) from None
+        found = format_validation_error(exc, doc, prefix)
+        raise ConfigError(_by_line(list(doc.problems) + found)) from None
+    if doc.problems:
+        raise ConfigError(_by_line(list(doc.problems)))
+    return result
+
+
+def _by_line(problems: list[str]) -> list[str]:
+    """``file:line: message`` problems in file order, then line order (stable for equal lines)."""
+    def key(p: str):
+        file, _, rest = p.partition(":")
+        line = rest.split(":", 1)[0]
+        return (file, int(line) if line.isdigit() else 0)
+
+    return sorted(problems, key=key)
 
 
 class Strict(BaseModel):
