@@ -26,6 +26,14 @@ from .api_patients import _reading
 
 router = APIRouter()
 
+MAX_OFFSET = 1_000_000_000  # far past any real index; keeps values inside a database integer
+MAX_NUMBER = 1_000_000  # versions and parts
+
+_CONTENT_RESPONSES = {200: {"description": "the stored bytes, typed as sent; JSON for an RP reference",
+                            "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                                                "format": "binary"}},
+                                        "application/json": {"schema": {"type": "object"}}}}}
+
 
 def _now(request: Request) -> datetime:
     clock = getattr(request.app.state, "clock", None)
@@ -54,7 +62,7 @@ def _blank(value: str | None) -> str | None:
 @router.get("/api/documents")
 def list_documents(request: Request, mrn: str | None = None, type: str | None = None,
                    status: str | None = None, limit: int = Query(50, ge=1, le=500),
-                   offset: int = Query(0, ge=0)) -> dict:
+                   offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict:
     """Index entries, newest first. ``type`` is TXA-2; ``status`` matches the completion status
     (TXA-17, e.g. AU) or the availability (TXA-19, e.g. CA for cancelled); codes are
     case-insensitive. Cancelled and obsolete entries are listed (marked ``cancelled``/``obsolete``)."""
@@ -86,10 +94,11 @@ def _references(entry: dict, version: int | None) -> list[str]:
     return []
 
 
-@router.get("/api/documents/{document_number}/content")
+@router.get("/api/documents/{document_number}/content", response_class=Response,
+            responses=_CONTENT_RESPONSES)
 def get_document_content(document_number: str, request: Request,
-                         version: int | None = Query(None, ge=1),
-                         part: int | None = Query(None, ge=1)) -> Response:
+                         version: int | None = Query(None, ge=1, le=MAX_NUMBER),
+                         part: int | None = Query(None, ge=1, le=MAX_NUMBER)) -> Response:
     """The content of the current version (or ``version``), primary part (or ``part``, 1-based),
     as stored, with its media type. Content that is only a reference (RP) answers JSON
     ``{document_number, version, kind: "reference", references: [...]}``. 404 when the document,
@@ -120,7 +129,7 @@ def get_document_content(document_number: str, request: Request,
 @router.get("/api/deficiencies")
 def list_deficiencies(request: Request, mrn: str | None = None, type: str | None = None,
                       author: str | None = None, limit: int = Query(200, ge=1, le=1000),
-                      offset: int = Query(0, ge=0)) -> dict:
+                      offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict:
     """The worklist: every completeness finding visible now (overdue ones once due), by MRN,
     document type and author (id, or family name case-insensitively)."""
     now = _now(request)

@@ -45,7 +45,7 @@ def get_patient(mrn: str, request: Request) -> dict:
 @router.get("/api/patients")
 def find_patients(request: Request, family: str | None = None, given: str | None = None,
                   birth_date: str | None = None, limit: int = Query(50, ge=1, le=500),
-                  offset: int = Query(0, ge=0)) -> dict:
+                  offset: int = Query(0, ge=0, le=1_000_000_000)) -> dict:
     """Patients whose family/given names start with the text given (case-insensitive) and whose
     birth date starts with ``birth_date`` (YYYY, YYYY-MM or YYYY-MM-DD). 400 without a criterion."""
     family = (family or "").strip() or None

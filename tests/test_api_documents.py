@@ -70,6 +70,9 @@ def test_list_by_mrn_newest_first_with_filters_and_pages(client):
     assert (page["limit"], page["offset"]) == (2, 2)
     assert numbers(client.get("/api/documents", params={"mrn": "100009"})) == []
     assert client.get("/api/documents", params={"limit": 0}).status_code == 422
+    assert client.get("/api/documents", params={"offset": 2**63}).status_code == 422
+    assert client.get("/api/deficiencies", params={"offset": 2**63}).status_code == 422
+    assert client.get("/api/documents/DOC-1001/content", params={"version": 2**63}).status_code == 422
 
 
 def test_list_entries_carry_the_contract_fields(client):
