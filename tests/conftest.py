@@ -15,9 +15,9 @@ from interface.db import create_schema, make_engine
 from interface.schema import load_all_tables, metadata
 
 ROOT = Path(__file__).resolve().parent.parent
-CORPUS = ROOT.parent / "shared" / "corpus" / "public"
-if not CORPUS.exists():  # a clone with shared/ beside it (CI) or inside the workspace
-    CORPUS = ROOT / ".." / "shared" / "corpus" / "public"
+# The public corpus (real HL7 v2 examples; origins and licences in tests/corpus/SOURCES.md), copied
+# from the workspace's shared/corpus/public so that a clean clone tests the same messages.
+CORPUS = ROOT / "tests" / "corpus"
 
 TEST_DB_URL = os.environ.get("INTERFACE_TEST_DB_URL", "")
 PG_SESSION_URL = ""  # the per-session PostgreSQL database (set by _pg_engine)
