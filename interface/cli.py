@@ -337,7 +337,7 @@ def cmd_db(args, rest) -> int:
 def cmd_bench(args, rest) -> int:
     from .bench import main as bench_main
 
-    return bench_main(rest)
+    return bench_main((["--db", args.db] if args.db else []) + rest)  # --db is parsed here
 
 
 def cmd_web(args) -> int:

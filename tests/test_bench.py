@@ -1,0 +1,87 @@
+"""``interface bench``: the workload generator keeps each patient's story in order on one
+connection, and a tiny ``--quick`` run against a real engine subprocess produces the report with
+every count right (timings are never asserted: they depend on the machine)."""
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+
+from interface import bench
+
+PG = os.environ.get("INTERFACE_TEST_DB_URL", "")
+
+
+def _events(frame: bytes) -> tuple[str, str]:
+    segs = frame[1:-2].split(b"\r")
+    trigger = segs[0].split(b"|")[8].split(b"^")[1].decode()
+    mrn = segs[2].split(b"|")[3].split(b"^")[0].decode()
+    return trigger, mrn
+
+
+def test_adt_mix_keeps_each_patient_on_one_connection_in_story_order():
+    """Every patient's messages are on one connection, in the order of one of the stories."""
+    wl = bench.adt_mix(400, 4, "T", seed=3)
+    assert wl.count >= 400 and len(wl.per_conn) == 4
+    seen: dict[str, int] = {}
+    per_patient: dict[str, list[str]] = defaultdict(list)
+    for c, msgs in enumerate(wl.per_conn):
+        for cid, frame in msgs:
+            trigger, mrn = _events(frame)
+            assert seen.setdefault(mrn, c) == c
+            assert wl.mrn_of[cid] == mrn
+            per_patient[mrn].append(trigger)
+    stories = {events for _, events in bench.STORIES}
+    assert all(tuple(ev) in stories for ev in per_patient.values())
+    assert len(per_patient) == wl.patients
+    assert set(wl.types()) == {"A01", "A02", "A03", "A04", "A08"}
+
+
+def test_poisoned_workload_puts_the_poison_first_for_its_patient():
+    wl = bench.adt_mix(100, 2, "T", poison_mrn="TPOISON")
+    mine = [(_events(f)[0]) for _, f in wl.per_conn[0] if _events(f)[1] == "TPOISON"]
+    assert mine == ["A13", "A01", "A08", "A02", "A08", "A03"]
+
+
+def test_mdm_message_is_about_100_kb_with_a_base64_pdf():
+    import base64
+    import random
+
+    frame = bench.mdm_t02("M1", "DOC-1", "C1", 0.0, random.Random(1))
+    assert 95 * 1024 < len(frame) < 110 * 1024
+    obx = frame[1:-2].split(b"\r")[-2]
+    data = base64.b64decode(obx.split(b"|")[5].split(b"^")[4])
+    assert data.startswith(b"%PDF-") and data.rstrip().endswith(b"%%EOF")
+
+
+def test_quick_run_reports_every_scenario_with_the_right_counts(tmp_path, capsys):
+    """A real engine subprocess, 1 and 3 connections: every message ACKed with its control id,
+    every work item done, the poisoned patient's items blocked, the report printed and saved."""
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--scale", "0.5", "--connections", "1,3", "--no-cross-check", "--json", str(out), "-q"]
+    if PG:
+        argv += ["--db", PG]
+    assert bench.main(argv) == 0
+    text = capsys.readouterr().out
+    for heading in ("1. receive", "2. ADT mix", "3. MDM^T02", "4. queue"):
+        assert heading in text
+    R = json.loads(out.read_text())
+    assert R["conditions"]["database"] == ("postgresql" if PG else "sqlite")
+    S = R["scenarios"]
+    for c in ("1", "3"):
+        rec = S["receive"][c]
+        for server in ("engine", "python-hl7", "socket"):
+            assert rec[server]["mismatched"] == 0
+            assert set(rec[server]["ack_codes"]) <= {"AA", "CA"}
+        sent = rec["engine"]["messages"]
+        assert sum(rec["engine"]["ack_codes"].values()) == sent == rec["python-hl7"]["messages"]
+        assert S["adt"][c]["done"] == sent and S["adt"][c]["items"] == {"done": sent}
+        mdm = S["mdm"][c]
+        assert mdm["items"] == {"done": mdm["messages"]} and mdm["index_done"] == mdm["messages"]
+        assert 95 < mdm["message_kb"] < 110 and mdm["peak_rss_mb"] > 0
+    q = S["queue"]
+    assert q["with_poison"]["blocked_patient_items"] == 6  # the poison and the 5 behind it
+    assert q["with_poison"]["items"].get("error") == 1
+    assert q["without_poison"]["items"] == {"done": q["without_poison"]["done"]}
+    b = q["backlog"]
+    assert b["items"] == {"done": b["messages"]}
