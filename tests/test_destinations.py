@@ -305,3 +305,44 @@ def test_destination_config_is_checked_at_load(tmp_path):
         assert "reserved" in "\n".join(exc.problems)
     else:
         raise AssertionError("expected ConfigError")
+
+
+def test_transient_store_failure_retries_on_the_destination_policy(engine, monkeypatch):
+    """A transient failure retries after the destination's policy delay (its own retry beats
+    the channel's), with jitter from the injected RNG; it holds only its own patient."""
+    from interface import chart as chart_mod
+    from interface.queue import RetryPolicy
+
+    real = chart_mod.apply_updates
+    fail = {"M1": 2}
+
+    def flaky(conn, updates, **kw):
+        mrn = updates[0].mrn if updates else None
+        if fail.get(mrn):
+            fail[mrn] -= 1
+            raise TransientError("database busy")
+        return real(conn, updates, **kw)
+
+    monkeypatch.setattr(chart_mod, "apply_updates", flaky)
+    ch = Channel(name="adt", listen="tcp:0", mrn={"authority": "HOSP"}, retry={"initial_delay_seconds": 100},
+                 destinations=[{"name": "store", "type": "store", "mapping": "adt",
+                                "retry": {"initial_delay_seconds": 4, "factor": 3, "jitter": 0.5}}])
+    rig = Rig(engine, ch, seed=42)
+    rig.send(adt("A1", "M1", "A01"))
+    rig.send(adt("A2", "M1", "A08"))
+    rig.send(adt("B1", "M2", "A01"))
+    rig.drain()
+    assert rig.status("store") == {"A1": "pending", "A2": "pending", "B1": "done"}
+    policy = RetryPolicy(4, 3, 0.5, 300, 10)
+    expect = random.Random(42)
+    first = policy.delay(1, expect)
+    item = rig.items("store")[0]
+    at = item.next_attempt_at if item.next_attempt_at.tzinfo else item.next_attempt_at.replace(tzinfo=timezone.utc)
+    assert abs((at - NOW).total_seconds() - first) < 1e-3 and 2 <= first <= 6
+    rig.clock.advance(first)
+    rig.drain()
+    second = policy.delay(2, expect)
+    assert rig.items("store")[0].attempts == 2 and 6 <= second <= 18
+    rig.clock.advance(second)
+    rig.drain()
+    assert rig.status("store") == {"A1": "done", "A2": "done", "B1": "done"}
