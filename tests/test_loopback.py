@@ -81,15 +81,44 @@ class EngineProcess:
         self.stop()
 
 
-@pytest.fixture
-def engine_process(tmp_path, db_url, engine):
-    with EngineProcess(tmp_path, db_url) as p:
+@pytest.fixture(scope="module")
+def shared_db(request, tmp_path_factory):
+    """One database for a module's engine process (starting a process per test is slow): the
+    session's PostgreSQL database (emptied first) or a SQLite file of the module's own."""
+    from tests import conftest
+
+    if conftest.TEST_DB_URL:
+        eng = request.getfixturevalue("_pg_engine")
+        conftest._truncate(eng)
+        yield conftest.PG_SESSION_URL, eng
+        return
+    from interface.db import create_schema, make_engine
+
+    url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'loopback.db'}"
+    eng = make_engine(url)
+    create_schema(eng)
+    yield url, eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="module")
+def engine_process(shared_db, tmp_path_factory):
+    with EngineProcess(tmp_path_factory.mktemp("engine"), shared_db[0]) as p:
         yield p
 
 
-def stored(engine) -> list[dict]:
+@pytest.fixture
+def engine(shared_db):
+    """The module's database (tests here assert on the rows of the control ids they sent)."""
+    return shared_db[1]
+
+
+def stored(engine, *control_ids: str) -> list[dict]:
+    q = select(messages).order_by(messages.c.id)
+    if control_ids:
+        q = q.where(messages.c.control_id.in_(control_ids))
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(messages).order_by(messages.c.id))]
+        return [dict(r._mapping) for r in conn.execute(q)]
 
 
 def sample(name: str) -> bytes:
@@ -104,7 +133,7 @@ def test_send_store_resend_reject(engine_process, engine):
     with MLLPClient("127.0.0.1", port, timeout=20) as c:
         r1 = c.send(a04)
         assert r1.code == "CA" and r1.control_id == "SMP0004"
-        rows = stored(engine)
+        rows = stored(engine, "SMP0004")
         assert [(r["control_id"], r["status"] in ("accepted", "processed")) for r in rows] == [("SMP0004", True)]
         assert rows[0]["raw"] == a04 and rows[0]["ack"] == r1.raw
         r2 = c.send(a08)
@@ -116,10 +145,11 @@ def test_send_store_resend_reject(engine_process, engine):
         assert r3.code == "AR" and "ORU" in r3.text
         junk = c.send_raw(b"this is not HL7")
         assert parse_ack(junk)[0] == "AR"
-    rows = stored(engine)
-    assert [r["status"] for r in rows][2:] == ["rejected", "rejected"]
-    assert rows[3]["raw"] == b"this is not HL7"
-    assert len(rows) == 4
+    assert len(stored(engine, "SMP0004", "SMP0012")) == 2
+    assert [r["status"] for r in stored(engine, "LAB1")] == ["rejected"]
+    with engine.connect() as conn:
+        junk_rows = conn.execute(select(messages.c.status).where(messages.c.raw == b"this is not HL7")).all()
+    assert [r.status for r in junk_rows] == ["rejected"]
 
 
 def test_pipelined_frames_in_one_write(engine_process, engine):
@@ -137,7 +167,7 @@ def test_pipelined_frames_in_one_write(engine_process, engine):
                 break
             acks += dec.feed(data)
     assert [parse_ack(a)[1] for a in acks] == ["SMP0001", "SMP0002", "SMP0003"]
-    assert len(stored(engine)) == 3
+    assert len(stored(engine, "SMP0001", "SMP0002", "SMP0003")) == 3
 
 
 def test_both_channels_and_batch(engine_process, engine):
@@ -145,16 +175,17 @@ def test_both_channels_and_batch(engine_process, engine):
     with MLLPClient("127.0.0.1", engine_process.ports["mdm"], timeout=20) as c:
         r = c.send((MDM / "mdm_t01_original.hl7").read_bytes().replace(b"\n", b"\r"))
         assert r.ok, r
-    batch = (b"BHS|^~\\&|REG\r" + sample("01-a28-add-person-chen.hl7").rstrip(b"\r") + b"\r"
-             + sample("04-a04-register-rivera.hl7").rstrip(b"\r") + b"\rBTS|2\r")
+    batch = (b"BHS|^~\\&|REG\r" + sample("06-a02-transfer-rivera.hl7").rstrip(b"\r") + b"\r"
+             + sample("07-a12-cancel-transfer-rivera.hl7").rstrip(b"\r") + b"\rBTS|2\r")
     with MLLPClient("127.0.0.1", engine_process.ports["adt"], timeout=20) as c:
         ack = c.send_raw(batch)
-    assert ack.startswith(b"BHS|") and ack.count(b"MSA|") == 2
+    assert ack.startswith(b"BHS|") and ack.count(b"MSA|CA|") == 2
+    assert [r["batch_index"] for r in stored(engine, "SMP0006", "SMP0007")] == [0, 1]
     assert {r["channel"] for r in stored(engine)} == {"adt", "mdm"}
 
 
-def test_unknown_channel_override_and_config_error_exit(tmp_path, db_url):
+def test_unknown_channel_override_and_config_error_exit(tmp_path, shared_db):
     """A bad --listen value is refused with exit 1 and a message, nothing left running."""
-    p = subprocess.run([str(BIN), "run", "--var", str(tmp_path), "--db", db_url, "--no-web",
+    p = subprocess.run([str(BIN), "run", "--var", str(tmp_path), "--db", shared_db[0], "--no-web",
                         "--listen", "adt"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "CHANNEL=ENDPOINT" in p.stderr

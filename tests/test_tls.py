@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from interface.channels import Channel
 from interface.client import MLLPClient, tls_context
 from interface.transport import bind_description
-from tests.test_loopback import EngineProcess, sample, stored
+from tests.test_loopback import EngineProcess, engine, sample, shared_db, stored  # noqa: F401 (fixtures)
 
 
 def _name(cn: str) -> x509.Name:
@@ -65,10 +65,9 @@ def write_pair(d: Path, stem: str, key, cert) -> tuple[str, str]:
     return str(kp), str(cp)
 
 
-@pytest.fixture
-def pki(tmp_path):
-    d = tmp_path / "pki"
-    d.mkdir()
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory):
+    d = tmp_path_factory.mktemp("pki")
     ca_key, ca = make_ca("Test CA")
     other_key, other_ca = make_ca("Other CA")
     out = {"ca": write_pair(d, "ca", ca_key, ca)[1]}
@@ -78,8 +77,9 @@ def pki(tmp_path):
     return out
 
 
-@pytest.fixture
-def tls_engine(tmp_path, db_url, engine, pki):
+@pytest.fixture(scope="module")
+def tls_engine(tmp_path_factory, shared_db, pki):
+    tmp_path = tmp_path_factory.mktemp("tls")
     chdir = tmp_path / "channels"
     chdir.mkdir()
     (chdir / "adt.yaml").write_text(f"""\
@@ -94,7 +94,7 @@ accept: ["ADT^*"]
 mapping: adt
 mrn: {{authority: HOSP, types: [MR]}}
 """)
-    with EngineProcess(tmp_path, db_url, channels=chdir,
+    with EngineProcess(tmp_path, shared_db[0], channels=chdir,
                        listen={"adt": "ssl:0:interface=127.0.0.1"}) as p:
         yield p
 
@@ -107,7 +107,7 @@ def test_client_with_good_certificate_gets_ack_and_one_without_is_refused(tls_en
         r = c.send(msg)
         assert r.code in ("AA", "CA"), r
         assert c.send(sample("12-a08-update-rivera.hl7")).ok
-    assert len(stored(engine)) == 2
+    assert len(stored(engine, "SMP0004", "SMP0012")) == 2
 
     for ctx in (tls_context(pki["ca"], None, None),  # no client certificate
                 tls_context(pki["ca"], pki["rogue_cert"], pki["rogue_key"])):  # not from our CA
@@ -120,7 +120,7 @@ def test_client_with_good_certificate_gets_ack_and_one_without_is_refused(tls_en
         finally:
             c.close()
         assert r is None or r.code == "--", r
-    assert len(stored(engine)) == 2
+    assert stored(engine, "SMP0001") == []
 
     plain = MLLPClient("127.0.0.1", port, timeout=20)  # no TLS at all
     try:
@@ -128,7 +128,7 @@ def test_client_with_good_certificate_gets_ack_and_one_without_is_refused(tls_en
     finally:
         plain.close()
     assert r.code == "--"
-    assert len(stored(engine)) == 2
+    assert stored(engine, "SMP0001") == []
 
 
 def test_client_rejects_server_not_signed_by_its_ca(tls_engine, pki, tmp_path):
