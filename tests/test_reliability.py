@@ -10,6 +10,7 @@ import os
 import random
 
 import pytest
+from sqlalchemy import func
 
 from interface.db import make_engine
 
@@ -478,3 +479,58 @@ def test_r6_backpressure(db_url, checkdb, tmp_path):
     assert growth < bound, f"RSS grew by {growth / 2 ** 20:.0f} MB"
     assert statistics.median(lat) > 5 * statistics.median(unloaded)  # ACK latency rose
     assert max(len(f.sent) for f in floods) < limit  # the senders were held back, not finished
+
+
+def test_history_checker_catches_broken_promises(engine, tmp_path):
+    """The checker itself: clean after an honest run; each kind of broken promise (an ACK with
+    nothing stored, an ACK that is not the stored one, a message stored twice, an effect
+    applied twice / out of order, an undrained queue) is reported."""
+    from sqlalchemy import insert, select, update
+
+    from interface.channels import load_channels
+    from interface.chart_schema import chart_history
+    from interface.engine import Engine
+    from interface.processing import Worker
+    from interface.schema import messages, work_items
+    from interface.service import Settings, load_pipeline
+
+    from .reliability_kit import ROOT, Sent, adt_message, mrn_of
+
+    channels = [c for c in load_channels(ROOT / "channels") if c.name in ("adt", "mdm")]
+    pipeline = load_pipeline(Settings(mappings_dir=ROOT / "mappings", rules_file=None,
+                                      var_dir=tmp_path), channels)
+    by_name = {c.name: c for c in channels}
+    eng = Engine(engine)
+    worker = Worker(engine, pipeline, clock=eng.clock)
+    script = build_workload(3, 4, 1, SEED, tag="C", mdm_share=0.25)[0]
+    for m in script:
+        m.acks.append(eng.receive(by_name[m.channel], m.body).ack)
+        m.transmissions = 1
+    while worker.run_once():
+        pass
+    assert check_history(engine, script).violations == []
+
+    ghost = Sent("adt", 9, mrn_of(9, "C"), 1, "GHOST", adt_message(mrn_of(9, "C"), 1, "A04", "GHOST"), "adt")
+    ghost.acks.append(script[0].acks[0].replace(script[0].control_id.encode(), b"GHOST"))
+    altered = next(m for m in script[1:] if m.kind == "adt")
+    altered.acks.append(altered.acks[0] + b"NTE|1||not the stored ACK\r")
+    adts = [m for m in script if m.kind == "adt"]
+    p_msgs = [m for m in adts if m.mrn == adts[0].mrn]
+    with engine.begin() as conn:
+        row = conn.execute(select(messages).where(messages.c.control_id == script[-1].control_id)).one()
+        copy = {k: v for k, v in row._mapping.items() if k not in ("id", "dedup_key")}
+        conn.execute(insert(messages).values(**copy))  # stored twice
+        first = conn.execute(select(messages.c.id).where(messages.c.control_id == p_msgs[0].control_id)).scalar()
+        conn.execute(insert(chart_history).values(  # the first message applied again, at the end
+            mrn=p_msgs[0].mrn, table_name="patients", field="given", action="set",
+            old_value="S999999", new_value=f"S{p_msgs[0].seq:06d}", message_id=first, at=eng.clock()))
+        conn.execute(update(work_items).where(work_items.c.id == conn.execute(
+            select(func.max(work_items.c.id))).scalar()).values(status="pending"))
+    found = "\n".join(check_history(engine, script + [ghost]).violations)
+    for expected in ("GHOST: ACKed AA but not in the journal",
+                     f"{altered.control_id}: an ACK received differs from the stored ACK",
+                     f"{script[-1].control_id}: stored 2 times", "work item pending",
+                     "journal rows for", f"{p_msgs[0].control_id}: 2 chart changes of the given name",
+                     f"patient {p_msgs[0].mrn}: chart history given-name sequence",
+                     f"patient {p_msgs[0].mrn}: history row", "queue not drained"):
+        assert expected in found, found
