@@ -181,8 +181,23 @@ def check_ack(reply: AckReply | None, dest: Destination) -> None:
 
 def needs_outbound(channels: list[Channel]) -> bool:
     """Whether any channel has a destination the OutboundWorker delivers."""
-    return any(ch.ack.application_ack is not None or any(d.type != "store" for d in ch.destinations)
-               for ch in channels)
+    return bool(outbound_lanes(channels))
+
+
+def outbound_lanes(channels: list[Channel]) -> list[str]:
+    """The lane prefix of every outbound destination (and application-ACK return address)."""
+    lanes = []
+    for ch in channels:
+        lanes += [lane_prefix(ch.name, d.name) for d in ch.destinations if d.type != "store"]
+        if ch.ack.application_ack is not None:
+            lanes.append(lane_prefix(ch.name, APPLICATION_ACK))
+    return lanes
+
+
+def outbound_workers(db: DBEngine, pipeline, channels: list[Channel], *, clock) -> list["OutboundWorker"]:
+    """One worker (thread) per outbound destination: a peer that hangs until its ACK timeout
+    delays only its own lane, never another destination's deliveries."""
+    return [OutboundWorker(db, pipeline, clock=clock, lane=lane) for lane in outbound_lanes(channels)]
 
 
 class OutboundWorker:

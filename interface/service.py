@@ -111,9 +111,9 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     pipeline = load_pipeline(settings, channels)
     workers = [Worker(db, pipeline, clock=clock) for _ in range(max(1, settings.workers))]
     engine = Engine(db, clock=clock, processor=workers[0])
-    from .outbound import OutboundWorker, needs_outbound  # MLLP/file destinations, application ACKs
+    from .outbound import outbound_workers  # one per MLLP/file destination and application-ACK address
 
-    outbound = [OutboundWorker(db, pipeline, clock=clock)] if needs_outbound(channels) else []
+    outbound = outbound_workers(db, pipeline, channels, clock=clock)
     try:
         from .validation import structure_validator
 
@@ -145,7 +145,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     for w in workers:
         top.addService(_ThreadService("worker", w.start, w.stop))
     for w in outbound:
-        top.addService(_ThreadService("outbound", w.start, w.stop))
+        top.addService(_ThreadService(f"outbound {w.lane}", w.start, w.stop))
     for ch in channels:
         factory = MLLPFactory(ch, lambda frame, peer, ch=ch: writer.submit(Inbound(ch, frame, peer)),
                               event_sink=record_event, clock=reactor)

@@ -349,3 +349,37 @@ def test_interface_run_delivers_to_mllp_and_file_destinations(db_url, tmp_path):
     assert peer.received == ["R1", "R2", "R3"] and peer.acked == ["R1", "R2", "R3"]
     assert sorted(p.name for p in out_dir.iterdir()) == ["R1.hl7", "R2.hl7", "R3.hl7"]
     assert (out_dir / "R2.hl7").read_bytes() == adt("R2", "M1")
+
+
+def test_a_hung_peer_delays_only_its_own_lane(engine):
+    """One worker thread per outbound destination: while one peer swallows every message (the
+    sender waits for its ACK timeout), the other destination's messages are all delivered."""
+    import datetime as dt
+    import time
+
+    from interface.outbound import outbound_lanes, outbound_workers
+    from interface.processing import Pipeline
+
+    with FlakyPeer(lambda n, ctl: "drop") as hung, FlakyPeer() as good:
+        ch = channel([{"name": "slow", "type": "mllp", "host": "127.0.0.1", "port": hung.port,
+                       "timeout_seconds": 3},
+                      {"name": "fast", "type": "mllp", "host": "127.0.0.1", "port": good.port,
+                       "timeout_seconds": 3}], mapping=None)
+        rig = Rig(engine, ch)
+        for cid in ("H1", "H2", "H3"):
+            rig.send(adt(cid, "M1"))
+        assert outbound_lanes([ch]) == ["out:adt/slow|", "out:adt/fast|"]
+        workers = outbound_workers(engine, Pipeline([ch], {}), [ch],
+                                   clock=lambda: dt.datetime.now(dt.timezone.utc))
+        started = time.monotonic()
+        for w in workers:
+            w.start(idle_wait=0.05)
+        try:
+            deadline = started + 2.5  # less than the hung peer's ACK timeout
+            while len(good.acked) < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)  # polling real sockets and threads, with a deadline
+            fast_done = time.monotonic() - started
+            assert good.acked == ["H1", "H2", "H3"] and hung.received == ["H1"], (fast_done, good.acked)
+        finally:
+            for w in workers:
+                w.stop(10)
