@@ -10,6 +10,9 @@ By default the database is a throwaway SQLite file in a temporary directory (an 
 messages given together see each other's effects, in order). With ``db_url`` the messages are
 tried against a real database's current charts and index, still rolled back.
 
+``NAME`` may list several channels, ``adt,mdm``: each message goes to the first of them that
+accepts its type, so a patient's ADT and then their documents can be tried together.
+
 Output: a JSON list, one object per message::
 
     {"file": ..., "control_id": ..., "message_type": ..., "status": "accepted",
@@ -148,18 +151,36 @@ def _pipeline(channels_dir: Path, mappings_dir: Path, rules_file: Path | None) -
     return Pipeline(channels, mappings, document_settings=settings), channels
 
 
-def try_messages(conn: Connection, pipeline: Pipeline, channel, inputs: list[tuple[str, bytes]],
+def _route(channels: list, raw: bytes):
+    """The first channel that accepts the message's type (the first channel if none does, so
+    that its refusal is what the dry run shows)."""
+    if len(channels) == 1:
+        return channels[0]
+    from .errors import ParseError
+    from .message import decode, header_from_text
+
+    try:
+        header = header_from_text(decode(raw).text)
+    except ParseError:
+        return channels[0]
+    return next((c for c in channels if c.accepts(header.message_code, header.trigger)), channels[0])
+
+
+def try_messages(conn: Connection, pipeline: Pipeline, channels: list, inputs: list[tuple[str, bytes]],
                  now: datetime) -> list[dict]:
-    """Receive and apply each (label, raw) in order on ``conn`` (the caller rolls back)."""
+    """Receive and apply each (label, raw) in order on ``conn`` (the caller rolls back), each
+    on the first of ``channels`` that accepts its type."""
     from .engine import Engine
 
     recorder = _Recorder(pipeline)
     engine = Engine(_Bound(conn), clock=lambda: now, processor=recorder)
     results = []
     for label, raw in inputs:
+        channel = _route(channels, raw)
         outcome = engine.receive(channel, raw, peer="dry-run")
         entry: dict[str, Any] = {
-            "file": label, "control_id": outcome.control_id, "message_type": outcome.message_type,
+            "file": label, "channel": channel.name, "control_id": outcome.control_id,
+            "message_type": outcome.message_type,
             "status": outcome.status, "ack_code": outcome.ack_code,
             "ack": outcome.ack.decode("utf-8", "replace") if outcome.ack else None,
         }
@@ -223,11 +244,14 @@ def dry_run(channel_name: str, files: list[str], *, channels_dir: Path = Path("c
         for p in exc.problems:
             print(p, file=err)
         return 2
-    channel = next((c for c in channels if c.name == channel_name), None)
-    if channel is None:
-        names = ", ".join(sorted(c.name for c in channels)) or "none"
-        print(f"no channel named {channel_name!r} in {channels_dir} (channels: {names})", file=err)
-        return 2
+    by_name = {c.name: c for c in channels}
+    chosen = []
+    for name in (n.strip() for n in channel_name.split(",")):
+        if name not in by_name:
+            names = ", ".join(sorted(by_name)) or "none"
+            print(f"no channel named {name!r} in {channels_dir} (channels: {names})", file=err)
+            return 2
+        chosen.append(by_name[name])
     inputs: list[tuple[str, bytes]] = []
     for f in files:
         try:
@@ -244,7 +268,7 @@ def dry_run(channel_name: str, files: list[str], *, channels_dir: Path = Path("c
         with eng.connect() as conn:
             trans = conn.begin()
             try:
-                results = try_messages(conn, pipeline, channel, inputs, now)
+                results = try_messages(conn, pipeline, chosen, inputs, now)
             finally:
                 trans.rollback()
     out.write(json.dumps(results, indent=1, default=str, ensure_ascii=False) + "\n")

@@ -166,3 +166,14 @@ def test_cli_prints_json(capsys, monkeypatch):
     assert code == 0
     assert out[0]["message_type"] == "ADT^A28"
     assert out[0]["destinations"][0]["outcome"] == "applied"
+
+
+def test_several_channels_route_by_message_type():
+    """``--channel adt,mdm``: the A04 creates the patient, so the T02 after it is applied (in a
+    throwaway database, where alone it would be held for an unknown patient)."""
+    code, results, _ = run([ADT / "04-a04-register-rivera.hl7", MDM / "mdm_t02_original_pdf.hl7"],
+                           channel="adt,mdm")
+    assert code == 0
+    assert [r["channel"] for r in results] == ["adt", "mdm"]
+    assert results[1]["destinations"][0]["outcome"] == "applied"
+    assert results[1]["destinations"][0]["changes"][0]["action"] == "created"
