@@ -346,8 +346,11 @@ class _Apply:
     def stamp(self) -> dict[str, Any]:
         return {"message_id": self.message_id, "updated_at": self.now}
 
-    def set_fields(self, table, row: Row, values: dict[str, Any], patient: Row) -> dict:
-        """Write the values that differ (None skipped, CLEAR clears), one history row each."""
+    def set_fields(self, table, row: Row, values: dict[str, Any], patient: Row,
+                   always: dict[str, Any] | None = None) -> dict:
+        """Write the values that differ (None skipped, CLEAR clears), one history row each;
+        ``always``: bookkeeping columns written in the same UPDATE whether or not anything
+        differed (no history, no stamp of their own)."""
         sets: dict[str, Any] = {}
         current = row._mapping
         for col, value in values.items():
@@ -360,8 +363,9 @@ class _Apply:
             sets[col] = new
             self.record(patient.id, patient.mrn, table.name, row.id, col,
                         "clear" if new is None else "set", old, new)
-        if sets:
-            self.conn.execute(_update_by_id(table), {"b_id": row.id, **sets, **self.stamp()})
+        if sets or always:
+            self.conn.execute(_update_by_id(table), {"b_id": row.id, **sets,
+                                                     **(self.stamp() if sets else {}), **(always or {})})
         return sets
 
     def release(self, mrn: str) -> None:
@@ -466,16 +470,16 @@ def _upsert_patient(ctx: _Apply, upd: ChartUpdate, mrn: str) -> Row:
     elif row.mrn != mrn:
         ctx.record(row.id, row.mrn, "patients", row.id, "mrn", "redirect", mrn, row.mrn)
     p = upd.patient or Patient()
+    extra = {"last_event": ctx.event, "recorded_at": _newer(_plain(upd.recorded_at),
+                                                            row.recorded_at)}
     if is_stale(upd.recorded_at, row.recorded_at):
         ctx.record(row.id, row.mrn, "patients", row.id, None, "ignored_stale",
                    row.recorded_at, upd.recorded_at)
-        ctx.set_fields(cs.patients, row, _fill_blanks(ctx, cs.patients, row, patient_values(p)), row)
+        ctx.set_fields(cs.patients, row, _fill_blanks(ctx, cs.patients, row, patient_values(p)), row,
+                       always=extra)
     else:
-        ctx.set_fields(cs.patients, row, patient_values(p), row)
+        ctx.set_fields(cs.patients, row, patient_values(p), row, always=extra)
         _replace_patient_lists(ctx, upd, row)
-    extra = {"last_event": ctx.event, "recorded_at": _newer(_plain(upd.recorded_at),
-                                                            row.recorded_at)}
-    ctx.conn.execute(_update_by_id(cs.patients), {"b_id": row.id, **extra})
     _merge_identifiers(ctx, row, _items(p.identifiers))
     _merge_names(ctx, row, _items(p.other_names))
     if created:
@@ -541,30 +545,39 @@ def _content_columns(table) -> list[str]:
     return [c.name for c in table.columns if c.name not in skip]
 
 
-def _list_rows(conn: Connection, table, patient_id: int, where=None) -> list[dict]:
-    if where is None:
-        key = ("list", table.name)
-        q = _STMTS.get(key)
-        if q is None:
-            q = _STMTS[key] = (select(*[table.c[c] for c in _content_columns(table)])
-                               .where(table.c.patient_id == bindparam("b_pid"))
-                               .order_by(table.c.seq, table.c.id))
-        return [dict(r._mapping) for r in conn.execute(q, {"b_pid": patient_id})]
-    cols = _content_columns(table)
-    q = select(*[table.c[c] for c in cols]).where(table.c.patient_id == patient_id)
-    q = q.where(where)
-    return [dict(r._mapping) for r in conn.execute(q.order_by(table.c.seq, table.c.id))]
+def _list_rows(conn: Connection, table, patient_id: int, where=None, params: dict | None = None) -> list[dict]:
+    """The patient's rows of a list table; ``where`` (with its bind ``params``) narrows it."""
+    key = ("list", table.name, where is None)
+    q = _STMTS.get(key) if where is None else None
+    if q is None:
+        q = (select(*[table.c[c] for c in _content_columns(table)])
+             .where(table.c.patient_id == bindparam("b_pid")).order_by(table.c.seq, table.c.id))
+        if where is not None:
+            q = q.where(where)
+        else:
+            _STMTS[key] = q
+    return [dict(r._mapping) for r in conn.execute(q, {"b_pid": patient_id, **(params or {})})]
+
+
+def _delete_rows(table, where=None):
+    q = delete(table).where(table.c.patient_id == bindparam("b_pid"))
+    return q.where(where) if where is not None else q
 
 
 def _replace_list(ctx: _Apply, patient: Row, table, field: str, rows: list[dict],
-                  where=None, extra: dict | None = None) -> None:
+                  where=None, extra: dict | None = None, params: dict | None = None) -> None:
     """Replace the patient's list (within ``where``) when it differs; history keeps the old one."""
     rows = [r for r in rows if not _blank(r)]
-    old = _list_rows(ctx.conn, table, patient.id, where)
+    old = _list_rows(ctx.conn, table, patient.id, where, params)
     if old == rows:
         return
-    q = delete(table).where(table.c.patient_id == patient.id)
-    ctx.conn.execute(q.where(where) if where is not None else q)
+    if where is None:
+        q = _STMTS.get(("delete", table.name))
+        if q is None:
+            q = _STMTS[("delete", table.name)] = _delete_rows(table)
+    else:
+        q = _delete_rows(table, where)
+    ctx.conn.execute(q, {"b_pid": patient.id, **(params or {})})
     if rows:
         ctx.conn.execute(_insert(table), [dict(patient_id=patient.id, seq=seq, **row, **(extra or {}),
                                                **ctx.stamp()) for seq, row in enumerate(rows, 1)])
@@ -587,9 +600,13 @@ def _apply_lists(ctx: _Apply, upd: ChartUpdate, patient: Row, visit: Row | None)
         return
     t = cs.diagnoses
     visit_id = visit.id if visit is not None else None
-    where = t.c.visit_id == visit_id if visit_id is not None else t.c.visit_id.is_(None)
+    key = ("diagnoses_where", visit_id is None)
+    where = _STMTS.get(key)
+    if where is None:
+        where = _STMTS[key] = t.c.visit_id.is_(None) if visit_id is None else t.c.visit_id == bindparam("b_visit")
     _replace_list(ctx, patient, t, "diagnoses", [_diagnosis_row(d) for d in items],
-                  where=where, extra={"visit_id": visit_id})
+                  where=where, extra={"visit_id": visit_id},
+                  params=None if visit_id is None else {"b_visit": visit_id})
 
 
 # -- visits -----------------------------------------------------------------------------------
@@ -797,9 +814,8 @@ def _apply_visit(ctx: _Apply, upd: ChartUpdate, patient: Row, action: str) -> Ro
         ctx.flush()
         step["status"] = _status_before(ctx.conn, row.id, "discharged", "admitted")
     values.update(step)
-    ctx.set_fields(cs.visits, row, values, patient)
-    ctx.conn.execute(_update_by_id(cs.visits), {"b_id": row.id, "last_event": ctx.event,
-                                                "recorded_at": _newer(_plain(upd.recorded_at), row.recorded_at)})
+    ctx.set_fields(cs.visits, row, values, patient, always={
+        "last_event": ctx.event, "recorded_at": _newer(_plain(upd.recorded_at), row.recorded_at)})
     return ctx.conn.execute(_select_by(cs.visits, "id"), {"b_value": row.id}).one()
 
 
