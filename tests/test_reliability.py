@@ -138,6 +138,7 @@ def _conflicting(m):
     return Sent(m.channel, m.patient, m.mrn, m.seq, m.control_id, body, m.kind)
 
 
+@pytest.mark.slow
 def test_r3_duplicate_storm(db_url, checkdb, tmp_path):
     """R3: a share of the messages resent 1-5 times, some at once, some much later (after they
     were processed): 0 extra records, every answer the stored ACK byte for byte; the same
@@ -149,7 +150,8 @@ def test_r3_duplicate_storm(db_url, checkdb, tmp_path):
     from interface.schema import messages
 
     rng = random.Random(SEED + 3)
-    scripts = build_workload(24, 8, 3, SEED + 3, tag="D", mdm_share=0.2)
+    n_patients = 200 if SOAK else 24
+    scripts = build_workload(n_patients, 8, 3, SEED + 3, tag="D", mdm_share=0.2)
     originals = [m for s in scripts for m in s]
     chosen = rng.sample(originals, len(originals) * 3 // 10)
     late: list = []
@@ -163,7 +165,7 @@ def test_r3_duplicate_storm(db_url, checkdb, tmp_path):
                 s = next(s for s in scripts if m in s)
                 s.insert(min(len(s), s.index(m) + 1 + rng.randint(0, 3)), m)
                 soon += 1
-    conflicts = [_conflicting(m) for m in rng.sample(originals, 6)]
+    conflicts = [_conflicting(m) for m in rng.sample(originals, 30 if SOAK else 6)]
     rng.shuffle(late)
     engine = EngineProcess(tmp_path / "r3", db_url)
     engine.start()
@@ -177,7 +179,7 @@ def test_r3_duplicate_storm(db_url, checkdb, tmp_path):
         with db.connect() as conn:
             quarantined = conn.execute(select(func.count()).select_from(messages)
                                        .where(messages.c.status == "quarantined")).scalar()
-            n_patients = conn.execute(select(func.count()).select_from(patients)).scalar()
+            patients_stored = conn.execute(select(func.count()).select_from(patients)).scalar()
             n_docs = conn.execute(select(func.count()).select_from(documents)).scalar()
             conflict_changes = conn.execute(select(func.count()).select_from(chart_history)
                                             .where(chart_history.c.new_value == "CONFLICT")).scalar()
@@ -192,7 +194,7 @@ def test_r3_duplicate_storm(db_url, checkdb, tmp_path):
     assert report.figures["duplicate_acks"] == extra  # every resend answered AA, the stored bytes
     assert engine.log_count("outcome=duplicate") == extra
     assert report.figures["journal_rows"] == len(originals) + len(conflicts)  # 0 extra records
-    assert n_patients == 24 and n_docs == sum(m.kind == "mdm" for m in originals)
+    assert patients_stored == n_patients and n_docs == sum(m.kind == "mdm" for m in originals)
     assert quarantined == len(conflicts) and conflict_changes == 0
     from interface.client import parse_ack
 
@@ -347,6 +349,7 @@ class _Outage:
             self.flag.unlink(missing_ok=True)
 
 
+@pytest.mark.slow
 def test_r5_database_outage(db_url, checkdb, tmp_path):
     """R5: the database goes away mid-run and comes back: while it is away the engine answers
     AE (ERR 207) or closes the connection, never AA; every AA'd message is in the journal and
@@ -354,7 +357,7 @@ def test_r5_database_outage(db_url, checkdb, tmp_path):
     import threading
     import time
 
-    scripts = build_workload(24, 8, 3, SEED + 5, tag="O", mdm_share=0.2)
+    scripts = build_workload(200 if SOAK else 24, 8, 3, SEED + 5, tag="O", mdm_share=0.2)
     sent = [m for s in scripts for m in s]
     outage = _Outage(db_url, tmp_path)
     engine = EngineProcess(tmp_path / "r5", db_url)
@@ -366,17 +369,20 @@ def test_r5_database_outage(db_url, checkdb, tmp_path):
 
     try:
         senders = run_senders(engine, scripts, progress)
-        assert progress.wait_for(len(sent) // 3, 120), engine.log_tail()
-        outage.begin()
-        try:
-            acked_before = progress.count
-            deadline = time.monotonic() + 60
-            while refused() < 30:  # the senders keep trying: wait until the engine refused 30
-                assert time.monotonic() < deadline, f"no refusals during the outage:\n{engine.log_tail()}"
-                threading.Event().wait(0.05)
-            during = progress.count - acked_before
-        finally:
-            outage.end()
+        outages, wanted = (3, 200) if SOAK else (1, 30)
+        during = 0
+        for k in range(1, outages + 1):
+            assert progress.wait_for(len(sent) * k // (outages + 2), 300), engine.log_tail()
+            outage.begin()
+            try:
+                acked_before, refused_before = progress.count, refused()
+                deadline = time.monotonic() + 120
+                while refused() < refused_before + wanted:  # senders keep trying: wait for refusals
+                    assert time.monotonic() < deadline, f"no refusals during the outage:\n{engine.log_tail()}"
+                    threading.Event().wait(0.05)
+                during += progress.count - acked_before
+            finally:
+                outage.end()
         join_senders(senders, 180)
         db = checkdb()
         wait_drained(db)
@@ -386,7 +392,7 @@ def test_r5_database_outage(db_url, checkdb, tmp_path):
         outage.end()
         engine.stop()
     ae = [a for m in sent for a in m.acks if b"MSA|AE|" in a]
-    report.figures.update(refused_during_outage=refused(), ae_answers=len(ae),
+    report.figures.update(outages=outages, refused_during_outage=refused(), ae_answers=len(ae),
                           acked_while_down=during)
     _figures("R5", report)
     assert report.violations == [], str(report)
