@@ -47,8 +47,11 @@ browser-deps:
 bench: $(STAMP)
 	$(BIN)/interface bench
 
+# Long forms of the slow tests (docs/reliability.md: R1 with 25 kills, R3, R5, R6), on SQLite then
+# PostgreSQL; -rP prints each test's pass figures.
 soak: $(STAMP)
-	SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider -m slow
+	SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider -rP -m slow
+	SOAK=1 INTERFACE_TEST_DB_URL=$(PG_URL) $(BIN)/python -m pytest -q -p no:cacheprovider -rP -m slow
 
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=20000 $(BIN)/python -m pytest -q -p no:cacheprovider tests/test_fuzz.py
