@@ -38,6 +38,8 @@ ROUTES = [
     ("GET", "/api/errors", {"clerk", "analyst"}),
     ("GET", "/api/audit", {"auditor"}),
     ("GET", "/api/patients?family=X", {"clerk"}),
+    ("GET", "/api/documents", {"clerk"}),
+    ("GET", "/api/deficiencies", {"clerk"}),
     ("GET", "/api/me", {"clerk", "analyst", "auditor"}),
 ]
 
