@@ -155,6 +155,9 @@ def decode(raw: bytes) -> Decoded:
                                    f"bytes are not {declared} (MSH-18) but valid UTF-8; read as UTF-8")
                 except UnicodeDecodeError:
                     pass
+            if codec == "ascii":  # "ASCII" with accented letters: the sender means Latin-1
+                return Decoded(raw.decode("cp1252", "replace"), "cp1252",
+                               f"byte {exc.start} is not ASCII (MSH-18); read as Windows-1252/ISO 8859-1")
             return Decoded(raw.decode(codec, "replace"), codec,
                            f"byte {exc.start} is not valid {declared} (MSH-18); replaced")
     try:

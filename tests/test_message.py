@@ -306,3 +306,9 @@ def test_split_message_bytes_keeps_exact_bytes():
 def test_decode_never_raises_on_msh_without_separator(raw):
     """Found by fuzzing: 'MSH' followed by a line break crashed MSH-18 detection."""
     assert decode(raw).text == raw.decode()
+
+
+def test_declared_ascii_with_latin1_bytes_read_as_latin1():
+    """MSH-18 ASCII but 8859-1 accents (common): the letters are kept, with a warning."""
+    d = decode(msh_bytes("ASCII", "MÜLLER".encode("latin-1")))
+    assert d.text.endswith("MÜLLER") and "ASCII" in d.warning
