@@ -27,7 +27,9 @@ with the acting user's name.
 """
 from __future__ import annotations
 
+import functools
 import re
+import time
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -172,6 +174,22 @@ def _parse_dt(value: str | None, name: str) -> datetime | None:
 def _qs(params: dict, **changes) -> str:
     merged = {k: v for k, v in {**params, **changes}.items() if v not in (None, "")}
     return urlencode(merged)
+
+
+def html_errors(fn):
+    """Render an HTTPException raised inside a page handler as an HTML page (the app's default
+    handler answers JSON, which is right for the API but not for a person in a browser)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except HTTPException as exc:
+            request = kwargs["request"]
+            return _render(request, "error.html", {"status": exc.status_code, "message": exc.detail},
+                           status_code=exc.status_code)
+
+    return wrapper
 
 
 mask = auth.mask
@@ -431,12 +449,29 @@ def failing_offsets(raw_text: str, loc: dict | None) -> tuple[int, int, int] | N
 
 
 def _channel_names(request: Request, conn) -> list[str]:
-    chans = getattr(request.app.state, "channels", None) or []
-    names = [c.name for c in chans]
-    for (name,) in conn.execute(select(messages.c.channel).distinct()):
-        if name not in names:
-            names.append(name)
+    """Configured channels; without configuration (``interface web`` elsewhere), those seen."""
+    names = [c.name for c in (getattr(request.app.state, "channels", None) or [])]
+    if not names:
+        names = sorted(r[0] for r in conn.execute(select(messages.c.channel).distinct().limit(200)))
     return names
+
+
+TOTALS_TTL = 15.0  # seconds; message totals scan the journal, so the 5 s refresh reuses them
+
+
+def _message_totals(request: Request, conn) -> dict[str, dict[str, int]]:
+    """Stored messages per channel and status, cached briefly on the app (a full scan of the
+    journal on a busy system; live figures come from the runtime counters and the queue)."""
+    cached = getattr(request.app.state, "_pages_totals", None)
+    now = time.monotonic()
+    if cached is not None and now - cached[0] < TOTALS_TTL:
+        return cached[1]
+    totals: dict[str, dict[str, int]] = {}
+    for ch, status, n in conn.execute(select(messages.c.channel, messages.c.status, func.count())
+                                      .group_by(messages.c.channel, messages.c.status)):
+        totals.setdefault(ch, {})[status] = n
+    request.app.state._pages_totals = (now, totals)
+    return totals
 
 
 def dashboard_data(request: Request) -> dict:
@@ -445,10 +480,7 @@ def dashboard_data(request: Request) -> dict:
     chans = {c.name: c for c in (getattr(request.app.state, "channels", None) or [])}
     with _engine(request).connect() as conn:
         names = _channel_names(request, conn)
-        by_status: dict[str, dict[str, int]] = {}
-        for ch, status, n in conn.execute(select(messages.c.channel, messages.c.status, func.count())
-                                          .group_by(messages.c.channel, messages.c.status)):
-            by_status.setdefault(ch, {})[status] = n
+        by_status = _message_totals(request, conn)
         queue_rows: dict[str, dict] = {}
         for ch, status, n, oldest in conn.execute(
                 select(work_items.c.channel, work_items.c.status, func.count(), func.min(work_items.c.created_at))
@@ -462,6 +494,7 @@ def dashboard_data(request: Request) -> dict:
         recent_events = [dict(r._mapping) for r in conn.execute(
             select(events).order_by(events.c.id.desc()).limit(10))]
         conn.rollback()
+    names += [n for n in sorted(set(by_status) | set(queue_rows)) if n not in names]
     rows = []
     for name in names:
         state = runtime.channel_state(name) if runtime is not None else None
@@ -491,11 +524,13 @@ def dashboard_data(request: Request) -> dict:
 
 
 @router.get("/", response_class=HTMLResponse)
+@html_errors
 def dashboard(request: Request, user: User = Depends(ANY)):
     return _render(request, "dashboard.html", dashboard_data(request))
 
 
 @router.get("/dashboard/channels", response_class=HTMLResponse)
+@html_errors
 def dashboard_fragment(request: Request, user: User = Depends(ANY)):
     """The channel table alone (htmx refreshes it every few seconds)."""
     return _render(request, "_channels.html", dashboard_data(request))
@@ -555,6 +590,7 @@ def keyset(conn, table, cols, conds, before: int | None, after: int | None, limi
 
 
 @router.get("/messages", response_class=HTMLResponse)
+@html_errors
 def message_list(request: Request, user: User = Depends(MESSAGES),
                  mrn: str | None = None, control_id: str | None = None,
                  type: str | None = None, status: str | None = None, channel: str | None = None,
@@ -654,12 +690,14 @@ def _message_page(request: Request, message_id: int, tab: str, reveal: bool, sta
 
 
 @router.get("/messages/{message_id}", response_class=HTMLResponse)
+@html_errors
 def message_view(request: Request, message_id: int, tab: str = "parsed", user: User = Depends(MESSAGES)):
     """A message, identifiers masked (reveal with a reason: POST .../reveal)."""
     return _message_page(request, message_id, tab, reveal=False)
 
 
 @router.post("/messages/{message_id}/reveal", response_class=HTMLResponse)
+@html_errors
 def message_reveal(request: Request, message_id: int, reason: str = Form(""), tab: str = Form("parsed"),
                    user: User = Depends(MESSAGES)):
     """Show the message unmasked, once, for the reason given; the reveal is audited."""
@@ -682,6 +720,7 @@ NOTICES = {"retry": "Put back in the queue", "discard": "Discarded", "resubmit":
 
 
 @router.get("/errors", response_class=HTMLResponse)
+@html_errors
 def error_list(request: Request, user: User = Depends(ERRORS), status: str = "error",
                reason: str | None = None, channel: str | None = None,
                before: int | None = Query(None, ge=1, le=MAX_ID), after: int | None = Query(None, ge=0, le=MAX_ID),
@@ -754,11 +793,13 @@ def _item_page(request: Request, item_id: int, *, reveal: bool = False, error: s
 
 
 @router.get("/errors/{item_id}", response_class=HTMLResponse)
+@html_errors
 def error_item(request: Request, item_id: int, user: User = Depends(ERRORS), done: str | None = None):
     return _item_page(request, item_id, notice=NOTICES.get(done or ""))
 
 
 @router.post("/errors/{item_id}/reveal", response_class=HTMLResponse)
+@html_errors
 def error_item_reveal(request: Request, item_id: int, reason: str = Form(""), user: User = Depends(ERRORS)):
     reason = (reason or "").strip()
     if not reason:
@@ -794,6 +835,7 @@ def _discarder(reason: str):
 
 
 @router.post("/errors/{item_id}/retry")
+@html_errors
 def error_retry(request: Request, item_id: int, user: User = Depends(ERRORS)):
     err = _act(request, user, item_id, _retry)
     if err:
@@ -802,6 +844,7 @@ def error_retry(request: Request, item_id: int, user: User = Depends(ERRORS)):
 
 
 @router.post("/errors/{item_id}/discard")
+@html_errors
 def error_discard(request: Request, item_id: int, reason: str = Form(""), user: User = Depends(ERRORS)):
     reason = (reason or "").strip()
     if not reason:
@@ -826,6 +869,7 @@ def _editor_bytes(text: str, original: bytes) -> bytes:
 
 
 @router.post("/errors/{item_id}/resubmit")
+@html_errors
 def error_resubmit(request: Request, item_id: int, raw: str = Form(""), reason: str = Form(""),
                    user: User = Depends(ERRORS)):
     """Store the edited message as a new version linked to the original and queue it in the
@@ -847,6 +891,7 @@ def error_resubmit(request: Request, item_id: int, raw: str = Form(""), reason: 
 
 
 @router.post("/errors/bulk")
+@html_errors
 def error_bulk(request: Request, user: User = Depends(ERRORS), action: str = Form(""),
                ids: list[int] = Form(default=[]), reason: str = Form(""), back: str = Form("")):
     """Retry or discard exactly the checked items (each in its own transaction, so one stale
@@ -876,6 +921,7 @@ def error_bulk(request: Request, user: User = Depends(ERRORS), action: str = For
 
 
 @router.get("/patients", response_class=HTMLResponse)
+@html_errors
 def patient_search(request: Request, user: User = Depends(CHARTS), family: str | None = None,
                    given: str | None = None, birth_date: str | None = None, mrn: str | None = None):
     from . import chart
@@ -915,6 +961,7 @@ def _chart_page(request: Request, mrn: str, reveal: bool, status_code: int = 200
 
 
 @router.get("/patients/{mrn}", response_class=HTMLResponse)
+@html_errors
 def patient_chart(request: Request, mrn: str, user: User = Depends(CHARTS)):
     """The chart; viewing it is audited. Identifiers other than the MRN stay masked until revealed."""
     response = _chart_page(request, mrn, reveal=False)
@@ -923,6 +970,7 @@ def patient_chart(request: Request, mrn: str, user: User = Depends(CHARTS)):
 
 
 @router.post("/patients/{mrn}/reveal", response_class=HTMLResponse)
+@html_errors
 def patient_reveal(request: Request, mrn: str, reason: str = Form(""), user: User = Depends(CHARTS)):
     reason = (reason or "").strip()
     if not reason:
@@ -943,6 +991,7 @@ def _document_settings(request: Request):
 
 
 @router.get("/documents/{number}", response_class=HTMLResponse)
+@html_errors
 def document_view(request: Request, number: str, user: User = Depends(DOCUMENTS),
                   version: int | None = Query(None, ge=1)):
     from . import documents
@@ -981,6 +1030,7 @@ def document_view(request: Request, number: str, user: User = Depends(DOCUMENTS)
 
 
 @router.get("/documents/{number}/content")
+@html_errors
 def document_content(request: Request, number: str, user: User = Depends(DOCUMENTS),
                      version: int | None = Query(None, ge=1)):
     """The document bytes. Anything but PDF and images is sandboxed (CSP ``sandbox``: no
@@ -1008,6 +1058,7 @@ def document_content(request: Request, number: str, user: User = Depends(DOCUMEN
 
 
 @router.get("/deficiencies", response_class=HTMLResponse)
+@html_errors
 def deficiencies(request: Request, user: User = Depends(DOCUMENTS), mrn: str | None = None,
                  type: str | None = None, author: str | None = None):
     from .completeness import list_deficiencies
@@ -1020,6 +1071,7 @@ def deficiencies(request: Request, user: User = Depends(DOCUMENTS), mrn: str | N
 
 
 @router.get("/audit", response_class=HTMLResponse)
+@html_errors
 def audit_page(request: Request, user: User = Depends(AUDIT), who: str | None = None,
                action: str | None = None, target_type: str | None = None, target_id: str | None = None,
                before: int | None = Query(None, ge=1, le=MAX_ID), after: int | None = Query(None, ge=0, le=MAX_ID)):

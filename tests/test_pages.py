@@ -17,14 +17,14 @@ from functools import lru_cache
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select
+from sqlalchemy import insert, select, text
 
 from interface import users
 from interface.channels import load_channels
 from interface.documents import DocumentSettings
 from interface.engine import Engine
 from interface.processing import Pipeline, Worker
-from interface.schema import audit, messages, work_items
+from interface.schema import audit, messages, metadata, work_items
 from interface.service import Runtime, Settings, load_pipeline
 from interface.web import create_app
 
@@ -101,17 +101,19 @@ def _config():
     return channels, pipeline.mappings, pipeline.document_settings.rules
 
 
-def seed(db, var_dir: Path, clock) -> Seeded:
-    """Sample messages through the real engine and worker, leaving three error items."""
-    channels, mappings, rules = _config()
-    doc_settings = DocumentSettings(content_dir=var_dir / "content", rules=rules)
+def _parts(db, clock, doc_settings) -> Seeded:
+    channels, mappings, _rules = _config()
     pipeline = Pipeline(list(channels.values()), mappings, document_settings=doc_settings)
     worker = Worker(db, pipeline, clock=clock)
-    engine = Engine(db, clock=clock, processor=worker)
-    s = Seeded(db, channels, pipeline, worker, engine)
+    return Seeded(db, channels, pipeline, worker, Engine(db, clock=clock, processor=worker))
+
+
+def _seed_messages(s: Seeded) -> None:
+    """Sample messages through the real engine and worker, leaving three error items."""
+    channels, mappings, _rules = _config()
 
     def send(channel: str, raw: bytes) -> int:
-        out = engine.receive(channels[channel], raw)
+        out = s.engine.receive(channels[channel], raw)
         assert out.status == "accepted", (out.status, out.text)
         return out.message_id
 
@@ -126,15 +128,47 @@ def seed(db, var_dir: Path, clock) -> Seeded:
     s.drain()  # the queue keeps each patient's order, so one drain at the end applies them in order
     # The MDM mapping "not deployed yet": this one message fails with processing_error.
     without_mdm = Pipeline(list(channels.values()), {k: v for k, v in mappings.items() if k != "mdm"},
-                           document_settings=doc_settings)
+                           document_settings=s.pipeline.document_settings)
     s.messages["no_mapping"] = send("mdm", T02_CHEN.encode())
-    Worker(db, without_mdm, clock=clock).run_once()
-    with db.connect() as conn:
+    Worker(s.db, without_mdm, clock=s.worker.clock).run_once()
+    with s.db.connect() as conn:
         for key, mid in (("fix", s.messages["bad"]), ("discard", s.messages["unknown_doc"]),
                          ("retry", s.messages["no_mapping"])):
             row = conn.execute(select(work_items).where(work_items.c.message_id == mid)).one()
             assert row.status == "error", (key, row.status, row.last_error)
             s.items[key] = row.id
+    for name, role in USERS.items():
+        make_user(s.db, name, role)
+
+
+USERS = {"ada": "admin", "carl": "clerk", "aud": "auditor", "ann": "analyst"}
+_SNAPSHOT: dict = {}  # dialect -> (rows per table, items, messages): the seeded state, made once
+
+
+def seed(db, clock) -> Seeded:
+    """The seeded database: built by really running the messages the first time in a session,
+    then restored from a snapshot of its rows (seeding costs seconds, restoring milliseconds).
+    Content is kept in the database (``document_blobs``), so the snapshot holds it too."""
+    _channels, _mappings, rules = _config()
+    s = _parts(db, clock, DocumentSettings(content_dir=None, rules=rules))
+    key = db.dialect.name
+    tables = [t for t in metadata.sorted_tables]
+    if key not in _SNAPSHOT:
+        _seed_messages(s)
+        with db.connect() as conn:
+            rows = {t.name: [dict(r._mapping) for r in conn.execute(select(t))] for t in tables}
+        _SNAPSHOT[key] = (rows, dict(s.items), dict(s.messages))
+        return s
+    rows, s.items, s.messages = _SNAPSHOT[key][0], dict(_SNAPSHOT[key][1]), dict(_SNAPSHOT[key][2])
+    with db.begin() as conn:
+        for t in tables:
+            if rows[t.name]:
+                conn.execute(insert(t), rows[t.name])
+        if key == "postgresql":  # explicit ids were inserted: move each identity past them
+            for t in tables:
+                if "id" in t.c and rows[t.name] and t.c.id.autoincrement is not False:
+                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('\"{t.name}\"', 'id'), "
+                                      f"(SELECT max(id) FROM \"{t.name}\"))"))
     return s
 
 
@@ -164,7 +198,7 @@ class Clock:
 @pytest.fixture
 def seeded(engine, tmp_path):
     clock = Clock(NOW)
-    s = seed(engine, tmp_path / "var", clock)
+    s = seed(engine, clock)
     clock.now = APP_NOW  # the worker runs at the clerks' time from now on
     return s
 
@@ -180,7 +214,6 @@ def app(seeded):
 
 @pytest.fixture
 def admin(app, seeded):
-    make_user(seeded.db, "ada", "admin")
     with TestClient(app, base_url="http://testserver") as c:
         c.headers["accept"] = "text/html"
         c.csrf = login(c, "ada")
@@ -502,8 +535,6 @@ def test_deficiencies_and_audit_log(admin, seeded):
 def test_roles(app, seeded):
     """Clerks work errors and charts but not the audit log; auditors read the audit log and the
     dashboard only; analysts do not see charts."""
-    for name, role in (("carl", "clerk"), ("aud", "auditor"), ("ann", "analyst")):
-        make_user(seeded.db, name, role)
     expect = {"carl": {"/errors": 200, "/patients/100001": 200, "/audit": 403, "/": 200},
               "aud": {"/errors": 403, "/messages": 403, "/patients/100001": 403, "/audit": 200, "/": 200},
               "ann": {"/errors": 200, "/messages": 200, "/patients/100001": 403, "/deficiencies": 403}}
