@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from urllib.parse import quote
 
@@ -43,7 +43,7 @@ from fastapi.templating import Jinja2Templates
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from starlette.concurrency import run_in_threadpool
 
 from . import users as usermod
@@ -221,10 +221,35 @@ def login_form(request: Request, next: str = "/"):
     return TEMPLATES.TemplateResponse(request, "login.html", {"next": _safe_next(next), "error": None})
 
 
+LOCKOUT_FAILURES = 5
+LOCKOUT_WINDOW = timedelta(minutes=15)
+
+
+def _locked_out(conn, username: str, now: datetime) -> bool:
+    """Too many failed logins for this name lately (counted from the audit trail, so every
+    console process shares the count)."""
+    n = conn.execute(select(func.count()).select_from(audit).where(
+        audit.c.action == "login_failed", audit.c.target_id == username,
+        audit.c.at >= now - LOCKOUT_WINDOW)).scalar_one()
+    return n >= LOCKOUT_FAILURES
+
+
 @router.post("/login", include_in_schema=False)
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/")):
     engine = request.app.state.engine
     now = clock(request)
+    with engine.begin() as conn:
+        if username and _locked_out(conn, username[:128], now):
+            record_audit(conn, user=username[:128], action="login_locked", target_type="user",
+                         target_id=username[:128], now=now)
+            locked = True
+        else:
+            locked = False
+    if locked:
+        return TEMPLATES.TemplateResponse(
+            request, "login.html", {"next": _safe_next(next),
+                                    "error": "Too many failed logins for this user; try again later."},
+            status_code=429)
     with engine.begin() as conn:
         user = usermod.authenticate(conn, username[:128], password[:1024]) if username and password else None
         if user is None:
