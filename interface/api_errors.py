@@ -15,7 +15,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from sqlalchemy import select
 
 from . import queue
-from .auth import UtcDateTime, ERRORS, MAX_ID, clock, mask, require
+from .auth import UtcDateTime, ERRORS, MAX_ID, audit_now, clock, mask, require
 from .api_messages import ERROR_RESPONSES
 from .schema import messages, work_attempts, work_items
 from .users import User
@@ -102,9 +102,10 @@ def _query(channel=None, reason=None, statuses=("error", "held"), destination=No
     return q
 
 
-def _item(row) -> dict:
+def _item(row, reveal: bool = False) -> dict:
     d = {k: row._mapping[k] for k in ErrorItem.model_fields}
-    d["key"] = mask(d["key"])
+    if not reveal:
+        d["key"] = mask(d["key"])
     return d
 
 
@@ -115,14 +116,24 @@ def list_errors(request: Request, _user=Depends(require(*ERRORS)),
                 status: str = Query("error,held", max_length=100, description="comma-separated"),
                 destination: str | None = Query(None, max_length=64),
                 before_id: int | None = Query(None, ge=1, le=MAX_ID),
-                limit: int = Query(100, ge=1, le=1000)) -> ErrorPage:
-    """Error queue items, newest first (by default status error and held)."""
+                limit: int = Query(100, ge=1, le=1000),
+                reveal: bool = False,
+                why: str | None = Query(None, max_length=500, description="why patient keys are revealed")
+                ) -> ErrorPage:
+    """Error queue items, newest first (by default status error and held). Patient keys are
+    masked unless ``reveal=true`` with ``why`` (audited)."""
+    if reveal and not (why or "").strip():
+        raise HTTPException(status_code=400, detail="reveal=true needs a reason (why=...)")
     q = _query(channel, reason, _statuses(status), destination, before_id).limit(limit + 1)
     with request.app.state.engine.connect() as conn:
         rows = conn.execute(q).all()
     more = len(rows) > limit
     rows = rows[:limit]
-    return ErrorPage(items=[ErrorItem(**_item(r)) for r in rows], next_before_id=rows[-1].id if more else None)
+    if reveal:
+        audit_now(request, action="reveal", target_type="work_items", reason=why.strip(),
+                  detail={"ids": [r.id for r in rows]})
+    return ErrorPage(items=[ErrorItem(**_item(r, reveal)) for r in rows],
+                     next_before_id=rows[-1].id if more else None)
 
 
 @router.get("/api/errors/{item_id}", response_model=ErrorDetail, responses=ERROR_RESPONSES)

@@ -284,6 +284,11 @@ def test_errors_list_masks_keys_and_filters(client, engine, channels, clock, tok
     assert client.get("/api/errors?status=bogus", headers=hdr).status_code == 400
     d = client.get(f"/api/errors/{e1}", headers=hdr).json()
     assert d["history"][0]["outcome"] == "error"
+    assert client.get("/api/errors?reveal=true", headers=hdr).status_code == 400
+    shown = client.get("/api/errors?reveal=true&why=chart%20fix", headers=hdr).json()["items"]
+    assert shown[1]["key"] == "mrn:10000001"
+    (row,) = audit_rows(engine, action="reveal", target_type="work_items")
+    assert row["reason"] == "chart fix" and row["user"] == "clerk1"
 
 
 def test_retry_discard_resubmit_record_the_user(client, engine, channels, clock, tokens):
