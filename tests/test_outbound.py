@@ -362,7 +362,7 @@ def test_a_hung_peer_delays_only_its_own_lane(engine):
 
     with FlakyPeer(lambda n, ctl: "drop") as hung, FlakyPeer() as good:
         ch = channel([{"name": "slow", "type": "mllp", "host": "127.0.0.1", "port": hung.port,
-                       "timeout_seconds": 3},
+                       "timeout_seconds": 6},
                       {"name": "fast", "type": "mllp", "host": "127.0.0.1", "port": good.port,
                        "timeout_seconds": 3}], mapping=None)
         rig = Rig(engine, ch)
@@ -375,7 +375,7 @@ def test_a_hung_peer_delays_only_its_own_lane(engine):
         for w in workers:
             w.start(idle_wait=0.05)
         try:
-            deadline = started + 2.5  # less than the hung peer's ACK timeout
+            deadline = started + 5  # less than the hung peer's ACK timeout
             while len(good.acked) < 3 and time.monotonic() < deadline:
                 time.sleep(0.02)  # polling real sockets and threads, with a deadline
             fast_done = time.monotonic() - started
