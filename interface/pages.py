@@ -132,7 +132,16 @@ def _render(request: Request, name: str, ctx: dict, status_code: int = 200) -> H
     base.update(ctx)
     resp = TEMPLATES.TemplateResponse(request, name, base, status_code=status_code)
     resp.headers["Cache-Control"] = "no-store"  # pages hold patient data: never cached
+    resp.headers["Content-Security-Policy"] = PAGE_CSP
+    resp.headers["X-Content-Type-Options"] = "nosniff"
+    resp.headers["Referrer-Policy"] = "same-origin"  # URLs carry MRNs
     return resp
+
+
+# Only our own scripts and styles: message text shown on a page can never run as script.
+PAGE_CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+            "object-src 'self'; frame-src 'self'; frame-ancestors 'self'; base-uri 'none'; "
+            "form-action 'self'")
 
 
 def _nav(user: User | None) -> list[tuple[str, str]]:
@@ -195,13 +204,20 @@ def html_errors(fn):
 mask = auth.mask
 
 
+@router.get("/favicon.ico")
+def favicon():
+    """Browsers ask for it on every origin; the pages link /static/favicon.svg."""
+    return RedirectResponse("/static/favicon.svg", status_code=301)
+
+
 @router.get("/static/{name}")
 def static(name: str):
     """The console's CSS and vendored scripts (a fixed directory, no sub-paths)."""
     path = STATIC / name
     if "/" in name or "\\" in name or name.startswith(".") or not path.is_file():
         raise HTTPException(status_code=404)
-    media = {"css": "text/css", "js": "text/javascript"}.get(path.suffix.lstrip("."), "text/plain")
+    media = {"css": "text/css", "js": "text/javascript", "svg": "image/svg+xml"}.get(path.suffix.lstrip("."),
+                                                                                "text/plain")
     return FileResponse(path, media_type=media, headers={"Cache-Control": "max-age=3600"})
 
 
@@ -639,7 +655,7 @@ def _message_history(conn, msg) -> dict:
                                                    audit.c.target_id.in_([str(i) for i in item_ids]))
                                .order_by(audit.c.id)).all()
     msg_actions = conn.execute(select(audit).where(audit.c.target_type == "message",
-                                                   audit.c.target_id == str(msg.id))
+                                                   audit.c.target_id == str(msg.id), audit.c.action != "view")
                                .order_by(audit.c.id.desc()).limit(50)).all()
     changes = []
     try:
@@ -692,8 +708,10 @@ def _message_page(request: Request, message_id: int, tab: str, reveal: bool, sta
 @router.get("/messages/{message_id}", response_class=HTMLResponse)
 @html_errors
 def message_view(request: Request, message_id: int, tab: str = "parsed", user: User = Depends(MESSAGES)):
-    """A message, identifiers masked (reveal with a reason: POST .../reveal)."""
-    return _message_page(request, message_id, tab, reveal=False)
+    """A message, identifiers masked (reveal with a reason: POST .../reveal); the view is audited."""
+    response = _message_page(request, message_id, tab, reveal=False)
+    auth.audit_now(request, action="view", target_type="message", target_id=message_id)
+    return response
 
 
 @router.post("/messages/{message_id}/reveal", response_class=HTMLResponse)
@@ -795,7 +813,12 @@ def _item_page(request: Request, item_id: int, *, reveal: bool = False, error: s
 @router.get("/errors/{item_id}", response_class=HTMLResponse)
 @html_errors
 def error_item(request: Request, item_id: int, user: User = Depends(ERRORS), done: str | None = None):
-    return _item_page(request, item_id, notice=NOTICES.get(done or ""))
+    response = _item_page(request, item_id, notice=NOTICES.get(done or ""))
+    with _engine(request).connect() as conn:
+        message_id = conn.execute(select(work_items.c.message_id).where(work_items.c.id == item_id)).scalar()
+    auth.audit_now(request, action="view", target_type="message", target_id=message_id,
+                   detail={"work_item": item_id})
+    return response
 
 
 @router.post("/errors/{item_id}/reveal", response_class=HTMLResponse)

@@ -99,6 +99,7 @@ def test_clerk_works_the_error_queue_and_the_auditor_sees_it(live, browser):
     page = ctx.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
 
     # 0. log in; the dashboard (kept open in a second tab) marks the channel with an error item
     log_in(page, base, "carl", "/")
