@@ -351,6 +351,13 @@ class OutboundWorker:
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
         self.wake.set()
+        for s in list(self.senders.values()):  # unblock a send waiting on a silent peer
+            sock = getattr(s, "sock", None)
+            if sock is not None:
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
         if self._thread is not None:
             self._thread.join(timeout)
 
