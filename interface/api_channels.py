@@ -1,4 +1,5 @@
-"""``GET /api/health`` and ``GET /api/channels``: what each channel is doing, and its queue.
+"""``GET /api/health``, ``GET /api/channels`` (what each channel is doing, and its queue) and
+``GET /api/events`` (wire events that are not messages).
 
 Live figures (listening, connections, counters since start) come from the running process's
 ``Runtime`` (``app.state.runtime``; None when the console runs as its own process, ``interface
@@ -21,14 +22,14 @@ import threading
 import time
 from datetime import datetime, timezone
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from sqlalchemy import case, func, select, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from .auth import ANY, ERROR_RESPONSES, clock, require
-from .schema import work_items
+from .auth import ANY, ERROR_RESPONSES, MAX_ID, UtcDateTime, clock, require
+from .schema import events, work_items
 
 router = APIRouter(tags=["channels"])
 
@@ -201,3 +202,39 @@ def channels(request: Request, _user=Depends(require(*ANY))) -> ChannelList:
             counters=Counters(**runtime_counters(state["counters"])) if state else None,
             queue=total, destinations=[Destination(name=d, **s) for d, s in dests]))
     return ChannelList(channels=out, runtime=runtime is not None)
+
+
+class Event(BaseModel):
+    id: int
+    at: UtcDateTime
+    channel: str | None
+    kind: str
+    peer: str | None
+    detail: str | None
+
+
+class EventPage(BaseModel):
+    events: list[Event]
+    next_before_id: int | None
+
+
+@router.get("/api/events", response_model=EventPage, responses=ERROR_RESPONSES)
+def list_events(request: Request, _user=Depends(require(*ANY)),
+                channel: str | None = Query(None, max_length=64),
+                kind: str | None = Query(None, max_length=32),
+                before_id: int | None = Query(None, ge=1, le=MAX_ID),
+                limit: int = Query(100, ge=1, le=1000)) -> EventPage:
+    """Wire events that are not messages (refused peer, oversized frame, idle timeout...),
+    newest first."""
+    q = select(events).order_by(events.c.id.desc()).limit(limit + 1)
+    if channel:
+        q = q.where(events.c.channel == channel)
+    if kind:
+        q = q.where(events.c.kind == kind)
+    if before_id is not None:
+        q = q.where(events.c.id < before_id)
+    with request.app.state.engine.connect() as conn:
+        rows = conn.execute(q).all()
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return EventPage(events=[Event(**r._mapping) for r in rows], next_before_id=rows[-1].id if more else None)

@@ -415,3 +415,18 @@ def test_mask_shows_at_most_half_and_four(value, masked):
     from interface.auth import mask
 
     assert mask(value) == masked
+
+
+def test_events_listed_newest_first(client, engine, tokens):
+    """GET /api/events lists wire events, filtered by channel and kind, newest first."""
+    from interface import journal
+
+    with engine.begin() as conn:
+        journal.record_event(conn, at=NOW, kind="refused_peer", channel="adt", peer="10.0.0.9:1234")
+        journal.record_event(conn, at=NOW, kind="frame_too_large", channel="mdm", peer="10.0.0.8:99")
+    r = client.get("/api/events", headers=h(tokens["auditor"]))
+    assert [e["kind"] for e in r.json()["events"]] == ["frame_too_large", "refused_peer"]
+    r = client.get("/api/events?channel=adt", headers=h(tokens["analyst"]))
+    assert [e["peer"] for e in r.json()["events"]] == ["10.0.0.9:1234"]
+    assert client.get("/api/events?kind=none", headers=h(tokens["clerk"])).json()["events"] == []
+    assert client.get("/api/events").status_code == 401
