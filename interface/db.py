@@ -40,6 +40,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         def _sqlite_pragmas(dbapi_conn, _record):
             dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
             cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA auto_vacuum=INCREMENTAL")  # effective in a new file (retention.reclaim)
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")

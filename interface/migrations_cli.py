@@ -32,6 +32,7 @@ from sqlalchemy.engine import Connection, Engine
 from .errors import ConfigError
 
 log = logging.getLogger("interface.migrations")
+logging.getLogger("alembic").setLevel(logging.WARNING)  # its INFO chatter at every start; we log what matters
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 # pg_advisory_xact_lock key for schema changes (any constant; 'ifschema' in ASCII).
