@@ -190,6 +190,8 @@ def cmd_errors(args) -> int:
             q = q.where(work_items.c.channel == args.channel)
         if args.reason:
             q = q.where(work_items.c.reason == args.reason)
+        if args.destination:
+            q = q.where(work_items.c.destination == args.destination)
         with eng.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q.limit(args.limit))]
         if args.json:
@@ -407,7 +409,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--all", action="store_true", help="retry/discard every item matching --filter")
     e.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="with --all: channel=, reason=, destination=, status= (repeatable)")
-    e.add_argument("--destination", help="reprocess: the destination to send the message to")
+    e.add_argument("--destination", help="list: only this destination; reprocess: the destination to send to")
     e.add_argument("--channels", default="channels", help="reprocess: the channels directory")
     e.add_argument("--reason")
     e.add_argument("--file", help="edited message for resubmit")

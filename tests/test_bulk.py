@@ -157,3 +157,11 @@ def test_cli_bulk_and_reprocess(engine, db_url, capsys, tmp_path):
     with engine.connect() as conn:
         users = set(conn.scalars(select(audit.c.user)))
     assert users == {"clerk1"}
+
+
+def test_cli_list_filters_by_destination(engine, db_url, capsys):
+    """interface errors list --destination lab --json lists only that destination's items."""
+    rig = _rig_with_errors(engine)
+    assert _cli(db_url, "list", "--destination", "lab", "--json") == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [r["id"] for r in rows] == _ids(rig, "lab") and {r["destination"] for r in rows} == {"lab"}
