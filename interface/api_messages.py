@@ -29,6 +29,7 @@ from .schema import audit, messages, work_attempts, work_items
 
 router = APIRouter(tags=["messages"])
 
+MAX_DESCRIBE_CHARS = 2_000_000  # bigger messages (embedded documents) are shown raw only
 STATUSES = ("accepted", "processed", "error", "rejected", "quarantined", "discarded", "resubmitted")
 
 
@@ -271,10 +272,13 @@ def get_message(request: Request, message_id: int = Path(ge=1, le=MAX_ID),
     audit_now(request, action="view", target_type="message", target_id=message_id)
     text = _text(row.raw)
     segments, perr = None, None
-    try:
-        segments = describe(text, row.version)
-    except ParseError as exc:
-        perr = str(exc)
+    if len(text) > MAX_DESCRIBE_CHARS:
+        perr = f"message of {len(text)} characters: too large to show field by field; see raw"
+    else:
+        try:
+            segments = describe(text, row.version)
+        except ParseError as exc:
+            perr = str(exc)
     by_item: dict[int, list] = {}
     for a in attempts:
         by_item.setdefault(a.item_id, []).append(Attempt(at=a.at, outcome=a.outcome, error=a.error))

@@ -184,3 +184,34 @@ def test_login_locked_after_repeated_failures(client, engine, clock):
     assert login(client, "bob", "whatever password").status_code == 401  # other names unaffected
     clock.now = NOW + timedelta(minutes=16)
     assert login(client, "ann").status_code == 303
+
+
+def test_interface_web_serves_the_console_as_its_own_process(db_url, engine, tmp_path):
+    """`interface web --db URL --port P` serves the API against the same database."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    token = make_user(engine, "ops", "analyst")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "interface.cli", "web", "--db", db_url, "--port", str(port),
+                             "--channels", str(tmp_path / "none")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/api/channels", headers=h(token), timeout=2)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "interface web did not start"
+                time.sleep(0.1)  # polling a real subprocess, bounded by the deadline
+        assert r.status_code == 200 and r.json() == {"channels": [], "runtime": False}
+    finally:
+        proc.terminate()
+        proc.wait(10)
