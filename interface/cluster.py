@@ -92,14 +92,17 @@ def read_trace(path: str | os.PathLike) -> list[Span]:
     spans: list[Span] = []
     open_: dict[tuple[int, int, str], Span] = {}
     for line in Path(path).read_text().splitlines():
-        kind, pid, t, item, key = line.split(" ", 4)
-        ident = (int(pid), int(item), key)
+        try:  # a line cut short by SIGKILL is skipped
+            kind, pid, t, item, key = line.split(" ", 4)
+            ident, t = (int(pid), int(item), key), int(t)
+        except ValueError:
+            continue
         if kind == "claim":
-            span = Span(int(pid), key, int(item), int(t), None)
+            span = Span(int(pid), key, int(item), t, None)
             spans.append(span)
             open_[ident] = span
         elif ident in open_:
-            open_.pop(ident).end = int(t)
+            open_.pop(ident).end = t
     return spans
 
 

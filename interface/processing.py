@@ -145,6 +145,8 @@ class Worker:
     def run_once(self) -> int:
         """Process what is runnable now; returns how many items were attempted."""
         now = self.clock()
+        if self.db.dialect.name == "postgresql":
+            return self._claim_and_apply(now)
         with self.db.connect() as conn:
             candidates = queue.runnable(conn, now, self.batch, outbound=False)  # outbound: OutboundWorker
             if not candidates:
@@ -155,6 +157,26 @@ class Worker:
         prepared = {c.id: self.pipeline.prepare(c.channel, c.destination, raws[c.message_id])
                     for c in candidates}
         return self._apply(prepared, [c.id for c in candidates])
+
+    def _claim_and_apply(self, now: datetime) -> int:
+        """PostgreSQL: claim (FOR UPDATE SKIP LOCKED + key locks), prepare and apply in one
+        transaction, so workers in several processes take different items instead of preparing
+        the same ones (there is no single write lock to keep short, unlike SQLite)."""
+        try:
+            with self.db.begin() as conn:
+                # small claims, so that idle processes find heads of other keys to take
+                items = queue.runnable(conn, now, min(self.batch, 8), lock=True, outbound=False)
+                if not items:
+                    return 0
+                raws = dict(conn.execute(select(messages.c.id, messages.c.raw)
+                                         .where(messages.c.id.in_([i.message_id for i in items]))).all())
+                for item in items:
+                    prep = self.pipeline.prepare(item.channel, item.destination, raws[item.message_id])
+                    self._apply_one(conn, item, prep, now)
+                return len(items)
+        except OperationalError:
+            log.warning("worker transaction failed (database unavailable?); will retry")
+            return 0
 
     def _apply(self, prepared: dict, ids: list[int]) -> int:
         now = self.clock()
