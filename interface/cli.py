@@ -310,7 +310,7 @@ def cmd_test(args) -> int:
         from .dryrun import dry_run
 
         return dry_run(args.channel, args.files, channels_dir=Path(args.channels),
-                       mappings_dir=Path(args.mappings))
+                       mappings_dir=Path(args.mappings), db_url=args.db)
     from .testing import main as test_main
 
     return test_main(args.files)
@@ -388,6 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--channel")
     t.add_argument("--channels", default="channels")
     t.add_argument("--mappings", default="mappings")
+    t.add_argument("--db", help="with --channel: try the messages against this database's charts "
+                                "(rolled back; default: an empty throwaway database)")
     t.set_defaults(func=cmd_test)
 
     s = sub.add_parser("send", help="send messages over MLLP and print each ACK code")

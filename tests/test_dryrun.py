@@ -177,3 +177,18 @@ def test_several_channels_route_by_message_type():
     assert [r["channel"] for r in results] == ["adt", "mdm"]
     assert results[1]["destinations"][0]["outcome"] == "applied"
     assert results[1]["destinations"][0]["changes"][0]["action"] == "created"
+
+
+def test_cli_db_option_uses_the_real_charts(engine, db_url, capsys, monkeypatch):
+    """``interface test --channel adt --db URL FILE``: against the current charts, rolled back."""
+    h = Harness(engine)
+    h.send((ADT / "04-a04-register-rivera.hl7").read_bytes())
+    h.drain()
+    before = counts(engine)
+    monkeypatch.chdir(ROOT)
+    code = cli.main(["test", "--channel", "adt", "--db", db_url, str(ADT / "12-a08-update-rivera.hl7")])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    changes = out[0]["destinations"][0]["changes"]
+    assert not any(c["table"] == "patients" and c["action"] == "create" for c in changes)
+    assert counts(engine) == before
