@@ -189,3 +189,37 @@ def test_unknown_channel_override_and_config_error_exit(tmp_path, shared_db):
     p = subprocess.run([str(BIN), "run", "--var", str(tmp_path), "--db", shared_db[0], "--no-web",
                         "--listen", "adt"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert p.returncode == 1 and "CHANNEL=ENDPOINT" in p.stderr
+
+
+def test_limits_recorded_as_events(shared_db, tmp_path):
+    """Real sockets: a sender outside the allowlist is refused, an oversized frame closes the
+    connection; both are recorded in the events table; the idle limit closes a silent connection."""
+    from interface.schema import events
+
+    chdir = tmp_path / "channels"
+    chdir.mkdir()
+    (chdir / "locked.yaml").write_text("name: locked\nlisten: tcp:0\nallow: [10.0.0.0/8]\n")
+    (chdir / "small.yaml").write_text("name: small\nlisten: tcp:0\nlimits:\n  max_frame_bytes: 1024\n"
+                                      "  idle_timeout_seconds: 1\n")
+    url, db = shared_db
+    with EngineProcess(tmp_path, url, channels=chdir, listen={"locked": "tcp:0:interface=127.0.0.1",
+                                                            "small": "tcp:0:interface=127.0.0.1"}) as p:
+        for port, data in ((p.ports["locked"], frame(sample("01-a28-add-person-chen.hl7"))),
+                           (p.ports["small"], b"\x0b" + b"A" * 4096)):
+            with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
+                try:
+                    s.sendall(data)
+                    assert s.recv(100) == b""  # closed without an answer
+                except (ConnectionResetError, BrokenPipeError):
+                    pass  # aborted by the engine: a reset is as good as a close
+        with socket.create_connection(("127.0.0.1", p.ports["small"]), timeout=20) as s:
+            assert s.recv(100) == b""  # idle for more than a second: closed by the engine
+        deadline = time.monotonic() + 20
+        kinds: set = set()
+        while time.monotonic() < deadline:  # events are written off the reactor thread
+            with db.connect() as conn:
+                kinds = {(r.kind, r.channel) for r in conn.execute(select(events.c.kind, events.c.channel))}
+            if {("refused_peer", "locked"), ("frame_too_large", "small"), ("idle_timeout", "small")} <= kinds:
+                break
+            time.sleep(0.1)
+        assert {("refused_peer", "locked"), ("frame_too_large", "small"), ("idle_timeout", "small")} <= kinds
