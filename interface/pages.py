@@ -34,7 +34,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, quote, urlencode
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -764,8 +764,9 @@ def error_list(request: Request, user: User = Depends(ERRORS), status: str = "er
     notice = None
     if done in NOTICES:
         notice = f"{NOTICES[done]}: {n or 0} item(s)."
-        if failed:
-            notice += f" Not done: {failed[:500]}"
+        bad = [x for x in (failed or "").split(",") if x.isdigit()][:100]
+        if bad:
+            notice += f" Not done (already handled or not in a state that allows it): item {', '.join(bad)}."
     return _render(request, "errors.html", {
         "rows": rows, "groups": groups, "params": params, "statuses": ITEM_STATUSES, "channels": names,
         "older": _qs(params, before=older) if older else None,
@@ -931,11 +932,11 @@ def error_bulk(request: Request, user: User = Depends(ERRORS), action: str = For
     for item_id in dict.fromkeys(ids):  # each selected row once, in the order shown
         err = _act(request, user, item_id, fn)
         if err:
-            failed.append(f"{item_id} ({err})")
+            failed.append(str(item_id))  # ids only: the page never echoes free text from a URL
         else:
             ok += 1
     params = {k: v for k, v in parse_qsl(back) if k in ("status", "reason", "channel")}
-    target = "/errors?" + urlencode({**params, "done": action, "n": ok, **({"failed": "; ".join(failed)} if failed else {})})
+    target = "/errors?" + urlencode({**params, "done": action, "n": ok, **({"failed": ",".join(failed)} if failed else {})})
     return RedirectResponse(target, status_code=303)
 
 
@@ -952,7 +953,7 @@ def patient_search(request: Request, user: User = Depends(CHARTS), family: str |
     family, given, birth_date, mrn = (_clean(family, 100), _clean(given, 100), _clean(birth_date, 10),
                                       _clean(mrn, 128))
     if mrn:
-        return RedirectResponse(f"/patients/{mrn}", status_code=303)
+        return RedirectResponse("/patients/" + quote(mrn, safe=""), status_code=303)
     error = None
     found = None
     if birth_date and not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", birth_date):

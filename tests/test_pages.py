@@ -470,6 +470,11 @@ def test_bulk_acts_on_exactly_the_selected_rows(admin, seeded):
     assert r.status_code == 303 and "done=retry" in r.headers["location"] and "n=2" in r.headers["location"]
     assert item(seeded.db, rid).status == "pending" and item(seeded.db, did).status == "pending"
     assert item(seeded.db, fid).status == "error"
+    # a row that is no longer in error is reported as not done, by id only
+    r = admin.post("/errors/bulk", data={"action": "retry", "ids": [rid], "csrf_token": admin.csrf})
+    assert f"Not done (already handled or not in a state that allows it): item {rid}." in r.text
+    r = admin.get("/errors", params={"done": "retry", "n": 0, "failed": "<b>call 555</b>,7"})
+    assert "call 555" not in r.text and "item 7." in r.text
     r = admin.post("/errors/bulk", data={"action": "discard", "ids": [fid], "reason": "duplicate feed",
                                          "csrf_token": admin.csrf}, follow_redirects=False)
     assert item(seeded.db, fid).status == "discarded"
