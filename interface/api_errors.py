@@ -7,7 +7,6 @@ masked in lists (``mrn:****1234``).
 """
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
@@ -15,7 +14,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validat
 from sqlalchemy import select
 
 from . import queue
-from .auth import UtcDateTime, ERRORS, MAX_ID, audit_now, clock, mask, require
+from .auth import ERRORS, MAX_ID, UtcDateTime, audit_now, clock, mask, require
 from .api_messages import ERROR_RESPONSES
 from .schema import messages, work_attempts, work_items
 from .users import User

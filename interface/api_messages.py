@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import or_, select
 
-from .auth import ERROR_RESPONSES, UtcDateTime, MESSAGES, audit_now, mask, require, utc_param, MAX_ID
+from .auth import ERROR_RESPONSES, MAX_ID, MESSAGES, UtcDateTime, audit_now, mask, require, utc_param
 from .errors import ParseError
 from .message import decode, parse
 from .schema import audit, messages, work_attempts, work_items

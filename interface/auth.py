@@ -34,14 +34,13 @@ import json
 import logging
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
-from typing import Annotated
-
 from pydantic import AfterValidator, BaseModel
 from sqlalchemy import func, insert, select
 from starlette.concurrency import run_in_threadpool

@@ -242,10 +242,8 @@ def end_session(conn: Connection, sid: str) -> None:
 
 # -- command line -------------------------------------------------------------------------------------
 
-def _read_password(args, out) -> str:
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\r\n")
-    return ""
+def _read_password() -> str:
+    return sys.stdin.readline().rstrip("\r\n")
 
 
 def cli_main(argv: list[str], engine: Engine) -> int:
@@ -280,7 +278,7 @@ def cli_main(argv: list[str], engine: Engine) -> int:
             return 0
         if args.action == "add":
             generated = not args.password_stdin
-            password = secrets.token_urlsafe(15) if generated else _read_password(args, sys.stdout)
+            password = secrets.token_urlsafe(15) if generated else _read_password()
             with engine.begin() as conn:
                 add_user(conn, args.name, args.role, password)
             if generated:
@@ -290,7 +288,7 @@ def cli_main(argv: list[str], engine: Engine) -> int:
             return 0
         if args.action == "passwd":
             if args.password_stdin:
-                password = _read_password(args, sys.stdout)
+                password = _read_password()
             else:
                 password = getpass.getpass("new password: ")
                 if getpass.getpass("again: ") != password:
