@@ -157,3 +157,17 @@ def test_ssl_endpoint_without_keys_is_a_config_error():
 
     with pytest.raises(ValidationError, match="tls: block"):
         Channel.model_validate({"name": "x", "listen": "ssl:2575"})
+
+
+def test_interface_send_over_tls(tls_engine, pki, capsys):
+    """`interface send --ca --cert --key`: CA over mutual TLS (exit 0); no client cert: exit 1."""
+    from interface import cli
+    from tests.test_loopback import ADT
+
+    port = str(tls_engine.ports["adt"])
+    f = ADT / "05-a06-outpatient-to-inpatient-rivera.hl7"
+    code = cli.main(["send", "--timeout", "20", "--port", port, "--ca", pki["ca"], "--cert", pki["client_cert"],
+                     "--key", pki["client_key"], str(f)])
+    assert code == 0 and capsys.readouterr().out.strip().endswith("CA")
+    code = cli.main(["send", "--timeout", "20", "--port", port, "--ca", pki["ca"], str(f)])
+    assert code == 1 and "\t--" in capsys.readouterr().out
