@@ -17,6 +17,7 @@ duplicate id, different body      quarantined  AR / CR, ERR 205       yes
 unreadable / no MSH               raw          AR, ERR 100            counted
 no MSH-10                         raw          AR, ERR 101 @ MSH-10   counted
 type the channel does not accept  raw          AR, ERR 200 / 201      counted
+fails ``validation: structure``   raw          AE / CE, ERR 100 / 101 counted
 mapping error with on_process     yes + error  AE / CE, ERR @ field   yes
 cannot commit                     no           AE / CE, ERR 207       logged
 ================================  ===========  =====================  ============
@@ -168,7 +169,11 @@ class Engine:
         if self.validator is not None and ch.validation == "structure":
             problems = self.validator(text, header)
             if problems:
-                return self._reject(inb, group, now, header, problems[0], warning, raw, extra=problems[1:])
+                # Content errors (segment sequence, required fields): AE, not AR. AR says "not
+                # acceptable here (type, version, processing id), try elsewhere/later"; AE says the
+                # message itself is wrong, so resending it unchanged will not help.
+                return self._reject(inb, group, now, header, problems[0], warning, raw, extra=problems[1:],
+                                    code="AE")
 
         keys, mrn = self.ordering_keys(ch, header, text)
         row = self._row(inb, now, raw, header, "accepted", warning)
@@ -224,14 +229,15 @@ class Engine:
             row.message_time = header.message_time[:32]
         return row
 
-    def _reject(self, inb, group, now, header, err: HL7Error, warning, raw=None, extra=()) -> _Prepared:
+    def _reject(self, inb, group, now, header, err: HL7Error, warning, raw=None, extra=(),
+                code: str = "AR") -> _Prepared:
         raw = inb.raw if raw is None else raw
         row = self._row(inb, now, raw, header, "rejected", warning)
         row.error_code = err.code
         row.error_text = str(err)[:2000]
         p = _Prepared(row, header, inb.channel, group)
         errors = [acks.AckError(e.code, e.text, e.location) for e in (err, *extra)]
-        self._set_ack(p, "AR", now, errors=errors, text=err.text)
+        self._set_ack(p, code, now, errors=errors, text=err.text)
         return p
 
     def _set_ack(self, p: _Prepared, code: str, now: datetime, *, errors=(), text: str = "") -> None:

@@ -316,7 +316,7 @@ def test_structure_validation_rejects_missing_segment(engine):
     eng = Engine(engine, clock=lambda: NOW, validator=structure_validator)
     raw = adt("V1").replace(b"EVN|A01|20260101120000\r", b"")
     out = eng.receive(channel(validation="structure"), raw)
-    assert out.status == "rejected" and out.ack_code == "AR"
+    assert out.status == "rejected" and out.ack_code == "AE"  # content error: AE, not AR
     e = seg(out.ack, "ERR")
     assert e[2] == "EVN^1" and e[3].startswith("100^")
     assert rows(engine)[0]["raw"] == raw
@@ -326,6 +326,8 @@ def test_structure_validation_required_field_101_and_all_errors(engine):
     eng = Engine(engine, clock=lambda: NOW, validator=structure_validator)
     raw = adt("V2").replace(b"PV1|1|I|WARD1", b"PV1|1||WARD1").replace(b"||DOE^JOHN", b"||")
     out = eng.receive(channel(validation="structure"), raw)
+    assert eng.receive(channel(validation="structure"), adt("V2E", msh15="AL").replace(
+        b"PV1|1|I|WARD1", b"PV1|1||WARD1")).ack_code == "CE"
     errs = [s.split("|") for s in out.ack.decode().split("\r") if s.startswith("ERR")]
     assert [(e[2], e[3][:3]) for e in errs] == [("PID^1^5", "101"), ("PV1^1^2", "101")]
 
