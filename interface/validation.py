@@ -1,8 +1,8 @@
 """Optional structural validation (``validation: structure`` on a channel), against hl7apy's tables.
 
 The engine calls :func:`structure_validator(text, header)` on the receive path after the type check
-and before storing; a non-empty list of :class:`HL7Error` rejects the message (AR/CR, one ERR per
-problem). What is checked, from the HL7 standard's message structures as hl7apy ships them:
+and before storing; a non-empty list of :class:`HL7Error` rejects the message (AE/CE: the content
+is wrong; one ERR per problem; the raw bytes are stored with status ``rejected``). What is checked, from the HL7 standard's message structures as hl7apy ships them:
 
 * segment order, required segments and groups, repetition limits: ERR-3 ``100``
   (segment sequence error), located at the segment;
@@ -105,6 +105,14 @@ def _first_set(ref) -> frozenset[str]:
     return result
 
 
+def _first_required(ref) -> str | None:
+    """The first required segment of a group (where to point ERR-2 when the group is missing)."""
+    for child in ref[1]:
+        if child[2][0] >= 1:
+            return child[0] if child[3] == "SEG" else _first_required(child[1])
+    return None
+
+
 class _Walker:
     def __init__(self, names: list[str], segments: list[str], field_sep: str):
         self.names = names
@@ -168,7 +176,7 @@ class _Walker:
         # standard has [{OBX [{NTE}]}]): a required segment whose id an earlier sibling of the same
         # sequence already allows is treated as optional rather than reported falsely.
         if count < lo and not (typ == "SEG" and name in earlier):
-            where = name if typ == "SEG" else (sorted(_first_set(cref)) or [name])[0]
+            where = name if typ == "SEG" else _first_required(cref) or name
             what = f"segment {name}" if typ == "SEG" else f"group {name}"
             self._problem(HL7Error(f"required {what} missing in {context}",
                                    Location(where, self.seq.get(where, 0) + 1), SEGMENT_SEQUENCE_ERROR,

@@ -381,3 +381,10 @@ def test_every_corpus_message_gets_an_answer(engine):
         else:
             assert b"MSA" in out.ack
     assert count(engine, messages) >= len(files) - 5
+
+
+def test_structure_validation_missing_group_points_at_its_first_required_segment():
+    text = "MSH|^~\\&|LAB|H|IF|H|20260101||ORU^R01^ORU_R01|R1|P|2.5.1\rPID|1||1^^^HOSP^MR||A^B\r"
+    probs = validate_structure(text, header_from_text(text))
+    assert [(p.code, p.location.segment) for p in probs] == [("100", "OBR")]
+    assert "ORU_R01_ORDER_OBSERVATION" in probs[0].text
