@@ -344,7 +344,8 @@ class Engine:
             if i not in batch_groups:
                 out.append(items[0].outcome)
                 continue
-            out.append(_batch_outcome([p.outcome for p in items], now))
+            enc = next((p.header.encoding for p in items if p.header is not None), None)
+            out.append(_batch_outcome([p.outcome for p in items], now, enc))
         return out
 
 
@@ -357,8 +358,9 @@ def _code_of(ack: bytes | None) -> str | None:
     return ack[i + 4:i + 6].decode("ascii", "replace")
 
 
-def _batch_outcome(outcomes: list[Outcome], now: datetime) -> Outcome:
-    """One response for a framed FHS/BHS batch: the ACKs wrapped in BHS/BTS."""
+def _batch_outcome(outcomes: list[Outcome], now: datetime, enc=None) -> Outcome:
+    """One response for a framed FHS/BHS batch: the ACKs wrapped in BHS/BTS, written with the
+    batch's own delimiters (those of its first readable message)."""
     acks_ = [o.ack for o in outcomes if o.ack]
     worst = "accepted"
     for o in outcomes:
@@ -367,7 +369,9 @@ def _batch_outcome(outcomes: list[Outcome], now: datetime) -> Outcome:
     if not acks_:  # every message said MSH-15 NE: nothing to send
         return Outcome(worst, None, None, None, "batch", None, f"{len(outcomes)} messages")
     stamp = acks.hl7_timestamp(now).encode()
-    body = b"BHS|^~\\&|||||" + stamp + b"\r" + b"".join(acks_) + b"BTS|" + str(len(acks_)).encode() + b"\r"
+    fs, msh2 = (enc.field, enc.msh2) if enc is not None else ("|", "^~\\&")
+    bhs = fs.join(["BHS", msh2, "", "", "", "", ""]).encode("ascii", "replace") + stamp
+    body = bhs + b"\r" + b"".join(acks_) + f"BTS{fs}{len(acks_)}".encode("ascii", "replace") + b"\r"
     codes = {o.ack_code for o in outcomes if o.ack_code}
     code = next((c for c in ("AR", "CR", "AE", "CE") if c in codes), next(iter(codes), None))
     return Outcome(worst, body, code, None, "batch", None, f"{len(outcomes)} messages")

@@ -388,3 +388,10 @@ def test_structure_validation_missing_group_points_at_its_first_required_segment
     probs = validate_structure(text, header_from_text(text))
     assert [(p.code, p.location.segment) for p in probs] == [("100", "OBR")]
     assert "ORU_R01_ORDER_OBSERVATION" in probs[0].text
+
+
+def test_batch_answer_uses_batch_delimiters(eng):
+    m = "MSH#!@%*#REG#HOSP#IF#HOSP#2026##ADT!A01#CD1#P#2.5\rEVN#A01#2026\rPID#1##7!!!HOSP!MR\r"
+    out = eng.receive(channel(), ("BHS#!@%*\r" + m + "BTS#1\r").encode())
+    assert out.ack.startswith(b"BHS#!@%*#####2026") and out.ack.endswith(b"BTS#1\r")
+    assert b"\rMSA#AA#CD1\r" in out.ack
