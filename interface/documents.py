@@ -1,7 +1,7 @@
 """The document index: apply MDM document records, and read entries, history and content.
 
 Store functions take a :class:`sqlalchemy.engine.Connection` inside the caller's transaction and
-never commit. What each event does (HL7 v2.5 chapter 9; ``docs/documents.md`` has the full table):
+never commit. What each event does (HL7 v2.5 chapter 9):
 
 ========  ===========================================================================
 T01/T02   original: creates the entry (version 1); for a known number, updates it in place
