@@ -218,9 +218,12 @@ class Supervisor:
         from . import db as dbmod
         from .channels import load_channels
 
+        from .service import load_pipeline
+
         s = self.settings
         channels = [c for c in load_channels(s.channels_dir) if c.enabled
                     and (not s.channel_names or c.name in s.channel_names)]
+        load_pipeline(s, channels)  # mapping errors stop here, not in a restart loop of children
         if s.create_schema:
             engine = dbmod.make_engine(s.url, pool_size=1)
             try:

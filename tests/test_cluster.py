@@ -237,3 +237,15 @@ def test_run_workers_shares_the_port_restarts_and_stops(tmp_path, db_url, engine
             proc.kill()
             proc.wait(10)
         proc.stderr.close()
+
+
+def test_run_workers_refuses_bad_config_before_forking(tmp_path):
+    """A broken channel file stops `interface run --workers 2` at once with file:line, exit 1."""
+    chdir = tmp_path / "channels"
+    chdir.mkdir()
+    (chdir / "bad.yaml").write_text("name: bad\nlisten: tcp:0\naccept: 12\n")
+    proc = subprocess.run([PYTHON, "-m", "interface.cli", "run", "--workers", "2", "--no-web",
+                           "--channels", str(chdir), "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert f"{chdir / 'bad.yaml'}:" in proc.stderr and "started" not in proc.stderr
