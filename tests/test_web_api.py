@@ -430,3 +430,22 @@ def test_events_listed_newest_first(client, engine, tokens):
     assert [e["peer"] for e in r.json()["events"]] == ["10.0.0.9:1234"]
     assert client.get("/api/events?kind=none", headers=h(tokens["clerk"])).json()["events"] == []
     assert client.get("/api/events").status_code == 401
+
+
+def test_database_down_is_503_not_500():
+    """With the database unreachable: /api/health says so (503), the API answers 503 JSON,
+    /metrics still answers with interface_database_up 0."""
+    from interface.db import make_engine
+
+    down = make_engine("postgresql://127.0.0.1:1/nothing?connect_timeout=2")
+    app = create_app(down, channels=[])
+    try:
+        with TestClient(app) as c:
+            r = c.get("/api/health")
+            assert r.status_code == 503 and r.json() == {"status": "error", "database": "unreachable"}
+            r = c.get("/api/messages", headers=h("ie_whatever"))
+            assert r.status_code == 503 and r.json()["detail"] == "database unavailable"
+            m = c.get("/metrics")
+            assert m.status_code == 200 and "interface_database_up 0.0" in m.text
+    finally:
+        down.dispose()
