@@ -589,3 +589,16 @@ def test_field_helpers():
     line, s, e = failing_offsets(text, loc)
     assert line == 4 and text[s:e] == "TX"
     assert failing_offsets(text, parse_location("PV1-3")) is None
+
+
+def test_unreadable_and_rejected_messages_render(admin, seeded):
+    """A rejected frame without MSH, and one with an unsupported type, still show raw, parsed
+    (as far as it goes), ACK and history."""
+    for raw in (b"this is not HL7 at all\r\x00\xff", b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|X1|P|2.5.1\rOBX|1|TX|||<script>x</script>\r"):
+        out = seeded.engine.receive(seeded.channels["adt"], raw)
+        assert out.status == "rejected"
+        for tab in ("parsed", "raw", "ack", "history"):
+            r = admin.get(f"/messages/{out.message_id}?tab={tab}")
+            assert r.status_code == 200, (raw, tab)
+            assert "<script>x" not in r.text
+        assert "AR" in admin.get(f"/messages/{out.message_id}?tab=ack").text
