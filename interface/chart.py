@@ -308,6 +308,16 @@ def _update_by_id(table):
     return stmt
 
 
+def _update_returning(table):
+    """UPDATE table SET <the parameter keys> WHERE id = :b_id RETURNING the whole row."""
+    key = ("update_returning", table.name)
+    stmt = _STMTS.get(key)
+    if stmt is None:
+        stmt = _STMTS[key] = (update(table).where(table.c.id == bindparam("b_id"))
+                              .returning(*table.c))
+    return stmt
+
+
 def _select_by(table, column: str):
     key = ("select", table.name, column)
     stmt = _STMTS.get(key)
@@ -327,6 +337,7 @@ class _Apply:
         self.event = event
         self.changes = changes
         self.pending: list[dict] = []  # chart_history rows not written yet (see flush)
+        self.row_after: Row | None = None  # the row as the last set_fields(always=...) left it
 
     def flush(self) -> None:
         """Write the buffered history rows (one executemany); call before reading history."""
@@ -363,9 +374,11 @@ class _Apply:
             sets[col] = new
             self.record(patient.id, patient.mrn, table.name, row.id, col,
                         "clear" if new is None else "set", old, new)
-        if sets or always:
-            self.conn.execute(_update_by_id(table), {"b_id": row.id, **sets,
-                                                     **(self.stamp() if sets else {}), **(always or {})})
+        params = {"b_id": row.id, **sets, **(self.stamp() if sets else {}), **(always or {})}
+        if always:  # the UPDATE happens anyway: let it return the row (no re-select)
+            self.row_after = self.conn.execute(_update_returning(table), params).one()
+        elif sets:
+            self.conn.execute(_update_by_id(table), params)
         return sets
 
     def release(self, mrn: str) -> None:
@@ -484,7 +497,8 @@ def _upsert_patient(ctx: _Apply, upd: ChartUpdate, mrn: str) -> Row:
     _merge_names(ctx, row, _items(p.other_names))
     if created:
         ctx.release(mrn)
-    return _patient_by_id(ctx.conn, row.id)
+    return ctx.row_after  # the patients row after set_fields' UPDATE ... RETURNING (lists,
+    # identifiers and names live in other tables)
 
 
 def _merge_identifiers(ctx: _Apply, patient: Row, idents: list | None) -> None:
@@ -816,7 +830,7 @@ def _apply_visit(ctx: _Apply, upd: ChartUpdate, patient: Row, action: str) -> Ro
     values.update(step)
     ctx.set_fields(cs.visits, row, values, patient, always={
         "last_event": ctx.event, "recorded_at": _newer(_plain(upd.recorded_at), row.recorded_at)})
-    return ctx.conn.execute(_select_by(cs.visits, "id"), {"b_value": row.id}).one()
+    return ctx.row_after
 
 
 def _cancel_transfer(ctx: _Apply, upd: ChartUpdate, row: Row) -> dict[str, Any]:
