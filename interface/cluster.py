@@ -330,6 +330,10 @@ class Supervisor:
 
 def supervise(settings, processes: int, **kw) -> int:
     """``interface run --workers N``: run N engine processes until SIGTERM or SIGINT."""
+    from .errors import ConfigError
+
+    if processes < 0:
+        raise ConfigError([f"--workers {processes}: expected a number of processes, or 0 for one per CPU core"])
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     sup = Supervisor(settings, processes or (os.cpu_count() or 1), **kw)
 

@@ -249,3 +249,7 @@ def test_run_workers_refuses_bad_config_before_forking(tmp_path):
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert f"{chdir / 'bad.yaml'}:" in proc.stderr and "started" not in proc.stderr
+    proc = subprocess.run([PYTHON, "-m", "interface.cli", "run", "--workers", "-2", "--no-web",
+                           "--channels", str(chdir), "--db", f"sqlite:///{tmp_path / 'x.db'}"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1 and "--workers -2" in proc.stderr
