@@ -15,7 +15,7 @@ from sqlalchemy import func
 from interface.db import make_engine
 
 from .reliability_kit import (EngineProcess, Progress, build_workload, check_history, join_senders,
-                              run_senders, wait_drained)
+                              run_senders, stop_senders, wait_drained)
 
 SOAK = os.environ.get("SOAK") == "1"
 SEED = int(os.environ.get("RELIABILITY_SEED", "20261123"))
@@ -54,9 +54,10 @@ def test_r1_crash_under_load(db_url, checkdb, tmp_path):
     total = len(sent)
     engine = EngineProcess(tmp_path / "r1", db_url)
     progress = Progress()
+    senders = []
     engine.start()
     try:
-        senders = run_senders(engine, scripts, progress)
+        senders += run_senders(engine, scripts, progress)
         marks = sorted(rng.sample(range(total // 10, total * 9 // 10), kills))
         for mark in marks:
             assert progress.wait_for(mark, 180), f"stalled at {progress.count} ACKs:\n{engine.log_tail()}"
@@ -67,6 +68,7 @@ def test_r1_crash_under_load(db_url, checkdb, tmp_path):
         wait_drained(db, 300 if SOAK else 120)
         report = check_history(db, sent)
     finally:
+        stop_senders(senders)
         engine.stop()
     report.figures.update(kills=engine.kills, answered_from_journal=engine.log_count("outcome=duplicate"))
     _figures("R1", report)
@@ -95,8 +97,9 @@ def test_r2_lost_ack_window(db_url, checkdb, tmp_path):
     mdm_victim = next(m for m in script[script.index(adt_victim) + 1:] if m.kind == "mdm")
     engine = EngineProcess(tmp_path / "r2", db_url)
     engine.start(faults=f"kill_after_commit={adt_victim.control_id}")
+    senders = []
     try:
-        senders = run_senders(engine, [script])
+        senders += run_senders(engine, [script])
         for victim, nxt in ((adt_victim, f"kill_after_commit={mdm_victim.control_id}"), (mdm_victim, None)):
             assert engine.wait_exit(120) == -9, engine.log_tail()
             db = checkdb()
@@ -116,6 +119,7 @@ def test_r2_lost_ack_window(db_url, checkdb, tmp_path):
             victim.transmissions += 1
         report = check_history(db, script)
     finally:
+        stop_senders(senders)
         engine.stop()
     _figures("R2", report)
     assert report.violations == [], str(report)
@@ -367,8 +371,9 @@ def test_r5_database_outage(db_url, checkdb, tmp_path):
     def refused() -> int:
         return sum(a.count(b"MSA|AE|") for m in sent for a in list(m.acks)) + sum(m.lost for m in sent)
 
+    senders = []
     try:
-        senders = run_senders(engine, scripts, progress)
+        senders += run_senders(engine, scripts, progress)
         outages, wanted = (3, 200) if SOAK else (1, 30)
         during = 0
         for k in range(1, outages + 1):
@@ -390,6 +395,7 @@ def test_r5_database_outage(db_url, checkdb, tmp_path):
         survived = engine.alive and engine.starts == 1  # recovered by itself, no restart
     finally:
         outage.end()
+        stop_senders(senders)
         engine.stop()
     ae = [a for m in sent for a in m.acks if b"MSA|AE|" in a]
     report.figures.update(outages=outages, refused_during_outage=refused(), ae_answers=len(ae),
