@@ -165,3 +165,19 @@ def test_concurrent_starts_create_the_schema_once(empty_url):
     finally:
         for e in engines:
             e.dispose()
+
+
+def test_database_made_before_migrations_is_adopted(empty_url):
+    """A database whose tables were made by create_all before migrations existed (no revision
+    table) is stamped at the newest revision, missing tables added, and used as is."""
+    eng = make_engine(empty_url)
+    try:
+        load_all_tables()
+        metadata.create_all(eng, tables=[t for t in metadata.sorted_tables if t.name != "events"])
+        assert create_schema(eng) == "created"
+        with eng.connect() as conn:
+            assert mig.current_revision(conn) == mig.head_revision()
+        assert inspect(eng).has_table("events")
+        assert _differences(eng) == []
+    finally:
+        eng.dispose()
