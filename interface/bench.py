@@ -35,7 +35,6 @@ import os
 import random
 import shutil
 import signal
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -525,6 +524,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="interface-bench-"))
         self.results: dict = {"scenarios": {}, "conditions": {}}
         self.pg_admin = None
+        self.pg_name: str | None = None
         self.db_url = None
         self.engine: Proc | None = None
         self.probe: Probe | None = None
@@ -704,12 +704,12 @@ class Bench:
             "engine_processes": a.engine_workers,
             "engine_root": a.engine_root or str(ROOT),
         }
-        self.db_url = self.database()
-        (self.tmp / "var").mkdir(exist_ok=True)
-        self.engine = self.start_engine()
-        self.probe = Probe(self.db_url)
         baselines = {}
         try:
+            self.db_url = self.database()
+            (self.tmp / "var").mkdir(exist_ok=True)
+            self.engine = self.start_engine()
+            self.probe = Probe(self.db_url)
             if {"receive", "adt"} & scen:
                 for kind in ("python-hl7", "socket"):
                     baselines[kind] = self.start_baseline(kind)
@@ -753,17 +753,20 @@ class Bench:
                                     "engine": self.cross_check(c, n, self.engine.info["ports"]["adt"], "engine"),
                                     "python-hl7": self.cross_check(c, n, baselines["python-hl7"].info["port"], "hl7")}
         finally:
-            R["engine_peak_rss_mb"] = round(peak_rss_mb(self.engine.pid), 1)
-            self.engine.stop()
+            if self.engine is not None:
+                R["engine_peak_rss_mb"] = round(peak_rss_mb(self.engine.pid), 1)
+                self.engine.stop()
             for p in baselines.values():
                 p.stop()
             R["conditions"]["load_avg_end"] = os.getloadavg()
-            self.probe.close()
+            if self.probe is not None:
+                self.probe.close()
             if self.pg_admin is not None:
                 from sqlalchemy import text
 
-                with self.pg_admin.connect() as c:
-                    c.execute(text(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)'))
+                if self.pg_name:
+                    with self.pg_admin.connect() as c:
+                        c.execute(text(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)'))
                 self.pg_admin.dispose()
             if not a.keep:
                 shutil.rmtree(self.tmp, ignore_errors=True)
