@@ -35,7 +35,9 @@ from .conftest import ROOT
 PROCESSES = 3
 SENDERS = 4
 PATIENTS_PER_SENDER = 6
-MAX_ROUNDS = 30  # messages per patient at most: bounds the backlog the queue must drain
+MAX_ROUNDS = 500  # messages per patient at most (MSH-7 below counts up to 599)
+BACKLOG = 200  # senders pause while more work items than this are queued, so the load lasts
+# through every kill while the queue left to drain at the end stays small
 KILLS = 6  # aimed for; at least 3 even on a very loaded machine
 KILL_EVERY = (1.0, 2.5)  # seconds between kills, at random; a killed process restarts meanwhile
 DEADLINE = 150  # seconds for the whole run, a hard stop
@@ -112,6 +114,8 @@ def test_r7_three_processes_one_killed_repeatedly(tmp_path, db_url, engine):
     rejected: list[tuple[str, str]] = []
     lock = threading.Lock()
     chaos_done = threading.Event()
+    room = threading.Event()  # set while the queue is short enough to send more
+    room.set()
     try:
         for n in nodes:
             n.start()
@@ -120,6 +124,7 @@ def test_r7_three_processes_one_killed_repeatedly(tmp_path, db_url, engine):
             patients = [f"R7P{t:02d}{k:02d}" for k in range(PATIENTS_PER_SENDER)]
             client, tries, seq = None, t, 0
             while seq < MAX_ROUNDS and not chaos_done.is_set() and time.monotonic() < hard_stop:
+                room.wait(5)
                 for mrn in patients:
                     msg, ctl = _message(mrn, seq), f"R7-{mrn}-{seq}"
                     while time.monotonic() < hard_stop:  # resend until acknowledged
@@ -145,7 +150,18 @@ def test_r7_three_processes_one_killed_repeatedly(tmp_path, db_url, engine):
             if client is not None:
                 client.close()
 
+        def monitor() -> None:
+            while not chaos_done.is_set():
+                with engine.connect() as conn:
+                    queued = conn.execute(select(func.count()).select_from(work_items)
+                                          .where(work_items.c.status == "pending")).scalar()
+                    conn.rollback()
+                room.set() if queued < BACKLOG else room.clear()
+                chaos_done.wait(0.2)
+            room.set()
+
         threads = [threading.Thread(target=sender, args=(t,), daemon=True) for t in range(SENDERS)]
+        threads.append(threading.Thread(target=monitor, daemon=True))
         for th in threads:
             th.start()
 
