@@ -38,7 +38,7 @@ PATIENTS_PER_SENDER = 6
 MAX_ROUNDS = 500  # messages per patient at most (MSH-7 below counts up to 599)
 BACKLOG = 200  # senders pause while more work items than this are queued, so the load lasts
 # through every kill while the queue left to drain at the end stays small
-KILLS = 6  # aimed for; at least 3 even on a very loaded machine
+KILLS = 10  # aimed for; at least 3 even on a very loaded machine
 KILL_EVERY = (1.0, 2.5)  # seconds between kills, at random; a killed process restarts meanwhile
 DEADLINE = 150  # seconds for the whole run, a hard stop
 
