@@ -299,6 +299,15 @@ def _insert(table):
     return stmt
 
 
+def _insert_returning(table):
+    """INSERT one row RETURNING the whole row (as a SELECT of it would read it back)."""
+    key = ("insert_returning", table.name)
+    stmt = _STMTS.get(key)
+    if stmt is None:
+        stmt = _STMTS[key] = insert(table).returning(*table.c)
+    return stmt
+
+
 def _update_by_id(table):
     """UPDATE table SET <the parameter keys> WHERE id = :b_id."""
     key = ("update", table.name)
@@ -461,10 +470,10 @@ def _resolve_row(conn: Connection, mrn: str) -> Row | None:
 
 
 def _create_patient(ctx: _Apply, mrn: str, merged_into: str | None = None) -> Row:
-    pid = ctx.conn.execute(_insert(cs.patients), dict(
+    row = ctx.conn.execute(_insert_returning(cs.patients), dict(
         mrn=mrn, merged_into=merged_into, merged_at=ctx.now if merged_into else None,
-        created_at=ctx.now, last_event=ctx.event, **ctx.stamp())).inserted_primary_key[0]
-    row = _patient_by_id(ctx.conn, pid)
+        created_at=ctx.now, last_event=ctx.event, **ctx.stamp())).one()
+    pid = row.id
     if merged_into:
         survivor = _patient_by_mrn(ctx.conn, merged_into)
         ctx.record(survivor.id if survivor else pid, mrn, "patients", pid, "merged_into",
@@ -767,11 +776,11 @@ def _prior_before(conn: Connection, visit_id: int, prior: str | None) -> str | N
 
 def _create_visit(ctx: _Apply, patient: Row, number: str | None, status: str) -> Row:
     t = cs.visits
-    vid = ctx.conn.execute(_insert(t), dict(
+    row = ctx.conn.execute(_insert_returning(t), dict(
         patient_id=patient.id, visit_number=number, status=status, created_at=ctx.now,
-        last_event=ctx.event, **ctx.stamp())).inserted_primary_key[0]
-    ctx.record(patient.id, patient.mrn, t.name, vid, "status", "create", None, status)
-    return ctx.conn.execute(_select_by(t, "id"), {"b_value": vid}).one()
+        last_event=ctx.event, **ctx.stamp())).one()
+    ctx.record(patient.id, patient.mrn, t.name, row.id, "status", "create", None, status)
+    return row
 
 
 def _renumber(ctx: _Apply, patient: Row, row: Row, number: str) -> Row:
