@@ -347,6 +347,9 @@ class _Apply:
         self.changes = changes
         self.pending: list[dict] = []  # chart_history rows not written yet (see flush)
         self.row_after: Row | None = None  # the row as the last set_fields(always=...) left it
+        # (table, id) of patients and visits created by this update: they own no list rows yet,
+        # so their lists need no read-back and no delete (cleared when a merge moves rows)
+        self.created: set[tuple[str, int]] = set()
 
     def flush(self) -> None:
         """Write the buffered history rows (one executemany); call before reading history."""
@@ -474,6 +477,7 @@ def _create_patient(ctx: _Apply, mrn: str, merged_into: str | None = None) -> Ro
         mrn=mrn, merged_into=merged_into, merged_at=ctx.now if merged_into else None,
         created_at=ctx.now, last_event=ctx.event, **ctx.stamp())).one()
     pid = row.id
+    ctx.created.add(("patients", pid))
     if merged_into:
         survivor = _patient_by_mrn(ctx.conn, merged_into)
         ctx.record(survivor.id if survivor else pid, mrn, "patients", pid, "merged_into",
@@ -591,16 +595,19 @@ def _replace_list(ctx: _Apply, patient: Row, table, field: str, rows: list[dict]
                   where=None, extra: dict | None = None, params: dict | None = None) -> None:
     """Replace the patient's list (within ``where``) when it differs; history keeps the old one."""
     rows = [r for r in rows if not _blank(r)]
-    old = _list_rows(ctx.conn, table, patient.id, where, params)
+    owner = ("patients", patient.id) if where is None or params is None else ("visits", params["b_visit"])
+    fresh = owner in ctx.created  # created in this update: nothing to read back or delete
+    old = [] if fresh else _list_rows(ctx.conn, table, patient.id, where, params)
     if old == rows:
         return
-    if where is None:
-        q = _STMTS.get(("delete", table.name))
-        if q is None:
-            q = _STMTS[("delete", table.name)] = _delete_rows(table)
-    else:
-        q = _delete_rows(table, where)
-    ctx.conn.execute(q, {"b_pid": patient.id, **(params or {})})
+    if not fresh:
+        if where is None:
+            q = _STMTS.get(("delete", table.name))
+            if q is None:
+                q = _STMTS[("delete", table.name)] = _delete_rows(table)
+        else:
+            q = _delete_rows(table, where)
+        ctx.conn.execute(q, {"b_pid": patient.id, **(params or {})})
     if rows:
         ctx.conn.execute(_insert(table), [dict(patient_id=patient.id, seq=seq, **row, **(extra or {}),
                                                **ctx.stamp()) for seq, row in enumerate(rows, 1)])
@@ -780,6 +787,7 @@ def _create_visit(ctx: _Apply, patient: Row, number: str | None, status: str) ->
         patient_id=patient.id, visit_number=number, status=status, created_at=ctx.now,
         last_event=ctx.event, **ctx.stamp())).one()
     ctx.record(patient.id, patient.mrn, t.name, row.id, "status", "create", None, status)
+    ctx.created.add(("visits", row.id))
     return row
 
 
@@ -942,6 +950,7 @@ def _absorb(ctx: _Apply, prior: Row, survivor: Row) -> None:
     message's demographics describe the survivor.
     """
     conn = ctx.conn
+    ctx.created.clear()  # rows move to the survivor: "created here, owns nothing" no longer holds
     ti = cs.patient_identifiers
     have = {(r.authority, r.type, r.value) for r in conn.execute(
         select(ti).where(ti.c.patient_id == survivor.id))}
