@@ -39,7 +39,8 @@ def cmd_run(args) -> int:
                             web_host=web[0], web_port=None if args.no_web else int(web[1]),
                             workers=args.workers,
                             port_overrides=_listen_overrides(args.listen),
-                            ready_file=Path(args.ready_file) if args.ready_file else None)
+                            ready_file=Path(args.ready_file) if args.ready_file else None,
+                            pid_file=Path(args.var) / "interface.pid")
         if args.workers != 1:  # N engine processes sharing the listeners (0: one per core)
             from .cluster import supervise
 
@@ -59,6 +60,12 @@ def _listen_overrides(items: list[str] | None) -> dict[str, str]:
             raise ConfigError([f"--listen {item!r}: expected CHANNEL=ENDPOINT, e.g. adt=tcp:0:interface=127.0.0.1"])
         out[name] = endpoint
     return out
+
+
+def cmd_reload(args) -> int:
+    from .reload import send_reload
+
+    return send_reload(Path(args.var), args.pid, wait=not args.no_wait, timeout=args.timeout)
 
 
 # -- check --------------------------------------------------------------------------------------
@@ -378,6 +385,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--ready-file", metavar="PATH",
                    help='write {"pid", "ports": {channel: port}, "web_port"} as JSON once listening')
     r.set_defaults(func=cmd_run)
+
+    rl = sub.add_parser("reload", help="re-read channels, mappings and rules in the running engine "
+                                       "(SIGHUP; unchanged channels keep their connections)")
+    rl.add_argument("--var", default="var", help="the engine's state directory (its interface.pid)")
+    rl.add_argument("--pid", type=int, help="signal this process instead of the one in VAR/interface.pid")
+    rl.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the outcome")
+    rl.add_argument("--no-wait", action="store_true", help="send the signal and return")
+    rl.set_defaults(func=cmd_reload)
 
     c = sub.add_parser("check", help="validate channels, mappings and rules (file:line: message)")
     c.add_argument("paths", nargs="*")

@@ -341,9 +341,19 @@ def supervise(settings, processes: int, **kw) -> int:
         log.info("signal %d: stopping all workers", signum)
         sup.stop_event.set()
 
+    def on_hup(signum, _frame):  # config reload: every child reloads (interface.reload)
+        log.info("SIGHUP: asking every worker to reload its configuration")
+        for c in sup.children:
+            if c.proc is not None and c.proc.poll() is None:
+                c.proc.send_signal(signal.SIGHUP)
+
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return sup.run()
+    signal.signal(signal.SIGHUP, on_hup)
+    from .reload import pid_file
+
+    with pid_file(getattr(settings, "pid_file", None)):
+        return sup.run()
 
 
 # -- a child --------------------------------------------------------------------------------

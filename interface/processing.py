@@ -154,14 +154,16 @@ class Worker:
             raws = dict(conn.execute(select(messages.c.id, messages.c.raw)
                                      .where(messages.c.id.in_([c.message_id for c in candidates]))).all())
             conn.rollback()
-        prepared = {c.id: self.pipeline.prepare(c.channel, c.destination, raws[c.message_id])
+        pipeline = self.pipeline  # one pipeline per round: a config reload swaps it between rounds
+        prepared = {c.id: pipeline.prepare(c.channel, c.destination, raws[c.message_id])
                     for c in candidates}
-        return self._apply(prepared, [c.id for c in candidates])
+        return self._apply(prepared, [c.id for c in candidates], pipeline)
 
     def _claim_and_apply(self, now: datetime) -> int:
         """PostgreSQL: claim (FOR UPDATE SKIP LOCKED + key locks), prepare and apply in one
         transaction, so workers in several processes take different items instead of preparing
         the same ones (there is no single write lock to keep short, unlike SQLite)."""
+        pipeline = self.pipeline  # one pipeline per round (config reload)
         try:
             with self.db.begin() as conn:
                 # small claims, so that idle processes find heads of other keys to take
@@ -171,21 +173,21 @@ class Worker:
                 raws = dict(conn.execute(select(messages.c.id, messages.c.raw)
                                          .where(messages.c.id.in_([i.message_id for i in items]))).all())
                 for item in items:
-                    prep = self.pipeline.prepare(item.channel, item.destination, raws[item.message_id])
-                    self._apply_one(conn, item, prep, now)
+                    prep = pipeline.prepare(item.channel, item.destination, raws[item.message_id])
+                    self._apply_one(conn, item, prep, now, pipeline)
                 return len(items)
         except OperationalError:
             log.warning("worker transaction failed (database unavailable?); will retry")
             return 0
 
-    def _apply(self, prepared: dict, ids: list[int]) -> int:
+    def _apply(self, prepared: dict, ids: list[int], pipeline: Pipeline | None = None) -> int:
         now = self.clock()
         done = 0
         try:
             with self.db.begin() as conn:
                 items = queue.runnable(conn, now, len(ids), lock=True, ids=ids)
                 for item in items:
-                    self._apply_one(conn, item, prepared[item.id], now)
+                    self._apply_one(conn, item, prepared[item.id], now, pipeline)
                     done += 1
         except OperationalError:
             log.warning("worker transaction failed (database unavailable?); will retry")
@@ -201,37 +203,39 @@ class Worker:
         raws = dict(conn.execute(select(messages.c.id, messages.c.raw)
                                  .where(messages.c.id.in_([i.message_id for i in items]))).all())
         out: dict[int, HL7Error | None] = {}
+        pipeline = self.pipeline
         for item in items:
-            prep = self.pipeline.prepare(item.channel, item.destination, raws[item.message_id])
-            out[item.id] = self._apply_one(conn, item, prep, now)
+            prep = pipeline.prepare(item.channel, item.destination, raws[item.message_id])
+            out[item.id] = self._apply_one(conn, item, prep, now, pipeline)
         return out
 
     process_now = apply_items  # the engine's Processor protocol
 
-    def _apply_one(self, conn, item, prep: Prepared, now: datetime):
+    def _apply_one(self, conn, item, prep: Prepared, now: datetime, pipeline: Pipeline | None = None):
+        pipeline = pipeline or self.pipeline
         attempts = item.attempts + 1
         sp = conn.begin_nested()
         try:
-            self.pipeline.apply(conn, item, prep, now)
+            pipeline.apply(conn, item, prep, now)
         except Hold as exc:
             sp.rollback()
             deadline = item.created_at
             if deadline.tzinfo is None and now.tzinfo is not None:
                 deadline = deadline.replace(tzinfo=now.tzinfo)
-            if now - deadline >= timedelta(seconds=self.pipeline.hold_seconds(item.channel)):
+            if now - deadline >= timedelta(seconds=pipeline.hold_seconds(item.channel)):
                 queue.mark_error(conn, item.id, item.message_id, now, attempts, exc.text, exc.reason, None)
                 self.failed += 1
-                self.pipeline.finished(conn, item, HL7Error(exc.text, reason=exc.reason), now)
+                pipeline.finished(conn, item, HL7Error(exc.text, reason=exc.reason), now)
                 return HL7Error(exc.text, reason=exc.reason)
             queue.mark_held(conn, item.id, now, attempts, exc.recheck_seconds, exc.text, exc.reason)
             return None
         except TransientError as exc:
             sp.rollback()
-            policy = self.pipeline.retry_policy(item.channel, item.destination)
+            policy = pipeline.retry_policy(item.channel, item.destination)
             if policy.exhausted(attempts):
                 queue.mark_error(conn, item.id, item.message_id, now, attempts, str(exc), exc.reason, None)
                 self.failed += 1
-                self.pipeline.finished(conn, item, HL7Error(str(exc), reason=exc.reason), now)
+                pipeline.finished(conn, item, HL7Error(str(exc), reason=exc.reason), now)
                 return HL7Error(str(exc), reason=exc.reason)
             queue.mark_retry(conn, item.id, now, attempts, policy.delay(attempts, self.rng), str(exc), exc.reason)
             return None
@@ -241,7 +245,7 @@ class Worker:
                              _location_text(exc))
             self.failed += 1
             log.info("item=%s channel=%s outcome=error reason=%s", item.id, item.channel, exc.reason)
-            self.pipeline.finished(conn, item, exc, now)
+            pipeline.finished(conn, item, exc, now)
             return exc
         except SQLAlchemyError:
             sp.rollback()
@@ -252,10 +256,10 @@ class Worker:
             err = PermanentError(f"unexpected {type(exc).__name__} while applying", reason="processing_error")
             queue.mark_error(conn, item.id, item.message_id, now, attempts, str(err), err.reason, None)
             self.failed += 1
-            self.pipeline.finished(conn, item, err, now)
+            pipeline.finished(conn, item, err, now)
             return err
         queue.mark_done(conn, item.id, item.message_id, now, attempts)
-        self.pipeline.finished(conn, item, None, now)  # enhanced mode: queue the application ACK
+        pipeline.finished(conn, item, None, now)  # enhanced mode: queue the application ACK
         sp.commit()
         self.processed += 1
         return None

@@ -44,6 +44,7 @@ class Settings:
     create_schema: bool = True
     ready_file: Path | None = None  # written as JSON {"ports": {channel: port}, "web_port": n} once listening
     inherited_fds: dict[str, tuple[int, int]] = field(default_factory=dict)  # channel -> (fd, family): run --workers N
+    pid_file: Path | None = None  # written by `run` (`interface reload` finds the engine by it)
 
     @property
     def url(self) -> str:
@@ -146,20 +147,13 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         top.addService(_ThreadService("worker", w.start, w.stop))
     for w in outbound:
         top.addService(_ThreadService(f"outbound {w.lane}", w.start, w.stop))
+    listeners = {}
     for ch in channels:
-        factory = MLLPFactory(ch, lambda frame, peer, ch=ch: writer.submit(Inbound(ch, frame, peer)),
-                              event_sink=record_event, clock=reactor)
-        runtime.factories[ch.name] = factory
-        if ch.name in settings.inherited_fds:  # `run --workers N`: the supervisor's shared socket
-            from .cluster import AdoptedEndpoint
-
-            ep = AdoptedEndpoint(reactor, *settings.inherited_fds[ch.name])
-        else:
-            ep = endpoints.serverFromString(reactor, bind_description(ch, settings.port_overrides.get(ch.name)))
-        svc = _ListenService(ep, listening_factory(ch, factory), ch.name, runtime)
-        top.addService(svc)
+        listeners[ch.name] = make_listener(settings, reactor, ch, writer, runtime, record_event)
+        top.addService(listeners[ch.name])
     parts = dict(db=db, engine=engine, writer=writer, workers=workers, runtime=runtime,
-                 channels=channels, pipeline=pipeline, outbound=outbound)
+                 channels=channels, pipeline=pipeline, outbound=outbound, listeners=listeners,
+                 record_event=record_event, clock=clock, top=top)
     if settings.web_port is not None:
         try:
             from .web import create_app, WebThread
@@ -171,7 +165,25 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
             web = WebThread(app, settings.web_host, settings.web_port)
             top.addService(_ThreadService("web", web.start, web.stop))
             parts["web"] = web
+            parts["app"] = app
     return top, parts
+
+
+def make_listener(settings: Settings, reactor, ch: Channel, writer, runtime: Runtime,
+                  record_event) -> "_ListenService":
+    """One channel's MLLP factory and listening service (not started); registers the factory."""
+    factory = MLLPFactory(ch, lambda frame, peer, ch=ch: writer.submit(Inbound(ch, frame, peer)),
+                          event_sink=record_event, clock=reactor)
+    runtime.factories[ch.name] = factory
+    if ch.name in settings.inherited_fds:  # `run --workers N`: the supervisor's shared socket
+        from .cluster import AdoptedEndpoint
+
+        ep = AdoptedEndpoint(reactor, *settings.inherited_fds[ch.name])
+    else:
+        ep = endpoints.serverFromString(reactor, bind_description(ch, settings.port_overrides.get(ch.name)))
+    svc = _ListenService(ep, listening_factory(ch, factory), ch.name, runtime)
+    svc.mllp_factory = factory
+    return svc
 
 
 class _ThreadService(service.Service):
@@ -209,20 +221,27 @@ class _ListenService(StreamServerEndpointService):
 
 
 def run(settings: Settings) -> int:
-    """``interface run``: start everything and serve until SIGINT/SIGTERM."""
+    """``interface run``: start everything and serve until SIGINT/SIGTERM; SIGHUP reloads the
+    configuration (:mod:`interface.reload`)."""
     from twisted.internet import reactor
+
+    from .reload import Reloader, install_sighup, pid_file
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     top, parts = make_service(settings, reactor)
     top.startService()
+    reloader = Reloader(settings, parts, reactor)
+    install_sighup(reactor, reloader)
     if settings.ready_file is not None:
         _write_ready_file(settings.ready_file, parts)
+    pid = pid_file(settings.pid_file)
     for ch in parts["channels"]:
         log.info("channel=%s endpoint=%s", ch.name, settings.port_overrides.get(ch.name, ch.listen))
     if "web" in parts:
         log.info("web console and API on http://%s:%s/", settings.web_host, settings.web_port)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
-    reactor.run()
+    with pid:
+        reactor.run()
     return 0
 
 

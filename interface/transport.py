@@ -63,6 +63,11 @@ class MLLPProtocol(Protocol, TimeoutMixin):
             return
         self.factory.connections += 1
         self.counted = True
+        self.factory.protocols.add(self)
+        if self.factory.draining:  # accepted just before the listener stopped (reload)
+            self.closed = True
+            self.transport.loseConnection()
+            return
         self.callLater = self.factory.clock.callLater  # TimeoutMixin uses this: injectable clock
         self.setTimeout(ch.limits.idle_timeout_seconds)
         log.info("channel=%s connection from %s", ch.name, self.peer)
@@ -73,6 +78,7 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         if self.counted:
             self.factory.connections -= 1
             self.counted = False
+        self.factory.protocols.discard(self)
         self.pending.clear()
 
     def timeoutConnection(self) -> None:
@@ -138,6 +144,9 @@ class MLLPProtocol(Protocol, TimeoutMixin):
             self.paused = False
             self.transport.resumeProducing()
         self._next()
+        if self.factory.draining and not self.busy:  # reload: close once the ACK is out
+            self.closed = True
+            self.transport.loseConnection()
 
 
 class MLLPFactory(Factory):
@@ -152,6 +161,19 @@ class MLLPFactory(Factory):
         self.event_sink = event_sink
         self.clock = clock or reactor
         self.connections = 0
+        self.protocols: set[MLLPProtocol] = set()
+        self.draining = False
+
+    def drain(self) -> None:
+        """Config reload: close every connection once its in-flight message has been answered
+        (idle ones now); frames already read are answered first. The listener is stopped by
+        the caller."""
+        self.draining = True
+        for p in list(self.protocols):
+            if not p.busy and not p.closed:
+                p.closed = True
+                p.pending.clear()
+                p.transport.loseConnection()
 
     def buildProtocol(self, addr):
         return MLLPProtocol(self)

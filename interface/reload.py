@@ -1,0 +1,366 @@
+"""Configuration reload without dropping connections: SIGHUP or ``interface reload``.
+
+What a reload does, in the reactor thread (:class:`Reloader`):
+
+1. Re-read channels, mappings and rules (in a thread: compiling mappings takes a moment). Any
+   problem (``file:line: message``, as ``interface check`` prints them; never message content)
+   rejects the whole reload: the problems are logged, the event ``config_rejected`` is recorded
+   and the engine keeps running on the old configuration.
+2. Compare every channel definition with the running one (:func:`diff_channels`):
+
+   * **unchanged**: its listener, its factory and its open connections are not touched;
+   * **changed**: the old port stops listening, then each of its connections is closed as soon as
+     the message it has in flight (and any frame already read) has been answered — the sender
+     reconnects and gets the new definition; the channel listens again with the new definition;
+   * **removed** (or ``enabled: false``): stops listening and its connections close the same
+     way. Its queued items still finish with its last definition until the next restart;
+   * **added**: starts listening.
+
+3. The new :class:`~interface.processing.Pipeline` (mappings, rules, channel definitions) is
+   swapped into every worker by one attribute assignment; a worker reads it once per round,
+   so an item in flight finishes with the old pipeline and the next one uses the new. New
+   outbound destinations get their delivery lane; lanes of removed destinations stay until the
+   restart (so their backlog drains).
+4. The ``--ready-file`` is rewritten with the ports now bound, the event ``config_reloaded`` is
+   recorded with the channel names that changed, and ``<var>/reload-status.json`` tells
+   ``interface reload`` how it went.
+
+If a changed channel's new endpoint cannot be bound (port in use), the old definition is put
+back on its old endpoint and the channel is reported as ``failed`` in the event.
+
+Under ``interface run --workers N`` the supervisor forwards SIGHUP to every child and each child
+reloads; the listening sockets belong to the supervisor, so a reload that adds or removes a
+channel or changes a ``listen:`` endpoint is rejected there (restart instead).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import ConfigError
+
+log = logging.getLogger("interface.reload")
+
+STATUS_FILE = "reload-status.json"
+
+
+# -- the pure part ----------------------------------------------------------------------------
+
+@dataclass
+class ChannelDiff:
+    added: list[str] = field(default_factory=list)
+    removed: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        parts = [f"{k}: {', '.join(v)}" for k, v in (("added", self.added), ("removed", self.removed),
+                                                      ("changed", self.changed)) if v]
+        return "; ".join(parts) if parts else "channels unchanged"
+
+
+def diff_channels(old, new) -> ChannelDiff:
+    """Which channels (by name) were added, removed, changed or kept, comparing whole definitions."""
+    o = {c.name: c for c in old}
+    n = {c.name: c for c in new}
+    d = ChannelDiff()
+    for name in sorted(set(o) | set(n)):
+        if name not in n:
+            d.removed.append(name)
+        elif name not in o:
+            d.added.append(name)
+        elif o[name].model_dump() != n[name].model_dump():
+            d.changed.append(name)
+        else:
+            d.unchanged.append(name)
+    return d
+
+
+def load_config(settings):
+    """The enabled channels and a new Pipeline from ``settings``; ConfigError lists every problem
+    as ``file:line: message`` (channel files, cross-file clashes, unknown mappings, mappings, rules)."""
+    from .channels import _yaml_files, cross_check, load_channel
+    from .service import load_pipeline
+
+    problems: list[str] = []
+    loaded = []
+    for f in _yaml_files(settings.channels_dir):
+        try:
+            loaded.append(load_channel(f))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    problems.extend(cross_check(loaded))
+    pipeline = None
+    channels = [ch for ch, _ in loaded if ch.enabled
+                and (not settings.channel_names or ch.name in settings.channel_names)]
+    try:
+        pipeline = load_pipeline(settings, channels)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    if pipeline is not None:
+        for ch, doc in loaded:
+            if ch not in channels:
+                continue
+            for i, d in enumerate(ch.destinations):
+                if d.type == "store" and d.mapping not in pipeline.mappings:
+                    where = doc.where(("mapping",)) if ch.mapping == d.mapping else doc.where(("destinations", i, "mapping"))
+                    problems.append(f"{where}: unknown mapping {d.mapping!r}")
+    if problems:
+        raise ConfigError(problems)
+    return channels, pipeline
+
+
+def cluster_problems(settings, diff: ChannelDiff, old: dict, new: dict) -> list[str]:
+    """Under ``run --workers N`` the sockets are the supervisor's: no new, removed or moved ones."""
+    if not settings.inherited_fds:
+        return []
+    out = []
+    for name in diff.added:
+        out.append(f"channel {name} is new: restart `interface run --workers N` to listen for it")
+    for name in diff.removed:
+        out.append(f"channel {name} was removed: restart `interface run --workers N` to stop it")
+    for name in diff.changed:
+        if old[name].listen != new[name].listen or name not in settings.inherited_fds:
+            out.append(f"channel {name}: listen changed: restart `interface run --workers N` to move it")
+    return out
+
+
+# -- the running engine -----------------------------------------------------------------------
+
+class Reloader:
+    """Applies a new configuration to the parts built by ``service.make_service``; see the module
+    docstring. Call :meth:`reload` in the reactor thread; overlapping calls run one after another."""
+
+    def __init__(self, settings, parts: dict, reactor):
+        self.settings = settings
+        self.parts = parts
+        self.reactor = reactor
+        self.count = 0
+        self._running = False
+        self._again = False
+
+    def reload(self):
+        from twisted.internet import defer, threads
+
+        if self._running:
+            self._again = True
+            return defer.succeed(None)
+        self._running = True
+        log.info("reloading configuration")
+        d = threads.deferToThread(load_config, self.settings)
+        d.addCallbacks(self._loaded, self._load_failed)
+        d.addErrback(self._unexpected)
+        d.addBoth(self._done)
+        return d
+
+    def _done(self, result):
+        self._running = False
+        if self._again:
+            self._again = False
+            self.reactor.callLater(0, self.reload)
+        return result
+
+    def _load_failed(self, failure):
+        failure.trap(ConfigError)
+        return self._reject(list(failure.value.problems))
+
+    def _reject(self, problems: list[str]) -> dict:
+        log.error("configuration rejected, still running the previous one (%d problem(s))", len(problems))
+        for p in problems:
+            log.error("  %s", p)
+        self._event("config_rejected", "\n".join(problems))
+        return self._status(False, "rejected", problems)
+
+    def _unexpected(self, failure):
+        log.error("reload failed: %s", failure.getTraceback())
+        self._event("config_rejected", f"reload failed: {failure.type.__name__}")
+        return self._status(False, f"reload failed: {failure.type.__name__}", [])
+
+    def _loaded(self, loaded):
+        from twisted.internet import defer
+
+        channels, pipeline = loaded
+        parts = self.parts
+        old = {c.name: c for c in parts["channels"]}
+        new = {c.name: c for c in channels}
+        diff = diff_channels(old.values(), new.values())
+        problems = cluster_problems(self.settings, diff, old, new)
+        if problems:
+            return self._reject(problems)
+        for name in diff.removed:  # their queued items finish with their last definition
+            pipeline.channels.setdefault(name, old[name])
+        self._swap_pipeline(pipeline, channels)
+        top, listeners, runtime = parts["top"], parts["listeners"], parts["runtime"]
+        stopping = []
+        for name in diff.removed + diff.changed:
+            svc = listeners.pop(name)
+            stopping.append(defer.maybeDeferred(top.removeService, svc))  # stopListening
+            svc.mllp_factory.drain()  # close connections once their ACK is out
+            if name in diff.removed:
+                runtime.factories.pop(name, None)
+                runtime.ports.pop(name, None)
+        d = defer.gatherResults(stopping, consumeErrors=True)  # old ports closed before rebinding
+        d.addCallback(lambda _: self._start(diff, old, new))
+        return d
+
+    def _swap_pipeline(self, pipeline, channels) -> None:
+        from .outbound import OutboundWorker, outbound_lanes
+        from .service import _ThreadService
+
+        parts = self.parts
+        parts["pipeline"] = pipeline
+        for w in parts["workers"] + parts["outbound"]:
+            w.pipeline = pipeline  # read once per round by each worker
+        have = {w.lane for w in parts["outbound"]}
+        for lane in outbound_lanes(channels):
+            if lane not in have:
+                w = OutboundWorker(parts["db"], pipeline, clock=parts["clock"], lane=lane)
+                parts["outbound"].append(w)  # the same list the writer wakes
+                parts["top"].addService(_ThreadService(f"outbound {lane}", w.start, w.stop))
+        parts["channels"][:] = channels
+        app = parts.get("app")
+        if app is not None:
+            app.state.channels = list(channels)
+            app.state.document_settings = pipeline.document_settings
+
+    def _start(self, diff: ChannelDiff, old: dict, new: dict) -> dict:
+        from .service import _write_ready_file
+
+        parts = self.parts
+        failed = []
+        for name in diff.changed + diff.added:
+            if not self._listen(new[name]):
+                failed.append(name)
+                if name in old:  # put the old definition back where it was
+                    self._listen(old[name])
+        if self.settings.ready_file is not None:
+            _write_ready_file(self.settings.ready_file, parts)
+        summary = diff.summary() + (f"; failed: {', '.join(failed)}" if failed else "")
+        log.info("configuration reloaded: %s", summary)
+        self._event("config_reloaded", summary)
+        return self._status(not failed, summary, [])
+
+    def _listen(self, ch) -> bool:
+        from .service import make_listener
+
+        parts = self.parts
+        svc = make_listener(self.settings, self.reactor, ch, parts["writer"], parts["runtime"],
+                            parts["record_event"])
+        try:
+            parts["top"].addService(svc)
+        except Exception as exc:
+            if svc in parts["top"].services:
+                parts["top"].services.remove(svc)
+            parts["runtime"].factories.pop(ch.name, None)
+            parts["runtime"].ports.pop(ch.name, None)
+            log.error("channel=%s cannot listen: %s", ch.name, exc)
+            return False
+        parts["listeners"][ch.name] = svc
+        return True
+
+    def _event(self, kind: str, detail: str) -> None:
+        self.parts["record_event"](kind=kind, detail=detail)
+
+    def _status(self, ok: bool, summary: str, problems: list[str]) -> dict:
+        self.count += 1
+        doc = {"pid": os.getpid(), "count": self.count, "ok": ok, "summary": summary, "problems": problems}
+        try:
+            write_json(Path(self.settings.var_dir) / STATUS_FILE, doc)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", STATUS_FILE, exc)
+        return doc
+
+
+def write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)
+
+
+def install_sighup(reactor, reloader: Reloader) -> None:
+    """SIGHUP -> a reload in the reactor thread (the handler itself does nothing else)."""
+    if not hasattr(signal, "SIGHUP"):  # pragma: no cover - Windows
+        return
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reloader.reload))
+
+
+@contextmanager
+def pid_file(path: Path | None):
+    """Write our pid to ``path`` while running; remove it on the way out if it is still ours."""
+    if path is None:
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    me = str(os.getpid())
+    tmp = path.with_name(path.name + f".{me}.tmp")
+    tmp.write_text(me + "\n")
+    os.replace(tmp, path)
+    try:
+        yield
+    finally:
+        try:
+            if path.read_text().strip() == me:
+                path.unlink()
+        except OSError:
+            pass
+
+
+# -- `interface reload` -----------------------------------------------------------------------
+
+def _read_status(path: Path):
+    try:
+        doc = json.loads(path.read_text())
+        return doc, (doc.get("pid"), doc.get("count"))
+    except (OSError, ValueError):
+        return None, None
+
+
+def send_reload(var_dir: Path, pid: int | None = None, *, wait: bool = True, timeout: float = 30.0,
+                out=None, err=None) -> int:
+    """Signal the running engine (``pid`` or ``<var>/interface.pid``) and, with ``wait``, print
+    what the reload did. Exit status 0: reloaded; 1: rejected, not running, or no answer."""
+    import sys
+
+    out, err = out or sys.stdout, err or sys.stderr
+    var_dir = Path(var_dir)
+    if pid is None:
+        pf = var_dir / "interface.pid"
+        try:
+            pid = int(pf.read_text().strip())
+        except (OSError, ValueError):
+            print(f"no engine pid in {pf}: is `interface run --var {var_dir}` running? (or give --pid)", file=err)
+            return 1
+    status_path = var_dir / STATUS_FILE
+    _, before = _read_status(status_path)
+    try:
+        os.kill(pid, signal.SIGHUP)
+    except ProcessLookupError:
+        print(f"no process {pid} (stale pid file?)", file=err)
+        return 1
+    except PermissionError:
+        print(f"not allowed to signal process {pid}", file=err)
+        return 1
+    if not wait:
+        print(f"reload requested (SIGHUP to pid {pid})", file=out)
+        return 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        doc, now = _read_status(status_path)
+        if doc is not None and now != before:
+            if doc.get("ok"):
+                print(f"reloaded: {doc.get('summary')}", file=out)
+                return 0
+            print(f"rejected, still running the previous configuration: {doc.get('summary')}", file=err)
+            for p in doc.get("problems") or []:
+                print(p, file=err)
+            return 1
+        time.sleep(0.1)
+    print(f"SIGHUP sent to pid {pid}, no answer in {timeout:.0f}s (see the engine's log)", file=err)
+    return 1
