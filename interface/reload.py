@@ -175,7 +175,7 @@ class Reloader:
         for p in problems:
             log.error("  %s", p)
         self._event("config_rejected", "\n".join(problems))
-        return self._status(False, "rejected", problems)
+        return self._status(False, f"{len(problems)} problem(s)", problems)
 
     def _unexpected(self, failure):
         log.error("reload failed: %s", failure.getTraceback())

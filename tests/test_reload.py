@@ -110,6 +110,21 @@ def test_load_config_reports_file_and_line(tmp_path):
     assert f"{mdm}:{line}: unknown mapping 'nosuch'" in exc.value.problems[0]
 
 
+def test_load_config_rejects_a_broken_mapping_or_rules_file(tmp_path):
+    cfg = _config(tmp_path)
+    broken = cfg / "mappings" / "mdm.yaml"
+    broken.write_text(broken.read_text() + "\nnot_a_key: [\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(_settings(cfg))
+    assert any(p.startswith(f"{broken}:") for p in exc.value.problems), exc.value.problems
+    shutil.copy(ROOT / "mappings" / "mdm.yaml", broken)
+    rules = cfg / "rules" / "completeness.yaml"
+    rules.write_text("rules: 3\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(_settings(cfg))
+    assert any(p.startswith(f"{rules}:") for p in exc.value.problems), exc.value.problems
+
+
 # -- the drain --------------------------------------------------------------------------------
 
 def test_drain_answers_the_message_in_flight_then_closes():
