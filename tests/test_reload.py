@@ -173,11 +173,11 @@ def _wait(predicate, what: str, proc: subprocess.Popen, log: Path):
 
 
 class Engine:
-    def __init__(self, cfg: Path, db_url: str):
+    def __init__(self, cfg: Path, db_url: str, workers: int = 1):
         self.cfg, self.var, self.ready = cfg, cfg / "var", cfg / "ready.json"
         self.log = cfg / "engine.log"
         self.cmd = [str(BIN), "run", "--var", str(self.var), "--db", db_url, "--no-web",
-                    "--channels", "channels", "--mappings", "mappings",
+                    "--channels", "channels", "--mappings", "mappings", "--workers", str(workers),
                     "--listen", "adt=tcp:0:interface=127.0.0.1", "--ready-file", str(self.ready)]
 
     def __enter__(self):
@@ -221,7 +221,7 @@ def _msg(kind: str, name: str) -> bytes:
     return messages_in_file(ROOT / "sample_messages" / kind / name)[0]
 
 
-def _events(db, kind: str) -> list[str]:
+def _events(db, kind: str, at_least: int = 1) -> list[str]:
     from sqlalchemy import create_engine
 
     from interface.db import make_engine
@@ -233,7 +233,7 @@ def _events(db, kind: str) -> list[str]:
         while time.monotonic() < deadline:  # the event is written by a thread just after the status
             with eng.connect() as conn:
                 rows = [r.detail for r in conn.execute(select(events).where(events.c.kind == kind))]
-            if rows:
+            if len(rows) >= at_least:
                 return rows
             time.sleep(0.05)
         return []
@@ -309,3 +309,26 @@ def test_reload_without_engine_says_so(tmp_path):
     r = subprocess.run([str(BIN), "reload", "--var", str(tmp_path)], capture_output=True, text=True,
                        timeout=TIMEOUT)
     assert r.returncode == 1 and "interface.pid" in r.stderr
+
+
+def test_supervisor_forwards_sighup_to_every_worker(tmp_path, db_url):
+    """``run --workers 2``: `interface reload` signals the supervisor (its pid file); both engine
+    processes reload, so every new connection, whichever process takes it, has the new definition."""
+    cfg = _config(tmp_path)
+    with Engine(cfg, db_url, workers=2) as eng:
+        assert (eng.var / "interface.pid").read_text().strip() == str(eng.proc.pid)
+        mdm = cfg / "channels" / "mdm.yaml"
+        text = mdm.read_text()
+        start = text.index("accept:")
+        mdm.write_text(text[:start] + 'accept: ["MDM^T01"]' + text[text.index("\n", start):])
+        r = subprocess.run([str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
+                           capture_output=True, text=True, timeout=TIMEOUT + 10)
+        assert r.returncode == 0 and "changed: mdm" in r.stdout, r
+        assert _events(db_url, "config_reloaded", at_least=2) == ["changed: mdm"] * 2
+        t02 = _msg("mdm", "mdm_t02_original_pdf.hl7")
+        fields = t02.split(b"\r", 1)[0].split(b"|")
+        for n in range(6):  # new connections land on either process; fresh control ids (no dedup)
+            msh = b"|".join(fields[:9] + [b"RELOAD%d" % n] + fields[10:])
+            with MLLPClient("127.0.0.1", eng.ports["mdm"], timeout=TIMEOUT) as c:
+                r = c.send(msh + b"\r" + t02.split(b"\r", 1)[1])
+                assert r.code in ("AR", "CR") and r.control_id == "RELOAD%d" % n, r
