@@ -237,8 +237,10 @@ class Reloader:
         for name in diff.changed + diff.added:
             if not self._listen(new[name]):
                 failed.append(name)
-                if name in old:  # put the old definition back where it was
+                if name in old:  # put the old definition back where it was, for processing too
                     self._listen(old[name])
+                    parts["pipeline"].channels[name] = old[name]
+                    parts["channels"][:] = [old[name] if c.name == name else c for c in parts["channels"]]
         if self.settings.ready_file is not None:
             _write_ready_file(self.settings.ready_file, parts)
         summary = diff.summary() + (f"; failed: {', '.join(failed)}" if failed else "")
@@ -357,6 +359,9 @@ def send_reload(var_dir: Path, pid: int | None = None, *, wait: bool = True, tim
             if doc.get("ok"):
                 print(f"reloaded: {doc.get('summary')}", file=out)
                 return 0
+            if not doc.get("problems"):  # applied, but a channel could not move (see the log)
+                print(f"reloaded with failures: {doc.get('summary')}", file=err)
+                return 1
             print(f"rejected, still running the previous configuration: {doc.get('summary')}", file=err)
             for p in doc.get("problems") or []:
                 print(p, file=err)

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -301,6 +302,22 @@ def test_invalid_edit_is_rejected_and_the_engine_keeps_serving(tmp_path, db_url)
                                capture_output=True, text=True, timeout=TIMEOUT + 10)
             assert r.returncode == 0 and "reloaded: channels unchanged" in r.stdout, r
             assert json.loads(eng.ready.read_text())["ports"] == eng.ports
+            # valid, but its new port is taken: mdm goes back to its old endpoint and definition
+            with socket.socket() as taken:
+                taken.bind(("127.0.0.1", 0))
+                taken.listen(1)
+                busy_port = taken.getsockname()[1]
+                text = mdm.read_text()
+                mdm.write_text(text.replace("listen: tcp:0:", f"listen: tcp:{busy_port}:"))
+                r = subprocess.run([str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
+                                   capture_output=True, text=True, timeout=TIMEOUT + 10)
+            assert r.returncode == 1 and "reloaded with failures: changed: mdm; failed: mdm" in r.stderr, r
+            ports = json.loads(eng.ready.read_text())["ports"]
+            assert ports["adt"] == eng.ports["adt"] and ports["mdm"] != busy_port
+            with MLLPClient("127.0.0.1", ports["mdm"], timeout=TIMEOUT) as back:
+                assert back.send(_msg("mdm", "mdm_t03_status_change.hl7")).code in ("AA", "CA")
+            assert adt.send(_msg("adt", "03-a05-preadmit-chen.hl7")).code in ("AA", "CA")
+            assert adt.sock is sock
         finally:
             adt.close()
 
