@@ -208,6 +208,30 @@ def resubmit(request: Request, body: ResubmitBody, item_id: int = Path(ge=1, le=
                                                  reason=body.reason.strip() if body.reason else None))
 
 
+class ReprocessBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    destination: Annotated[str, Field(min_length=1, max_length=64), AfterValidator(_no_nul)]
+    reason: Annotated[str | None, Field(max_length=2000), AfterValidator(_no_nul)] = None
+
+
+@router.post("/api/messages/{message_id}/reprocess", response_model=ActionResult, responses=ACTION_RESPONSES)
+def reprocess(request: Request, body: ReprocessBody, message_id: int = Path(ge=1, le=MAX_ID),
+              user: User = Depends(require(*ERRORS))) -> ActionResult:
+    """Queue a stored message again to one chosen destination of its channel (e.g. resend to a
+    downstream system); the new item goes to the end of its patient's queue in that destination.
+    Returns the new work item as ``id``."""
+    try:
+        with request.app.state.engine.begin() as conn:
+            item_id = queue.reprocess_message(conn, message_id, body.destination,
+                                              channels=request.app.state.channels or [], user=user.name,
+                                              now=clock(request), reason=body.reason)
+            status = conn.execute(select(work_items.c.status).where(work_items.c.id == item_id)).scalar_one()
+    except queue.ActionError as exc:
+        code = 404 if str(exc).startswith("no message") else 409
+        raise HTTPException(status_code=code, detail=str(exc)) from None
+    return ActionResult(id=item_id, action="reprocess", status=status, message_id=message_id)
+
+
 class BulkFilter(BaseModel):
     model_config = ConfigDict(extra="forbid")
     channel: Annotated[str | None, Field(max_length=64), AfterValidator(_no_nul)] = None

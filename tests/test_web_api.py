@@ -17,7 +17,7 @@ with warnings.catch_warnings():
 from interface import queue, users
 from interface.channels import load_channels
 from interface.engine import Engine
-from interface.schema import audit, messages, work_items
+from interface.schema import audit, messages, work_items, work_keys
 from interface.web import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -449,3 +449,30 @@ def test_database_down_is_503_not_500():
             assert m.status_code == 200 and "interface_database_up 0.0" in m.text
     finally:
         down.dispose()
+
+
+def test_reprocess_queues_a_message_again_to_one_destination(client, engine, channels, clock, tokens):
+    """POST /api/messages/{id}/reprocess adds a new pending item for that destination, audited;
+    refused while one is still queued, 404 for an unknown message, 409 for an unknown destination."""
+    (mid,) = receive(engine, channels, clock, [("RP1", "40000001")])
+    hdr = h(tokens["clerk"])
+    busy = client.post(f"/api/messages/{mid}/reprocess", headers=hdr, json={"destination": "store"})
+    assert busy.status_code == 409 and "already queued" in busy.json()["detail"]
+    first = item_of(engine, mid)
+    with engine.begin() as conn:
+        conn.execute(update(work_items).where(work_items.c.id == first.id).values(status="done"))
+        conn.execute(work_keys.delete().where(work_keys.c.item_id == first.id))
+    r = client.post(f"/api/messages/{mid}/reprocess", headers=hdr,
+                    json={"destination": "store", "reason": "chart restored from backup"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["action"] == "reprocess" and body["status"] == "pending" and body["message_id"] == mid
+    assert body["id"] != first.id
+    rows = audit_rows(engine, action="reprocess")
+    assert [(a["user"], a["target_id"], a["reason"]) for a in rows] == [("clerk1", str(mid), "chart restored from backup")]
+    assert client.post(f"/api/messages/{mid}/reprocess", headers=hdr,
+                       json={"destination": "nowhere"}).status_code == 409
+    assert client.post("/api/messages/999999/reprocess", headers=hdr,
+                       json={"destination": "store"}).status_code == 404
+    assert client.post(f"/api/messages/{mid}/reprocess", headers=h(tokens["auditor"]),
+                       json={"destination": "store"}).status_code == 403
