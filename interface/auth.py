@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import logging
+import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated
@@ -215,9 +216,24 @@ def _safe_next(nxt: str | None) -> str:
     return nxt
 
 
+LOGIN_COOKIE = "interface_login"  # login CSRF: double-submit token between the form and POST /login
+
+
+def _login_page(request: Request, next: str, error: str | None, status_code: int = 200):
+    """The login form with a fresh double-submit token (cookie + hidden field), so another site
+    cannot post its own credentials to /login and log a clerk into the wrong account."""
+    token = secrets.token_urlsafe(24)
+    resp = TEMPLATES.TemplateResponse(request, "login.html",
+                                      {"next": _safe_next(next), "error": error, "login_token": token},
+                                      status_code=status_code)
+    resp.set_cookie(LOGIN_COOKIE, token, max_age=3600, httponly=True, samesite="strict",
+                    secure=request.url.scheme == "https", path="/login")
+    return resp
+
+
 @router.get("/login", response_class=HTMLResponse, include_in_schema=False)
 def login_form(request: Request, next: str = "/"):
-    return TEMPLATES.TemplateResponse(request, "login.html", {"next": _safe_next(next), "error": None})
+    return _login_page(request, next, None)
 
 
 LOCKOUT_FAILURES = 5
@@ -234,7 +250,11 @@ def _locked_out(conn, username: str, now: datetime) -> bool:
 
 
 @router.post("/login", include_in_schema=False)
-def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/")):
+def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/"),
+          login_token: str = Form("")):
+    expected = request.cookies.get(LOGIN_COOKIE)
+    if not expected or not login_token or not _same(login_token, expected):
+        return _login_page(request, next, "Your login form expired; please log in again.", status_code=403)
     engine = request.app.state.engine
     now = clock(request)
     with engine.begin() as conn:
@@ -245,10 +265,8 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
         else:
             locked = False
     if locked:
-        return TEMPLATES.TemplateResponse(
-            request, "login.html", {"next": _safe_next(next),
-                                    "error": "Too many failed logins for this user; try again later."},
-            status_code=429)
+        return _login_page(request, next, "Too many failed logins for this user; try again later.",
+                           status_code=429)
     with engine.begin() as conn:
         user = usermod.authenticate(conn, username[:128], password[:1024]) if username and password else None
         if user is None:
@@ -258,10 +276,9 @@ def login(request: Request, username: str = Form(""), password: str = Form(""), 
             sid, _csrf = usermod.create_session(conn, user, now)
             record_audit(conn, user=user, action="login", target_type="user", target_id=user.name, now=now)
     if user is None:
-        return TEMPLATES.TemplateResponse(request, "login.html",
-                                          {"next": _safe_next(next), "error": "Wrong user name or password."},
-                                          status_code=401)
+        return _login_page(request, next, "Wrong user name or password.", status_code=401)
     resp = RedirectResponse(_safe_next(next), status_code=303)
+    resp.delete_cookie(LOGIN_COOKIE, path="/login")
     resp.set_cookie(COOKIE, sid, max_age=int(usermod.SESSION_LIFETIME.total_seconds()), httponly=True,
                     samesite="lax", secure=request.url.scheme == "https", path="/")
     return resp

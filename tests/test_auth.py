@@ -22,8 +22,15 @@ def client(app):
 from tests.test_web_api import app, channels, clock, fast_hashing, tokens  # noqa: E402,F401  (fixtures)
 
 
+def login_token(client) -> str:
+    """GET /login sets the login CSRF cookie and puts the same token in the form."""
+    page = client.get("/login")
+    return re.search(r'name="login_token" value="([^"]+)"', page.text).group(1)
+
+
 def login(client, name, password=PASSWORD, next="/"):
-    return client.post("/login", data={"username": name, "password": password, "next": next},
+    return client.post("/login", data={"username": name, "password": password, "next": next,
+                                       "login_token": login_token(client)},
                        follow_redirects=False)
 
 
@@ -86,12 +93,12 @@ def test_login_sets_session_cookie_and_audits(client, engine):
 
 
 def test_wrong_password_and_unknown_user_rejected(client, engine):
-    """A wrong password or unknown user re-shows the form with 401 and sets no cookie."""
+    """A wrong password or unknown user re-shows the form with 401 and sets no session cookie."""
     make_user(engine, "ann", "clerk")
     for name, pw in (("ann", "wrong password!"), ("nobody", PASSWORD), ("ann", "")):
         r = login(client, name, pw)
         assert r.status_code == 401 and "Wrong user name or password" in r.text
-        assert "set-cookie" not in r.headers
+        assert "interface_session" not in r.headers.get("set-cookie", "")  # no session cookie
     assert client.get("/api/me").status_code == 401
 
 
@@ -180,7 +187,7 @@ def test_login_locked_after_repeated_failures(client, engine, clock):
     for _ in range(5):
         assert login(client, "ann", "wrong password!").status_code == 401
     r = login(client, "ann")
-    assert r.status_code == 429 and "set-cookie" not in r.headers
+    assert r.status_code == 429 and "interface_session" not in r.headers.get("set-cookie", "")
     assert login(client, "bob", "whatever password").status_code == 401  # other names unaffected
     clock.now = NOW + timedelta(minutes=16)
     assert login(client, "ann").status_code == 303
@@ -215,3 +222,14 @@ def test_interface_web_serves_the_console_as_its_own_process(db_url, engine, tmp
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_login_form_is_csrf_protected(client, engine, tokens):
+    """A POST /login without the form's token (e.g. from another site) logs nobody in."""
+    r = client.post("/login", data={"username": "clerk1", "password": PASSWORD}, follow_redirects=False)
+    assert r.status_code == 403 and "expired" in r.text and "interface_session" not in r.headers.get("set-cookie", "")
+    client.get("/login")  # cookie set, but a forged form carries another token
+    r = client.post("/login", data={"username": "clerk1", "password": PASSWORD, "login_token": "forged"},
+                    follow_redirects=False)
+    assert r.status_code == 403
+    assert login(client, "clerk1").status_code == 303

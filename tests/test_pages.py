@@ -184,7 +184,10 @@ def make_user(db, name: str, role: str) -> None:
 
 
 def login(client: TestClient, name: str) -> str:
-    r = client.post("/login", data={"username": name, "password": PASSWORD}, follow_redirects=False)
+    form = client.get("/login").text
+    token = re.search(r'name="login_token" value="([^"]+)"', form).group(1)
+    r = client.post("/login", data={"username": name, "password": PASSWORD, "login_token": token},
+                    follow_redirects=False)
     assert r.status_code == 303, r.text
     return csrf_of(client)
 
