@@ -841,11 +841,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--var", help=argparse.SUPPRESS)  # accepted for `interface` symmetry; bench uses a temp dir
     p.add_argument("--scale", type=float, default=1.0, help="multiply every message count (e.g. 0.5, 3)")
     p.add_argument("--connections", default="1,16", help="comma-separated connection counts (default 1,16)")
-    p.add_argument("--scenarios", default="receive,adt,mdm,queue")
+    p.add_argument("--scenarios", default="receive,adt,mdm,queue",
+                   help="comma-separated subset of receive,adt,mdm,queue (receive and adt share a run)")
     p.add_argument("--engine-workers", type=int, default=1, help="passed to `interface run --workers`")
     p.add_argument("--json", help="write the results as JSON to this file")
-    p.add_argument("--engine-root", help="run the engine from this source tree (a git worktree of an "
-                   "older commit): before/after figures with the same client and baselines")
+    p.add_argument("--engine-root", help="run the engine from this source tree (e.g. `git archive COMMIT | "
+                   "tar -x -C DIR`): before/after figures with the same client and baselines")
     p.add_argument("--no-cross-check", action="store_true", help=f"skip the {LOAD_TOOL.name} cross-check")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (engine log, database)")
     p.add_argument("-q", "--quiet", action="store_true")
