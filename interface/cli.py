@@ -7,6 +7,8 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
+from twisted.internet.error import CannotListenError
+
 from .errors import ConfigError
 
 
@@ -49,6 +51,10 @@ def cmd_run(args) -> int:
         return run(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
+        return 1
+    except CannotListenError as exc:  # a port taken by another program: say which, no traceback
+        print(f"interface run: cannot listen on {exc.interface or '*'}:{exc.port}: {exc.socketError}",
+              file=sys.stderr)
         return 1
 
 
