@@ -333,20 +333,10 @@ class OutboundWorker:
     # -- the thread --------------------------------------------------------------------------
 
     def start(self, idle_wait: float = 0.5) -> None:
-        def loop():
-            while not self._stop.is_set():
-                try:
-                    n = self.run_once()
-                except Exception:
-                    log.exception("outbound round failed")
-                    n = 0
-                if n == 0:
-                    self.wake.wait(idle_wait)
-                    self.wake.clear()
-            self.close()
+        from .processing import polling_thread
 
-        self._thread = threading.Thread(target=loop, name="outbound", daemon=True)
-        self._thread.start()
+        self._thread = polling_thread("outbound", self.run_once, self._stop, self.wake, idle_wait,
+                                      on_exit=self.close)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()

@@ -124,6 +124,30 @@ def _location_text(exc: Exception) -> str | None:
     return str(loc) if isinstance(loc, Location) and loc.segment else None
 
 
+def polling_thread(name: str, run_once, stop: threading.Event, wake: threading.Event,
+                   idle_wait: float = 0.5, on_exit=None) -> threading.Thread:
+    """Start a daemon thread that calls ``run_once()`` (returns how much it did) until ``stop`` is
+    set, sleeping on ``wake`` (or ``idle_wait`` seconds) whenever a round found nothing to do. A
+    round that raises is logged and counts as idle, so one bad round never kills the thread."""
+
+    def loop():
+        while not stop.is_set():
+            try:
+                n = run_once()
+            except Exception:
+                log.exception("%s round failed", name)
+                n = 0
+            if n == 0:
+                wake.wait(idle_wait)
+                wake.clear()
+        if on_exit is not None:
+            on_exit()
+
+    thread = threading.Thread(target=loop, name=name, daemon=True)
+    thread.start()
+    return thread
+
+
 class Worker:
     """Claims runnable items and applies them; safe to run several (threads or processes)."""
 
@@ -267,19 +291,7 @@ class Worker:
     # -- the thread --------------------------------------------------------------------------
 
     def start(self, idle_wait: float = 0.5) -> None:
-        def loop():
-            while not self._stop.is_set():
-                try:
-                    n = self.run_once()
-                except Exception:
-                    log.exception("worker round failed")
-                    n = 0
-                if n == 0:
-                    self.wake.wait(idle_wait)
-                    self.wake.clear()
-
-        self._thread = threading.Thread(target=loop, name="worker", daemon=True)
-        self._thread.start()
+        self._thread = polling_thread("worker", self.run_once, self._stop, self.wake, idle_wait)
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
