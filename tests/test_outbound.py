@@ -376,7 +376,8 @@ def test_a_hung_peer_delays_only_its_own_lane(engine):
             w.start(idle_wait=0.05)
         try:
             deadline = started + 5  # less than the hung peer's ACK timeout
-            while len(good.acked) < 3 and time.monotonic() < deadline:
+            # wait for both: the fast lane done, and the hung peer holding its first message
+            while (len(good.acked) < 3 or not hung.received) and time.monotonic() < deadline:
                 time.sleep(0.02)  # polling real sockets and threads, with a deadline
             fast_done = time.monotonic() - started
             assert good.acked == ["H1", "H2", "H3"] and hung.received == ["H1"], (fast_done, good.acked)
