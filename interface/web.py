@@ -92,7 +92,9 @@ def create_app(db, *, channels=None, runtime=None, document_settings=None,
 
     @app.exception_handler(DBAPIError)
     async def _db_error(request: Request, exc: DBAPIError):
-        log.error("database error on %s %s: %s", request.method, request.url.path, type(exc.orig).__name__)
+        # the route template (/api/patients/{mrn}), never the path itself: it may carry an MRN
+        route = getattr(request.scope.get("route"), "path", "?")
+        log.error("database error on %s %s: %s", request.method, route, type(exc.orig).__name__)
         return JSONResponse({"detail": "the database refused this request"}, status_code=400)
 
     app.add_middleware(_RejectNul)
