@@ -15,8 +15,10 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import traceback
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Callable
 
 from sqlalchemy import select
@@ -92,7 +94,10 @@ class Pipeline:
         except (HL7Error, PermanentError) as exc:
             return Prepared(None, None, None, exc)
         except Exception as exc:  # a bug or an unforeseen input: the item waits for a clerk
-            log.exception("prepare failed")
+            # type and code location only: the exception's text may quote patient data
+            frame = traceback.extract_tb(exc.__traceback__)[-1]
+            log.error("prepare failed: %s at %s:%s (channel=%s destination=%s)", type(exc).__name__,
+                      Path(frame.filename).name, frame.lineno, channel, destination)
             return Prepared(None, None, None, PermanentError(
                 f"unexpected {type(exc).__name__} while mapping", reason="processing_error"))
 
