@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -472,6 +472,7 @@ def _channel_names(request: Request, conn) -> list[str]:
     return names
 
 
+RATE_WINDOW = 300  # seconds: the dashboard's "messages per minute" looks at the last 5 minutes
 TOTALS_TTL = 15.0  # seconds; message totals scan the journal, so the 5 s refresh reuses them
 
 
@@ -507,6 +508,11 @@ def dashboard_data(request: Request) -> dict:
             o = _aware(oldest)
             if status in ("pending", "error") and o is not None and (q["oldest"] is None or o < q["oldest"]):
                 q["oldest"] = o
+        # arrival rate per channel over the last RATE_WINDOW (an index range on received_at)
+        since = now - timedelta(seconds=RATE_WINDOW)
+        recent = dict(conn.execute(select(messages.c.channel, func.count())
+                                   .where(messages.c.received_at >= since)
+                                   .group_by(messages.c.channel)).all())
         recent_events = [dict(r._mapping) for r in conn.execute(
             select(events).order_by(events.c.id.desc()).limit(10))]
         conn.rollback()
@@ -534,6 +540,7 @@ def dashboard_data(request: Request) -> dict:
             "quarantined": counters.get("quarantined"),
             "db": db, "db_total": sum(db.values()), "queue": q, "queue_depth": q["pending"] + q["held"],
             "oldest_age": fmt_age(age), "problems": problems,
+            "rate_per_minute": round(recent.get(name, 0) * 60 / RATE_WINDOW, 1),
         })
     return {"channels": rows, "events": recent_events, "now": now, "runtime": runtime is not None,
             "started_at": getattr(runtime, "started_at", None)}

@@ -297,6 +297,19 @@ def test_dashboard_channels_and_unhealthy(admin):
     assert "Received 7" in adt and "Rejected 1" in adt and "Duplicates 1" in adt
     assert "2 in error queue" in mdm
     assert "Stored" in adt and "processed" in cards["adt"]
+    assert "Rate (5 min) 0.0/min" in adt  # the seed arrived 20 days before the clerks look
+
+
+def test_dashboard_rate_counts_the_last_five_minutes(admin, seeded):
+    """Messages per minute over the last 5 minutes, per channel: older ones do not count."""
+    with seeded.db.begin() as conn:
+        conn.execute(insert(messages), [dict(
+            channel="adt", received_at=APP_NOW - timedelta(seconds=s), control_id=f"RATE{s}",
+            message_type="ADT^A08", patient_id="200000", status="processed", raw=b"MSH|^~\\&|X",
+            body_sha256="0" * 64) for s in (10, 100, 250, 400, 4000)])
+    cards = dict(re.findall(r'data-channel="(\w+)">(.*?)</article>', admin.get("/dashboard/channels").text, re.S))
+    assert "Rate (5 min) 0.6/min" in text_of(cards["adt"])  # 3 in 5 minutes
+    assert "Rate (5 min) 0.0/min" in text_of(cards["mdm"])
 
 
 def test_message_search_filters(admin, seeded):
