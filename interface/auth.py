@@ -36,10 +36,10 @@ import secrets
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 from pydantic import AfterValidator, BaseModel
@@ -109,8 +109,10 @@ def _identify(request: Request, token: str | None, sid: str | None):
 
 
 def wants_html(request: Request) -> bool:
+    """A browser page or an htmx fragment request (htmx sends ``HX-Request``, Accept ``*/*``)."""
     return (not request.url.path.startswith("/api/")
-            and "text/html" in request.headers.get("accept", ""))
+            and ("text/html" in request.headers.get("accept", "")
+                 or request.headers.get("hx-request") == "true"))
 
 
 def require(*roles: str):
@@ -370,6 +372,14 @@ def utc_param(value: datetime, name: str) -> datetime:
         raise HTTPException(status_code=400, detail=f"{name}: date-time out of range") from None
 
 
-def login_redirect(request: Request) -> RedirectResponse:
+def login_redirect(request: Request):
+    """Send a browser without a session to the login form, keeping where it was going. An htmx
+    request (a fragment refresh, e.g. the dashboard's) gets ``HX-Redirect`` so the whole page goes
+    to the login form instead of the form being swapped into a corner of the page."""
+    if request.headers.get("hx-request") == "true":
+        page = request.headers.get("hx-current-url") or "/"
+        parts = urlsplit(page)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        return Response(status_code=401, headers={"HX-Redirect": f"/login?next={quote(target, safe='')}"})
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return RedirectResponse(f"/login?next={quote(target, safe='')}", status_code=303)

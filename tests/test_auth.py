@@ -233,3 +233,12 @@ def test_login_form_is_csrf_protected(client, engine, tokens):
                     follow_redirects=False)
     assert r.status_code == 403
     assert login(client, "clerk1").status_code == 303
+
+
+def test_expired_session_sends_htmx_refreshes_to_the_login_page(client):
+    """The dashboard's htmx refresh without a session gets HX-Redirect to the login form (with the
+    page it was on), not a login form swapped into the page."""
+    r = client.get("/dashboard/channels", follow_redirects=False,
+                   headers={"Accept": "*/*", "HX-Request": "true",
+                            "HX-Current-URL": "http://testserver/?tab=1"})
+    assert r.status_code == 401 and r.headers["HX-Redirect"] == "/login?next=%2F%3Ftab%3D1"
