@@ -18,6 +18,12 @@ Scenarios, each at every ``--connections`` count:
              (``receive`` figures come from this same run: the ACK side of it.)
 ``mdm``      100 KB MDM^T02 with a base64 PDF in OBX-5, receive -> document index committed,
              with the peak RSS of the engine process during the run (VmHWM, reset first).
+``scale``    (PostgreSQL) the ADT mix at 16 connections (the largest ``--connections``) with 1, 2
+             and 3 engine processes (``interface run --workers N``) on one database: chart-committed
+             msgs/s and the ratio to the 1-process figure of the same run.
+``journal``  the ADT mix on a journal pre-seeded (bulk ``INSERT ... SELECT``) to 10^4, 10^5 and
+             10^6 stored messages with done work items, each size with few and many distinct
+             patients in the run (100 and 10,000): msgs/s, ACK p50/p99, ratios to the smallest size.
 ``queue``    (largest connection count) processing throughput of a backlog (the engine is killed
              after the last ACK and restarted; the drain of what was left is timed), and the
              end-to-end latency of other patients while one patient is blocked by a poison
@@ -120,23 +126,29 @@ class Workload:
         return out
 
 
-def adt_mix(n: int, connections: int, tag: str, seed: int = 1, poison_mrn: str | None = None) -> Workload:
+def adt_mix(n: int, connections: int, tag: str, seed: int = 1, poison_mrn: str | None = None,
+            pool: int | None = None) -> Workload:
     """About ``n`` ADT messages: patient stories (weighted above), each patient on one
-    connection, patients interleaved at random but each story in its own order."""
+    connection, patients interleaved at random but each story in its own order. With ``pool``,
+    the stories are spread over at most ``pool`` distinct patients (a patient then has several
+    visits, each with its own visit number, all on the patient's connection)."""
     rng = random.Random(seed)
     weights = [w for w, _ in STORIES]
     stories: list[tuple[str, tuple[str, ...]]] = []
     total = 0
     p = 0
+    conn_of: list[int] = []
     while total < n:
         events = rng.choices([s for _, s in STORIES], weights)[0]
-        stories.append((f"{tag}{p:06d}", events))
+        who = p % pool if pool else p
+        stories.append((f"{tag}{who:06d}", events))
+        conn_of.append(who % connections)
         total += len(events)
         p += 1
     per_conn_stories: list[list[tuple[str, tuple[str, ...]]]] = [[] for _ in range(connections)]
     for i, st in enumerate(stories):
-        per_conn_stories[i % connections].append(st)
-    wl = Workload([], len(stories))
+        per_conn_stories[conn_of[i]].append(st)
+    wl = Workload([], len({m for m, _ in stories}))
     base = time.time() - 86400
     seq = 0
     for c, sts in enumerate(per_conn_stories):
@@ -161,7 +173,8 @@ def adt_mix(n: int, connections: int, tag: str, seed: int = 1, poison_mrn: str |
             seq += 1
             klass = "O" if events[0] == "A04" else "I"
             loc = f"{rng.choice(['4W', '5E', '3N', 'ER'])}^{rng.randint(100, 499)}^{rng.choice('AB')}"
-            text = adt(event, mrn, cid, base + seq, visit=f"V{mrn}", klass=klass, location=loc,
+            visit = f"V{mrn}" if not pool else f"V{mrn}-{s}"
+            text = adt(event, mrn, cid, base + seq, visit=visit, klass=klass, location=loc,
                        rng=random.Random(mrn))
             msgs.append((cid, SB + text.encode() + EB))
             wl.mrn_of[cid] = mrn
@@ -503,18 +516,21 @@ class Sizes:
     mdm: dict[int, int]
     backlog: int
     warmup: int
+    scale: int = 3000  # ADT messages per process count (scale scenario)
+    journal: int = 2000  # ADT messages per (journal size, patients) cell
 
 
 def sizes(quick: bool, conns: list[int], scale: float = 1.0) -> Sizes:
     if quick:
-        sz = Sizes({c: 30 if c == 1 else 160 for c in conns}, {c: 4 if c == 1 else 16 for c in conns}, 120, 16)
+        sz = Sizes({c: 30 if c == 1 else 160 for c in conns}, {c: 4 if c == 1 else 16 for c in conns}, 120, 16,
+                   60, 40)
     else:
         sz = Sizes({c: 600 if c == 1 else 4000 for c in conns}, {c: 60 if c == 1 else 200 for c in conns},
                    3000, 200)
     if scale != 1.0:
         n = lambda v: max(2, int(v * scale))  # noqa: E731
         sz = Sizes({c: n(v) for c, v in sz.adt.items()}, {c: n(v) for c, v in sz.mdm.items()},
-                   n(sz.backlog), n(sz.warmup))
+                   n(sz.backlog), n(sz.warmup), n(sz.scale), n(sz.journal))
     return sz
 
 
@@ -546,7 +562,8 @@ class Bench:
             c.execute(text(f'CREATE DATABASE "{self.pg_name}"'))
         return make_url(url).set(database=self.pg_name).render_as_string(hide_password=False)
 
-    def start_engine(self) -> Proc:
+    def start_engine(self, workers: int | None = None) -> Proc:
+        workers = self.args.engine_workers if workers is None else workers
         ready = self.tmp / "engine-ready.json"
         root = Path(self.args.engine_root).resolve() if self.args.engine_root else ROOT
         cmd = [sys.executable, "-c", "import sys; from interface.cli import main; sys.exit(main())",
@@ -554,8 +571,8 @@ class Bench:
                "--db", self.db_url, "--channels", str(root / "channels"), "--mappings", str(root / "mappings"),
                "--listen", "adt=tcp:0:interface=127.0.0.1", "--listen", "mdm=tcp:0:interface=127.0.0.1",
                "--ready-file", str(ready)]
-        if self.args.engine_workers != 1:
-            cmd += ["--workers", str(self.args.engine_workers)]
+        if workers != 1:
+            cmd += ["--workers", str(workers)]
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
         if not self.args.db:
             env.pop("INTERFACE_DB_URL", None)
@@ -572,10 +589,11 @@ class Bench:
 
     # scenarios ---------------------------------------------------------------------------------
 
-    def adt_run(self, conns: int, n: int, *, poison: bool = False) -> tuple[dict, dict, Workload, SendResult]:
+    def adt_run(self, conns: int, n: int, *, poison: bool = False,
+                pool: int | None = None) -> tuple[dict, dict, Workload, SendResult]:
         tag = self.tag()
         poison_mrn = f"{tag}POISON" if poison else None
-        wl = adt_mix(n, conns, tag, seed=self.seq, poison_mrn=poison_mrn)
+        wl = adt_mix(n, conns, tag, seed=self.seq, poison_mrn=poison_mrn, pool=pool)
         base = self.probe.max_message_id()
         port = self.engine.info["ports"]["adt"]
         cpu0 = cpu_seconds(self.engine.pid)
@@ -673,6 +691,109 @@ class Bench:
                 "drain_items_per_s": round(left / span, 1) if span > 0 else None, "items": counts,
                 "engine_cpu_ms_per_item": round(cpu * 1000 / max(left, 1), 2)}
 
+    def scale_run(self, conns: int, n: int, warmup: int, processes=(1, 2, 3)) -> dict:
+        """The ADT mix at ``conns`` connections against 1, 2, 3 engine processes on one database
+        (each started afresh, warmed up, then measured); ratios to the 1-process figure."""
+        out: dict = {"connections": conns, "processes": {}}
+        for w in processes:
+            self.engine.stop()
+            self.engine = self.start_engine(workers=w)
+            self.adt_run(min(conns, 4), warmup)
+            ack, e2e, _, _ = self.adt_run(conns, n)
+            out["processes"][w] = {"chart_msgs_per_s": e2e["msgs_per_s"], "ack_msgs_per_s": ack["msgs_per_s"],
+                                   "ack_p50_ms": ack["ack_p50_ms"], "ack_p99_ms": ack["ack_p99_ms"],
+                                   "e2e_p50_ms": e2e["e2e_p50_ms"], "e2e_p99_ms": e2e["e2e_p99_ms"],
+                                   "engine_cpu_ms_per_msg": e2e["engine_cpu_ms_per_msg"],
+                                   "messages": ack["messages"], "done": e2e["done"], "items": e2e["items"],
+                                   "ack_codes": ack["ack_codes"], "mismatched": ack["mismatched"],
+                                   "load_avg": os.getloadavg()}
+            self.log(f"scale {w} process(es): chart {e2e['msgs_per_s']}/s")
+        one = out["processes"][processes[0]]["chart_msgs_per_s"]
+        for r in out["processes"].values():
+            r["ratio_vs_1"] = round(r["chart_msgs_per_s"] / one, 2) if one else None
+        self.engine.stop()
+        self.engine = self.start_engine()
+        return out
+
+    def seed_journal(self, target: int, pool: int = 10000) -> dict:
+        """Bring the journal to ``target`` stored messages with bulk ``INSERT ... SELECT`` (one
+        statement for ``messages``, one for their done ``work_items``): ADT header columns, a
+        ~1 KB raw message, status processed, AA, a unique dedup key, patient ids over ``pool``
+        patients. Chart rows are not seeded. Returns rows added and seconds taken."""
+        from sqlalchemy import bindparam, text
+
+        from .schema import TS
+
+        have = self.probe.scalar("SELECT COUNT(*) FROM messages") or 0
+        n = target - have
+        if n <= 0:
+            return {"added": 0, "seconds": 0.0, "messages": have}
+        pg = self.db_url.startswith("postgresql")
+        tag = self.tag()
+        raw = adt("A08", "SEED000000", f"{tag}0", time.time(), visit="VSEED").encode()
+        series = "generate_series(1, :n) AS s(g)" if pg else "s"
+        cte = "" if pg else "WITH RECURSIVE s(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM s WHERE g < :n) "
+        ev = ("CASE (g - 5 * (g / 5)) WHEN 0 THEN 'ADT^A01' WHEN 1 THEN 'ADT^A04' WHEN 2 THEN 'ADT^A08' "
+              "WHEN 3 THEN 'ADT^A02' ELSE 'ADT^A03' END")
+        ins = text(
+            "INSERT INTO messages (channel, received_at, peer, sending_application, sending_facility, "
+            "receiving_application, receiving_facility, control_id, message_type, structure, version, "
+            "message_time, patient_id, status, raw, body_sha256, ack_code, dedup_key) "
+            f"{cte}SELECT 'adt', :at, '127.0.0.1', 'SEED', 'HOSP', 'INTERFACE', 'HOSP', :tag || CAST(g AS TEXT), "
+            f"{ev}, 'ADT_A01', '2.5.1', '20240101120000', 'SEED' || CAST((g - :pool * (g / :pool)) AS TEXT), "
+            "'processed', :raw, 'seed' || :tag || CAST(g AS TEXT), 'AA', "
+            f"'adt|SEED|HOSP|' || :tag || CAST(g AS TEXT) FROM {series}"
+        ).bindparams(bindparam("at", type_=TS))
+        items = text(
+            "INSERT INTO work_items (message_id, channel, destination, key, status, attempts, "
+            "next_attempt_at, created_at, updated_at) SELECT id, 'adt', 'chart', 'mrn:' || patient_id, "
+            "'done', 1, :at, :at, :at FROM messages WHERE id > :base"
+        ).bindparams(bindparam("at", type_=TS))
+        at = datetime.now(timezone.utc)
+        t0 = time.perf_counter()
+        base = self.probe.max_message_id()
+        with self.probe.engine.begin() as c:
+            c.execute(ins, {"n": n, "at": at, "tag": tag, "pool": pool, "raw": raw})
+            c.execute(items, {"at": at, "base": base})
+        if pg:
+            with self.probe.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+                c.execute(text("ANALYZE messages"))
+                c.execute(text("ANALYZE work_items"))
+        return {"added": n, "seconds": round(time.perf_counter() - t0, 1),
+                "messages": self.probe.scalar("SELECT COUNT(*) FROM messages")}
+
+    def journal_run(self, conns: int, n: int, sizes_: list[int], pools: list[int]) -> dict:
+        """For each journal size (ascending): seed up to it, then the ADT mix over few and over
+        many distinct patients; msgs/s and ACK p50/p99, with ratios to the smallest size."""
+        out: dict = {"connections": conns, "messages_per_run": n, "sizes": {}}
+        for size in sorted(sizes_):
+            seed = self.seed_journal(size)
+            self.log(f"journal seeded to {seed['messages']} (+{seed['added']} in {seed['seconds']} s)")
+            row: dict = {"seed": seed, "pools": {}}
+            for pool in pools:
+                ack, e2e, wl, _ = self.adt_run(conns, n, pool=pool)
+                row["pools"][pool] = {"patients": wl.patients, "chart_msgs_per_s": e2e["msgs_per_s"],
+                                      "ack_msgs_per_s": ack["msgs_per_s"], "ack_p50_ms": ack["ack_p50_ms"],
+                                      "ack_p99_ms": ack["ack_p99_ms"], "e2e_p50_ms": e2e["e2e_p50_ms"],
+                                      "e2e_p99_ms": e2e["e2e_p99_ms"],
+                                      "engine_cpu_ms_per_msg": e2e["engine_cpu_ms_per_msg"],
+                                      "messages": ack["messages"], "done": e2e["done"], "items": e2e["items"],
+                                      "ack_codes": ack["ack_codes"], "mismatched": ack["mismatched"],
+                                      "load_avg": os.getloadavg()}
+                self.log(f"journal {size} pool {pool}: chart {e2e['msgs_per_s']}/s, "
+                         f"ack p50/p99 {ack['ack_p50_ms']}/{ack['ack_p99_ms']} ms")
+            row["stored_after"] = self.probe.scalar("SELECT COUNT(*) FROM messages")
+            out["sizes"][size] = row
+        first = out["sizes"][min(sizes_)]["pools"]
+        for row in out["sizes"].values():
+            for pool, r in row["pools"].items():
+                f = first[pool]
+                r["ratio_vs_smallest"] = {
+                    "throughput": round(r["chart_msgs_per_s"] / f["chart_msgs_per_s"], 2),
+                    "ack_p50": round(r["ack_p50_ms"] / f["ack_p50_ms"], 2) if f["ack_p50_ms"] else None,
+                    "ack_p99": round(r["ack_p99_ms"] / f["ack_p99_ms"], 2) if f["ack_p99_ms"] else None}
+        return out
+
     def cross_check(self, conns: int, n: int, port: int, name: str) -> dict | None:
         if not LOAD_TOOL.exists() or self.args.no_cross_check:
             return None
@@ -715,6 +836,7 @@ class Bench:
                     baselines[kind] = self.start_baseline(kind)
             # warm-up: the first messages pay for lazy imports and compiled mappings
             self.adt_run(min(conns[-1], 4), sz.warmup)
+            R["conditions"]["load_avg_after_warmup"] = os.getloadavg()
             for c in conns:
                 if {"receive", "adt"} & scen:
                     ack, e2e, wl, _ = self.adt_run(c, sz.adt[c])
@@ -746,6 +868,15 @@ class Bench:
                 q["backlog"] = self.backlog_run(c, sz.backlog)
                 R["scenarios"]["queue"] = q
                 self.log(f"queue: drain {q['backlog']['drain_items_per_s']}/s")
+            if "scale" in scen:
+                c = conns[-1]
+                procs = tuple(int(w) for w in a.processes.split(","))
+                R["scenarios"]["scale"] = self.scale_run(c, sz.scale, sz.warmup, procs)
+            if "journal" in scen:
+                c = conns[-1]
+                js = [int(v) for v in (a.journal_sizes or ("200,1000" if a.quick else "10000,100000,1000000")).split(",")]
+                pools = [int(v) for v in (a.patients or ("5,50" if a.quick else "100,10000")).split(",")]
+                R["scenarios"]["journal"] = self.journal_run(c, sz.journal, js, pools)
             if not a.no_cross_check and LOAD_TOOL.exists() and {"receive", "adt"} & scen:
                 c = conns[-1]
                 n = 100 if a.quick else 5000
@@ -822,6 +953,27 @@ def table(R: dict) -> str:
                      f" without poison, {q['with_poison']['e2e_p50_ms']}/{q['with_poison']['e2e_p99_ms']} with one patient"
                      f" blocked (ratio {q['other_patients_p50_ratio']}/{q['other_patients_p99_ratio']});"
                      f" blocked items {q['with_poison']['blocked_patient_items']}")
+    if "scale" in S:
+        sc = S["scale"]
+        lines.append(f"\n5. scale-out: ADT mix at {sc['connections']} connections, N engine processes, one database")
+        lines.append(f"{'procs':>5} {'msgs':>6} {'chart/s':>8} {'ratio':>6} {'ack/s':>8} {'ack p50':>8} {'ack p99':>8} "
+                     f"{'e2e p50':>8} {'e2e p99':>8} {'cpu ms/msg':>10} load")
+        for w, r in sc["processes"].items():
+            lines.append(f"{w:>5} {r['done']:>6} {r['chart_msgs_per_s']:>8} {r['ratio_vs_1']:>6} {r['ack_msgs_per_s']:>8} "
+                         f"{r['ack_p50_ms']:>8} {r['ack_p99_ms']:>8} {r['e2e_p50_ms']:>8} {r['e2e_p99_ms']:>8} "
+                         f"{r['engine_cpu_ms_per_msg']:>10} {r['load_avg'][0]:.1f}")
+    if "journal" in S:
+        j = S["journal"]
+        lines.append(f"\n6. journal size: ADT mix ({j['messages_per_run']} msgs, {j['connections']} connections) "
+                     "on a pre-seeded journal")
+        lines.append(f"{'stored':>9} {'seed s':>7} {'patients':>8} {'chart/s':>8} {'x size0':>7} {'ack p50':>8} "
+                     f"{'ack p99':>8} {'p50 x':>6} {'p99 x':>6} {'cpu ms/msg':>10} load")
+        for size, row in j["sizes"].items():
+            for pool, r in row["pools"].items():
+                x = r["ratio_vs_smallest"]
+                lines.append(f"{size:>9} {row['seed']['seconds']:>7} {r['patients']:>8} {r['chart_msgs_per_s']:>8} "
+                             f"{x['throughput']:>7} {r['ack_p50_ms']:>8} {r['ack_p99_ms']:>8} {x['ack_p50']:>6} "
+                             f"{x['ack_p99']:>6} {r['engine_cpu_ms_per_msg']:>10} {r['load_avg'][0]:.1f}")
     if "cross_check" in R:
         x = R["cross_check"]
         lines.append(f"\ncross-check: {Path(x['tool']).name} -c {x['connections']} -n {x['messages']} --synthetic adt_a01")
@@ -842,7 +994,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", type=float, default=1.0, help="multiply every message count (e.g. 0.5, 3)")
     p.add_argument("--connections", default="1,16", help="comma-separated connection counts (default 1,16)")
     p.add_argument("--scenarios", default="receive,adt,mdm,queue",
-                   help="comma-separated subset of receive,adt,mdm,queue (receive and adt share a run)")
+                   help="comma-separated subset of receive,adt,mdm,queue,scale,journal (receive and adt "
+                   "share a run; scale and journal are meant for --db postgresql://...)")
+    p.add_argument("--scenario", dest="scenarios", help="alias of --scenarios")
+    p.add_argument("--processes", default="1,2,3", help="engine process counts for the scale scenario")
+    p.add_argument("--journal-sizes", help="stored messages to seed for the journal scenario "
+                   "(default 10000,100000,1000000; --quick 200,1000)")
+    p.add_argument("--patients", help="distinct patients per run in the journal scenario "
+                   "(default 100,10000; --quick 5,50)")
     p.add_argument("--engine-workers", type=int, default=1, help="passed to `interface run --workers`")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.add_argument("--engine-root", help="run the engine from this source tree (e.g. `git archive COMMIT | "

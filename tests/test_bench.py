@@ -85,3 +85,53 @@ def test_quick_run_reports_every_scenario_with_the_right_counts(tmp_path, capsys
     assert q["without_poison"]["items"] == {"done": q["without_poison"]["done"]}
     b = q["backlog"]
     assert b["items"] == {"done": b["messages"]}
+
+
+def test_pooled_workload_spreads_stories_over_few_patients_each_on_one_connection():
+    """With a patient pool, patients get several visits (distinct visit numbers), each patient
+    still on a single connection, each visit's story in order."""
+    wl = bench.adt_mix(300, 4, "P", seed=2, pool=7)
+    assert wl.patients == 7 and wl.count >= 300
+    seen: dict[str, int] = {}
+    visits: dict[str, list[str]] = defaultdict(list)
+    for c, msgs in enumerate(wl.per_conn):
+        for _, frame in msgs:
+            trigger, mrn = _events(frame)
+            assert seen.setdefault(mrn, c) == c
+            visit = frame[1:-2].split(b"\r")[5].split(b"|")[19].split(b"^")[0].decode()
+            visits[visit].append(trigger)
+    assert len(visits) > 7  # several visits per patient
+    stories = {events for _, events in bench.STORIES}
+    assert all(tuple(ev) in stories for ev in visits.values())
+
+
+def test_scale_and_journal_scenarios_report_every_cell_with_the_right_counts(tmp_path, capsys):
+    """1, 2 and 3 engine processes on one database, then a journal seeded in bulk to two sizes
+    with two patient pools: every message ACKed AA/CA with its control id, every item done, the
+    journal holds at least the seeded count, ratios are against the first cell."""
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--scale", "0.5", "--connections", "3", "--scenarios", "scale,journal",
+            "--journal-sizes", "150,600", "--patients", "4,40", "--no-cross-check", "--json", str(out), "-q"]
+    if PG:
+        argv += ["--db", PG]
+    assert bench.main(argv) == 0
+    text = capsys.readouterr().out
+    assert "5. scale-out" in text and "6. journal size" in text
+    S = json.loads(out.read_text())["scenarios"]
+    procs = S["scale"]["processes"]
+    assert list(procs) == ["1", "2", "3"] and procs["1"]["ratio_vs_1"] == 1.0
+    for r in procs.values():
+        assert r["mismatched"] == 0 and set(r["ack_codes"]) <= {"AA", "CA"}
+        assert r["items"] == {"done": r["messages"]} and r["done"] == r["messages"]
+    sizes = S["journal"]["sizes"]
+    assert list(sizes) == ["150", "600"]
+    assert sizes["600"]["seed"]["messages"] >= 600 and sizes["600"]["seed"]["added"] > 0
+    for size, row in sizes.items():
+        assert row["stored_after"] >= int(size)
+        assert [int(p) for p in row["pools"]] == [4, 40]
+        for pool, r in row["pools"].items():
+            assert r["patients"] <= int(pool)
+            assert r["mismatched"] == 0 and set(r["ack_codes"]) <= {"AA", "CA"}
+            assert r["items"] == {"done": r["messages"]}
+    assert sizes["150"]["pools"]["4"]["patients"] == 4
+    assert sizes["150"]["pools"]["4"]["ratio_vs_smallest"]["throughput"] == 1.0
