@@ -759,8 +759,11 @@ class Bench:
             with self.probe.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
                 c.execute(text("ANALYZE messages"))
                 c.execute(text("ANALYZE work_items"))
-        return {"added": n, "seconds": round(time.perf_counter() - t0, 1),
-                "messages": self.probe.scalar("SELECT COUNT(*) FROM messages")}
+        out = {"added": n, "seconds": round(time.perf_counter() - t0, 1),
+               "messages": self.probe.scalar("SELECT COUNT(*) FROM messages")}
+        if pg:
+            out["database_mb"] = round(self.probe.scalar("SELECT pg_database_size(current_database())") / 2**20)
+        return out
 
     def journal_run(self, conns: int, n: int, sizes_: list[int], pools: list[int]) -> dict:
         """For each journal size (ascending): seed up to it, then the ADT mix over few and over

@@ -126,6 +126,7 @@ def test_scale_and_journal_scenarios_report_every_cell_with_the_right_counts(tmp
     sizes = S["journal"]["sizes"]
     assert list(sizes) == ["150", "600"]
     assert sizes["600"]["seed"]["messages"] >= 600 and sizes["600"]["seed"]["added"] > 0
+    assert ("database_mb" in sizes["600"]["seed"]) == bool(PG)
     for size, row in sizes.items():
         assert row["stored_after"] >= int(size)
         assert [int(p) for p in row["pools"]] == [4, 40]
