@@ -86,18 +86,11 @@ def _statuses(value: str) -> list[str]:
 def _query(channel=None, reason=None, statuses=("error", "held"), destination=None, before_id=None,
            max_id=None):
     q = (select(work_items, messages.c.control_id, messages.c.message_type, messages.c.received_at)
-         .join(messages, messages.c.id == work_items.c.message_id)
-         .where(work_items.c.status.in_(list(statuses))).order_by(work_items.c.id.desc()))
-    if channel:
-        q = q.where(work_items.c.channel == channel)
-    if reason:
-        q = q.where(work_items.c.reason == reason)
-    if destination:
-        q = q.where(work_items.c.destination == destination)
+         .join(messages, messages.c.id == work_items.c.message_id).order_by(work_items.c.id.desc()))
+    q = queue.filter_items(q, status=statuses, channel=channel, reason=reason, destination=destination,
+                           max_id=max_id)
     if before_id is not None:
         q = q.where(work_items.c.id < before_id)
-    if max_id is not None:
-        q = q.where(work_items.c.id <= max_id)
     return q
 
 

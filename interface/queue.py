@@ -301,12 +301,12 @@ class BulkResult:
     truncated: bool = False  # a filter matched more than the cap: run it again for the rest
 
 
-def select_items(conn: Connection, *, channel: str | None = None, reason: str | None = None,
-                 destination: str | None = None, status: tuple[str, ...] = ("error",),
-                 max_id: int | None = None, limit: int = BULK_MAX) -> tuple[list[int], bool]:
-    """Ids of the items a filter matches now, oldest first, at most ``limit``; and whether
-    there were more. ``max_id``: only items up to the newest one the clerk saw."""
-    q = select(work_items.c.id).where(work_items.c.status.in_(status))
+def filter_items(q, *, status=None, channel: str | None = None, reason: str | None = None,
+                 destination: str | None = None, max_id: int | None = None):
+    """The clerk's work-item filter on a select over ``work_items`` (shared by bulk actions,
+    ``interface errors`` and the API): each given condition narrows it; blanks are ignored."""
+    if status is not None:  # an empty list matches nothing, as asked
+        q = q.where(work_items.c.status.in_(list(status)))
     if channel:
         q = q.where(work_items.c.channel == channel)
     if reason:
@@ -315,6 +315,16 @@ def select_items(conn: Connection, *, channel: str | None = None, reason: str | 
         q = q.where(work_items.c.destination == destination)
     if max_id is not None:
         q = q.where(work_items.c.id <= max_id)
+    return q
+
+
+def select_items(conn: Connection, *, channel: str | None = None, reason: str | None = None,
+                 destination: str | None = None, status: tuple[str, ...] = ("error",),
+                 max_id: int | None = None, limit: int = BULK_MAX) -> tuple[list[int], bool]:
+    """Ids of the items a filter matches now, oldest first, at most ``limit``; and whether
+    there were more. ``max_id``: only items up to the newest one the clerk saw."""
+    q = filter_items(select(work_items.c.id), status=status, channel=channel, reason=reason,
+                     destination=destination, max_id=max_id)
     ids = list(conn.scalars(q.order_by(work_items.c.id).limit(limit + 1)))
     return ids[:limit], len(ids) > limit
 
