@@ -32,6 +32,7 @@ from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
 from . import chart_schema as cs
+from . import fastsql
 from .errors import (DUPLICATE_KEY_IDENTIFIER, UNKNOWN_KEY_IDENTIFIER, UNSUPPORTED_EVENT_CODE,
                      Location, PermanentError, RequiredFieldMissing)
 from .records import (CLEAR, Address, ChartUpdate, Insurance, Name, NextOfKin, Patient, Person,
@@ -291,48 +292,46 @@ def _optional(module: str, name: str) -> Callable | None:
 _STMTS: dict = {}
 
 
-def _insert(table):
-    key = ("insert", table.name)
-    stmt = _STMTS.get(key)
-    if stmt is None:
-        stmt = _STMTS[key] = insert(table)
-    return stmt
+def _cached(key, build) -> fastsql.Statement:
+    st = _STMTS.get(key)
+    if st is None:
+        stmt, keyed = build()
+        st = _STMTS[key] = fastsql.Statement(stmt, keyed=keyed)
+    return st
 
 
-def _insert_returning(table):
+def _insert(table) -> fastsql.Statement:
+    """INSERT (the columns are the parameters' keys)."""
+    return _cached(("insert", table.name), lambda: (insert(table), True))
+
+
+def _insert_id(table) -> fastsql.Statement:
+    """INSERT one row RETURNING its id."""
+    return _cached(("insert_id", table.name), lambda: (insert(table).returning(table.c.id), True))
+
+
+def _insert_returning(table) -> fastsql.Statement:
     """INSERT one row RETURNING the whole row (as a SELECT of it would read it back)."""
-    key = ("insert_returning", table.name)
-    stmt = _STMTS.get(key)
-    if stmt is None:
-        stmt = _STMTS[key] = insert(table).returning(*table.c)
-    return stmt
+    return _cached(("insert_returning", table.name),
+                   lambda: (insert(table).returning(*table.c), True))
 
 
-def _update_by_id(table):
+def _update_by_id(table) -> fastsql.Statement:
     """UPDATE table SET <the parameter keys> WHERE id = :b_id."""
-    key = ("update", table.name)
-    stmt = _STMTS.get(key)
-    if stmt is None:
-        stmt = _STMTS[key] = update(table).where(table.c.id == bindparam("b_id"))
-    return stmt
+    return _cached(("update", table.name),
+                   lambda: (update(table).where(table.c.id == bindparam("b_id")), True))
 
 
-def _update_returning(table):
+def _update_returning(table) -> fastsql.Statement:
     """UPDATE table SET <the parameter keys> WHERE id = :b_id RETURNING the whole row."""
-    key = ("update_returning", table.name)
-    stmt = _STMTS.get(key)
-    if stmt is None:
-        stmt = _STMTS[key] = (update(table).where(table.c.id == bindparam("b_id"))
-                              .returning(*table.c))
-    return stmt
+    return _cached(("update_returning", table.name),
+                   lambda: (update(table).where(table.c.id == bindparam("b_id"))
+                            .returning(*table.c), True))
 
 
-def _select_by(table, column: str):
-    key = ("select", table.name, column)
-    stmt = _STMTS.get(key)
-    if stmt is None:
-        stmt = _STMTS[key] = select(table).where(table.c[column] == bindparam("b_value"))
-    return stmt
+def _select_by(table, column: str) -> fastsql.Statement:
+    return _cached(("select", table.name, column),
+                   lambda: (select(table).where(table.c[column] == bindparam("b_value")), False))
 
 
 class _Apply:
@@ -354,7 +353,7 @@ class _Apply:
     def flush(self) -> None:
         """Write the buffered history rows (one executemany); call before reading history."""
         if self.pending:
-            self.conn.execute(_insert(cs.chart_history), self.pending)
+            fastsql.run_many(self.conn, _insert(cs.chart_history), self.pending)
             self.pending = []
 
     def record(self, patient_id: int | None, mrn: str | None, table: str, row_id: int | None,
@@ -388,9 +387,9 @@ class _Apply:
                         "clear" if new is None else "set", old, new)
         params = {"b_id": row.id, **sets, **(self.stamp() if sets else {}), **(always or {})}
         if always:  # the UPDATE happens anyway: let it return the row (no re-select)
-            self.row_after = self.conn.execute(_update_returning(table), params).one()
+            self.row_after = fastsql.run(self.conn, _update_returning(table), params).one()
         elif sets:
-            self.conn.execute(_update_by_id(table), params)
+            fastsql.run(self.conn, _update_by_id(table), params)
         return sets
 
     def release(self, mrn: str) -> None:
@@ -450,11 +449,11 @@ def _apply_event(ctx: _Apply, upd: ChartUpdate, mrn: str, rule: EventRule) -> No
 
 
 def _patient_by_mrn(conn: Connection, mrn: str) -> Row | None:
-    return conn.execute(_select_by(cs.patients, "mrn"), {"b_value": mrn}).first()
+    return fastsql.run(conn, _select_by(cs.patients, "mrn"), {"b_value": mrn}).first()
 
 
 def _patient_by_id(conn: Connection, pid: int) -> Row:
-    return conn.execute(_select_by(cs.patients, "id"), {"b_value": pid}).one()
+    return fastsql.run(conn, _select_by(cs.patients, "id"), {"b_value": pid}).one()
 
 
 def _resolve_row(conn: Connection, mrn: str) -> Row | None:
@@ -473,7 +472,7 @@ def _resolve_row(conn: Connection, mrn: str) -> Row | None:
 
 
 def _create_patient(ctx: _Apply, mrn: str, merged_into: str | None = None) -> Row:
-    row = ctx.conn.execute(_insert_returning(cs.patients), dict(
+    row = fastsql.run(ctx.conn, _insert_returning(cs.patients), dict(
         mrn=mrn, merged_into=merged_into, merged_at=ctx.now if merged_into else None,
         created_at=ctx.now, last_event=ctx.event, **ctx.stamp())).one()
     pid = row.id
@@ -519,11 +518,9 @@ def _merge_identifiers(ctx: _Apply, patient: Row, idents: list | None) -> None:
     if not idents:
         return
     t = cs.patient_identifiers
-    q = _STMTS.get("identifiers")
-    if q is None:
-        q = _STMTS["identifiers"] = select(t.c.authority, t.c.type, t.c.value).where(
-            t.c.patient_id == bindparam("b_pid"))
-    have = {(r.authority, r.type, r.value) for r in ctx.conn.execute(q, {"b_pid": patient.id})}
+    q = _cached("identifiers", lambda: (select(t.c.authority, t.c.type, t.c.value).where(
+        t.c.patient_id == bindparam("b_pid")), False))
+    have = {(r.authority, r.type, r.value) for r in fastsql.run(ctx.conn, q, {"b_pid": patient.id})}
     for ident in idents:
         value = _plain(ident.value)
         if not value:
@@ -532,9 +529,9 @@ def _merge_identifiers(ctx: _Apply, patient: Row, idents: list | None) -> None:
         if key in have:
             continue
         have.add(key)
-        rid = ctx.conn.execute(_insert(t), dict(
+        rid = fastsql.run(ctx.conn, _insert_id(t), dict(
             patient_id=patient.id, authority=key[0], type=key[1], value=value,
-            facility=_plain(ident.facility), **ctx.stamp())).inserted_primary_key[0]
+            facility=_plain(ident.facility), **ctx.stamp())).scalar()
         ctx.record(patient.id, patient.mrn, t.name, rid, "identifiers", "add", None,
                    {"value": value, "authority": key[0] or None, "type": key[1] or None})
 
@@ -552,8 +549,8 @@ def _merge_names(ctx: _Apply, patient: Row, names: list | None) -> None:
             continue
         current.append(row)
         seq += 1
-        rid = ctx.conn.execute(_insert(t), dict(patient_id=patient.id, seq=seq, **row,
-                                                **ctx.stamp())).inserted_primary_key[0]
+        rid = fastsql.run(ctx.conn, _insert_id(t), dict(patient_id=patient.id, seq=seq, **row,
+                                                        **ctx.stamp())).scalar()
         ctx.record(patient.id, patient.mrn, t.name, rid, "other_names", "add", None, row)
 
 
@@ -574,16 +571,14 @@ def _content_columns(table) -> list[str]:
 
 def _list_rows(conn: Connection, table, patient_id: int, where=None, params: dict | None = None) -> list[dict]:
     """The patient's rows of a list table; ``where`` (with its bind ``params``) narrows it."""
-    key = ("list", table.name, where is None)
-    q = _STMTS.get(key) if where is None else None
-    if q is None:
+    def build():
         q = (select(*[table.c[c] for c in _content_columns(table)])
              .where(table.c.patient_id == bindparam("b_pid")).order_by(table.c.seq, table.c.id))
-        if where is not None:
-            q = q.where(where)
-        else:
-            _STMTS[key] = q
-    return [dict(r._mapping) for r in conn.execute(q, {"b_pid": patient_id, **(params or {})})]
+        return (q if where is None else q.where(where)), False
+
+    # ``where`` clauses are module-level or cached in _STMTS: their identity is a stable key
+    q = _cached(("list", table.name, None if where is None else id(where)), build)
+    return [dict(r._mapping) for r in fastsql.run(conn, q, {"b_pid": patient_id, **(params or {})})]
 
 
 def _delete_rows(table, where=None):
@@ -601,16 +596,13 @@ def _replace_list(ctx: _Apply, patient: Row, table, field: str, rows: list[dict]
     if old == rows:
         return
     if not fresh:
-        if where is None:
-            q = _STMTS.get(("delete", table.name))
-            if q is None:
-                q = _STMTS[("delete", table.name)] = _delete_rows(table)
-        else:
-            q = _delete_rows(table, where)
-        ctx.conn.execute(q, {"b_pid": patient.id, **(params or {})})
+        q = _cached(("delete", table.name, None if where is None else id(where)),
+                    lambda: (_delete_rows(table, where), False))
+        fastsql.run(ctx.conn, q, {"b_pid": patient.id, **(params or {})})
     if rows:
-        ctx.conn.execute(_insert(table), [dict(patient_id=patient.id, seq=seq, **row, **(extra or {}),
-                                               **ctx.stamp()) for seq, row in enumerate(rows, 1)])
+        fastsql.run_many(ctx.conn, _insert(table),
+                         [dict(patient_id=patient.id, seq=seq, **row, **(extra or {}), **ctx.stamp())
+                          for seq, row in enumerate(rows, 1)])
     ctx.record(patient.id, patient.mrn, table.name, None, field,
                "clear" if not rows else "replace", old, rows)
 
@@ -649,14 +641,13 @@ def _visit_number(upd: ChartUpdate) -> str | None:
 def _find_visit(conn: Connection, patient_id: int, number: str | None) -> Row | None:
     """The patient's visit with this number; without a number, the latest unnumbered visit."""
     t = cs.visits
-    key = ("find_visit", bool(number))
-    q = _STMTS.get(key)
-    if q is None:
+    def build():
         cond = t.c.visit_number == bindparam("b_number") if number else t.c.visit_number.is_(None)
-        q = _STMTS[key] = (select(t).where(t.c.patient_id == bindparam("b_pid"), cond)
-                           .order_by(t.c.id.desc()))
+        return select(t).where(t.c.patient_id == bindparam("b_pid"), cond).order_by(t.c.id.desc()), False
+
+    q = _cached(("find_visit", bool(number)), build)
     params = {"b_pid": patient_id, "b_number": number} if number else {"b_pid": patient_id}
-    return conn.execute(q, params).first()
+    return fastsql.run(conn, q, params).first()
 
 
 def _target_visit(ctx: _Apply, upd: ChartUpdate, patient: Row, action: str) -> Row:
@@ -783,7 +774,7 @@ def _prior_before(conn: Connection, visit_id: int, prior: str | None) -> str | N
 
 def _create_visit(ctx: _Apply, patient: Row, number: str | None, status: str) -> Row:
     t = cs.visits
-    row = ctx.conn.execute(_insert_returning(t), dict(
+    row = fastsql.run(ctx.conn, _insert_returning(t), dict(
         patient_id=patient.id, visit_number=number, status=status, created_at=ctx.now,
         last_event=ctx.event, **ctx.stamp())).one()
     ctx.record(patient.id, patient.mrn, t.name, row.id, "status", "create", None, status)
@@ -796,7 +787,7 @@ def _renumber(ctx: _Apply, patient: Row, row: Row, number: str) -> Row:
         raise _error(f"{ctx.event}: the new visit number is already in use", "merge_conflict",
                      Location("PV1", field=19), DUPLICATE_KEY_IDENTIFIER)
     ctx.set_fields(cs.visits, row, {"visit_number": number}, patient)
-    return ctx.conn.execute(_select_by(cs.visits, "id"), {"b_value": row.id}).one()
+    return fastsql.run(ctx.conn, _select_by(cs.visits, "id"), {"b_value": row.id}).one()
 
 
 def _apply_visit(ctx: _Apply, upd: ChartUpdate, patient: Row, action: str) -> Row | None:

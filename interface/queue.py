@@ -25,6 +25,7 @@ from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, te
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
+from . import fastsql
 from .schema import audit, messages, work_attempts, work_items, work_keys
 
 OUT_PREFIX = "out:"  # keys of outbound lanes (interface.destinations)
@@ -122,19 +123,30 @@ def _claim_keys(conn: Connection, rows: list) -> list:
 
 # Built once, executed with parameters: rebuilding them with ``.values(literals)`` per item cost
 # more CPU than the SQL itself (see docs/benchmarks.md).
+# The hot ones run through ``fastsql`` (compiled once per dialect, executed on the cursor).
 _DELETE_KEYS = delete(work_keys).where(work_keys.c.item_id == bindparam("b_item"))
 _UPDATE_ITEM = update(work_items).where(work_items.c.id == bindparam("b_item"))
 _INSERT_ATTEMPT = insert(work_attempts)
 _ITEM_STATUSES = select(work_items.c.status).where(work_items.c.message_id == bindparam("b_msg"))
 _UPDATE_MESSAGE_STATUS = update(messages).where(messages.c.id == bindparam("b_msg"),
-                                                messages.c.status.notin_(("rejected", "quarantined")))
+                                                messages.c.status != "rejected",
+                                                messages.c.status != "quarantined")
+_RELEASE_HELD = (update(work_items)
+                 .where(work_items.c.status == "held", work_items.c.key == bindparam("b_key"))
+                 .values(next_attempt_at=bindparam("b_now")))
+_F_DELETE_KEYS = fastsql.Statement(_DELETE_KEYS)
+_F_UPDATE_ITEM = fastsql.Statement(_UPDATE_ITEM, keyed=True)
+_F_INSERT_ATTEMPT = fastsql.Statement(_INSERT_ATTEMPT, keyed=True)
+_F_ITEM_STATUSES = fastsql.Statement(_ITEM_STATUSES)
+_F_UPDATE_MESSAGE_STATUS = fastsql.Statement(_UPDATE_MESSAGE_STATUS, keyed=True)
+_F_RELEASE_HELD = fastsql.Statement(_RELEASE_HELD)
 
 
 def mark_done(conn: Connection, item_id: int, message_id: int, now: datetime, attempts: int) -> None:
-    conn.execute(_DELETE_KEYS, {"b_item": item_id})
-    conn.execute(_UPDATE_ITEM, {"b_item": item_id, "status": "done", "attempts": attempts,
-                                "updated_at": now, "reason": None})
-    conn.execute(_INSERT_ATTEMPT, {"item_id": item_id, "at": now, "outcome": "done", "error": None})
+    fastsql.run(conn, _F_DELETE_KEYS, {"b_item": item_id})
+    fastsql.run(conn, _F_UPDATE_ITEM, {"b_item": item_id, "status": "done", "attempts": attempts,
+                                       "updated_at": now, "reason": None})
+    fastsql.run(conn, _F_INSERT_ATTEMPT, {"item_id": item_id, "at": now, "outcome": "done", "error": None})
     _refresh_message_status(conn, message_id)
 
 
@@ -169,15 +181,13 @@ def mark_held(conn: Connection, item_id: int, now: datetime, attempts: int, rech
 
 def release_held(conn: Connection, mrn: str, now: datetime) -> int:
     """A patient became known: retry items held for that MRN now. Returns how many."""
-    res = conn.execute(update(work_items)
-                       .where(work_items.c.status == "held", work_items.c.key == f"mrn:{mrn}")
-                       .values(next_attempt_at=now))
+    res = fastsql.run(conn, _F_RELEASE_HELD, {"b_key": f"mrn:{mrn}", "b_now": now})
     return res.rowcount or 0
 
 
 def _refresh_message_status(conn: Connection, message_id: int) -> None:
     """A message is processed when all its items are done, error if any is in error."""
-    rows = conn.execute(_ITEM_STATUSES, {"b_msg": message_id}).all()
+    rows = fastsql.run(conn, _F_ITEM_STATUSES, {"b_msg": message_id}).all()
     statuses = {r.status for r in rows}
     if not statuses:
         return
@@ -187,7 +197,7 @@ def _refresh_message_status(conn: Connection, message_id: int) -> None:
         status = "processed" if "done" in statuses else "discarded"
     else:
         return
-    conn.execute(_UPDATE_MESSAGE_STATUS, {"b_msg": message_id, "status": status})
+    fastsql.run(conn, _F_UPDATE_MESSAGE_STATUS, {"b_msg": message_id, "status": status})
 
 
 # ---------------------------------------------------------------------------------------------

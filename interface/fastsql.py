@@ -1,0 +1,255 @@
+"""Hot-path statements, compiled once per dialect and run on the DBAPI cursor.
+
+Why this exists: on the worker's path one ADT message runs ~25 small statements (chart store and
+queue bookkeeping). Through ``Connection.execute`` each costs 15-60 µs of SQLAlchemy Python —
+cache-key generation, the execution context, bind and result processing set up per call —
+which a py-spy profile under load put at about half of the engine's CPU (docs/benchmarks.md),
+while SQLite itself needs 2-3 µs for such a statement. So for the few statements on that path
+we keep SQLAlchemy for what it is good at — building the SQL, compiling it for the dialect,
+the types' bind and result processors — and do it **once**: :class:`Statement` compiles per
+(dialect, parameter keys) and caches the SQL text, the parameter order and the processors;
+:func:`run` and :func:`run_many` hand them to the cursor of the connection's DBAPI connection,
+inside the transaction the SQLAlchemy ``Connection`` has begun, so a statement run here commits
+or rolls back (savepoints included) with everything else.
+
+What is kept from ``Connection.execute``: DBAPI errors are raised as SQLAlchemy's
+``DBAPIError`` subclasses (``OperationalError`` ...), so callers' error handling is unchanged;
+when the engine has ``before_cursor_execute`` listeners (the test-only fault injection in
+``interface.writer``, statement counting in tests) every statement goes through
+``Connection.execute`` instead, so those hooks see all of them. Not supported (use
+``conn.execute``): Python-side column defaults other than scalars, ORM, ``inserted_primary_key``
+(write ``.returning(table.c.id)``).
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError
+
+_MISSING = object()
+
+
+class Row:
+    """A result row: attributes by column name, ``_mapping`` (a dict), tuple-like indexing."""
+
+    __slots__ = ("_mapping",)
+
+    def __init__(self, mapping: dict[str, Any]):
+        self._mapping = mapping
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self._mapping[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, index: int) -> Any:
+        return list(self._mapping.values())[index]
+
+    def __iter__(self):
+        return iter(self._mapping.values())
+
+    def __len__(self) -> int:
+        return len(self._mapping)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Row) and other._mapping == self._mapping
+
+    def __repr__(self) -> str:
+        return f"Row({self._mapping!r})"
+
+    def _asdict(self) -> dict[str, Any]:
+        return dict(self._mapping)
+
+
+class Result:
+    """The rows of one statement (already fetched) and its rowcount."""
+
+    __slots__ = ("rows", "rowcount")
+
+    def __init__(self, rows: list[Row], rowcount: int):
+        self.rows = rows
+        self.rowcount = rowcount
+
+    def first(self) -> Row | None:
+        return self.rows[0] if self.rows else None
+
+    def one(self) -> Row:
+        if len(self.rows) != 1:
+            raise LookupError(f"expected one row, got {len(self.rows)}")
+        return self.rows[0]
+
+    def all(self) -> list[Row]:
+        return self.rows
+
+    def scalar(self) -> Any:
+        return next(iter(self.rows[0]._mapping.values())) if self.rows else None
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+class _Compiled:
+    """One statement compiled for one dialect and one set of parameter keys."""
+
+    __slots__ = ("sql", "binds", "positional", "columns")
+
+    def __init__(self, stmt, dialect, keys: Sequence[str] | None):
+        c = stmt.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
+        if "POSTCOMPILE" in c.string:
+            raise TypeError("statement has an expanding IN: write it without, or use conn.execute")
+        if getattr(c, "insert_prefetch", None) or getattr(c, "update_prefetch", None):
+            raise TypeError("statement needs Python-side column defaults: use conn.execute")
+        if getattr(c, "escaped_bind_names", None):
+            raise TypeError("statement has escaped bind names: use conn.execute")
+        self.sql = c.string
+        self.positional = bool(c.positional)
+        if c.positional:
+            order = [(name, c.binds[name]) for name in c.positiontup]
+        else:
+            order = [(name, bp) for bp, name in c.bind_names.items()]
+        binds = []
+        for name, bp in order:
+            if bp.callable is not None:
+                raise TypeError("statement has a callable bind: use conn.execute")
+            default = _MISSING if bp.required else bp.value
+            proc = bp.type.dialect_impl(dialect).bind_processor(dialect)
+            binds.append((name, bp.key, default, proc))
+        self.binds = binds
+        cols = []
+        described = getattr(stmt, "returning_column_descriptions", None) if getattr(
+            stmt, "_returning", ()) else None
+        if described is None and hasattr(stmt, "selected_columns"):
+            described = [{"name": col.key, "type": col.type} for col in stmt.selected_columns]
+        for d in described or ():
+            cols.append((d["name"], d["type"].dialect_impl(dialect).result_processor(dialect, None)))
+        self.columns = cols
+
+    def params(self, given: dict[str, Any]):
+        out = []
+        for name, key, default, proc in self.binds:
+            value = given.get(name, _MISSING)
+            if value is _MISSING:
+                value = given.get(key, default)
+                if value is _MISSING:
+                    raise KeyError(f"statement parameter {name!r} is missing")
+            out.append(proc(value) if proc is not None and value is not None else value)
+        return tuple(out) if self.positional else dict(zip((b[0] for b in self.binds), out))
+
+    def rows(self, raw_rows) -> list[Row]:
+        cols = self.columns
+        out = []
+        for raw in raw_rows:
+            out.append(Row({name: (proc(v) if proc is not None else v)
+                            for (name, proc), v in zip(cols, raw)}))
+        return out
+
+
+class Statement:
+    """A SQLAlchemy Core statement to run with :func:`run` / :func:`run_many`.
+
+    ``keyed=True`` for INSERT/UPDATE whose columns are the parameters' keys (as with
+    ``conn.execute(insert(t), params)``): compiled once per distinct key set."""
+
+    __slots__ = ("stmt", "keyed", "_cache")
+
+    def __init__(self, stmt, *, keyed: bool = False):
+        self.stmt = stmt
+        self.keyed = keyed
+        self._cache: dict = {}
+
+    def compiled(self, dialect, keys) -> _Compiled:
+        ck = (dialect.name, keys) if self.keyed else dialect.name
+        c = self._cache.get(ck)
+        if c is None:
+            c = self._cache[ck] = _Compiled(self.stmt, dialect, list(keys) if self.keyed else None)
+        return c
+
+
+def _slow(conn: Connection) -> bool:
+    """True when the engine has cursor-level listeners (tests, fault injection): use execute."""
+    return bool(conn.dispatch.before_cursor_execute) or not conn.in_transaction()
+
+
+def _raise(conn: Connection, sql: str, params, exc: Exception):
+    dialect = conn.dialect
+    raise DBAPIError.instance(sql, params, exc, dialect.loaded_dbapi.Error,
+                              dialect=dialect) from exc
+
+
+def run(conn: Connection, st: Statement, params: dict[str, Any] | None = None):
+    """Execute one statement with one parameter set; returns :class:`Result` (rows fetched)."""
+    params = params or {}
+    if _slow(conn):
+        return conn.execute(st.stmt, params)
+    c = st.compiled(conn.dialect, tuple(params) if st.keyed else None)
+    args = c.params(params)
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        cur.execute(c.sql, args)
+        rows = c.rows(cur.fetchall()) if c.columns else []
+        return Result(rows, cur.rowcount)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        _raise(conn, c.sql, args, exc)
+    finally:
+        cur.close()
+
+
+def run_many(conn: Connection, st: Statement, rows: Iterable[dict[str, Any]]) -> None:
+    """Execute one statement for many parameter sets (no results); all sets share the keys of
+    the first one (as with ``conn.execute(insert(t), [...])``)."""
+    rows = list(rows)
+    if not rows:
+        return
+    if _slow(conn):
+        conn.execute(st.stmt, rows)
+        return
+    c = st.compiled(conn.dialect, tuple(rows[0]) if st.keyed else None)
+    args = [c.params(r) for r in rows]
+    cur = conn.connection.dbapi_connection.cursor()
+    try:
+        cur.executemany(c.sql, args)
+    except conn.dialect.loaded_dbapi.Error as exc:
+        _raise(conn, c.sql, args[:1], exc)
+    finally:
+        cur.close()
+
+
+class Savepoint:
+    """``SAVEPOINT`` on the cursor (what ``conn.begin_nested()`` does, without its bookkeeping,
+    which cost about as much as the item's chart statements). Same two exits: :meth:`commit`
+    (RELEASE) and :meth:`rollback` (ROLLBACK TO, then RELEASE). Statements run through
+    ``conn.execute`` in between are inside it too: it is the database's savepoint."""
+
+    __slots__ = ("conn", "name", "slow", "_nested")
+
+    def __init__(self, conn: Connection, name: str = "item"):
+        self.conn = conn
+        self.name = name
+        self.slow = _slow(conn)
+        self._nested = conn.begin_nested() if self.slow else None
+        if not self.slow:
+            self._exec(f"SAVEPOINT {name}")
+
+    def _exec(self, sql: str) -> None:
+        cur = self.conn.connection.dbapi_connection.cursor()
+        try:
+            cur.execute(sql)
+        except self.conn.dialect.loaded_dbapi.Error as exc:
+            _raise(self.conn, sql, (), exc)
+        finally:
+            cur.close()
+
+    def commit(self) -> None:
+        if self._nested is not None:
+            self._nested.commit()
+        else:
+            self._exec(f"RELEASE SAVEPOINT {self.name}")
+
+    def rollback(self) -> None:
+        if self._nested is not None:
+            self._nested.rollback()
+        else:
+            self._exec(f"ROLLBACK TO SAVEPOINT {self.name}")
+            self._exec(f"RELEASE SAVEPOINT {self.name}")

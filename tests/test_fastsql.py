@@ -1,0 +1,192 @@
+"""interface.fastsql (hot-path statements on the DBAPI cursor) and db.WriteLock (SQLite's write
+lock queued in the process and across processes). Run on SQLite and, with
+INTERFACE_TEST_DB_URL, on PostgreSQL."""
+from __future__ import annotations
+
+import threading
+from datetime import datetime, timezone
+
+import pytest
+from sqlalchemy import bindparam, event, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from interface import chart_schema as cs
+from interface import db as dbmod
+from interface import fastsql
+
+T = cs.patients
+NOW = datetime(2026, 11, 23, 12, 30, 15, 250000, tzinfo=timezone.utc)
+
+INSERT_ROW = fastsql.Statement(insert(T).returning(*T.c), keyed=True)
+INSERT_ID = fastsql.Statement(insert(T).returning(T.c.id), keyed=True)
+INSERT_MANY = fastsql.Statement(insert(T), keyed=True)
+BY_MRN = fastsql.Statement(select(T).where(T.c.mrn == bindparam("b_mrn")))
+UPDATE = fastsql.Statement(update(T).where(T.c.id == bindparam("b_id")).returning(*T.c), keyed=True)
+BY_SEX = fastsql.Statement(select(T.c.mrn).where(T.c.sex == "F").order_by(T.c.mrn))
+
+
+def _patient(mrn, **kw):
+    return dict(mrn=mrn, created_at=NOW, updated_at=NOW, message_id=None, last_event="A04", **kw)
+
+
+def test_rows_match_what_sqlalchemy_returns(engine):
+    with engine.begin() as conn:
+        row = fastsql.run(conn, INSERT_ROW, _patient("M1", family="DOE", sex="F")).one()
+        fastsql.run_many(conn, INSERT_MANY, [_patient("M2", sex="F"), _patient("M3", sex="M")])
+        fast = fastsql.run(conn, BY_MRN, {"b_mrn": "M1"}).first()
+        slow = conn.execute(BY_MRN.stmt, {"b_mrn": "M1"}).first()
+        assert fast._mapping == dict(slow._mapping) == row._mapping
+        assert fast.family == "DOE" and fast.id == row.id and fast.created_at == slow.created_at
+        assert isinstance(fast.created_at, datetime)
+        assert [r.mrn for r in fastsql.run(conn, BY_SEX)] == ["M1", "M2"]  # literal bind kept
+        assert fastsql.run(conn, BY_MRN, {"b_mrn": "nobody"}).first() is None
+        rid = fastsql.run(conn, INSERT_ID, _patient("M4")).scalar()
+        assert conn.execute(select(T.c.mrn).where(T.c.id == rid)).scalar() == "M4"
+        res = fastsql.run(conn, UPDATE, {"b_id": row.id, "family": "ROE", "updated_at": NOW})
+        assert res.rowcount == 1 and res.one().family == "ROE"
+        with pytest.raises(AttributeError):
+            fast.no_such_column
+        with pytest.raises(KeyError, match="b_mrn"):
+            fastsql.run(conn, BY_MRN, {})
+
+
+def test_statements_run_in_the_callers_transaction(engine):
+    with pytest.raises(RuntimeError):
+        with engine.begin() as conn:
+            fastsql.run(conn, INSERT_ROW, _patient("GONE"))
+            raise RuntimeError("roll back")
+    with engine.begin() as conn:
+        sp = fastsql.Savepoint(conn)
+        fastsql.run(conn, INSERT_ROW, _patient("IN-SAVEPOINT"))
+        sp.rollback()
+        sp = fastsql.Savepoint(conn)
+        fastsql.run(conn, INSERT_ROW, _patient("KEPT"))
+        sp.commit()
+    with engine.connect() as conn:
+        assert [r.mrn for r in conn.execute(select(T.c.mrn))] == ["KEPT"]
+
+
+def test_dbapi_errors_are_sqlalchemy_errors(engine):
+    """Callers (the worker) tell a database failure from a bug by SQLAlchemy's exceptions."""
+    with engine.begin() as conn:
+        fastsql.run(conn, INSERT_ROW, _patient("DUP"))
+        sp = fastsql.Savepoint(conn)
+        with pytest.raises(IntegrityError):
+            fastsql.run(conn, INSERT_ROW, _patient("DUP"))
+        sp.rollback()  # the transaction is usable again (PostgreSQL: no longer aborted)
+        assert fastsql.run(conn, BY_MRN, {"b_mrn": "DUP"}).one().mrn == "DUP"
+
+
+def test_cursor_listeners_see_every_statement(engine):
+    """Fault injection and statement counting hook ``before_cursor_execute``: with a listener
+    installed, statements go through Connection.execute."""
+    seen = []
+
+    def hook(conn, cursor, statement, *a):
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", hook)
+    try:
+        with engine.begin() as conn:
+            fastsql.run(conn, INSERT_ROW, _patient("SEEN"))
+            sp = fastsql.Savepoint(conn)
+            fastsql.run(conn, BY_MRN, {"b_mrn": "SEEN"})
+            sp.commit()
+    finally:
+        event.remove(engine, "before_cursor_execute", hook)
+    assert any(s.startswith("INSERT INTO patients") for s in seen)
+    assert any(s.startswith("SAVEPOINT") for s in seen)
+
+
+def test_outside_a_transaction_falls_back(engine):
+    with engine.connect() as conn:  # no transaction begun yet: Connection.execute autobegins
+        assert fastsql.run(conn, BY_MRN, {"b_mrn": "x"}).first() is None
+
+
+def test_expanding_in_is_refused_at_compile_time(engine):
+    st = fastsql.Statement(select(T.c.id).where(T.c.mrn.in_(["a", "b"])))
+    with engine.begin() as conn:
+        with pytest.raises(TypeError, match="expanding IN"):
+            fastsql.run(conn, st)
+
+
+# -- the SQLite write lock -------------------------------------------------------------------------
+
+
+def test_write_lock_hands_over_in_arrival_order(tmp_path):
+    lock = dbmod.WriteLock(str(tmp_path / "x.db"))
+    a, b, c = object(), object(), object()
+    order = []
+    lock.acquire(a)
+    waiting = []
+
+    def take(who, name):
+        ev = threading.Event()
+        waiting.append(ev)
+        lock.acquire(who)
+        order.append(name)
+        lock.release(who)
+
+    tb = threading.Thread(target=take, args=(b, "b"))
+    tb.start()
+    while not lock._waiters:  # b queued
+        threading.Event().wait(0.001)
+    tc = threading.Thread(target=take, args=(c, "c"))
+    tc.start()
+    while len(lock._waiters) < 2:
+        threading.Event().wait(0.001)
+    lock.acquire(a)  # re-entrant for its holder
+    lock.release(object())  # not the holder: no effect
+    assert order == []
+    lock.release(a)
+    tb.join(5)
+    tc.join(5)
+    assert order == ["b", "c"]
+    assert lock._holder is None
+
+
+def test_write_lock_gives_up_after_its_timeout(tmp_path):
+    lock = dbmod.WriteLock(str(tmp_path / "y.db"))
+    lock.timeout = 0.05
+    holder, other = object(), object()
+    lock.acquire(holder)
+    with pytest.raises(Exception, match="locked"):
+        lock.acquire(other)
+    assert not lock._waiters
+    lock.release(holder)
+    lock.acquire(other)  # free again
+    lock.release(other)
+
+
+def test_sqlite_writers_queue_instead_of_sleeping(tmp_path):
+    """Two engines (as two processes would) on one file: the second writer waits for the
+    first's COMMIT and then proceeds; nothing fails with 'database is locked'."""
+    url = f"sqlite:///{tmp_path / 'w.db'}"
+    e1, e2 = dbmod.make_engine(url), dbmod.make_engine(url)
+    dbmod.create_schema(e1)
+    started, done = threading.Event(), []
+
+    def second():
+        started.set()
+        with e2.begin() as c:
+            fastsql.run(c, INSERT_ROW, _patient("SECOND"))
+        done.append(True)
+
+    with e1.begin() as c:
+        fastsql.run(c, INSERT_ROW, _patient("FIRST"))
+        t = threading.Thread(target=second)
+        t.start()
+        started.wait(5)
+        t.join(0.2)
+        assert not done  # still queued behind our transaction
+    t.join(10)
+    assert done
+    with e1.connect() as c:
+        assert sorted(r.mrn for r in c.execute(select(T.c.mrn))) == ["FIRST", "SECOND"]
+    with pytest.raises(OperationalError):
+        with e1.begin() as c:
+            c.exec_driver_sql("INSERT INTO no_such_table VALUES (1)")
+    with e2.begin() as c:  # the failed transaction gave the lock back
+        fastsql.run(c, INSERT_ROW, _patient("THIRD"))
+    e1.dispose()
+    e2.dispose()
