@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 
-from . import destinations, queue
+from . import destinations, fastsql, queue
 from .channels import Channel
 from .errors import HL7Error, Hold, Location, PermanentError, TransientError
 from .message import decode, parse
@@ -157,11 +157,12 @@ class Worker:
     """Claims runnable items and applies them; safe to run several (threads or processes)."""
 
     def __init__(self, db: DBEngine, pipeline: Pipeline, *, clock: Callable[[], datetime],
-                 batch: int = 64, rng: random.Random | None = None):
+                 batch: int = 64, rng: random.Random | None = None, apply_chunk: int = 16):
         self.db = db
         self.pipeline = pipeline
         self.clock = clock
         self.batch = batch
+        self.apply_chunk = apply_chunk
         self.rng = rng or random.Random()
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -186,7 +187,11 @@ class Worker:
         pipeline = self.pipeline  # one pipeline per round: a config reload swaps it between rounds
         prepared = {c.id: pipeline.prepare(c.channel, c.destination, raws[c.message_id])
                     for c in candidates}
-        return self._apply(prepared, [c.id for c in candidates], pipeline)
+        ids = [c.id for c in candidates]
+        # Applied in short transactions: SQLite has one write lock, and the journal writer (the
+        # ACKs) waits for it while a worker transaction holds it.
+        step = max(1, self.apply_chunk)
+        return sum(self._apply(prepared, ids[i:i + step], pipeline) for i in range(0, len(ids), step))
 
     def _claim_and_apply(self, now: datetime) -> int:
         """PostgreSQL: claim (FOR UPDATE SKIP LOCKED + key locks), prepare and apply in one
@@ -243,7 +248,7 @@ class Worker:
     def _apply_one(self, conn, item, prep: Prepared, now: datetime, pipeline: Pipeline | None = None):
         pipeline = pipeline or self.pipeline
         attempts = item.attempts + 1
-        sp = conn.begin_nested()
+        sp = fastsql.Savepoint(conn)  # conn.begin_nested(), for a fraction of the CPU
         try:
             pipeline.apply(conn, item, prep, now)
         except Hold as exc:
