@@ -262,11 +262,15 @@ def _component(raw: str, comp: int | None, sub: int | None, enc: Encoding) -> st
 class _Run:
     """The state of one ``apply``: the message, the params and what ``select`` blocks chose."""
 
-    __slots__ = ("message", "enc", "params", "rule", "tz", "chosen")
+    __slots__ = ("message", "enc", "params", "rule", "tz", "chosen", "rs", "cs", "ss", "esc")
 
     def __init__(self, message: Message, params: dict):
         self.message = message
-        self.enc = message.encoding
+        enc = self.enc = message.encoding
+        self.rs = enc.repetition
+        self.cs = enc.component
+        self.ss = enc.subcomponent
+        self.esc = enc.escape
         self.params = params
         self.rule = _rule(params.get("authority"), _types(params.get("id_types")))
         self.tz = params.get("timezone") or "UTC"
@@ -320,6 +324,8 @@ def _segment_groups(ctx: _Ctx, anchor: str, members: frozenset[str] | None) -> l
     """One context per occurrence of ``anchor``: the anchor, the member segments that follow it
     (``members`` None: everything up to the next anchor), and whatever the parent sees that no
     sibling group claimed (MSH, EVN, PID for an IN1 group...)."""
+    if anchor not in ctx.segs:  # every segment of ctx.order is in ctx.segs: no group can start
+        return []
     groups: list[list[Segment]] = []
     current: list[Segment] | None = None
     for seg in ctx.order:
@@ -454,6 +460,256 @@ def _read_all(run: _Run, ctx: _Ctx, path: Path, trim: bool) -> list[tuple[Any, L
     return out
 
 
+# Fast readers: what _read / _read_all compute, value only. A path is compiled once (at load
+# time) into a closure; the Location of a value is built only when an error needs it, by
+# running _read / _read_all again (they are pure, so they find the same value).
+
+
+def _cell(raw: str, ci: int, si: int, run: _Run, trim: bool) -> Any:
+    """``_finish(_component(raw, ci, si))`` in one step (``ci``, ``si`` >= 1)."""
+    if raw == NULL:
+        return records.CLEAR
+    cs = run.cs
+    if cs and cs in raw:
+        if ci == 1:
+            raw = raw[:raw.index(cs)]
+        else:
+            parts = raw.split(cs, ci)
+            if ci > len(parts):
+                return None
+            raw = parts[ci - 1]
+        if not raw:
+            return None
+        if raw == NULL:
+            return records.CLEAR
+    elif ci != 1:
+        return None
+    ss = run.ss
+    if ss and ss in raw:
+        if si == 1:
+            raw = raw[:raw.index(ss)]
+        else:
+            parts = raw.split(ss, si)
+            if si > len(parts):
+                return None
+            raw = parts[si - 1]
+        if not raw:
+            return None
+        if raw == NULL:
+            return records.CLEAR
+    elif si != 1:
+        return None
+    esc = run.esc
+    if esc and esc in raw:
+        raw = unescape(raw, run.enc)
+    if trim:
+        raw = raw.strip()
+    return raw or None
+
+
+Reader = Callable[[_Run, _Ctx], Any]
+
+
+def _reader(path: Path, trim: bool) -> Reader:
+    """A closure giving what ``_read(run, ctx, path, trim)[0]`` gives."""
+    seg_id = path.segment
+    ci = path.component or 1
+    si = path.subcomponent or 1
+    cell = _cell
+    CLEAR = records.CLEAR
+    if seg_id is None:  # relative: the current repetition
+        if ci == 1 and si == 1:
+            def read_rel1(run: _Run, ctx: _Ctx) -> Any:
+                raw = ctx.rep
+                if not raw:
+                    return None
+                if raw == NULL:
+                    return CLEAR
+                cs = run.cs
+                if cs and cs in raw:  # _cell inlined for component 1
+                    raw = raw[:raw.index(cs)]
+                    if not raw:
+                        return None
+                    if raw == NULL:
+                        return CLEAR
+                ss = run.ss
+                if ss and ss in raw:
+                    raw = raw[:raw.index(ss)]
+                    if not raw:
+                        return None
+                    if raw == NULL:
+                        return CLEAR
+                esc = run.esc
+                if esc and esc in raw:
+                    raw = unescape(raw, run.enc)
+                if trim:
+                    raw = raw.strip()
+                return raw or None
+            return read_rel1
+
+        def read_rel(run: _Run, ctx: _Ctx) -> Any:
+            raw = ctx.rep
+            if not raw:
+                return None
+            if raw == NULL:
+                return CLEAR
+            cs = run.cs
+            if cs and cs in raw:  # _cell inlined
+                parts = raw.split(cs, ci)
+                if ci > len(parts):
+                    return None
+                raw = parts[ci - 1]
+                if not raw:
+                    return None
+                if raw == NULL:
+                    return CLEAR
+            elif ci != 1:
+                return None
+            ss = run.ss
+            if ss and ss in raw:
+                if si == 1:
+                    raw = raw[:raw.index(ss)]
+                else:
+                    parts = raw.split(ss, si)
+                    if si > len(parts):
+                        return None
+                    raw = parts[si - 1]
+                if not raw:
+                    return None
+                if raw == NULL:
+                    return CLEAR
+            elif si != 1:
+                return None
+            esc = run.esc
+            if esc and esc in raw:
+                raw = unescape(raw, run.enc)
+            if trim:
+                raw = raw.strip()
+            return raw or None
+        return read_rel
+    if path.field is None:  # a bare segment: present if it exists
+        def read_seg(run: _Run, ctx: _Ctx) -> Any:
+            return seg_id if ctx.segs.get(seg_id) else None
+        return read_seg
+    fno = path.field
+    if path.filters and not (path.literal or path.every or path.repetition):
+        filters = path.filters
+        matches = _matches
+
+        def read_filtered(run: _Run, ctx: _Ctx) -> Any:
+            segs = ctx.segs.get(seg_id)
+            if not segs:
+                return None
+            fields = segs[0].fields
+            if fno >= len(fields):
+                return None
+            raw = fields[fno]
+            if not raw:
+                return None
+            rs = run.rs
+            enc = run.enc
+            for r in (raw.split(rs) if rs and rs in raw else (raw,)):
+                if matches(run, r, filters, enc):
+                    return cell(r, ci, si, run, trim)  # only the first repetition that matches
+            return None
+        return read_filtered
+    if path.literal or path.filters or path.every:
+        def read_any(run: _Run, ctx: _Ctx) -> Any:
+            return _read(run, ctx, path, trim)[0]
+        return read_any
+    n = path.repetition
+    if not n:
+        def read_first(run: _Run, ctx: _Ctx) -> Any:
+            segs = ctx.segs.get(seg_id)
+            if not segs:
+                return None
+            fields = segs[0].fields
+            if fno >= len(fields):
+                return None
+            raw = fields[fno]
+            if not raw:
+                return None
+            rs = run.rs
+            if rs and rs in raw:
+                raw = raw[:raw.index(rs)]
+                if not raw:
+                    return None
+            if raw == NULL:
+                return CLEAR
+            cs = run.cs
+            if cs and cs in raw:  # _cell inlined
+                if ci == 1:
+                    raw = raw[:raw.index(cs)]
+                else:
+                    parts = raw.split(cs, ci)
+                    if ci > len(parts):
+                        return None
+                    raw = parts[ci - 1]
+                if not raw:
+                    return None
+                if raw == NULL:
+                    return CLEAR
+            elif ci != 1:
+                return None
+            ss = run.ss
+            if ss and ss in raw:
+                if si == 1:
+                    raw = raw[:raw.index(ss)]
+                else:
+                    parts = raw.split(ss, si)
+                    if si > len(parts):
+                        return None
+                    raw = parts[si - 1]
+                if not raw:
+                    return None
+                if raw == NULL:
+                    return CLEAR
+            elif si != 1:
+                return None
+            esc = run.esc
+            if esc and esc in raw:
+                raw = unescape(raw, run.enc)
+            if trim:
+                raw = raw.strip()
+            return raw or None
+        return read_first
+
+    def read_nth(run: _Run, ctx: _Ctx) -> Any:
+        segs = ctx.segs.get(seg_id)
+        if not segs:
+            return None
+        fields = segs[0].fields
+        if fno >= len(fields):
+            return None
+        raw = fields[fno]
+        if not raw:
+            return None
+        rs = run.rs
+        if rs and rs in raw:
+            reps = raw.split(rs)
+            if n > len(reps):
+                return None
+            raw = reps[n - 1]
+        elif n != 1:
+            return None
+        return cell(raw, ci, si, run, trim)
+    return read_nth
+
+
+def _all_reader(path: Path, trim: bool) -> Callable[[_Run, _Ctx], list]:
+    """A closure giving the values of ``_read_all(run, ctx, path, trim) or [(None, None)]``."""
+    if path.field is not None and not (path.literal or path.filters or path.every):
+        one = _reader(path, trim)  # at most one repetition: [value], or [None] when absent
+        return lambda run, ctx: [one(run, ctx)]
+    if path.segment is None:
+        one = _reader(path, trim)
+        return lambda run, ctx: [one(run, ctx)]
+
+    def read_all(run: _Run, ctx: _Ctx) -> list:
+        return [v for v, _ in _read_all(run, ctx, path, trim)] or [None]
+    return read_all
+
+
 def _where(path: Path, ctx: _Ctx) -> Location:
     """Where a missing value should have been: the segment in view, or its first occurrence."""
     if path.segment is None:
@@ -469,7 +725,7 @@ def _where(path: Path, ctx: _Ctx) -> Location:
 
 
 class _Cond:
-    __slots__ = ("path", "present", "equals", "not_equals", "in_", "not_in")
+    __slots__ = ("path", "present", "equals", "not_equals", "in_", "not_in", "read")
 
     def __init__(self, path: Path, w: When):
         self.path = path
@@ -478,9 +734,10 @@ class _Cond:
         self.not_equals = w.not_equals
         self.in_ = w.in_
         self.not_in = w.not_in
+        self.read = _reader(path, True)
 
     def holds(self, run: _Run, ctx: _Ctx) -> bool:
-        v, _, _ = _read(run, ctx, self.path, True)
+        v = self.read(run, ctx)
         if v is records.CLEAR:
             v = None
         if self.present is not None and (v is not None) != self.present:
@@ -507,12 +764,32 @@ def _all_hold(conds: tuple[_Cond, ...], run: _Run, ctx: _Ctx) -> bool:
 class _Target:
     """A dotted target compiled to attribute names plus factories for objects made on the way."""
 
-    __slots__ = ("text", "attrs", "factories")
+    __slots__ = ("text", "attrs", "factories", "setter")
 
     def __init__(self, text: str, attrs: tuple[str, ...], factories: tuple[Callable, ...]):
         self.text = text
         self.attrs = attrs
         self.factories = factories
+        self.setter = self._compile()
+
+    def _compile(self) -> Callable[[Any, Any], None]:
+        """``set`` specialised for one or two attribute names (most targets)."""
+        attrs, factories = self.attrs, self.factories
+        if len(attrs) == 1:
+            name = attrs[0]
+            return lambda obj, value: setattr(obj, name, value)
+        if len(attrs) == 2:
+            outer, name = attrs
+            make = factories[0]
+
+            def set2(obj: Any, value: Any) -> None:
+                nxt = getattr(obj, outer)
+                if nxt is None:
+                    nxt = make()
+                    setattr(obj, outer, nxt)
+                setattr(nxt, name, value)
+            return set2
+        return self.set
 
     def set(self, obj: Any, value: Any) -> None:
         for a, make in zip(self.attrs, self.factories):
@@ -535,16 +812,169 @@ Step = Callable[[str, _Run], str]
 
 
 class _Scalar:
-    """A value: the first of ``from`` paths (or value / mrn / concat), defaulted, transformed."""
+    """A value: the first of ``from`` paths (or value / mrn / concat), defaulted, transformed.
 
-    __slots__ = ("target", "paths", "const", "mrn", "lenient", "concat", "separator", "keep_empty",
-                 "steps", "default", "required", "trim", "conds")
+    ``run`` is a closure compiled once (``_compile``); ``run_slow`` is the reference
+    interpretation, which also gives the Location an error reports.
+    """
+
+    _FIELDS = ("target", "paths", "const", "mrn", "lenient", "concat", "separator", "keep_empty",
+               "steps", "default", "required", "trim", "conds")
+    __slots__ = _FIELDS + ("run",)
 
     def __init__(self, **kw):
-        for k in self.__slots__:
+        for k in self._FIELDS:
             setattr(self, k, kw.get(k))
+        self.run = self._compile()
 
-    def run(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
+    def _compile(self) -> Callable[[_Run, _Ctx, Any], bool]:
+        value_of = self._fast_value()
+        conds = self.conds or ()
+        default = self.default
+        steps = self.steps or ()
+        required = self.required
+        setter = self.target.setter
+        CLEAR = records.CLEAR
+        BadValue = transforms.BadValue
+        all_hold = _all_hold
+        slow = self.run_slow
+
+        if not conds and default is None and not required:
+            attrs = self.target.attrs
+            if not steps:
+                if len(attrs) == 1:
+                    name = attrs[0]
+
+                    def run_plain1(run: _Run, ctx: _Ctx, obj: Any) -> bool:
+                        value = value_of(run, ctx)
+                        if value is None:
+                            return False
+                        setattr(obj, name, value)
+                        return True
+                    return run_plain1
+
+                def run_plain(run: _Run, ctx: _Ctx, obj: Any) -> bool:
+                    value = value_of(run, ctx)
+                    if value is None:
+                        return False
+                    setter(obj, value)
+                    return True
+                return run_plain
+
+            def run_steps(run: _Run, ctx: _Ctx, obj: Any) -> bool:
+                value = value_of(run, ctx)
+                if value is None:
+                    return False
+                if value is not CLEAR:
+                    v = value
+                    try:
+                        for step in steps:
+                            v = step(v, run)
+                    except BadValue:
+                        return slow(run, ctx, obj)  # raises DataError with its Location
+                    value = v
+                setter(obj, value)
+                return True
+            return run_steps
+
+        def run_scalar(run: _Run, ctx: _Ctx, obj: Any) -> bool:
+            if conds and not all_hold(conds, run, ctx):
+                return False
+            value = value_of(run, ctx)
+            if value is None and default is not None:
+                value = run.param(default)
+            if value is None or value is CLEAR:
+                if required:
+                    return slow(run, ctx, obj)  # raises RequiredFieldMissing with its Location
+                if value is None:
+                    return False
+            elif steps:
+                v = value
+                try:
+                    for step in steps:
+                        v = step(v, run)
+                except BadValue:
+                    return slow(run, ctx, obj)  # raises DataError with its Location
+                value = v
+            setter(obj, value)
+            return True
+        return run_scalar
+
+    def _fast_value(self) -> Reader:
+        """A closure giving what ``_value(run, ctx)[0]`` gives."""
+        trim = self.trim
+        tail = None  # what follows when no from: path has a value
+        if self.mrn is not None:
+            tail = self._mrn_value
+        elif self.concat is not None:
+            tail = self._fast_concat()
+        if self.paths is not None:
+            readers = tuple(_reader(p, trim) for p in self.paths)
+            if tail is None:
+                if len(readers) == 1:
+                    return readers[0]
+
+                def first_of(run: _Run, ctx: _Ctx) -> Any:
+                    for r in readers:
+                        v = r(run, ctx)
+                        if v is not None:
+                            return v
+                    return None
+                return first_of
+
+            def first_or_tail(run: _Run, ctx: _Ctx) -> Any:
+                for r in readers:
+                    v = r(run, ctx)
+                    if v is not None:
+                        return v
+                return tail(run, ctx)
+            return first_or_tail
+        if tail is not None:
+            return tail
+        const = self.const
+        return lambda run, ctx: run.param(const)
+
+    def _mrn_value(self, run: _Run, ctx: _Ctx) -> Any:
+        p: Path = self.mrn
+        segs = ctx.segs.get(p.segment)
+        if not segs:
+            return None
+        raw = segs[0].raw(p.field)
+        if raw == NULL:
+            return records.CLEAR
+        if not raw:
+            return None
+        value = pick_mrn(raw, run.enc, run.rule)
+        if value is None and self.lenient:
+            value = _pick_lenient(raw, run.enc, run.rule)
+        return value
+
+    def _fast_concat(self) -> Reader:
+        readers = tuple(_all_reader(p, self.trim) for p in self.concat)
+        keep_empty = self.keep_empty
+        sep = self.separator
+        CLEAR = records.CLEAR
+
+        def concat(run: _Run, ctx: _Ctx) -> Any:
+            parts: list[str] = []
+            nulls = 0
+            for r in readers:
+                for v in r(run, ctx):
+                    if v is None or v is CLEAR:
+                        if v is not None:
+                            nulls += 1
+                        if keep_empty:
+                            parts.append("")
+                        continue
+                    parts.append(v)
+            while parts and parts[-1] == "":
+                parts.pop()
+            if not parts:
+                return CLEAR if nulls else None
+            return sep.join(parts)
+        return concat
+
+    def run_slow(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
         if self.conds and not _all_hold(self.conds, run, ctx):
             return False
         value, loc = self._value(run, ctx)

@@ -21,6 +21,9 @@ _DTM = re.compile(
 )
 
 
+_PLAIN_LENGTHS = frozenset((4, 6, 8, 10, 12, 14))
+
+
 class BadValue(ValueError):
     """The value cannot be transformed; the message text is safe to show (no patient data)."""
 
@@ -46,10 +49,17 @@ def is_time_zone(name: str) -> bool:
 
 @lru_cache(maxsize=4096)
 def _parse(value: str):
-    m = _DTM.match(value)
-    if not m:
-        raise BadValue("not a valid HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])")
-    year, month, day, hour, minute, second, frac, offset = m.groups()
+    if len(value) in _PLAIN_LENGTHS and value.isascii() and value.isdigit():
+        # The common shapes (YYYY, YYYYMMDD, YYYYMMDDHHMMSS...: ASCII digits only, no fraction or
+        # offset) by slicing; exactly what the regex below gives for them.
+        year, month, day = value[:4], value[4:6] or None, value[6:8] or None
+        hour, minute, second = value[8:10] or None, value[10:12] or None, value[12:14] or None
+        frac = offset = None
+    else:
+        m = _DTM.match(value)
+        if not m:
+            raise BadValue("not a valid HL7 date/time (YYYY[MM[DD[HH[MM[SS[.S]]]]]][+/-ZZZZ])")
+        year, month, day, hour, minute, second, frac, offset = m.groups()
     if frac and frac[0] != ".":
         # Some senders run milliseconds on without the dot (20110613122406637): digits past
         # the seconds can only be a fraction, so read them as one.
@@ -81,6 +91,11 @@ def hl7_date(value: str) -> str:
     A time part, if any, is dropped: the date is the one the sender wrote (a birth date is a
     local calendar date, never shifted between zones).
     """
+    return _date(value)
+
+
+@lru_cache(maxsize=4096)
+def _date(value: str) -> str:
     year, month, day, *_ = _parse(value.strip())
     return _date_part(year, month, day)
 
@@ -91,6 +106,13 @@ def hl7_timestamp(value: str, tz_name: str | None = "UTC") -> str:
     Date-only values stay dates. Values with a time but no offset get the offset of ``tz_name``
     (IANA, e.g. ``Europe/London``) for that local time; an explicit offset is kept as sent.
     """
+    return _timestamp(value, tz_name)
+
+
+@lru_cache(maxsize=8192)
+def _timestamp(value: str, tz_name: str | None) -> str:
+    """hl7_timestamp, cached: a message repeats its times (MSH-7, EVN-2...), and so do the
+    messages of one visit (PV1-44)."""
     year, month, day, hour, minute, second, frac, offset = _parse(value.strip())
     out = _date_part(year, month, day)
     if not hour:
