@@ -340,6 +340,12 @@ def _segment_groups(ctx: _Ctx, anchor: str, members: frozenset[str] | None) -> l
             current = None
     if not groups:
         return []
+    if len(groups) == 1:
+        # One group claims its segments; every name it holds is replaced by the group's own
+        # below, so the unclaimed rest of the parent's view is the parent's view itself.
+        segs = dict(ctx.segs)
+        segs.update(_index(groups[0]))
+        return [_Ctx(segs, groups[0])]
     claimed = {id(s) for g in groups for s in g}
     claimed_names = {s.name for g in groups for s in g}
     outside = {}
@@ -1068,15 +1074,170 @@ def _pick_lenient(raw: str, enc: Encoding, rule: MrnRule) -> str | None:
     return None
 
 
+_MISSING = object()  # a _Batch slot not read yet
+_NULL_REP = object()  # a _Batch slot whose repetition is the HL7 null
+
+
+def _simple_path(p: Path) -> bool:
+    """A path _Batch reads: relative, or one repetition of a field (no filter, no [*])."""
+    if p.segment is None:
+        return True
+    return p.field is not None and not (p.literal or p.filters or p.every)
+
+
+def _batchable(spec: Any) -> bool:
+    return (isinstance(spec, _Scalar) and not spec.conds and spec.default is None
+            and not spec.required and spec.mrn is None and spec.concat is None
+            and spec.paths is not None and all(_simple_path(p) for p in spec.paths))
+
+
+class _Batch:
+    """Consecutive plain scalars (``from:`` paths, optional transforms) run in one loop, each
+    repetition split into components once. Same result as running them one by one: they are
+    run in order, and a failing transform raises through the scalar's reference path."""
+
+    __slots__ = ("specs", "sources", "items")
+
+    def __init__(self, specs: list[_Scalar]):
+        self.specs = specs
+        sources: list[tuple] = []  # (segment or None, field, repetition)
+        items = []
+        for spec in specs:
+            reads = []
+            for p in spec.paths:
+                src = (p.segment, p.field, p.repetition or 1) if p.segment is not None else (None, 0, 0)
+                if src not in sources:
+                    sources.append(src)
+                reads.append((sources.index(src), p.component or 1, p.subcomponent or 1, spec.trim))
+            attrs = spec.target.attrs
+            items.append((tuple(reads), spec.steps or (), attrs[0] if len(attrs) == 1 else None,
+                          spec.target.setter, spec.run_slow))
+        self.sources = tuple(sources)
+        self.items = tuple(items)
+
+    def _load(self, i: int, run: _Run, ctx: _Ctx) -> Any:
+        """The components of the repetition source ``i`` reads; None when it has no value."""
+        seg_id, fno, n = self.sources[i]
+        if seg_id is None:
+            raw = ctx.rep
+        else:
+            segs = ctx.segs.get(seg_id)
+            if not segs:
+                return None
+            fields = segs[0].fields
+            if fno >= len(fields):
+                return None
+            raw = fields[fno]
+            if not raw:
+                return None
+            rs = run.rs
+            if rs and rs in raw:
+                reps = raw.split(rs)
+                if n > len(reps):
+                    return None
+                raw = reps[n - 1]
+            elif n != 1:
+                return None
+        if not raw:
+            return None
+        if raw == NULL:
+            return _NULL_REP
+        cs = run.cs
+        return raw.split(cs) if cs and cs in raw else (raw,)
+
+    def run(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
+        cache = [_MISSING] * len(self.sources)
+        CLEAR = records.CLEAR
+        ss = run.ss
+        esc = run.esc
+        touched = False
+        for reads, steps, name, setter, slow in self.items:
+            value = None
+            for i, ci, si, trim in reads:  # the first path with a value (_cell, per path)
+                comps = cache[i]
+                if comps is _MISSING:
+                    comps = cache[i] = self._load(i, run, ctx)
+                if comps is None:
+                    continue
+                if comps is _NULL_REP:
+                    value = CLEAR
+                    break
+                if ci > len(comps):
+                    continue
+                raw = comps[ci - 1]
+                if not raw:
+                    continue
+                if raw == NULL:
+                    value = CLEAR
+                    break
+                if ss and ss in raw:
+                    if si == 1:
+                        raw = raw[:raw.index(ss)]
+                    else:
+                        parts = raw.split(ss, si)
+                        if si > len(parts):
+                            continue
+                        raw = parts[si - 1]
+                    if not raw:
+                        continue
+                    if raw == NULL:
+                        value = CLEAR
+                        break
+                elif si != 1:
+                    continue
+                if esc and esc in raw:
+                    raw = unescape(raw, run.enc)
+                if trim:
+                    raw = raw.strip()
+                if raw:
+                    value = raw
+                    break
+            if value is None:
+                continue
+            if steps and value is not CLEAR:
+                try:
+                    for step in steps:
+                        value = step(value, run)
+                except transforms.BadValue:
+                    slow(run, ctx, obj)  # raises DataError with the value's Location
+                    raise
+            if name is not None:
+                setattr(obj, name, value)
+            else:
+                setter(obj, value)
+            touched = True
+        return touched
+
+
+def _plan(specs: list) -> list:
+    """The specs as run: runs of two or more batchable scalars become one _Batch."""
+    out: list = []
+    run: list = []
+    for spec in specs + [None]:
+        if spec is not None and _batchable(spec):
+            run.append(spec)
+            continue
+        if len(run) > 1:
+            out.append(_Batch(run))
+        else:
+            out.extend(run)
+        run = []
+        if spec is not None:
+            out.append(spec)
+    return out
+
+
 class _Block:
     """``each`` (a list of records) or ``select`` (one nested record) with its own ``fields``."""
 
-    __slots__ = ("target", "sources", "members", "skip", "select", "item_type", "specs", "conds",
-                 "key", "append")
+    _FIELDS = ("target", "sources", "members", "skip", "select", "item_type", "specs", "conds",
+               "key", "append")
+    __slots__ = _FIELDS + ("plan",)
 
     def __init__(self, **kw):
-        for k in self.__slots__:
+        for k in self._FIELDS:
             setattr(self, k, kw.get(k))
+        self.plan = _plan(self.specs)
 
     def _items(self, run: _Run, ctx: _Ctx):
         """Yield (item context, repetition key or None, is_null) for every candidate."""
@@ -1096,20 +1257,31 @@ class _Block:
         skip = run.chosen.get(self.skip) if self.skip else None
         out = []
         cleared = False
-        for item_ctx, key, is_null in self._items(run, ctx):
-            if is_null:
-                cleared = True
-                continue
-            if skip is not None and key == skip:
-                continue
-            if self.conds and not _all_hold(self.conds, run, item_ctx):
-                continue
-            item = self.item_type()
-            touched = False
-            for spec in self.specs:
-                touched = spec.run(run, item_ctx, item) or touched
-            if touched:
-                out.append(item)
+        conds = self.conds
+        plan = self.plan
+        make = self.item_type
+        for p in self.sources:  # what _items yields, without the generator
+            if p.field is None:
+                item_ctxs = _segment_groups(ctx, p.segment, self.members)  # key None: never skipped
+            else:
+                item_ctxs = []
+                fno = p.field
+                for raw, seg, index in _repetitions(run, ctx, p)[0]:
+                    if raw == NULL:
+                        cleared = True
+                        continue
+                    if skip is not None and (seg.index, fno, index) == skip:
+                        continue
+                    item_ctxs.append(_Ctx(ctx.segs, ctx.order, raw, seg, fno, index))
+            for item_ctx in item_ctxs:
+                if conds and not _all_hold(conds, run, item_ctx):
+                    continue
+                item = make()
+                touched = False
+                for spec in plan:
+                    touched = spec.run(run, item_ctx, item) or touched
+                if touched:
+                    out.append(item)
         if self.append and out:
             existing = self.target.get(obj)
             if isinstance(existing, list):
@@ -1129,7 +1301,7 @@ class _Block:
             run.chosen[self.key] = key
             item = self.item_type()
             touched = False
-            for spec in self.specs:
+            for spec in self.plan:
                 touched = spec.run(run, item_ctx, item) or touched
             if touched:
                 self.target.set(obj, item)
@@ -1450,6 +1622,7 @@ class Mapping:
         self.messages = messages
         self.tests = tests
         self._specs = specs
+        self._plan = _plan(specs)
         self._records_each = records_each
         self._defaults = defaults
 
@@ -1478,7 +1651,7 @@ class Mapping:
         for ctx in ctxs:
             run.chosen = {}
             obj = make(event=None)
-            for spec in self._specs:
+            for spec in self._plan:
                 spec.run(run, ctx, obj)
             out.append(obj)
         return out

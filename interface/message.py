@@ -94,6 +94,22 @@ class Encoding:
 
 DEFAULT_ENCODING = Encoding()
 
+_ENCODINGS: dict[str, Encoding] = {}  # MSH-1 + MSH-2 + the field separator after it -> Encoding
+
+
+def _encoding(segment: str) -> Encoding:
+    """``Encoding.from_msh(segment)``, cached by the characters it reads (a handful per site)."""
+    end = segment.find(segment[3:4] or "|", 4) if len(segment) > 3 else -1
+    if end < 0:
+        return Encoding.from_msh(segment)
+    key = segment[:end + 1]
+    enc = _ENCODINGS.get(key)
+    if enc is None:
+        enc = Encoding.from_msh(segment)  # raises ParseError for bad delimiters: never cached
+        if len(_ENCODINGS) < 256:
+            _ENCODINGS[key] = enc
+    return enc
+
 
 # ---------------------------------------------------------------------------------------------
 # bytes -> text
@@ -177,16 +193,28 @@ def split_segments(text: str) -> list[str]:
     A line that does not start with a segment id is a continuation of the previous segment (a
     sender that put a bare line break inside a text field) and is re-joined to it with LF.
     """
-    lines = text.replace("\r\n", "\r").replace("\n", "\r").split("\r")
+    if "\n" in text:
+        text = text.replace("\r\n", "\r").replace("\n", "\r")
     out: list[str] = []
-    for line in lines:
+    ids = _SEGMENT_IDS
+    for line in text.split("\r"):
         if not line.strip():
             continue
-        if out and not SEGMENT_ID.match(line[:3]):
-            out[-1] += "\n" + line
-        else:
-            out.append(line)
+        if out:
+            head = line[:3]
+            ok = ids.get(head)
+            if ok is None:
+                ok = SEGMENT_ID.match(head) is not None
+                if len(ids) < 4096:
+                    ids[head] = ok
+            if not ok:
+                out[-1] += "\n" + line
+                continue
+        out.append(line)
     return out
+
+
+_SEGMENT_IDS: dict[str, bool] = {}  # line[:3] -> is it a segment id (memo of SEGMENT_ID)
 
 
 def strip_leading(text: str) -> str:
@@ -389,13 +417,17 @@ def header_from_text(text: str) -> Header:
     segment = text[:end]
     if not segment.startswith("MSH"):
         raise ParseError("message does not start with MSH", Location("MSH"))
-    enc = Encoding.from_msh(segment)
+    enc = _encoding(segment)
     f = msh_fields(segment, enc)
-    f += [""] * (22 - len(f))
+    if len(f) < 22:
+        f += [""] * (22 - len(f))
     msg9 = f[9]
     comps = msg9.split(enc.component) if enc.component else [msg9]
     comps += ["", "", ""]
-    uv = lambda v: unescape(v, enc).strip()  # noqa: E731
+    esc = enc.escape
+
+    def uv(v: str) -> str:
+        return unescape(v, enc).strip() if esc and esc in v else v.strip()
     return Header(
         encoding=enc,
         msh=tuple(f),
@@ -512,17 +544,21 @@ def parse(text: str) -> Message:
     segments = split_segments(text)
     if not segments or not segments[0].startswith("MSH"):
         raise ParseError("message does not start with MSH", Location("MSH"))
-    enc = Encoding.from_msh(segments[0])
+    enc = _encoding(segments[0])
+    fs = enc.field
     out: list[Segment] = []
     by_name: dict[str, list[Segment]] = {}
     for i, seg in enumerate(segments):
         if seg.startswith("MSH"):
-            fields = msh_fields(seg, enc)
+            fields = seg.split(fs)
+            fields.insert(1, fs)  # msh_fields: MSH-1 is the field separator itself
             name = "MSH"
         else:
-            fields = seg.split(enc.field)
+            fields = seg.split(fs)
             name = fields[0].strip()
-        lst = by_name.setdefault(name, [])
+        lst = by_name.get(name)
+        if lst is None:
+            lst = by_name[name] = []
         s = Segment(name, fields, len(lst) + 1, i)
         lst.append(s)
         out.append(s)
