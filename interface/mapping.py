@@ -1086,9 +1086,9 @@ def _simple_path(p: Path) -> bool:
 
 
 def _batchable(spec: Any) -> bool:
-    return (isinstance(spec, _Scalar) and not spec.conds and spec.default is None
-            and not spec.required and spec.mrn is None and spec.concat is None
-            and spec.paths is not None and all(_simple_path(p) for p in spec.paths))
+    return (isinstance(spec, _Scalar) and not spec.conds and not spec.required and spec.mrn is None
+            and (spec.paths is not None or spec.concat is not None)
+            and all(_simple_path(p) for p in [*(spec.paths or ()), *(spec.concat or ())]))
 
 
 class _Batch:
@@ -1102,18 +1102,62 @@ class _Batch:
         self.specs = specs
         sources: list[tuple] = []  # (segment or None, field, repetition)
         items = []
-        for spec in specs:
-            reads = []
-            for p in spec.paths:
+        def reads(paths: list[Path], trim: bool) -> tuple:
+            out = []
+            for p in paths:
                 src = (p.segment, p.field, p.repetition or 1) if p.segment is not None else (None, 0, 0)
                 if src not in sources:
                     sources.append(src)
-                reads.append((sources.index(src), p.component or 1, p.subcomponent or 1, spec.trim))
+                out.append((sources.index(src), p.component or 1, p.subcomponent or 1, trim))
+            return tuple(out)
+
+        for spec in specs:
+            concat = None
+            if spec.concat is not None:
+                concat = (reads(spec.concat, spec.trim), spec.keep_empty, spec.separator)
             attrs = spec.target.attrs
-            items.append((tuple(reads), spec.steps or (), attrs[0] if len(attrs) == 1 else None,
-                          spec.target.setter, spec.run_slow))
+            items.append((reads(spec.paths or [], spec.trim), concat, spec.default, spec.steps or (),
+                          attrs[0] if len(attrs) == 1 else None, spec.target.setter, spec.run_slow))
         self.sources = tuple(sources)
         self.items = tuple(items)
+
+    def _cell(self, cache: list, i: int, ci: int, si: int, trim: bool, run: _Run, ctx: _Ctx) -> Any:
+        """One read (what ``_cell`` gives for the repetition of source ``i``), through the cache."""
+        comps = cache[i]
+        if comps is _MISSING:
+            comps = cache[i] = self._load(i, run, ctx)
+        if comps is None:
+            return None
+        if comps is _NULL_REP:
+            return records.CLEAR
+        if ci > len(comps):
+            return None
+        raw = comps[ci - 1]
+        if not raw:
+            return None
+        if raw == NULL:
+            return records.CLEAR
+        ss = run.ss
+        if ss and ss in raw:
+            if si == 1:
+                raw = raw[:raw.index(ss)]
+            else:
+                parts = raw.split(ss, si)
+                if si > len(parts):
+                    return None
+                raw = parts[si - 1]
+            if not raw:
+                return None
+            if raw == NULL:
+                return records.CLEAR
+        elif si != 1:
+            return None
+        esc = run.esc
+        if esc and esc in raw:
+            raw = unescape(raw, run.enc)
+        if trim:
+            raw = raw.strip()
+        return raw or None
 
     def _load(self, i: int, run: _Run, ctx: _Ctx) -> Any:
         """The components of the repetition source ``i`` reads; None when it has no value."""
@@ -1146,17 +1190,41 @@ class _Batch:
         return raw.split(cs) if cs and cs in raw else (raw,)
 
     def run(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
-        cache = [_MISSING] * len(self.sources)
+        sources = self.sources
+        cache = [_MISSING] * len(sources)
         CLEAR = records.CLEAR
+        rs = run.rs
+        cs = run.cs
         ss = run.ss
         esc = run.esc
         touched = False
-        for reads, steps, name, setter, slow in self.items:
+        for reads, concat, default, steps, name, setter, slow in self.items:
             value = None
             for i, ci, si, trim in reads:  # the first path with a value (_cell, per path)
                 comps = cache[i]
-                if comps is _MISSING:
-                    comps = cache[i] = self._load(i, run, ctx)
+                if comps is _MISSING:  # _load inlined
+                    seg_id, fno, n = sources[i]
+                    if seg_id is None:
+                        raw = ctx.rep
+                    else:
+                        segs = ctx.segs.get(seg_id)
+                        raw = None
+                        if segs:
+                            fields = segs[0].fields
+                            if fno < len(fields):
+                                raw = fields[fno]
+                                if raw and rs and rs in raw:
+                                    reps = raw.split(rs)
+                                    raw = reps[n - 1] if n <= len(reps) else None
+                                elif n != 1:
+                                    raw = None
+                    if not raw:
+                        comps = None
+                    elif raw == NULL:
+                        comps = _NULL_REP
+                    else:
+                        comps = raw.split(cs) if cs and cs in raw else (raw,)
+                    cache[i] = comps
                 if comps is None:
                     continue
                 if comps is _NULL_REP:
@@ -1193,7 +1261,29 @@ class _Batch:
                     value = raw
                     break
             if value is None:
-                continue
+                if concat is not None:  # _Scalar._concat: each simple path gives one value
+                    creads, keep_empty, sep = concat
+                    parts: list[str] = []
+                    nulls = 0
+                    for i, ci, si, trim in creads:
+                        v = self._cell(cache, i, ci, si, trim, run, ctx)
+                        if v is None or v is CLEAR:
+                            if v is not None:
+                                nulls += 1
+                            if keep_empty:
+                                parts.append("")
+                            continue
+                        parts.append(v)
+                    while parts and parts[-1] == "":
+                        parts.pop()
+                    if parts:
+                        value = sep.join(parts)
+                    elif nulls:
+                        value = CLEAR
+                if value is None and default is not None:
+                    value = run.param(default)
+                if value is None:
+                    continue
             if steps and value is not CLEAR:
                 try:
                     for step in steps:
