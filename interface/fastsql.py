@@ -22,12 +22,15 @@ when the engine has ``before_cursor_execute`` listeners (the test-only fault inj
 """
 from __future__ import annotations
 
+import operator
 from typing import Any, Iterable, Sequence
 
+from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 _MISSING = object()
+_TEMPORAL = (sqltypes.DateTime, sqltypes.Date, sqltypes.Time)
 
 
 class Row:
@@ -93,7 +96,8 @@ class Result:
 class _Compiled:
     """One statement compiled for one dialect and one set of parameter keys."""
 
-    __slots__ = ("sql", "binds", "positional", "columns")
+    __slots__ = ("sql", "binds", "positional", "columns", "names", "defaults", "getter",
+                 "bind_procs", "col_names", "col_procs")
 
     def __init__(self, stmt, dialect, keys: Sequence[str] | None):
         c = stmt.compile(dialect=dialect, column_keys=list(keys) if keys is not None else None)
@@ -115,35 +119,91 @@ class _Compiled:
                 raise TypeError("statement has a callable bind: use conn.execute")
             default = _MISSING if bp.required else bp.value
             proc = bp.type.dialect_impl(dialect).bind_processor(dialect)
+            if proc is not None and isinstance(bp.type, _TEMPORAL):
+                proc = _memo_last(proc)
             binds.append((name, bp.key, default, proc))
         self.binds = binds
+        # parameters: one itemgetter over the caller's dict (plus the statement's own literal
+        # and default values), then the processors of the few binds that have one
+        self.names = tuple(b[0] for b in binds)
+        self.defaults = {name: default for name, key, default, _ in binds if default is not _MISSING}
+        self.getter = operator.itemgetter(*self.names) if self.names else None
+        self.bind_procs = tuple((i, b[3]) for i, b in enumerate(binds) if b[3] is not None)
         cols = []
         described = getattr(stmt, "returning_column_descriptions", None) if getattr(
             stmt, "_returning", ()) else None
         if described is None and hasattr(stmt, "selected_columns"):
             described = [{"name": col.key, "type": col.type} for col in stmt.selected_columns]
         for d in described or ():
-            cols.append((d["name"], d["type"].dialect_impl(dialect).result_processor(dialect, None)))
+            proc = d["type"].dialect_impl(dialect).result_processor(dialect, None)
+            if proc is not None and isinstance(d["type"], _TEMPORAL):
+                proc = _memo_text(proc)
+            cols.append((d["name"], proc))
         self.columns = cols
+        self.col_names = tuple(c[0] for c in cols)
+        self.col_procs = tuple((i, c[1]) for i, c in enumerate(cols) if c[1] is not None)
 
     def params(self, given: dict[str, Any]):
-        out = []
-        for name, key, default, proc in self.binds:
-            value = given.get(name, _MISSING)
-            if value is _MISSING:
-                value = given.get(key, default)
-                if value is _MISSING:
-                    raise KeyError(f"statement parameter {name!r} is missing")
-            out.append(proc(value) if proc is not None and value is not None else value)
-        return tuple(out) if self.positional else dict(zip((b[0] for b in self.binds), out))
+        if self.getter is None:
+            return () if self.positional else {}
+        src = {**self.defaults, **given} if self.defaults else given
+        try:
+            vals = self.getter(src)
+        except KeyError as exc:
+            raise KeyError(f"statement parameter {exc.args[0]!r} is missing") from None
+        if len(self.names) == 1:
+            vals = (vals,)
+        if self.bind_procs:
+            vals = list(vals)
+            for i, proc in self.bind_procs:
+                v = vals[i]
+                if v is not None:
+                    vals[i] = proc(v)
+        return tuple(vals) if self.positional else dict(zip(self.names, vals))
 
     def rows(self, raw_rows) -> list[Row]:
-        cols = self.columns
+        names, procs = self.col_names, self.col_procs
         out = []
         for raw in raw_rows:
-            out.append(Row({name: (proc(v) if proc is not None else v)
-                            for (name, proc), v in zip(cols, raw)}))
+            if procs:
+                raw = list(raw)
+                for i, proc in procs:
+                    v = raw[i]
+                    if v is not None:
+                        raw[i] = proc(v)
+            out.append(Row(dict(zip(names, raw))))
         return out
+
+
+def _memo_last(proc):
+    """A bind processor that remembers its last input by identity: the same ``now`` datetime
+    goes into most of an item's rows (formatting it is most of SQLite's bind cost)."""
+    cell = [(_MISSING, None)]
+
+    def run(value):
+        last = cell[0]
+        if last[0] is value:
+            return last[1]
+        out = proc(value)
+        cell[0] = (value, out)  # one tuple: threads never see a mismatched pair
+        return out
+
+    return run
+
+
+def _memo_text(proc, size: int = 4096):
+    """A result processor (SQLite: text -> datetime) remembering recent inputs by value."""
+    cache: dict = {}
+
+    def run(value):
+        out = cache.get(value, _MISSING)
+        if out is _MISSING:
+            if len(cache) >= size:
+                cache.clear()
+            out = cache[value] = proc(value)
+        return out
+
+    return run
 
 
 class Statement:

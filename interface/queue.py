@@ -16,6 +16,7 @@ and the web console share one implementation; each writes the audit trail.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from dataclasses import dataclass
@@ -68,6 +69,27 @@ def _head_condition():
     return ~exists(earlier)
 
 
+@functools.lru_cache(maxsize=64)
+def _runnable_query(with_ids: bool, outbound: bool | None, lane: bool, pg_lock: bool):
+    """The runnable-items SELECT for one shape, built once (the worker runs it every round)."""
+    q = (select(work_items.c.id, work_items.c.message_id, work_items.c.channel,
+                work_items.c.destination, work_items.c.key, work_items.c.status,
+                work_items.c.attempts, work_items.c.created_at)
+         .where(work_items.c.status.in_(RUNNABLE), work_items.c.next_attempt_at <= bindparam("b_now"),
+                _head_condition())
+         .order_by(work_items.c.id).limit(bindparam("b_limit")))
+    if with_ids:
+        q = q.where(work_items.c.id.in_(bindparam("b_ids", expanding=True)))
+    if outbound is not None:
+        out = work_items.c.key.startswith(OUT_PREFIX, autoescape=True)
+        q = q.where(out if outbound else ~out)
+    if lane:
+        q = q.where(work_items.c.key.like(bindparam("b_lane"), escape="/"))
+    if pg_lock:
+        q = q.with_for_update(skip_locked=True, of=work_items)
+    return q
+
+
 def runnable(conn: Connection, now: datetime, limit: int = 64, *, lock: bool = False,
              ids: list[int] | None = None, outbound: bool | None = None,
              lane: str | None = None) -> list:
@@ -76,21 +98,14 @@ def runnable(conn: Connection, now: datetime, limit: int = 64, *, lock: bool = F
 
     ``outbound``: False = store lanes only (the store worker), True = outbound lanes only
     (``out:`` keys, see ``interface.destinations``); ``lane``: only keys with this prefix."""
-    q = (select(work_items.c.id, work_items.c.message_id, work_items.c.channel,
-                work_items.c.destination, work_items.c.key, work_items.c.status,
-                work_items.c.attempts, work_items.c.created_at)
-         .where(work_items.c.status.in_(RUNNABLE), work_items.c.next_attempt_at <= now, _head_condition())
-         .order_by(work_items.c.id).limit(limit))
+    pg_lock = lock and conn.dialect.name == "postgresql"
+    q = _runnable_query(ids is not None, outbound, lane, pg_lock)
+    params = {"b_now": now, "b_limit": limit}
     if ids is not None:
-        q = q.where(work_items.c.id.in_(ids))
-    if outbound is not None:
-        out = work_items.c.key.startswith(OUT_PREFIX, autoescape=True)
-        q = q.where(out if outbound else ~out)
+        params["b_ids"] = list(ids)
     if lane is not None:
-        q = q.where(work_items.c.key.startswith(lane, autoescape=True))
-    if lock and conn.dialect.name == "postgresql":
-        q = q.with_for_update(skip_locked=True, of=work_items)
-    rows = conn.execute(q).all()
+        params["b_lane"] = lane.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
+    rows = conn.execute(q, params).all()
     if lock and rows:
         rows = _claim_keys(conn, rows)
     return rows
