@@ -28,11 +28,27 @@ class MrnRule:
 
 def split_cx(raw: str, enc: Encoding) -> tuple[str, str, str]:
     """(CX-1 id, CX-4.1 namespace, CX-5 type) of one raw repetition, unescaped."""
-    comps = raw.split(enc.component) if enc.component else [raw]
-    comps += [""] * 5
-    authority = comps[3].split(enc.subcomponent)[0] if enc.subcomponent else comps[3]
-    return (unescape(comps[0], enc).strip(), unescape(authority, enc).strip(),
-            unescape(comps[4], enc).strip())
+    cs = enc.component
+    if cs and cs in raw:
+        comps = raw.split(cs, 5)
+        n = len(comps)
+        value = comps[0]
+        authority = comps[3] if n > 3 else ""
+        id_type = comps[4] if n > 4 else ""
+        ss = enc.subcomponent
+        if ss and ss in authority:
+            authority = authority[:authority.index(ss)]
+    else:
+        value, authority, id_type = raw, "", ""
+    esc = enc.escape
+    if esc:  # unescape() only when there is an escape to resolve
+        if esc in value:
+            value = unescape(value, enc)
+        if esc in authority:
+            authority = unescape(authority, enc)
+        if esc in id_type:
+            id_type = unescape(id_type, enc)
+    return value.strip(), authority.strip(), id_type.strip()
 
 
 def pick_mrn(field_raw: str, enc: Encoding, rule: MrnRule) -> str | None:

@@ -280,17 +280,26 @@ class _Run:
         return self.params.get(value[1:]) if value.startswith("$") else value
 
 
+def _types(value: Any) -> tuple[str, ...]:
+    if type(value) is tuple and all(type(v) is str for v in value):
+        return _types_cached(value)  # the channel's id_types: the same tuple every message
+    return _types_of(value)
+
+
 @lru_cache(maxsize=256)
 def _rule(authority: str | None, types: tuple[str, ...]) -> MrnRule:
     return MrnRule(authority or None, types)
 
 
-def _types(value: Any) -> tuple[str, ...]:
+def _types_of(value: Any) -> tuple[str, ...]:
     if not value:
         return ()
     if isinstance(value, str):
         value = [value]
     return tuple(str(v).strip().upper() for v in value)
+
+
+_types_cached = lru_cache(maxsize=256)(_types_of)
 
 
 class _Ctx:

@@ -409,43 +409,42 @@ def _component(value: str, enc: Encoding, n: int = 1) -> str:
 def header_from_text(text: str) -> Header:
     """Read the header of a decoded message whose first segment is MSH."""
     text = strip_leading(text)
-    end = len(text)
-    for sep in ("\r", "\n"):
-        i = text.find(sep)
-        if 0 <= i < end:
-            end = i
+    end = text.find("\r")
+    if end < 0:
+        end = len(text)
+    i = text.find("\n", 0, end)
+    if i >= 0:
+        end = i
     segment = text[:end]
     if not segment.startswith("MSH"):
         raise ParseError("message does not start with MSH", Location("MSH"))
     enc = _encoding(segment)
-    f = msh_fields(segment, enc)
+    fs = enc.field
+    f = segment.split(fs)
+    f.insert(1, fs)  # msh_fields: index n is MSH-n
     if len(f) < 22:
         f += [""] * (22 - len(f))
-    msg9 = f[9]
-    comps = msg9.split(enc.component) if enc.component else [msg9]
+    cs = enc.component
+    comps = f[9].split(cs) if cs else [f[9]]
     comps += ["", "", ""]
     esc = enc.escape
+    rs = enc.repetition
 
     def uv(v: str) -> str:
         return unescape(v, enc).strip() if esc and esc in v else v.strip()
-    return Header(
-        encoding=enc,
-        msh=tuple(f),
-        sending_application=uv(f[3]),
-        sending_facility=uv(f[4]),
-        receiving_application=uv(f[5]),
-        receiving_facility=uv(f[6]),
-        message_time=_component(f[7], enc).strip(),
-        message_code=comps[0].strip().upper(),
-        trigger=comps[1].strip().upper(),
-        structure=comps[2].strip().upper(),
-        control_id=uv(f[10]),
-        processing_id=_component(f[11], enc).strip(),
-        version=_component(f[12], enc).strip(),
-        accept_ack_type=f[15].strip().upper(),
-        application_ack_type=f[16].strip().upper(),
-        charset=f[18].split(enc.repetition)[0].strip() if enc.repetition else f[18].strip(),
-    )
+
+    def first(v: str) -> str:  # _component(v, enc): component 1 of repetition 1
+        if cs:
+            v = v.split(cs)[0]
+        if rs and rs in v:
+            v = v.split(rs)[0]
+        return v.strip()
+
+    return Header(enc, tuple(f), uv(f[3]), uv(f[4]), uv(f[5]), uv(f[6]), first(f[7]),
+                  comps[0].strip().upper(), comps[1].strip().upper(), comps[2].strip().upper(),
+                  uv(f[10]), first(f[11]), first(f[12]), f[15].strip().upper(),
+                  f[16].strip().upper(),
+                  f[18].split(rs)[0].strip() if rs else f[18].strip())
 
 
 def find_segments(text: str, name: str) -> list[str]:
