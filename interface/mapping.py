@@ -372,6 +372,42 @@ def _segment_groups(ctx: _Ctx, anchor: str, members: frozenset[str] | None) -> l
     return out
 
 
+def _segment_groups_slow(ctx: _Ctx, anchor: str, members: frozenset[str] | None) -> list[_Ctx]:
+    """One context per occurrence of ``anchor``: the anchor, the member segments that follow it
+    (``members`` None: everything up to the next anchor), and whatever the parent sees that no
+    sibling group claimed (MSH, EVN, PID for an IN1 group...). The reference for
+    :func:`_segment_groups`."""
+    groups: list[list[Segment]] = []
+    current: list[Segment] | None = None
+    for seg in ctx.order:
+        name = seg.name
+        if name == anchor:
+            current = [seg]
+            groups.append(current)
+        elif current is not None and (members is None or name in members
+                                      or (members and name[:1] == "Z")):
+            current.append(seg)
+        else:
+            current = None
+    if not groups:
+        return []
+    claimed = {id(s) for g in groups for s in g}
+    claimed_names = {s.name for g in groups for s in g}
+    outside = {}
+    for name, lst in ctx.segs.items():
+        if name in claimed_names:
+            lst = [s for s in lst if id(s) not in claimed]
+            if not lst:
+                continue
+        outside[name] = lst
+    out = []
+    for g in groups:
+        segs = dict(outside)
+        segs.update(_index(g))
+        out.append(_Ctx(segs, g))
+    return out
+
+
 def _repetitions(run: _Run, ctx: _Ctx, path: Path) -> tuple[list[tuple[str, Segment | None, int | None]], Segment | None]:
     """The repetitions a path selects, as (raw, segment, repetition number), and its segment."""
     if path.segment is None:
@@ -752,7 +788,13 @@ class _Cond:
         self.read = _reader(path, True)
 
     def holds(self, run: _Run, ctx: _Ctx) -> bool:
-        v = self.read(run, ctx)
+        return self._check(run, self.read(run, ctx))
+
+    def holds_slow(self, run: _Run, ctx: _Ctx) -> bool:
+        """``holds`` by the reference interpreter (``_read``)."""
+        return self._check(run, _read(run, ctx, self.path, True)[0])
+
+    def _check(self, run: _Run, v: Any) -> bool:
         if v is records.CLEAR:
             v = None
         if self.present is not None and (v is not None) != self.present:
@@ -767,6 +809,13 @@ class _Cond:
         if self.not_in is not None and text in {str(run.param(x) or "").upper() for x in self.not_in}:
             return False
         return True
+
+
+def _all_hold_slow(conds: tuple[_Cond, ...], run: _Run, ctx: _Ctx) -> bool:
+    for c in conds:
+        if not c.holds_slow(run, ctx):
+            return False
+    return True
 
 
 def _all_hold(conds: tuple[_Cond, ...], run: _Run, ctx: _Ctx) -> bool:
@@ -990,7 +1039,7 @@ class _Scalar:
         return concat
 
     def run_slow(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
-        if self.conds and not _all_hold(self.conds, run, ctx):
+        if self.conds and not _all_hold_slow(self.conds, run, ctx):
             return False
         value, loc = self._value(run, ctx)
         if value is None and self.default is not None:
@@ -1391,6 +1440,61 @@ class _Block:
             return True
         return False
 
+    def _items_slow(self, run: _Run, ctx: _Ctx):
+        for p in self.sources:
+            if p.field is None:
+                for g in _segment_groups_slow(ctx, p.segment, self.members):
+                    yield g, None, False
+                continue
+            reps, _ = _repetitions(run, ctx, p)
+            for raw, seg, index in reps:
+                yield (_Ctx(ctx.segs, ctx.order, raw, seg, p.field, index),
+                       (seg.index, p.field, index), raw == NULL)
+
+    def run_slow(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
+        """``run`` by the reference interpreter (field by field, ``run_slow`` all the way down)."""
+        if self.select:
+            for item_ctx, key, is_null in self._items_slow(run, ctx):
+                if not is_null and not item_ctx.rep:
+                    continue
+                if self.conds and not _all_hold_slow(self.conds, run, item_ctx):
+                    continue
+                run.chosen[self.key] = key
+                item = self.item_type()
+                touched = False
+                for spec in self.specs:
+                    touched = spec.run_slow(run, item_ctx, item) or touched
+                if touched:
+                    self.target.set(obj, item)
+                return touched
+            return False
+        skip = run.chosen.get(self.skip) if self.skip else None
+        out = []
+        cleared = False
+        for item_ctx, key, is_null in self._items_slow(run, ctx):
+            if is_null:
+                cleared = True
+                continue
+            if skip is not None and key == skip:
+                continue
+            if self.conds and not _all_hold_slow(self.conds, run, item_ctx):
+                continue
+            item = self.item_type()
+            touched = False
+            for spec in self.specs:
+                touched = spec.run_slow(run, item_ctx, item) or touched
+            if touched:
+                out.append(item)
+        if self.append and out:
+            existing = self.target.get(obj)
+            if isinstance(existing, list):
+                existing.extend(out)
+                return True
+        if out or (cleared and not self.append):
+            self.target.set(obj, out)
+            return True
+        return False
+
     def _run_select(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
         for item_ctx, key, is_null in self._items(run, ctx):
             if not is_null and not item_ctx.rep:
@@ -1752,6 +1856,29 @@ class Mapping:
             obj = make(event=None)
             for spec in self._plan:
                 spec.run(run, ctx, obj)
+            out.append(obj)
+        return out
+
+    def apply_reference(self, message: Message, params: dict | None = None) -> list:
+        """``apply`` by the reference interpreter: every field read and located one by one, as
+        written. Slow; the fast paths of ``apply`` (compiled readers, batches) must give exactly
+        this (tests/test_mapping_speed_equivalence.py)."""
+        p = dict(self._defaults)
+        if params:
+            p.update(params)
+        run = _Run(message, p)
+        order = message.segments
+        top = _Ctx(_index(order), order)
+        ctxs = [top]
+        if self._records_each:
+            ctxs = _segment_groups_slow(top, self._records_each, None) or [top]
+        out = []
+        make = self.record_type
+        for ctx in ctxs:
+            run.chosen = {}
+            obj = make(event=None)
+            for spec in self._specs:
+                spec.run_slow(run, ctx, obj)
             out.append(obj)
         return out
 
