@@ -206,9 +206,9 @@ class Worker:
                     return 0
                 raws = dict(conn.execute(select(messages.c.id, messages.c.raw)
                                          .where(messages.c.id.in_([i.message_id for i in items]))).all())
-                for item in items:
-                    prep = pipeline.prepare(item.channel, item.destination, raws[item.message_id])
-                    self._apply_one(conn, item, prep, now, pipeline)
+                prepared = {i.id: pipeline.prepare(i.channel, i.destination, raws[i.message_id])
+                            for i in items}
+                self._apply_chunk(conn, items, prepared, now, pipeline)
                 return len(items)
         except OperationalError:
             log.warning("worker transaction failed (database unavailable?); will retry")
@@ -220,9 +220,8 @@ class Worker:
         try:
             with self.db.begin() as conn:
                 items = queue.runnable(conn, now, len(ids), lock=True, ids=ids)
-                for item in items:
-                    self._apply_one(conn, item, prepared[item.id], now, pipeline)
-                    done += 1
+                self._apply_chunk(conn, items, prepared, now, pipeline)
+                done = len(items)
         except OperationalError:
             log.warning("worker transaction failed (database unavailable?); will retry")
             return 0
@@ -244,6 +243,43 @@ class Worker:
         return out
 
     process_now = apply_items  # the engine's Processor protocol
+
+    def _apply_chunk(self, conn, items: list, prepared: dict, now: datetime,
+                     pipeline: Pipeline | None = None) -> None:
+        """Apply claimed items in the caller's transaction.
+
+        First optimistically, all under one savepoint, with their queue bookkeeping batched
+        (``queue.mark_done_many``): two savepoint statements and ~5 bookkeeping statements per
+        chunk instead of per item. If any item fails — an error, a hold, a retry — the chunk is
+        rolled back to that savepoint and applied again item by item, each in its own savepoint
+        (:meth:`_apply_one`), so that the failure lands on its own item and nothing else. Chart
+        and document effects are pure database writes, so applying twice in one transaction,
+        the first time rolled back, is safe. A database error propagates as before.
+        """
+        pipeline = pipeline or self.pipeline
+        if not items:
+            return
+        if any(prepared[i.id].error is not None for i in items) or len(items) == 1:
+            for item in items:
+                self._apply_one(conn, item, prepared[item.id], now, pipeline)
+            return
+        sp = fastsql.Savepoint(conn, "chunk")
+        try:
+            for item in items:
+                pipeline.apply(conn, item, prepared[item.id], now)
+        except SQLAlchemyError:
+            sp.rollback()
+            raise
+        except Exception:
+            sp.rollback()  # some item fails: find out which, one by one
+            for item in items:
+                self._apply_one(conn, item, prepared[item.id], now, pipeline)
+            return
+        queue.mark_done_many(conn, items, now)
+        for item in items:
+            pipeline.finished(conn, item, None, now)  # enhanced mode: queue the application ACK
+        sp.commit()
+        self.processed += len(items)
 
     def _apply_one(self, conn, item, prep: Prepared, now: datetime, pipeline: Pipeline | None = None):
         pipeline = pipeline or self.pipeline

@@ -194,6 +194,42 @@ def mark_held(conn: Connection, item_id: int, now: datetime, attempts: int, rech
     conn.execute(insert(work_attempts).values(item_id=item_id, at=now, outcome="held", error=error[:4000]))
 
 
+def mark_done_many(conn: Connection, items: list, now: datetime) -> None:
+    """``mark_done`` for a chunk of items (``runnable`` rows) in one go: three executemany and
+    one status refresh for their messages, instead of five statements per item."""
+    if not items:
+        return
+    fastsql.run_many(conn, _F_DELETE_KEYS, [{"b_item": i.id} for i in items])
+    fastsql.run_many(conn, _F_UPDATE_ITEM, [
+        {"b_item": i.id, "status": "done", "attempts": i.attempts + 1, "updated_at": now,
+         "reason": None} for i in items])
+    fastsql.run_many(conn, _F_INSERT_ATTEMPT, [
+        {"item_id": i.id, "at": now, "outcome": "done", "error": None} for i in items])
+    message_ids = sorted({i.message_id for i in items})
+    statuses: dict[int, set[str]] = {m: set() for m in message_ids}
+    for mid, status in conn.execute(_MESSAGE_ITEM_STATUSES, {"b_msgs": message_ids}):
+        statuses[mid].add(status)
+    updates = [{"b_msg": mid, "status": status} for mid, st in statuses.items()
+               if (status := _message_status(st)) is not None]
+    if updates:
+        fastsql.run_many(conn, _F_UPDATE_MESSAGE_STATUS, updates)
+
+
+_MESSAGE_ITEM_STATUSES = select(work_items.c.message_id, work_items.c.status).where(
+    work_items.c.message_id.in_(bindparam("b_msgs", expanding=True)))
+
+
+def _message_status(statuses: set[str]) -> str | None:
+    """A message is processed when all its items are done, error if any is in error."""
+    if not statuses:
+        return None
+    if "error" in statuses:
+        return "error"
+    if statuses <= {"done", "discarded"}:
+        return "processed" if "done" in statuses else "discarded"
+    return None
+
+
 def release_held(conn: Connection, mrn: str, now: datetime) -> int:
     """A patient became known: retry items held for that MRN now. Returns how many."""
     res = fastsql.run(conn, _F_RELEASE_HELD, {"b_key": f"mrn:{mrn}", "b_now": now})
@@ -203,16 +239,9 @@ def release_held(conn: Connection, mrn: str, now: datetime) -> int:
 def _refresh_message_status(conn: Connection, message_id: int) -> None:
     """A message is processed when all its items are done, error if any is in error."""
     rows = fastsql.run(conn, _F_ITEM_STATUSES, {"b_msg": message_id}).all()
-    statuses = {r.status for r in rows}
-    if not statuses:
-        return
-    if "error" in statuses:
-        status = "error"
-    elif statuses <= {"done", "discarded"}:
-        status = "processed" if "done" in statuses else "discarded"
-    else:
-        return
-    fastsql.run(conn, _F_UPDATE_MESSAGE_STATUS, {"b_msg": message_id, "status": status})
+    status = _message_status({r.status for r in rows})
+    if status is not None:
+        fastsql.run(conn, _F_UPDATE_MESSAGE_STATUS, {"b_msg": message_id, "status": status})
 
 
 # ---------------------------------------------------------------------------------------------

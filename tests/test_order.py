@@ -120,3 +120,48 @@ def test_many_senders_many_workers_keep_order_per_patient(engine):
         assert h.chart(mrn)["name"]["given"] == given, mrn
     # the work was really spread over the workers
     assert sum(1 for w in h.workers if w.processed) >= 2
+
+
+def test_a_failing_item_in_a_chunk_fails_alone(engine):
+    """The worker applies a chunk optimistically under one savepoint; one failing item rolls the
+    chunk back and it is applied item by item: the others are done with their effects, the
+    failing one is in the error queue with none — not even what it wrote before it failed (an
+    A11 for a discharged visit updates the demographics, then finds it cannot cancel)."""
+    from interface import chart
+
+    h = Harness(engine)
+    h.send(adt("A01", "Q002", name="DOE^BEFORE", pv1_=pv1(visit="V2"), cid="S1"))
+    h.send(adt("A03", "Q002", name="DOE^BEFORE", pv1_=pv1(visit="V2"), cid="S2"))
+    assert h.drain() == 2
+    for p in range(5):
+        event = "A11" if p == 2 else "A01"
+        assert h.send(adt(event, f"Q{p:03d}", name=f"DOE^Q{p}", pv1_=pv1(visit=f"V{p}"),
+                          cid=f"Q{p}")).status == "accepted"
+    assert h.drain() == 5
+    items = h.items()[2:]
+    assert [i.status for i in items] == ["done", "done", "error", "done", "done"]
+    assert items[2].reason == "out_of_order"
+    with engine.connect() as conn:
+        assert chart.get_chart(conn, "Q002")["name"]["given"] == "BEFORE"
+        for p in (0, 1, 3, 4):
+            c = chart.get_chart(conn, f"Q{p:03d}")
+            assert c["visits"][0]["status"] == "admitted" and c["name"]["given"] == f"Q{p}"
+        statuses = dict(conn.execute(select(messages.c.control_id, messages.c.status)).all())
+    assert {k: v for k, v in statuses.items() if k.startswith("Q")} == {
+        "Q0": "processed", "Q1": "processed", "Q2": "error", "Q3": "processed", "Q4": "processed"}
+    assert h.worker.failed == 1
+
+
+def test_a_clean_chunk_is_bookkept_in_one_go(engine):
+    """Items of a chunk that all apply are done, with one attempt each, their keys released and
+    their messages processed (queue.mark_done_many)."""
+    h = Harness(engine)
+    for p in range(6):
+        h.send(adt("A04", f"R{p:03d}", pv1_=pv1(cls="O", visit=f"W{p}"), cid=f"R{p}"))
+    assert h.drain() == 6
+    assert [(i.status, i.attempts) for i in h.items()] == [("done", 1)] * 6
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(work_attempts)).scalar() == 6
+        assert {s for (s,) in conn.execute(select(messages.c.status))} == {"processed"}
+        from interface.schema import work_keys
+        assert conn.execute(select(func.count()).select_from(work_keys)).scalar() == 0
