@@ -1496,6 +1496,28 @@ class _Block:
         return False
 
     def _run_select(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
+        conds = self.conds
+        for p in self.sources:  # field repetitions only (the compiler refuses segments here)
+            fno = p.field
+            if fno is None:
+                return self._run_select_items(run, ctx, obj)
+            for raw, seg, index in _repetitions(run, ctx, p)[0]:
+                if not raw:  # neither a value nor the HL7 null
+                    continue
+                item_ctx = _Ctx(ctx.segs, ctx.order, raw, seg, fno, index)
+                if conds and not _all_hold(conds, run, item_ctx):
+                    continue
+                run.chosen[self.key] = (seg.index, fno, index)
+                item = self.item_type()
+                touched = False
+                for spec in self.plan:
+                    touched = spec.run(run, item_ctx, item) or touched
+                if touched:
+                    self.target.set(obj, item)
+                return touched
+        return False
+
+    def _run_select_items(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
         for item_ctx, key, is_null in self._items(run, ctx):
             if not is_null and not item_ctx.rep:
                 continue

@@ -127,11 +127,12 @@ def _msh18_from_bytes(raw: bytes) -> str:
     start = raw.find(b"MSH")
     if start < 0 or len(raw) < start + 4:
         return ""
-    end = len(raw)
-    for sep in (b"\r", b"\n"):
-        i = raw.find(sep, start)
-        if 0 <= i < end:
-            end = i
+    end = raw.find(b"\r", start)
+    if end < 0:
+        end = len(raw)
+    i = raw.find(b"\n", start, end)
+    if i >= 0:
+        end = i
     msh = raw[start:end]
     fs = msh[3:4]
     if not fs:  # "MSH" then a line break: no field separator, so no MSH-18
