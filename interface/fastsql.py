@@ -276,6 +276,40 @@ def run_many(conn: Connection, st: Statement, rows: Iterable[dict[str, Any]]) ->
         cur.close()
 
 
+def run_many_returning(conn: Connection, st: Statement, rows: Iterable[dict[str, Any]]) -> list[Row]:
+    """INSERT ... RETURNING for many parameter sets: one result row per set, in order.
+    PostgreSQL: one ``executemany(returning=True)`` (psycopg pipelines it: one round trip).
+    SQLite: one execute per set (sqlite3's executemany cannot return rows; each costs a few
+    µs)."""
+    rows = list(rows)
+    if not rows:
+        return []
+    if _slow(conn):
+        return [conn.execute(st.stmt, r).one() for r in rows]
+    c = st.compiled(conn.dialect, tuple(rows[0]) if st.keyed else None)
+    args = [c.params(r) for r in rows]
+    cur = conn.connection.dbapi_connection.cursor()
+    out = []
+    try:
+        if conn.dialect.name == "postgresql":
+            cur.executemany(c.sql, args, returning=True)
+            while True:
+                out.extend(cur.fetchall())
+                if not cur.nextset():
+                    break
+        else:
+            for a in args:
+                cur.execute(c.sql, a)
+                out.extend(cur.fetchall())
+    except conn.dialect.loaded_dbapi.Error as exc:
+        _raise(conn, c.sql, args[:1], exc)
+    finally:
+        cur.close()
+    if len(out) != len(rows):
+        raise RuntimeError(f"expected {len(rows)} returned rows, got {len(out)}")
+    return c.rows(out)
+
+
 class Savepoint:
     """``SAVEPOINT`` on the cursor (what ``conn.begin_nested()`` does, without its bookkeeping,
     which cost about as much as the item's chart statements). Same two exits: :meth:`commit`

@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
+from . import fastsql
 from .schema import events, messages, work_items, work_keys
 
 
@@ -80,13 +81,17 @@ def find_existing(conn: Connection, dedup_keys: list[str]) -> dict[str, tuple[in
     return out
 
 
+# the journal's inserts, per group commit (interface.fastsql: compiled once, on the cursor)
+_INSERT_MESSAGES = fastsql.Statement(insert(messages).returning(messages.c.id), keyed=True)
+_INSERT_ITEMS = fastsql.Statement(insert(work_items).returning(work_items.c.id), keyed=True)
+_INSERT_KEYS = fastsql.Statement(insert(work_keys), keyed=True)
+
+
 def insert_rows(conn: Connection, rows: list[JournalRow], now: datetime) -> list[int]:
     """Insert journal rows and their work items; returns the message ids in order."""
     if not rows:
         return []
-    result = conn.execute(insert(messages).returning(messages.c.id, sort_by_parameter_order=True),
-                          [r.columns() for r in rows])
-    ids = [row[0] for row in result]
+    ids = [row.id for row in fastsql.run_many_returning(conn, _INSERT_MESSAGES, [r.columns() for r in rows])]
     items = []
     item_keys = []
     for mid, r in zip(ids, rows):
@@ -97,13 +102,13 @@ def insert_rows(conn: Connection, rows: list[JournalRow], now: datetime) -> list
                               error_location=w.error_location, last_error=w.last_error))
             item_keys.append(w.keys if w.status == "pending" else ())
     if items:
-        res = conn.execute(insert(work_items).returning(work_items.c.id, sort_by_parameter_order=True), items)
+        res = fastsql.run_many_returning(conn, _INSERT_ITEMS, items)
         keys = []
         for (item_id,), ks in zip(res, item_keys):
             for k in dict.fromkeys(ks):
                 keys.append({"item_id": item_id, "key": k})
         if keys:
-            conn.execute(insert(work_keys), keys)
+            fastsql.run_many(conn, _INSERT_KEYS, keys)
     return ids
 
 
