@@ -136,3 +136,15 @@ def test_scale_and_journal_scenarios_report_every_cell_with_the_right_counts(tmp
             assert r["items"] == {"done": r["messages"]}
     assert sizes["150"]["pools"]["4"]["patients"] == 4
     assert sizes["150"]["pools"]["4"]["ratio_vs_smallest"]["throughput"] == 1.0
+
+
+def test_benchprofile_measures_both_phases(capsys):
+    """`python -m interface.benchprofile`: every message journalled and applied, both figures
+    printed (the stage costs in docs/benchmarks.md come from it)."""
+    from interface import benchprofile
+
+    assert benchprofile.main(["40"]) == 0
+    out = capsys.readouterr().out
+    assert "receive" in out and "drain" in out and "0 failed" in out
+    n = int(out.split(" messages")[0].split()[-1])
+    assert n >= 40 and f"({n} items, 0 failed)" in out
