@@ -17,8 +17,9 @@ when it dies young), and on SIGTERM/SIGINT stops every child (SIGTERM, then SIGK
 grace period). The web console runs in child 0 only.
 
 On SQLite, ``--workers N`` works but only parallelises parsing and mapping: every write
-transaction takes the single SQLite write lock (``BEGIN IMMEDIATE``), which also keeps each key
-in one process at a time. Use PostgreSQL to scale writes.
+transaction takes the single SQLite write lock (``BEGIN IMMEDIATE``, queued by
+``db.WriteLock``), which also keeps each key in one process at a time. Use PostgreSQL to scale
+writes across machines.
 
 Test hook: with ``INTERFACE_CLAIM_TRACE=/path`` every claim and its release (just before the
 commit or rollback that ends it) is appended to that file, so a test can prove that no key was
