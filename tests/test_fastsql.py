@@ -118,11 +118,8 @@ def test_write_lock_hands_over_in_arrival_order(tmp_path):
     a, b, c = object(), object(), object()
     order = []
     lock.acquire(a)
-    waiting = []
 
     def take(who, name):
-        ev = threading.Event()
-        waiting.append(ev)
         lock.acquire(who)
         order.append(name)
         lock.release(who)
