@@ -253,13 +253,17 @@ class Worker:
         chunk instead of per item. If any item fails — an error, a hold, a retry — the chunk is
         rolled back to that savepoint and applied again item by item, each in its own savepoint
         (:meth:`_apply_one`), so that the failure lands on its own item and nothing else. Chart
-        and document effects are pure database writes, so applying twice in one transaction,
-        the first time rolled back, is safe. A database error propagates as before.
+        and document effects are database writes (document content files are content-addressed),
+        so applying twice in one transaction, the first time rolled back, is safe; a chunk with
+        any other kind of destination goes item by item from the start. A database error
+        propagates as before.
         """
         pipeline = pipeline or self.pipeline
         if not items:
             return
-        if any(prepared[i.id].error is not None for i in items) or len(items) == 1:
+        if len(items) == 1 or any(p.error is not None or p.destination.type != "store"
+                                  for p in (prepared[i.id] for i in items)):
+            # (a delivery to another system is never done twice: those go one by one)
             for item in items:
                 self._apply_one(conn, item, prepared[item.id], now, pipeline)
             return
