@@ -11,6 +11,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
@@ -42,9 +43,13 @@ class WriteLock:
 
     * in the process, a FIFO hand-off (the ACK path is never starved by a worker that commits
       and begins again at once);
-    * across processes (``interface run --workers N``), ``flock`` on ``<db>-writelock``, which
-      the kernel grants as soon as the holder releases it. Each connection has its own file
-      descriptor; one lock per database file per process (keyed by its path).
+    * across processes (``interface run --workers N``, the CLI), ``flock`` on
+      ``<db>-writelock``, tried at once and then every 0.1-1 ms (so a waiter is at most 1 ms
+      late, never 10-100 ms). Each connection has its own file descriptor; one lock per
+      database file per process (keyed by its path).
+
+    Both waits give up after ``timeout`` (60 s, SQLite's busy timeout) with SQLite's own
+    "database is locked" error, so nothing hangs behind a stuck holder.
 
     SQLite's own lock stays underneath, unchanged (another program writing the file still gets
     the busy timeout). A connection is released only by itself (``release`` is idempotent).
@@ -82,10 +87,27 @@ class WriteLock:
                     self._waiters.remove((me, ticket))
                     raise sqlite3.OperationalError("database is locked (write lock wait timed out)")
         try:
-            fcntl.flock(self._fd(me), fcntl.LOCK_EX)
+            self._flock(self._fd(me))
         except BaseException:
             self._hand_over()
             raise
+
+    def _flock(self, fd: int) -> None:
+        """The cross-process lock: at once if free, else polled every 0.1 ms doubling to 1 ms
+        (a blocking flock would wake sooner but could wait forever), up to ``timeout``."""
+        delay, deadline = 0.0001, None
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                pass
+            now = time.monotonic()
+            deadline = deadline or now + self.timeout
+            if now >= deadline:
+                raise sqlite3.OperationalError("database is locked (another process holds the write lock)")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.001)
 
     def release(self, dbapi_conn) -> None:
         me = _conn_id(dbapi_conn)

@@ -220,3 +220,23 @@ def test_sqlite_write_lock_across_processes(tmp_path):
         seen = [r[0] for r in c.exec_driver_sql("SELECT seen FROM t ORDER BY id")]
     assert seen == list(range(180))  # each insert counted exactly the rows before it
     eng.dispose()
+
+
+def test_write_lock_gives_up_on_another_process_after_its_timeout(tmp_path):
+    """Another process's flock (here: another descriptor, which flock treats the same way) is
+    waited for, but not forever."""
+    import fcntl
+    import os
+
+    lock = dbmod.WriteLock(str(tmp_path / "z.db"))
+    lock.timeout = 0.05
+    other = os.open(lock.path, os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(other, fcntl.LOCK_EX)
+    me = object()
+    with pytest.raises(Exception, match="another process holds"):
+        lock.acquire(me)
+    assert lock._holder is None  # the in-process lock was given back
+    fcntl.flock(other, fcntl.LOCK_UN)
+    lock.acquire(me)  # free now
+    lock.release(me)
+    os.close(other)
