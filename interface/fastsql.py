@@ -1,14 +1,14 @@
 """Hot-path statements, compiled once per dialect and run on the DBAPI cursor.
 
 Why this exists: on the worker's path one ADT message runs ~25 small statements (chart store and
-queue bookkeeping). Through ``Connection.execute`` each costs 15-60 µs of SQLAlchemy Python —
+queue bookkeeping), and the journal writer a few per group commit. Through ``Connection.execute`` each costs 15-60 µs of SQLAlchemy Python —
 cache-key generation, the execution context, bind and result processing set up per call —
 which a py-spy profile under load put at about half of the engine's CPU (docs/benchmarks.md),
 while SQLite itself needs 2-3 µs for such a statement. So for the few statements on that path
 we keep SQLAlchemy for what it is good at — building the SQL, compiling it for the dialect,
 the types' bind and result processors — and do it **once**: :class:`Statement` compiles per
 (dialect, parameter keys) and caches the SQL text, the parameter order and the processors;
-:func:`run` and :func:`run_many` hand them to the cursor of the connection's DBAPI connection,
+:func:`run`, :func:`run_many` and :func:`run_many_returning` hand them to the cursor of the connection's DBAPI connection,
 inside the transaction the SQLAlchemy ``Connection`` has begun, so a statement run here commits
 or rolls back (savepoints included) with everything else.
 
