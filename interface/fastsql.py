@@ -238,6 +238,27 @@ def _raise(conn: Connection, sql: str, params, exc: Exception):
                               dialect=dialect) from exc
 
 
+class _Cursor:
+    """``with _Cursor(conn, sql, args) as cur``: the connection's DBAPI cursor, closed after;
+    a DBAPI error inside is re-raised as SQLAlchemy's (a class, not @contextmanager: it runs
+    per statement)."""
+
+    __slots__ = ("conn", "sql", "args", "cur")
+
+    def __init__(self, conn: Connection, sql: str, args):
+        self.conn, self.sql, self.args = conn, sql, args
+
+    def __enter__(self):
+        self.cur = self.conn.connection.dbapi_connection.cursor()
+        return self.cur
+
+    def __exit__(self, tp, exc, tb) -> bool:
+        self.cur.close()
+        if exc is not None and isinstance(exc, self.conn.dialect.loaded_dbapi.Error):
+            _raise(self.conn, self.sql, self.args, exc)
+        return False
+
+
 def run(conn: Connection, st: Statement, params: dict[str, Any] | None = None):
     """Execute one statement with one parameter set; returns :class:`Result` (rows fetched)."""
     params = params or {}
@@ -245,15 +266,9 @@ def run(conn: Connection, st: Statement, params: dict[str, Any] | None = None):
         return conn.execute(st.stmt, params)
     c = st.compiled(conn.dialect, tuple(params) if st.keyed else None)
     args = c.params(params)
-    cur = conn.connection.dbapi_connection.cursor()
-    try:
+    with _Cursor(conn, c.sql, args) as cur:
         cur.execute(c.sql, args)
-        rows = c.rows(cur.fetchall()) if c.columns else []
-        return Result(rows, cur.rowcount)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        _raise(conn, c.sql, args, exc)
-    finally:
-        cur.close()
+        return Result(c.rows(cur.fetchall()) if c.columns else [], cur.rowcount)
 
 
 def run_many(conn: Connection, st: Statement, rows: Iterable[dict[str, Any]]) -> None:
@@ -267,13 +282,8 @@ def run_many(conn: Connection, st: Statement, rows: Iterable[dict[str, Any]]) ->
         return
     c = st.compiled(conn.dialect, tuple(rows[0]) if st.keyed else None)
     args = [c.params(r) for r in rows]
-    cur = conn.connection.dbapi_connection.cursor()
-    try:
+    with _Cursor(conn, c.sql, args[:1]) as cur:
         cur.executemany(c.sql, args)
-    except conn.dialect.loaded_dbapi.Error as exc:
-        _raise(conn, c.sql, args[:1], exc)
-    finally:
-        cur.close()
 
 
 def run_many_returning(conn: Connection, st: Statement, rows: Iterable[dict[str, Any]]) -> list[Row]:
@@ -288,9 +298,8 @@ def run_many_returning(conn: Connection, st: Statement, rows: Iterable[dict[str,
         return [conn.execute(st.stmt, r).one() for r in rows]
     c = st.compiled(conn.dialect, tuple(rows[0]) if st.keyed else None)
     args = [c.params(r) for r in rows]
-    cur = conn.connection.dbapi_connection.cursor()
     out = []
-    try:
+    with _Cursor(conn, c.sql, args[:1]) as cur:
         if conn.dialect.name == "postgresql":
             cur.executemany(c.sql, args, returning=True)
             while True:
@@ -301,10 +310,6 @@ def run_many_returning(conn: Connection, st: Statement, rows: Iterable[dict[str,
             for a in args:
                 cur.execute(c.sql, a)
                 out.extend(cur.fetchall())
-    except conn.dialect.loaded_dbapi.Error as exc:
-        _raise(conn, c.sql, args[:1], exc)
-    finally:
-        cur.close()
     if len(out) != len(rows):
         raise RuntimeError(f"expected {len(rows)} returned rows, got {len(out)}")
     return c.rows(out)
@@ -327,13 +332,8 @@ class Savepoint:
             self._exec(f"SAVEPOINT {name}")
 
     def _exec(self, sql: str) -> None:
-        cur = self.conn.connection.dbapi_connection.cursor()
-        try:
+        with _Cursor(self.conn, sql, ()) as cur:
             cur.execute(sql)
-        except self.conn.dialect.loaded_dbapi.Error as exc:
-            _raise(self.conn, sql, (), exc)
-        finally:
-            cur.close()
 
     def commit(self) -> None:
         if self._nested is not None:
