@@ -158,11 +158,7 @@ _F_RELEASE_HELD = fastsql.Statement(_RELEASE_HELD)
 
 
 def mark_done(conn: Connection, item_id: int, message_id: int, now: datetime, attempts: int) -> None:
-    fastsql.run(conn, _F_DELETE_KEYS, {"b_item": item_id})
-    fastsql.run(conn, _F_UPDATE_ITEM, {"b_item": item_id, "status": "done", "attempts": attempts,
-                                       "updated_at": now, "reason": None})
-    fastsql.run(conn, _F_INSERT_ATTEMPT, {"item_id": item_id, "at": now, "outcome": "done", "error": None})
-    _refresh_message_status(conn, message_id)
+    _mark_done(conn, [(item_id, message_id, attempts)], now)
 
 
 def mark_retry(conn: Connection, item_id: int, now: datetime, attempts: int, delay: float,
@@ -195,17 +191,25 @@ def mark_held(conn: Connection, item_id: int, now: datetime, attempts: int, rech
 
 
 def mark_done_many(conn: Connection, items: list, now: datetime) -> None:
-    """``mark_done`` for a chunk of items (``runnable`` rows) in one go: three executemany and
-    one status refresh for their messages, instead of five statements per item."""
-    if not items:
+    """``mark_done`` for a chunk of claimed items (``runnable`` rows) in one go: three
+    executemany and one status refresh for their messages, instead of five statements each."""
+    _mark_done(conn, [(i.id, i.message_id, i.attempts + 1) for i in items], now)
+
+
+def _mark_done(conn: Connection, done: list[tuple[int, int, int]], now: datetime) -> None:
+    """(item id, message id, attempts) of items that are done: keys released, state, attempt."""
+    if not done:
         return
-    fastsql.run_many(conn, _F_DELETE_KEYS, [{"b_item": i.id} for i in items])
+    fastsql.run_many(conn, _F_DELETE_KEYS, [{"b_item": item} for item, _, _ in done])
     fastsql.run_many(conn, _F_UPDATE_ITEM, [
-        {"b_item": i.id, "status": "done", "attempts": i.attempts + 1, "updated_at": now,
-         "reason": None} for i in items])
+        {"b_item": item, "status": "done", "attempts": attempts, "updated_at": now, "reason": None}
+        for item, _, attempts in done])
     fastsql.run_many(conn, _F_INSERT_ATTEMPT, [
-        {"item_id": i.id, "at": now, "outcome": "done", "error": None} for i in items])
-    message_ids = sorted({i.message_id for i in items})
+        {"item_id": item, "at": now, "outcome": "done", "error": None} for item, _, _ in done])
+    message_ids = sorted({mid for _, mid, _ in done})
+    if len(message_ids) == 1:
+        _refresh_message_status(conn, message_ids[0])
+        return
     statuses: dict[int, set[str]] = {m: set() for m in message_ids}
     for mid, status in conn.execute(_MESSAGE_ITEM_STATUSES, {"b_msgs": message_ids}):
         statuses[mid].add(status)
