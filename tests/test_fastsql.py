@@ -113,6 +113,16 @@ def test_expanding_in_is_refused_at_compile_time(engine):
 # -- the SQLite write lock -------------------------------------------------------------------------
 
 
+def _until(cond, timeout: float = 5.0) -> None:
+    """Wait for another thread to reach a state (bounded: a broken lock fails, never hangs)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "the other thread never got there"
+        threading.Event().wait(0.001)
+
+
 def test_write_lock_hands_over_in_arrival_order(tmp_path):
     lock = dbmod.WriteLock(str(tmp_path / "x.db"))
     a, b, c = object(), object(), object()
@@ -126,18 +136,17 @@ def test_write_lock_hands_over_in_arrival_order(tmp_path):
 
     tb = threading.Thread(target=take, args=(b, "b"))
     tb.start()
-    while not lock._waiters:  # b queued
-        threading.Event().wait(0.001)
+    _until(lambda: len(lock._waiters) == 1)  # b queued
     tc = threading.Thread(target=take, args=(c, "c"))
     tc.start()
-    while len(lock._waiters) < 2:
-        threading.Event().wait(0.001)
+    _until(lambda: len(lock._waiters) == 2)  # then c
     lock.acquire(a)  # re-entrant for its holder
     lock.release(object())  # not the holder: no effect
     assert order == []
     lock.release(a)
     tb.join(5)
     tc.join(5)
+    assert not tb.is_alive() and not tc.is_alive()
     assert order == ["b", "c"]
     assert lock._holder is None
 
