@@ -3,7 +3,9 @@
 ``python -m interface.benchprofile [N] [--profile] [--db URL]`` journals the bench's ADT mix
 (``interface.bench.adt_mix``, N messages over 16 "connections", interleaved) with
 ``Engine.receive_many`` in groups of 16, as the journal writer does, then drains it with
-``Worker.run_once``, and prints CPU ms per message for each phase. ``--profile`` adds a cProfile
+``Worker.run_once``, and prints CPU ms per message for each phase. The channel is switched to
+``apply: queued`` so the two phases are measured apart; ``--inline`` keeps ``apply: inline``
+(the default), where receiving applies too and the drain finds (almost) nothing. ``--profile`` adds a cProfile
 of the drain (sorted by internal time). A fresh SQLite file in a temporary directory unless
 ``--db`` names another database (which must be empty). Used for docs/benchmarks.md ("Where one
 ADT message's CPU goes"); the end-to-end figures come from ``interface bench``.
@@ -33,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("n", nargs="?", type=int, default=3000, help="ADT messages (default 3000)")
     ap.add_argument("--profile", action="store_true", help="cProfile the drain")
     ap.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    ap.add_argument("--inline", action="store_true", help="apply: inline (receive applies too)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="interface-benchprofile-") as tmp:
         url = args.db or f"sqlite:///{Path(tmp) / 'p.db'}"
@@ -40,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         dbmod.create_schema(db)
         channels = load_channels(ROOT / "channels")
         channel = {c.name: c for c in channels}["adt"]
+        channel = channel.model_copy(update={"apply": "inline" if args.inline else "queued"})
         settings = Settings(db_url=url, channels_dir=ROOT / "channels", mappings_dir=ROOT / "mappings",
                             rules_file=ROOT / "rules" / "completeness.yaml")
         clock = lambda: datetime.now(timezone.utc)  # noqa: E731

@@ -132,6 +132,10 @@ class Channel(Strict):
     validation: Literal["none", "structure"] = "none"
     retry: Retry = Field(default_factory=Retry)
     hold_unknown_patient_seconds: float = Field(86400.0, ge=0)
+    apply: Literal["inline", "queued"] = Field(
+        "inline", description="inline: a message whose patient has nothing waiting is applied to the "
+        "chart/document store in the transaction that journals it (the ACK still follows ack.when); "
+        "queued: always by the worker, after the ACK")
     params: dict[str, str] = Field(default_factory=dict)
 
     @field_validator("listen")

@@ -2,7 +2,10 @@
 
 ``Engine.receive_many`` is synchronous and transport-free: it reads each message's header, decides
 what the message is (accepted, duplicate, quarantined, rejected), writes every decision to the
-journal in **one transaction**, commits, and only then returns the ACKs. The transport calls it
+journal in **one transaction**, commits, and only then returns the ACKs. With a processor, the
+same transaction also applies what it can: the store items of ``ack: on_process`` channels
+(their errors become AE), and those of ``apply: inline`` channels that are first in line for
+their patient (the ACK is unchanged; see docs/queues.md). The transport calls it
 through a group-commit writer thread (``interface.writer``); tests call it directly: raw bytes in,
 (ACK bytes, rows) out.
 
@@ -11,7 +14,8 @@ The outcome table (ARCHITECTURE.md) lives in :func:`Engine._prepare` and :meth:`
 ================================  ===========  =====================  ============
 outcome                           stored       ACK                    error queue
 ================================  ===========  =====================  ============
-committed (+processed, on_process) yes          AA / CA                -
+committed (+processed: on_process, yes          AA / CA                -
+  or apply: inline)
 duplicate id, same body           already      stored ACK, same bytes -
 duplicate id, different body      quarantined  AR / CR, ERR 205       yes
 unreadable / no MSH               raw          AR, ERR 100            counted
@@ -28,13 +32,13 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Callable, Protocol
+from typing import Any, Callable, Protocol
 
 from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import ack as acks
-from . import destinations, journal
+from . import destinations, fastsql, journal
 from .channels import Channel
 from .errors import (APPLICATION_INTERNAL_ERROR, DUPLICATE_KEY_IDENTIFIER, REQUIRED_FIELD_MISSING,
                      UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, HL7Error, Location, ParseError)
@@ -73,9 +77,14 @@ class Outcome:
 
 
 class Processor(Protocol):
-    """Applies stored work items inside the caller's transaction (for ``ack: on_process``)."""
+    """Applies stored work items inside the caller's transaction (for ``ack: on_process``, and
+    ``apply: inline`` channels with ``ack: on_commit``)."""
 
     def process_now(self, conn, item_ids: list[int], now: datetime) -> dict[int, HL7Error | None]: ...
+
+    def prepare(self, channel: str, destination: str, raw: bytes) -> Any: ...
+
+    def apply_inline(self, conn, prepared: dict[int, Any], now: datetime) -> list[int]: ...
 
 
 @dataclass(slots=True)
@@ -86,6 +95,7 @@ class _Prepared:
     group: int  # index of the inbound frame this message came from
     outcome: Outcome | None = None  # decided before the transaction (rejections)
     errors: list = field(default_factory=list)
+    inline: list | None = None  # apply: inline: the work items' Prepared (parsed and mapped)
 
 
 def body_hash(raw: bytes) -> str:
@@ -116,6 +126,7 @@ class Engine:
             if len(items) > 1 or (items and items[0].row.batch_index is not None):
                 batch_groups.add(i)
             prepared.extend(items)
+        self._prepare_inline(prepared)
         try:
             self._commit(prepared, now)
         except SQLAlchemyError as exc:
@@ -127,7 +138,6 @@ class Engine:
     # -- deciding (pure, before the transaction) ---------------------------------------------
 
     def _prepare(self, inb: Inbound, group: int, now: datetime) -> list[_Prepared]:
-        ch = inb.channel
         decoded = decode(inb.raw)
         texts = [decoded.text]
         batch = False
@@ -284,6 +294,42 @@ class Engine:
             if self.processor is not None:
                 self._process_now(conn, [p for p in to_insert if p.row.status == "accepted"
                                          and p.channel.ack.when == "on_process"], now)
+                self._apply_inline(conn, [p for p in to_insert if p.inline is not None
+                                          and p.row.status == "accepted"], now)
+
+    def _prepare_inline(self, prepared: list[_Prepared]) -> None:
+        """``apply: inline`` (with ``ack: on_commit``): parse and map before the transaction, so
+        that the write lock is held for the writes only."""
+        prepare = getattr(self.processor, "prepare", None)
+        if prepare is None:
+            return
+        for p in prepared:
+            ch = p.channel
+            if p.row.status == "accepted" and ch.apply == "inline" and ch.ack.when == "on_commit":
+                p.inline = [prepare(ch.name, w.destination, p.row.raw) for w in p.row.work]
+
+    def _apply_inline(self, conn, prepared: list[_Prepared], now: datetime) -> None:
+        """Apply the new items that are first in line for their patient, in this transaction,
+        under a savepoint: a database error here rolls back the applying only — the messages
+        stay journalled and queued for the worker, and the ACK (on_commit) is unchanged. Items
+        applied are ``processed``; the others (behind an earlier message, or failed into retry,
+        hold or the error queue) keep their outcome, and the worker takes it from there."""
+        if not prepared:
+            return
+        work = {}
+        for p in prepared:
+            work.update(zip(p.row.item_ids, p.inline))
+        sp = fastsql.Savepoint(conn, "inline")
+        try:
+            done = set(self.processor.apply_inline(conn, work, now))
+        except SQLAlchemyError as exc:
+            sp.rollback()
+            log.warning("inline apply failed (%s); %d item(s) left to the worker", type(exc).__name__, len(work))
+            return
+        sp.commit()
+        for p in prepared:
+            if p.row.item_ids and all(i in done for i in p.row.item_ids):
+                p.outcome.status = "processed"
 
     def _quarantine(self, p: _Prepared, now: datetime) -> None:
         err = HL7Error(f"control id {p.header.control_id} was already used for a different message",

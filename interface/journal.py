@@ -5,10 +5,11 @@ once per group of messages (group commit) and only then are ACKs released.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from . import fastsql
@@ -45,6 +46,7 @@ class JournalRow:
     batch_index: int | None = None
     # not columns: the work items to create once the row id is known
     work: list["WorkSpec"] = field(default_factory=list)
+    item_ids: list[int] = field(default_factory=list)  # set by insert_rows, one per ``work``
 
     def columns(self) -> dict:
         return {k: getattr(self, k) for k in _COLUMNS}
@@ -72,13 +74,20 @@ def find_existing(conn: Connection, dedup_keys: list[str]) -> dict[str, tuple[in
     if not dedup_keys:
         return {}
     out = {}
-    for i in range(0, len(dedup_keys), 500):
-        chunk = dedup_keys[i:i + 500]
-        rows = conn.execute(select(messages.c.dedup_key, messages.c.id, messages.c.body_sha256, messages.c.ack)
-                            .where(messages.c.dedup_key.in_(chunk)))
+    for i in range(0, len(dedup_keys), 64):
+        chunk = dedup_keys[i:i + 64]
+        rows = fastsql.run(conn, _find_existing(len(chunk)), {f"k{j}": k for j, k in enumerate(chunk)})
         for key, mid, sha, ack in rows:
             out[key] = (mid, sha, ack)
     return out
+
+
+@functools.lru_cache(maxsize=64)
+def _find_existing(n: int) -> fastsql.Statement:
+    """``find_existing``'s SELECT for ``n`` keys (one bind each: it runs through fastsql)."""
+    return fastsql.Statement(select(messages.c.dedup_key, messages.c.id, messages.c.body_sha256,
+                                    messages.c.ack)
+                             .where(messages.c.dedup_key.in_([bindparam(f"k{j}") for j in range(n)])))
 
 
 # the journal's inserts, per group commit (interface.fastsql: compiled once, on the cursor)
@@ -103,8 +112,10 @@ def insert_rows(conn: Connection, rows: list[JournalRow], now: datetime) -> list
             item_keys.append(w.keys if w.status == "pending" else ())
     if items:
         res = fastsql.run_many_returning(conn, _INSERT_ITEMS, items)
+        owners = [r for r in rows for _ in r.work]
         keys = []
-        for (item_id,), ks in zip(res, item_keys):
+        for (item_id,), ks, owner in zip(res, item_keys, owners):
+            owner.item_ids.append(item_id)
             for k in dict.fromkeys(ks):
                 keys.append({"item_id": item_id, "key": k})
         if keys:

@@ -244,8 +244,27 @@ class Worker:
 
     process_now = apply_items  # the engine's Processor protocol
 
+    def prepare(self, channel: str, destination: str, raw: bytes) -> Prepared:
+        """Parse and map, no database (the engine calls it before its transaction)."""
+        return self.pipeline.prepare(channel, destination, raw)
+
+    def apply_inline(self, conn, prepared: dict[int, Prepared], now: datetime) -> list[int]:
+        """For ``apply: inline``: apply those of these new items that are first in line for their
+        keys (store destinations only), in the caller's transaction, as a worker round would;
+        returns the ids of the items done. Failures take their usual queue transition."""
+        items = queue.runnable(conn, now, len(prepared), ids=list(prepared), outbound=False, lock=True)
+        if not items:
+            return []
+        done: list[int] = []
+        pipeline = self.pipeline
+        step = max(1, self.apply_chunk)
+        for i in range(0, len(items), step):
+            chunk = items[i:i + step]
+            self._apply_chunk(conn, chunk, prepared, now, pipeline, done=done)
+        return done
+
     def _apply_chunk(self, conn, items: list, prepared: dict, now: datetime,
-                     pipeline: Pipeline | None = None) -> None:
+                     pipeline: Pipeline | None = None, done: list | None = None) -> None:
         """Apply claimed items in the caller's transaction.
 
         First optimistically, all under one savepoint, with their queue bookkeeping batched
@@ -265,7 +284,7 @@ class Worker:
                                   for p in (prepared[i.id] for i in items)):
             # (a delivery to another system is never done twice: those go one by one)
             for item in items:
-                self._apply_one(conn, item, prepared[item.id], now, pipeline)
+                self._apply_one(conn, item, prepared[item.id], now, pipeline, done)
             return
         sp = fastsql.Savepoint(conn, "chunk")
         try:
@@ -277,15 +296,18 @@ class Worker:
         except Exception:
             sp.rollback()  # some item fails: find out which, one by one
             for item in items:
-                self._apply_one(conn, item, prepared[item.id], now, pipeline)
+                self._apply_one(conn, item, prepared[item.id], now, pipeline, done)
             return
         queue.mark_done_many(conn, items, now)
+        if done is not None:
+            done.extend(i.id for i in items)
         for item in items:
             pipeline.finished(conn, item, None, now)  # enhanced mode: queue the application ACK
         sp.commit()
         self.processed += len(items)
 
-    def _apply_one(self, conn, item, prep: Prepared, now: datetime, pipeline: Pipeline | None = None):
+    def _apply_one(self, conn, item, prep: Prepared, now: datetime, pipeline: Pipeline | None = None,
+                   done: list | None = None):
         pipeline = pipeline or self.pipeline
         attempts = item.attempts + 1
         sp = fastsql.Savepoint(conn)  # conn.begin_nested(), for a fraction of the CPU
@@ -336,6 +358,8 @@ class Worker:
         pipeline.finished(conn, item, None, now)  # enhanced mode: queue the application ACK
         sp.commit()
         self.processed += 1
+        if done is not None:
+            done.append(item.id)
         return None
 
     # -- the thread --------------------------------------------------------------------------

@@ -129,7 +129,7 @@ def test_one_item_per_destination_each_in_its_own_lane(engine):
 
 def test_merge_holds_both_keys_in_every_lane(engine):
     """A40: each destination's item holds the survivor's and the prior patient's key."""
-    rig = Rig(engine, channel([mllp()]))
+    rig = Rig(engine, channel([mllp()], apply="queued"))  # inline, the store item is done at once
     rig.send(adt("C1", "M1", "A40", mrg="M2"))
     with engine.connect() as conn:
         keys = conn.execute(select(work_items.c.destination, work_keys.c.key)
@@ -224,11 +224,25 @@ def test_on_process_does_not_wait_for_outbound(engine):
 
 
 def test_on_commit_acks_once_stored(engine):
-    """ack: on_commit (default): AA once stored; nothing is applied yet."""
-    rig = Rig(engine, channel())
+    """ack: on_commit (default) with ``apply: queued``: AA once stored; nothing is applied yet."""
+    rig = Rig(engine, channel(apply="queued"))
     out = rig.send(adt("C1", "M1", "A01"))
     assert out.status == "accepted" and out.ack_code == "AA"
     assert rig.status("store") == {"C1": "pending"}
+
+
+def test_on_commit_applies_inline_what_is_first_in_line(engine):
+    """``apply: inline`` (the default): the store item is applied in the journal's transaction;
+    a message behind an earlier queued one for the same patient stays queued, and an outbound
+    destination is never delivered inline."""
+    rig = Rig(engine, channel([mllp()]))
+    out = rig.send(adt("C1", "M1", "A01"))
+    assert out.ack_code == "AA" and rig.status("store") == {"C1": "done"}
+    assert rig.status("lab") == {"C1": "pending"}
+    assert out.status == "accepted"  # the outbound item is still to do
+    only_store = Rig(engine, channel(name="s"))
+    out = only_store.send(adt("S1", "M9", "A01"))
+    assert (out.status, out.ack_code) == ("processed", "AA")
 
 
 def test_file_destination_writes_whole_files_named_by_pattern(engine, tmp_path):

@@ -28,8 +28,9 @@ def test_accept_ack_then_application_ack_to_the_return_address(engine):
         rig = Rig(engine, _enhanced(peer.port))
         rig.out.sender_factory = lambda d: MLLPSender(d.host, d.port, ack_timeout=d.timeout_seconds)
         out = rig.send(adt("E1", "M1", "A01", msh15="AL", msh16="AL"))
-        assert out.status == "accepted" and out.ack_code == "CA"
-        assert peer.received == []  # nothing before processing
+        # applied inline (apply: inline); the application ACK is queued, never sent inline
+        assert out.status == "processed" and out.ack_code == "CA"
+        assert peer.received == []  # nothing before the outbound worker runs
         rig.drain()
         rig.out.close()
     assert len(peer.messages) == 1

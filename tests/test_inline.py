@@ -1,0 +1,96 @@
+"""``apply: inline`` (docs/queues.md): the store item is applied in the transaction that journals
+the message, when it is first in line for its patient; the ACK stays the on_commit accept ACK."""
+from __future__ import annotations
+
+from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+
+from interface import chart
+from interface.engine import Inbound
+from interface.schema import work_attempts, work_items
+
+from .test_destinations import Rig, adt, channel
+
+
+def _patient(db, mrn: str):
+    with db.connect() as conn:
+        return chart.get_chart(conn, mrn)
+
+
+def test_applied_before_the_ack_with_the_accept_ack(engine):
+    rig = Rig(engine, channel())
+    out = rig.send(adt("C1", "M1", "A01"))
+    assert (out.status, out.ack_code) == ("processed", "AA")
+    assert rig.status("store") == {"C1": "done"}
+    assert _patient(engine, "M1")["name"]["family"] == "DOE"  # the chart is current at ACK time
+    assert rig.worker.run_once() == 0  # nothing left for the worker
+
+
+def test_a_failing_item_still_gets_aa_and_goes_to_the_error_queue(engine):
+    """on_commit semantics are kept: a mapping error is the clerk's, not the sender's."""
+    rig = Rig(engine, channel())
+    out = rig.send(adt("C1", "M1", "A01", dob="1980XX01"))
+    assert (out.status, out.ack_code) == ("accepted", "AA") and b"ERR" not in out.ack
+    item = rig.items("store")[0]
+    assert item.status == "error" and item.error_location.startswith("PID-7"), item
+    assert item.attempts == 1 and item.reason
+
+
+def test_a_message_behind_an_unfinished_one_stays_queued_in_order(engine):
+    """The patient's first message is in the error queue: the next one is not applied inline
+    (it would overtake it); after the clerk discards the first, the worker applies the second."""
+    rig = Rig(engine, channel())
+    rig.send(adt("C1", "M1", "A01", dob="1980XX01"))  # error queue, keeps the patient's key
+    out = rig.send(adt("C2", "M1", "A08"))
+    assert (out.status, out.ack_code) == ("accepted", "AA")
+    assert rig.status("store") == {"C1": "error", "C2": "pending"}
+    other = rig.send(adt("D1", "M2", "A01"))  # another patient is not held up
+    assert other.status == "processed"
+    rig.drain()
+    assert rig.status("store")["C2"] == "pending"  # still behind the error item
+
+
+def test_same_patient_twice_in_one_group_commit_keeps_order(engine):
+    """Two messages for one patient in one group (two connections): the first is applied inline,
+    the second waits for the worker — never the other way round."""
+    rig = Rig(engine, channel())
+    outs = rig.engine.receive_many([Inbound(rig.ch, adt("C1", "M1", "A01"), "a"),
+                                    Inbound(rig.ch, adt("C2", "M1", "A08"), "b")])
+    assert [o.status for o in outs] == ["processed", "accepted"]
+    assert rig.status("store") == {"C1": "done", "C2": "pending"}
+    rig.drain()
+    assert rig.status("store") == {"C1": "done", "C2": "done"}
+    with engine.connect() as conn:
+        events = [a.outcome for a in conn.execute(select(work_attempts).order_by(work_attempts.c.id))]
+    assert events == ["done", "done"]
+
+
+def test_a_database_error_while_applying_leaves_the_message_journalled_and_queued(engine, monkeypatch):
+    """The savepoint: a database error in the chart store rolls back the applying only; the
+    message is committed and ACKed AA, its item pending, and the worker applies it later."""
+    rig = Rig(engine, channel())
+    real = chart.apply_updates
+
+    def broken(*a, **kw):
+        raise OperationalError("UPDATE patients", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(chart, "apply_updates", broken)
+    out = rig.send(adt("C1", "M1", "A01"))
+    assert (out.status, out.ack_code) == ("accepted", "AA")
+    assert rig.status("store") == {"C1": "pending"}
+    assert _patient(engine, "M1") is None
+    monkeypatch.setattr(chart, "apply_updates", real)
+    rig.drain()
+    assert rig.status("store") == {"C1": "done"}
+    assert _patient(engine, "M1")["name"]["family"] == "DOE"
+
+
+def test_apply_queued_leaves_everything_to_the_worker(engine):
+    rig = Rig(engine, channel(apply="queued"))
+    out = rig.send(adt("C1", "M1", "A01"))
+    assert (out.status, out.ack_code) == ("accepted", "AA")
+    assert rig.status("store") == {"C1": "pending"} and _patient(engine, "M1") is None
+    rig.drain()
+    assert rig.status("store") == {"C1": "done"}
+    with engine.connect() as conn:
+        assert conn.execute(select(work_items.c.attempts)).scalar() == 1
