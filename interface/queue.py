@@ -69,17 +69,21 @@ def _head_condition():
     return ~exists(earlier)
 
 
-@functools.lru_cache(maxsize=64)
-def _runnable_query(with_ids: bool, outbound: bool | None, lane: bool, pg_lock: bool):
-    """The runnable-items SELECT for one shape, built once (the worker runs it every round)."""
+@functools.lru_cache(maxsize=256)
+def _runnable_query(n_ids: int, outbound: bool | None, lane: bool, pg_lock: bool) -> fastsql.Statement:
+    """The runnable-items SELECT for one shape, built and compiled once (the worker runs it every
+    round, the journal writer once per group commit). ``n_ids``: the number of ``b_id<i>``
+    parameters of its ``id IN (...)`` (0: no id filter) — one bind each rather than an expanding
+    IN, so that it runs through ``fastsql``."""
     q = (select(work_items.c.id, work_items.c.message_id, work_items.c.channel,
                 work_items.c.destination, work_items.c.key, work_items.c.status,
                 work_items.c.attempts, work_items.c.created_at)
-         .where(work_items.c.status.in_(RUNNABLE), work_items.c.next_attempt_at <= bindparam("b_now"),
+         .where(work_items.c.status.in_([bindparam(f"b_status{i}", v) for i, v in enumerate(RUNNABLE)]),
+                work_items.c.next_attempt_at <= bindparam("b_now"),
                 _head_condition())
          .order_by(work_items.c.id).limit(bindparam("b_limit")))
-    if with_ids:
-        q = q.where(work_items.c.id.in_(bindparam("b_ids", expanding=True)))
+    if n_ids:
+        q = q.where(work_items.c.id.in_([bindparam(f"b_id{i}") for i in range(n_ids)]))
     if outbound is not None:
         out = work_items.c.key.startswith(OUT_PREFIX, autoescape=True)
         q = q.where(out if outbound else ~out)
@@ -87,7 +91,10 @@ def _runnable_query(with_ids: bool, outbound: bool | None, lane: bool, pg_lock: 
         q = q.where(work_items.c.key.like(bindparam("b_lane"), escape="/"))
     if pg_lock:
         q = q.with_for_update(skip_locked=True, of=work_items)
-    return q
+    return fastsql.Statement(q)
+
+
+_IDS_CHUNK = 64  # id lists are queried in pieces of at most this many binds
 
 
 def runnable(conn: Connection, now: datetime, limit: int = 64, *, lock: bool = False,
@@ -99,13 +106,18 @@ def runnable(conn: Connection, now: datetime, limit: int = 64, *, lock: bool = F
     ``outbound``: False = store lanes only (the store worker), True = outbound lanes only
     (``out:`` keys, see ``interface.destinations``); ``lane``: only keys with this prefix."""
     pg_lock = lock and conn.dialect.name == "postgresql"
-    q = _runnable_query(ids is not None, outbound, lane, pg_lock)
-    params = {"b_now": now, "b_limit": limit}
-    if ids is not None:
-        params["b_ids"] = list(ids)
+    params: dict = {"b_now": now, "b_limit": limit}
     if lane is not None:
         params["b_lane"] = lane.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
-    rows = conn.execute(q, params).all()
+    if ids is None:
+        rows = fastsql.run(conn, _runnable_query(0, outbound, lane is not None, pg_lock), params).all()
+    else:
+        rows = []
+        for i in range(0, len(ids), _IDS_CHUNK):
+            chunk = ids[i:i + _IDS_CHUNK]
+            q = _runnable_query(len(chunk), outbound, lane is not None, pg_lock)
+            rows += fastsql.run(conn, q, {**params, **{f"b_id{j}": v for j, v in enumerate(chunk)}}).all()
+        rows = rows[:limit]
     if lock and rows:
         rows = _claim_keys(conn, rows)
     return rows
