@@ -11,7 +11,6 @@ import fcntl
 import os
 import sqlite3
 import threading
-import time
 from pathlib import Path
 
 from sqlalchemy import create_engine, event
@@ -44,9 +43,9 @@ class WriteLock:
     * in the process, a FIFO hand-off (the ACK path is never starved by a worker that commits
       and begins again at once);
     * across processes (``interface run --workers N``, the CLI), ``flock`` on
-      ``<db>-writelock``, tried at once and then every 0.1-1 ms (so a waiter is at most 1 ms
-      late, never 10-100 ms). Each connection has its own file descriptor; one lock per
-      database file per process (keyed by its path).
+      ``<db>-writelock``: tried at once, else waited for in a blocking ``flock`` (woken by the
+      kernel as soon as it is free, see :meth:`_flock`). Each connection has its own file
+      descriptor; one lock per database file per process (keyed by its path).
 
     Both waits give up after ``timeout`` (60 s, SQLite's busy timeout) with SQLite's own
     "database is locked" error, so nothing hangs behind a stuck holder.
@@ -93,21 +92,45 @@ class WriteLock:
             raise
 
     def _flock(self, fd: int) -> None:
-        """The cross-process lock: at once if free, else polled every 0.1 ms doubling to 1 ms
-        (a blocking flock would wake sooner but could wait forever), up to ``timeout``."""
-        delay, deadline = 0.0001, None
-        while True:
+        """The cross-process lock: at once if free; else a helper thread blocks in ``flock``
+        (the kernel wakes it the moment the holder unlocks, from any process) while this
+        thread waits for it up to ``timeout``. A helper that gets the lock after its waiter
+        gave up unlocks it at once. The helper works on a ``dup`` of the descriptor (the same
+        open file, so the same lock), which it closes itself: closing the connection meanwhile
+        cannot make it unlock a reused descriptor number.
+
+        (Polling ``LOCK_NB`` every 0.1-1 ms, as before, left the lock idle for up to a
+        millisecond at every hand-over between processes: with two engine processes on one
+        file that was most of the time they spent waiting.)"""
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        got = threading.Event()
+        gate = threading.Lock()
+        abandoned: list[bool] = []
+        helper_fd = os.dup(fd)
+
+        def block() -> None:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(helper_fd, fcntl.LOCK_EX)
+                with gate:
+                    if abandoned:
+                        fcntl.flock(helper_fd, fcntl.LOCK_UN)
+                    else:
+                        got.set()
+            finally:
+                os.close(helper_fd)  # the lock stays: ``fd`` still holds the open file
+
+        threading.Thread(target=block, name="writelock-wait", daemon=True).start()
+        if got.wait(self.timeout):
+            return
+        with gate:
+            if got.is_set():
                 return
-            except BlockingIOError:
-                pass
-            now = time.monotonic()
-            deadline = deadline or now + self.timeout
-            if now >= deadline:
-                raise sqlite3.OperationalError("database is locked (another process holds the write lock)")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.001)
+            abandoned.append(True)
+        raise sqlite3.OperationalError("database is locked (another process holds the write lock)")
 
     def release(self, dbapi_conn) -> None:
         me = _conn_id(dbapi_conn)
