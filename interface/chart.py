@@ -22,8 +22,10 @@ Rules (the full event table is in ``docs/adt-events.md``):
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
+import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -498,13 +500,19 @@ def _upsert_patient(ctx: _Apply, upd: ChartUpdate, mrn: str) -> Row:
     extra = {"last_event": ctx.event, "recorded_at": _newer(_plain(upd.recorded_at),
                                                             row.recorded_at)}
     if is_stale(upd.recorded_at, row.recorded_at):
+        # Lists are not replaced: the stored digest (lists_digest, not in ``extra``) stays.
         ctx.record(row.id, row.mrn, "patients", row.id, None, "ignored_stale",
                    row.recorded_at, upd.recorded_at)
         ctx.set_fields(cs.patients, row, _fill_blanks(ctx, cs.patients, row, patient_values(p)), row,
                        always=extra)
     else:
+        lists = _incoming_lists(upd)
+        stored = parse_lists_digest(row.lists_digest)
+        if lists:  # the new digests go in the UPDATE set_fields runs anyway
+            extra["lists_digest"] = format_lists_digest(
+                {**stored, **{field: digest for field, _, _, digest in lists}})
         ctx.set_fields(cs.patients, row, patient_values(p), row, always=extra)
-        _replace_patient_lists(ctx, upd, row)
+        _replace_patient_lists(ctx, lists, row, stored)
     _merge_identifiers(ctx, row, _items(p.identifiers))
     _merge_names(ctx, row, _items(p.other_names))
     if created:
@@ -607,12 +615,83 @@ def _replace_list(ctx: _Apply, patient: Row, table, field: str, rows: list[dict]
                "clear" if not rows else "replace", old, rows)
 
 
-def _replace_patient_lists(ctx: _Apply, upd: ChartUpdate, patient: Row) -> None:
+# -- the lists digest -------------------------------------------------------------------------
+#
+# Senders repeat a patient's addresses, phones, next of kin, insurance and allergies with almost
+# every ADT message, so reading them back to find them unchanged was most of the list work.
+# ``patients.lists_digest`` keeps, per list kind, a digest of the (non-blank) rows the last
+# message that carried that list asked for; a message whose rows have the same digest is skipped
+# for that kind: no SELECT, no write, no history (which is what the comparison would have
+# concluded, since after every replace-or-compare the stored rows are exactly those rows).
+#
+# Why it is safe: the digest is only ever a reason to *skip a read*; a missing, unreadable or
+# different digest means "read and compare as before". It is written in the same patients UPDATE
+# (same transaction) as the lists it describes, so a rolled-back message leaves both unchanged.
+# The five list tables are written only by ``_replace_list`` through ``_replace_patient_lists``
+# below; ``_rename`` keeps the patient's row and its list rows (the digest stays true) and
+# ``_absorb`` leaves the prior patient's lists on the tombstone (it still clears both digests,
+# so that a future version moving list rows there stays correct). ANY OTHER CODE THAT INSERTS,
+# UPDATES OR DELETES ROWS OF THESE TABLES (a merge moving them, a repair tool, an import, a
+# retention job) MUST CLEAR THE DIGEST of the patients concerned (``forget_lists_digest``), in
+# the same transaction; otherwise a later message carrying the old list would be skipped and the
+# change it should undo would stay.
+
+_DIGEST_KINDS = tuple(field for field, _, _ in LIST_KINDS)
+_DIGEST_PART = re.compile(r"([a-z_]+)=([0-9a-f]{16})")
+
+
+def _list_digest(rows: list[dict]) -> str:
+    """The digest of a list's rows as ``_replace_list`` would store them (pure)."""
+    return hashlib.blake2b(repr(rows).encode(), digest_size=8).hexdigest()
+
+
+def parse_lists_digest(text: Any) -> dict[str, str]:
+    """``addresses=<hex>;phones=<hex>`` as a dict; anything unreadable is no digest at all."""
+    if not text or not isinstance(text, str):
+        return {}
+    out: dict[str, str] = {}
+    for part in text.split(";"):
+        m = _DIGEST_PART.fullmatch(part)
+        if m is None or m.group(1) not in _DIGEST_KINDS or m.group(1) in out:
+            return {}
+        out[m.group(1)] = m.group(2)
+    return out
+
+
+def format_lists_digest(digests: dict[str, str]) -> str | None:
+    """The text stored in ``patients.lists_digest`` (kinds in LIST_KINDS order); None if empty."""
+    text = ";".join(f"{k}={digests[k]}" for k in _DIGEST_KINDS if k in digests)
+    return text or None
+
+
+def forget_lists_digest(ctx: _Apply, *patient_ids: int) -> None:
+    """Clear the lists digest of these patients: call it whenever list rows change other than
+    through ``_replace_patient_lists`` (their next message then reads the rows again)."""
+    t = cs.patients
+    ctx.conn.execute(update(t).where(t.c.id.in_(sorted(set(patient_ids))))
+                     .values(lists_digest=None))
+
+
+def _incoming_lists(upd: ChartUpdate) -> list[tuple[str, Any, list[dict], str]]:
+    """``(field, table, rows, digest)`` for each list kind the update carries (pure): the
+    non-blank rows, as ``_replace_list`` would store them."""
+    out = []
     for field, table, build in LIST_KINDS:
         source = upd.patient if field in ("addresses", "phones") else upd
         items = _items(getattr(source, field))
         if items is not None:
-            _replace_list(ctx, patient, table, field, [build(i) for i in items])
+            rows = [r for r in (build(i) for i in items) if not _blank(r)]
+            out.append((field, table, rows, _list_digest(rows)))
+    return out
+
+
+def _replace_patient_lists(ctx: _Apply, lists: list[tuple[str, Any, list[dict], str]],
+                           patient: Row, stored: dict[str, str]) -> None:
+    """Replace the lists the update carries, skipping those whose digest matches the stored one
+    (see above: unchanged since the last message that carried them)."""
+    for field, table, rows, digest in lists:
+        if stored.get(field) != digest:
+            _replace_list(ctx, patient, table, field, rows)
 
 
 def _apply_lists(ctx: _Apply, upd: ChartUpdate, patient: Row, visit: Row | None) -> None:
@@ -938,9 +1017,12 @@ def _absorb(ctx: _Apply, prior: Row, survivor: Row) -> None:
     """Move the prior patient's identifiers, other names, visits and history to the survivor.
 
     Addresses, phones, next of kin, insurance and allergies stay on the tombstone: the merge
-    message's demographics describe the survivor.
+    message's demographics describe the survivor. Both lists digests are cleared all the same
+    (one statement per merge), so that moving list rows here one day cannot leave a digest
+    that no longer describes the rows (see "the lists digest").
     """
     conn = ctx.conn
+    forget_lists_digest(ctx, prior.id, survivor.id)
     ctx.created.clear()  # rows move to the survivor: "created here, owns nothing" no longer holds
     ti = cs.patient_identifiers
     have = {(r.authority, r.type, r.value) for r in conn.execute(

@@ -71,6 +71,11 @@ patients = Table(
     Column("deceased", _S),
     Column("recorded_at", _ISO),  # MSH-7 of the newest message whose demographics were applied
     Column("last_event", String(8)),
+    # Digests of the addresses, phones, next of kin, insurance and allergies last written
+    # (``addresses=<hex>;phones=<hex>...``): lets the chart store skip re-reading a list a
+    # message resends unchanged. A hint only: NULL or unreadable means "read the rows"
+    # (see ``chart._replace_patient_lists``).
+    Column("lists_digest", String(400)),
     Column("created_at", TS, nullable=False),
     *_stamp(),
 )
