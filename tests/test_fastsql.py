@@ -249,3 +249,75 @@ def test_write_lock_gives_up_on_another_process_after_its_timeout(tmp_path):
     lock.acquire(me)  # free now
     lock.release(me)
     os.close(other)
+
+
+# -- durability: the WAL is synced after the lock is given up, before COMMIT returns ----------------
+
+
+def test_commit_syncs_the_wal_after_releasing_the_lock(tmp_path, monkeypatch):
+    """db.WalSync: connections run synchronous=NORMAL and every COMMIT is followed by an fsync of
+    the -wal file, made once the write lock is free and before the commit returns; a commit that
+    returned is therefore on disk, as with synchronous=FULL."""
+    import os
+
+    path = tmp_path / "d.db"
+    db = dbmod.make_engine(f"sqlite:///{path}")
+    dbmod.create_schema(db)
+    lock = dbmod.write_lock(str(path))
+    synced = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append((os.readlink(f"/proc/self/fd/{fd}"), lock._holder))
+        real_fsync(fd)
+
+    monkeypatch.setattr(dbmod.os, "fsync", fsync)
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+    with db.begin() as conn:
+        fastsql.run(conn, INSERT_ROW, _patient("W1"))
+        assert synced == []  # nothing synced before COMMIT
+    # by the time the commit has returned: the WAL was synced, with the lock already free
+    wal = [holder for name, holder in synced if name == f"{path}-wal"]
+    assert wal and all(h is None for h in wal), synced
+    with db.connect() as conn:
+        assert fastsql.run(conn, BY_MRN, {"b_mrn": "W1"}).one().mrn == "W1"
+    db.dispose()
+
+
+def test_rollback_does_not_sync(tmp_path, monkeypatch):
+    import os
+
+    path = tmp_path / "r.db"
+    db = dbmod.make_engine(f"sqlite:///{path}")
+    dbmod.create_schema(db)
+    calls = []
+    monkeypatch.setattr(dbmod.os, "fsync", lambda fd: calls.append(fd))
+    with pytest.raises(RuntimeError):
+        with db.begin() as conn:
+            fastsql.run(conn, INSERT_ROW, _patient("R1"))
+            raise RuntimeError("abort")
+    assert calls == []
+    db.dispose()
+
+
+def test_a_failed_wal_fsync_is_a_failed_commit(tmp_path, monkeypatch):
+    """fsync fails (EIO): the commit raises a database error, so nobody is told it is stored
+    (the engine answers AE 207 "resend"; a resend that finds it stored gets the stored ACK)."""
+    import errno
+
+    path = tmp_path / "e.db"
+    db = dbmod.make_engine(f"sqlite:///{path}")
+    dbmod.create_schema(db)
+
+    def fail(fd):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(dbmod.os, "fsync", fail)
+    with pytest.raises(OperationalError, match="fsync"):
+        with db.begin() as conn:
+            fastsql.run(conn, INSERT_ROW, _patient("E1"))
+    monkeypatch.undo()
+    with db.begin() as conn:  # the lock was given up: the next writer goes on
+        fastsql.run(conn, INSERT_ROW, _patient("E2"))
+    db.dispose()
