@@ -12,7 +12,8 @@ On one machine, :func:`supervise` is the parent of N engine processes. It binds 
 listening socket once and hands the file descriptors to the children, which adopt them
 (``reactor.adoptStreamPort``): the kernel hands each new connection to one of them, and
 connections waiting in the backlog survive a child's death because the parent keeps the socket
-open. The parent creates or checks the schema once, restarts a child that dies (with backoff
+open. New connections are spread evenly over the children (:func:`share_accepts`). The parent
+creates or checks the schema once, restarts a child that dies (with backoff
 when it dies young), and on SIGTERM/SIGINT stops every child (SIGTERM, then SIGKILL after a
 grace period). The web console runs in child 0 only.
 
@@ -182,9 +183,44 @@ class AdoptedEndpoint:
         from twisted.internet import defer
 
         try:
-            return defer.succeed(self.reactor.adoptStreamPort(self.fd, self.family, factory))
+            port = self.reactor.adoptStreamPort(self.fd, self.family, factory)
         except Exception:
             return defer.fail()
+        share_accepts(port, factory, self.reactor)
+        return defer.succeed(port)
+
+
+def share_accepts(port, factory, reactor, step: float = 0.001, most: float = 0.02) -> None:
+    """Spread new connections over the children that share a listening socket.
+
+    Every child waits on the same socket and the kernel wakes all of them for a new connection,
+    but Twisted's ``Port`` accepts in a loop (up to ``numberAccepts``, which it grows under
+    load): the first child to wake took every connection waiting — in the ADT benchmark all 16
+    senders' connections, and the other processes sat idle. Here a child accepts one connection
+    per wake-up, and a child that already serves ``k`` connections first steps back for
+    ``k`` ms (at most 20): a child with fewer connections takes it meanwhile, so the
+    connections spread evenly without any state shared between the processes, and a sibling
+    that is dead or stuck delays a connection by at most 20 ms. MLLP connections live for
+    hours, so the spread at connect time is the spread of the work."""
+    read = port.doRead
+    state = {"waited": False}
+
+    def resume():
+        state["waited"] = True
+        if port.connected:
+            port.startReading()
+
+    def do_read():
+        held = getattr(factory, "connections", 0)
+        if held and not state["waited"]:
+            port.stopReading()
+            reactor.callLater(min(most, held * step), resume)
+            return None
+        state["waited"] = False
+        port.numberAccepts = 1
+        return read()
+
+    port.doRead = do_read
 
 
 # -- the supervisor -----------------------------------------------------------------------------

@@ -253,3 +253,110 @@ def test_run_workers_refuses_bad_config_before_forking(tmp_path):
                            "--channels", str(chdir), "--db", f"sqlite:///{tmp_path / 'x.db'}"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1 and "--workers -2" in proc.stderr
+
+
+# -- spreading connections over the children ----------------------------------------------------
+
+
+class _FakePort:
+    def __init__(self):
+        self.numberAccepts = 100
+        self.reads = 0
+        self.reading = True
+        self.connected = True
+
+    def doRead(self):
+        self.reads += 1
+
+    def stopReading(self):
+        self.reading = False
+
+    def startReading(self):
+        self.reading = True
+
+
+def test_share_accepts_one_per_wakeup_and_steps_back_by_load():
+    """A child with no connection accepts at once, one per wake-up; one that serves k steps back
+    k ms (at most 20) first, so a less loaded sibling takes the connection meanwhile."""
+    from types import SimpleNamespace
+
+    from twisted.internet.task import Clock
+
+    clock, port, factory = Clock(), _FakePort(), SimpleNamespace(connections=0)
+    cluster.share_accepts(port, factory, clock)
+    port.doRead()
+    assert (port.reads, port.numberAccepts, port.reading) == (1, 1, True)
+    factory.connections = 3
+    port.doRead()  # steps back: nothing accepted, not reading for 3 ms
+    assert (port.reads, port.reading) == (1, False)
+    clock.advance(0.0029)
+    assert not port.reading
+    clock.advance(0.0002)
+    assert port.reading
+    port.doRead()  # after its wait it accepts
+    assert port.reads == 2 and port.numberAccepts == 1
+    factory.connections = 500
+    port.doRead()
+    assert clock.getDelayedCalls()[0].getTime() - clock.seconds() == pytest.approx(0.02)
+
+
+def _owners(port: int, pids: list[int]) -> dict[int, int]:
+    """How many established connections to ``port`` each process holds (from /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            f = line.split()
+            if int(f[1].split(":")[1], 16) == port and f[3] == "01":
+                inodes.add(f[9])
+    out = {}
+    for pid in pids:
+        n = 0
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                target = os.readlink(fd)
+            except OSError:
+                continue
+            if target.startswith("socket:[") and target[8:-1] in inodes:
+                n += 1
+        out[pid] = n
+    return out
+
+
+def test_run_workers_spreads_connections_over_the_children(tmp_path, db_url, engine):
+    """`interface run --workers 2`, 8 senders connecting at once: each child serves some of
+    them (before, the first child to wake accepted all 8 and the other sat idle)."""
+    chdir = tmp_path / "channels"
+    chdir.mkdir()
+    (chdir / "adt.yaml").write_text((ROOT / "channels" / "adt.yaml").read_text())
+    ready = tmp_path / "ready.json"
+    proc = subprocess.Popen([PYTHON, "-m", "interface.cli", "run", "--workers", "2", "--no-web",
+                             "--channels", str(chdir), "--mappings", str(ROOT / "mappings"),
+                             "--db", db_url, "--var", str(tmp_path / "var"),
+                             "--listen", "adt=tcp:0:interface=127.0.0.1", "--ready-file", str(ready)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    clients = []
+    try:
+        doc = _wait(lambda: (d := _ready(ready)) and len(d.get("workers", [])) == 2 and d, 60, "the ready file")
+        port, children = doc["ports"]["adt"], doc["workers"]
+        clients = [MLLPClient("127.0.0.1", port, timeout=20) for _ in range(8)]
+        for c in clients:
+            c.__enter__()
+        for i, c in enumerate(clients):  # every connection is served
+            assert c.send(A08.format(ctl=f"S{i}", mrn=f"M{i}").encode()).ok
+        owners = _owners(port, children)
+        assert sum(owners.values()) == 8 and min(owners.values()) >= 2, owners
+    finally:
+        for c in clients:
+            c.__exit__(None, None, None)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        proc.stderr.close()
