@@ -40,6 +40,7 @@ class Prepared:
     records: list | None = None
     message: Any = None
     error: Exception | None = None
+    pipeline: Any = None  # the Pipeline that prepared it (inline apply: the same one applies it)
 
 
 class Pipeline:
@@ -246,7 +247,10 @@ class Worker:
 
     def prepare(self, channel: str, destination: str, raw: bytes) -> Prepared:
         """Parse and map, no database (the engine calls it before its transaction)."""
-        return self.pipeline.prepare(channel, destination, raw)
+        pipeline = self.pipeline  # a config reload may swap it: the one that maps also applies
+        prep = pipeline.prepare(channel, destination, raw)
+        prep.pipeline = pipeline
+        return prep
 
     def apply_inline(self, conn, prepared: dict[int, Prepared], now: datetime) -> list[int]:
         """For ``apply: inline``: apply those of these new items that are first in line for their
@@ -256,11 +260,16 @@ class Worker:
         if not items:
             return []
         done: list[int] = []
-        pipeline = self.pipeline
+        pipelines = {id(p.pipeline): p.pipeline for p in prepared.values() if p.pipeline is not None}
+        if len(pipelines) > 1:  # a reload between two items' mapping: each with its own
+            for item in items:
+                prep = prepared[item.id]
+                self._apply_one(conn, item, prep, now, prep.pipeline, done)
+            return done
+        pipeline = next(iter(pipelines.values()), self.pipeline)
         step = max(1, self.apply_chunk)
         for i in range(0, len(items), step):
-            chunk = items[i:i + step]
-            self._apply_chunk(conn, chunk, prepared, now, pipeline, done=done)
+            self._apply_chunk(conn, items[i:i + step], prepared, now, pipeline, done=done)
         return done
 
     def _apply_chunk(self, conn, items: list, prepared: dict, now: datetime,

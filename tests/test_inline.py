@@ -94,3 +94,22 @@ def test_apply_queued_leaves_everything_to_the_worker(engine):
     assert rig.status("store") == {"C1": "done"}
     with engine.connect() as conn:
         assert conn.execute(select(work_items.c.attempts)).scalar() == 1
+
+
+def test_a_reload_between_mapping_and_applying_uses_the_mapping_pipeline(engine):
+    """The pipeline that parsed and mapped a message is the one that applies it inline, even if a
+    config reload swapped the worker's pipeline in between (as each worker round does)."""
+    from interface.processing import Pipeline
+
+    rig = Rig(engine, channel())
+    prep = rig.worker.prepare("adt", "store", adt("C1", "M1", "A01"))
+    old = rig.worker.pipeline
+    rig.worker.pipeline = Pipeline([], {})  # reloaded: no channel, no mapping
+    assert prep.pipeline is old
+    rig2 = Rig(engine, channel(apply="queued"))
+    rig2.send(adt("C1", "M1", "A01"))  # journalled, queued
+    item = rig2.items("store")[0]
+    with engine.begin() as conn:
+        done = rig.worker.apply_inline(conn, {item.id: prep}, rig.clock())
+    assert done == [item.id]
+    assert _patient(engine, "M1")["name"]["family"] == "DOE"
