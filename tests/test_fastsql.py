@@ -321,3 +321,30 @@ def test_a_failed_wal_fsync_is_a_failed_commit(tmp_path, monkeypatch):
     with db.begin() as conn:  # the lock was given up: the next writer goes on
         fastsql.run(conn, INSERT_ROW, _patient("E2"))
     db.dispose()
+
+
+def test_checkpoints_run_in_the_background_not_in_commits(tmp_path):
+    """db.WalSync: engine connections leave the checkpoint to a background thread (SQLite's own
+    automatic checkpoint is only a 64 MB safety net), which copies the WAL into the database
+    every few commits without holding the write lock."""
+    import sqlite3
+    import time
+
+    path = tmp_path / "c.db"
+    db = dbmod.make_engine(f"sqlite:///{path}")
+    dbmod.create_schema(db)
+    wal = dbmod._SYNCS[str(path)]
+    with db.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == 16384
+    for i in range(3 * wal.checkpoint_every):
+        with db.begin() as conn:
+            fastsql.run(conn, INSERT_ROW, _patient(f"C{i}"))
+    deadline = time.monotonic() + 10
+    while wal.checkpoints == 0:
+        assert time.monotonic() < deadline, "no background checkpoint ran"
+        threading.Event().wait(0.01)
+    # rows are in the database file itself, not only in the WAL (immutable=1 ignores the WAL)
+    plain = sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True)
+    assert plain.execute("SELECT count(*) FROM patients").fetchone()[0] >= 1
+    plain.close()
+    db.dispose()
