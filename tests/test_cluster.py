@@ -203,9 +203,8 @@ A08 = ("MSH|^~\\&|REG|HOSP|INTERFACE|HOSP|20260311103000||ADT^A08^ADT_A01|{ctl}|
        "EVN|A08|20260311103000\rPID|1||{mrn}^^^HOSP^MR||DOE^JANE||19800101|F\r")
 
 
-def test_run_workers_shares_the_port_restarts_and_stops(tmp_path, db_url, engine):
-    """`interface run --workers 2`: both children serve one port; a SIGKILLed child is replaced;
-    SIGTERM to the supervisor stops every child and exits 0."""
+def _run_two_workers(tmp_path: Path, db_url: str):
+    """`interface run --workers 2` on the ADT channel at a free port; (process, ready file)."""
     chdir = tmp_path / "channels"
     chdir.mkdir()
     (chdir / "adt.yaml").write_text((ROOT / "channels" / "adt.yaml").read_text())
@@ -215,6 +214,13 @@ def test_run_workers_shares_the_port_restarts_and_stops(tmp_path, db_url, engine
                              "--db", db_url, "--var", str(tmp_path / "var"),
                              "--listen", "adt=tcp:0:interface=127.0.0.1", "--ready-file", str(ready)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return proc, ready
+
+
+def test_run_workers_shares_the_port_restarts_and_stops(tmp_path, db_url, engine):
+    """`interface run --workers 2`: both children serve one port; a SIGKILLed child is replaced;
+    SIGTERM to the supervisor stops every child and exits 0."""
+    proc, ready = _run_two_workers(tmp_path, db_url)
     try:
         doc = _wait(lambda: _ready(ready), 60, "the ready file")
         port, first = doc["ports"]["adt"], doc["workers"]
@@ -329,15 +335,7 @@ def _owners(port: int, pids: list[int]) -> dict[int, int]:
 def test_run_workers_spreads_connections_over_the_children(tmp_path, db_url, engine):
     """`interface run --workers 2`, 8 senders connecting at once: each child serves some of
     them (before, the first child to wake accepted all 8 and the other sat idle)."""
-    chdir = tmp_path / "channels"
-    chdir.mkdir()
-    (chdir / "adt.yaml").write_text((ROOT / "channels" / "adt.yaml").read_text())
-    ready = tmp_path / "ready.json"
-    proc = subprocess.Popen([PYTHON, "-m", "interface.cli", "run", "--workers", "2", "--no-web",
-                             "--channels", str(chdir), "--mappings", str(ROOT / "mappings"),
-                             "--db", db_url, "--var", str(tmp_path / "var"),
-                             "--listen", "adt=tcp:0:interface=127.0.0.1", "--ready-file", str(ready)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    proc, ready = _run_two_workers(tmp_path, db_url)
     clients = []
     try:
         doc = _wait(lambda: (d := _ready(ready)) and len(d.get("workers", [])) == 2 and d, 60, "the ready file")
