@@ -535,7 +535,9 @@ def dashboard_data(request: Request) -> dict:
         rows.append({
             "name": name, "description": getattr(ch, "description", "") or "",
             "configured": ch is not None, "state": state, "counters": counters,
-            "received": counters.get("received"), "accepted": counters.get("accepted"),
+            "received": counters.get("received"),
+            # inline-applied (apply: inline) and on_process messages count as accepted too
+            "accepted": (counters.get("accepted", 0) + counters.get("processed", 0)) if counters else None,
             "rejected": counters.get("rejected"), "duplicates": counters.get("duplicate"),
             "quarantined": counters.get("quarantined"),
             "db": db, "db_total": sum(db.values()), "queue": q, "queue_depth": q["pending"] + q["held"],

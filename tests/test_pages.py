@@ -218,7 +218,7 @@ def seeded(engine, tmp_path):
 def app(seeded):
     runtime = Runtime()
     runtime.ports["adt"] = 2575
-    runtime.counters["adt"] = {"received": 7, "accepted": 5, "rejected": 1, "duplicate": 1}
+    runtime.counters["adt"] = {"received": 7, "accepted": 2, "processed": 3, "rejected": 1, "duplicate": 1}
     return create_app(seeded.db, channels=list(seeded.channels.values()), runtime=runtime,
                       document_settings=seeded.pipeline.document_settings, clock=lambda: APP_NOW)
 
@@ -297,6 +297,7 @@ def test_dashboard_channels_and_unhealthy(admin):
     assert "Needs attention" in adt and "1 in error queue" in adt
     assert "Listening no on port 2575" in adt  # a port recorded but no factory: not listening
     assert "Received 7" in adt and "Rejected 1" in adt and "Duplicates 1" in adt
+    assert "Accepted 5" in adt  # accepted + processed (applied inline before the ACK)
     assert "2 in error queue" in mdm
     assert "Stored" in adt and "processed" in cards["adt"]
     assert "Rate (5 min) 0.0/min" in adt  # the seed arrived 20 days before the clerks look
