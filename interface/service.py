@@ -126,8 +126,11 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
 
     def on_outcome(inbound: Inbound, outcome: Outcome) -> None:
         runtime.count(inbound, outcome)
-        if outcome.status == "accepted":
-            for w in workers + outbound:
+        if outcome.status == "accepted":  # something is queued for the store workers
+            for w in workers:
+                w.wake.set()
+        if outcome.status in ("accepted", "processed"):  # outbound items and application ACKs
+            for w in outbound:  # are queued even when the store item was applied inline
                 w.wake.set()
 
     writer.on_outcome = on_outcome

@@ -113,3 +113,36 @@ def test_a_reload_between_mapping_and_applying_uses_the_mapping_pipeline(engine)
         done = rig.worker.apply_inline(conn, {item.id: prep}, rig.clock())
     assert done == [item.id]
     assert _patient(engine, "M1")["name"]["family"] == "DOE"
+
+
+def test_the_service_wakes_outbound_workers_for_messages_applied_inline(tmp_path):
+    """An inline-applied message (outcome ``processed``) may have queued an application ACK or
+    an outbound delivery: the outbound workers are woken for it, the store workers are not
+    (nothing is left for them); an ``accepted`` one wakes both."""
+    from twisted.internet.task import Clock
+
+    from interface.engine import Outcome
+    from interface.service import Settings, make_service
+
+    chdir = tmp_path / "channels"
+    chdir.mkdir()
+    (chdir / "adt.yaml").write_text(
+        "name: adt\nlisten: tcp:0:interface=127.0.0.1\nmapping: adt\nmrn: {authority: HOSP, types: [MR]}\n"
+        "destinations:\n  - {name: lab, type: mllp, host: 127.0.0.1, port: 9}\n")
+    from .conftest import ROOT
+
+    settings = Settings(channels_dir=chdir, mappings_dir=ROOT / "mappings", rules_file=None,
+                        var_dir=tmp_path / "var", web_port=None)
+    reactor = Clock()
+    reactor.callFromThread = lambda f, *a, **kw: f(*a, **kw)
+    _top, parts = make_service(settings, reactor=reactor)
+    try:
+        store, outbound = parts["workers"][0], parts["outbound"]
+        assert outbound
+        ch = parts["channels"][0]
+        parts["writer"].on_outcome(Inbound(ch, b"", None), Outcome("processed", b""))
+        assert all(w.wake.is_set() for w in outbound) and not store.wake.is_set()
+        parts["writer"].on_outcome(Inbound(ch, b"", None), Outcome("accepted", b""))
+        assert store.wake.is_set()
+    finally:
+        parts["db"].dispose()
