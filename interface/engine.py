@@ -322,7 +322,8 @@ class Engine:
         sp = fastsql.Savepoint(conn, "inline")
         try:
             done = set(self.processor.apply_inline(conn, work, now))
-        except SQLAlchemyError as exc:
+        except Exception as exc:  # a database error, or a bug: never lose the journal commit
+            # over it (type only: an exception's text may quote patient data)
             sp.rollback()
             log.warning("inline apply failed (%s); %d item(s) left to the worker", type(exc).__name__, len(work))
             return

@@ -146,3 +146,20 @@ def test_the_service_wakes_outbound_workers_for_messages_applied_inline(tmp_path
         assert store.wake.is_set()
     finally:
         parts["db"].dispose()
+
+
+def test_a_bug_while_applying_inline_never_costs_the_journal_commit(engine, monkeypatch):
+    """Whatever goes wrong in the inline apply (here: an unexpected exception from the worker
+    itself), the message is still journalled and ACKed AA, and its item waits for the worker."""
+    rig = Rig(engine, channel())
+
+    def boom(*a, **kw):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(rig.worker, "apply_inline", boom)
+    out = rig.send(adt("C1", "M1", "A01"))
+    assert (out.status, out.ack_code) == ("accepted", "AA")
+    assert rig.status("store") == {"C1": "pending"}
+    monkeypatch.undo()
+    rig.drain()
+    assert rig.status("store") == {"C1": "done"}
