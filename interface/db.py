@@ -229,19 +229,27 @@ class WalSync:
     checkpoints = 0  # background checkpoints run (tests, diagnostics)
     _wake: threading.Event | None = None
 
+    idle_exit = 60.0  # the thread (and its connection) ends after this long without commits
+
     def _checkpoint_soon(self) -> None:
         with self._mutex:
             if self._wake is None:
                 self._wake = threading.Event()
-                threading.Thread(target=self._checkpointer, name="wal-checkpoint", daemon=True).start()
-        self._wake.set()
+                threading.Thread(target=self._checkpointer, args=(self._wake,), name="wal-checkpoint",
+                                 daemon=True).start()
+            self._wake.set()
 
-    def _checkpointer(self) -> None:
+    def _checkpointer(self, wake: threading.Event) -> None:
         db_path = self.path[:-len("-wal")]
         conn = None
         while True:
-            self._wake.wait()
-            self._wake.clear()
+            if not wake.wait(self.idle_exit):
+                with self._mutex:
+                    if not wake.is_set():  # idle: end; the next commit starts a new one
+                        self._wake = None
+                        break
+                continue
+            wake.clear()
             try:
                 if conn is None:
                     conn = sqlite3.connect(db_path, timeout=60, isolation_level=None,
@@ -254,6 +262,8 @@ class WalSync:
                 if conn is not None and not os.path.exists(db_path):
                     conn.close()
                     conn = None
+        if conn is not None:
+            conn.close()
 
 
 _SYNCS: dict[str, WalSync] = {}

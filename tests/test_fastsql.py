@@ -348,3 +348,32 @@ def test_checkpoints_run_in_the_background_not_in_commits(tmp_path):
     assert plain.execute("SELECT count(*) FROM patients").fetchone()[0] >= 1
     plain.close()
     db.dispose()
+
+
+def test_the_checkpoint_thread_ends_when_idle_and_comes_back(tmp_path):
+    import time
+
+    path = tmp_path / "i.db"
+    db = dbmod.make_engine(f"sqlite:///{path}")
+    dbmod.create_schema(db)
+    wal = dbmod._SYNCS[str(path)]
+    wal.idle_exit = 0.05
+
+    def commits(n, tag):
+        for i in range(n):
+            with db.begin() as conn:
+                fastsql.run(conn, INSERT_ROW, _patient(f"{tag}{i}"))
+
+    def until(cond):
+        deadline = time.monotonic() + 10
+        while not cond():
+            assert time.monotonic() < deadline, "the checkpoint thread never got there"
+            threading.Event().wait(0.01)
+
+    commits(wal.checkpoint_every, "A")
+    until(lambda: wal.checkpoints >= 1)
+    until(lambda: wal._wake is None)  # idle: the thread ended
+    before = wal.checkpoints
+    commits(wal.checkpoint_every, "B")
+    until(lambda: wal.checkpoints > before)  # and a new one ran for the next commits
+    db.dispose()
