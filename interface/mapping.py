@@ -37,7 +37,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path as FilePath
 from typing import Any, Callable, Literal, Union
@@ -602,41 +602,7 @@ def _reader(path: Path, trim: bool) -> Reader:
             raw = ctx.rep
             if not raw:
                 return None
-            if raw == NULL:
-                return CLEAR
-            cs = run.cs
-            if cs and cs in raw:  # _cell inlined
-                parts = raw.split(cs, ci)
-                if ci > len(parts):
-                    return None
-                raw = parts[ci - 1]
-                if not raw:
-                    return None
-                if raw == NULL:
-                    return CLEAR
-            elif ci != 1:
-                return None
-            ss = run.ss
-            if ss and ss in raw:
-                if si == 1:
-                    raw = raw[:raw.index(ss)]
-                else:
-                    parts = raw.split(ss, si)
-                    if si > len(parts):
-                        return None
-                    raw = parts[si - 1]
-                if not raw:
-                    return None
-                if raw == NULL:
-                    return CLEAR
-            elif si != 1:
-                return None
-            esc = run.esc
-            if esc and esc in raw:
-                raw = unescape(raw, run.enc)
-            if trim:
-                raw = raw.strip()
-            return raw or None
+            return cell(raw, ci, si, run, trim)
         return read_rel
     if path.field is None:  # a bare segment: present if it exists
         def read_seg(run: _Run, ctx: _Ctx) -> Any:
@@ -685,44 +651,7 @@ def _reader(path: Path, trim: bool) -> Reader:
                 raw = raw[:raw.index(rs)]
                 if not raw:
                     return None
-            if raw == NULL:
-                return CLEAR
-            cs = run.cs
-            if cs and cs in raw:  # _cell inlined
-                if ci == 1:
-                    raw = raw[:raw.index(cs)]
-                else:
-                    parts = raw.split(cs, ci)
-                    if ci > len(parts):
-                        return None
-                    raw = parts[ci - 1]
-                if not raw:
-                    return None
-                if raw == NULL:
-                    return CLEAR
-            elif ci != 1:
-                return None
-            ss = run.ss
-            if ss and ss in raw:
-                if si == 1:
-                    raw = raw[:raw.index(ss)]
-                else:
-                    parts = raw.split(ss, si)
-                    if si > len(parts):
-                        return None
-                    raw = parts[si - 1]
-                if not raw:
-                    return None
-                if raw == NULL:
-                    return CLEAR
-            elif si != 1:
-                return None
-            esc = run.esc
-            if esc and esc in raw:
-                raw = unescape(raw, run.enc)
-            if trim:
-                raw = raw.strip()
-            return raw or None
+            return cell(raw, ci, si, run, trim)
         return read_first
 
     def read_nth(run: _Run, ctx: _Ctx) -> Any:
