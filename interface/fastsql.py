@@ -25,6 +25,7 @@ from __future__ import annotations
 import operator
 from typing import Any, Iterable, Sequence
 
+from sqlalchemy import bindparam
 from sqlalchemy import types as sqltypes
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
@@ -257,6 +258,28 @@ class _Cursor:
         if exc is not None and isinstance(exc, self.conn.dialect.loaded_dbapi.Error):
             _raise(self.conn, self.sql, self.args, exc)
         return False
+
+
+IN_CHUNK = 64  # values per ``IN (...)``: a list is queried in pieces of at most this many
+
+
+def in_binds(prefix: str, n: int) -> list:
+    """``column.in_(in_binds("k", n))``: an ``IN`` of ``n`` binds named ``k0`` .. ``k<n-1>``.
+    Statements here cannot use an expanding IN (its SQL is rendered per call), so a statement
+    with an IN is built once per list length (cache it by ``n``) and given
+    :func:`in_values`; lists longer than :data:`IN_CHUNK` are queried in pieces."""
+    return [bindparam(f"{prefix}{i}") for i in range(n)]
+
+
+def in_values(prefix: str, values: Sequence[Any]) -> dict[str, Any]:
+    """The parameters for :func:`in_binds` (same prefix, same length)."""
+    return {f"{prefix}{i}": v for i, v in enumerate(values)}
+
+
+def chunks(values: Sequence[Any], size: int = IN_CHUNK):
+    """``values`` in consecutive pieces of at most ``size``."""
+    for i in range(0, len(values), size):
+        yield values[i:i + size]
 
 
 def run(conn: Connection, st: Statement, params: dict[str, Any] | None = None):

@@ -9,7 +9,7 @@ import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
 from . import fastsql
@@ -74,9 +74,8 @@ def find_existing(conn: Connection, dedup_keys: list[str]) -> dict[str, tuple[in
     if not dedup_keys:
         return {}
     out = {}
-    for i in range(0, len(dedup_keys), 64):
-        chunk = dedup_keys[i:i + 64]
-        rows = fastsql.run(conn, _find_existing(len(chunk)), {f"k{j}": k for j, k in enumerate(chunk)})
+    for chunk in fastsql.chunks(dedup_keys):
+        rows = fastsql.run(conn, _find_existing(len(chunk)), fastsql.in_values("k", chunk))
         for key, mid, sha, ack in rows:
             out[key] = (mid, sha, ack)
     return out
@@ -87,7 +86,7 @@ def _find_existing(n: int) -> fastsql.Statement:
     """``find_existing``'s SELECT for ``n`` keys (one bind each: it runs through fastsql)."""
     return fastsql.Statement(select(messages.c.dedup_key, messages.c.id, messages.c.body_sha256,
                                     messages.c.ack)
-                             .where(messages.c.dedup_key.in_([bindparam(f"k{j}") for j in range(n)])))
+                             .where(messages.c.dedup_key.in_(fastsql.in_binds("k", n))))
 
 
 # the journal's inserts, per group commit (interface.fastsql: compiled once, on the cursor)

@@ -83,7 +83,7 @@ def _runnable_query(n_ids: int, outbound: bool | None, lane: bool, pg_lock: bool
                 _head_condition())
          .order_by(work_items.c.id).limit(bindparam("b_limit")))
     if n_ids:
-        q = q.where(work_items.c.id.in_([bindparam(f"b_id{i}") for i in range(n_ids)]))
+        q = q.where(work_items.c.id.in_(fastsql.in_binds("b_id", n_ids)))
     if outbound is not None:
         out = work_items.c.key.startswith(OUT_PREFIX, autoescape=True)
         q = q.where(out if outbound else ~out)
@@ -92,9 +92,6 @@ def _runnable_query(n_ids: int, outbound: bool | None, lane: bool, pg_lock: bool
     if pg_lock:
         q = q.with_for_update(skip_locked=True, of=work_items)
     return fastsql.Statement(q)
-
-
-_IDS_CHUNK = 64  # id lists are queried in pieces of at most this many binds
 
 
 def runnable(conn: Connection, now: datetime, limit: int = 64, *, lock: bool = False,
@@ -113,10 +110,9 @@ def runnable(conn: Connection, now: datetime, limit: int = 64, *, lock: bool = F
         rows = fastsql.run(conn, _runnable_query(0, outbound, lane is not None, pg_lock), params).all()
     else:
         rows = []
-        for i in range(0, len(ids), _IDS_CHUNK):
-            chunk = ids[i:i + _IDS_CHUNK]
+        for chunk in fastsql.chunks(ids):
             q = _runnable_query(len(chunk), outbound, lane is not None, pg_lock)
-            rows += fastsql.run(conn, q, {**params, **{f"b_id{j}": v for j, v in enumerate(chunk)}}).all()
+            rows += fastsql.run(conn, q, {**params, **fastsql.in_values("b_id", chunk)}).all()
         rows = rows[:limit]
     if lock and rows:
         rows = _claim_keys(conn, rows)
