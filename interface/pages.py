@@ -42,6 +42,7 @@ from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
 from . import auth, queue
+from .api_channels import runtime_counters
 from .auth import record_audit, require
 from .schema import audit, events, messages, work_attempts, work_items
 from .users import User
@@ -536,8 +537,8 @@ def dashboard_data(request: Request) -> dict:
             "name": name, "description": getattr(ch, "description", "") or "",
             "configured": ch is not None, "state": state, "counters": counters,
             "received": counters.get("received"),
-            # inline-applied (apply: inline) and on_process messages count as accepted too
-            "accepted": (counters.get("accepted", 0) + counters.get("processed", 0)) if counters else None,
+            # as the channels API counts it: applied inline / on_process is accepted too
+            "accepted": runtime_counters(counters)["accepted"] if counters else None,
             "rejected": counters.get("rejected"), "duplicates": counters.get("duplicate"),
             "quarantined": counters.get("quarantined"),
             "db": db, "db_total": sum(db.values()), "queue": q, "queue_depth": q["pending"] + q["held"],
