@@ -203,20 +203,22 @@ def share_accepts(port, factory, reactor, step: float = 0.001, most: float = 0.0
     that is dead or stuck delays a connection by at most 20 ms. MLLP connections live for
     hours, so the spread at connect time is the spread of the work."""
     read = port.doRead
-    state = {"waited": False}
+    waited = False
 
     def resume():
-        state["waited"] = True
+        nonlocal waited
+        waited = True
         if port.connected:
             port.startReading()
 
     def do_read():
+        nonlocal waited
         held = getattr(factory, "connections", 0)
-        if held and not state["waited"]:
+        if held and not waited:
             port.stopReading()
             reactor.callLater(min(most, held * step), resume)
             return None
-        state["waited"] = False
+        waited = False
         port.numberAccepts = 1
         return read()
 

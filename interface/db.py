@@ -7,8 +7,8 @@ failing with SQLITE_BUSY when a read transaction upgrades. PostgreSQL: ``synchro
 from __future__ import annotations
 
 import collections
-import logging
 import fcntl
+import logging
 import os
 import sqlite3
 import threading
@@ -180,12 +180,18 @@ class WalSync:
     recovery keeps every transaction whose frames were synced and drops the rest.
     """
 
+    checkpoint_every = 8  # commits between background checkpoints (see below)
+    idle_exit = 60.0  # the checkpoint thread (and its connection) ends after this long idle
+
     def __init__(self, path: str):
         self.path = path + "-wal"
         self._mutex = threading.Lock()
         self._fd: int | None = None
         self._old: list[int] = []  # descriptors of WAL files since deleted: never closed under
         # a concurrent fsync (the WAL is only deleted when the last connection closes: rare)
+        self.commits = 0
+        self.checkpoints = 0  # background checkpoints run (tests, diagnostics)
+        self._wake: threading.Event | None = None  # set: the checkpoint thread runs
 
     def _file(self) -> int | None:
         with self._mutex:
@@ -223,13 +229,6 @@ class WalSync:
     # ``checkpoint_every`` commits: PASSIVE never blocks writers or readers (it copies what no
     # reader still needs; the next writer restarts the WAL once all of it is copied), and a
     # checkpoint syncs the WAL before copying and the database after, as always.
-
-    checkpoint_every = 8
-    commits = 0
-    checkpoints = 0  # background checkpoints run (tests, diagnostics)
-    _wake: threading.Event | None = None
-
-    idle_exit = 60.0  # the thread (and its connection) ends after this long without commits
 
     def _checkpoint_soon(self) -> None:
         with self._mutex:
