@@ -535,6 +535,12 @@ def _cell(raw: str, ci: int, si: int, run: _Run, trim: bool) -> Any:
             return records.CLEAR
     elif ci != 1:
         return None
+    return _subcell(raw, si, run, trim)
+
+
+def _subcell(raw: str, si: int, run: _Run, trim: bool) -> Any:
+    """The rest of :func:`_cell` once the component ``raw`` is chosen (non-empty, not ``""``):
+    its subcomponent ``si``, unescaped, trimmed."""
     ss = run.ss
     if ss and ss in raw:
         if si == 1:
@@ -1124,27 +1130,7 @@ class _Batch:
             return None
         if raw == NULL:
             return records.CLEAR
-        ss = run.ss
-        if ss and ss in raw:
-            if si == 1:
-                raw = raw[:raw.index(ss)]
-            else:
-                parts = raw.split(ss, si)
-                if si > len(parts):
-                    return None
-                raw = parts[si - 1]
-            if not raw:
-                return None
-            if raw == NULL:
-                return records.CLEAR
-        elif si != 1:
-            return None
-        esc = run.esc
-        if esc and esc in raw:
-            raw = unescape(raw, run.enc)
-        if trim:
-            raw = raw.strip()
-        return raw or None
+        return _subcell(raw, si, run, trim)
 
     def _load(self, i: int, run: _Run, ctx: _Ctx) -> Any:
         """The components of the repetition source ``i`` reads; None when it has no value."""
