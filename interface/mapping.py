@@ -1777,29 +1777,15 @@ class Mapping:
         override the mapping's own ``params:`` defaults. Raises ``RequiredFieldMissing`` /
         ``DataError`` with the location of the offending field.
         """
-        p = dict(self._defaults)
-        if params:
-            p.update(params)
-        run = _Run(message, p)
-        order = message.segments
-        top = _Ctx(_index(order), order)
-        ctxs = [top]
-        if self._records_each:
-            ctxs = _segment_groups(top, self._records_each, None) or [top]
-        out = []
-        make = self.record_type
-        for ctx in ctxs:
-            run.chosen = {}
-            obj = make(event=None)
-            for spec in self._plan:
-                spec.run(run, ctx, obj)
-            out.append(obj)
-        return out
+        return self._records(message, params, reference=False)
 
     def apply_reference(self, message: Message, params: dict | None = None) -> list:
         """``apply`` by the reference interpreter: every field read and located one by one, as
         written. Slow; the fast paths of ``apply`` (compiled readers, batches) must give exactly
         this (tests/test_mapping_speed_equivalence.py)."""
+        return self._records(message, params, reference=True)
+
+    def _records(self, message: Message, params: dict | None, reference: bool) -> list:
         p = dict(self._defaults)
         if params:
             p.update(params)
@@ -1808,14 +1794,19 @@ class Mapping:
         top = _Ctx(_index(order), order)
         ctxs = [top]
         if self._records_each:
-            ctxs = _segment_groups_slow(top, self._records_each, None) or [top]
+            groups = _segment_groups_slow if reference else _segment_groups
+            ctxs = groups(top, self._records_each, None) or [top]
         out = []
         make = self.record_type
         for ctx in ctxs:
             run.chosen = {}
             obj = make(event=None)
-            for spec in self._specs:
-                spec.run_slow(run, ctx, obj)
+            if reference:
+                for spec in self._specs:
+                    spec.run_slow(run, ctx, obj)
+            else:
+                for spec in self._plan:
+                    spec.run(run, ctx, obj)
             out.append(obj)
         return out
 
