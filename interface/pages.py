@@ -195,11 +195,24 @@ def html_errors(fn):
         try:
             return fn(*args, **kwargs)
         except HTTPException as exc:
-            request = kwargs["request"]
-            return _render(request, "error.html", {"status": exc.status_code, "message": exc.detail},
-                           status_code=exc.status_code)
+            return error_page(kwargs["request"], exc.status_code, exc.detail, exc.headers)
 
     return wrapper
+
+
+def error_page(request: Request, status_code: int, message: Any, headers: dict | None = None) -> HTMLResponse:
+    """``error.html`` in the console's layout: the status unchanged, the message escaped by the
+    template, a link back to the dashboard. When :func:`~interface.auth.require` refused the
+    request (role, CSRF) the user is known but not yet set on the request: the navigation then
+    still shows their pages."""
+    ctx: dict = {"status": status_code, "message": message if isinstance(message, str) else str(message)}
+    if getattr(request.state, "user", None) is None:
+        user, csrf, _how = getattr(request.state, "auth", None) or (None, None, None)
+        ctx.update(user=user, nav=_nav(user), csrf_token=csrf or "")
+    resp = _render(request, "error.html", ctx, status_code=status_code)
+    for name, value in (headers or {}).items():
+        resp.headers[name] = value
+    return resp
 
 
 mask = auth.mask

@@ -8,8 +8,10 @@
 * :func:`serve`: ``interface web``, the console as its own process against the same database
   (live listener figures then come from nowhere: ``/api/channels`` says ``runtime: false``).
 
-Answers are JSON with a ``detail`` for every 4xx; an unexpected error is a 500 JSON without
-internals. Uvicorn's access log is off: URLs carry MRNs (``?mrn=``).
+API answers are JSON with a ``detail`` for every 4xx; an unexpected error is a 500 JSON without
+internals. Console pages answer an HTTP error (403, 404, 422...) with the HTML error page instead,
+by :func:`wants_html_error`: any path but ``/api/...`` and ``/metrics``, from a client that
+accepts ``text/html``. Uvicorn's access log is off: URLs carry MRNs (``?mrn=``).
 """
 from __future__ import annotations
 
@@ -22,8 +24,11 @@ from pathlib import Path
 from typing import Callable
 
 from fastapi import Depends, FastAPI, Request
+from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import auth
 
@@ -43,6 +48,48 @@ def _optional_router(module: str):
         if exc.name != module:  # the module exists but something it imports is missing: say so
             raise
         return None
+
+
+def _accepts_html(accept: str | None) -> bool:
+    """Whether an ``Accept`` header admits ``text/html`` (``*/*`` and ``text/*`` do, a missing
+    header does, ``q=0`` does not)."""
+    if not accept:
+        return True
+    for part in accept.split(","):
+        media, *params = [p.strip() for p in part.split(";")]
+        if media.lower() not in ("text/html", "text/*", "*/*"):
+            continue
+        q = 1.0
+        for param in params:
+            key, _, value = param.partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            return True
+    return False
+
+
+def wants_html_error(request: Request) -> bool:
+    """Answer an HTTP error with the console's HTML error page rather than JSON: for any path but
+    the API (``/api/...``) and ``/metrics``, when the client accepts ``text/html`` (a browser, an
+    htmx request); ``Accept: application/json`` keeps JSON everywhere."""
+    path = request.url.path
+    if path == "/api" or path.startswith("/api/") or path == "/metrics" or path.startswith("/metrics/"):
+        return False
+    return request.headers.get("hx-request") == "true" or _accepts_html(request.headers.get("accept"))
+
+
+def _validation_message(exc: RequestValidationError) -> str:
+    """``before: Input should be greater than or equal to 1`` (field names and rules, never the
+    values sent: a query string may carry an MRN)."""
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body", "header", "cookie")]
+        parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
 
 
 class _RejectNul:
@@ -96,6 +143,25 @@ def create_app(db, *, channels=None, runtime=None, document_settings=None,
         route = getattr(request.scope.get("route"), "path", "?")
         log.error("database error on %s %s: %s", request.method, route, type(exc.orig).__name__)
         return JSONResponse({"detail": "the database refused this request"}, status_code=400)
+
+    try:
+        from . import pages
+    except ImportError as exc:  # pragma: no cover - a console without its pages answers JSON
+        if exc.name != "interface.pages":
+            raise
+        pages = None
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException):
+        if pages is not None and wants_html_error(request):
+            return pages.error_page(request, exc.status_code, exc.detail, exc.headers)
+        return await http_exception_handler(request, exc)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_request(request: Request, exc: RequestValidationError):
+        if pages is not None and wants_html_error(request):
+            return pages.error_page(request, 422, _validation_message(exc))
+        return await request_validation_exception_handler(request, exc)
 
     app.add_middleware(_RejectNul)
 

@@ -621,3 +621,57 @@ def test_unreadable_and_rejected_messages_render(admin, seeded):
             assert r.status_code == 200, (raw, tab)
             assert "<script>x" not in r.text
         assert "AR" in admin.get(f"/messages/{out.message_id}?tab=ack").text
+
+
+def _error_page(r, status: int, message: str) -> None:
+    """An HTML error page in the console's layout: the status, the message, a way back."""
+    assert r.status_code == status, r.text[:300]
+    assert r.headers["content-type"].startswith("text/html"), r.headers["content-type"]
+    assert message in r.text, r.text[:500]
+    assert '<a href="/">Dashboard</a>' in r.text and "<!doctype html>" in r.text
+    assert r.headers["cache-control"] == "no-store"
+
+
+def test_page_errors_are_html(app, admin, seeded):
+    """403 (role, CSRF), 404 (unknown message, item, patient, document, path) and 422 (bad query
+    or path parameters) on a console page answer the HTML error page with the status unchanged."""
+    with TestClient(app) as clerk:
+        use_session(clerk, "carl")
+        clerk.headers["accept"] = "text/html,application/xhtml+xml,*/*;q=0.8"
+        r = clerk.get("/audit")
+        _error_page(r, 403, "role &#39;clerk&#39; may not do this")
+        assert 'href="/errors"' in r.text  # the navigation is still the clerk's
+    _error_page(admin.post(f"/errors/{seeded.items['fix']}/retry", data={"csrf_token": "forged"}),
+                403, "missing or invalid CSRF token")
+    _error_page(admin.get("/messages/999999"), 404, "no message 999999")
+    _error_page(admin.get("/errors/999999"), 404, "no work item 999999")
+    _error_page(admin.get("/patients/999999"), 404, "no patient with this MRN")
+    _error_page(admin.get("/documents/NOPE"), 404, "no such document")
+    _error_page(admin.get("/no/such/page"), 404, "Not Found")
+    _error_page(admin.get("/messages?before=0"), 422, "before: Input should be greater than or equal to 1")
+    _error_page(admin.get("/messages/abc"), 422, "message_id: Input should be a valid integer")
+    r = admin.get("/errors?n=<script>alert(1)</script>")
+    _error_page(r, 422, "n: Input should be a valid integer")
+    assert "<script>alert" not in r.text  # values sent are not echoed, and messages are escaped
+
+
+def test_api_errors_stay_json(app, admin, seeded):
+    """The same failures under /api/ (and on /metrics) keep their JSON answers, even for a browser;
+    a page asked for JSON (Accept: application/json) answers JSON too."""
+    with TestClient(app) as clerk:
+        use_session(clerk, "carl")
+        clerk.headers["accept"] = "text/html"
+        r = clerk.get("/api/audit")
+        assert r.status_code == 403 and r.json()["detail"].startswith("role 'clerk' may not")
+    r = admin.post(f"/api/errors/{seeded.items['fix']}/retry", headers={"X-CSRF-Token": "forged"})
+    assert r.status_code == 403 and r.json() == {"detail": "missing or invalid CSRF token"}
+    r = admin.get("/api/messages/999999")
+    assert r.status_code == 404 and r.json() == {"detail": "no message 999999"}
+    r = admin.get("/api/messages?before_id=0")
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "before_id"]
+    r = admin.get("/api/nothing-here")
+    assert r.status_code == 404 and r.json() == {"detail": "Not Found"}
+    r = admin.post("/metrics")
+    assert r.status_code == 405 and r.headers["content-type"] == "application/json"
+    r = admin.get("/messages/abc", headers={"accept": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["path", "message_id"]
