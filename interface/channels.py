@@ -35,6 +35,26 @@ class Tls(Strict):
     require_client_cert: bool = False
 
 
+class ClientTls(Strict):
+    """MLLP over TLS to a downstream peer (an ``mllp`` destination or an application-ACK return
+    address). The peer's certificate is checked against ``ca`` (a PEM bundle; default: the
+    system's trust store) and against ``server_name`` (default: ``host``); ``cert`` and ``key``
+    present a client certificate for peers that require one (mutual TLS). ``verify: false``
+    encrypts without checking who the peer is (test set-ups only; logged at start-up)."""
+
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = None
+    server_name: str | None = None
+    verify: bool = True
+
+    @model_validator(mode="after")
+    def _pair(self):
+        if bool(self.cert) != bool(self.key):
+            raise ValueError("tls: a client certificate needs both 'cert' and 'key'")
+        return self
+
+
 class Ack(Strict):
     """When to ACK (``on_commit``: once stored; ``on_process``: after the chart/index write) and
     which code family (``auto`` follows MSH-15/16; ``original`` AA/AE/AR; ``enhanced`` CA/CE/CR)."""
@@ -53,6 +73,7 @@ class ReturnAddress(Strict):
     connect_timeout_seconds: float = Field(10.0, gt=0)
     timeout_seconds: float = Field(30.0, gt=0)
     retry: "Retry | None" = None
+    tls: ClientTls | None = None
 
 
 class Mrn(Strict):
@@ -84,6 +105,7 @@ class Destination(Strict):
     timeout_seconds: float = Field(30.0, gt=0, description="mllp: how long to wait for the ACK")
     connect_timeout_seconds: float = Field(10.0, gt=0)
     on_ae: Literal["retry", "error"] = Field("retry", description="mllp: AE/CE retried per policy, or straight to the error queue")
+    tls: ClientTls | None = Field(None, description="mllp: send over TLS (peer certificate checked; optional client certificate)")
     directory: str | None = None
     filename: str = Field("{channel}-{message_id}-{control_id}.hl7",
                           description="file: name pattern; {channel} {destination} {message_id} {item_id} {control_id} {message_type} {received}")
@@ -110,6 +132,8 @@ class Destination(Strict):
             raise ValueError("an mllp destination needs 'host' and 'port'")
         if self.type == "file" and not self.directory:
             raise ValueError("a file destination needs 'directory'")
+        if self.tls is not None and self.type != "mllp":
+            raise ValueError("'tls' applies to mllp destinations only")
         return self
 
 

@@ -76,7 +76,8 @@ def destination_for(ch: Channel, name: str) -> Destination | None:
     if name == APPLICATION_ACK and ret is not None:
         return Destination(name=APPLICATION_ACK, type="mllp", host=ret.host, port=ret.port,
                            timeout_seconds=ret.timeout_seconds,
-                           connect_timeout_seconds=ret.connect_timeout_seconds, retry=ret.retry)
+                           connect_timeout_seconds=ret.connect_timeout_seconds, retry=ret.retry,
+                           tls=ret.tls)
     return None
 
 

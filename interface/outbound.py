@@ -21,7 +21,11 @@ the same MSH-10, which is what MLLP receivers de-duplicate on). ACKs whose MSA-2
 control id (a late answer to an earlier, timed-out send) are skipped, never taken for ours.
 
 :class:`MLLPSender` is the blocking client (one connection per destination, one message in
-flight, connect timeout, ACK timeout, reconnect). :func:`queue_application_ack` builds the
+flight, connect timeout, ACK timeout, reconnect; TLS with the destination's ``tls:`` block, see
+:func:`client_tls`). A TLS set-up that fails — a certificate file missing or unreadable, the
+peer's certificate not trusted or not for that name, our client certificate refused — is a
+``downstream_unavailable`` failure like a refused connection: retried per policy, with the reason
+on the item, because it is fixed outside the message (a certificate renewed, a file put back). :func:`queue_application_ack` builds the
 application ACK (MSH-16 AL/ER/SU) once a message is processed and queues it to the channel's
 ``ack.application_ack`` return address as destination ``application_ack``.
 """
@@ -31,6 +35,7 @@ import hashlib
 import logging
 import random
 import socket
+import ssl
 import threading
 import time
 from dataclasses import dataclass
@@ -43,8 +48,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from . import ack as acks
 from . import queue
-from .channels import Channel, Destination
-from .client import parse_ack
+from .channels import Channel, ClientTls, Destination
+from .client import parse_ack, tls_context
 from .destinations import APPLICATION_ACK, drop_file, file_name, lane_prefix, plain_key
 from .errors import FramingError, HL7Error, Location, ParseError, PermanentError, TransientError
 from .framing import FrameDecoder, frame
@@ -83,8 +88,12 @@ class MLLPSender:
     matches the sent MSH-10, or raises :class:`DownstreamUnavailable`."""
 
     def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0, ack_timeout: float = 30.0,
-                 connect: Callable = socket.create_connection, max_frame: int = 16 * 1024 * 1024):
+                 connect: Callable = socket.create_connection, max_frame: int = 16 * 1024 * 1024,
+                 tls: Callable[[], ssl.SSLContext] | ssl.SSLContext | None = None,
+                 server_hostname: str | None = None):
         self.host, self.port = host, port
+        self.tls = tls  # a context, or a function making one (called at each connect)
+        self.server_hostname = server_hostname or host
         self.connect_timeout, self.ack_timeout = connect_timeout, ack_timeout
         self._connect_fn = connect
         self.max_frame = max_frame
@@ -111,7 +120,30 @@ class MLLPSender:
             self.sock = None
             raise DownstreamUnavailable(f"cannot connect to {self.host}:{self.port}: "
                                         f"{getattr(exc, 'strerror', None) or exc}") from None
+        if self.tls is not None:
+            self._start_tls()
         self.connects += 1
+
+    def _start_tls(self) -> None:
+        """Wrap the new connection in TLS and finish the handshake within the connect timeout."""
+        where = f"{self.host}:{self.port}"
+        try:
+            ctx = self.tls() if callable(self.tls) else self.tls
+        except (OSError, ssl.SSLError, ValueError) as exc:  # a certificate file missing or bad
+            self.close()
+            raise DownstreamUnavailable(f"TLS to {where} cannot be set up: "
+                                        f"{getattr(exc, 'strerror', None) or exc}") from None
+        try:
+            self.sock.settimeout(self.connect_timeout)
+            self.sock = ctx.wrap_socket(self.sock, server_hostname=self.server_hostname)
+        except ssl.SSLCertVerificationError as exc:
+            self.close()
+            raise DownstreamUnavailable(f"TLS to {where}: the peer's certificate is not trusted "
+                                        f"({exc.verify_message})") from None
+        except (ssl.SSLError, OSError) as exc:
+            self.close()
+            raise DownstreamUnavailable(f"TLS handshake with {where} failed "
+                                        f"({getattr(exc, 'reason', None) or type(exc).__name__})") from None
 
     def send(self, raw: bytes) -> AckReply | None:
         """Send one message and wait for its ACK; None when MSH-15 is NE (no ACK will come)."""
@@ -165,6 +197,28 @@ class MLLPSender:
             self._frames.extend(self.decoder.feed(data))
 
 
+def client_tls(tls: ClientTls) -> Callable[[], ssl.SSLContext]:
+    """The SSL context maker for a ``tls:`` block: TLS 1.2 or later, the peer checked against
+    ``ca`` (or the system's trust store) and ``server_name``, our certificate if given. Made at
+    each connect, so a renewed certificate file is picked up by the next connection."""
+    def make() -> ssl.SSLContext:
+        ctx = tls_context(tls.ca, tls.cert, tls.key, insecure=not tls.verify)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+        return ctx
+
+    return make
+
+
+def sender_for(dest: Destination) -> "MLLPSender":
+    """The MLLPSender for a configured destination (timeouts, TLS)."""
+    tls = dest.tls
+    if tls is not None and not tls.verify:
+        log.warning("destination %s: TLS without checking the peer's certificate (verify: false)", dest.name)
+    return MLLPSender(dest.host, dest.port, connect_timeout=dest.connect_timeout_seconds,
+                      ack_timeout=dest.timeout_seconds, tls=client_tls(tls) if tls is not None else None,
+                      server_hostname=tls.server_name if tls is not None else None)
+
+
 def check_ack(reply: AckReply | None, dest: Destination) -> None:
     """Turn the downstream's answer into done (return), retry or error queue (raise)."""
     if reply is None or reply.code in ("AA", "CA"):
@@ -212,8 +266,7 @@ class OutboundWorker:
         self.rng = rng or random.Random()
         self.lane = lane
         self.batch = batch
-        self.sender_factory = sender_factory or (lambda d: MLLPSender(
-            d.host, d.port, connect_timeout=d.connect_timeout_seconds, ack_timeout=d.timeout_seconds))
+        self.sender_factory = sender_factory or sender_for
         self.senders: dict[tuple, MLLPSender] = {}
         self.wake = threading.Event()
         self._stop = threading.Event()
@@ -222,7 +275,8 @@ class OutboundWorker:
         self.failed = 0
 
     def sender(self, channel: str, dest: Destination) -> MLLPSender:
-        key = (channel, dest.name, dest.host, dest.port)
+        key = (channel, dest.name, dest.host, dest.port,
+               dest.tls.model_dump_json() if dest.tls is not None else None)
         s = self.senders.get(key)
         if s is None:
             s = self.senders[key] = self.sender_factory(dest)

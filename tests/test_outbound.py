@@ -23,10 +23,13 @@ class FlakyPeer:
     the n-th message received (1-based, resends count): ``ack`` (AA), ``ae``, ``ar``, ``drop`` (no
     ACK, connection kept), ``close`` (hang up without ACK), ``delay`` (ACK after ``delay`` s),
     ``stale`` (first an ACK for the previous control id, then the right one), ``restart``
-    (hang up, stop listening for ``down`` s, listen again on the same port)."""
+    (hang up, stop listening for ``down`` s, listen again on the same port). ``tls``: a server
+    SSLContext to wrap each connection in (handshake failures are counted in ``tls_failures``)."""
 
-    def __init__(self, script=lambda n, ctl: "ack", *, delay: float = 0.6, down: float = 0.4):
+    def __init__(self, script=lambda n, ctl: "ack", *, delay: float = 0.6, down: float = 0.4, tls=None):
         self.script = script
+        self.tls = tls
+        self.tls_failures = 0
         self.delay, self.down = delay, down
         self.received: list[str] = []  # control ids, in arrival order (resends included)
         self.acked: list[str] = []  # control ids we answered AA for, with MSA-2 = that id
@@ -66,6 +69,14 @@ class FlakyPeer:
             except (socket.timeout, TimeoutError):
                 continue
             self.connections += 1
+            if self.tls is not None:
+                conn.settimeout(5)
+                try:
+                    conn = self.tls.wrap_socket(conn, server_side=True)
+                except OSError:  # ssl.SSLError included: the client refused us, or we it
+                    self.tls_failures += 1
+                    conn.close()
+                    continue
             with conn:
                 self._serve(conn)
 
@@ -87,7 +98,10 @@ class FlakyPeer:
             if not data:
                 return
             for msg in dec.feed(data):
-                ctl = msg.split(b"\r")[0].split(b"|")[9].decode()
+                fields = msg.split(b"\r")[0].split(b"|")
+                if len(fields) < 10:  # not HL7 (e.g. bytes of a TLS hello): hang up
+                    return
+                ctl = fields[9].decode(errors="replace")
                 prev = self.received[-1] if self.received else "NONE"
                 self.received.append(ctl)
                 self.messages.append(msg)
