@@ -16,7 +16,7 @@ role        may
 clerk       charts, documents, messages (read), error queue (read, retry, discard, resubmit)
 analyst     channels, messages (read), error queue (read, retry, discard, resubmit)
 auditor     the audit log (read only) and channel status
-admin       everything above, and users (managed with ``interface users``)
+admin       everything above, and users (``interface users``, ``/users``, ``/api/users``)
 ==========  ================================================================================
 
 Any authenticated user may read ``/api/channels`` and ``/api/me``; ``/api/health``, ``/login``

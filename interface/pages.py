@@ -16,6 +16,7 @@ Pages (each a plain GET that works without JavaScript; htmx only refreshes the d
 ``/documents/{number}/content``  the bytes (HTML and other active content sandboxed by CSP)
 ``/deficiencies``             completeness worklist
 ``/audit``                    the audit trail (auditor, admin)
+``/users``                    user administration (admin; :mod:`interface.pages_users`)
 ============================  ===============================================================
 
 Access: every route depends on :func:`interface.auth.require` with the role group of
@@ -161,6 +162,8 @@ def _nav(user: User | None) -> list[tuple[str, str]]:
         items.append(("/deficiencies", "Completeness"))
     if admin or role in auth.AUDIT:
         items.append(("/audit", "Audit log"))
+    if admin:
+        items.append(("/users", "Users"))
     return items
 
 

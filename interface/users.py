@@ -11,6 +11,9 @@ Tables (on ``interface.schema.metadata``):
   the password ends sessions at once (no signed cookie that stays valid until it expires).
 
 Every change made here writes an ``audit`` row (user management is a change like any other).
+The same functions serve the CLI, ``/api/users`` (:mod:`interface.api_users`) and the console's
+``/users`` page; those two pass ``keep_an_admin=True`` so the last enabled admin cannot be
+disabled or demoted there.
 """
 from __future__ import annotations
 
@@ -70,6 +73,15 @@ class UserError(Exception):
     """A user-management request that cannot be done (unknown user, bad role, short password)."""
 
 
+class NoSuchUser(UserError):
+    """The named user does not exist."""
+
+
+class UserConflict(UserError):
+    """The request clashes with the current state: the name is taken, the user is disabled, or it
+    would leave no enabled admin."""
+
+
 @dataclass(frozen=True)
 class User:
     id: int
@@ -109,13 +121,13 @@ def add_user(conn: Connection, name: str, role: str, password: str, *, actor: st
              now: datetime | None = None) -> int:
     now = now or utcnow()
     name = name.strip()
-    if not name or len(name) > 128 or any(c.isspace() for c in name):
+    if not name or len(name) > 128 or any(c.isspace() or c == "\x00" for c in name):
         raise UserError("a user name is 1-128 characters without spaces")
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
     _check_password(password)
     if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
-        raise UserError(f"user {name!r} already exists")
+        raise UserConflict(f"user {name!r} already exists")
     uid = conn.execute(insert(users).values(
         name=name, role=role, password_hash=hash_password(password), disabled=False,
         created_at=now, password_changed_at=now).returning(users.c.id)).scalar_one()
@@ -126,8 +138,34 @@ def add_user(conn: Connection, name: str, role: str, password: str, *, actor: st
 def _user_row(conn, name: str):
     row = conn.execute(select(users).where(users.c.name == name)).first()
     if row is None:
-        raise UserError(f"no user {name!r}")
+        raise NoSuchUser(f"no user {name!r}")
     return row
+
+
+def _keep_an_admin(conn, row) -> None:
+    """Refuse to take away the last enabled admin (``row`` is an enabled admin about to be disabled
+    or demoted). The enabled admins' rows are locked until commit, in id order, so two admins
+    cannot remove each other at the same time (the second waits, then sees the first's change)."""
+    admins = conn.execute(select(users.c.id).where(users.c.role == "admin", users.c.disabled.is_(False))
+                          .order_by(users.c.id).with_for_update()).scalars().all()
+    if not [i for i in admins if i != row.id]:
+        raise UserConflict(f"{row.name!r} is the last enabled admin; make another admin first")
+
+
+def set_role(conn: Connection, name: str, role: str, *, actor: str = "cli", now: datetime | None = None,
+             keep_an_admin: bool = False) -> None:
+    """Change a user's role (takes effect at the user's next request: roles are read live).
+    ``keep_an_admin``: refuse to demote the last enabled admin."""
+    now = now or utcnow()
+    if role not in ROLES:
+        raise UserError(f"role must be one of {', '.join(ROLES)}")
+    row = _user_row(conn, name)
+    if row.role == role:
+        return
+    if keep_an_admin and row.role == "admin" and not row.disabled:
+        _keep_an_admin(conn, row)
+    conn.execute(update(users).where(users.c.id == row.id).values(role=role))
+    _audit(conn, now, actor, "user_role", name, f"role={row.role}->{role}")
 
 
 def set_password(conn: Connection, name: str, password: str, *, actor: str = "cli",
@@ -143,10 +181,13 @@ def set_password(conn: Connection, name: str, password: str, *, actor: str = "cl
 
 
 def set_disabled(conn: Connection, name: str, disabled: bool = True, *, actor: str = "cli",
-                 now: datetime | None = None) -> None:
-    """Disable (or enable) a user; disabling ends its sessions and revokes its API tokens."""
+                 now: datetime | None = None, keep_an_admin: bool = False) -> None:
+    """Disable (or enable) a user; disabling ends its sessions and revokes its API tokens.
+    ``keep_an_admin``: refuse to disable the last enabled admin."""
     now = now or utcnow()
     row = _user_row(conn, name)
+    if keep_an_admin and disabled and row.role == "admin" and not row.disabled:
+        _keep_an_admin(conn, row)
     conn.execute(update(users).where(users.c.id == row.id).values(disabled=disabled))
     if disabled:
         conn.execute(sessions.delete().where(sessions.c.user_id == row.id))
@@ -159,7 +200,7 @@ def new_token(conn: Connection, name: str, *, actor: str = "cli", now: datetime 
     now = now or utcnow()
     row = _user_row(conn, name)
     if row.disabled:
-        raise UserError(f"user {name!r} is disabled")
+        raise UserConflict(f"user {name!r} is disabled")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     conn.execute(insert(api_tokens).values(user_id=row.id, token_sha256=_sha(token), created_at=now,
                                            revoked=False))
@@ -168,8 +209,9 @@ def new_token(conn: Connection, name: str, *, actor: str = "cli", now: datetime 
 
 
 def list_users(conn: Connection) -> list[dict]:
+    """Every user without secrets (no hash): id, name, role, disabled, created_at, password_changed_at."""
     rows = conn.execute(select(users.c.id, users.c.name, users.c.role, users.c.disabled,
-                               users.c.created_at).order_by(users.c.name)).all()
+                               users.c.created_at, users.c.password_changed_at).order_by(users.c.name)).all()
     return [dict(r._mapping) for r in rows]
 
 

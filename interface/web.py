@@ -1,7 +1,7 @@
 """The web console and REST API: one FastAPI app, built by :func:`create_app`.
 
 * ``create_app(db, channels=, runtime=, document_settings=, clock=)``: the app; routers for auth,
-  channels, messages, errors, patients, documents and the HTML pages (the last two when their
+  channels, messages, errors, users, patients, documents and the HTML pages (the last two when their
   modules exist), ``/metrics``, OpenAPI at ``/api/openapi.json`` (Swagger UI at ``/api/docs``).
 * :class:`WebThread`: uvicorn in a thread of the engine process (``interface run``); port 0
   picks a free port, then ``.port`` is the bound one.
@@ -111,7 +111,7 @@ class _RejectNul:
 
 def create_app(db, *, channels=None, runtime=None, document_settings=None,
                clock: Callable[[], datetime] | None = None) -> FastAPI:
-    from . import api_channels, api_errors, api_messages, metrics
+    from . import api_channels, api_errors, api_messages, api_users, metrics
     from .api_patients import router as patients_router
     from .schema import load_all_tables
 
@@ -169,6 +169,7 @@ def create_app(db, *, channels=None, runtime=None, document_settings=None,
     app.include_router(api_channels.router)
     app.include_router(api_messages.router)
     app.include_router(api_errors.router)
+    app.include_router(api_users.router)
     app.include_router(metrics.router)
     app.include_router(patients_router, tags=["patients"], responses=api_messages.ERROR_RESPONSES,
                        dependencies=[Depends(auth.require(*auth.CHARTS)),
@@ -181,6 +182,9 @@ def create_app(db, *, channels=None, runtime=None, document_settings=None,
     pages_router = _optional_router("interface.pages")
     if pages_router is not None:
         app.include_router(pages_router)
+        users_pages = _optional_router("interface.pages_users")
+        if users_pages is not None:
+            app.include_router(users_pages)
     else:
         @app.get("/", include_in_schema=False)
         def _home(user=Depends(auth.require())):

@@ -29,7 +29,9 @@ def test_openapi_document_lists_the_contract(app):
     for path in ("/api/health", "/api/channels", "/api/messages", "/api/messages/{message_id}",
                  "/api/errors", "/api/errors/{item_id}/retry", "/api/errors/{item_id}/discard",
                  "/api/errors/{item_id}/resubmit", "/api/errors/bulk", "/api/audit",
-                 "/api/patients/{mrn}", "/api/patients"):
+                 "/api/patients/{mrn}", "/api/patients", "/api/users", "/api/users/{name}/role",
+                 "/api/users/{name}/disable", "/api/users/{name}/enable", "/api/users/{name}/password",
+                 "/api/users/{name}/token"):
         assert path in doc["paths"], path
     assert doc["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
 

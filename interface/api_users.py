@@ -1,0 +1,158 @@
+"""Console users over HTTP (admin only): list, add, change role, disable/enable, reset a password,
+issue an API token.
+
+The work is :mod:`interface.users`' (shared with ``interface users``): password policy and
+hashing, ending sessions, revoking and making tokens, and the ``audit`` row of each change,
+stamped with the acting admin (never the password or the token). Here only: the last enabled
+admin cannot be disabled or demoted (409), and :class:`~interface.users.UserError` becomes 404
+(no such user), 409 (name taken, user disabled, last admin) or 422 (bad name, role, password).
+"""
+from __future__ import annotations
+
+from typing import Annotated, Callable, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, Response
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+
+from . import users as usermod
+from .auth import ERROR_RESPONSES, UtcDateTime, clock, require
+from .users import User
+
+router = APIRouter(tags=["users"])
+
+ADMIN = require("admin")
+Role = Literal[usermod.ROLES]  # type: ignore[valid-type]  (one list of roles: users.ROLES)
+USER_RESPONSES = {**ERROR_RESPONSES,
+                  409: {"description": "name taken, user disabled, or it would leave no enabled admin"}}
+UserName = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+def _no_nul(v: str) -> str:
+    if "\x00" in v:
+        raise ValueError("must not contain NUL characters")
+    return v
+
+
+Password = Annotated[str, Field(max_length=1024, description="at least 10 characters"), AfterValidator(_no_nul)]
+
+
+class UserInfo(BaseModel):
+    name: str
+    role: str
+    disabled: bool
+    created_at: UtcDateTime
+    password_changed_at: UtcDateTime
+
+
+class UserList(BaseModel):
+    users: list[UserInfo]
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_nul)]
+    role: Role
+    password: Password
+
+
+class RoleBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Role
+
+
+class PasswordBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    password: Password
+
+
+class NewToken(BaseModel):
+    name: str
+    token: str  # shown once: only its hash is stored
+
+
+def _info(conn, name: str) -> UserInfo:
+    row = conn.execute(select(usermod.users).where(usermod.users.c.name == name)).first()
+    if row is None:
+        raise HTTPException(status_code=404, detail=f"no user {name!r}")
+    return UserInfo(name=row.name, role=row.role, disabled=row.disabled, created_at=row.created_at,
+                    password_changed_at=row.password_changed_at)
+
+
+def user_change(request: Request, fn: Callable, name: str):
+    """Run ``fn(conn)`` (a :mod:`interface.users` change) in one transaction; returns what ``fn``
+    returned and the user's state after it. UserError -> 404/409/422 with its message."""
+    try:
+        with request.app.state.engine.begin() as conn:
+            out = fn(conn)
+            return out, _info(conn, name)
+    except usermod.NoSuchUser as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    except usermod.UserConflict as exc:
+        raise HTTPException(status_code=409, detail=str(exc)) from None
+    except usermod.UserError as exc:
+        raise HTTPException(status_code=422, detail=str(exc)) from None
+    except IntegrityError:  # another request created the same name between check and insert
+        raise HTTPException(status_code=409, detail=f"user {name!r} already exists") from None
+
+
+def _actor(request: Request, user: User) -> dict:
+    return {"actor": user.name, "now": clock(request)}
+
+
+@router.get("/api/users", response_model=UserList, responses=ERROR_RESPONSES)
+def list_users(request: Request, _user: User = Depends(ADMIN)) -> UserList:
+    """Every console user (admin): name, role, disabled, when created and when the password was
+    last set. Never a password hash or a token."""
+    with request.app.state.engine.connect() as conn:
+        rows = usermod.list_users(conn)
+    return UserList(users=[UserInfo(**{k: r[k] for k in UserInfo.model_fields}) for r in rows])
+
+
+@router.post("/api/users", response_model=UserInfo, status_code=201, responses=USER_RESPONSES)
+def add_user(request: Request, body: NewUser, user: User = Depends(ADMIN)) -> UserInfo:
+    """Create a user (admin). 409 if the name exists; 422 for a bad name or a short password."""
+    name = body.name.strip()
+    return user_change(request, lambda conn: usermod.add_user(conn, body.name, body.role, body.password,
+                                                              **_actor(request, user)), name)[1]
+
+
+@router.post("/api/users/{name}/role", response_model=UserInfo, responses=USER_RESPONSES)
+def set_role(request: Request, body: RoleBody, name: UserName, user: User = Depends(ADMIN)) -> UserInfo:
+    """Change a user's role (admin); it applies from the user's next request. The last enabled
+    admin cannot be demoted (409)."""
+    return user_change(request, lambda conn: usermod.set_role(conn, name, body.role, keep_an_admin=True,
+                                                              **_actor(request, user)), name)[1]
+
+
+@router.post("/api/users/{name}/disable", response_model=UserInfo, responses=USER_RESPONSES)
+def disable(request: Request, name: UserName, user: User = Depends(ADMIN)) -> UserInfo:
+    """Disable a user (admin): ends its sessions and revokes its API tokens. The last enabled
+    admin cannot be disabled (409)."""
+    return user_change(request, lambda conn: usermod.set_disabled(conn, name, True, keep_an_admin=True,
+                                                                  **_actor(request, user)), name)[1]
+
+
+@router.post("/api/users/{name}/enable", response_model=UserInfo, responses=USER_RESPONSES)
+def enable(request: Request, name: UserName, user: User = Depends(ADMIN)) -> UserInfo:
+    """Enable a disabled user (admin); its old tokens stay revoked."""
+    return user_change(request, lambda conn: usermod.set_disabled(conn, name, False, **_actor(request, user)),
+                       name)[1]
+
+
+@router.post("/api/users/{name}/password", response_model=UserInfo, responses=USER_RESPONSES)
+def set_password(request: Request, body: PasswordBody, name: UserName, user: User = Depends(ADMIN)) -> UserInfo:
+    """Set a new password (admin; at least 10 characters, else 422); ends that user's sessions."""
+    return user_change(request, lambda conn: usermod.set_password(conn, name, body.password,
+                                                                  **_actor(request, user)), name)[1]
+
+
+@router.post("/api/users/{name}/token", response_model=NewToken, responses=USER_RESPONSES)
+def new_token(request: Request, response: Response, name: UserName, user: User = Depends(ADMIN)) -> NewToken:
+    """A new API token for the user (admin), returned this once (only its hash is stored); use it
+    as ``Authorization: Bearer ...``. 409 for a disabled user."""
+    token, _info_after = user_change(request, lambda conn: usermod.new_token(conn, name, **_actor(request, user)),
+                                     name)
+    response.headers["Cache-Control"] = "no-store"
+    return NewToken(name=name, token=token)

@@ -1,0 +1,115 @@
+"""The console's user administration page, ``/users`` (admin only).
+
+One page lists the users with a form per action: add, change role, disable/enable, reset the
+password, issue an API token (the token is shown once, on the page the POST answers; it never
+goes into a URL). Each form posts the session's CSRF token and the user's name as fields (a name
+in a path could hold a ``/``). The changes are :mod:`interface.api_users`' (so
+:mod:`interface.users`' functions, their audit rows, the last-admin rule and the error codes):
+a change that cannot be done shows the page again with the message and its status (404, 409, 422).
+"""
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from . import api_users
+from . import users as usermod
+from .pages import _engine, _now, _render, html_errors
+from .users import User
+
+router = APIRouter(include_in_schema=False)
+
+ADMIN = api_users.ADMIN
+NOTICES = {"add": "User added", "role": "Role changed", "disable": "User disabled (sessions ended, tokens revoked)",
+           "enable": "User enabled", "password": "Password set; the user's sessions ended"}
+
+
+def _page(request: Request, *, notice: str | None = None, error: str | None = None, token: dict | None = None,
+          status_code: int = 200, form: dict | None = None) -> HTMLResponse:
+    with _engine(request).connect() as conn:
+        rows = usermod.list_users(conn)
+    form = form or {}
+    return _render(request, "users.html", {
+        "rows": rows, "roles": usermod.ROLES, "notice": notice, "error": error, "token": token,
+        "form_name": form.get("name"), "form_role": form.get("role", "clerk")}, status_code=status_code)
+
+
+@router.get("/users", response_class=HTMLResponse)
+@html_errors
+def users_page(request: Request, user: User = Depends(ADMIN), done: str | None = None, who: str | None = None):
+    notice = NOTICES.get(done or "")
+    if notice and who:
+        with _engine(request).connect() as conn:  # a name from the URL is shown only if it is a user's
+            if any(r["name"] == who for r in usermod.list_users(conn)):
+                notice = f"{notice}: {who}"
+    return _page(request, notice=notice)
+
+
+def _change(request: Request, action: str, name: str, fn, form: dict | None = None):
+    """Run one change through :func:`interface.api_users.user_change`; back to the list with a
+    notice, or the list again with the error and its status."""
+    if "\x00" in name:
+        return _page(request, error="a user name cannot contain NUL characters", status_code=422, form=form)
+    try:
+        api_users.user_change(request, fn, name)
+    except HTTPException as exc:
+        return _page(request, error=str(exc.detail), status_code=exc.status_code, form=form)
+    return RedirectResponse(f"/users?{urlencode({'done': action, 'who': name})}", status_code=303)
+
+
+def _by(request: Request, user: User) -> dict:
+    return {"actor": user.name, "now": _now(request)}
+
+
+@router.post("/users/add")
+@html_errors
+def users_add(request: Request, user: User = Depends(ADMIN), name: str = Form(""), role: str = Form(""),
+              password: str = Form("")):
+    name = name.strip()[:200]
+    return _change(request, "add", name,
+                   lambda conn: usermod.add_user(conn, name, role, password[:1024], **_by(request, user)),
+                   form={"name": name, "role": role})
+
+
+@router.post("/users/role")
+@html_errors
+def users_role(request: Request, user: User = Depends(ADMIN), name: str = Form(""), role: str = Form("")):
+    return _change(request, "role", name, lambda conn: usermod.set_role(conn, name, role, keep_an_admin=True,
+                                                                        **_by(request, user)))
+
+
+@router.post("/users/disable")
+@html_errors
+def users_disable(request: Request, user: User = Depends(ADMIN), name: str = Form("")):
+    return _change(request, "disable", name, lambda conn: usermod.set_disabled(conn, name, True, keep_an_admin=True,
+                                                                               **_by(request, user)))
+
+
+@router.post("/users/enable")
+@html_errors
+def users_enable(request: Request, user: User = Depends(ADMIN), name: str = Form("")):
+    return _change(request, "enable", name, lambda conn: usermod.set_disabled(conn, name, False,
+                                                                              **_by(request, user)))
+
+
+@router.post("/users/password")
+@html_errors
+def users_password(request: Request, user: User = Depends(ADMIN), name: str = Form(""), password: str = Form("")):
+    return _change(request, "password", name, lambda conn: usermod.set_password(conn, name, password[:1024],
+                                                                                **_by(request, user)))
+
+
+@router.post("/users/token", response_class=HTMLResponse)
+@html_errors
+def users_token(request: Request, user: User = Depends(ADMIN), name: str = Form("")):
+    """The new token is in this answer only (no redirect: it must not land in a URL or history)."""
+    if "\x00" in name:
+        return _page(request, error="a user name cannot contain NUL characters", status_code=422)
+    try:
+        token, _info = api_users.user_change(request, lambda conn: usermod.new_token(conn, name, **_by(request, user)),
+                                             name)
+    except HTTPException as exc:
+        return _page(request, error=str(exc.detail), status_code=exc.status_code)
+    return _page(request, notice=f"API token issued for {name}", token={"name": name, "value": token})
