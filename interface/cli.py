@@ -42,7 +42,8 @@ def cmd_run(args) -> int:
                             workers=args.workers,
                             port_overrides=_listen_overrides(args.listen),
                             ready_file=Path(args.ready_file) if args.ready_file else None,
-                            pid_file=Path(args.var) / "interface.pid")
+                            pid_file=Path(args.var) / "interface.pid",
+                            alerts_file=_alerts_file(args))
         if args.workers != 1:  # N engine processes sharing the listeners (0: one per core)
             from .cluster import supervise
 
@@ -56,6 +57,16 @@ def cmd_run(args) -> int:
         print(f"interface run: cannot listen on {exc.interface or '*'}:{exc.port}: {exc.socketError}",
               file=sys.stderr)
         return 1
+
+
+def _alerts_file(args) -> Path | None:
+    """``--alerts FILE`` (must exist), else ``alerts.yaml`` beside the channels directory if any."""
+    if args.alerts:
+        if not Path(args.alerts).is_file():
+            raise ConfigError([f"{args.alerts}:1: no such file (--alerts)"])
+        return Path(args.alerts)
+    default = Path(args.channels).parent / "alerts.yaml"
+    return default if default.is_file() else None
 
 
 def _listen_overrides(items: list[str] | None) -> dict[str, str]:
@@ -77,12 +88,18 @@ def cmd_reload(args) -> int:
 # -- check --------------------------------------------------------------------------------------
 
 def check_config(paths: list[str]) -> list[str]:
-    """Every problem in channels, mappings and rules under ``paths``, as ``file:line: message``."""
+    """Every problem in channels, mappings, rules and alerts (``alerts*.yaml`` files; with no paths,
+    ``./alerts.yaml`` if present) under ``paths``, as ``file:line: message``."""
     from .channels import _yaml_files, cross_check, load_channel
 
     problems: list[str] = []
-    channel_files, mapping_paths, rule_files = [], [], []
+    channel_files, mapping_paths, rule_files, alert_files = [], [], [], []
+    if not paths and Path("alerts.yaml").is_file():
+        alert_files.append(Path("alerts.yaml"))
     for p in map(Path, paths or ["channels", "mappings", "rules"]):
+        if p.is_file() and p.name.startswith("alerts") and "channels" not in p.resolve().parent.parts:
+            alert_files.append(p)
+            continue
         if not p.exists():
             problems.append(f"{p}:1: no such file or directory")
             continue
@@ -130,6 +147,11 @@ def check_config(paths: list[str]) -> list[str]:
                     where = doc.where(("mapping",)) if ch.mapping == d.mapping else doc.where(("destinations", i, "mapping"))
                     problems.append(f"{where}: unknown mapping {d.mapping!r}")
     problems.extend(cross_check(loaded))  # a channel name or port used twice
+    if alert_files:
+        from .alerts import check_paths as check_alerts
+
+        problems.extend(check_alerts([str(f) for f in alert_files],
+                                     {ch.name for ch, _ in loaded} if channel_files else None))
     if rule_files:
         try:
             from .completeness import check_paths as check_rules
@@ -388,6 +410,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="engine processes sharing the listening ports (0: one per CPU core; see docs/operations.md)")
     r.add_argument("--listen", action="append", metavar="CHANNEL=ENDPOINT",
                    help="override a channel's listen endpoint (repeatable), e.g. adt=tcp:0:interface=127.0.0.1")
+    r.add_argument("--alerts", metavar="FILE",
+                   help="alert rules (default: alerts.yaml beside the channels directory, if present; docs/alerts.md)")
     r.add_argument("--ready-file", metavar="PATH",
                    help='write {"pid", "ports": {channel: port}, "web_port"} as JSON once listening')
     r.set_defaults(func=cmd_run)

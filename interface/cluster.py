@@ -15,7 +15,7 @@ connections waiting in the backlog survive a child's death because the parent ke
 open. New connections are spread evenly over the children (:func:`share_accepts`). The parent
 creates or checks the schema once, restarts a child that dies (with backoff
 when it dies young), and on SIGTERM/SIGINT stops every child (SIGTERM, then SIGKILL after a
-grace period). The web console runs in child 0 only.
+grace period). The web console and the alert checks run in child 0 only.
 
 On SQLite, ``--workers N`` works but only parallelises parsing and mapping: every write
 transaction takes the single SQLite write lock (``BEGIN IMMEDIATE``, queued by
@@ -263,6 +263,10 @@ class Supervisor:
         channels = [c for c in load_channels(s.channels_dir) if c.enabled
                     and (not s.channel_names or c.name in s.channel_names)]
         load_pipeline(s, channels)  # mapping errors stop here, not in a restart loop of children
+        if getattr(s, "alerts_file", None) is not None and Path(s.alerts_file).exists():
+            from .alerts import load_alerts
+
+            load_alerts(s.alerts_file, {c.name for c in channels})
         if s.create_schema:
             engine = dbmod.make_engine(s.url, pool_size=1)
             try:
@@ -280,6 +284,7 @@ class Supervisor:
             "rules_file": str(s.rules_file) if s.rules_file else None, "var_dir": str(s.var_dir),
             "db_url": s.db_url, "web_host": s.web_host, "web_port": s.web_port if index == 0 else None,
             "channel_names": list(s.channel_names), "ready_file": str(ready_file),
+            "alerts_file": str(s.alerts_file) if index == 0 and getattr(s, "alerts_file", None) else None,
             "inherited_fds": {name: [sock.fileno(), sock.family] for name, sock in self.sockets.items()},
             "parent": os.getpid(),
         }
@@ -420,7 +425,8 @@ def child_main(spec: dict) -> int:
                         var_dir=Path(spec["var_dir"]), db_url=spec["db_url"], web_host=spec["web_host"],
                         web_port=spec["web_port"], workers=1, channel_names=spec["channel_names"],
                         create_schema=False, ready_file=Path(spec["ready_file"]),
-                        inherited_fds={name: tuple(v) for name, v in spec["inherited_fds"].items()})
+                        inherited_fds={name: tuple(v) for name, v in spec["inherited_fds"].items()},
+                        alerts_file=Path(spec["alerts_file"]) if spec.get("alerts_file") else None)
     return run(settings)
 
 

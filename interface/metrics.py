@@ -13,6 +13,7 @@ Metrics:
 * ``interface_work_items_processed_total``, ``interface_work_items_discarded_total`` {channel, destination}
 * ``interface_work_oldest_pending_age_seconds`` {channel, destination}
 * ``interface_database_up`` (0 when the queue could not be read)
+* ``interface_alerts_firing`` {rule} (alerts firing now, when this process runs the alert checks)
 """
 from __future__ import annotations
 
@@ -58,6 +59,12 @@ class InterfaceCollector:
             yield from fams.values()
             yield conns
             yield listening
+            evaluator = getattr(runtime, "alerts", None)
+            if evaluator is not None:
+                firing = GaugeMetricFamily("interface_alerts_firing", "Alerts firing now", labels=["rule"])
+                for rule, n in sorted(evaluator.firing_counts().items()):
+                    firing.add_metric([rule], n)
+                yield firing
         up = GaugeMetricFamily("interface_database_up", "1 when the database answered this scrape")
         try:
             with state.engine.connect() as conn:

@@ -45,6 +45,7 @@ class Settings:
     ready_file: Path | None = None  # written as JSON {"ports": {channel: port}, "web_port": n} once listening
     inherited_fds: dict[str, tuple[int, int]] = field(default_factory=dict)  # channel -> (fd, family): run --workers N
     pid_file: Path | None = None  # written by `run` (`interface reload` finds the engine by it)
+    alerts_file: Path | None = None  # alerts.yaml (interface.alerts); None or absent: no alerts
 
     @property
     def url(self) -> str:
@@ -59,6 +60,7 @@ class Runtime:
         self.counters: dict[str, dict[str, int]] = {}
         self.ports: dict[str, int] = {}
         self.started_at = utcnow()
+        self.alerts = None  # the alert Evaluator, when this process runs the alert checks
 
     def count(self, inbound: Inbound, outcome: Outcome) -> None:
         c = self.counters.setdefault(inbound.channel.name, {})
@@ -157,6 +159,13 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     parts = dict(db=db, engine=engine, writer=writer, workers=workers, runtime=runtime,
                  channels=channels, pipeline=pipeline, outbound=outbound, listeners=listeners,
                  record_event=record_event, clock=clock, top=top)
+    if settings.alerts_file is not None and Path(settings.alerts_file).exists():
+        from .alerts import make_evaluator
+
+        console = f"http://{settings.web_host}:{settings.web_port}" if settings.web_port else None
+        runtime.alerts = parts["alerts"] = make_evaluator(db, Path(settings.alerts_file), channels=channels,
+                                                          clock=clock, console_url=console)
+        top.addService(_ThreadService("alerts", runtime.alerts.start, runtime.alerts.stop))
     if settings.web_port is not None:
         try:
             from .web import create_app, WebThread

@@ -170,6 +170,7 @@ def create_app(db, *, channels=None, runtime=None, document_settings=None,
     app.include_router(api_messages.router)
     app.include_router(api_errors.router)
     app.include_router(api_users.router)
+    app.include_router(_optional_router("interface.api_alerts"))
     app.include_router(metrics.router)
     app.include_router(patients_router, tags=["patients"], responses=api_messages.ERROR_RESPONSES,
                        dependencies=[Depends(auth.require(*auth.CHARTS)),

@@ -1,0 +1,651 @@
+"""Alerts: "tell me when something needs a human" (``alerts.yaml``, see docs/alerts.md).
+
+Rules (each per channel; ``downstream_down`` per channel and destination):
+
+* ``error_items``: work items that went to the error queue since the last check (optionally only
+  some ``reasons``); fires with the count per reason and the item ids. It stays firing while any
+  of the error items it reported is still in the error queue, and resolves once they are all
+  retried, discarded or resubmitted. New errors while it fires are reported again once the
+  cooldown has passed.
+* ``queue_age``: the oldest pending or held item of a channel is older than ``minutes``.
+* ``no_messages``: a channel received nothing for ``minutes`` (optionally counted only within
+  ``hours``, in the channel's time zone; outside them it never starts firing).
+* ``downstream_down``: a destination's unfinished items have failed with
+  ``downstream_unavailable`` for ``minutes`` (since the first failed attempt of those items).
+
+An alert fires once when its condition becomes true, again every ``cooldown_minutes`` while it
+stays true (``error_items``: only if new errors came), and sends one "resolved" notice when it is
+no longer true. Fired and resolved alerts are rows of the ``events`` table (kinds ``alert`` and
+``alert_resolved``, detail = the JSON payload). What is firing is kept in memory only: after a
+restart a condition that is still true fires once more.
+
+The :class:`Evaluator` reads the database in one short read-only transaction per check (on
+SQLite a connection of its own that begins with a plain deferred ``BEGIN`` and has
+``query_only`` on, so it never takes or waits for the write lock), writes its events in a
+separate short transaction, then notifies (:mod:`interface.notify`). Time is injected
+(``clock``); tests call :meth:`Evaluator.evaluate` directly.
+
+Nothing in an alert comes from a message: channel and destination names, rule names, counts,
+error reasons (the fixed codes), item ids, ages and times, and links to the console.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import threading
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time as dtime, timedelta, timezone
+from pathlib import Path
+from typing import Callable, Literal
+from zoneinfo import ZoneInfo
+
+from pydantic import Field, field_validator
+from sqlalchemy import and_, create_engine, event, func, select
+from sqlalchemy.engine import Engine
+
+from .config import ConfigError, Strict, load_yaml, validate
+from .notify import Dispatcher, Email, Webhook
+
+log = logging.getLogger("interface.alerts")
+
+NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+MAX_IDS = 20  # item ids listed in one alert
+ERROR_SLACK = timedelta(minutes=2)  # error_items looks back this far (transactions committing late)
+ERROR_SCAN_LIMIT = 10000
+
+
+# -- configuration --------------------------------------------------------------------------
+
+class WebhookSpec(Strict):
+    """HTTP POST of the alert as JSON."""
+
+    type: Literal["webhook"]
+    url: str
+    timeout_seconds: float = Field(10.0, gt=0, le=120)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, v: str) -> str:
+        if not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("url must start with http:// or https://")
+        return v
+
+
+class EmailSpec(Strict):
+    """One e-mail per alert over SMTP; login credentials come from environment variables."""
+
+    type: Literal["email"]
+    host: str
+    port: int = Field(25, ge=1, le=65535)
+    from_: str = Field(alias="from")
+    to: list[str] = Field(min_length=1)
+    starttls: bool = False
+    username_env: str | None = Field(None, description="environment variable holding the SMTP user name")
+    password_env: str | None = Field(None, description="environment variable holding the SMTP password")
+    timeout_seconds: float = Field(30.0, gt=0, le=300)
+    subject_prefix: str = "[interface]"
+
+    @field_validator("to")
+    @classmethod
+    def _addresses(cls, v: list[str]) -> list[str]:
+        for a in v:
+            if "@" not in a:
+                raise ValueError(f"{a!r} is not an e-mail address")
+        return v
+
+
+class Rule(Strict):
+    name: str = Field(pattern=NAME)
+    type: str
+    channels: list[str] = Field(default_factory=list, description="only these channels (empty: all)")
+    cooldown_minutes: float = Field(60.0, ge=0, description="minutes before it fires again while still true")
+    notify: list[str] | None = Field(None, description="notifier names (default: the top-level notify)")
+
+
+class ErrorItemsRule(Rule):
+    type: Literal["error_items"]
+    reasons: list[str] = Field(default_factory=list, description="only these error reasons (empty: all)")
+
+    @field_validator("reasons")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from .errors import REASONS
+
+        for r in v:
+            if r not in REASONS:
+                raise ValueError(f"unknown reason {r!r} (one of {', '.join(sorted(REASONS))})")
+        return v
+
+
+class QueueAgeRule(Rule):
+    type: Literal["queue_age"]
+    minutes: float = Field(30.0, gt=0)
+
+
+class NoMessagesRule(Rule):
+    type: Literal["no_messages"]
+    minutes: float = Field(60.0, gt=0)
+    hours: str | None = Field(None, description='"07:00-19:00": only within these hours (channel time zone)')
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, v: str | None) -> str | None:
+        if v is not None:
+            parse_hours(v)
+        return v
+
+
+class DownstreamDownRule(Rule):
+    type: Literal["downstream_down"]
+    minutes: float = Field(10.0, gt=0)
+    destinations: list[str] = Field(default_factory=list, description="only these destinations (empty: all)")
+
+
+RULE_TYPES: dict[str, type[Rule]] = {"error_items": ErrorItemsRule, "queue_age": QueueAgeRule,
+                                     "no_messages": NoMessagesRule, "downstream_down": DownstreamDownRule}
+
+
+class AlertsFile(Strict):
+    interval_seconds: float = Field(30.0, ge=1, le=3600)
+    console_url: str | None = Field(None, description="base of the links in alerts (default: the web console address)")
+    notifiers: dict[str, dict] = Field(default_factory=dict)
+    notify: list[str] = Field(default_factory=list, description="default notifiers of rules without notify:")
+    rules: list[dict] = Field(default_factory=list)
+
+
+@dataclass
+class AlertConfig:
+    interval_seconds: float = 30.0
+    console_url: str | None = None
+    notifiers: dict = field(default_factory=dict)  # name -> WebhookSpec | EmailSpec
+    notify: list[str] = field(default_factory=list)
+    rules: list = field(default_factory=list)
+    file: str = ""
+
+    def targets(self, rule: Rule) -> list[str]:
+        return list(rule.notify if rule.notify is not None else self.notify)
+
+
+def parse_hours(v: str) -> tuple[dtime, dtime]:
+    m = re.fullmatch(r"\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*", v)
+    if not m:
+        raise ValueError(f'hours {v!r}: expected "HH:MM-HH:MM", e.g. "07:00-19:00"')
+    h1, m1, h2, m2 = map(int, m.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+        raise ValueError(f"hours {v!r}: not a time of day")
+    start, end = dtime(h1, m1), dtime(23, 59, 59, 999999) if h2 == 24 else dtime(h2, m2)
+    if start == end:
+        raise ValueError(f"hours {v!r}: empty window")
+    return start, end
+
+
+def load_alerts(path: str | Path, channel_names: set[str] | None = None) -> AlertConfig:
+    """Load and check ``alerts.yaml``; ConfigError lists every problem as ``file:line: message``.
+    ``channel_names``: the configured channels, to catch a misspelt ``channels:`` entry."""
+    doc = load_yaml(path, keep_going=True)
+    problems = list(doc.problems)
+    clean = replace(doc, problems=[])
+    if doc.data is not None and not isinstance(doc.data, dict):
+        raise ConfigError([f"{doc.file}:1: expected a mapping (interval_seconds, notifiers, notify, rules)"])
+    try:
+        top = validate(AlertsFile, clean)
+    except ConfigError as exc:
+        raise ConfigError(sorted(set(problems + exc.problems), key=_order)) from None
+    cfg = AlertConfig(interval_seconds=top.interval_seconds, console_url=top.console_url,
+                      notify=top.notify, file=doc.file)
+    for name, spec in top.notifiers.items():
+        where = clean.where(("notifiers", name))
+        if not re.match(NAME, str(name)) or name == "log":
+            problems.append(f"{where}: notifier name {name!r}: letters, digits, _ . - (and not 'log')")
+            continue
+        kind = spec.get("type") if isinstance(spec, dict) else None
+        model = {"webhook": WebhookSpec, "email": EmailSpec}.get(kind)
+        if model is None:
+            problems.append(f"{where}: notifiers.{name}.type: expected 'webhook' or 'email'")
+            continue
+        try:
+            cfg.notifiers[name] = validate(model, clean, data=spec, prefix=("notifiers", name))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    known = set(top.notifiers) | {"log"}
+    for i, n in enumerate(top.notify):
+        if n not in known:
+            problems.append(f"{clean.where(('notify', i))}: unknown notifier {n!r}")
+    names: set[str] = set()
+    for i, raw in enumerate(top.rules):
+        kind = raw.get("type") if isinstance(raw, dict) else None
+        model = RULE_TYPES.get(kind) if isinstance(kind, str) else None
+        if model is None:
+            problems.append(f"{clean.where(('rules', i, 'type'))}: rules.{i}.type: expected one of "
+                            f"{', '.join(RULE_TYPES)}")
+            continue
+        try:
+            rule = validate(model, clean, data=raw, prefix=("rules", i))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if rule.name in names:
+            problems.append(f"{clean.where(('rules', i, 'name'))}: rule name {rule.name!r} already used")
+        names.add(rule.name)
+        for j, n in enumerate(rule.notify or []):
+            if n not in known:
+                problems.append(f"{clean.where(('rules', i, 'notify', j))}: unknown notifier {n!r}")
+        if channel_names is not None:
+            for j, ch in enumerate(rule.channels):
+                if ch not in channel_names:
+                    problems.append(f"{clean.where(('rules', i, 'channels', j))}: unknown channel {ch!r}")
+        cfg.rules.append(rule)
+    if problems:
+        raise ConfigError(sorted(set(problems), key=_order))
+    return cfg
+
+
+def _order(p: str):
+    file, _, rest = p.partition(":")
+    line = rest.split(":", 1)[0]
+    return (file, int(line) if line.isdigit() else 0, p)
+
+
+def check_paths(paths: list[str], channel_names: set[str] | None = None) -> list[str]:
+    """``interface check``: every problem of these alert files."""
+    out: list[str] = []
+    for p in paths:
+        try:
+            load_alerts(p, channel_names)
+        except ConfigError as exc:
+            out.extend(exc.problems)
+    return out
+
+
+def build_dispatcher(cfg: AlertConfig, environ=None) -> Dispatcher:
+    """The notifiers of ``cfg``; SMTP credentials read from the environment variables it names
+    (a variable that is not set is a ConfigError now, not a failed e-mail at 3 a.m.)."""
+    environ = os.environ if environ is None else environ
+    notifiers, problems = {}, []
+    for name, spec in cfg.notifiers.items():
+        if isinstance(spec, WebhookSpec):
+            notifiers[name] = Webhook(name, spec.url, spec.timeout_seconds, spec.headers)
+            continue
+        creds = {}
+        for key, var in (("username", spec.username_env), ("password", spec.password_env)):
+            if var:
+                if var not in environ:
+                    problems.append(f"{cfg.file}:1: notifier {name!r}: environment variable {var} is not set")
+                creds[key] = environ.get(var)
+        notifiers[name] = Email(name, spec.host, spec.port, spec.from_, spec.to, starttls=spec.starttls,
+                                timeout=spec.timeout_seconds, subject_prefix=spec.subject_prefix, **creds)
+    if problems:
+        raise ConfigError(problems)
+    return Dispatcher(notifiers)
+
+
+# -- reading the database without the write lock -----------------------------------------------
+
+def reader_engine(db: Engine) -> tuple[Engine, bool]:
+    """An engine for read-only checks, and whether it is private (to dispose of). On SQLite a
+    separate small engine whose transactions begin with a deferred ``BEGIN`` (a WAL snapshot:
+    no write lock, never waits for one) and ``PRAGMA query_only``; on PostgreSQL the engine
+    itself, used with read-only transactions."""
+    if db.dialect.name != "sqlite":
+        return db, False
+    eng = create_engine(db.url, connect_args={"check_same_thread": False, "timeout": 60},
+                        pool_size=1, max_overflow=1)
+
+    @event.listens_for(eng, "connect")
+    def _pragmas(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None
+        dbapi_conn.execute("PRAGMA query_only=ON")
+        dbapi_conn.execute("PRAGMA busy_timeout=60000")
+
+    @event.listens_for(eng, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+    return eng, True
+
+
+# -- evaluation -------------------------------------------------------------------------------
+
+def _aware(ts):
+    if ts is None:
+        return None
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts)
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)
+
+
+def _iso(ts: datetime | None) -> str | None:
+    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z") if ts else None
+
+
+@dataclass
+class Finding:
+    """A rule's condition, true now, for one channel (and destination)."""
+
+    channel: str
+    destination: str | None
+    summary: str
+    details: dict
+    link_path: str = "/"
+    repeat: bool = True  # may fire again after the cooldown (error_items: only with new errors)
+    episode_start: datetime | None = None  # error_items: errors updated after this still count
+
+
+@dataclass
+class Firing:
+    rule: str
+    type: str
+    channel: str
+    destination: str | None
+    since: datetime
+    notified_at: datetime
+    summary: str
+    details: dict
+    link: str | None
+    episode_start: datetime | None = None  # error_items: errors at or after this still count
+    unreported: dict = field(default_factory=dict)  # error_items: new errors not notified yet
+    unreported_ids: list = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        return {"rule": self.rule, "type": self.type, "channel": self.channel, "destination": self.destination,
+                "since": _iso(self.since), "notified_at": _iso(self.notified_at), "summary": self.summary,
+                "details": self.details, "link": self.link}
+
+
+class Evaluator:
+    """Checks every rule each ``interval_seconds``; see the module docstring."""
+
+    def __init__(self, db: Engine, cfg: AlertConfig, *, channels=None, clock: Callable[[], datetime],
+                 dispatcher: Dispatcher | None = None, console_url: str | None = None):
+        self.db = db
+        self.cfg = cfg
+        self.channels = channels if channels is not None else []  # a live list (reload swaps its content)
+        self.clock = clock
+        self.dispatcher = dispatcher or Dispatcher()
+        self.console_url = (cfg.console_url or console_url or "").rstrip("/") or None
+        self.firing: dict[tuple, Firing] = {}
+        self.started_at = clock()
+        self._last_check: dict[str, datetime] = {}  # error_items rule -> upper bound of the last check
+        self._seen: dict[str, dict[int, datetime]] = {}  # error_items rule -> item id -> updated_at reported
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._reader, self._private = reader_engine(db)
+
+    # -- the thread ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="alerts", daemon=True)
+        self._thread.start()
+        log.info("alerts: %d rule(s), checked every %ss", len(self.cfg.rules), self.cfg.interval_seconds)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(30)
+        if self._private:
+            self._reader.dispose()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.cfg.interval_seconds):
+            try:
+                self.evaluate()
+            except Exception as exc:  # the database away for a moment: next time
+                log.error("alert check failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200])
+
+    # -- one check ----------------------------------------------------------------------------
+
+    def current(self) -> list[dict]:
+        """The firing alerts (for ``GET /api/alerts``)."""
+        with self._lock:
+            return [f.as_dict() for _, f in sorted(self.firing.items(), key=lambda kv: kv[1].since)]
+
+    def firing_counts(self) -> dict[str, int]:
+        with self._lock:
+            out = {r.name: 0 for r in self.cfg.rules}
+            for f in self.firing.values():
+                out[f.rule] = out.get(f.rule, 0) + 1
+            return out
+
+    def evaluate(self) -> list[dict]:
+        """Check every rule once; record and send what fired or resolved. Returns the payloads."""
+        self.dispatcher.retry()
+        now = self.clock()
+        findings: dict[str, tuple[dict, set]] = {}
+        with self._reader.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                conn = conn.execution_options(postgresql_readonly=True)
+            try:
+                for rule in self.cfg.rules:
+                    findings[rule.name] = getattr(self, f"_check_{rule.type}")(conn, rule, now)
+            finally:
+                conn.rollback()
+        out: list[tuple[dict, list[str]]] = []
+        with self._lock:
+            for rule in self.cfg.rules:
+                found, keep = findings[rule.name]
+                out.extend((p, self.cfg.targets(rule)) for p in self._apply(rule, found, keep, now))
+        if out:
+            self._record([p for p, _ in out], now)
+            for p, targets in out:
+                self.dispatcher.deliver(p, targets)
+        return [p for p, _ in out]
+
+    def _apply(self, rule: Rule, found: dict, keep: set, now: datetime) -> list[dict]:
+        payloads = []
+        cooldown = timedelta(minutes=rule.cooldown_minutes)
+        for subject, f in found.items():
+            key = (rule.name, f.channel, f.destination)
+            st = self.firing.get(key)
+            if st is None:
+                st = self.firing[key] = Firing(rule.name, rule.type, f.channel, f.destination, since=now,
+                                               notified_at=now, summary=f.summary, details=f.details,
+                                               link=self._link(f.link_path))
+                st.episode_start = f.episode_start
+                payloads.append(self._payload(st, "firing", now))
+                continue
+            st.summary, st.details = f.summary, f.details
+            if f.repeat and now - st.notified_at >= cooldown:
+                st.notified_at = now
+                payloads.append(self._payload(st, "firing", now))
+        for key in [k for k in self.firing if k[0] == rule.name]:
+            if (key[1], key[2]) not in found and (key[1], key[2]) not in keep:
+                st = self.firing.pop(key)
+                payloads.append(self._payload(st, "resolved", now))
+        return payloads
+
+    def _link(self, path: str) -> str | None:
+        return f"{self.console_url}{path}" if self.console_url else None
+
+    def _payload(self, st: Firing, status: str, now: datetime) -> dict:
+        summary = st.summary if status == "firing" else f"resolved: {st.summary}"
+        return {"status": status, "rule": st.rule, "type": st.type, "channel": st.channel,
+                "destination": st.destination, "at": _iso(now), "since": _iso(st.since),
+                "summary": summary, "details": dict(st.details), "link": st.link}
+
+    def _record(self, payloads: list[dict], now: datetime) -> None:
+        from .journal import record_event
+
+        try:
+            with self.db.begin() as conn:
+                for p in payloads:
+                    record_event(conn, at=now, kind="alert" if p["status"] == "firing" else "alert_resolved",
+                                 channel=p["channel"], detail=json.dumps(p, sort_keys=True))
+        except Exception as exc:  # notify anyway: the alert matters more than its record
+            log.error("alert events not recorded: %s", type(exc).__name__)
+
+    def _channels(self, rule: Rule, names) -> list[str]:
+        return [n for n in names if not rule.channels or n in rule.channels]
+
+    # -- the rules ----------------------------------------------------------------------------
+    # Each returns ({(channel, destination): Finding}, keep): keep lists subjects whose state is
+    # unknown this time (neither newly true nor resolved).
+
+    def _check_error_items(self, conn, rule: ErrorItemsRule, now: datetime):
+        from .schema import work_items as wi
+
+        last = self._last_check.get(rule.name, self.started_at)
+        seen = self._seen.setdefault(rule.name, {})
+        q = (select(wi.c.id, wi.c.channel, wi.c.reason, wi.c.updated_at)
+             .where(wi.c.status == "error", wi.c.updated_at > last - ERROR_SLACK, wi.c.updated_at <= now)
+             .order_by(wi.c.updated_at, wi.c.id).limit(ERROR_SCAN_LIMIT))
+        if rule.channels:
+            q = q.where(wi.c.channel.in_(rule.channels))
+        if rule.reasons:
+            q = q.where(wi.c.reason.in_(rule.reasons))
+        new: dict[str, list] = {}
+        for r in conn.execute(q):
+            at = _aware(r.updated_at)
+            if seen.get(r.id) == at:
+                continue
+            seen[r.id] = at
+            new.setdefault(r.channel, []).append((r.id, r.reason or "unknown"))
+        self._last_check[rule.name] = now
+        for item_id in [i for i, at in seen.items() if at <= now - 2 * ERROR_SLACK]:
+            del seen[item_id]
+        found = {}
+        cooldown = timedelta(minutes=rule.cooldown_minutes)
+        for ch in sorted(set(new) | {k[1] for k in self.firing if k[0] == rule.name}):
+            st = self.firing.get((rule.name, ch, None))
+            fresh = new.get(ch, [])
+            start = st.episode_start if st is not None else last - ERROR_SLACK
+            cq = (select(wi.c.reason, func.count().label("n"))
+                  .where(wi.c.status == "error", wi.c.channel == ch, wi.c.updated_at > start)
+                  .group_by(wi.c.reason))
+            if rule.reasons:
+                cq = cq.where(wi.c.reason.in_(rule.reasons))
+            still = {(r.reason or "unknown"): r.n for r in conn.execute(cq)}
+            if st is None:
+                counts, ids, repeat = {}, [i for i, _ in fresh], False
+                for _id, reason in fresh:
+                    counts[reason] = counts.get(reason, 0) + 1
+            else:  # new errors while firing wait for the cooldown, then are reported together
+                for item_id, reason in fresh:
+                    st.unreported[reason] = st.unreported.get(reason, 0) + 1
+                    if len(st.unreported_ids) < MAX_IDS:
+                        st.unreported_ids.append(item_id)
+                if not still and not st.unreported:
+                    continue  # every error it reported was worked: resolved
+                repeat = bool(st.unreported) and now - st.notified_at >= cooldown
+                if repeat:
+                    counts, ids = st.unreported, st.unreported_ids
+                    st.unreported, st.unreported_ids = {}, []
+                else:
+                    counts, ids = st.details["new_by_reason"], st.details["item_ids"]
+            n_new = sum(counts.values())
+            reasons = ", ".join(f"{r}: {n}" for r, n in sorted(counts.items()))
+            details = {"new_errors": n_new, "new_by_reason": dict(counts), "item_ids": list(ids)[:MAX_IDS],
+                       "still_in_error_queue": sum(still.values()), "still_by_reason": still}
+            found[(ch, None)] = Finding(ch, None, f"{ch}: {n_new} new error item(s) ({reasons})", details,
+                                        link_path=f"/errors?channel={ch}", repeat=repeat, episode_start=start)
+        return found, set()
+
+    def _check_queue_age(self, conn, rule: QueueAgeRule, now: datetime):
+        from .schema import work_items as wi
+
+        q = (select(wi.c.channel, wi.c.status, func.count().label("n"), func.min(wi.c.created_at).label("oldest"))
+             .where(wi.c.status.in_(("pending", "held"))).group_by(wi.c.channel, wi.c.status))
+        if rule.channels:
+            q = q.where(wi.c.channel.in_(rule.channels))
+        per: dict[str, dict] = {}
+        for r in conn.execute(q):
+            s = per.setdefault(r.channel, {"pending": 0, "held": 0, "oldest": None})
+            s[r.status] = r.n
+            oldest = _aware(r.oldest)
+            if oldest is not None and (s["oldest"] is None or oldest < s["oldest"]):
+                s["oldest"] = oldest
+        found = {}
+        limit = timedelta(minutes=rule.minutes)
+        for ch, s in sorted(per.items()):
+            if s["oldest"] is None or now - s["oldest"] < limit:
+                continue
+            age = (now - s["oldest"]).total_seconds()
+            details = {"oldest_age_minutes": round(age / 60, 1), "limit_minutes": rule.minutes,
+                       "pending": s["pending"], "held": s["held"], "oldest_created_at": _iso(s["oldest"])}
+            found[(ch, None)] = Finding(ch, None, f"{ch}: oldest queued item waiting {age / 60:.0f} min "
+                                                  f"(limit {rule.minutes:g}; {s['pending']} pending, {s['held']} held)",
+                                        details, link_path="/")
+        return found, set()
+
+    def _check_no_messages(self, conn, rule: NoMessagesRule, now: datetime):
+        from .schema import messages as m
+
+        found, keep = {}, set()
+        window = parse_hours(rule.hours) if rule.hours else None
+        for ch in self._channels(rule, [c.name for c in self.channels if getattr(c, "enabled", True)]):
+            last = conn.execute(select(m.c.received_at).where(m.c.channel == ch)
+                                .order_by(m.c.id.desc()).limit(1)).scalar()
+            last = _aware(last)
+            quiet_from = max(last, self.started_at) if last is not None else self.started_at
+            limit = timedelta(minutes=rule.minutes)
+            if window is not None:
+                tz = ZoneInfo(next((c.timezone for c in self.channels if c.name == ch), "UTC"))
+                opened = _window_start(now.astimezone(tz), *window)
+                if opened is None:  # outside the hours: a message resolves, silence does not fire
+                    if now - quiet_from >= limit:
+                        keep.add((ch, None))
+                    continue
+                quiet_from = max(quiet_from, opened)
+            if now - quiet_from < limit:
+                continue
+            quiet = (now - quiet_from).total_seconds() / 60
+            details = {"quiet_minutes": round(quiet, 1), "limit_minutes": rule.minutes,
+                       "last_received_at": _iso(last), "hours": rule.hours}
+            found[(ch, None)] = Finding(ch, None, f"{ch}: no message received for {quiet:.0f} min "
+                                                  f"(limit {rule.minutes:g})", details, link_path="/")
+        return found, keep
+
+    def _check_downstream_down(self, conn, rule: DownstreamDownRule, now: datetime):
+        from .schema import work_attempts as wa, work_items as wi
+
+        q = (select(wi.c.channel, wi.c.destination, func.count(func.distinct(wi.c.id)).label("n"),
+                    func.min(wi.c.id).label("first_id"), func.min(wa.c.at).label("since"))
+             .select_from(wi.join(wa, and_(wa.c.item_id == wi.c.id, wa.c.outcome.in_(("retry", "error")))))
+             .where(wi.c.status.in_(("pending", "error")), wi.c.reason == "downstream_unavailable")
+             .group_by(wi.c.channel, wi.c.destination))
+        if rule.channels:
+            q = q.where(wi.c.channel.in_(rule.channels))
+        if rule.destinations:
+            q = q.where(wi.c.destination.in_(rule.destinations))
+        found = {}
+        for r in conn.execute(q):
+            since = _aware(r.since)
+            if since is None or now - since < timedelta(minutes=rule.minutes):
+                continue
+            mins = (now - since).total_seconds() / 60
+            details = {"failing_items": r.n, "first_item_id": r.first_id, "failing_since": _iso(since),
+                       "failing_minutes": round(mins, 1), "limit_minutes": rule.minutes,
+                       "reason": "downstream_unavailable"}
+            found[(r.channel, r.destination)] = Finding(
+                r.channel, r.destination,
+                f"{r.channel} -> {r.destination}: downstream unavailable for {mins:.0f} min ({r.n} item(s) waiting)",
+                details, link_path=f"/errors?channel={r.channel}&status=pending,error")
+        return found, set()
+
+
+def _window_start(local: datetime, start: dtime, end: dtime) -> datetime | None:
+    """When the current ``hours`` window opened (aware), or None outside it."""
+    t = local.timetz().replace(tzinfo=None)
+    day = local.date()
+    if start < end:
+        if not start <= t < end:
+            return None
+    elif t >= start:  # a window over midnight (22:00-06:00), evening part
+        pass
+    elif t < end:
+        day = day - timedelta(days=1)
+    else:
+        return None
+    return datetime.combine(day, start, tzinfo=local.tzinfo)
+
+
+def make_evaluator(db: Engine, path: Path, *, channels, clock, console_url: str | None = None,
+                   environ=None) -> Evaluator:
+    """``interface run``: load ``alerts.yaml`` (checked against the channels) and build the evaluator."""
+    cfg = load_alerts(path, {c.name for c in channels})
+    return Evaluator(db, cfg, channels=channels, clock=clock, dispatcher=build_dispatcher(cfg, environ),
+                     console_url=console_url)
