@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 from pydantic import Field, field_validator
 from sqlalchemy import and_, create_engine, event, func, select
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 from .config import ConfigError, Strict, load_yaml, validate
 from .notify import Dispatcher, Email, Webhook
@@ -222,21 +223,23 @@ def load_alerts(path: str | Path, channel_names: set[str] | None = None) -> Aler
             problems.append(f"{clean.where(('rules', i, 'type'))}: rules.{i}.type: expected one of "
                             f"{', '.join(RULE_TYPES)}")
             continue
+        name = raw.get("name")  # checked on the raw rule too, so they show with its other problems
+        if isinstance(name, str):
+            if name in names:
+                problems.append(f"{clean.where(('rules', i, 'name'))}: rule name {name!r} already used")
+            names.add(name)
+        for key, known_values, what in (("notify", known, "notifier"), ("channels", channel_names, "channel")):
+            values = raw.get(key)
+            if known_values is None or not isinstance(values, list):
+                continue
+            for j, v in enumerate(values):
+                if isinstance(v, str) and v not in known_values:
+                    problems.append(f"{clean.where(('rules', i, key, j))}: unknown {what} {v!r}")
         try:
             rule = validate(model, clean, data=raw, prefix=("rules", i))
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
-        if rule.name in names:
-            problems.append(f"{clean.where(('rules', i, 'name'))}: rule name {rule.name!r} already used")
-        names.add(rule.name)
-        for j, n in enumerate(rule.notify or []):
-            if n not in known:
-                problems.append(f"{clean.where(('rules', i, 'notify', j))}: unknown notifier {n!r}")
-        if channel_names is not None:
-            for j, ch in enumerate(rule.channels):
-                if ch not in channel_names:
-                    problems.append(f"{clean.where(('rules', i, 'channels', j))}: unknown channel {ch!r}")
         cfg.rules.append(rule)
     if problems:
         raise ConfigError(sorted(set(problems), key=_order))
@@ -292,7 +295,7 @@ def reader_engine(db: Engine) -> tuple[Engine, bool]:
     if db.dialect.name != "sqlite":
         return db, False
     eng = create_engine(db.url, connect_args={"check_same_thread": False, "timeout": 60},
-                        pool_size=1, max_overflow=1)
+                        poolclass=NullPool)  # a connection per check (every 30 s): nothing left open
 
     @event.listens_for(eng, "connect")
     def _pragmas(dbapi_conn, _record):

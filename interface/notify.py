@@ -64,7 +64,8 @@ class Email:
     def message(self, payload: dict) -> EmailMessage:
         msg = EmailMessage()
         state = "RESOLVED" if payload.get("status") == "resolved" else "FIRING"
-        msg["Subject"] = f"{self.subject_prefix} {state}: {payload.get('summary', payload.get('rule'))}"
+        summary = str(payload.get("summary") or payload.get("rule")).removeprefix("resolved: ")
+        msg["Subject"] = f"{self.subject_prefix} {state}: {summary}"
         msg["From"] = self.sender
         msg["To"] = ", ".join(self.to)
         lines = [payload.get("summary", ""), ""]
