@@ -585,12 +585,13 @@ class Evaluator:
             last = _aware(last)
             quiet_from = max(last, self.started_at) if last is not None else self.started_at
             limit = timedelta(minutes=rule.minutes)
+            st = self.firing.get((rule.name, ch, None))
+            if st is not None and (last is None or last < st.since):
+                keep.add((ch, None))  # firing: only a message resolves it (not the end of the hours)
             if window is not None:
                 tz = ZoneInfo(next((c.timezone for c in self.channels if c.name == ch), "UTC"))
                 opened = _window_start(now.astimezone(tz), *window)
-                if opened is None:  # outside the hours: a message resolves, silence does not fire
-                    if now - quiet_from >= limit:
-                        keep.add((ch, None))
+                if opened is None:  # outside the hours: silence does not count
                     continue
                 quiet_from = max(quiet_from, opened)
             if now - quiet_from < limit:

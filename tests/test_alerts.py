@@ -27,7 +27,7 @@ from interface.alerts import AlertConfig, Evaluator, build_dispatcher, load_aler
 from interface.channels import load_channels
 from interface.engine import Engine
 from interface.errors import ConfigError
-from interface.notify import Dispatcher, Email, Webhook
+from interface.notify import Dispatcher, Webhook
 from interface.schema import events, work_items
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,6 +249,9 @@ rules:
     fired = ev.evaluate()
     assert [(p["channel"], p["details"]["quiet_minutes"]) for p in fired] == [("adt", 61.0)]
     clock.now = datetime(2026, 11, 23, 0, 30, tzinfo=timezone.utc)  # 19:30: outside, still quiet
+    assert ev.evaluate() == []
+    assert len(ev.current()) == 1
+    clock.now = datetime(2026, 11, 23, 12, 30, tzinfo=timezone.utc)  # 07:30 next day: still quiet
     assert ev.evaluate() == []
     assert len(ev.current()) == 1
     receive(engine, tz_channels, clock, "C1")
@@ -671,3 +674,25 @@ rules:
         doc = client.get("/api/alerts", headers={"Authorization": f"Bearer {tok['analyst']}"}).json()
         assert [(f["rule"], f["channel"]) for f in doc["firing"]] == [("quiet", "mdm")]
     assert_no_patient_data(doc)
+
+
+def test_hours_windows_including_one_over_midnight():
+    """hours: "07:00-19:00" and "22:00-06:00" (over midnight): when the current window opened."""
+    from datetime import time as dtime
+
+    from interface.alerts import _window_start, parse_hours
+
+    tz = timezone.utc
+    day = parse_hours("07:00-19:00")
+    night = parse_hours("22:00-06:00")
+    at = lambda h, m=0: datetime(2026, 11, 22, h, m, tzinfo=tz)  # noqa: E731
+    assert _window_start(at(6, 59), *day) is None
+    assert _window_start(at(7), *day) == at(7)
+    assert _window_start(at(19), *day) is None
+    assert _window_start(at(23), *night) == at(22)
+    assert _window_start(at(5, 30), *night) == datetime(2026, 11, 21, 22, 0, tzinfo=tz)
+    assert _window_start(at(12), *night) is None
+    assert parse_hours("00:00-24:00")[1] > dtime(23, 59)
+    for bad in ("7-19", "25:00-26:00", "07:00-07:00", "07:60-08:00"):
+        with pytest.raises(ValueError):
+            parse_hours(bad)
