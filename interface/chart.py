@@ -372,11 +372,14 @@ class _Apply:
 
     def set_fields(self, table, row: Row, values: dict[str, Any], patient: Row,
                    always: dict[str, Any] | None = None) -> dict:
-        """Write the values that differ (None skipped, CLEAR clears), one history row each;
+        """Write the values that differ (None skipped, CLEAR clears), one history row each — or,
+        for a row this update created, one ``initial`` row with all its first values (a "set"
+        from nothing per field kept nothing earlier, and was half of all history rows);
         ``always``: bookkeeping columns written in the same UPDATE whether or not anything
         differed (no history, no stamp of their own)."""
         sets: dict[str, Any] = {}
         current = row._mapping
+        created = (table.name, row.id) in self.created
         for col, value in values.items():
             if value is None:
                 continue
@@ -385,8 +388,11 @@ class _Apply:
             if old == new:
                 continue
             sets[col] = new
-            self.record(patient.id, patient.mrn, table.name, row.id, col,
-                        "clear" if new is None else "set", old, new)
+            if not created:
+                self.record(patient.id, patient.mrn, table.name, row.id, col,
+                            "clear" if new is None else "set", old, new)
+        if created and sets:  # a row this update created: its first values in one entry
+            self.record(patient.id, patient.mrn, table.name, row.id, None, "initial", None, sets)
         params = {"b_id": row.id, **sets, **(self.stamp() if sets else {}), **(always or {})}
         if always:  # the UPDATE happens anyway: let it return the row (no re-select)
             self.row_after = fastsql.run(self.conn, _update_returning(table), params).one()

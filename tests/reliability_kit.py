@@ -4,7 +4,8 @@
   port 0, learns its ports from ``--ready-file``, SIGKILLs and restarts it, reads its RSS.
 * :func:`adt_message` / :func:`mdm_message` build messages that carry a per-patient sequence
   number where the database records it: PID-5.2 (given name ``S000042``) lands in the chart and
-  in ``chart_history`` (one ``set given`` row per applied ADT message, old -> new); each MDM is a
+  in ``chart_history`` (one given-name change per applied ADT message, old -> new: a ``set given``
+  row, or for the message that creates the patient the ``given`` of its ``initial`` entry); each MDM is a
   new document ``D<mrn>-<seq>`` (one ``document_versions`` row per applied MDM message).
 * :class:`Sender` (a thread, one MLLP connection per channel) delivers a script of messages in
   order, resending each until it gets a final ACK (after a dropped connection, a timeout, or an
@@ -524,6 +525,29 @@ class Report:
         return head + "".join("\n  " + v for v in self.violations[:30]) + more
 
 
+@dataclass
+class _GivenChange:
+    id: int
+    mrn: str
+    message_id: int
+    old_value: str | None
+    new_value: str | None
+
+
+def given_changes(rows) -> list[_GivenChange]:
+    """The given-name changes in ``chart_history``: ``set given`` rows, and the ``given`` of the
+    ``initial`` entry a new patient row gets (its first values, old value none)."""
+    out = []
+    for r in rows:
+        if r.action == "initial":
+            first = json.loads(r.new_value or "{}")
+            if "given" in first:
+                out.append(_GivenChange(r.id, r.mrn, r.message_id, None, first["given"]))
+        else:
+            out.append(_GivenChange(r.id, r.mrn, r.message_id, r.old_value, r.new_value))
+    return out
+
+
 def check_history(db, sent: list[Sent], *, expect_error_items: int = 0, drained: bool = True) -> Report:
     """Every promise of RELIABILITY.md that the database can show, for the messages in ``sent``
     (a Sent may appear several times: resends of the same object count once)."""
@@ -541,11 +565,13 @@ def check_history(db, sent: list[Sent], *, expect_error_items: int = 0, drained:
                                     work_items.c.key, work_items.c.destination)).all()
         done = conn.execute(select(work_attempts.c.item_id, work_attempts.c.id)
                             .where(work_attempts.c.outcome == "done")).all()
-        given = conn.execute(select(chart_history.c.id, chart_history.c.mrn, chart_history.c.message_id,
-                                    chart_history.c.old_value, chart_history.c.new_value)
-                             .where(chart_history.c.table_name == "patients",
-                                    chart_history.c.field == "given")
-                             .order_by(chart_history.c.id)).all()
+        given = given_changes(conn.execute(
+            select(chart_history.c.id, chart_history.c.mrn, chart_history.c.message_id,
+                   chart_history.c.field, chart_history.c.action, chart_history.c.old_value,
+                   chart_history.c.new_value)
+            .where(chart_history.c.table_name == "patients",
+                   (chart_history.c.field == "given") | (chart_history.c.action == "initial"))
+            .order_by(chart_history.c.id)).all())
         versions = conn.execute(select(document_versions.c.message_id, document_versions.c.document_number)).all()
     by_ctl: dict[tuple, list] = defaultdict(list)
     for r in rows:

@@ -1,6 +1,8 @@
 """ADT event semantics of the chart store, with ChartUpdates built by hand."""
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import func, select
 
@@ -76,7 +78,11 @@ def test_a01_creates_patient_with_admitted_visit(engine):
     assert v["admitted_at"] == "2026-11-01T07:55:00+00:00"
     assert c["merged_into"] is None
     assert {"table": "patients", "action": "create"}.items() <= changes[0].items()
-    assert any(ch["field"] == "family" and ch["new"] == "Doe" for ch in changes)
+    # a row created by the message: its first values in one ``initial`` entry, not one per field
+    initial = {ch["table"]: ch for ch in changes if ch["action"] == "initial"}
+    assert initial["patients"]["new"]["family"] == "Doe" and initial["patients"]["old"] is None
+    assert initial["visits"]["new"]["location"] == "W1^101^A"
+    assert not any(ch["action"] == "set" for ch in changes)
 
 
 def test_a01_without_admit_time_uses_event_time(engine):
@@ -422,7 +428,10 @@ def test_history_records_each_field_change_with_message(engine):
         hist = chart.history(conn, "M1")
     family = [h for h in hist if h["field"] == "family"]
     assert [(h["old"], h["new"], h["message_id"], h["event"]) for h in family] == [
-        (None, "Doe", 10, "A01"), ("Doe", "Roe", 11, "A08")]
+        ("Doe", "Roe", 11, "A08")]
+    initial = [h for h in hist if h["action"] == "initial" and h["table"] == "patients"]
+    assert [(json.loads(h["new"])["family"], h["message_id"], h["event"]) for h in initial] == [
+        ("Doe", 10, "A01")]
 
 
 def test_changes_in_rolled_back_transaction_write_nothing(engine, now):

@@ -14,7 +14,7 @@ from sqlalchemy import func
 
 from interface.db import make_engine
 
-from .reliability_kit import (EngineProcess, Progress, build_workload, check_history, join_senders,
+from .reliability_kit import (EngineProcess, Progress, given_changes, build_workload, check_history, join_senders,
                               run_senders, stop_senders, table_counts, wait_drained)
 
 SOAK = os.environ.get("SOAK") == "1"
@@ -306,8 +306,10 @@ def test_r4_poison_isolation(engine, tmp_path):
         rounds += 1
     assert status([P]) == ["done"] * 100 and rounds == 100  # one per round: strictly in order
     with engine.connect() as conn:
-        chain = [r.new_value for r in conn.execute(select(chart_history.c.new_value).where(
-            chart_history.c.mrn == P, chart_history.c.field == "given").order_by(chart_history.c.id))]
+        chain = [g.new_value for g in given_changes(conn.execute(select(chart_history).where(
+            chart_history.c.mrn == P, chart_history.c.table_name == "patients",
+            (chart_history.c.field == "given") | (chart_history.c.action == "initial"))
+            .order_by(chart_history.c.id)).all())]
         done = [r.item_id for r in conn.execute(select(work_attempts.c.item_id).where(
             work_attempts.c.item_id.in_(p_ids), work_attempts.c.outcome == "done").order_by(work_attempts.c.id))]
     assert chain == [given_of(s) for s in range(1, 101)]
