@@ -69,13 +69,16 @@ GIVEN = ["ANNA", "JOHN", "MARIA", "WEI", "AMIR", "SARA", "LUCA", "EMMA", "OMAR",
 
 
 def adt(event: str, mrn: str, cid: str, t: float, *, visit: str, klass: str = "I",
-        location: str = "4W^401^A", rng: random.Random | None = None, app: str = "BENCH") -> str:
-    """One ~1 KB v2.5.1 ADT message, the shape registration systems send."""
+        location: str = "4W^401^A", rng: random.Random | None = None, app: str = "BENCH",
+        admitted: float | None = None) -> str:
+    """One ~1 KB v2.5.1 ADT message, the shape registration systems send. ``admitted``: the
+    visit's admit time (PV1-44) and its diagnosis's time (DG1-5); default the message time."""
     rng = rng or random.Random(hash(mrn))
     fam, giv = rng.choice(FAMILIES), rng.choice(GIVEN)
     dob = f"19{rng.randint(30, 99)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
     sex = rng.choice("MF")
     stamp = _ts(t)
+    admit = _ts(admitted) if admitted is not None else stamp
     structure = {"A04": "ADT_A01", "A08": "ADT_A01", "A01": "ADT_A01", "A02": "ADT_A02",
                  "A03": "ADT_A03"}.get(event, "ADT_A01")
     segs = [
@@ -88,10 +91,10 @@ def adt(event: str, mrn: str, cid: str, t: float, *, visit: str, klass: str = "I
         f"PD1|||SPRINGFIELD GENERAL^^1234|1234^WELBY^MARCUS^^^DR",
         f"NK1|1|{fam}^JANE^^^^^L|SPO^SPOUSE^HL70063|{rng.randint(1, 999)} MAIN ST^^SPRINGFIELD^IL^62701^USA|^PRN^PH^^1^217^5551234",
         f"PV1|1|{klass}|{location}^HOSP||||1234^WELBY^MARCUS^^^DR^^^HOSP|5678^KILDARE^JAMES^^^DR^^^HOSP||MED|||||||"
-        f"1234^WELBY^MARCUS^^^DR^^^HOSP||{visit}^^^HOSP^VN|||||||||||||||||||||||||{stamp}",
+        f"1234^WELBY^MARCUS^^^DR^^^HOSP||{visit}^^^HOSP^VN|||||||||||||||||||||||||{admit}",
         "PV2|||^CHEST PAIN",
         "AL1|1|DA|^PENICILLIN|SV|HIVES",
-        f"DG1|1||R07.9^CHEST PAIN UNSPECIFIED^I10||{stamp}|A",
+        f"DG1|1||R07.9^CHEST PAIN UNSPECIFIED^I10||{admit}|A",
     ]
     if event == "A03":
         segs[5] = segs[5] + f"|{stamp}"  # PV1-45 discharge date/time
@@ -128,12 +131,24 @@ class Workload:
         return out
 
 
+MIXES = ("realistic", "churn")
+
+
 def adt_mix(n: int, connections: int, tag: str, seed: int = 1, poison_mrn: str | None = None,
-            pool: int | None = None) -> Workload:
+            pool: int | None = None, mix: str = "realistic") -> Workload:
     """About ``n`` ADT messages: patient stories (weighted above), each patient on one
     connection, patients interleaved at random but each story in its own order. With ``pool``,
     the stories are spread over at most ``pool`` distinct patients (a patient then has several
-    visits, each with its own visit number, all on the patient's connection)."""
+    visits, each with its own visit number, all on the patient's connection).
+
+    ``mix``: ``realistic`` (default) sends what registration systems send: a visit keeps its
+    admit time (PV1-44) and its diagnosis (DG1-5 time) on every message, and its location
+    (PV1-3) changes on a transfer (A02) only. ``churn`` is the mix measured before 2026-11-24:
+    every message carries a new admit time, a new diagnosis time and a random bed, so every
+    message rewrites the visit's admit time, location and diagnoses (three more history rows
+    and a diagnoses replace per message) — a worst case, kept to compare with older figures."""
+    if mix not in MIXES:
+        raise ValueError(f"mix must be one of {', '.join(MIXES)}")
     rng = random.Random(seed)
     weights = [w for w, _ in STORIES]
     stories: list[tuple[str, tuple[str, ...]]] = []
@@ -166,6 +181,7 @@ def adt_mix(n: int, connections: int, tag: str, seed: int = 1, poison_mrn: str |
             text = adt("A13", poison_mrn, cid, base, visit="NOVISIT", rng=random.Random(0))
             msgs.append((cid, SB + text.encode() + EB))
             wl.mrn_of[cid] = poison_mrn
+        story: dict[int, tuple[float, str]] = {}  # slot -> (admit time, current bed): realistic
         for s in slots:
             mrn, events = sts[s]
             k = nxt[s]
@@ -175,9 +191,14 @@ def adt_mix(n: int, connections: int, tag: str, seed: int = 1, poison_mrn: str |
             seq += 1
             klass = "O" if events[0] == "A04" else "I"
             loc = f"{rng.choice(['4W', '5E', '3N', 'ER'])}^{rng.randint(100, 499)}^{rng.choice('AB')}"
+            admitted = None
+            if mix == "realistic":
+                admitted, bed = story.get(s, (base + seq, loc))
+                loc = loc if event == "A02" else bed
+                story[s] = (admitted, loc)
             visit = f"V{mrn}" if not pool else f"V{mrn}-{s}"
             text = adt(event, mrn, cid, base + seq, visit=visit, klass=klass, location=loc,
-                       rng=random.Random(mrn))
+                       rng=random.Random(mrn), admitted=admitted)
             msgs.append((cid, SB + text.encode() + EB))
             wl.mrn_of[cid] = mrn
         wl.per_conn.append(msgs)
@@ -600,7 +621,7 @@ class Bench:
                 pool: int | None = None) -> tuple[dict, dict, Workload, SendResult]:
         tag = self.tag()
         poison_mrn = f"{tag}POISON" if poison else None
-        wl = adt_mix(n, conns, tag, seed=self.seq, poison_mrn=poison_mrn, pool=pool)
+        wl = adt_mix(n, conns, tag, seed=self.seq, poison_mrn=poison_mrn, pool=pool, mix=self.args.mix)
         base = self.probe.max_message_id()
         port = self.engine.info["ports"]["adt"]
         cpu0 = cpu_seconds(self.engine.pid)
@@ -670,7 +691,7 @@ class Bench:
         from .engine import Engine, Inbound
 
         tag = self.tag()
-        wl = adt_mix(n, conns, tag, seed=self.seq)
+        wl = adt_mix(n, conns, tag, seed=self.seq, mix=self.args.mix)
         base = self.probe.max_message_id()
         self.engine.stop()
         root = Path(self.args.engine_root).resolve() if self.args.engine_root else ROOT
@@ -834,6 +855,7 @@ class Bench:
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "engine_processes": a.engine_workers,
             "engine_root": a.engine_root or str(ROOT),
+            "adt_mix": a.mix,
         }
         baselines = {}
         try:
@@ -926,7 +948,7 @@ def table(R: dict) -> str:
     lines = []
     c = R["conditions"]
     lines.append(f"interface bench — {c['database']}, {c['cpus']} CPUs, load {c['load_avg_start'][0]:.1f}"
-                 f"{' (quick)' if c['quick'] else ''}")
+                 f", ADT mix {c.get('adt_mix', 'churn')}{' (quick)' if c['quick'] else ''}")
     S = R["scenarios"]
     if "receive" in S:
         lines.append("\n1. receive -> journal committed -> ACK (on_commit)")
@@ -1013,6 +1035,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--patients", help="distinct patients per run in the journal scenario "
                    "(default 100,10000; --quick 5,50)")
     p.add_argument("--engine-workers", type=int, default=1, help="passed to `interface run --workers`")
+    p.add_argument("--mix", choices=MIXES, default="realistic",
+                   help="ADT mix: realistic (admit time, diagnosis and bed kept per visit; default) or churn "
+                        "(every message rewrites them: the mix of figures before 2026-11-24)")
     p.add_argument("--json", help="write the results as JSON to this file")
     p.add_argument("--engine-root", help="run the engine from this source tree (e.g. `git archive COMMIT | "
                    "tar -x -C DIR`): before/after figures with the same client and baselines")

@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from . import db as dbmod
-from .bench import adt_mix
+from .bench import MIXES, adt_mix
 from .channels import load_channels
 from .engine import Engine, Inbound
 from .processing import Worker
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", action="store_true", help="cProfile the drain")
     ap.add_argument("--db", help="database URL (default: a fresh SQLite file)")
     ap.add_argument("--inline", action="store_true", help="apply: inline (receive applies too)")
+    ap.add_argument("--mix", choices=MIXES, default="realistic", help="the ADT mix (interface.bench.adt_mix)")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="interface-benchprofile-") as tmp:
         url = args.db or f"sqlite:///{Path(tmp) / 'p.db'}"
@@ -49,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         clock = lambda: datetime.now(timezone.utc)  # noqa: E731
         worker = Worker(db, load_pipeline(settings, channels), clock=clock)
         engine = Engine(db, clock=clock, processor=worker)
-        wl = adt_mix(args.n, 16, "P", seed=5)
+        wl = adt_mix(args.n, 16, "P", seed=5, mix=args.mix)
         frames, queues = [], [list(c) for c in wl.per_conn]
         while any(queues):  # round robin over the connections, as they would arrive
             for q in queues:

@@ -37,6 +37,38 @@ def test_adt_mix_keeps_each_patient_on_one_connection_in_story_order():
     assert set(wl.types()) == {"A01", "A02", "A03", "A04", "A08"}
 
 
+def _visit_fields(frame: bytes) -> tuple[str, str, str, str]:
+    """(trigger, PV1-3 location, PV1-44 admit time, DG1-5 diagnosis time) of a bench frame."""
+    segs = {s.split(b"|")[0]: s.split(b"|") for s in frame[1:-2].split(b"\r")}
+    return (segs[b"MSH"][8].split(b"^")[1].decode(), segs[b"PV1"][3].decode(),
+            segs[b"PV1"][44].decode(), segs[b"DG1"][5].decode())
+
+
+def test_realistic_mix_keeps_admit_time_diagnosis_and_bed_per_visit():
+    """Realistic (default): a visit's admit and diagnosis times never change and its bed changes
+    on an A02 only; churn: every message of a story carries a new admit time."""
+    wl = bench.adt_mix(400, 4, "T", seed=3)
+    by_patient: dict[str, list] = defaultdict(list)
+    for msgs in wl.per_conn:
+        for cid, frame in msgs:
+            by_patient[wl.mrn_of[cid]].append(_visit_fields(frame))
+    moved = 0
+    for story in by_patient.values():
+        assert len({admit for _, _, admit, _ in story}) == 1
+        assert len({dg for _, _, _, dg in story}) == 1 and story[0][2] == story[0][3]
+        for (_, before, _, _), (trigger, after, _, _) in zip(story, story[1:]):
+            if trigger != "A02":
+                assert after == before
+            moved += after != before
+    assert moved > 0  # transfers do move patients
+    churn = bench.adt_mix(400, 4, "T", seed=3, mix="churn")
+    admits = defaultdict(set)
+    for msgs in churn.per_conn:
+        for cid, frame in msgs:
+            admits[churn.mrn_of[cid]].add(_visit_fields(frame)[2])
+    assert all(len(a) > 1 for mrn, a in admits.items() if len(by_patient[mrn]) > 1)
+
+
 def test_poisoned_workload_puts_the_poison_first_for_its_patient():
     wl = bench.adt_mix(100, 2, "T", poison_mrn="TPOISON")
     mine = [(_events(f)[0]) for _, f in wl.per_conn[0] if _events(f)[1] == "TPOISON"]
