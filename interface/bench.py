@@ -88,7 +88,7 @@ def adt(event: str, mrn: str, cid: str, t: float, *, visit: str, klass: str = "I
         f"{fam}^{giv}^Q^^^^L||{dob}|{sex}|||{rng.randint(1, 999)} MAIN ST^APT {rng.randint(1, 40)}^SPRINGFIELD^IL^62701^USA^H||"
         f"^PRN^PH^^1^217^555{rng.randint(1000, 9999)}|^WPN^PH^^1^217^555{rng.randint(1000, 9999)}|EN|M|CHR|"
         f"{visit}^^^HOSP^AN",
-        f"PD1|||SPRINGFIELD GENERAL^^1234|1234^WELBY^MARCUS^^^DR",
+        "PD1|||SPRINGFIELD GENERAL^^1234|1234^WELBY^MARCUS^^^DR",
         f"NK1|1|{fam}^JANE^^^^^L|SPO^SPOUSE^HL70063|{rng.randint(1, 999)} MAIN ST^^SPRINGFIELD^IL^62701^USA|^PRN^PH^^1^217^5551234",
         f"PV1|1|{klass}|{location}^HOSP||||1234^WELBY^MARCUS^^^DR^^^HOSP|5678^KILDARE^JAMES^^^DR^^^HOSP||MED|||||||"
         f"1234^WELBY^MARCUS^^^DR^^^HOSP||{visit}^^^HOSP^VN|||||||||||||||||||||||||{admit}",
