@@ -337,6 +337,11 @@ class _Hook(http.server.BaseHTTPRequestHandler):
 def hook_server():
     srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     srv.received, srv.down = [], False
+    yield from _serving(srv)
+
+
+def _serving(srv):
+    """Serve ``srv`` in a thread for the fixture's duration, then shut it down."""
     t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     t.start()
     try:
@@ -449,14 +454,7 @@ def smtp_server():
     srv = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _FakeSMTP)
     srv.daemon_threads = True
     srv.mails = []
-    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    t.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        t.join(5)
+    yield from _serving(srv)
 
 
 def test_email_is_sent_over_smtp_with_login_from_the_environment(engine, tmp_path, channels, clock, smtp_server):
