@@ -236,6 +236,7 @@ class _Child:
     ready: bool = False
     failures: int = 0  # consecutive early deaths
     restart_at: float | None = None
+    generation: int = 0  # the listening-socket set it was started with (bumped by a rolling reload)
 
 
 @dataclass
@@ -248,9 +249,18 @@ class Supervisor:
     max_restart_delay: float = 30.0
     grace: float = 20.0
     stable_after: float = 10.0  # a child that lived this long resets its backoff
+    ready_timeout: float = 60.0  # a rolling reload waits this long for each new child
     sockets: dict = field(default_factory=dict)  # channel -> socket
     children: list = field(default_factory=list)
     stop_event: threading.Event = field(default_factory=threading.Event)
+    reload_event: threading.Event = field(default_factory=threading.Event)  # set by SIGHUP
+    channels: list = field(default_factory=list)  # the definitions the sockets were bound for
+    endpoints: dict = field(default_factory=dict)  # channel -> endpoint its socket is bound on
+    generation: int = 0
+    retired: list = field(default_factory=list)  # (generation, [socket]): close once no child <= it lives
+    reloads: int = 0  # reload-status.json's count when the supervisor answers
+    _spawned: int = 0
+    _extra: list = field(default_factory=list)  # children being started or stopped by a reload
 
     def prepare(self) -> None:
         """Check the config, create or check the schema, bind the listeners (in the parent)."""
@@ -273,8 +283,10 @@ class Supervisor:
                 dbmod.create_schema(engine)
             finally:
                 engine.dispose()
+        self.channels = channels
+        self.endpoints = {ch.name: s.port_overrides.get(ch.name, ch.listen) for ch in channels}
         for ch in channels:
-            self.sockets[ch.name] = bind_endpoint(s.port_overrides.get(ch.name, ch.listen))
+            self.sockets[ch.name] = bind_endpoint(self.endpoints[ch.name])
         self._tmp = Path(tempfile.mkdtemp(prefix="interface-workers-"))
 
     def _spec(self, index: int, ready_file: Path) -> dict:
@@ -290,9 +302,11 @@ class Supervisor:
         }
 
     def _spawn(self, child: _Child) -> None:
-        child.ready_file = self._tmp / f"child-{child.index}.json"
+        self._spawned += 1
+        child.ready_file = self._tmp / f"child-{child.index}-{self._spawned}.json"
         child.ready_file.unlink(missing_ok=True)
         child.ready = False
+        child.generation = self.generation
         spec = self._spec(child.index, child.ready_file)
         child.proc = subprocess.Popen([sys.executable, "-m", "interface.cluster", json.dumps(spec)],
                                       pass_fds=[s.fileno() for s in self.sockets.values()],
@@ -340,6 +354,8 @@ class Supervisor:
             c.proc, c.ready, c.restart_at = None, False, now + delay
         if changed:
             self._write_ready()
+        if self.retired:
+            self._close_retired()
 
     def run(self) -> int:
         self.prepare()
@@ -348,14 +364,219 @@ class Supervisor:
             self._spawn(c)
         try:
             while not self.stop_event.is_set():
+                if self.reload_event.is_set():
+                    self.reload_event.clear()
+                    self.reload()
                 self.step()
                 self.stop_event.wait(0.1)
         finally:
             self.shutdown()
         return 0
 
+    # -- configuration reload (SIGHUP) --------------------------------------------------------
+
+    def reload(self) -> dict | None:
+        """Re-read the configuration; forward SIGHUP when the sockets stay as they are, else bind
+        the new ones and replace the children one at a time (see docs/operations.md). Returns
+        the status written to ``reload-status.json``, or None when the children answer."""
+        from .errors import ConfigError
+        from .reload import diff_channels
+
+        log.info("SIGHUP: reloading the configuration")
+        try:
+            channels, endpoints = self._load()
+        except ConfigError as exc:
+            return self._reject(list(exc.problems))
+        except Exception as exc:  # noqa: BLE001 - keep serving whatever went wrong
+            log.exception("reload failed")
+            return self._reject([f"reload failed: {type(exc).__name__}"])
+        old = {c.name: c for c in self.channels}
+        new = {c.name: c for c in channels}
+        diff = diff_channels(self.channels, channels)
+        moved = [n for n in diff.changed
+                 if endpoints[n] != self.endpoints.get(n) or old[n].listen != new[n].listen]
+        stale = [c.index for c in self.children if c.generation != self.generation]
+        if not (diff.added or diff.removed or moved or stale):
+            log.info("asking every worker to reload its configuration (%s)", diff.summary())
+            self.channels = channels
+            for c in self.children:
+                if c.proc is not None and c.proc.poll() is None:
+                    c.proc.send_signal(signal.SIGHUP)
+            return None  # each child reloads in place and writes the status itself
+        bound: dict[str, socket.socket] = {}
+        for ch in channels:
+            ep = endpoints[ch.name]
+            if ch.name in self.sockets and self.endpoints.get(ch.name) == ep:
+                continue
+            try:
+                bound[ch.name] = bind_endpoint(ep)
+            except (OSError, ConfigError) as exc:
+                for sock in bound.values():
+                    sock.close()
+                why = "; ".join(exc.problems) if isinstance(exc, ConfigError) else (exc.strerror or str(exc))
+                return self._reject([f"channel {ch.name}: cannot listen on {ep}: {why}"])
+        previous = self.sockets
+        self.sockets = {ch.name: bound.get(ch.name) or previous[ch.name] for ch in channels}
+        current = {id(sock) for sock in self.sockets.values()}
+        self.retired.append((self.generation, [sock for sock in previous.values() if id(sock) not in current]))
+        self.generation += 1
+        self.channels, self.endpoints = channels, endpoints
+        log.info("rolling restart of %d worker(s): %s", len(self.children), diff.summary())
+        failure = self._roll()
+        self._close_retired()
+        self._write_ready()
+        summary = diff.summary() + (f"; failed: {failure}" if failure else "")
+        if failure:
+            log.error("configuration reload incomplete: %s", summary)
+        else:
+            log.info("configuration reloaded: %s", summary)
+        self._event("config_reloaded", summary)
+        return self._status(not failure, summary, [])
+
+    def _load(self):
+        """The channels (same filters as at start), checked with mappings, rules and alerts, and
+        each one's endpoint (``--listen`` overrides win). ConfigError: ``file:line: message``."""
+        from .reload import load_config
+
+        s = self.settings
+        channels, _pipeline = load_config(s)
+        if getattr(s, "alerts_file", None) is not None and Path(s.alerts_file).exists():
+            from .alerts import load_alerts
+
+            load_alerts(s.alerts_file, {c.name for c in channels})
+        return channels, {c.name: s.port_overrides.get(c.name, c.listen) for c in channels}
+
+    def _roll(self) -> str | None:
+        """Replace every child, one at a time: start the new one, wait until it is ready, then
+        stop the old one (SIGTERM: it finishes what is in flight). A fixed web port is held by
+        child 0, so that one goes last and its old process stops first. Returns what failed."""
+        web_fixed = bool(getattr(self.settings, "web_port", None))
+        order = list(range(len(self.children)))
+        if web_fixed:
+            order = order[1:] + order[:1]
+        for i in order:
+            if self.stop_event.is_set():
+                return "stopped before every worker was replaced"
+            old = self.children[i]
+            if old.generation == self.generation and old.proc is not None:
+                continue  # died meanwhile and was restarted with the new sockets already
+            if old.proc is None:
+                old.restart_at = None  # dead: its replacement is started here
+            new = _Child(i)
+            if web_fixed and i == 0:  # the old one must let go of the web port first
+                self.children[i] = new
+                self._stop(old)
+                self._spawn(new)
+                proc = new.proc
+                if not self._wait_ready(new):
+                    if new.proc is proc and proc.poll() is None:  # hung: the normal restart logic retries
+                        self._stop(new)
+                        new.restart_at = time.monotonic() + self.restart_delay
+                    return f"worker {i} did not become ready in {self.ready_timeout:.0f}s"
+                continue
+            self._spawn(new)
+            self._extra.append(new)
+            ready = self._wait_ready(new)
+            self._extra.remove(new)
+            if not ready:
+                self._stop(new)
+                return f"worker {i} did not become ready in {self.ready_timeout:.0f}s (the old one keeps running)"
+            self.children[i] = new
+            self._stop(old)
+        return None
+
+    def _wait_ready(self, child: _Child) -> bool:
+        proc, ready_file = child.proc, child.ready_file
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline and not self.stop_event.is_set():
+            if ready_file.exists():
+                child.ready = True
+                return True
+            if proc.poll() is not None:
+                log.error("new worker %d (pid %d) exited with %s before it was ready",
+                          child.index, proc.pid, proc.returncode)
+                return False
+            self.step()  # the other children are still supervised
+            self.stop_event.wait(0.05)
+        return False
+
+    def _stop(self, child: _Child) -> None:
+        """SIGTERM one child that is no longer in ``children`` and wait for it (SIGKILL after
+        the grace period); the others are supervised meanwhile."""
+        proc = child.proc
+        if proc is None:
+            return
+        self._extra.append(child)
+        try:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+            deadline = time.monotonic() + self.grace
+            while proc.poll() is None:
+                if time.monotonic() > deadline:
+                    log.warning("worker pid %d did not stop in %.0fs: killing it", proc.pid, self.grace)
+                    proc.kill()
+                    proc.wait()
+                    break
+                self.step()
+                try:
+                    proc.wait(0.05)
+                except subprocess.TimeoutExpired:
+                    pass
+            log.info("worker %d (pid %d) stopped", child.index, proc.pid)
+        finally:
+            self._extra.remove(child)
+            child.proc = None
+            if child.ready_file is not None:
+                child.ready_file.unlink(missing_ok=True)
+
+    def _close_retired(self) -> None:
+        """Close the sockets of removed or moved channels once no child that adopted them lives."""
+        live = [c for c in self.children + self._extra if c.proc is not None and c.proc.poll() is None]
+        keep = []
+        for gen, socks in self.retired:
+            if any(c.generation <= gen for c in live):
+                keep.append((gen, socks))
+                continue
+            for sock in socks:
+                sock.close()
+        self.retired = keep
+
+    def _reject(self, problems: list[str]) -> dict:
+        log.error("configuration rejected, still running the previous one (%d problem(s))", len(problems))
+        for p in problems:
+            log.error("  %s", p)
+        self._event("config_rejected", "\n".join(problems))
+        return self._status(False, f"{len(problems)} problem(s)", problems)
+
+    def _status(self, ok: bool, summary: str, problems: list[str]) -> dict:
+        from .reload import STATUS_FILE, write_json
+
+        self.reloads += 1
+        doc = {"pid": os.getpid(), "count": self.reloads, "ok": ok, "summary": summary, "problems": problems}
+        try:
+            write_json(Path(self.settings.var_dir) / STATUS_FILE, doc)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", STATUS_FILE, exc)
+        return doc
+
+    def _event(self, kind: str, detail: str) -> None:
+        from datetime import datetime, timezone
+
+        from . import db as dbmod
+        from . import journal
+
+        try:
+            engine = dbmod.make_engine(self.settings.url, pool_size=1)
+            try:
+                with engine.begin() as conn:
+                    journal.record_event(conn, at=datetime.now(timezone.utc), kind=kind, detail=detail)
+            finally:
+                engine.dispose()
+        except Exception as exc:  # noqa: BLE001 - the reload itself is done; say so in the log
+            log.error("event %s not recorded: %s", kind, exc)
+
     def shutdown(self) -> None:
-        live = [c.proc for c in self.children if c.proc is not None and c.proc.poll() is None]
+        live = [c.proc for c in self.children + self._extra if c.proc is not None and c.proc.poll() is None]
         for p in live:
             p.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + self.grace
@@ -369,6 +590,10 @@ class Supervisor:
         for s in self.sockets.values():
             s.close()
         self.sockets.clear()
+        for _gen, socks in self.retired:
+            for s in socks:
+                s.close()
+        self.retired.clear()
         log.info("all workers stopped")
 
 
@@ -386,11 +611,8 @@ def supervise(settings, processes: int, **kw) -> int:
         log.info("signal %d: stopping all workers", signum)
         sup.stop_event.set()
 
-    def on_hup(signum, _frame):  # config reload: every child reloads (interface.reload)
-        log.info("SIGHUP: asking every worker to reload its configuration")
-        for c in sup.children:
-            if c.proc is not None and c.proc.poll() is None:
-                c.proc.send_signal(signal.SIGHUP)
+    def on_hup(signum, _frame):  # config reload, done by the main loop (Supervisor.reload)
+        sup.reload_event.set()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

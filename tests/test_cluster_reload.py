@@ -1,0 +1,250 @@
+"""`interface run --workers N` reloads added, removed and moved channels: the supervisor binds the
+new sockets, replaces its children one at a time, then closes the sockets nobody listens on.
+
+One real supervisor on 127.0.0.1 port 0 with two children: a channel is added (its port answers
+AA), the first one is removed while a sender keeps sending on the other (its port then refuses;
+every ACKed message is stored), a broken channel file and a port already taken are rejected
+with nothing restarted.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from sqlalchemy import create_engine, select
+
+from interface.client import MLLPClient
+from interface.db import make_engine
+from interface.schema import events, messages
+
+from .conftest import ROOT
+
+PYTHON = sys.executable
+TIMEOUT = 30.0
+
+A08 = ("MSH|^~\\&|REG|HOSP|INTERFACE|HOSP|20260311103000||ADT^A08^ADT_A01|{ctl}|P|2.5.1\r"
+       "EVN|A08|20260311103000\rPID|1||{mrn}^^^HOSP^MR||DOE^JANE||19800101|F\r")
+
+
+def _channel(chdir: Path, name: str, listen: str = "tcp:0:interface=127.0.0.1") -> Path:
+    text = (ROOT / "channels" / "adt.yaml").read_text().replace("name: adt", f"name: {name}")
+    text = "\n".join(f"listen: {listen}" if line.startswith("listen:") else line for line in text.splitlines())
+    path = chdir / f"{name}.yaml"
+    path.write_text(text + "\n")
+    return path
+
+
+def _ready(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _wait(predicate, what: str, log: Path):
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(0.05)  # polling a real subprocess, with a deadline
+    raise AssertionError(f"timed out waiting for {what}; log:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _web_ok(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=TIMEOUT) as r:
+        return r.status == 200
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=5).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def _reload(var: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([PYTHON, "-m", "interface.cli", "reload", "--var", str(var), "--timeout", str(TIMEOUT)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT + 10)
+
+
+def _db(db_url: str):
+    if db_url.startswith("postgresql"):
+        return create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    return make_engine(db_url)
+
+
+class _Sender(threading.Thread):
+    """Sends one A08 after another on a channel, resending on a dropped connection (as MLLP
+    senders do) until each is answered; remembers what was ACKed."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.port, self.acked, self.problems = port, [], []
+        self.halt = threading.Event()
+
+    def run(self):
+        client = MLLPClient("127.0.0.1", self.port, timeout=TIMEOUT)
+        n = 0
+        try:
+            while not self.halt.is_set():
+                ctl = f"RL{n}"
+                deadline = time.monotonic() + TIMEOUT
+                while True:
+                    try:
+                        r = client.send(A08.format(ctl=ctl, mrn=f"R{n % 5}").encode())
+                    except OSError as exc:  # refused while reconnecting: try again
+                        r = None
+                        why = str(exc)
+                    if r is not None and r.code != "--":
+                        break
+                    if time.monotonic() > deadline:
+                        self.problems.append(f"{ctl}: no ACK ({r.text if r else why})")
+                        return
+                    client.close()
+                if r.code != "AA":
+                    self.problems.append(f"{ctl}: {r.code} {r.text}")
+                self.acked.append(ctl)
+                n += 1
+        finally:
+            client.close()
+
+
+def test_workers_reload_adds_removes_and_rejects_channels(tmp_path, db_url):
+    chdir = tmp_path / "channels"
+    chdir.mkdir()
+    _channel(chdir, "first")
+    ready, var, log = tmp_path / "ready.json", tmp_path / "var", tmp_path / "engine.log"
+    out = open(log, "wb")
+    env = dict(os.environ)
+    env.pop("INTERFACE_DB_URL", None)
+    web = _free_port()  # a fixed web port: child 0's old process lets go of it before the new one binds
+    proc = subprocess.Popen([PYTHON, "-m", "interface.cli", "run", "--workers", "2", "--web", f"127.0.0.1:{web}",
+                             "--channels", str(chdir), "--mappings", str(ROOT / "mappings"),
+                             "--db", db_url, "--var", str(var), "--ready-file", str(ready)],
+                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+    sender = None
+    try:
+        doc = _wait(lambda: (d := _ready(ready)) and len(d["workers"]) == 2 and d, "the ready file", log)
+        first_port, gen0 = doc["ports"]["first"], doc["workers"]
+        assert list(doc["ports"]) == ["first"]
+        with MLLPClient("127.0.0.1", first_port, timeout=TIMEOUT) as c:
+            assert c.send(A08.format(ctl="F1", mrn="M1").encode()).code == "AA"
+
+        # a channel is added: new sockets, every child replaced, the old port kept
+        _channel(chdir, "second")
+        r = _reload(var)
+        assert r.returncode == 0 and "reloaded: added: second" in r.stdout, (r, log.read_text())
+        doc = _wait(lambda: (d := _ready(ready)) and "second" in d["ports"] and d, "the new port", log)
+        second_port, gen1 = doc["ports"]["second"], doc["workers"]
+        assert doc["ports"]["first"] == first_port and second_port != first_port
+        assert len(gen1) == 2 and not set(gen1) & set(gen0) and not any(_alive(p) for p in gen0)
+        assert doc["web_port"] == web and _web_ok(web)
+        with MLLPClient("127.0.0.1", second_port, timeout=TIMEOUT) as c:
+            assert c.send(A08.format(ctl="S1", mrn="M2").encode()).code == "AA"
+        with MLLPClient("127.0.0.1", first_port, timeout=TIMEOUT) as c:
+            assert c.send(A08.format(ctl="F2", mrn="M1").encode()).code == "AA"
+
+        # the first channel is removed while a sender keeps sending on the second
+        sender = _Sender(second_port)
+        sender.start()
+        _wait(lambda: len(sender.acked) >= 3, "the sender's first ACKs", log)
+        (chdir / "first.yaml").unlink()
+        r = _reload(var)
+        assert r.returncode == 0 and "reloaded: removed: first" in r.stdout, (r, log.read_text())
+        before = len(sender.acked)
+        _wait(lambda: len(sender.acked) >= before + 3, "ACKs after the reload", log)
+        sender.halt.set()
+        sender.join(TIMEOUT)
+        assert not sender.is_alive() and sender.problems == [], sender.problems
+        doc = _ready(ready)
+        assert doc["ports"] == {"second": second_port} and not set(doc["workers"]) & set(gen1)
+        gen2 = doc["workers"]
+        assert _refused(first_port), "the removed channel's port still accepts connections"
+        eng = _db(db_url)
+        try:
+            with eng.connect() as conn:  # every ACKed message was stored
+                stored = {row.control_id for row in conn.execute(select(messages.c.control_id))}
+            assert set(sender.acked) <= stored, set(sender.acked) - stored
+        finally:
+            eng.dispose()
+
+        # a broken channel file: rejected, nothing restarted, still serving
+        bad = chdir / "third.yaml"
+        bad.write_text("name: third\nlisten: tcp:0:interface=127.0.0.1\naccept: 12\n")
+        r = _reload(var)
+        assert r.returncode == 1 and "rejected" in r.stderr and f"{bad}:" in r.stderr, r
+        bad.unlink()
+
+        # a new endpoint on a port already taken: rejected naming channel and endpoint
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen(1)
+            busy = taken.getsockname()[1]
+            _channel(chdir, "third", f"tcp:{busy}:interface=127.0.0.1")
+            r = _reload(var)
+        assert r.returncode == 1 and f"channel third: cannot listen on tcp:{busy}:interface=127.0.0.1" in r.stderr, r
+        doc = _ready(ready)
+        assert doc["ports"] == {"second": second_port} and doc["workers"] == gen2
+        assert all(_alive(p) for p in gen2)
+        with MLLPClient("127.0.0.1", second_port, timeout=TIMEOUT) as c:
+            assert c.send(A08.format(ctl="S2", mrn="M2").encode()).code == "AA"
+        (chdir / "third.yaml").unlink()
+
+        # the second channel moves to another port: the old one closes once its children are gone
+        moved = _free_port()
+        _channel(chdir, "second", f"tcp:{moved}:interface=127.0.0.1")
+        r = _reload(var)
+        assert r.returncode == 0 and "reloaded: changed: second" in r.stdout, (r, log.read_text())
+        doc = _ready(ready)
+        assert doc["ports"] == {"second": moved} and not set(doc["workers"]) & set(gen2)
+        assert doc["web_port"] == web and _web_ok(web)
+        assert _refused(second_port)
+        with MLLPClient("127.0.0.1", moved, timeout=TIMEOUT) as c:
+            assert c.send(A08.format(ctl="S3", mrn="M2").encode()).code == "AA"
+        gen2 = doc["workers"]
+
+        eng = _db(db_url)
+        try:
+            with eng.connect() as conn:
+                got = {k: [row.detail for row in conn.execute(select(events.c.detail).where(events.c.kind == k)
+                                                              .order_by(events.c.id))]
+                       for k in ("config_reloaded", "config_rejected")}
+        finally:
+            eng.dispose()
+        assert got["config_reloaded"] == ["added: second", "removed: first", "changed: second"]  # once each
+        assert len(got["config_rejected"]) == 2 and "third.yaml:" in got["config_rejected"][0]
+        assert "cannot listen" in got["config_rejected"][1]
+
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT) == 0
+        assert not any(_alive(p) for p in gen2)
+    finally:
+        if sender is not None:
+            sender.halt.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        out.close()
