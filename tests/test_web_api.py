@@ -7,7 +7,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 
 with warnings.catch_warnings():
     # This starlette warns at import that it prefers the httpx2 package; the client works.
