@@ -17,6 +17,21 @@ creates or checks the schema once, restarts a child that dies (with backoff
 when it dies young), and on SIGTERM/SIGINT stops every child (SIGTERM, then SIGKILL after a
 grace period). The web console and the alert checks run in child 0 only.
 
+SIGHUP (``interface reload``) is handled by the supervisor's main loop (:meth:`Supervisor.reload`):
+it re-reads and checks channels (same filters as at start), mappings, rules and alerts; any
+problem rejects the whole reload (``config_rejected``, ``reload-status.json``) and nothing changes.
+If no channel was added or removed and no endpoint changed, every child gets SIGHUP and reloads
+in place (``interface.reload``). Otherwise the supervisor binds the new sockets first (one that
+cannot be bound rejects the reload, the others just bound are closed), then replaces the children
+one at a time: a new child with every current socket, ready (its ready file) within
+``ready_timeout``, then SIGTERM to the old one, which finishes what is in flight as at shutdown.
+The sockets of removed or moved channels are closed once no child that adopted them lives; a
+connection waiting in a kept socket's backlog is taken by a new child. With a fixed web port, child
+0 is replaced last and its old process is stopped before the new one starts (they cannot both
+hold the port; the other children serve meanwhile). A new child that does not get ready is stopped,
+the old one kept and the rolling restart ends there, reported as failed; the next reload replaces
+every child still on the old sockets. A child dying meanwhile is restarted on the new sockets.
+
 On SQLite, ``--workers N`` works but only parallelises parsing and mapping: every write
 transaction takes the single SQLite write lock (``BEGIN IMMEDIATE``, queued by
 ``db.WriteLock``), which also keeps each key in one process at a time. Use PostgreSQL to scale
@@ -480,6 +495,8 @@ class Supervisor:
             self._extra.remove(new)
             if not ready:
                 self._stop(new)
+                if self.stop_event.is_set():
+                    return "stopped before every worker was replaced"
                 return f"worker {i} did not become ready in {self.ready_timeout:.0f}s (the old one keeps running)"
             self.children[i] = new
             self._stop(old)

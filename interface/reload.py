@@ -28,9 +28,15 @@ What a reload does, in the reactor thread (:class:`Reloader`):
 If a changed channel's new endpoint cannot be bound (port in use), the old definition is put
 back on its old endpoint and the channel is reported as ``failed`` in the event.
 
-Under ``interface run --workers N`` the supervisor forwards SIGHUP to every child and each child
-reloads; the listening sockets belong to the supervisor, so a reload that adds or removes a
-channel or changes a ``listen:`` endpoint is rejected there (restart instead).
+Under ``interface run --workers N`` the listening sockets belong to the supervisor
+(:meth:`interface.cluster.Supervisor.reload`). It re-reads and checks the configuration itself
+first (same rejection as in step 1, status file included). When no channel was added or removed
+and no ``listen:`` endpoint changed, it forwards SIGHUP and every child reloads in place as above
+(each child records its event and writes the status). Otherwise it binds the new sockets and
+replaces the children one at a time (a rolling restart); it then writes the status and records
+``config_reloaded`` once. :func:`cluster_problems` remains a child's guard: a child never binds
+or drops a socket itself, so it rejects such a change if the files moved on between the
+supervisor's check and its own.
 """
 from __future__ import annotations
 
@@ -117,17 +123,20 @@ def load_config(settings):
 
 
 def cluster_problems(settings, diff: ChannelDiff, old: dict, new: dict) -> list[str]:
-    """Under ``run --workers N`` the sockets are the supervisor's: no new, removed or moved ones."""
+    """A child of ``run --workers N`` adopts the supervisor's sockets and cannot add, remove or
+    move one itself (the supervisor does that with a rolling restart, see the module docstring);
+    it gets here only if the files changed again after the supervisor checked them."""
     if not settings.inherited_fds:
         return []
+    again = "the files changed during the reload: run `interface reload` again"
     out = []
     for name in diff.added:
-        out.append(f"channel {name} is new: restart `interface run --workers N` to listen for it")
+        out.append(f"channel {name} is new to this worker: {again}")
     for name in diff.removed:
-        out.append(f"channel {name} was removed: restart `interface run --workers N` to stop it")
+        out.append(f"channel {name} was removed under this worker: {again}")
     for name in diff.changed:
         if old[name].listen != new[name].listen or name not in settings.inherited_fds:
-            out.append(f"channel {name}: listen changed: restart `interface run --workers N` to move it")
+            out.append(f"channel {name}: listen changed under this worker: {again}")
     return out
 
 

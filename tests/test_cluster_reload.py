@@ -248,3 +248,36 @@ def test_workers_reload_adds_removes_and_rejects_channels(tmp_path, db_url):
             proc.kill()
             proc.wait(10)
         out.close()
+
+
+def test_a_replacement_that_never_gets_ready_is_stopped_and_the_old_child_kept(tmp_path):
+    """The rolling restart waits a bounded time for each new child; one that never writes its
+    ready file is stopped, the old child keeps serving, and the failure is reported."""
+    from types import SimpleNamespace
+
+    from interface import cluster
+
+    sleeper = [PYTHON, "-c", "import time; time.sleep(60)"]
+    settings = SimpleNamespace(web_port=None, ready_file=None)
+    sup = cluster.Supervisor(settings, 1, ready_timeout=1.0, grace=10.0)
+    old = cluster._Child(0, proc=subprocess.Popen(sleeper), ready=True, ready_file=tmp_path / "old.json")
+    sup.children = [old]
+    sup.generation = 1  # as after the new sockets were bound
+    started = []
+
+    def spawn(child):
+        child.proc = subprocess.Popen(sleeper)
+        child.ready_file, child.generation = tmp_path / "never.json", sup.generation
+        started.append(child)
+
+    sup._spawn = spawn
+    try:
+        failure = sup._roll()
+        assert failure == "worker 0 did not become ready in 1s (the old one keeps running)"
+        assert len(started) == 1 and started[0].proc is None  # stopped (and reaped)
+        assert sup.children == [old] and old.proc.poll() is None and sup._extra == []
+    finally:
+        for c in [old] + started:
+            if c.proc is not None:
+                c.proc.kill()
+                c.proc.wait(10)
