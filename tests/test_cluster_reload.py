@@ -86,8 +86,9 @@ def _refused(port: int) -> bool:
 
 
 def _reload(var: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([PYTHON, "-m", "interface.cli", "reload", "--var", str(var), "--timeout", str(TIMEOUT)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT + 10)
+    # a rolling restart starts two engine processes one after the other: more room on a busy machine
+    return subprocess.run([PYTHON, "-m", "interface.cli", "reload", "--var", str(var), "--timeout", str(2 * TIMEOUT)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=2 * TIMEOUT + 10)
 
 
 def _db(db_url: str):
