@@ -205,7 +205,7 @@ class AdoptedEndpoint:
         return defer.succeed(port)
 
 
-def share_accepts(port, factory, reactor, step: float = 0.001, most: float = 0.02) -> None:
+def share_accepts(port, factory, reactor, step: float = 0.005, most: float = 0.05) -> None:
     """Spread new connections over the children that share a listening socket.
 
     Every child waits on the same socket and the kernel wakes all of them for a new connection,
@@ -213,9 +213,10 @@ def share_accepts(port, factory, reactor, step: float = 0.001, most: float = 0.0
     load): the first child to wake took every connection waiting — in the ADT benchmark all 16
     senders' connections, and the other processes sat idle. Here a child accepts one connection
     per wake-up, and a child that already serves ``k`` connections first steps back for
-    ``k`` ms (at most 20): a child with fewer connections takes it meanwhile, so the
+    ``5k`` ms (at most 50): a child with fewer connections takes it meanwhile, so the
     connections spread evenly without any state shared between the processes, and a sibling
-    that is dead or stuck delays a connection by at most 20 ms. MLLP connections live for
+    that is dead or stuck delays a connection by at most 50 ms. (1 ms steps were too short on a
+    loaded machine: a sibling not scheduled for a few ms let one child take most connections.) MLLP connections live for
     hours, so the spread at connect time is the spread of the work."""
     read = port.doRead
     waited = False
