@@ -56,6 +56,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .reload import ReloadReport
+
 log = logging.getLogger("interface.cluster")
 
 TRACE_PATH = os.environ.get("INTERFACE_CLAIM_TRACE") or None
@@ -256,7 +258,7 @@ class _Child:
 
 
 @dataclass
-class Supervisor:
+class Supervisor(ReloadReport):
     """Runs N engine processes on shared sockets; see the module docstring."""
 
     settings: object  # service.Settings
@@ -274,7 +276,7 @@ class Supervisor:
     endpoints: dict = field(default_factory=dict)  # channel -> endpoint its socket is bound on
     generation: int = 0
     retired: list = field(default_factory=list)  # (generation, [socket]): close once no child <= it lives
-    reloads: int = 0  # reload-status.json's count when the supervisor answers
+    count: int = 0  # reload-status.json's count when the supervisor answers (ReloadReport)
     _spawned: int = 0
     _extra: list = field(default_factory=list)  # children being started or stopped by a reload
 
@@ -558,24 +560,6 @@ class Supervisor:
             for sock in socks:
                 sock.close()
         self.retired = keep
-
-    def _reject(self, problems: list[str]) -> dict:
-        log.error("configuration rejected, still running the previous one (%d problem(s))", len(problems))
-        for p in problems:
-            log.error("  %s", p)
-        self._event("config_rejected", "\n".join(problems))
-        return self._status(False, f"{len(problems)} problem(s)", problems)
-
-    def _status(self, ok: bool, summary: str, problems: list[str]) -> dict:
-        from .reload import STATUS_FILE, write_json
-
-        self.reloads += 1
-        doc = {"pid": os.getpid(), "count": self.reloads, "ok": ok, "summary": summary, "problems": problems}
-        try:
-            write_json(Path(self.settings.var_dir) / STATUS_FILE, doc)
-        except OSError as exc:
-            log.warning("cannot write %s: %s", STATUS_FILE, exc)
-        return doc
 
     def _event(self, kind: str, detail: str) -> None:
         from datetime import datetime, timezone

@@ -142,7 +142,30 @@ def cluster_problems(settings, diff: ChannelDiff, old: dict, new: dict) -> list[
 
 # -- the running engine -----------------------------------------------------------------------
 
-class Reloader:
+class ReloadReport:
+    """How a reload ended, for ``interface reload`` (``<var>/reload-status.json``) and the log:
+    shared by this process's :class:`Reloader` and the ``--workers`` supervisor
+    (:class:`interface.cluster.Supervisor`), whichever answers. Needs ``settings.var_dir``, a
+    ``count`` attribute and ``_event(kind, detail)``."""
+
+    def _reject(self, problems: list[str]) -> dict:
+        log.error("configuration rejected, still running the previous one (%d problem(s))", len(problems))
+        for p in problems:
+            log.error("  %s", p)
+        self._event("config_rejected", "\n".join(problems))
+        return self._status(False, f"{len(problems)} problem(s)", problems)
+
+    def _status(self, ok: bool, summary: str, problems: list[str]) -> dict:
+        self.count += 1
+        doc = {"pid": os.getpid(), "count": self.count, "ok": ok, "summary": summary, "problems": problems}
+        try:
+            write_json(Path(self.settings.var_dir) / STATUS_FILE, doc)
+        except OSError as exc:
+            log.warning("cannot write %s: %s", STATUS_FILE, exc)
+        return doc
+
+
+class Reloader(ReloadReport):
     """Applies a new configuration to the parts built by ``service.make_service``; see the module
     docstring. Call :meth:`reload` in the reactor thread; overlapping calls run one after another."""
 
@@ -178,13 +201,6 @@ class Reloader:
     def _load_failed(self, failure):
         failure.trap(ConfigError)
         return self._reject(list(failure.value.problems))
-
-    def _reject(self, problems: list[str]) -> dict:
-        log.error("configuration rejected, still running the previous one (%d problem(s))", len(problems))
-        for p in problems:
-            log.error("  %s", p)
-        self._event("config_rejected", "\n".join(problems))
-        return self._status(False, f"{len(problems)} problem(s)", problems)
 
     def _unexpected(self, failure):
         log.error("reload failed: %s", failure.getTraceback())
@@ -277,15 +293,6 @@ class Reloader:
 
     def _event(self, kind: str, detail: str) -> None:
         self.parts["record_event"](kind=kind, detail=detail)
-
-    def _status(self, ok: bool, summary: str, problems: list[str]) -> dict:
-        self.count += 1
-        doc = {"pid": os.getpid(), "count": self.count, "ok": ok, "summary": summary, "problems": problems}
-        try:
-            write_json(Path(self.settings.var_dir) / STATUS_FILE, doc)
-        except OSError as exc:
-            log.warning("cannot write %s: %s", STATUS_FILE, exc)
-        return doc
 
 
 def write_json(path: Path, doc: dict) -> None:
