@@ -8,7 +8,6 @@ with nothing restarted.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import socket
@@ -26,6 +25,7 @@ from interface.db import make_engine
 from interface.schema import events, messages
 
 from .conftest import ROOT
+from .test_cluster import _ready, _wait as _wait_until
 
 PYTHON = sys.executable
 TIMEOUT = 30.0
@@ -42,21 +42,12 @@ def _channel(chdir: Path, name: str, listen: str = "tcp:0:interface=127.0.0.1") 
     return path
 
 
-def _ready(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def _wait(predicate, what: str, log: Path):
-    deadline = time.monotonic() + TIMEOUT
-    while time.monotonic() < deadline:
-        v = predicate()
-        if v:
-            return v
-        time.sleep(0.05)  # polling a real subprocess, with a deadline
-    raise AssertionError(f"timed out waiting for {what}; log:\n{log.read_text(errors='replace')[-3000:]}")
+    """tests.test_cluster's wait, with the engine log's tail when it times out."""
+    try:
+        return _wait_until(predicate, TIMEOUT, what)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}; log:\n{log.read_text(errors='replace')[-3000:]}") from None
 
 
 def _alive(pid: int) -> bool:
