@@ -29,6 +29,7 @@ with the acting user's name.
 from __future__ import annotations
 
 import functools
+import json
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -1006,8 +1007,32 @@ def _chart_page(request: Request, mrn: str, reveal: bool, status_code: int = 200
         hist = chart.history(conn, mrn)
         conn.rollback()
     return _render(request, "chart.html", {
-        "c": record, "history": list(reversed(hist))[:300], "history_total": len(hist), "reveal": reveal,
+        "c": record, "history": _history_rows(list(reversed(hist))[:300], reveal),
+        "history_total": len(hist), "reveal": reveal, "masked_fields": HISTORY_MASKED,
         "mask": mask, "error": error, "fmt_hl7": _hl7_time}, status_code=status_code)
+
+
+# Chart history values masked until revealed: these fields, and the tables of identifiers and
+# insurance. An ``initial`` entry (a new row's first values, one JSON object) shows its other
+# values and masks these keys inside it.
+HISTORY_MASKED = ("ssn", "value", "member_id", "identifiers", "insurance")
+
+
+def _history_rows(hist: list[dict], reveal: bool) -> list[dict]:
+    if reveal:
+        return hist
+    out = []
+    for h in hist:
+        if h["action"] == "initial" and h["new"]:
+            try:
+                values = json.loads(h["new"])
+            except ValueError:
+                values = None
+            masked = (json.dumps({k: MASK if k in HISTORY_MASKED and v else v for k, v in values.items()},
+                                 sort_keys=True) if isinstance(values, dict) else MASK)
+            h = {**h, "new": masked}
+        out.append(h)
+    return out
 
 
 @router.get("/patients/{mrn}", response_class=HTMLResponse)

@@ -538,6 +538,28 @@ def test_patient_search_and_chart(admin, seeded):
     assert admin.get("/patients/999999").status_code == 404
 
 
+def test_chart_history_initial_entry_masks_identifying_values_until_revealed(admin, seeded):
+    """A new patient's ``initial`` history entry (its first values, one JSON object) shows on the
+    chart page with the SSN masked inside it; a reveal shows it."""
+    from datetime import datetime, timezone
+
+    from interface import chart
+    from interface.records import ChartUpdate, Identifier, Name, Patient
+
+    upd = ChartUpdate(event="A04", mrn="300300", patient=Patient(
+        identifiers=[Identifier(value="300300", authority="HOSP", type="MR")],
+        name=Name(family="Okafor", given="Ada"), ssn="987-65-4321"))
+    with seeded.db.begin() as conn:
+        chart.apply_updates(conn, [upd], message_id=1, now=datetime.now(timezone.utc))
+    page = admin.get("/patients/300300").text
+    history = page.split('id="history"', 1)[1]
+    assert "initial" in history and "Okafor" in history
+    assert "987-65-4321" not in page
+    revealed = admin.post("/patients/300300/reveal", data={"reason": "RoI request 8",
+                                                           "csrf_token": admin.csrf}).text
+    assert "987-65-4321" in revealed.split('id="history"', 1)[1]
+
+
 def test_document_viewer_text_pdf_html(admin, seeded):
     """Text inline, PDF in an object of the content route, HTML in a sandboxed iframe whose
     content is served with a CSP sandbox; every view audited."""
