@@ -1,6 +1,6 @@
 """Chart tables: patients and what hangs off them (identifiers, names, addresses, phones, next of
 kin, insurance, visits, allergies, diagnoses) plus ``chart_history``, the field-by-field record of
-what each message changed.
+what each message changed (a row a message creates: one ``initial`` entry with its first values).
 
 Every row carries ``message_id`` (the journal row of the message that last changed it) and
 ``updated_at``. Timestamps that come from messages (birth date, admit/discharge times, the sender's
