@@ -312,6 +312,13 @@ def reader_engine(db: Engine) -> tuple[Engine, bool]:
 
 # -- evaluation -------------------------------------------------------------------------------
 
+def _error_kind(exc: Exception) -> str:
+    """``OperationalError (sqlite3.OperationalError)``: what failed, without the message text."""
+    orig = getattr(exc, "orig", None)
+    return f"{type(exc).__name__} ({type(orig).__module__}.{type(orig).__name__})" if orig is not None \
+        else type(exc).__name__
+
+
 def _aware(ts):
     if ts is None:
         return None
@@ -398,7 +405,8 @@ class Evaluator:
             try:
                 self.evaluate()
             except Exception as exc:  # the database away for a moment: next time
-                log.error("alert check failed: %s: %s", type(exc).__name__, str(exc).splitlines()[0][:200])
+                # type names only, as everywhere: a database error's text can quote values
+                log.error("alert check failed: %s", _error_kind(exc))
 
     # -- one check ----------------------------------------------------------------------------
 

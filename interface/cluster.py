@@ -575,7 +575,7 @@ class Supervisor(ReloadReport):
             finally:
                 engine.dispose()
         except Exception as exc:  # noqa: BLE001 - the reload itself is done; say so in the log
-            log.error("event %s not recorded: %s", kind, exc)
+            log.error("event %s not recorded: %s", kind, type(exc).__name__)
 
     def shutdown(self) -> None:
         live = [c.proc for c in self.children + self._extra if c.proc is not None and c.proc.poll() is None]
