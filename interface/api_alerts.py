@@ -64,15 +64,12 @@ def _parse(detail: str | None) -> dict | None:
 @router.get("/api/alerts", response_model=AlertList, responses=ERROR_RESPONSES)
 def list_alerts(request: Request, _user=Depends(require("analyst"))) -> AlertList:
     """The alerts firing now, and the last 100 fired/resolved alert events, newest first."""
-    with request.app.state.engine.connect() as conn:
-        rows = conn.execute(select(events).where(events.c.kind.in_(KINDS))
-                            .order_by(events.c.id.desc()).limit(100)).all()
-        evaluator = getattr(request.app.state.runtime, "alerts", None)
-        if evaluator is None:
-            history = conn.execute(select(events.c.kind, events.c.detail).where(events.c.kind.in_(KINDS))
-                                   .order_by(events.c.id.desc()).limit(HISTORY)).all()[::-1]
+    evaluator = getattr(request.app.state.runtime, "alerts", None)
+    with request.app.state.engine.connect() as conn:  # one read: the last 100, or enough history
+        newest = conn.execute(select(events).where(events.c.kind.in_(KINDS)).order_by(events.c.id.desc())
+                              .limit(100 if evaluator is not None else HISTORY)).all()
     out = []
-    for r in rows:
+    for r in newest[:100]:
         doc = _parse(r.detail)
         out.append(AlertEvent(id=r.id, at=r.at, kind=r.kind, channel=r.channel, detail=doc,
                               rule=(doc or {}).get("rule"), status=(doc or {}).get("status"),
@@ -81,7 +78,7 @@ def list_alerts(request: Request, _user=Depends(require("analyst"))) -> AlertLis
         return AlertList(evaluating=True, rules=[r.name for r in evaluator.cfg.rules],
                          firing=[FiringAlert(**f) for f in evaluator.current()], events=out)
     firing: dict[tuple, dict] = {}
-    for kind, detail in history:
+    for kind, detail in ((r.kind, r.detail) for r in reversed(newest)):
         doc = _parse(detail)
         if not doc or "rule" not in doc:
             continue
