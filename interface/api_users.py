@@ -97,7 +97,8 @@ def user_change(request: Request, fn: Callable, name: str):
         raise HTTPException(status_code=409, detail=f"user {name!r} already exists") from None
 
 
-def _actor(request: Request, user: User) -> dict:
+def actor(request: Request, user: User) -> dict:
+    """Who and when, for :mod:`interface.users`' audit rows (also the ``/users`` page's)."""
     return {"actor": user.name, "now": clock(request)}
 
 
@@ -115,7 +116,7 @@ def add_user(request: Request, body: NewUser, user: User = Depends(ADMIN)) -> Us
     """Create a user (admin). 409 if the name exists; 422 for a bad name or a short password."""
     name = body.name.strip()
     return user_change(request, lambda conn: usermod.add_user(conn, body.name, body.role, body.password,
-                                                              **_actor(request, user)), name)[1]
+                                                              **actor(request, user)), name)[1]
 
 
 @router.post("/api/users/{name}/role", response_model=UserInfo, responses=USER_RESPONSES)
@@ -123,7 +124,7 @@ def set_role(request: Request, body: RoleBody, name: UserName, user: User = Depe
     """Change a user's role (admin); it applies from the user's next request. The last enabled
     admin cannot be demoted (409)."""
     return user_change(request, lambda conn: usermod.set_role(conn, name, body.role, keep_an_admin=True,
-                                                              **_actor(request, user)), name)[1]
+                                                              **actor(request, user)), name)[1]
 
 
 @router.post("/api/users/{name}/disable", response_model=UserInfo, responses=USER_RESPONSES)
@@ -131,13 +132,13 @@ def disable(request: Request, name: UserName, user: User = Depends(ADMIN)) -> Us
     """Disable a user (admin): ends its sessions and revokes its API tokens. The last enabled
     admin cannot be disabled (409)."""
     return user_change(request, lambda conn: usermod.set_disabled(conn, name, True, keep_an_admin=True,
-                                                                  **_actor(request, user)), name)[1]
+                                                                  **actor(request, user)), name)[1]
 
 
 @router.post("/api/users/{name}/enable", response_model=UserInfo, responses=USER_RESPONSES)
 def enable(request: Request, name: UserName, user: User = Depends(ADMIN)) -> UserInfo:
     """Enable a disabled user (admin); its old tokens stay revoked."""
-    return user_change(request, lambda conn: usermod.set_disabled(conn, name, False, **_actor(request, user)),
+    return user_change(request, lambda conn: usermod.set_disabled(conn, name, False, **actor(request, user)),
                        name)[1]
 
 
@@ -145,14 +146,14 @@ def enable(request: Request, name: UserName, user: User = Depends(ADMIN)) -> Use
 def set_password(request: Request, body: PasswordBody, name: UserName, user: User = Depends(ADMIN)) -> UserInfo:
     """Set a new password (admin; at least 10 characters, else 422); ends that user's sessions."""
     return user_change(request, lambda conn: usermod.set_password(conn, name, body.password,
-                                                                  **_actor(request, user)), name)[1]
+                                                                  **actor(request, user)), name)[1]
 
 
 @router.post("/api/users/{name}/token", response_model=NewToken, responses=USER_RESPONSES)
 def new_token(request: Request, response: Response, name: UserName, user: User = Depends(ADMIN)) -> NewToken:
     """A new API token for the user (admin), returned this once (only its hash is stored); use it
     as ``Authorization: Bearer ...``. 409 for a disabled user."""
-    token, _info_after = user_change(request, lambda conn: usermod.new_token(conn, name, **_actor(request, user)),
+    token, _info_after = user_change(request, lambda conn: usermod.new_token(conn, name, **actor(request, user)),
                                      name)
     response.headers["Cache-Control"] = "no-store"
     return NewToken(name=name, token=token)

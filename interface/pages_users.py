@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 
 from . import api_users
 from . import users as usermod
-from .pages import _engine, _now, _render, html_errors
+from .pages import _engine, _render, html_errors
 from .users import User
 
 router = APIRouter(include_in_schema=False)
@@ -47,20 +47,24 @@ def users_page(request: Request, user: User = Depends(ADMIN), done: str | None =
     return _page(request, notice=notice)
 
 
-def _change(request: Request, action: str, name: str, fn, form: dict | None = None):
-    """Run one change through :func:`interface.api_users.user_change`; back to the list with a
-    notice, or the list again with the error and its status."""
+def _run(request: Request, name: str, fn, form: dict | None = None):
+    """Run one change through :func:`interface.api_users.user_change`: ``(what fn returned,
+    None)``, or ``(None, the list again with the error and its status)``."""
     if "\x00" in name:
-        return _page(request, error="a user name cannot contain NUL characters", status_code=422, form=form)
+        return None, _page(request, error="a user name cannot contain NUL characters", status_code=422, form=form)
     try:
-        api_users.user_change(request, fn, name)
+        return api_users.user_change(request, fn, name)[0], None
     except HTTPException as exc:
-        return _page(request, error=str(exc.detail), status_code=exc.status_code, form=form)
-    return RedirectResponse(f"/users?{urlencode({'done': action, 'who': name})}", status_code=303)
+        return None, _page(request, error=str(exc.detail), status_code=exc.status_code, form=form)
 
 
-def _by(request: Request, user: User) -> dict:
-    return {"actor": user.name, "now": _now(request)}
+def _change(request: Request, action: str, name: str, fn, form: dict | None = None):
+    """One change; back to the list with a notice, or the list again with the error."""
+    _, failed = _run(request, name, fn, form)
+    return failed or RedirectResponse(f"/users?{urlencode({'done': action, 'who': name})}", status_code=303)
+
+
+_by = api_users.actor
 
 
 @router.post("/users/add")
@@ -105,11 +109,7 @@ def users_password(request: Request, user: User = Depends(ADMIN), name: str = Fo
 @html_errors
 def users_token(request: Request, user: User = Depends(ADMIN), name: str = Form("")):
     """The new token is in this answer only (no redirect: it must not land in a URL or history)."""
-    if "\x00" in name:
-        return _page(request, error="a user name cannot contain NUL characters", status_code=422)
-    try:
-        token, _info = api_users.user_change(request, lambda conn: usermod.new_token(conn, name, **_by(request, user)),
-                                             name)
-    except HTTPException as exc:
-        return _page(request, error=str(exc.detail), status_code=exc.status_code)
+    token, failed = _run(request, name, lambda conn: usermod.new_token(conn, name, **_by(request, user)))
+    if failed:
+        return failed
     return _page(request, notice=f"API token issued for {name}", token={"name": name, "value": token})
