@@ -94,6 +94,27 @@ class WriteLock:
             self._hand_over()
             raise
 
+    def try_acquire(self, dbapi_conn) -> bool:
+        """:meth:`acquire` if the lock is free in this process and in every other; else False
+        at once, holding nothing (the journal writer then waits for it in a helper thread,
+        gathering frames meanwhile: ``interface.writer``)."""
+        me = _conn_id(dbapi_conn)
+        with self._mutex:
+            if self._holder == me:
+                return True
+            if self._holder is not None or self._waiters:
+                return False
+            self._holder = me
+        try:
+            fcntl.flock(self._fd(me), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            self._hand_over()
+            return False
+        except BaseException:
+            self._hand_over()
+            raise
+
     def _flock(self, fd: int) -> None:
         """The cross-process lock: at once if free; else a helper thread blocks in ``flock``
         (the kernel wakes it the moment the holder unlocks, from any process) while this
@@ -287,6 +308,12 @@ def write_lock(path: str) -> WriteLock:
         return lock
 
 
+def write_lock_of(engine: Engine) -> WriteLock | None:
+    """The write lock :func:`make_engine` put in front of this SQLite file's ``BEGIN``, or
+    None (PostgreSQL, or a private in-memory database: nothing to wait for)."""
+    return getattr(engine, "_interface_write_lock", None)
+
+
 def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
@@ -313,6 +340,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
 
             return engine
         lock = write_lock(path)
+        engine._interface_write_lock = lock
         key = os.path.abspath(path)
         with _LOCKS_MUTEX:
             wal = _SYNCS.setdefault(key, WalSync(key))

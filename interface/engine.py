@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Protocol
 
+from sqlalchemy.engine import Connection
 from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -98,6 +99,15 @@ class _Prepared:
     inline: list | None = None  # apply: inline: the work items' Prepared (parsed and mapped)
 
 
+@dataclass(slots=True)
+class Group:
+    """Frames decided and prepared by :meth:`Engine.prepare_group`, not committed yet."""
+    inbound: list[Inbound]
+    prepared: list[_Prepared]
+    batch_groups: set[int]  # indexes of inbound frames that were batches (one outcome of many)
+    now: datetime
+
+
 def body_hash(raw: bytes) -> str:
     return hashlib.sha256(raw).hexdigest()
 
@@ -118,22 +128,44 @@ class Engine:
 
     def receive_many(self, inbound: list[Inbound]) -> list[Outcome]:
         """Decide, journal and commit a group of frames; one Outcome per frame, in order."""
+        return self.commit_group(self.prepare_group(inbound))
+
+    def prepare_group(self, inbound: list[Inbound], group: "Group | None" = None) -> "Group":
+        """Decide what each frame is, and parse and map what ``apply: inline`` will apply — no
+        database. With ``group``, the frames join it (the journal writer adds frames that
+        arrive while it waits for the write lock: see ``interface.writer``)."""
         now = self.clock()
+        if group is None:
+            group = Group([], [], set(), now)
+        base = len(group.inbound)
         prepared: list[_Prepared] = []
-        batch_groups: set[int] = set()
-        for i, inb in enumerate(inbound):
+        for i, inb in enumerate(inbound, start=base):
             items = self._prepare(inb, i, now)
             if len(items) > 1 or (items and items[0].row.batch_index is not None):
-                batch_groups.add(i)
+                group.batch_groups.add(i)
             prepared.extend(items)
         self._prepare_inline(prepared)
+        group.inbound.extend(inbound)
+        group.prepared.extend(prepared)
+        group.now = now
+        return group
+
+    def commit_group(self, group: "Group", conn: Connection | None = None) -> list[Outcome]:
+        """Journal (and apply) a prepared group in one transaction — on ``conn`` if given (the
+        writer's, already holding the write lock) — and return its outcomes, in order."""
         try:
-            self._commit(prepared, now)
+            self._commit(group.prepared, group.now, conn)
         except SQLAlchemyError as exc:
-            log.error("journal commit failed for %d message(s): %s", len(prepared), type(exc).__name__)
-            for p in prepared:
-                p.outcome = self._failure(p, now)
-        return self._collect(inbound, prepared, batch_groups, now)
+            log.error("journal commit failed for %d message(s): %s", len(group.prepared), type(exc).__name__)
+            return self.fail_group(group)
+        return self._collect(group.inbound, group.prepared, group.batch_groups, group.now)
+
+    def fail_group(self, group: "Group") -> list[Outcome]:
+        """Outcomes for a group that was not committed: every frame gets the "not accepted,
+        please resend" answer (AE / CE, ERR 207), whatever was decided for it."""
+        for p in group.prepared:
+            p.outcome = self._failure(p, group.now)
+        return self._collect(group.inbound, group.prepared, group.batch_groups, group.now)
 
     # -- deciding (pure, before the transaction) ---------------------------------------------
 
@@ -259,43 +291,50 @@ class Engine:
 
     # -- the transaction -------------------------------------------------------------------
 
-    def _commit(self, prepared: list[_Prepared], now: datetime) -> None:
-        with self.db.begin() as conn:
-            accepted = [p for p in prepared if p.row.status == "accepted"]
-            existing = journal.find_existing(conn, [p.row.dedup_key for p in accepted])
-            seen: dict[str, _Prepared] = {}
-            to_insert: list[_Prepared] = []
-            for p in prepared:
-                if p.row.status != "accepted":
-                    to_insert.append(p)
-                    continue
-                key = p.row.dedup_key
-                prior = existing.get(key)
-                earlier = seen.get(key)
-                if prior is not None or earlier is not None:
-                    same = (prior[1] if prior else earlier.row.body_sha256) == p.row.body_sha256
-                    if same:
-                        stored_ack = prior[2] if prior else earlier.row.ack
-                        p.outcome = Outcome("duplicate", stored_ack, _code_of(stored_ack),
-                                            p.header.control_id, p.header.message_type,
-                                            prior[0] if prior else None)
-                        continue
-                    self._quarantine(p, now)
-                    to_insert.append(p)
-                    continue
-                seen[key] = p
+    def _commit(self, prepared: list[_Prepared], now: datetime, conn: Connection | None = None) -> None:
+        if conn is None:
+            with self.db.begin() as conn:
+                self._journal(conn, prepared, now)
+        else:
+            with conn.begin():
+                self._journal(conn, prepared, now)
+
+    def _journal(self, conn: Connection, prepared: list[_Prepared], now: datetime) -> None:
+        accepted = [p for p in prepared if p.row.status == "accepted"]
+        existing = journal.find_existing(conn, [p.row.dedup_key for p in accepted])
+        seen: dict[str, _Prepared] = {}
+        to_insert: list[_Prepared] = []
+        for p in prepared:
+            if p.row.status != "accepted":
                 to_insert.append(p)
-            ids = journal.insert_rows(conn, [p.row for p in to_insert], now)
-            for p, mid in zip(to_insert, ids):
-                p.outcome = Outcome(p.row.status, p.row.ack, p.row.ack_code,
-                                    p.header.control_id if p.header else None,
-                                    p.header.message_type if p.header else None, mid,
-                                    p.row.error_text or "")
-            if self.processor is not None:
-                self._process_now(conn, [p for p in to_insert if p.row.status == "accepted"
-                                         and p.channel.ack.when == "on_process"], now)
-                self._apply_inline(conn, [p for p in to_insert if p.inline is not None
-                                          and p.row.status == "accepted"], now)
+                continue
+            key = p.row.dedup_key
+            prior = existing.get(key)
+            earlier = seen.get(key)
+            if prior is not None or earlier is not None:
+                same = (prior[1] if prior else earlier.row.body_sha256) == p.row.body_sha256
+                if same:
+                    stored_ack = prior[2] if prior else earlier.row.ack
+                    p.outcome = Outcome("duplicate", stored_ack, _code_of(stored_ack),
+                                        p.header.control_id, p.header.message_type,
+                                        prior[0] if prior else None)
+                    continue
+                self._quarantine(p, now)
+                to_insert.append(p)
+                continue
+            seen[key] = p
+            to_insert.append(p)
+        ids = journal.insert_rows(conn, [p.row for p in to_insert], now)
+        for p, mid in zip(to_insert, ids):
+            p.outcome = Outcome(p.row.status, p.row.ack, p.row.ack_code,
+                                p.header.control_id if p.header else None,
+                                p.header.message_type if p.header else None, mid,
+                                p.row.error_text or "")
+        if self.processor is not None:
+            self._process_now(conn, [p for p in to_insert if p.row.status == "accepted"
+                                     and p.channel.ack.when == "on_process"], now)
+            self._apply_inline(conn, [p for p in to_insert if p.inline is not None
+                                      and p.row.status == "accepted"], now)
 
     def _prepare_inline(self, prepared: list[_Prepared]) -> None:
         """``apply: inline`` (with ``ack: on_commit``): parse and map before the transaction, so
