@@ -853,7 +853,7 @@ class Bench:
             "command": "interface bench " + " ".join(a.argv), "scale": a.scale, "quick": a.quick, "database": "postgresql" if a.db else "sqlite",
             "cpus": os.cpu_count(), "load_avg_start": os.getloadavg(), "python": sys.version.split()[0],
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "engine_processes": a.engine_workers,
+            "engine_processes": a.engine_workers or (os.cpu_count() or 1),
             "engine_root": a.engine_root or str(ROOT),
             "adt_mix": a.mix,
         }
@@ -948,6 +948,7 @@ def table(R: dict) -> str:
     lines = []
     c = R["conditions"]
     lines.append(f"interface bench — {c['database']}, {c['cpus']} CPUs, load {c['load_avg_start'][0]:.1f}"
+                 f", {c.get('engine_processes', 1)} engine process(es)"
                  f", ADT mix {c.get('adt_mix', 'churn')}{' (quick)' if c['quick'] else ''}")
     S = R["scenarios"]
     if "receive" in S:
@@ -1034,7 +1035,8 @@ def main(argv: list[str] | None = None) -> int:
                    "(default 10000,100000,1000000; --quick 200,1000)")
     p.add_argument("--patients", help="distinct patients per run in the journal scenario "
                    "(default 100,10000; --quick 5,50)")
-    p.add_argument("--engine-workers", type=int, default=1, help="passed to `interface run --workers`")
+    p.add_argument("--engine-workers", type=int, default=0,
+                   help="passed to `interface run --workers` (default 0: one engine process per core)")
     p.add_argument("--mix", choices=MIXES, default="realistic",
                    help="ADT mix: realistic (admit time, diagnosis and bed kept per visit; default) or churn "
                         "(every message rewrites them: the mix of figures before 2026-11-24)")
