@@ -9,11 +9,11 @@ import functools
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.engine import Connection
 
 from . import fastsql
-from .schema import events, messages, work_items, work_keys
+from .schema import events, messages, work_attempts, work_items, work_keys
 
 
 @dataclass(slots=True)
@@ -47,6 +47,10 @@ class JournalRow:
     # not columns: the work items to create once the row id is known
     work: list["WorkSpec"] = field(default_factory=list)
     item_ids: list[int] = field(default_factory=list)  # set by insert_rows, one per ``work``
+    # journalled as applied in this same transaction (the engine's first-in-line path): the
+    # message ``processed``, its one item ``done`` with its attempt, no ordering keys; undone
+    # by ``demote`` if the applying fails
+    applied: bool = False
 
     def columns(self) -> dict:
         return {k: getattr(self, k) for k in _COLUMNS}
@@ -93,33 +97,64 @@ def _find_existing(n: int) -> fastsql.Statement:
 _INSERT_MESSAGES = fastsql.Statement(insert(messages).returning(messages.c.id), keyed=True)
 _INSERT_ITEMS = fastsql.Statement(insert(work_items).returning(work_items.c.id), keyed=True)
 _INSERT_KEYS = fastsql.Statement(insert(work_keys), keyed=True)
+_INSERT_ATTEMPTS = fastsql.Statement(insert(work_attempts), keyed=True)
 
 
 def insert_rows(conn: Connection, rows: list[JournalRow], now: datetime) -> list[int]:
-    """Insert journal rows and their work items; returns the message ids in order."""
+    """Insert journal rows and their work items; returns the message ids in order. Rows marked
+    ``applied`` go in as processed, their item done (attempt 1 recorded), with no ordering keys
+    held: the caller applies them in this transaction, or calls :func:`demote`."""
     if not rows:
         return []
-    ids = [row.id for row in fastsql.run_many_returning(conn, _INSERT_MESSAGES, [r.columns() for r in rows])]
+    cols = [r.columns() for r in rows]
+    for c, r in zip(cols, rows):
+        if r.applied:
+            c["status"] = "processed"
+    ids = [row.id for row in fastsql.run_many_returning(conn, _INSERT_MESSAGES, cols)]
     items = []
     item_keys = []
     for mid, r in zip(ids, rows):
         for w in r.work:
+            done = r.applied
             items.append(dict(message_id=mid, channel=r.channel, destination=w.destination,
-                              key=w.keys[0] if w.keys else f"none:{mid}", status=w.status, attempts=0, next_attempt_at=now,
+                              key=w.keys[0] if w.keys else f"none:{mid}", status="done" if done else w.status,
+                              attempts=1 if done else 0, next_attempt_at=now,
                               created_at=now, updated_at=now, reason=w.reason,
                               error_location=w.error_location, last_error=w.last_error))
-            item_keys.append(w.keys if w.status == "pending" else ())
+            item_keys.append(w.keys if w.status == "pending" and not done else ())
     if items:
         res = fastsql.run_many_returning(conn, _INSERT_ITEMS, items)
         owners = [r for r in rows for _ in r.work]
         keys = []
+        attempts = []
         for (item_id,), ks, owner in zip(res, item_keys, owners):
             owner.item_ids.append(item_id)
             for k in dict.fromkeys(ks):
                 keys.append({"item_id": item_id, "key": k})
+            if owner.applied:
+                attempts.append({"item_id": item_id, "at": now, "outcome": "done", "error": None})
         if keys:
             fastsql.run_many(conn, _INSERT_KEYS, keys)
+        if attempts:
+            fastsql.run_many(conn, _INSERT_ATTEMPTS, attempts)
     return ids
+
+
+def demote(conn: Connection, pairs: list[tuple[int, JournalRow]]) -> None:
+    """Undo ``applied`` for (message id, row) pairs whose applying failed (and was rolled back):
+    the message accepted, its items pending with no attempt, their ordering keys held — exactly
+    as :func:`insert_rows` writes an ordinary row."""
+    mids = [mid for mid, _ in pairs]
+    items = [i for _, r in pairs for i in r.item_ids]
+    conn.execute(update(messages).where(messages.c.id.in_(mids)).values(status="accepted"))
+    conn.execute(update(work_items).where(work_items.c.id.in_(items)).values(status="pending", attempts=0))
+    conn.execute(delete(work_attempts).where(work_attempts.c.item_id.in_(items)))
+    keys = [{"item_id": i, "key": k} for _, r in pairs for i, w in zip(r.item_ids, r.work)
+            for k in dict.fromkeys(w.keys)]
+    if keys:
+        fastsql.run_many(conn, _INSERT_KEYS, keys)
+    for _, r in pairs:
+        r.applied = False
 
 
 def record_event(conn: Connection, *, at: datetime, kind: str, channel: str | None = None,

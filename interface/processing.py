@@ -272,6 +272,21 @@ class Worker:
             self._apply_chunk(conn, items[i:i + step], prepared, now, pipeline, done=done)
         return done
 
+    def apply_new(self, conn, items: list, prepared: dict[int, Prepared], now: datetime) -> None:
+        """For ``apply: inline``: apply brand-new store items that the engine found first in line
+        and journalled as done in this same transaction (``journal.JournalRow.applied``), with
+        no queue bookkeeping left to write, under the engine's savepoint. Raises on the first
+        failure — a mapping or chart error, a hold, a database error — and the engine rolls the
+        savepoint back, turns the items back into ordinary new ones (``journal.demote``) and
+        hands them to :meth:`apply_inline`, which finds out which one failed and why."""
+        for item in items:
+            prep = prepared[item.id]
+            (prep.pipeline or self.pipeline).apply(conn, item, prep, now)
+        for item in items:
+            prep = prepared[item.id]
+            (prep.pipeline or self.pipeline).finished(conn, item, None, now)  # the application ACK
+        self.processed += len(items)
+
     def _apply_chunk(self, conn, items: list, prepared: dict, now: datetime,
                      pipeline: Pipeline | None = None, done: list | None = None) -> None:
         """Apply claimed items in the caller's transaction.

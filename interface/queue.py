@@ -135,13 +135,64 @@ def _claim_keys(conn: Connection, rows: list) -> list:
                                      .where(work_keys.c.item_id.in_(list(keys)))):
         keys[item_id].add(key)
     if pg:
-        got = dict(conn.execute(text(
-            "SELECT k, pg_try_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k"),
-            {"keys": sorted(set().union(*keys.values()))}).all())
-        rows = [r for r in rows if all(got[k] for k in keys[r.id])]
+        got = lock_keys(conn, set().union(*keys.values()))
+        rows = [r for r in rows if keys[r.id] <= got]
     if cluster.TRACE_PATH:
         cluster.trace_claims(conn, rows, keys)
     return rows
+
+
+@dataclass(frozen=True, slots=True)
+class NewItem:
+    """A work item applied in the transaction that creates it (the journal writer's first-in-line
+    path, ``journal.JournalRow.applied``): the fields of a :func:`runnable` row that applying
+    and the application ACK read."""
+
+    id: int
+    message_id: int
+    channel: str
+    destination: str
+    key: str
+    created_at: datetime
+    status: str = "pending"
+    attempts: int = 0
+
+
+def trace_new(conn: Connection, items: list[NewItem], keys: dict[int, set[str]]) -> None:
+    """Record the claims of first-in-line items as :func:`runnable` records its own (the
+    ``INTERFACE_CLAIM_TRACE`` test hook of ``interface.cluster``; nothing when it is unset)."""
+    from . import cluster
+
+    if cluster.TRACE_PATH:
+        cluster.trace_claims(conn, items, keys)
+
+
+def lock_keys(conn: Connection, keys) -> set[str]:
+    """PostgreSQL: take the transaction-scoped advisory lock of each ordering key that no other
+    transaction holds; returns the keys now held. SQLite: all of them (BEGIN IMMEDIATE already
+    serialises every writer)."""
+    if conn.dialect.name != "postgresql":
+        return set(keys)
+    got = conn.execute(text(
+        "SELECT k, pg_try_advisory_xact_lock(hashtextextended(k, 0)) FROM unnest(CAST(:keys AS text[])) AS k"),
+        {"keys": sorted(keys)}).all()
+    return {k for k, ok in got if ok}
+
+
+def busy_keys(conn: Connection, keys) -> set[str]:
+    """Those of these ordering keys that an unfinished item holds (``work_keys``): a new item
+    with one of them is not first in line."""
+    keys = sorted(set(keys))
+    out: set[str] = set()
+    for chunk in fastsql.chunks(keys):
+        out.update(k for (k,) in fastsql.run(conn, _busy_keys(len(chunk)), fastsql.in_values("b_key", chunk)))
+    return out
+
+
+@functools.lru_cache(maxsize=64)
+def _busy_keys(n: int) -> fastsql.Statement:
+    return fastsql.Statement(select(work_keys.c.key).distinct()
+                             .where(work_keys.c.key.in_(fastsql.in_binds("b_key", n))))
 
 
 # Built once, executed with parameters: rebuilding them with ``.values(literals)`` per item cost

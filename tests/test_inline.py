@@ -7,7 +7,8 @@ from sqlalchemy.exc import OperationalError
 
 from interface import chart
 from interface.engine import Inbound
-from interface.schema import work_attempts, work_items
+from interface.chart_schema import chart_history
+from interface.schema import messages, work_attempts, work_items, work_keys
 
 from .test_destinations import Rig, adt, channel
 
@@ -51,18 +52,55 @@ def test_a_message_behind_an_unfinished_one_stays_queued_in_order(engine):
 
 
 def test_same_patient_twice_in_one_group_commit_keeps_order(engine):
-    """Two messages for one patient in one group (two connections): the first is applied inline,
-    the second waits for the worker — never the other way round."""
+    """Two messages for one patient in one group (two connections): the first is applied first
+    (journalled as applied: it is first in line), then the second, behind it, in the same
+    transaction — never the other way round."""
     rig = Rig(engine, channel())
     outs = rig.engine.receive_many([Inbound(rig.ch, adt("C1", "M1", "A01"), "a"),
-                                    Inbound(rig.ch, adt("C2", "M1", "A08"), "b")])
-    assert [o.status for o in outs] == ["processed", "accepted"]
-    assert rig.status("store") == {"C1": "done", "C2": "pending"}
-    rig.drain()
+                                    Inbound(rig.ch, adt("C2", "M1", "A08", dob="19810101"), "b")])
+    assert [o.status for o in outs] == ["processed", "processed"]
     assert rig.status("store") == {"C1": "done", "C2": "done"}
     with engine.connect() as conn:
         events = [a.outcome for a in conn.execute(select(work_attempts).order_by(work_attempts.c.id))]
+        change = conn.execute(select(chart_history).where(chart_history.c.field == "birth_date")).one()
     assert events == ["done", "done"]
+    assert (change.event, change.old_value, change.new_value) == ("A08", "1980-01-01", "1981-01-01")
+    assert _patient(engine, "M1")["birth_date"] == "1981-01-01"
+
+
+def test_behind_a_failing_first_message_the_second_waits(engine):
+    """The first message of the group for a patient fails (a mapping error): it goes to the
+    error queue keeping the patient's key, and the second, behind it, is not applied."""
+    rig = Rig(engine, channel())
+    outs = rig.engine.receive_many([Inbound(rig.ch, adt("C1", "M1", "A01", dob="1980XX01"), "a"),
+                                    Inbound(rig.ch, adt("C2", "M1", "A08"), "b")])
+    assert [o.status for o in outs] == ["accepted", "accepted"]
+    assert rig.status("store") == {"C1": "error", "C2": "pending"}
+    rig.drain()
+    assert rig.status("store") == {"C1": "error", "C2": "pending"}
+
+
+def test_a_first_in_line_message_that_fails_when_applied_goes_the_ordinary_way(engine):
+    """Mapped fine, first in line, journalled as applied — then the chart refuses it (A13 for a
+    visit that does not exist): the savepoint is rolled back, the group's first-in-line messages
+    are turned back into ordinary new ones, and each takes its own outcome: the good one done,
+    the bad one in the error queue with its key held, one attempt each, nothing doubled."""
+    rig = Rig(engine, channel())
+    bad = adt("C2", "M2", "A13").replace(b"PV1|1|I|W1^101^A^HOSP", b"PV1|1|I|W1^101^A^HOSP" + b"|" * 16 + b"NOSUCHVISIT")
+    outs = rig.engine.receive_many([Inbound(rig.ch, adt("C1", "M1", "A01"), "a"), Inbound(rig.ch, bad, "b")])
+    assert [(o.status, o.ack_code) for o in outs] == [("processed", "AA"), ("accepted", "AA")]
+    assert rig.status("store") == {"C1": "done", "C2": "error"}
+    with engine.connect() as conn:
+        attempts = conn.execute(select(work_items.c.id, work_items.c.attempts, work_items.c.reason)
+                                .order_by(work_items.c.id)).all()
+        outcomes = [(a.item_id, a.outcome) for a in conn.execute(select(work_attempts).order_by(work_attempts.c.id))]
+        keys = [k.key for k in conn.execute(select(work_keys))]
+        statuses = [m.status for m in conn.execute(select(messages.c.status).order_by(messages.c.id))]
+    assert [(a.attempts, a.reason) for a in attempts] == [(1, None), (1, "unknown_visit")]
+    assert sorted(outcomes) == [(attempts[0].id, "done"), (attempts[1].id, "error")]
+    assert keys == ["mrn:M2"]  # the error item blocks its patient, and only it
+    assert statuses == ["processed", "error"]
+    assert _patient(engine, "M1")["name"]["family"] == "DOE"
 
 
 def test_a_database_error_while_applying_leaves_the_message_journalled_and_queued(engine, monkeypatch):
@@ -156,7 +194,8 @@ def test_a_bug_while_applying_inline_never_costs_the_journal_commit(engine, monk
     def boom(*a, **kw):
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr(rig.worker, "apply_inline", boom)
+    monkeypatch.setattr(rig.worker, "apply_new", boom)  # the first-in-line path, then
+    monkeypatch.setattr(rig.worker, "apply_inline", boom)  # the ordinary one
     out = rig.send(adt("C1", "M1", "A01"))
     assert (out.status, out.ack_code) == ("accepted", "AA")
     assert rig.status("store") == {"C1": "pending"}
