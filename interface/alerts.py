@@ -375,6 +375,7 @@ class Evaluator:
         self.channels = channels if channels is not None else []  # a live list (reload swaps its content)
         self.clock = clock
         self.dispatcher = dispatcher or Dispatcher()
+        self._web_url = console_url
         self.console_url = (cfg.console_url or console_url or "").rstrip("/") or None
         self.firing: dict[tuple, Firing] = {}
         self.started_at = clock()
@@ -408,6 +409,23 @@ class Evaluator:
                 # type names only, as everywhere: a database error's text can quote values
                 log.error("alert check failed: %s", _error_kind(exc))
 
+    def reconfigure(self, cfg: AlertConfig, dispatcher: Dispatcher) -> None:
+        """A configuration reload (SIGHUP, ``interface reload``): the new rules, notifiers and
+        interval from the next check on. An alert of a rule kept under the same name and type
+        stays firing (no second notice, and its resolution is still sent); those of rules
+        removed or changed in type are dropped without a notice — the rule that would resolve
+        them is gone."""
+        with self._lock:
+            kept = {(r.name, r.type) for r in cfg.rules}
+            self.firing = {k: f for k, f in self.firing.items() if (f.rule, f.type) in kept}
+            names = {name for name, _ in kept}
+            self._last_check = {k: v for k, v in self._last_check.items() if k in names}
+            self._seen = {k: v for k, v in self._seen.items() if k in names}
+            self.cfg = cfg
+            self.dispatcher = dispatcher
+            self.console_url = (cfg.console_url or self._web_url or "").rstrip("/") or None
+        log.info("alerts reloaded: %d rule(s), checked every %ss", len(cfg.rules), cfg.interval_seconds)
+
     # -- one check ----------------------------------------------------------------------------
 
     def current(self) -> list[dict]:
@@ -424,26 +442,29 @@ class Evaluator:
 
     def evaluate(self) -> list[dict]:
         """Check every rule once; record and send what fired or resolved. Returns the payloads."""
-        self.dispatcher.retry()
+        cfg, dispatcher = self.cfg, self.dispatcher  # one configuration per check (reconfigure)
+        dispatcher.retry()
         now = self.clock()
         findings: dict[str, tuple[dict, set]] = {}
         with self._reader.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn = conn.execution_options(postgresql_readonly=True)
             try:
-                for rule in self.cfg.rules:
+                for rule in cfg.rules:
                     findings[rule.name] = getattr(self, f"_check_{rule.type}")(conn, rule, now)
             finally:
                 conn.rollback()
         out: list[tuple[dict, list[str]]] = []
         with self._lock:
-            for rule in self.cfg.rules:
+            if self.cfg is not cfg:  # reconfigured meanwhile: its rules are checked next time
+                return []
+            for rule in cfg.rules:
                 found, keep = findings[rule.name]
-                out.extend((p, self.cfg.targets(rule)) for p in self._apply(rule, found, keep, now))
+                out.extend((p, cfg.targets(rule)) for p in self._apply(rule, found, keep, now))
         if out:
             self._record([p for p, _ in out], now)
             for p, targets in out:
-                self.dispatcher.deliver(p, targets)
+                dispatcher.deliver(p, targets)
         return [p for p, _ in out]
 
     def _apply(self, rule: Rule, found: dict, keep: set, now: datetime) -> list[dict]:

@@ -60,13 +60,13 @@ def cmd_run(args) -> int:
 
 
 def _alerts_file(args) -> Path | None:
-    """``--alerts FILE`` (must exist), else ``alerts.yaml`` beside the channels directory if any."""
+    """``--alerts FILE`` (must exist), else ``alerts.yaml`` beside the channels directory — read
+    if it is there, at start and at every reload (so a file created later is taken by one)."""
     if args.alerts:
         if not Path(args.alerts).is_file():
             raise ConfigError([f"{args.alerts}:1: no such file (--alerts)"])
         return Path(args.alerts)
-    default = Path(args.channels).parent / "alerts.yaml"
-    return default if default.is_file() else None
+    return Path(args.channels).parent / "alerts.yaml"
 
 
 def _listen_overrides(items: list[str] | None) -> dict[str, str]:

@@ -454,14 +454,10 @@ class Supervisor(ReloadReport):
     def _load(self):
         """The channels (same filters as at start), checked with mappings, rules and alerts, and
         each one's endpoint (``--listen`` overrides win). ConfigError: ``file:line: message``."""
-        from .reload import load_config
+        from .reload import load_all
 
         s = self.settings
-        channels, _pipeline = load_config(s)
-        if getattr(s, "alerts_file", None) is not None and Path(s.alerts_file).exists():
-            from .alerts import load_alerts
-
-            load_alerts(s.alerts_file, {c.name for c in channels})
+        channels, _pipeline, _alerts = load_all(s)
         return channels, {c.name: s.port_overrides.get(c.name, c.listen) for c in channels}
 
     def _roll(self) -> str | None:

@@ -2,7 +2,7 @@
 
 What a reload does, in the reactor thread (:class:`Reloader`):
 
-1. Re-read channels, mappings and rules (in a thread: compiling mappings takes a moment). Any
+1. Re-read channels, mappings, rules and ``alerts.yaml`` (in a thread: compiling mappings takes a moment). Any
    problem (``file:line: message``, as ``interface check`` prints them; never message content)
    rejects the whole reload: the problems are logged, the event ``config_rejected`` is recorded
    and the engine keeps running on the old configuration.
@@ -21,6 +21,10 @@ What a reload does, in the reactor thread (:class:`Reloader`):
    so an item in flight finishes with the old pipeline and the next one uses the new. New
    outbound destinations get their delivery lane; lanes of removed destinations stay until the
    restart (so their backlog drains).
+   The alert checks (``interface.alerts``) take the new ``alerts.yaml`` from their next check
+   (:meth:`~interface.alerts.Evaluator.reconfigure`): an alert of a rule kept under the same
+   name stays firing; a file that appeared starts the checks, one that was removed leaves them
+   with no rules.
 4. The ``--ready-file`` is rewritten with the ports now bound, the event ``config_reloaded`` is
    recorded with the channel names that changed, and ``<var>/reload-status.json`` tells
    ``interface reload`` how it went.
@@ -122,6 +126,25 @@ def load_config(settings):
     return channels, pipeline
 
 
+def load_alerts_config(settings, channels):
+    """``alerts.yaml`` checked against these channels, with its notifiers built: ``(cfg,
+    dispatcher)``, or None when there is no file. ConfigError: ``file:line: message``, or an
+    e-mail notifier's credential variable that is not set."""
+    path = getattr(settings, "alerts_file", None)
+    if path is None or not Path(path).exists():
+        return None
+    from .alerts import build_dispatcher, load_alerts
+
+    cfg = load_alerts(path, {c.name for c in channels})
+    return cfg, build_dispatcher(cfg)
+
+
+def load_all(settings):
+    """:func:`load_config` plus :func:`load_alerts_config`; problems of both in one ConfigError."""
+    channels, pipeline = load_config(settings)
+    return channels, pipeline, load_alerts_config(settings, channels)
+
+
 def cluster_problems(settings, diff: ChannelDiff, old: dict, new: dict) -> list[str]:
     """A child of ``run --workers N`` adopts the supervisor's sockets and cannot add, remove or
     move one itself (the supervisor does that with a rolling restart, see the module docstring);
@@ -185,7 +208,7 @@ class Reloader(ReloadReport):
             return defer.succeed(None)
         self._running = True
         log.info("reloading configuration")
-        d = threads.deferToThread(load_config, self.settings)
+        d = threads.deferToThread(load_all, self.settings)
         d.addCallbacks(self._loaded, self._load_failed)
         d.addErrback(self._unexpected)
         d.addBoth(self._done)
@@ -210,7 +233,7 @@ class Reloader(ReloadReport):
     def _loaded(self, loaded):
         from twisted.internet import defer
 
-        channels, pipeline = loaded
+        channels, pipeline, alerts = loaded
         parts = self.parts
         old = {c.name: c for c in parts["channels"]}
         new = {c.name: c for c in channels}
@@ -221,6 +244,7 @@ class Reloader(ReloadReport):
         for name in diff.removed:  # their queued items finish with their last definition
             pipeline.channels.setdefault(name, old[name])
         self._swap_pipeline(pipeline, channels)
+        self._swap_alerts(alerts)
         top, listeners, runtime = parts["top"], parts["listeners"], parts["runtime"]
         stopping = []
         for name in diff.removed + diff.changed:
@@ -253,6 +277,16 @@ class Reloader(ReloadReport):
         if app is not None:
             app.state.channels = list(channels)
             app.state.document_settings = pipeline.document_settings
+
+    def _swap_alerts(self, alerts) -> None:
+        from .alerts import AlertConfig, Dispatcher
+        from .service import start_alerts
+
+        ev = self.parts["runtime"].alerts
+        if ev is not None:
+            ev.reconfigure(*(alerts or (AlertConfig(interval_seconds=ev.cfg.interval_seconds), Dispatcher())))
+        elif alerts is not None:
+            start_alerts(self.settings, self.parts, *alerts)
 
     def _start(self, diff: ChannelDiff, old: dict, new: dict) -> dict:
         from .service import _write_ready_file

@@ -160,12 +160,10 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
                  channels=channels, pipeline=pipeline, outbound=outbound, listeners=listeners,
                  record_event=record_event, clock=clock, top=top)
     if settings.alerts_file is not None and Path(settings.alerts_file).exists():
-        from .alerts import make_evaluator
+        from .alerts import build_dispatcher, load_alerts
 
-        console = f"http://{settings.web_host}:{settings.web_port}" if settings.web_port else None
-        runtime.alerts = parts["alerts"] = make_evaluator(db, Path(settings.alerts_file), channels=channels,
-                                                          clock=clock, console_url=console)
-        top.addService(_ThreadService("alerts", runtime.alerts.start, runtime.alerts.stop))
+        cfg = load_alerts(Path(settings.alerts_file), {c.name for c in channels})
+        start_alerts(settings, parts, cfg, build_dispatcher(cfg))
     if settings.web_port is not None:
         try:
             from .web import create_app, WebThread
@@ -179,6 +177,18 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
             parts["web"] = web
             parts["app"] = app
     return top, parts
+
+
+def start_alerts(settings: Settings, parts: dict, cfg, dispatcher) -> None:
+    """Run the alert checks (``interface.alerts``) in this process: at start-up, or when a
+    reload finds an ``alerts.yaml`` that was not there before."""
+    from .alerts import Evaluator
+
+    console = f"http://{settings.web_host}:{settings.web_port}" if settings.web_port else None
+    ev = Evaluator(parts["db"], cfg, channels=parts["channels"], clock=parts["clock"], dispatcher=dispatcher,
+                   console_url=console)
+    parts["runtime"].alerts = parts["alerts"] = ev
+    parts["top"].addService(_ThreadService("alerts", ev.start, ev.stop))
 
 
 def make_listener(settings: Settings, reactor, ch: Channel, writer, runtime: Runtime,

@@ -146,6 +146,31 @@ def test_error_items_fire_with_counts_resolve_when_worked_and_are_recorded(engin
     assert_no_patient_data(fired, resolved, alert_events(engine))
 
 
+def test_reconfigure_keeps_what_still_fires_and_takes_the_new_rules(engine, tmp_path, channels, clock):
+    """A reload's new alerts.yaml (Evaluator.reconfigure): an alert of a rule kept under its name
+    and type keeps firing without a second notice and still resolves; a removed rule's alert is
+    dropped; a new rule and the new interval apply from the next check."""
+    names = {c.name for c in channels}
+    ev = evaluator(engine, tmp_path, channels, clock, "rules:\n  - {name: errors, type: error_items}\n"
+                   "  - {name: stuck, type: queue_age, minutes: 30}\n")
+    a = receive(engine, channels, clock, "C1")
+    fail(engine, a, clock.now)
+    receive(engine, channels, clock, "C2")  # stays pending
+    clock.advance(minutes=31)
+    assert sorted(p["rule"] for p in ev.evaluate()) == ["errors", "stuck"]
+    cfg = load_alerts(write(tmp_path, "interval_seconds: 5\nrules:\n  - {name: errors, type: error_items}\n"
+                                      "  - {name: stuck-10, type: queue_age, minutes: 10}\n"), names)
+    ev.reconfigure(cfg, Dispatcher())
+    assert [f["rule"] for f in ev.current()] == ["errors"] and ev.cfg.interval_seconds == 5
+    clock.advance(seconds=30)
+    assert [(p["status"], p["rule"]) for p in ev.evaluate()] == [("firing", "stuck-10")]  # errors: no repeat
+    with engine.begin() as conn:
+        queue.discard_item(conn, a, user="clerk1", reason="test", now=clock.now)
+    clock.advance(seconds=30)
+    assert [(p["status"], p["rule"]) for p in ev.evaluate()] == [("resolved", "errors")]
+    assert sorted(f["rule"] for f in ev.current()) == ["stuck-10"]
+
+
 def test_error_items_cooldown_reports_new_errors_later_together(engine, tmp_path, channels, clock):
     """While an error_items alert fires, new errors are sent again only after cooldown_minutes,
     all together; old errors alone never repeat it."""

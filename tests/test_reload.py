@@ -322,6 +322,39 @@ def test_invalid_edit_is_rejected_and_the_engine_keeps_serving(tmp_path, db_url)
             adt.close()
 
 
+def test_reload_takes_alerts_yaml_added_changed_broken_and_removed(tmp_path, db_url):
+    """alerts.yaml is part of the configuration a reload re-reads: a file that appears starts the
+    alert checks, an edit is taken in place, a broken one rejects the reload (file:line), and a
+    removed one leaves the checks with no rules."""
+    cfg = _config(tmp_path)
+    alerts = cfg / "alerts.yaml"
+
+    def reload(expect_rc: int) -> subprocess.CompletedProcess:
+        r = subprocess.run([str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
+                           capture_output=True, text=True, timeout=TIMEOUT + 10)
+        assert r.returncode == expect_rc, r
+        return r
+
+    def logged(text: str) -> None:
+        _wait(lambda: text in eng.log.read_text(errors="replace"), text, eng.proc, eng.log)
+
+    with Engine(cfg, db_url) as eng:
+        assert "alerts:" not in eng.log.read_text()  # no file, no checks
+        alerts.write_text("rules:\n  - {name: errors, type: error_items}\n")
+        reload(0)
+        logged("alerts: 1 rule(s), checked every 30.0s")
+        alerts.write_text("interval_seconds: 5\nrules:\n  - {name: errors, type: error_items}\n"
+                          "  - {name: stuck, type: queue_age, minutes: 30}\n")
+        reload(0)
+        logged("alerts reloaded: 2 rule(s), checked every 5.0s")
+        alerts.write_text("rules:\n  - {name: errors, type: error_items}\n  - {name: bad, type: nosuch}\n")
+        r = reload(1)
+        assert "rejected" in r.stderr and "alerts.yaml:3:" in r.stderr, r.stderr
+        alerts.unlink()
+        reload(0)
+        logged("alerts reloaded: 0 rule(s)")
+
+
 def test_reload_without_engine_says_so(tmp_path):
     r = subprocess.run([str(BIN), "reload", "--var", str(tmp_path)], capture_output=True, text=True,
                        timeout=TIMEOUT)
