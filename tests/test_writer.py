@@ -47,6 +47,17 @@ def _rig(tmp_path, **kw):
     return db, rig, writer
 
 
+def _started_behind_the_lock(tmp_path, **kw):
+    """A writer started while another connection (``other``) holds the write lock."""
+    db, rig, writer = _rig(tmp_path, **kw)
+    lock = dbmod.write_lock_of(db)
+    other = object()
+    lock.acquire(other)
+    answers = _Answers()
+    writer.start()
+    return db, rig, writer, lock, other, answers
+
+
 def _submit(rig, writer, answers, cid: str, mrn: str) -> None:
     from interface.engine import Inbound
 
@@ -68,12 +79,7 @@ def _journalled(db) -> int:
 def test_frames_arriving_while_the_lock_is_taken_join_the_group(tmp_path):
     """Another connection holds the write lock: the writer prepares its first frame, waits, and
     the frames that arrive meanwhile are prepared into the same group — one commit for all."""
-    db, rig, writer = _rig(tmp_path)
-    lock = dbmod.write_lock_of(db)
-    other = object()
-    lock.acquire(other)
-    answers = _Answers()
-    writer.start()
+    db, rig, writer, lock, other, answers = _started_behind_the_lock(tmp_path)
     try:
         _submit(rig, writer, answers, "C1", "M1")
         _until(lambda: len(lock._waiters) == 1)  # the writer's waiter queued behind `other`
@@ -121,12 +127,7 @@ def test_another_processs_lock_is_waited_for_the_same_way(tmp_path):
 
 
 def test_the_group_stays_within_max_batch_and_the_rest_comes_next(tmp_path):
-    db, rig, writer = _rig(tmp_path, max_batch=2)
-    lock = dbmod.write_lock_of(db)
-    other = object()
-    lock.acquire(other)
-    answers = _Answers()
-    writer.start()
+    db, rig, writer, lock, other, answers = _started_behind_the_lock(tmp_path, max_batch=2)
     try:
         _submit(rig, writer, answers, "C1", "M1")
         _until(lambda: len(lock._waiters) == 1)
@@ -171,12 +172,7 @@ def test_a_lock_never_granted_fails_the_group_and_keeps_nothing(tmp_path):
 
 
 def test_stop_while_waiting_still_answers_every_frame(tmp_path):
-    db, rig, writer = _rig(tmp_path, max_batch=1)
-    lock = dbmod.write_lock_of(db)
-    other = object()
-    lock.acquire(other)
-    answers = _Answers()
-    writer.start()
+    db, rig, writer, lock, other, answers = _started_behind_the_lock(tmp_path, max_batch=1)
     _submit(rig, writer, answers, "C1", "M1")
     _until(lambda: len(lock._waiters) == 1)
     _submit(rig, writer, answers, "C2", "M2")  # over max_batch: set aside for the next group
