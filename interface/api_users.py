@@ -44,6 +44,7 @@ class UserInfo(BaseModel):
     disabled: bool
     created_at: UtcDateTime
     password_changed_at: UtcDateTime
+    last_login_at: UtcDateTime | None = None  # the last console sign-in; None: never
 
 
 class UserList(BaseModel):
@@ -77,7 +78,7 @@ def _info(conn, name: str) -> UserInfo:
     if row is None:
         raise HTTPException(status_code=404, detail=f"no user {name!r}")
     return UserInfo(name=row.name, role=row.role, disabled=row.disabled, created_at=row.created_at,
-                    password_changed_at=row.password_changed_at)
+                    password_changed_at=row.password_changed_at, last_login_at=row.last_login_at)
 
 
 def user_change(request: Request, fn: Callable, name: str):
@@ -104,8 +105,9 @@ def actor(request: Request, user: User) -> dict:
 
 @router.get("/api/users", response_model=UserList, responses=ERROR_RESPONSES)
 def list_users(request: Request, _user: User = Depends(ADMIN)) -> UserList:
-    """Every console user (admin): name, role, disabled, when created and when the password was
-    last set. Never a password hash or a token."""
+    """Every console user (admin): name, role, disabled, when created, when the password was
+    last set and when they last signed in to the console (null: never). Never a password hash
+    or a token."""
     with request.app.state.engine.connect() as conn:
         rows = usermod.list_users(conn)
     return UserList(users=[UserInfo(**{k: r[k] for k in UserInfo.model_fields}) for r in rows])

@@ -44,6 +44,7 @@ users = Table(
     Column("disabled", Boolean, nullable=False, default=False),
     Column("created_at", TS, nullable=False),
     Column("password_changed_at", TS, nullable=False),
+    Column("last_login_at", TS, nullable=True),  # the last console sign-in (None: never)
 )
 
 api_tokens = Table(
@@ -209,9 +210,11 @@ def new_token(conn: Connection, name: str, *, actor: str = "cli", now: datetime 
 
 
 def list_users(conn: Connection) -> list[dict]:
-    """Every user without secrets (no hash): id, name, role, disabled, created_at, password_changed_at."""
+    """Every user without secrets (no hash): id, name, role, disabled, created_at,
+    password_changed_at, last_login_at."""
     rows = conn.execute(select(users.c.id, users.c.name, users.c.role, users.c.disabled,
-                               users.c.created_at, users.c.password_changed_at).order_by(users.c.name)).all()
+                               users.c.created_at, users.c.password_changed_at, users.c.last_login_at)
+                        .order_by(users.c.name)).all()
     return [dict(r._mapping) for r in rows]
 
 
@@ -257,11 +260,13 @@ def user_for_token(conn: Connection, token: str) -> User | None:
 
 
 def create_session(conn: Connection, user: User, now: datetime) -> tuple[str, str]:
-    """A new login session: returns (session id for the cookie, CSRF token)."""
+    """A new login session: returns (session id for the cookie, CSRF token). Records the sign-in
+    time on the user (``last_login_at``: the users list shows accounts nobody uses any more)."""
     sid = secrets.token_urlsafe(32)
     csrf = secrets.token_urlsafe(32)
     conn.execute(insert(sessions).values(id_sha256=_sha(sid), user_id=user.id, csrf_token=csrf,
                                          created_at=now, expires_at=now + SESSION_LIFETIME))
+    conn.execute(update(users).where(users.c.id == user.id).values(last_login_at=now))
     # Expired sessions are swept at each login, so the table stays small.
     conn.execute(sessions.delete().where(sessions.c.expires_at < now))
     return sid, csrf
@@ -286,6 +291,12 @@ def end_session(conn: Connection, sid: str) -> None:
 
 def _read_password() -> str:
     return sys.stdin.readline().rstrip("\r\n")
+
+
+def _utc_text(dt: datetime) -> str:
+    """``2026-11-24 05:30:00 UTC`` (SQLite hands back naive datetimes, which are UTC)."""
+    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def cli_main(argv: list[str], engine: Engine) -> int:
@@ -316,7 +327,8 @@ def cli_main(argv: list[str], engine: Engine) -> int:
             with engine.connect() as conn:
                 rows = list_users(conn)
             for r in rows:
-                print(f"{r['name']}\t{r['role']}\t{'disabled' if r['disabled'] else 'active'}")
+                last = _utc_text(r["last_login_at"]) if r["last_login_at"] else "never"
+                print(f"{r['name']}\t{r['role']}\t{'disabled' if r['disabled'] else 'active'}\tlast sign-in {last}")
             return 0
         if args.action == "add":
             generated = not args.password_stdin

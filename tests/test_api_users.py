@@ -65,8 +65,31 @@ def test_list_users_has_no_secrets(client, admin):
     rows = {u["name"]: u for u in r.json()["users"]}
     assert set(rows) == {"admin1", "clerk1", "analyst1", "auditor1"}
     assert rows["clerk1"]["role"] == "clerk" and rows["clerk1"]["disabled"] is False
-    assert set(rows["clerk1"]) == {"name", "role", "disabled", "created_at", "password_changed_at"}
+    assert set(rows["clerk1"]) == {"name", "role", "disabled", "created_at", "password_changed_at",
+                                   "last_login_at"}
     assert "argon2" not in r.text and "hash" not in r.text
+
+
+def test_the_last_console_sign_in_is_listed(client, engine, admin, clock):
+    """last_login_at: set by a console sign-in (the app's clock), not by API tokens; null for a
+    user who never signed in."""
+    assert all(u["last_login_at"] is None for u in client.get("/api/users", headers=admin).json()["users"])
+    assert login(client, "clerk1").status_code == 303
+    rows = {u["name"]: u for u in client.get("/api/users", headers=admin).json()["users"]}
+    assert rows["clerk1"]["last_login_at"] == clock.now.isoformat().replace("+00:00", "Z")
+    assert rows["admin1"]["last_login_at"] is None  # signs in with a token here
+    assert login(client, "clerk1", password="wrong password!").status_code == 401
+    assert user_row(engine, "clerk1").last_login_at is not None  # a failed attempt changes nothing
+
+
+def test_users_cli_lists_the_last_sign_in(engine, tokens, clock, capsys):
+    clerk = user_row(engine, "clerk1")
+    with engine.begin() as conn:
+        users.create_session(conn, users.User(clerk.id, clerk.name, clerk.role), clock.now)
+    assert users.cli_main(["list"], engine) == 0
+    out = {line.split("\t")[0]: line for line in capsys.readouterr().out.splitlines()}
+    assert out["admin1"].endswith("last sign-in never")
+    assert out["clerk1"].endswith(f"last sign-in {clock.now:%Y-%m-%d %H:%M:%S} UTC")
 
 
 def test_add_user_then_login_and_audit(client, engine, admin):
@@ -196,6 +219,9 @@ def test_users_page_lists_and_is_in_the_admin_nav(browser):
     for name in ("admin1", "clerk1", "analyst1", "auditor1"):
         assert f'data-user="{name}"' in r.text
     assert 'href="/users"' in r.text and "argon2" not in r.text
+    assert "Last sign-in" in r.text
+    row = {m.group(1): m.group(2) for m in re.finditer(r'data-user="([^"]+)">(.*?)</tr>', r.text, re.S)}
+    assert "never" not in row["admin1"] and "never" in row["clerk1"]  # admin1 signed in here
     assert r.text.count('name="csrf_token"') >= 5 and r.headers["cache-control"] == "no-store"
 
 
