@@ -315,6 +315,7 @@ class Supervisor(ReloadReport):
             "db_url": s.db_url, "web_host": s.web_host, "web_port": s.web_port if index == 0 else None,
             "channel_names": list(s.channel_names), "ready_file": str(ready_file),
             "alerts_file": str(s.alerts_file) if index == 0 and getattr(s, "alerts_file", None) else None,
+            "reload_events": index == 0,
             "inherited_fds": {name: [sock.fileno(), sock.family] for name, sock in self.sockets.items()},
             "parent": os.getpid(),
         }
@@ -646,7 +647,8 @@ def child_main(spec: dict) -> int:
                         web_port=spec["web_port"], workers=1, channel_names=spec["channel_names"],
                         create_schema=False, ready_file=Path(spec["ready_file"]),
                         inherited_fds={name: tuple(v) for name, v in spec["inherited_fds"].items()},
-                        alerts_file=Path(spec["alerts_file"]) if spec.get("alerts_file") else None)
+                        alerts_file=Path(spec["alerts_file"]) if spec.get("alerts_file") else None,
+                        reload_events=spec.get("reload_events", True))
     return run(settings)
 
 

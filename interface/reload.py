@@ -36,7 +36,7 @@ Under ``interface run --workers N`` the listening sockets belong to the supervis
 (:meth:`interface.cluster.Supervisor.reload`). It re-reads and checks the configuration itself
 first (same rejection as in step 1, status file included). When no channel was added or removed
 and no ``listen:`` endpoint changed, it forwards SIGHUP and every child reloads in place as above
-(each child records its event and writes the status). Otherwise it binds the new sockets and
+(each child writes the status; child 0 alone records the event, so one reload is one event). Otherwise it binds the new sockets and
 replaces the children one at a time (a rolling restart); it then writes the status and records
 ``config_reloaded`` once. :func:`cluster_problems` remains a child's guard: a child never binds
 or drops a socket itself, so it rejects such a change if the files moved on between the
@@ -326,7 +326,8 @@ class Reloader(ReloadReport):
         return True
 
     def _event(self, kind: str, detail: str) -> None:
-        self.parts["record_event"](kind=kind, detail=detail)
+        if getattr(self.settings, "reload_events", True):
+            self.parts["record_event"](kind=kind, detail=detail)
 
 
 def write_json(path: Path, doc: dict) -> None:

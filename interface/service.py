@@ -46,6 +46,8 @@ class Settings:
     inherited_fds: dict[str, tuple[int, int]] = field(default_factory=dict)  # channel -> (fd, family): run --workers N
     pid_file: Path | None = None  # written by `run` (`interface reload` finds the engine by it)
     alerts_file: Path | None = None  # alerts.yaml (interface.alerts); None or absent: no alerts
+    reload_events: bool = True  # record config_reloaded / config_rejected (under --workers N only
+    # child 0 does, so that a reload every child makes in place is one event, not N)
 
     @property
     def url(self) -> str:
