@@ -42,9 +42,8 @@ from typing import Callable, Literal
 from zoneinfo import ZoneInfo
 
 from pydantic import Field, field_validator
-from sqlalchemy import and_, create_engine, event, func, select
+from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.pool import NullPool
 
 from .config import ConfigError, Strict, load_yaml, validate
 from .notify import Dispatcher, Email, Webhook
@@ -288,26 +287,11 @@ def build_dispatcher(cfg: AlertConfig, environ=None) -> Dispatcher:
 # -- reading the database without the write lock -----------------------------------------------
 
 def reader_engine(db: Engine) -> tuple[Engine, bool]:
-    """An engine for read-only checks, and whether it is private (to dispose of). On SQLite a
-    separate small engine whose transactions begin with a deferred ``BEGIN`` (a WAL snapshot:
-    no write lock, never waits for one) and ``PRAGMA query_only``; on PostgreSQL the engine
-    itself, used with read-only transactions."""
-    if db.dialect.name != "sqlite":
-        return db, False
-    eng = create_engine(db.url, connect_args={"check_same_thread": False, "timeout": 60},
-                        poolclass=NullPool)  # a connection per check (every 30 s): nothing left open
+    """An engine for the read-only checks, and whether it is private (to dispose of): a
+    connection per check (every 30 s), never taking the write lock (``db.read_only_engine``)."""
+    from .db import read_only_engine
 
-    @event.listens_for(eng, "connect")
-    def _pragmas(dbapi_conn, _record):
-        dbapi_conn.isolation_level = None
-        dbapi_conn.execute("PRAGMA query_only=ON")
-        dbapi_conn.execute("PRAGMA busy_timeout=60000")
-
-    @event.listens_for(eng, "begin")
-    def _begin(conn):
-        conn.exec_driver_sql("BEGIN")
-
-    return eng, True
+    return read_only_engine(db, pooled=False)
 
 
 # -- evaluation -------------------------------------------------------------------------------

@@ -65,7 +65,7 @@ def _parse(detail: str | None) -> dict | None:
 def list_alerts(request: Request, _user=Depends(require("analyst"))) -> AlertList:
     """The alerts firing now, and the last 100 fired/resolved alert events, newest first."""
     evaluator = getattr(request.app.state.runtime, "alerts", None)
-    with request.app.state.engine.connect() as conn:  # one read: the last 100, or enough history
+    with request.app.state.reader.connect() as conn:  # one read: the last 100, or enough history
         newest = conn.execute(select(events).where(events.c.kind.in_(KINDS)).order_by(events.c.id.desc())
                               .limit(100 if evaluator is not None else HISTORY)).all()
     out = []

@@ -125,7 +125,7 @@ class Health(BaseModel):
 def health(request: Request):
     """Liveness and database reachability (no login needed)."""
     try:
-        with request.app.state.engine.connect() as conn:
+        with request.app.state.reader.connect() as conn:
             conn.execute(text("SELECT 1"))
     except SQLAlchemyError:
         return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
@@ -177,7 +177,7 @@ def channels(request: Request, _user=Depends(require(*ANY))) -> ChannelList:
     """Each channel: live state and counters (when the engine runs in this process) and its
     queue from the database, in total and per destination."""
     now = clock(request)
-    with request.app.state.engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         stats = queue_stats(conn, now, _cache(request.app))
     runtime = request.app.state.runtime
     configured = {c.name: c for c in (request.app.state.channels or [])}
@@ -233,7 +233,7 @@ def list_events(request: Request, _user=Depends(require(*ANY)),
         q = q.where(events.c.kind == kind)
     if before_id is not None:
         q = q.where(events.c.id < before_id)
-    with request.app.state.engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         rows = conn.execute(q).all()
     more = len(rows) > limit
     rows = rows[:limit]

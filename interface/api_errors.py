@@ -117,7 +117,7 @@ def list_errors(request: Request, _user=Depends(require(*ERRORS)),
     if reveal and not (why or "").strip():
         raise HTTPException(status_code=400, detail="reveal=true needs a reason (why=...)")
     q = _query(channel, reason, _statuses(status), destination, before_id).limit(limit + 1)
-    with request.app.state.engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         rows = conn.execute(q).all()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -132,7 +132,7 @@ def list_errors(request: Request, _user=Depends(require(*ERRORS)),
 def get_error(request: Request, item_id: int = Path(ge=1, le=MAX_ID),
               _user=Depends(require(*ERRORS))) -> ErrorDetail:
     """One work item with its attempt history (the message itself: ``/api/messages/{message_id}``)."""
-    with request.app.state.engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         row = conn.execute(_query(statuses=ITEM_STATUSES).where(work_items.c.id == item_id)).first()
         if row is None:
             raise HTTPException(status_code=404, detail=f"no work item {item_id}")
@@ -276,7 +276,7 @@ def bulk(request: Request, body: BulkBody, user: User = Depends(require(*ERRORS)
         q = (_query(f.channel, f.reason, f.status, f.destination, max_id=f.max_id)
              .with_only_columns(work_items.c.id).order_by(None).order_by(work_items.c.id)
              .limit(BULK_MAX + 1))
-        with request.app.state.engine.connect() as conn:
+        with request.app.state.reader.connect() as conn:
             ids = list(conn.scalars(q))
         truncated = len(ids) > BULK_MAX
         ids = ids[:BULK_MAX]

@@ -106,7 +106,7 @@ def list_messages(request: Request, _user=Depends(require(*MESSAGES)),
         q = q.where(messages.c.received_at < utc_param(until, "until"))
     if before_id is not None:
         q = q.where(messages.c.id < before_id)
-    with request.app.state.engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         rows = conn.execute(q).all()
     more = len(rows) > limit
     rows = rows[:limit]
@@ -255,7 +255,7 @@ def get_message(request: Request, message_id: int = Path(ge=1, le=MAX_ID),
                 _user=Depends(require(*MESSAGES))) -> MessageDetail:
     """Raw text, parsed segments with field names, the ACK sent and the processing history.
     Every view is audited."""
-    with request.app.state.engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         row = conn.execute(select(messages).where(messages.c.id == message_id)).first()
         if row is None:
             raise HTTPException(status_code=404, detail=f"no message {message_id}")

@@ -1,7 +1,8 @@
 """Read API for charts: ``GET /api/patients/{mrn}`` and ``GET /api/patients?family=&given=&birth_date=``.
 
-Uses ``request.app.state.engine``; every request runs in a transaction that is rolled back (and,
-on PostgreSQL, is declared read-only), so a read can never change a chart.
+Uses ``request.app.state.reader`` (``db.read_only_engine``: on SQLite a snapshot that never takes
+the write lock, with ``query_only``); every request runs in a transaction that is rolled back
+(and, on PostgreSQL, is declared read-only), so a read can never change a chart.
 """
 from __future__ import annotations
 
@@ -21,8 +22,7 @@ _BIRTH_DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?\Z")
 
 @contextmanager
 def _reading(request: Request) -> Iterator[Connection]:
-    engine = request.app.state.engine
-    with engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         if conn.dialect.name == "postgresql":
             conn = conn.execution_options(postgresql_readonly=True)
         try:

@@ -108,7 +108,7 @@ def list_users(request: Request, _user: User = Depends(ADMIN)) -> UserList:
     """Every console user (admin): name, role, disabled, when created, when the password was
     last set and when they last signed in to the console (null: never). Never a password hash
     or a token."""
-    with request.app.state.engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         rows = usermod.list_users(conn)
     return UserList(users=[UserInfo(**{k: r[k] for k in UserInfo.model_fields}) for r in rows])
 

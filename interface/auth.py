@@ -95,9 +95,8 @@ def clock(request: Request) -> datetime:
 
 def _identify(request: Request, token: str | None, sid: str | None):
     """(user, csrf token, how) or (None, None, None). Runs in a worker thread (database)."""
-    engine = request.app.state.engine
     now = clock(request)
-    with engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         if token:
             user = usermod.user_for_token(conn, token)
             return (user, None, "token") if user else (None, None, None)
@@ -354,7 +353,7 @@ def audit_log(request: Request, _user: User = Depends(require(*AUDIT)),
         q = q.where(audit.c.at < utc_param(until, "until"))
     if before_id is not None:
         q = q.where(audit.c.id < before_id)
-    with request.app.state.engine.connect() as conn:
+    with request.app.state.reader.connect() as conn:
         rows = conn.execute(q).all()
     more = len(rows) > limit
     rows = rows[:limit]

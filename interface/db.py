@@ -16,6 +16,7 @@ from pathlib import Path
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
+from sqlalchemy.pool import NullPool
 
 log = logging.getLogger("interface.db")
 
@@ -306,6 +307,35 @@ def write_lock(path: str) -> WriteLock:
         if lock is None:
             lock = _LOCKS[key] = WriteLock(key)
         return lock
+
+
+def read_only_engine(engine: Engine, *, pooled: bool = True) -> tuple[Engine, bool]:
+    """An engine for reads that must never wait for (or hold up) a writer, and whether it is a
+    private one (to dispose of). On SQLite: a separate engine on the same file whose transactions
+    begin with a deferred ``BEGIN`` — a WAL snapshot, no write lock — with ``PRAGMA
+    query_only`` (a write through it fails loudly instead of slipping past the write lock);
+    ``pooled``: a small pool (the web console), else a connection per use (the alert checks,
+    every 30 s). On PostgreSQL, where reads never block writers, the engine itself.
+
+    Why: every transaction of :func:`make_engine`'s SQLite engines takes the write lock first
+    (``BEGIN IMMEDIATE``), reads included, so a slow console search would hold up the journal
+    writer — every sender's ACK — for as long as it ran."""
+    if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
+        return engine, False
+    kw = {"pool_size": 5, "max_overflow": 10} if pooled else {"poolclass": NullPool}
+    reader = create_engine(engine.url, connect_args={"check_same_thread": False, "timeout": 60}, **kw)
+
+    @event.listens_for(reader, "connect")
+    def _pragmas(dbapi_conn, _record):
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        dbapi_conn.execute("PRAGMA query_only=ON")
+        dbapi_conn.execute("PRAGMA busy_timeout=60000")
+
+    @event.listens_for(reader, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN")
+
+    return reader, True
 
 
 def write_lock_of(engine: Engine) -> WriteLock | None:

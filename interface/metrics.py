@@ -67,7 +67,7 @@ class InterfaceCollector:
                 yield firing
         up = GaugeMetricFamily("interface_database_up", "1 when the database answered this scrape")
         try:
-            with state.engine.connect() as conn:
+            with state.reader.connect() as conn:
                 stats = queue_stats(conn, now, _cache(self.app))
         except SQLAlchemyError as exc:
             log.warning("metrics: queue not readable: %s", type(exc).__name__)

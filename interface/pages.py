@@ -76,7 +76,13 @@ AUDIT = require(*auth.AUDIT)
 
 
 def _engine(request: Request):
+    """For writes (and the audit rows of reads)."""
     return request.app.state.engine
+
+
+def _reader(request: Request):
+    """For reads: on SQLite a snapshot that never takes the write lock (db.read_only_engine)."""
+    return request.app.state.reader
 
 
 def _now(request: Request) -> datetime:
@@ -513,7 +519,7 @@ def dashboard_data(request: Request) -> dict:
     now = _now(request)
     runtime = getattr(request.app.state, "runtime", None)
     chans = {c.name: c for c in (getattr(request.app.state, "channels", None) or [])}
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         names = _channel_names(request, conn)
         by_status = _message_totals(request, conn)
         queue_rows: dict[str, dict] = {}
@@ -643,7 +649,7 @@ def message_list(request: Request, user: User = Depends(MESSAGES),
     cols = [messages.c.id, messages.c.channel, messages.c.received_at, messages.c.control_id,
             messages.c.message_type, messages.c.patient_id, messages.c.status, messages.c.ack_code,
             messages.c.error_text, messages.c.parent_id, messages.c.sending_application]
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         rows, older, newer = keyset(conn, messages, cols, conds, before, after, PAGE_SIZE)
         names = _channel_names(request, conn)
     if params["mrn"]:
@@ -713,7 +719,7 @@ def _message_page(request: Request, message_id: int, tab: str, reveal: bool, sta
 
     if tab not in ("parsed", "raw", "ack", "history"):
         tab = "parsed"
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         msg = _load_message(conn, message_id)
         history = _message_history(conn, msg)
         conn.rollback()
@@ -782,7 +788,7 @@ def error_list(request: Request, user: User = Depends(ERRORS), status: str = "er
             work_items.c.reason, work_items.c.error_location, work_items.c.last_error, work_items.c.attempts,
             work_items.c.updated_at, work_items.c.created_at, work_items.c.message_id,
             messages.c.message_type, messages.c.control_id, messages.c.patient_id]
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         groups = conn.execute(select(work_items.c.reason, func.count()).where(*base)
                               .group_by(work_items.c.reason).order_by(func.count().desc())).all()
         q_conds = conds + [messages.c.id == work_items.c.message_id]
@@ -806,7 +812,7 @@ def _item_page(request: Request, item_id: int, *, reveal: bool = False, error: s
                status_code: int = 200, edited: str | None = None, notice: str | None = None) -> HTMLResponse:
     from .message import decode
 
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         item = conn.execute(select(work_items).where(work_items.c.id == item_id)).first()
         if item is None:
             raise HTTPException(status_code=404, detail=f"no work item {item_id}")
@@ -842,7 +848,7 @@ def _item_page(request: Request, item_id: int, *, reveal: bool = False, error: s
 @html_errors
 def error_item(request: Request, item_id: int, user: User = Depends(ERRORS), done: str | None = None):
     response = _item_page(request, item_id, notice=NOTICES.get(done or ""))
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         message_id = conn.execute(select(work_items.c.message_id).where(work_items.c.id == item_id)).scalar()
     auth.audit_now(request, action="view", target_type="message", target_id=message_id,
                    detail={"work_item": item_id})
@@ -986,7 +992,7 @@ def patient_search(request: Request, user: User = Depends(CHARTS), family: str |
     if birth_date and not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", birth_date):
         error = "Birth date must be YYYY, YYYY-MM or YYYY-MM-DD."
     elif family or given or birth_date:
-        with _engine(request).connect() as conn:
+        with _reader(request).connect() as conn:
             found = chart.search_patients(conn, family=family, given=given, birth_date=birth_date, limit=100)
         auth.audit_now(request, action="search", target_type="patient",
                        detail={k: v for k, v in (("family", family), ("given", given),
@@ -1000,7 +1006,7 @@ def _chart_page(request: Request, mrn: str, reveal: bool, status_code: int = 200
                 error: str | None = None) -> HTMLResponse:
     from . import chart
 
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         record = chart.get_chart(conn, mrn)
         if record is None:
             raise HTTPException(status_code=404, detail="no patient with this MRN")
@@ -1071,7 +1077,7 @@ def document_view(request: Request, number: str, user: User = Depends(DOCUMENTS)
                   version: int | None = Query(None, ge=1)):
     from . import documents
 
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         entry = documents.get_document(conn, number, now=_now(request))
         if entry is None:
             raise HTTPException(status_code=404, detail="no such document")
@@ -1112,7 +1118,7 @@ def document_content(request: Request, number: str, user: User = Depends(DOCUMEN
     scripts, no same-origin access), and nothing is sniffed into another type."""
     from . import documents
 
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         got = documents.get_content(conn, number, _document_settings(request), version=version)
         conn.rollback()
     if got is None:
@@ -1139,7 +1145,7 @@ def deficiencies(request: Request, user: User = Depends(DOCUMENTS), mrn: str | N
     from .completeness import list_deficiencies
 
     params = {"mrn": _clean(mrn, 128) or "", "type": _clean(type, 64) or "", "author": _clean(author, 128) or ""}
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         rows = list_deficiencies(conn, mrn=params["mrn"] or None, type=params["type"] or None,
                                  author=params["author"] or None, now=_now(request))
     return _render(request, "deficiencies.html", {"rows": rows[:1000], "total": len(rows), "params": params})
@@ -1161,7 +1167,7 @@ def audit_page(request: Request, user: User = Depends(AUDIT), who: str | None = 
         conds.append(audit.c.target_type == params["target_type"])
     if params["target_id"]:
         conds.append(audit.c.target_id == params["target_id"])
-    with _engine(request).connect() as conn:
+    with _reader(request).connect() as conn:
         rows, older, newer = keyset(conn, audit, [audit], conds, before, after, 100)
     return _render(request, "audit.html", {
         "rows": rows, "params": params,

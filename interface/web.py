@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import sqlite3
 import threading
 import time
 from datetime import datetime, timezone
@@ -31,6 +32,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from . import auth
+from .db import read_only_engine
 
 log = logging.getLogger("interface.web")
 
@@ -119,6 +121,11 @@ def create_app(db, *, channels=None, runtime=None, document_settings=None,
     app = FastAPI(title="HL7 interface engine", version="0.1.0", openapi_url="/api/openapi.json",
                   docs_url="/api/docs", redoc_url=None)
     app.state.engine = db
+    # reads (pages, GET /api/..., the token and session check of every request) go through a
+    # read-only engine: on SQLite a WAL snapshot that never takes the write lock (db.read_only_engine)
+    app.state.reader, app.state.reader_private = read_only_engine(db)
+    if app.state.reader_private:  # (the engine's web thread runs without lifespan: its stop() does it)
+        app.router.on_shutdown.append(app.state.reader.dispose)
     app.state.channels = list(channels or [])
     app.state.runtime = runtime
     app.state.document_settings = document_settings
@@ -133,8 +140,10 @@ def create_app(db, *, channels=None, runtime=None, document_settings=None,
                             headers={"WWW-Authenticate": "Bearer"})
 
     @app.exception_handler(OperationalError)
-    async def _db_down(request: Request, exc: OperationalError):
-        log.error("database unavailable: %s", type(exc.orig).__name__ if exc.orig else type(exc).__name__)
+    @app.exception_handler(sqlite3.OperationalError)  # the write lock's own timeout (db.WriteLock),
+    async def _db_down(request: Request, exc: Exception):  # raised before SQLAlchemy wraps anything
+        orig = getattr(exc, "orig", None)
+        log.error("database unavailable: %s", type(orig or exc).__name__)
         return JSONResponse({"detail": "database unavailable"}, status_code=503)
 
     @app.exception_handler(DBAPIError)
@@ -232,6 +241,8 @@ class WebThread:
         sock = getattr(self, "_sock", None)
         if sock is not None:
             sock.close()
+        if getattr(self.app.state, "reader_private", False):
+            self.app.state.reader.dispose()
 
 
 def serve(db_url: str | None, var_dir, host: str, port: int, channels_dir: Path) -> int:

@@ -13,7 +13,8 @@ with warnings.catch_warnings():
     from fastapi.testclient import TestClient
 
 from interface.api_documents import router
-from tests.test_adt_events import NOW, Harness, adt
+from interface.db import read_only_engine
+from tests.test_adt_events import Harness, adt
 
 ROOT = Path(__file__).resolve().parent.parent
 MDM = ROOT / "sample_messages" / "mdm"
@@ -45,6 +46,7 @@ def h(engine):
 def client(h):
     app = FastAPI()
     app.state.engine = h.db
+    app.state.reader, _private = read_only_engine(h.db)  # as web.create_app does
     app.state.document_settings = h.pipeline.document_settings
     app.state.clock = h.clock
     app.include_router(router)

@@ -13,6 +13,7 @@ with warnings.catch_warnings():
 
 from interface.api_patients import router
 from interface.records import Merge, Name, Patient
+from interface.db import read_only_engine
 from tests.test_chart import adt, apply, ids, vis
 
 
@@ -20,9 +21,12 @@ from tests.test_chart import adt, apply, ids, vis
 def client(engine):
     app = FastAPI()
     app.state.engine = engine
+    app.state.reader, private = read_only_engine(engine)  # as web.create_app does
     app.include_router(router)
     with TestClient(app) as c:
         yield c
+    if private:
+        app.state.reader.dispose()
 
 
 @pytest.fixture

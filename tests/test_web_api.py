@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import json
+import time
 import warnings
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
+from sqlalchemy.exc import OperationalError
 
 with warnings.catch_warnings():
     # This starlette warns at import that it prefers the httpx2 package; the client works.
@@ -397,12 +399,13 @@ def test_messages_search_uses_only_index_paths(engine, channels, clock, tokens, 
         statements.append(statement)
 
     receive(engine, channels, clock, [("C1", "10000001")])
-    event.listen(engine, "before_cursor_execute", seen)
+    reader = app.state.reader  # reads go through the read-only engine (the engine itself on PostgreSQL)
+    event.listen(reader, "before_cursor_execute", seen)
     try:
         with TestClient(app) as c:
             assert c.get("/api/messages?type=ADT&limit=10", headers=h(tokens["analyst"])).status_code == 200
     finally:
-        event.remove(engine, "before_cursor_execute", seen)
+        event.remove(reader, "before_cursor_execute", seen)
     msg_queries = [s for s in statements if "FROM messages" in s]
     assert len(msg_queries) == 1
     assert "count(" not in msg_queries[0].lower() and "LIMIT" in msg_queries[0]
@@ -476,3 +479,40 @@ def test_reprocess_queues_a_message_again_to_one_destination(client, engine, cha
                        json={"destination": "store"}).status_code == 404
     assert client.post(f"/api/messages/{mid}/reprocess", headers=h(tokens["auditor"]),
                        json={"destination": "store"}).status_code == 403
+
+
+def test_console_reads_never_wait_for_the_write_lock(tmp_path, channels, clock, fast_hashing):
+    """SQLite: the journal writer (here: another connection) holds the write lock; the console's
+    reads — the token check, a message search, a chart — still answer at once, from a WAL
+    snapshot (db.read_only_engine), instead of queueing behind it, and a slow read would not
+    hold the writer up either. A write (an audit row) still waits for the lock, as it must."""
+    from interface import db as dbmod
+
+    db = dbmod.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
+    dbmod.create_schema(db)
+    token = make_user(db, "analyst1", "analyst")
+    receive(db, channels, clock, [("C1", "10000001")])
+    app = create_app(db, channels=channels, clock=clock)
+    lock = dbmod.write_lock_of(db)
+    lock.timeout = 1.0  # the old way (every read behind the lock) failed after this
+    holder = object()
+    lock.acquire(holder)
+    try:
+        with TestClient(app) as c:
+            t0 = time.monotonic()
+            r = c.get("/api/messages?type=ADT&limit=10", headers=h(token))
+            assert r.status_code == 200 and len(r.json()["messages"]) == 1, r.text
+            assert c.get("/api/channels", headers=h(token)).status_code == 200
+            assert time.monotonic() - t0 < lock.timeout
+            # a search by MRN must write its audit row: that waits for the lock, and fails
+            # closed (no answer without its audit row) when the lock never comes
+            assert c.get("/api/messages?mrn=10000001", headers=h(token)).status_code == 503
+            lock.release(holder)
+            assert c.get("/api/messages?mrn=10000001", headers=h(token)).status_code == 200
+    finally:
+        lock.release(holder)
+    with app.state.reader.connect() as conn:  # and nothing can write through the reader
+        with pytest.raises(OperationalError, match="readonly"):
+            conn.exec_driver_sql("DELETE FROM messages")
+    app.state.reader.dispose()
+    db.dispose()
