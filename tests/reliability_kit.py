@@ -179,10 +179,12 @@ def build_workload(patients: int, per_patient: int, senders: int, seed: int, *, 
 
 
 class EngineProcess:
-    """``interface run --no-web`` on port 0 in a subprocess; restartable; SIGKILLable."""
+    """``interface run --no-web`` on port 0 in a subprocess; restartable; SIGKILLable.
+    ``workers``: ``--workers N`` (a supervisor and N engine processes, killed all at once)."""
 
     def __init__(self, workdir: Path, db_url: str | None = None, *, channels=("adt", "mdm"),
-                 start_timeout: float = 90.0):
+                 start_timeout: float = 90.0, workers: int = 1):
+        self.workers = workers
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.db_url = db_url
@@ -205,6 +207,8 @@ class EngineProcess:
             cmd += ["--listen", f"{ch}=tcp:0:interface=127.0.0.1"]
         if self.db_url:
             cmd += ["--db", self.db_url]
+        if self.workers != 1:
+            cmd += ["--workers", str(self.workers)]
         env = {k: v for k, v in os.environ.items() if k not in ("INTERFACE_FAULT", "INTERFACE_DB_URL")}
         if faults:
             env["INTERFACE_FAULT"] = faults
@@ -212,7 +216,7 @@ class EngineProcess:
         log.write(f"--- start {self.starts + 1} faults={faults!r}\n".encode())
         log.flush()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
         log.close()
         deadline = time.monotonic() + self.start_timeout
         while not ready.exists():  # a real subprocess: poll with a deadline
@@ -232,7 +236,10 @@ class EngineProcess:
         """SIGKILL: no shutdown code runs, exactly like a power cut for the process."""
         self.up.clear()
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
+            if self.workers != 1:  # the supervisor and every engine process at the same instant
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            else:
+                self.proc.send_signal(signal.SIGKILL)
             self.kills += 1
         if self.proc is not None:
             self.proc.wait(30)

@@ -41,9 +41,13 @@ def _figures(name: str, report) -> None:
 
 
 @pytest.mark.slow
-def test_r1_crash_under_load(db_url, checkdb, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2], ids=["one-process", "two-processes"])
+def test_r1_crash_under_load(db_url, checkdb, tmp_path, workers):
     """R1: SIGKILL the engine at random moments under load; senders resend what was not ACKed.
-    0 ACKed messages missing, 0 effects twice, per-patient apply order = send order, drained."""
+    0 ACKed messages missing, 0 effects twice, per-patient apply order = send order, drained.
+    Also with ``--workers 2`` (the throughput setting): two engine processes sharing the
+    database and its write lock, the journal writers gathering while the other holds it,
+    killed together with their supervisor."""
     if SOAK:
         patients, per_patient, n_senders, kills = 300, 16, 8, 25
     else:
@@ -52,7 +56,7 @@ def test_r1_crash_under_load(db_url, checkdb, tmp_path):
     scripts = build_workload(patients, per_patient, n_senders, SEED, tag="K", mdm_share=0.2)
     sent = [m for s in scripts for m in s]
     total = len(sent)
-    engine = EngineProcess(tmp_path / "r1", db_url)
+    engine = EngineProcess(tmp_path / "r1", db_url, workers=workers)
     progress = Progress()
     senders = []
     engine.start()
@@ -76,7 +80,7 @@ def test_r1_crash_under_load(db_url, checkdb, tmp_path):
         stop_senders(senders)
         engine.stop()
     report.figures.update(kills=engine.kills, killed_while_draining=drain_kill, answered_from_journal=engine.log_count("outcome=duplicate"))
-    _figures("R1", report)
+    _figures("R1" if workers == 1 else f"R1 --workers {workers}", report)
     assert report.violations == [], str(report)
     assert engine.kills == kills + drain_kill
     assert report.figures["acked"] == total and report.figures["items_done"] == total
