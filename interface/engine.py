@@ -156,13 +156,14 @@ class Engine:
         try:
             self._commit(group.prepared, group.now, conn)
         except SQLAlchemyError as exc:
-            log.error("journal commit failed for %d message(s): %s", len(group.prepared), type(exc).__name__)
-            return self.fail_group(group)
+            return self.fail_group(group, exc)
         return self._collect(group.inbound, group.prepared, group.batch_groups, group.now)
 
-    def fail_group(self, group: "Group") -> list[Outcome]:
-        """Outcomes for a group that was not committed: every frame gets the "not accepted,
-        please resend" answer (AE / CE, ERR 207), whatever was decided for it."""
+    def fail_group(self, group: "Group", exc: BaseException) -> list[Outcome]:
+        """Outcomes for a group that was not committed (``exc``: why, logged by its type only: a
+        database error's text can quote values): every frame gets the "not accepted, please
+        resend" answer (AE / CE, ERR 207), whatever was decided for it."""
+        log.error("journal commit failed for %d message(s): %s", len(group.prepared), type(exc).__name__)
         for p in group.prepared:
             p.outcome = self._failure(p, group.now)
         return self._collect(group.inbound, group.prepared, group.batch_groups, group.now)

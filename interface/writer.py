@@ -28,6 +28,7 @@ Unset in production; an unknown name fails at start-up.
 """
 from __future__ import annotations
 
+import collections
 import logging
 import os
 import queue
@@ -118,7 +119,8 @@ class GroupCommitWriter:
         self.max_batch = max_batch
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._carry: list = []  # frames taken off the queue while gathering, for the next group
+        self._carry: collections.deque = collections.deque()  # frames taken off the queue while
+        # gathering, for the next group
         self._waiter = _LockWaiter(self._queue.put)
         self.pending = 0  # frames submitted and not yet answered (read on the reactor thread)
         self.batches = 0
@@ -154,7 +156,7 @@ class GroupCommitWriter:
         """The next frame (or _STOP): what gathering set aside first, then the queue; the lock
         waiter's stale wake-ups are skipped. Raises ``queue.Empty`` when not ``block``ing."""
         if self._carry:
-            return self._carry.pop(0)
+            return self._carry.popleft()
         while True:
             item = self._queue.get() if block else self._queue.get_nowait()
             if item is not _WAKE:
@@ -207,9 +209,7 @@ class GroupCommitWriter:
             if not lock.try_acquire(dbapi_conn):
                 stop = self._gather(lock, dbapi_conn, batch, group, stop)
                 if self._waiter.error is not None:
-                    log.error("journal commit failed for %d message(s): %s", len(group.prepared),
-                              type(self._waiter.error).__name__)
-                    return engine.fail_group(group), stop
+                    return engine.fail_group(group, self._waiter.error), stop
             return engine.commit_group(group, conn), stop  # (the checkin releases the lock if
             # the commit never ran)
 
