@@ -46,6 +46,7 @@ from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Engine
 
 from .config import ConfigError, Strict, load_yaml, validate
+from .db import read_only_engine
 from .notify import Dispatcher, Email, Webhook
 
 log = logging.getLogger("interface.alerts")
@@ -284,16 +285,6 @@ def build_dispatcher(cfg: AlertConfig, environ=None) -> Dispatcher:
     return Dispatcher(notifiers)
 
 
-# -- reading the database without the write lock -----------------------------------------------
-
-def reader_engine(db: Engine) -> tuple[Engine, bool]:
-    """An engine for the read-only checks, and whether it is private (to dispose of): a
-    connection per check (every 30 s), never taking the write lock (``db.read_only_engine``)."""
-    from .db import read_only_engine
-
-    return read_only_engine(db, pooled=False)
-
-
 # -- evaluation -------------------------------------------------------------------------------
 
 def _error_kind(exc: Exception) -> str:
@@ -368,7 +359,8 @@ class Evaluator:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._reader, self._private = reader_engine(db)
+        # a connection per check (every 30 s), on a snapshot: never takes or waits for the write lock
+        self._reader, self._private = read_only_engine(db, pooled=False)
 
     # -- the thread ---------------------------------------------------------------------------
 

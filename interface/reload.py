@@ -140,7 +140,9 @@ def load_alerts_config(settings, channels):
 
 
 def load_all(settings):
-    """:func:`load_config` plus :func:`load_alerts_config`; problems of both in one ConfigError."""
+    """:func:`load_config`, then :func:`load_alerts_config` against the channels it loaded (so
+    ``alerts.yaml`` is checked once the channels load: its problems come in a ConfigError of
+    their own)."""
     channels, pipeline = load_config(settings)
     return channels, pipeline, load_alerts_config(settings, channels)
 

@@ -161,11 +161,11 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     parts = dict(db=db, engine=engine, writer=writer, workers=workers, runtime=runtime,
                  channels=channels, pipeline=pipeline, outbound=outbound, listeners=listeners,
                  record_event=record_event, clock=clock, top=top)
-    if settings.alerts_file is not None and Path(settings.alerts_file).exists():
-        from .alerts import build_dispatcher, load_alerts
+    from .reload import load_alerts_config
 
-        cfg = load_alerts(Path(settings.alerts_file), {c.name for c in channels})
-        start_alerts(settings, parts, cfg, build_dispatcher(cfg))
+    alerts = load_alerts_config(settings, channels)  # the same check and notifiers as a reload's
+    if alerts is not None:
+        start_alerts(settings, parts, *alerts)
     if settings.web_port is not None:
         try:
             from .web import create_app, WebThread

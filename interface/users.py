@@ -295,8 +295,7 @@ def _read_password() -> str:
 
 def _utc_text(dt: datetime) -> str:
     """``2026-11-24 05:30:00 UTC`` (SQLite hands back naive datetimes, which are UTC)."""
-    dt = dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-    return dt.strftime("%Y-%m-%d %H:%M:%S UTC")
+    return _aware(dt).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
 def cli_main(argv: list[str], engine: Engine) -> int:
