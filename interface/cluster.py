@@ -291,10 +291,10 @@ class Supervisor(ReloadReport):
         channels = [c for c in load_channels(s.channels_dir) if c.enabled
                     and (not s.channel_names or c.name in s.channel_names)]
         load_pipeline(s, channels)  # mapping errors stop here, not in a restart loop of children
-        if getattr(s, "alerts_file", None) is not None and Path(s.alerts_file).exists():
-            from .alerts import load_alerts
+        from .reload import load_alerts_config
 
-            load_alerts(s.alerts_file, {c.name for c in channels})
+        load_alerts_config(s, channels)  # so do alerts.yaml's, and its notifiers' (an e-mail
+        # notifier's credential variable that is not set), which child 0 would refuse at start
         if s.create_schema:
             engine = dbmod.make_engine(s.url, pool_size=1)
             try:

@@ -18,6 +18,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, select
 
 from interface.client import MLLPClient
@@ -273,3 +274,29 @@ def test_a_replacement_that_never_gets_ready_is_stopped_and_the_old_child_kept(t
             if c.proc is not None:
                 c.proc.kill()
                 c.proc.wait(10)
+
+
+def test_the_supervisor_refuses_to_start_on_alerts_its_first_child_would_refuse(tmp_path, monkeypatch):
+    """An e-mail notifier whose credential variable is not set: ``run --workers N`` stops at once
+    with the problem, as one process does, instead of restarting child 0 (which runs the alert
+    checks and refuses it at its start) again and again."""
+    from interface import cluster
+    from interface.errors import ConfigError
+    from interface.service import Settings
+
+    monkeypatch.delenv("ALERT_TEST_SMTP_USER", raising=False)
+    alerts = tmp_path / "alerts.yaml"
+    alerts.write_text("notifiers:\n  mail:\n    type: email\n    host: 127.0.0.1\n    from: a@example.org\n"
+                      "    to: [b@example.org]\n    username_env: ALERT_TEST_SMTP_USER\n"
+                      "notify: [mail]\nrules:\n  - {name: errors, type: error_items}\n")
+    settings = Settings(channels_dir=ROOT / "channels", mappings_dir=ROOT / "mappings",
+                        rules_file=ROOT / "rules" / "completeness.yaml", var_dir=tmp_path / "var",
+                        create_schema=False, alerts_file=alerts,
+                        port_overrides={"adt": "tcp:0:interface=127.0.0.1", "mdm": "tcp:0:interface=127.0.0.1"})
+    sup = cluster.Supervisor(settings, 2)
+    try:
+        with pytest.raises(ConfigError, match="ALERT_TEST_SMTP_USER is not set"):
+            sup.prepare()
+    finally:
+        for sock in sup.sockets.values():
+            sock.close()
