@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -21,6 +21,19 @@ CORPUS = ROOT / "tests" / "corpus"
 
 TEST_DB_URL = os.environ.get("INTERFACE_TEST_DB_URL", "")
 PG_SESSION_URL = ""  # the per-session PostgreSQL database (set by _pg_engine)
+
+
+class Clock:
+    """An injected clock: ``clock()`` is ``clock.now``, which only ``advance`` moves."""
+
+    def __init__(self, now: datetime):
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float = 0.0, **kw) -> None:
+        self.now += timedelta(seconds=seconds, **kw)
 
 
 def corpus_files(pattern: str = "*.hl7") -> list[Path]:

@@ -12,7 +12,7 @@ import socket
 import socketserver
 import threading
 import warnings
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -24,26 +24,17 @@ with warnings.catch_warnings():
 
 from interface import cli, queue, users
 from interface.alerts import AlertConfig, Evaluator, build_dispatcher, load_alerts, make_evaluator
-from interface.channels import load_channels
 from interface.engine import Engine
 from interface.errors import ConfigError
 from interface.notify import Dispatcher, Webhook
 from interface.schema import events, work_items
 
+from .conftest import Clock
+from .test_web_api import channels, clock  # noqa: F401  (fixtures: the channels, a Clock at T0)
+
 ROOT = Path(__file__).resolve().parent.parent
 T0 = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
 PATIENT = ("ZEBEDEE", "WINIFRED", "MRN778899")  # must never appear in an alert
-
-
-class Clock:
-    def __init__(self, now=T0):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-    def advance(self, **kw):
-        self.now += timedelta(**kw)
 
 
 def adt(control_id: str, mrn: str = PATIENT[2]) -> bytes:
@@ -51,16 +42,6 @@ def adt(control_id: str, mrn: str = PATIENT[2]) -> bytes:
             f"EVN|A08|20261122110000\r"
             f"PID|1||{mrn}^^^HOSP^MR||{PATIENT[0]}^{PATIENT[1]}||19800131|F\r"
             f"PV1|1|I|W1^101^A\r").encode()
-
-
-@pytest.fixture
-def clock():
-    return Clock()
-
-
-@pytest.fixture
-def channels():
-    return load_channels(ROOT / "channels")
 
 
 def receive(engine, channels, clock, control_id, channel="adt") -> int:

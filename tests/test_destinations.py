@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from sqlalchemy import select
@@ -19,6 +19,8 @@ from interface.mapping import load_mappings
 from interface.outbound import AckReply, DownstreamUnavailable, OutboundWorker
 from interface.processing import Pipeline, Worker
 from interface.schema import messages, work_attempts, work_items, work_keys
+
+from .conftest import Clock
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
@@ -54,17 +56,6 @@ def mllp(name="lab", **kw) -> dict:
     return {"name": name, "type": "mllp", "host": "127.0.0.1", "port": 9, **kw}
 
 
-class Clock:
-    def __init__(self, start: datetime = NOW):
-        self.now = start
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 class FakeSender:
     """A downstream double: ``answer(control_id) -> ACK code``, or raises to say unreachable."""
 
@@ -89,7 +80,7 @@ class Rig:
 
     def __init__(self, db, ch: Channel, sender: FakeSender | None = None, *, seed: int = 1):
         self.db, self.ch = db, ch
-        self.clock = Clock()
+        self.clock = Clock(NOW)
         self.pipeline = Pipeline([ch], mappings())
         self.worker = Worker(db, self.pipeline, clock=self.clock, rng=random.Random(seed))
         self.engine = Engine(db, clock=self.clock, processor=self.worker)

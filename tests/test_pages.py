@@ -29,6 +29,8 @@ from interface.service import Runtime, Settings, load_pipeline
 from interface.auth import COOKIE
 from interface.web import create_app
 
+from .conftest import Clock
+
 with warnings.catch_warnings():
     # This starlette warns at import that it prefers the httpx2 package; the client works.
     warnings.simplefilter("ignore")
@@ -196,14 +198,6 @@ def login(client: TestClient, name: str) -> str:
 
 def csrf_of(client: TestClient) -> str:
     return client.get("/api/me").json()["csrf_token"]
-
-
-class Clock:
-    def __init__(self, now: datetime):
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
 
 
 @pytest.fixture

@@ -22,6 +22,8 @@ from interface.engine import Engine
 from interface.schema import audit, messages, work_items, work_keys
 from interface.web import create_app
 
+from .conftest import Clock
+
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)
 PASSWORD = "correct horse battery"
@@ -34,17 +36,9 @@ def adt(control_id: str, mrn: str, trigger: str = "A08", when: str = "2026112211
             f"PV1|1|I|W1^101^A\r").encode()
 
 
-class Clock:
-    def __init__(self, now=NOW):
-        self.now = now
-
-    def __call__(self):
-        return self.now
-
-
 @pytest.fixture
 def clock():
-    return Clock()
+    return Clock(NOW)
 
 
 @pytest.fixture
