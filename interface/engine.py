@@ -87,6 +87,8 @@ class Processor(Protocol):
 
     def apply_inline(self, conn, prepared: dict[int, Any], now: datetime) -> list[int]: ...
 
+    def apply_new(self, conn, items: list, prepared: dict[int, Any], now: datetime) -> None: ...
+
 
 @dataclass(slots=True)
 class _Prepared:
