@@ -1,17 +1,22 @@
 """Read API for the document index (PRODUCT.md contract):
 
-* ``GET /api/documents?mrn=&type=&status=&limit=&offset=`` – index entries, newest first, paged;
-* ``GET /api/documents/{document_number}`` – one entry with ``versions`` (its history) and
-  ``deficiencies``;
-* ``GET /api/documents/{document_number}/content?version=&part=`` – the bytes with their media
-  type; for content sent as an RP reference pointer, JSON naming the reference(s);
+* ``GET /api/documents?mrn=&type=&status=&namespace=&limit=&offset=`` – index entries, newest
+  first, paged;
+* ``GET /api/documents/{document_number}?namespace=`` – one entry with ``versions`` (its history),
+  ``deficiencies``, its EI (``namespace``, ``universal_id``...) and links (``replaces``,
+  ``replaced_by``, ``parent_document_number``);
+* ``GET /api/documents/{document_number}/content?namespace=&version=&part=&raw=`` – the bytes with
+  their media type; for content sent as an RP reference pointer, JSON naming the reference(s);
+  ``raw=true`` the formatted text as sent (FT escapes kept) instead of its plain-text rendering;
+  a cancelled document (T11) without ``version`` answers 410 with JSON naming its versions;
 * ``GET /api/deficiencies?mrn=&type=&author=&limit=&offset=`` – the completeness worklist.
 
 Uses ``app.state.engine``, ``app.state.document_settings`` (the content store; the database store
 when absent) and, if set, ``app.state.clock`` (a callable returning an aware datetime) for
 "overdue". Every request runs in a transaction that is rolled back (read-only on PostgreSQL).
-A merged-away MRN in ``mrn=`` is followed to the surviving patient. Authentication is added by
-whoever includes the router.
+A merged-away MRN in ``mrn=`` is followed to the surviving patient. A document number held in
+several namespaces (TXA-12.2, or the universal ID TXA-12.3) needs ``?namespace=``: without it the
+answer is 409 listing them. Authentication is added by whoever includes the router.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from sqlalchemy.engine import Connection
 
 from . import completeness, documents
 from .api_patients import _reading
+from .document_ids import AmbiguousDocument
 
 router = APIRouter()
 
@@ -59,9 +65,27 @@ def _blank(value: str | None) -> str | None:
     return (value or "").strip() or None
 
 
+def _ambiguous(exc: AmbiguousDocument) -> JSONResponse:
+    return JSONResponse(status_code=409, content={
+        "detail": f"document number {exc.number} is held in several namespaces: add ?namespace=",
+        "document_number": exc.number, "namespaces": exc.authorities})
+
+
+def _entry(conn: Connection, number: str, namespace: str | None, now: datetime | None = None):
+    """The entry, or the 404/409 response to give instead."""
+    try:
+        entry = documents.get_document(conn, number, now=now, namespace=_blank(namespace))
+    except AmbiguousDocument as exc:
+        return _ambiguous(exc)
+    if entry is None:
+        return JSONResponse(status_code=404, content={"detail": "no document with this number"})
+    return entry
+
+
 @router.get("/api/documents")
 def list_documents(request: Request, mrn: str | None = None, type: str | None = None,
-                   status: str | None = None, limit: int = Query(50, ge=1, le=500),
+                   status: str | None = None, namespace: str | None = None,
+                   limit: int = Query(50, ge=1, le=500),
                    offset: int = Query(0, ge=0, le=MAX_OFFSET)) -> dict:
     """Index entries, newest first. ``type`` is TXA-2; ``status`` matches the completion status
     (TXA-17, e.g. AU) or the availability (TXA-19, e.g. CA for cancelled); codes are
@@ -69,19 +93,19 @@ def list_documents(request: Request, mrn: str | None = None, type: str | None = 
     now = _now(request)
     with _reading(request) as conn:
         found = documents.list_documents(conn, mrn=_patient(conn, mrn), type=_blank(type),
-                                         status=_blank(status), limit=limit, offset=offset, now=now)
+                                         status=_blank(status), limit=limit, offset=offset, now=now,
+                                         namespace=_blank(namespace))
     return {"documents": found, "limit": limit, "offset": offset}
 
 
 @router.get("/api/documents/{document_number}")
-def get_document(document_number: str, request: Request) -> dict:
-    """One entry with its version history (oldest first) and its deficiencies. 404 if unknown."""
+def get_document(document_number: str, request: Request, namespace: str | None = None) -> dict:
+    """One entry with its version history (oldest first), its deficiencies, its namespace and its
+    links (``replaces``/``replaced_by``, ``cancelled``/``obsolete``). 404 if unknown; 409 when the
+    number is held in several namespaces and ``namespace`` is not given."""
     now = _now(request)
     with _reading(request) as conn:
-        entry = documents.get_document(conn, document_number, now=now)
-    if entry is None:
-        raise HTTPException(status_code=404, detail="no document with this number")
-    return entry
+        return _entry(conn, document_number, namespace, now)
 
 
 def _references(entry: dict, version: int | None) -> list[str]:
@@ -96,24 +120,40 @@ def _references(entry: dict, version: int | None) -> list[str]:
 
 @router.get("/api/documents/{document_number}/content", response_class=Response,
             responses=_CONTENT_RESPONSES)
-def get_document_content(document_number: str, request: Request,
+def get_document_content(document_number: str, request: Request, namespace: str | None = None,
                          version: int | None = Query(None, ge=1, le=MAX_NUMBER),
-                         part: int | None = Query(None, ge=1, le=MAX_NUMBER)) -> Response:
+                         part: int | None = Query(None, ge=1, le=MAX_NUMBER),
+                         raw: bool = False) -> Response:
     """The content of the current version (or ``version``), primary part (or ``part``, 1-based),
-    as stored, with its media type. Content that is only a reference (RP) answers JSON
-    ``{document_number, version, kind: "reference", references: [...]}``. 404 when the document,
-    version or part is unknown or holds no content."""
+    as stored, with its media type; formatted text (FT) is served rendered as plain text, or as
+    sent with ``raw=true``. Content that is only a reference (RP) answers JSON
+    ``{document_number, version, kind: "reference", references: [...]}``. A cancelled document
+    (T11) without ``version`` answers 410 ``{detail, document_number, status: "cancelled",
+    versions: [...]}``: its content is no longer current, each version stays readable with
+    ``version=``. 404 when the document, version or part is unknown or holds no content; 409 as
+    for the entry."""
     settings = _settings(request)
     with _reading(request) as conn:
-        entry = documents.get_document(conn, document_number)
-        if entry is None:
-            raise HTTPException(status_code=404, detail="no document with this number")
-        got = documents.get_content(conn, document_number, settings, version=version, part=part)
+        entry = _entry(conn, document_number, namespace)
+        if isinstance(entry, Response):
+            return entry
+        if entry["cancelled"] and version is None:
+            return JSONResponse(status_code=410, content={
+                "detail": "this document was cancelled (T11): its content is not current; "
+                          "ask for a version with ?version=",
+                "document_number": document_number, "namespace": entry["namespace"],
+                "status": "cancelled",
+                "versions": sorted({v["version"] for v in entry["versions"] if v["content_sha256"]
+                                    or v["content_reference"]})})
+        got = documents.get_content(conn, document_number, settings, version=version, part=part,
+                                    namespace=entry["namespace"] or entry["universal_id"], raw=raw)
     if got is not None:
         data, media_type = got
         # Content comes from outside senders: never let a browser run it in our origin.
         headers = {"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox",
                    "Cache-Control": "private, no-store"}
+        if entry["cancelled"]:
+            headers["X-Document-Status"] = "cancelled"
         return Response(content=data, media_type=media_type, headers=headers)
     if part is None:
         refs = _references(entry, version)

@@ -236,13 +236,18 @@ def visible(findings: list[dict], now: datetime) -> list[dict]:
 # the worklist table
 
 
-def replace_findings(conn: Connection, entry: dict, findings: list[dict], now: datetime) -> None:
-    """Rewrite the worklist rows of one document (in the caller's transaction)."""
+def replace_findings(conn: Connection, entry: dict, findings: list[dict], now: datetime, *,
+                     document_id: int | None = None) -> None:
+    """Rewrite the worklist rows of one document (in the caller's transaction). ``document_id``
+    (the ``documents`` row) tells apart documents sharing a number in different namespaces."""
     from .document_schema import document_deficiencies as t
 
-    conn.execute(delete(t).where(t.c.document_number == entry["document_number"]))
+    if document_id is not None:
+        conn.execute(delete(t).where(t.c.document_id == document_id))
+    else:
+        conn.execute(delete(t).where(t.c.document_number == entry["document_number"]))
     author = entry.get("author") or {}
-    rows = [{"document_number": entry["document_number"], "mrn": entry["mrn"],
+    rows = [{"document_id": document_id, "document_number": entry["document_number"], "mrn": entry["mrn"],
              "visit_number": entry.get("visit_number"), "type": entry.get("type"),
              "author_id": author.get("id"), "author_family": author.get("family"),
              "rule": f["rule"], "message": f["message"], "due_at": _utc_naive(parse_time(f.get("due_at"))),
@@ -273,7 +278,7 @@ def list_deficiencies(conn: Connection, mrn: str | None = None, type: str | None
 
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
     q = (select(t, d.c.status, d.c.author, d.c.activity_at, d.c.origination_at)
-         .join(d, d.c.document_number == t.c.document_number)
+         .join(d, d.c.id == t.c.document_id)
          .where(or_(t.c.due_at.is_(None), t.c.due_at <= now)))
     if mrn:
         q = q.where(t.c.mrn == mrn)

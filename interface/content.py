@@ -3,9 +3,10 @@
 :func:`extract_content` is pure (message in, :class:`records.DocumentContent` parts out):
 
 * TX / FT / ST / CF lines (and their OBX-5 repetitions) are joined with newlines into one text
-  part, in message order; formatting escapes (``\\.br\\``, ``\\.sp\\``...) become line breaks and
-  delimiter escapes are resolved (``message.unescape``). CF contributes its formatted text (CF-2,
-  or CF-1 when CF-2 is empty).
+  part, in message order. FT (and CF's formatted text: CF-2, or CF-1 when CF-2 is empty) is
+  rendered by ``formatted_text`` (v2.5.1 2.7.6: line breaks, spacing, indents, centring, fill);
+  TX/ST have their escapes resolved (``message.unescape``). The text as sent (escapes kept) is
+  the part's ``raw_text`` when it differs.
 * ED (source application ^ type of data ^ data subtype ^ encoding ^ data) becomes one binary part:
   Base64 (whitespace and line-break escapes ignored, missing ``=`` padding tolerated), Hex, or
   A/none (the text itself, UTF-8). The media type comes from the subtype (``PDF`` ->
@@ -38,6 +39,7 @@ from sqlalchemy.engine import Connection
 
 from . import errors
 from .errors import DataError, Location, PermanentError
+from .formatted_text import FormattedText
 from .message import Message, unescape
 from .records import DocumentContent
 
@@ -145,6 +147,8 @@ def extract_content(message: Message, *, max_bytes: int | None = None) -> list[D
     enc = message.encoding
     parts: list[DocumentContent] = []
     lines: list[str] | None = None
+    raw_lines: list[str] = []
+    ft = FormattedText(enc)  # one document: margin and fill mode carry from line to line
     for seg in message.all("OBX"):
         value_type = message.components(seg.raw(2))[0].strip().upper()
         status = seg.raw(11).strip().upper()
@@ -162,7 +166,12 @@ def extract_content(message: Message, *, max_bytes: int | None = None) -> list[D
                     rep = comps[1] if comps[1] else comps[0]
                 # TX/FT/ST have no components: a literal component separator is text that a
                 # sender's word processor typed, so it is kept.
-                lines.append(unescape(rep, enc))
+                raw_lines.append(rep)
+                if value_type in ("FT", "CF"):
+                    ft.feed(rep)
+                    lines.append(ft.take())
+                else:
+                    lines.append(unescape(rep, enc))
         elif value_type == "ED":
             parts.append(_ed_part(message, raw5, where, max_bytes))
         elif value_type == "RP":
@@ -177,9 +186,11 @@ def extract_content(message: Message, *, max_bytes: int | None = None) -> list[D
         # other value types (NM, CE, DT...) are observations about the document, not its content
     if lines is not None:
         text = "\n".join(lines)
+        raw = "\n".join(raw_lines)
         for p in parts:
             if p.kind == "text" and p.text is None:
                 p.text = text
+                p.raw_text = raw if raw != text else None
         size = len(text.encode("utf-8"))
         if max_bytes is not None and size > max_bytes:
             raise too_large(size, max_bytes, Location("OBX", 1, 5))

@@ -1,7 +1,10 @@
 """Tables of the document index: entries, their version history, content blobs, deficiencies.
 
-* ``documents`` – one row per unique document number (TXA-12): the current state of the entry.
-* ``document_versions`` – append-only history: one row per MDM message applied to a document
+* ``documents`` – one row per unique document number (TXA-12, an EI) and its authority (namespace
+  ID, else universal ID; ``""`` when none was sent): the current state of the entry. See
+  ``document_ids`` for how an identifier is matched.
+* ``document_versions`` – append-only history (``document_id`` the ``documents`` row): one row per
+  MDM message applied to a document
   (and per message ignored as older than what the entry holds), with the message that made it,
   the document version it produced and that version's content address.
 * ``document_blobs`` – content addressed by SHA-256 when the database backend is chosen
@@ -23,9 +26,17 @@ _TSTR = 40  # ISO timestamps as the mapping produced them (offset kept when the 
 documents = Table(
     "documents", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    Column("document_number", String(199), nullable=False),
-    Column("parent_document_number", String(199)),
-    Column("replaced_by", String(199)),  # T09/T10: the document that made this one obsolete
+    Column("document_number", String(199), nullable=False),  # TXA-12.1
+    Column("namespace", String(199)),  # TXA-12.2 namespace ID
+    Column("universal_id", String(199)),  # TXA-12.3
+    Column("universal_id_type", String(16)),  # TXA-12.4
+    Column("authority", String(199), nullable=False, server_default=""),  # namespace, else universal ID
+    Column("parent_document_number", String(199)),  # TXA-13.1
+    Column("parent_authority", String(199)),  # TXA-13 namespace, else universal ID
+    Column("replaces", String(199)),  # T08/T10 with a new number: the document this one replaced
+    Column("replaces_authority", String(199)),
+    Column("replaced_by", String(199)),  # T08/T09/T10: the document that made this one obsolete
+    Column("replaced_by_authority", String(199)),
     Column("mrn", String(128), nullable=False),
     Column("visit_number", String(128)),
     Column("type", String(250)),
@@ -61,7 +72,7 @@ documents = Table(
     Column("message_id", Id, nullable=False),  # the message that last changed the entry
     Column("created_at", TS, nullable=False),
     Column("updated_at", TS, nullable=False),
-    UniqueConstraint("document_number", name="uq_documents_document_number"),
+    UniqueConstraint("document_number", "authority", name="uq_documents_number_authority"),
 )
 Index("ix_documents_mrn", documents.c.mrn, documents.c.id)
 Index("ix_documents_visit", documents.c.visit_number)
@@ -71,6 +82,7 @@ Index("ix_documents_parent", documents.c.parent_document_number)
 document_versions = Table(
     "document_versions", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
+    Column("document_id", Id),  # the documents row (migration 0005 fills it for older rows)
     Column("document_number", String(199), nullable=False),
     Column("version", Integer, nullable=False),
     Column("event", String(8), nullable=False),  # T01..T11
@@ -88,6 +100,7 @@ document_versions = Table(
     Column("snapshot", Text, nullable=False),  # JSON of the entry as this row left it
 )
 Index("ix_document_versions_number", document_versions.c.document_number, document_versions.c.id)
+Index("ix_document_versions_document", document_versions.c.document_id, document_versions.c.id)
 Index("ix_document_versions_message", document_versions.c.message_id)
 
 document_blobs = Table(
@@ -101,6 +114,7 @@ document_blobs = Table(
 document_deficiencies = Table(
     "document_deficiencies", metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
+    Column("document_id", Id),  # the documents row
     Column("document_number", String(199), nullable=False),
     Column("mrn", String(128), nullable=False),
     Column("visit_number", String(128)),
@@ -113,5 +127,6 @@ document_deficiencies = Table(
     Column("found_at", TS, nullable=False),
 )
 Index("ix_document_deficiencies_doc", document_deficiencies.c.document_number)
+Index("ix_document_deficiencies_document", document_deficiencies.c.document_id)
 Index("ix_document_deficiencies_mrn", document_deficiencies.c.mrn)
 Index("ix_document_deficiencies_type", document_deficiencies.c.type)

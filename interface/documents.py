@@ -1,21 +1,33 @@
 """The document index: apply MDM document records, and read entries, history and content.
 
 Store functions take a :class:`sqlalchemy.engine.Connection` inside the caller's transaction and
-never commit. What each event does (HL7 v2.5 chapter 9):
+never commit. What each event does (HL7 v2.5.1 chapter 9, trigger events 9.5.1-9.5.11; TXA 9.6.1):
 
 ========  ===========================================================================
-T01/T02   original: creates the entry (version 1); for a known number, updates it in place
-T03/T04   status change (T04 with content): updates the entry; unknown number -> error
-T05/T06   addendum: a new entry whose parent is TXA-13 (the parent must be known)
-T07/T08   edit: a new version of the same document number (T07 without content: the new
-          version has none; earlier versions keep theirs)
-T09/T10   replacement: a new entry replacing TXA-13; the parent becomes obsolete
-          (availability ``OB``, ``replaced_by`` set) and stays visible
-T11       cancel: availability ``CA``; the entry stays visible as cancelled
+T01/T02   original: creates the entry (version 1). A number already in the index is refused
+          (205 at TXA-12): a new document never overwrites a stored one (a resend of the same
+          message is a duplicate before it gets here)
+T03/T04   status change (T04 with content): updates the entry; unknown number -> 204 at TXA-12
+T05/T06   addendum: a new entry whose parent is TXA-13 (the parent must be known: 204 at
+          TXA-13); a number already in the index -> 205 at TXA-12
+T07/T08   edit: for a known TXA-12, a new version of the same document (T07 without content:
+          the new version has none; earlier versions keep theirs). A new TXA-12 with the edited
+          document in TXA-13 is an edit with replacement: the new entry ``replaces`` the parent,
+          which becomes obsolete (``OB``, ``replaced_by``). Unknown TXA-12 without TXA-13 -> 204
+          at TXA-12; unknown TXA-13 -> 204 at TXA-13
+T09/T10   replacement: a new entry replacing TXA-13 (required; unknown -> 204 at TXA-13); the
+          parent becomes obsolete (availability ``OB``, ``replaced_by`` set) and stays visible.
+          TXA-12 equal to TXA-13 is a new version of that document; another known TXA-12 -> 205
+T11       cancel: availability ``CA``; the entry stays visible as cancelled, its content is no
+          longer served as current (``get_content`` without ``version``), every version stays
+          readable by number
 ========  ===========================================================================
+
+Document numbers are EI: number and authority (namespace, else universal ID), matched as
+``document_ids`` says; two documents with one number in two namespaces are two entries.
 
 Ordering: messages for one patient arrive in order (the queue's promise), so an unknown document
-on T03/T04/T07/T08/T11 (or an unknown parent on T05/T06/T09/T10) is a
+on T03/T04/T07/T08/T11 (or an unknown parent on T05/T06/T08/T09/T10) is a
 ``PermanentError(reason="unknown_document")`` for a clerk, not something to guess. A message whose
 MSH-7 is older than that of the message that last changed the entry (a sender replaying an older
 version) is recorded in the history as ``ignored_older`` and changes nothing.
@@ -37,8 +49,9 @@ from typing import Any
 from sqlalchemy import func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
-from . import completeness, errors
+from . import completeness, document_ids, errors
 from .content import DEFAULT_MAX_BYTES, ContentStore, extract_content, part_bytes
+from .document_ids import AmbiguousDocument, DocumentId
 from .document_schema import document_versions, documents
 from .errors import HL7Error, Hold, Location, PermanentError, RequiredFieldMissing
 from .message import Message
@@ -178,9 +191,26 @@ def _resolve_without_chart(conn: Connection, mrn: str) -> str | None:
     return None
 
 
-def _load(conn: Connection, number: str) -> dict | None:
-    row = conn.execute(select(documents).where(documents.c.document_number == number)).mappings().first()
-    return dict(row) if row else None
+def _find(conn: Connection, did: DocumentId, where: Location) -> dict | None:
+    """The stored row ``did`` names; an ambiguous bare number is a 204 at ``where``."""
+    try:
+        return document_ids.match(conn, did.number, did.authority)
+    except AmbiguousDocument as exc:
+        raise PermanentError(str(exc), where, code=errors.UNKNOWN_KEY_IDENTIFIER,
+                             reason="unknown_document") from None
+
+
+def _ident(doc: Document) -> tuple[DocumentId | None, DocumentId | None]:
+    """TXA-12 and TXA-13 as EIs (None when the number is absent)."""
+    def s(v: Any) -> str | None:
+        v = _text(v)
+        return v if isinstance(v, str) else None
+
+    number, parent = s(doc.document_number), s(doc.parent_document_number)
+    did = DocumentId(number, s(doc.document_namespace), s(doc.document_universal_id),
+                     s(doc.document_universal_id_type)) if number else None
+    pid = DocumentId(parent, s(doc.parent_namespace), s(doc.parent_universal_id)) if parent else None
+    return did, pid
 
 
 def _aware(value: Any) -> Any:
@@ -198,8 +228,15 @@ def _entry(row: dict, now: datetime | None = None) -> dict:
     """The public index entry (PRODUCT.md contract) from a ``documents`` row."""
     out = {
         "document_number": row["document_number"],
+        "namespace": row["namespace"],
+        "universal_id": row["universal_id"],
+        "universal_id_type": row["universal_id_type"],
         "parent_document_number": row["parent_document_number"],
+        "parent_namespace": row["parent_authority"] or None,
+        "replaces": row["replaces"],
+        "replaces_namespace": row["replaces_authority"] or None,
         "replaced_by": row["replaced_by"],
+        "replaced_by_namespace": row["replaced_by_authority"] or None,
         "mrn": row["mrn"],
         "visit_number": row["visit_number"],
         "type": row["type"],
@@ -255,8 +292,12 @@ def _store_parts(conn: Connection, parts: list[DocumentContent], settings: Docum
                            "reference": p.reference})
             continue
         sha = store.put(conn, data, now)
-        listed.append({"kind": p.kind, "media_type": p.media_type or "application/octet-stream",
-                       "size": len(data), "sha256": sha, "reference": None})
+        item = {"kind": p.kind, "media_type": p.media_type or "application/octet-stream",
+                "size": len(data), "sha256": sha, "reference": None}
+        if p.kind == "text" and p.raw_text is not None and p.raw_text != p.text:
+            raw = p.raw_text.encode("utf-8")  # FT as sent, escapes kept (?raw=true serves it)
+            item.update(raw_sha256=store.put(conn, raw, now), raw_size=len(raw))
+        listed.append(item)
     primary = next((x for x in listed if x["kind"] == "binary"), None) \
         or next((x for x in listed if x["kind"] == "text"), None) or listed[0]
     return {"content_kind": primary["kind"], "content_type": primary["media_type"],
@@ -271,7 +312,7 @@ def _history(conn: Connection, row: dict, *, event: str, action: str, message_id
              now: datetime, source_time: str | None) -> None:
     snapshot = _entry(row)
     conn.execute(insert(document_versions).values(
-        document_number=row["document_number"], version=row["version"], event=event, action=action,
+        document_id=row["id"], document_number=row["document_number"], version=row["version"], event=event, action=action,
         message_id=message_id, at=now, source_time=source_time, status=row["status"],
         availability=row["availability"], content_kind=row["content_kind"],
         content_type=row["content_type"], content_size=row["content_size"],
@@ -279,14 +320,26 @@ def _history(conn: Connection, row: dict, *, event: str, action: str, message_id
         snapshot=json.dumps(snapshot, sort_keys=True, default=str)))
 
 
-def _write(conn: Connection, number: str, values: dict, existing: dict | None) -> dict:
+def _write(conn: Connection, values: dict, existing: dict | None) -> dict:
     if existing is None:
-        conn.execute(insert(documents).values(document_number=number, **values))
+        row_id = conn.execute(insert(documents).values(**values)).inserted_primary_key[0]
     else:
-        conn.execute(update(documents).where(documents.c.document_number == number).values(**values))
-    row = _load(conn, number)
+        row_id = existing["id"]
+        conn.execute(update(documents).where(documents.c.id == row_id).values(**values))
+    row = document_ids.load(conn, row_id)
     assert row is not None
     return row
+
+
+def _unknown(event: str, what: str, did: DocumentId, where: Location) -> PermanentError:
+    return PermanentError(f"{event}: {what} {did.label()} is not in the index", where,
+                          code=errors.UNKNOWN_KEY_IDENTIFIER, reason="unknown_document")
+
+
+def _duplicate(event: str, did: DocumentId) -> PermanentError:
+    return PermanentError(f"{event}: document {did.label()} is already in the index; a new document "
+                          "needs a new unique document number", _loc("document_number"),
+                          code=errors.DUPLICATE_KEY_IDENTIFIER, reason="duplicate_document")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,8 +375,8 @@ def _apply_one(conn: Connection, doc: Document, message: Message, parts: list[Do
         raise HL7Error(f"unsupported document event {event or '(none)'}",
                        Location("MSH", 1, 9, component=2), code=errors.UNSUPPORTED_EVENT_CODE,
                        reason="unsupported_event")
-    number = _text(doc.document_number)
-    if not isinstance(number, str):
+    did, pid = _ident(doc)
+    if did is None:
         raise RequiredFieldMissing("unique document number (TXA-12) is required", _loc("document_number"))
     given_mrn = _text(doc.mrn)
     if not isinstance(given_mrn, str):
@@ -331,81 +384,109 @@ def _apply_one(conn: Connection, doc: Document, message: Message, parts: list[Do
     mrn = _resolve_mrn(conn, given_mrn)
     if mrn is None:
         raise Hold("unknown patient", reason="unknown_patient")
-    parent_number = _text(doc.parent_document_number)
-    parent_number = parent_number if isinstance(parent_number, str) else None
 
     source_time = hl7_time_key(message.header.message_time) if message is not None else None
-    existing = _load(conn, number)
+    existing = _find(conn, did, _loc("document_number"))
     if existing is not None:
         _check_patient(conn, existing, mrn, "document", _loc("document_number"))
-
-    needs_existing = kind in ("status", "edit", "cancel") or (kind == "replace" and parent_number == number)
-    if needs_existing and existing is None:
-        raise PermanentError(f"{event}: document {number} is not in the index", _loc("document_number"),
-                             code=errors.UNKNOWN_KEY_IDENTIFIER, reason="unknown_document")
-    parent = None
-    if kind in ("addendum", "replace") and parent_number != number:
-        if parent_number is None:
-            raise RequiredFieldMissing(f"{event}: parent document number (TXA-13) is required", _loc("parent"))
-        parent = _load(conn, parent_number)
-        if parent is None:
-            raise PermanentError(f"{event}: parent document {parent_number} is not in the index",
-                                 _loc("parent"), code=errors.UNKNOWN_KEY_IDENTIFIER, reason="unknown_document")
+    mode, parent = _mode(conn, event, kind, did, pid, existing)
+    if parent is not None:
         _check_patient(conn, parent, mrn, "parent document", _loc("parent"))
 
     if existing is not None and source_time and existing["source_time"] and source_time < existing["source_time"]:
         # An older message than the one that made the current state: keep it as history only.
         _history(conn, existing, event=event, action="ignored_older", message_id=message_id, now=now,
                  source_time=source_time)
-        return [{"document_number": number, "event": event, "action": "ignored_older",
+        return [{"document_number": did.number, "event": event, "action": "ignored_older",
                  "version": existing["version"], "mrn": existing["mrn"]}]
 
     values = _field_values(doc)
     values.update(mrn=mrn, last_event=event, source_time=source_time, message_id=message_id, updated_at=now)
     content = _store_parts(conn, parts or [], settings, now)
-    changes: list[dict] = []
+    if existing is not None and did.authority and not existing["authority"]:
+        # stored without a namespace (before namespaces were kept): it learns the sender's
+        values.update(namespace=did.namespace, universal_id=did.universal_id,
+                      universal_id_type=did.universal_id_type, authority=did.authority)
 
-    if kind == "original":
-        action = "updated" if existing else "created"
-    elif kind == "status":
-        action = "status_changed"
-    elif kind == "cancel":
-        action = "cancelled"
-        values["availability"] = "CA"
-    elif kind == "edit" or (kind == "replace" and parent_number == number):
+    if mode == "version":
         action = "new_version"
         values["version"] = existing["version"] + 1
         if not content:
-            content = dict(_NO_CONTENT)  # T07: the edited text was not sent; older versions keep theirs
-    elif kind == "addendum":
-        action = "updated" if existing else "addendum_created"
-        values["parent_document_number"] = parent_number
-    else:  # replace
-        action = "updated" if existing else "replacement_created"
-        values["parent_document_number"] = parent_number
+            content = dict(_NO_CONTENT)  # T07/T09: the edited text was not sent; older versions keep theirs
+    elif mode == "update":
+        action = "cancelled" if kind == "cancel" else "status_changed"
+        if kind == "cancel":
+            values["availability"] = "CA"
+    else:  # a new entry
+        action = {"original": "created", "addendum": "addendum_created"}.get(kind, "replacement_created")
+        values.update(document_number=did.number, namespace=did.namespace, universal_id=did.universal_id,
+                      universal_id_type=did.universal_id_type, authority=did.authority, version=1,
+                      created_at=now, deficiencies="[]", parent_document_number=None)
+        if parent is not None:
+            values.update(parent_document_number=parent["document_number"], parent_authority=parent["authority"])
+        if mode == "replace":
+            values.update(replaces=parent["document_number"], replaces_authority=parent["authority"])
 
     values.update(content)
-    if existing is None:
-        values.update(version=1, created_at=now, deficiencies="[]")
-        values.setdefault("parent_document_number", parent_number if kind in ("addendum", "replace") else None)
-    row = _write(conn, number, values, existing)
+    row = _write(conn, values, existing)
     _history(conn, row, event=event, action=action, message_id=message_id, now=now, source_time=source_time)
-    changes.append({"document_number": number, "event": event, "action": action,
-                    "version": row["version"], "mrn": mrn})
+    changes = [{"document_number": did.number, "event": event, "action": action,
+                "version": row["version"], "mrn": mrn}]
 
-    if kind == "replace" and parent is not None:
-        prow = _write(conn, parent["document_number"],
-                      {"availability": "OB", "replaced_by": number, "last_event": event,
-                       "message_id": message_id, "updated_at": now}, parent)
+    if mode == "replace":
+        prow = _write(conn, {"availability": "OB", "replaced_by": row["document_number"],
+                             "replaced_by_authority": row["authority"], "last_event": event,
+                             "message_id": message_id, "updated_at": now}, parent)
         _history(conn, prow, event=event, action="replaced", message_id=message_id, now=now,
                  source_time=source_time)
         changes.append({"document_number": prow["document_number"], "event": event, "action": "replaced",
-                        "version": prow["version"], "mrn": prow["mrn"], "replaced_by": number})
+                        "version": prow["version"], "mrn": prow["mrn"], "replaced_by": did.number})
 
     _reevaluate(conn, row, settings, now)
     if parent is not None:
-        _reevaluate_one(conn, _load(conn, parent["document_number"]), settings, now)
+        _reevaluate_one(conn, document_ids.load(conn, parent["id"]), settings, now)
     return changes
+
+
+def _mode(conn: Connection, event: str, kind: str, did: DocumentId, pid: DocumentId | None,
+          existing: dict | None) -> tuple[str, dict | None]:
+    """What the event does to the index (module docstring): ``create``, ``update`` (status,
+    cancel), ``version`` (a new version of ``existing``) or ``replace`` (a new entry making the
+    parent obsolete); and the parent row (addenda, replacements). Raises for unknown or reused
+    numbers."""
+    def parent_row() -> dict:
+        if pid is None:
+            raise RequiredFieldMissing(f"{event}: parent document number (TXA-13) is required", _loc("parent"))
+        row = _find(conn, pid, _loc("parent"))
+        if row is None:
+            raise _unknown(event, "parent document", pid, _loc("parent"))
+        return row
+
+    if kind == "original":
+        if existing is not None:
+            raise _duplicate(event, did)
+        return "create", None
+    if kind in ("status", "cancel"):
+        if existing is None:
+            raise _unknown(event, "document", did, _loc("document_number"))
+        return "update", None
+    if kind == "addendum":
+        parent = parent_row()
+        if existing is not None:
+            raise _duplicate(event, did)
+        return "create", parent
+    if kind == "edit":
+        if existing is not None:
+            return "version", None  # TXA-13 here is the document's own parent (an edited addendum)
+        if pid is None or pid.number == did.number:
+            raise _unknown(event, "document", did, _loc("document_number"))
+        return "replace", parent_row()
+    parent = parent_row()  # replace
+    if existing is not None:
+        if existing["id"] == parent["id"]:
+            return "version", None  # the sender kept the number: a new version of it
+        raise _duplicate(event, did)
+    return "replace", parent
 
 
 def _check_patient(conn: Connection, row: dict, mrn: str, what: str, where: Location) -> None:
@@ -429,8 +510,7 @@ def _reevaluate(conn: Connection, row: dict, settings: DocumentSettings, now: da
     """Re-check the changed document and the others of its visit (consent rules look across)."""
     rows = _patient_rows(conn, row["mrn"])
     for r in rows:
-        if r["document_number"] == row["document_number"] or (
-                row["visit_number"] and r["visit_number"] == row["visit_number"]):
+        if r["id"] == row["id"] or (row["visit_number"] and r["visit_number"] == row["visit_number"]):
             _reevaluate_one(conn, r, settings, now, rows)
 
 
@@ -440,13 +520,13 @@ def _reevaluate_one(conn: Connection, row: dict | None, settings: DocumentSettin
         return
     rows = rows if rows is not None else _patient_rows(conn, row["mrn"])
     entry = _entry(row)
-    related = [_entry(r) for r in rows if r["document_number"] != row["document_number"]]
+    related = [_entry(r) for r in rows if r["id"] != row["id"]]
     findings = completeness.evaluate(settings.rules, entry, related)
     encoded = json.dumps(findings, sort_keys=True)
     if encoded != (row["deficiencies"] or "[]"):
         conn.execute(update(documents).where(documents.c.id == row["id"]).values(deficiencies=encoded))
     entry["deficiencies"] = findings
-    completeness.replace_findings(conn, entry, findings, now)
+    completeness.replace_findings(conn, entry, findings, now, document_id=row["id"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,21 +554,25 @@ def _now(now: datetime | None) -> datetime:
 
 def summaries_for(conn: Connection, mrn: str, now: datetime | None = None) -> list[dict]:
     """Short entries of one patient's documents for the chart record (cancelled ones included)."""
-    keys = ("document_number", "parent_document_number", "type", "status", "availability", "cancelled",
-            "obsolete", "activity_at", "origination_at", "author", "authenticated_at", "version",
-            "content_type", "content_size", "deficiencies")
+    keys = ("document_number", "namespace", "parent_document_number", "replaces", "replaced_by", "type",
+            "status", "availability", "cancelled", "obsolete", "activity_at", "origination_at", "author",
+            "authenticated_at", "version", "content_type", "content_size", "deficiencies")
     q = select(documents).where(documents.c.mrn == mrn).order_by(documents.c.id)
     return [{k: e[k] for k in keys}
             for e in (_entry(dict(r), _now(now)) for r in conn.execute(q).mappings())]
 
 
-def get_document(conn: Connection, number: str, now: datetime | None = None) -> dict | None:
-    """One entry with ``versions``: its history, oldest first, each naming its message."""
-    row = _load(conn, number)
+def get_document(conn: Connection, number: str, now: datetime | None = None,
+                 namespace: str | None = None) -> dict | None:
+    """One entry with ``versions``: its history, oldest first, each naming its message.
+
+    ``namespace`` (namespace ID or universal ID) picks among documents sharing the number; without
+    it an ambiguous number raises :class:`document_ids.AmbiguousDocument`."""
+    row = document_ids.match(conn, number, namespace)
     if row is None:
         return None
     entry = _entry(row, _now(now))
-    q = select(document_versions).where(document_versions.c.document_number == number) \
+    q = select(document_versions).where(document_versions.c.document_id == row["id"]) \
         .order_by(document_versions.c.id)
     entry["versions"] = [
         {"version": v["version"], "event": v["event"], "action": v["action"], "message_id": v["message_id"],
@@ -501,8 +585,9 @@ def get_document(conn: Connection, number: str, now: datetime | None = None) -> 
 
 def list_documents(conn: Connection, mrn: str | None = None, type: str | None = None,
                    status: str | None = None, limit: int = 50, offset: int = 0,
-                   now: datetime | None = None) -> list[dict]:
-    """Index entries, newest first, filtered by MRN, type and status (case-insensitive codes)."""
+                   now: datetime | None = None, namespace: str | None = None) -> list[dict]:
+    """Index entries, newest first, filtered by MRN, type, status (case-insensitive codes) and
+    namespace (namespace ID or universal ID, exactly)."""
     q = select(documents)
     if mrn:
         q = q.where(documents.c.mrn == mrn)
@@ -511,25 +596,33 @@ def list_documents(conn: Connection, mrn: str | None = None, type: str | None = 
     if status:
         q = q.where(or_(func.upper(documents.c.status) == status.upper(),
                         func.upper(documents.c.availability) == status.upper()))
+    if namespace:
+        q = q.where(documents.c.authority == namespace)
     q = q.order_by(documents.c.id.desc()).limit(max(0, min(limit, 500))).offset(max(0, offset))
     return [_entry(dict(r), _now(now)) for r in conn.execute(q).mappings()]
 
 
 def get_content(conn: Connection, number: str, settings: DocumentSettings, version: int | None = None,
-                part: int | None = None) -> tuple[bytes, str] | None:
+                part: int | None = None, *, namespace: str | None = None,
+                raw: bool = False) -> tuple[bytes, str] | None:
     """The bytes of a document (current version, or ``version``) and their media type.
 
-    ``part`` (1-based) picks one of ``content_parts``; by default the primary part. None when the
-    document, version or content is unknown, or the content is only a reference (RP).
+    ``part`` (1-based) picks one of ``content_parts``; by default the primary part. ``raw`` picks a
+    text part's formatted text as sent (FT escapes kept; the rendered text when they are the same).
+    None when the document, version or content is unknown, the content is only a reference (RP),
+    or the document is cancelled and no ``version`` is asked for (T11: the cancelled content is
+    not current; its versions stay readable by number). Ambiguous numbers: as :func:`get_document`.
     """
-    row = _load(conn, number)
+    row = document_ids.match(conn, number, namespace)
     if row is None:
+        return None
+    if version is None and (row["availability"] or "").upper() == "CA":
         return None
     if version is None or version == row["version"]:
         parts = json.loads(row["content_parts"]) if row["content_parts"] else []
         primary = {"kind": row["content_kind"], "media_type": row["content_type"], "sha256": row["content_sha256"]}
     else:
-        q = (select(document_versions.c.snapshot).where(document_versions.c.document_number == number,
+        q = (select(document_versions.c.snapshot).where(document_versions.c.document_id == row["id"],
                                                         document_versions.c.version == version,
                                                         document_versions.c.action != "ignored_older")
              .order_by(document_versions.c.id.desc()).limit(1))
@@ -540,11 +633,17 @@ def get_content(conn: Connection, number: str, settings: DocumentSettings, versi
         parts = s.get("content_parts") or []
         primary = {"kind": s.get("content_kind"), "media_type": s.get("content_type"),
                    "sha256": s.get("content_sha256")}
-    chosen = primary
+    chosen = next((p for p in parts if p.get("sha256") == primary["sha256"] and p.get("kind") == primary["kind"]),
+                  primary)
     if part is not None:
         if not 1 <= part <= len(parts):
             return None
         chosen = parts[part - 1]
+    if raw:
+        if chosen.get("kind") != "text":
+            return None
+        if chosen.get("raw_sha256"):
+            chosen = {**chosen, "sha256": chosen["raw_sha256"]}
     if not chosen.get("sha256"):
         return None
     data = settings.store().get(conn, chosen["sha256"])

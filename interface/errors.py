@@ -110,6 +110,7 @@ REASONS = {
     "unknown_patient": "Unknown patient",
     "unknown_visit": "Unknown visit",
     "unknown_document": "Unknown document",
+    "duplicate_document": "Document number already in use",
     "merge_conflict": "Merge conflict",
     "out_of_order": "Out-of-order event",
     "duplicate_conflict": "Same control id, different content",

@@ -214,6 +214,7 @@ class DocumentContent:
     text: str | None = None
     data: bytes | None = None
     reference: str | None = None
+    raw_text: str | None = None  # text as sent (FT escapes kept) when it differs from ``text``
 
 
 @dataclass
@@ -223,8 +224,13 @@ class Document:
     event: str  # T01..T11
     mrn: str | None = None
     visit_number: str | None = None  # PV1-19 / TXA-8? (mapping decides)
-    document_number: str | None = None  # TXA-12 (EI-1, with namespace if the mapping joins it)
-    parent_document_number: str | None = None  # TXA-13
+    document_number: str | None = None  # TXA-12.1 (EI entity identifier)
+    document_namespace: str | None = None  # TXA-12.2 (EI namespace ID)
+    document_universal_id: str | None = None  # TXA-12.3
+    document_universal_id_type: str | None = None  # TXA-12.4
+    parent_document_number: str | None = None  # TXA-13.1
+    parent_namespace: str | None = None  # TXA-13.2
+    parent_universal_id: str | None = None  # TXA-13.3
     type: str | None = None  # TXA-2
     presentation: str | None = None  # TXA-3 (content presentation / MIME type)
     activity_at: str | None = None  # TXA-4

@@ -132,7 +132,7 @@ def test_content_of_an_older_version_and_missing_content(client):
     v3 = client.get("/api/documents/DOC-1001/content")
     assert v1.status_code == v3.status_code == 200 and v1.content != v3.content
     assert client.get("/api/documents/DOC-1001/content", params={"version": 2}).status_code == 404
-    assert client.get("/api/documents/DOC-1004/content").status_code == 404
+    assert client.get("/api/documents/DOC-1001/content", params={"version": 9}).status_code == 404
     assert client.get("/api/documents/NOPE/content").status_code == 404
     assert client.get("/api/documents/DOC-1001/content", params={"part": 9}).status_code == 404
 

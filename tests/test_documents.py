@@ -165,13 +165,15 @@ def test_t10_replacement_with_content(conn):
 
 
 def test_t11_cancel_stays_visible_as_cancelled(conn):
-    """T11 marks the document cancelled (CA); it is still listed and readable."""
+    """T11 marks the document cancelled (CA); it is still listed; its content is no longer served
+    as current but stays readable as its version."""
     apply(conn, mdm("T02", "D1", obx=TEXT))
     changes = apply(conn, mdm("T11", "D1", time="20261121000000"), message_id=2)
     e = D.get_document(conn, "D1")
     assert changes[0]["action"] == "cancelled" and e["cancelled"] and e["availability"] == "CA"
     assert [d["document_number"] for d in D.list_documents(conn, status="CA")] == ["D1"]
-    assert D.get_content(conn, "D1", SETTINGS)[0] == b"First line\nSecond line"
+    assert D.get_content(conn, "D1", SETTINGS) is None
+    assert D.get_content(conn, "D1", SETTINGS, version=1)[0] == b"First line\nSecond line"
 
 
 def test_older_message_does_not_overwrite_newer(conn):
