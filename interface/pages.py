@@ -1074,18 +1074,19 @@ def _document_settings(request: Request):
 @router.get("/documents/{number}", response_class=HTMLResponse)
 @html_errors
 def document_view(request: Request, number: str, user: User = Depends(DOCUMENTS),
-                  version: int | None = Query(None, ge=1)):
+                  version: int | None = Query(None, ge=1), namespace: str | None = None):
     from . import documents
 
     with _reader(request).connect() as conn:
-        entry = documents.get_document(conn, number, now=_now(request))
-        if entry is None:
-            raise HTTPException(status_code=404, detail="no such document")
+        entry = _document_entry(conn, number, namespace, _now(request))
+        asked = (namespace or "").strip()  # kept in the page's links (the number alone may be ambiguous)
+        namespace = entry["namespace"] or entry["universal_id"]
         text = None
         media = entry.get("content_type") or ""
         viewer = None
         if entry.get("content_sha256") or version:
-            got = documents.get_content(conn, number, _document_settings(request), version=version)
+            got = documents.get_content(conn, number, _document_settings(request), version=version,
+                                        namespace=namespace)
             if got is not None:
                 data, media = got
                 base = media.split(";")[0].strip().lower()
@@ -1107,19 +1108,36 @@ def document_view(request: Request, number: str, user: User = Depends(DOCUMENTS)
         conn.rollback()
     auth.audit_now(request, action="view", target_type="document", target_id=number, detail=request.url.path)
     return _render(request, "document.html", {"d": entry, "viewer": viewer, "text": text, "media": media,
-                                              "version": version, "fmt_hl7": _hl7_time})
+                                              "version": version, "fmt_hl7": _hl7_time,
+                                              "ns": f"namespace={quote(asked)}" if asked else ""})
+
+
+def _document_entry(conn, number: str, namespace: str | None, now):
+    """The entry for a document page: 404 unknown, 409 when the number needs ``?namespace=``."""
+    from . import documents
+    from .document_ids import AmbiguousDocument
+
+    try:
+        entry = documents.get_document(conn, number, now=now, namespace=(namespace or "").strip() or None)
+    except AmbiguousDocument as exc:
+        raise HTTPException(status_code=409, detail=f"{exc}: add ?namespace=") from None
+    if entry is None:
+        raise HTTPException(status_code=404, detail="no such document")
+    return entry
 
 
 @router.get("/documents/{number}/content")
 @html_errors
 def document_content(request: Request, number: str, user: User = Depends(DOCUMENTS),
-                     version: int | None = Query(None, ge=1)):
+                     version: int | None = Query(None, ge=1), namespace: str | None = None):
     """The document bytes. Anything but PDF and images is sandboxed (CSP ``sandbox``: no
     scripts, no same-origin access), and nothing is sniffed into another type."""
     from . import documents
 
     with _reader(request).connect() as conn:
-        got = documents.get_content(conn, number, _document_settings(request), version=version)
+        entry = _document_entry(conn, number, namespace, None)
+        got = documents.get_content(conn, number, _document_settings(request), version=version,
+                                    namespace=entry["namespace"] or entry["universal_id"])
         conn.rollback()
     if got is None:
         raise HTTPException(status_code=404, detail="no content")
