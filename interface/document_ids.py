@@ -1,5 +1,5 @@
-"""Document numbers are EI (HL7 v2.5.1 2.A.24; TXA-12 and TXA-13, 9.6.1.12/13): entity identifier,
-namespace ID, universal ID, universal ID type. Which stored document an identifier names.
+"""Which stored document an identifier names. Document numbers are EI (HL7 v2.5.1 section 2.A;
+TXA-12 and TXA-13, 9.6.1.12/13): entity identifier, namespace ID, universal ID, universal ID type.
 
 The *authority* of a number is its namespace ID, else its universal ID, else ``""`` (none sent).
 A document is stored once per (number, authority): the same number in two namespaces is two

@@ -223,6 +223,18 @@ def test_same_number_in_two_namespaces_is_two_documents(h, client):
         == ["RAD"]
 
 
+def test_a_bare_number_held_in_two_namespaces_is_204(h):
+    """T03 for D1 without a namespace while D1^LAB and D1^RAD are indexed: AE 204 at TXA-12 naming
+    both; neither document changes."""
+    h.send(mdm("T02", "D1^LAB", cid="L"), "mdm")
+    h.send(mdm("T02", "D1^RAD", cid="R"), "mdm")
+    code, err = ack(h.send(mdm("T03", "D1", time="20261120110000", obx=()), "mdm"))
+    assert (code, err[2], err[3][:3]) == ("AE", "TXA^1^12", "204")
+    (item,) = h.items("error")
+    assert "LAB" in item.last_error and "RAD" in item.last_error
+    assert [doc(h, "D1", ns)["last_event"] for ns in ("LAB", "RAD")] == ["T02", "T02"]
+
+
 def test_universal_id_is_the_authority_without_a_namespace(h):
     """TXA-12 D1^^1.2.3^ISO: the universal ID is the authority; another universal ID is another document."""
     h.send(mdm("T02", "D1^^1.2.3^ISO", cid="U1"), "mdm")
