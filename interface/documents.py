@@ -7,7 +7,9 @@ never commit. What each event does (HL7 v2.5.1 chapter 9, trigger events 9.5.1-9
 T01/T02   original: creates the entry (version 1). A number already in the index is refused
           (205 at TXA-12): a new document never overwrites a stored one (a resend of the same
           message is a duplicate before it gets here)
-T03/T04   status change (T04 with content): updates the entry; unknown number -> 204 at TXA-12
+T03/T04   status change (T04 with content): updates the entry, same version (T04 whose content
+          differs from the stored content: a new version, the old content kept as the earlier
+          one); unknown number -> 204 at TXA-12
 T05/T06   addendum: a new entry whose parent is TXA-13 (the parent must be known: 204 at
           TXA-13); a number already in the index -> 205 at TXA-12
 T07/T08   edit: for a known TXA-12, a new version of the same document (T07 without content:
@@ -312,7 +314,8 @@ def _history(conn: Connection, row: dict, *, event: str, action: str, message_id
              now: datetime, source_time: str | None) -> None:
     snapshot = _entry(row)
     conn.execute(insert(document_versions).values(
-        document_id=row["id"], document_number=row["document_number"], version=row["version"], event=event, action=action,
+        document_id=row["id"], document_number=row["document_number"], version=row["version"],
+        event=event, action=action,
         message_id=message_id, at=now, source_time=source_time, status=row["status"],
         availability=row["availability"], content_kind=row["content_kind"],
         content_type=row["content_type"], content_size=row["content_size"],
@@ -417,13 +420,17 @@ def _apply_one(conn: Connection, doc: Document, message: Message, parts: list[Do
         action = "cancelled" if kind == "cancel" else "status_changed"
         if kind == "cancel":
             values["availability"] = "CA"
+        elif content.get("content_sha256") and existing["content_sha256"] \
+                and content["content_sha256"] != existing["content_sha256"]:
+            values["version"] = existing["version"] + 1  # T04 with other content: the old stays readable
     else:  # a new entry
         action = {"original": "created", "addendum": "addendum_created"}.get(kind, "replacement_created")
         values.update(document_number=did.number, namespace=did.namespace, universal_id=did.universal_id,
                       universal_id_type=did.universal_id_type, authority=did.authority, version=1,
                       created_at=now, deficiencies="[]", parent_document_number=None)
         if parent is not None:
-            values.update(parent_document_number=parent["document_number"], parent_authority=parent["authority"])
+            values.update(parent_document_number=parent["document_number"],
+                          parent_authority=parent["authority"])
         if mode == "replace":
             values.update(replaces=parent["document_number"], replaces_authority=parent["authority"])
 

@@ -154,6 +154,18 @@ def test_t08_with_the_same_number_is_a_new_version(h):
     assert content(h, "D1") == b"Edited" and content(h, "D1", version=1) == b"Report text"
 
 
+def test_t04_with_other_content_keeps_the_earlier_content_as_a_version(h):
+    """T04 (status change with content) over stored content that differs: version 2 holds the new
+    text, version 1 still serves the old; the same content again keeps the version."""
+    h.send(mdm("T02", "D1"), "mdm")
+    h.send(mdm("T04", "D1", cid="S1", time="20261120110000", obx=("OBX|1|TX|HP||Signed text||||||F",)), "mdm")
+    e = doc(h, "D1")
+    assert (e["version"], [v["action"] for v in e["versions"]]) == (2, ["created", "status_changed"])
+    assert content(h, "D1") == b"Signed text" and content(h, "D1", version=1) == b"Report text"
+    h.send(mdm("T04", "D1", cid="S2", time="20261120120000", obx=("OBX|1|TX|HP||Signed text||||||F",)), "mdm")
+    assert doc(h, "D1")["version"] == 2
+
+
 @pytest.mark.parametrize("event", ["T05", "T08", "T10"])
 def test_unknown_parent_is_204_at_txa13_naming_it(h, event):
     """An addendum, edit with replacement or replacement whose TXA-13 is not indexed: AE, ERR-2
