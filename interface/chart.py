@@ -33,6 +33,7 @@ from typing import Any, Callable
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
+from . import chart_locations
 from . import chart_schema as cs
 from . import fastsql
 from .errors import (DUPLICATE_KEY_IDENTIFIER, UNKNOWN_KEY_IDENTIFIER, UNSUPPORTED_EVENT_CODE,
@@ -569,17 +570,31 @@ def _merge_names(ctx: _Apply, patient: Row, names: list | None) -> None:
 
 
 LIST_KINDS = (
-    # (records attribute on Patient or ChartUpdate, table, row builder, chart field)
+    # (records attribute on Patient or ChartUpdate, table, row builder)
     ("addresses", cs.patient_addresses, _address_row),
     ("phones", cs.patient_phones, _phone_row),
+    ("business_phones", cs.patient_phones, _phone_row),
+    ("telecom", cs.patient_phones, _phone_row),
     ("next_of_kin", cs.next_of_kin, _nok_row),
     ("insurance", cs.insurance, _insurance_row),
     ("allergies", cs.allergies, _allergy_row),
 )
+PATIENT_LISTS = frozenset({"addresses", "phones", "business_phones", "telecom"})  # on Patient
+# Kinds that share a table tell their rows apart by ``source`` (the kind's name): each is
+# replaced on its own, so a field's ``""`` clears only the rows that field gave (v2.5.1 2.5.3).
+SOURCED = frozenset({"phones", "business_phones", "telecom"})
+_SOURCE_WHERE = cs.patient_phones.c.source == bindparam("b_source")
+
+
+def list_scope(field: str) -> tuple[Any, dict | None, dict | None]:
+    """``(where, params, extra)`` narrowing a list kind's table to its own rows."""
+    if field in SOURCED:
+        return _SOURCE_WHERE, {"b_source": field}, {"source": field}
+    return None, None, None
 
 
 def _content_columns(table) -> list[str]:
-    skip = {"id", "patient_id", "seq", "message_id", "updated_at", "visit_id"}
+    skip = {"id", "patient_id", "seq", "message_id", "updated_at", "visit_id", "source"}
     return [c.name for c in table.columns if c.name not in skip]
 
 
@@ -604,7 +619,7 @@ def _replace_list(ctx: _Apply, patient: Row, table, field: str, rows: list[dict]
                   where=None, extra: dict | None = None, params: dict | None = None) -> None:
     """Replace the patient's list (within ``where``) when it differs; history keeps the old one."""
     rows = [r for r in rows if not _blank(r)]
-    owner = ("patients", patient.id) if where is None or params is None else ("visits", params["b_visit"])
+    owner = ("visits", params["b_visit"]) if params and "b_visit" in params else ("patients", patient.id)
     fresh = owner in ctx.created  # created in this update: nothing to read back or delete
     old = [] if fresh else _list_rows(ctx.conn, table, patient.id, where, params)
     if old == rows:
@@ -683,7 +698,7 @@ def _incoming_lists(upd: ChartUpdate) -> list[tuple[str, Any, list[dict], str]]:
     non-blank rows, as ``_replace_list`` would store them."""
     out = []
     for field, table, build in LIST_KINDS:
-        source = upd.patient if field in ("addresses", "phones") else upd
+        source = upd.patient if field in PATIENT_LISTS else upd
         items = _items(getattr(source, field))
         if items is not None:
             rows = [r for r in (build(i) for i in items) if not _blank(r)]
@@ -697,7 +712,8 @@ def _replace_patient_lists(ctx: _Apply, lists: list[tuple[str, Any, list[dict], 
     (see above: unchanged since the last message that carried them)."""
     for field, table, rows, digest in lists:
         if stored.get(field) != digest:
-            _replace_list(ctx, patient, table, field, rows)
+            where, params, extra = list_scope(field)
+            _replace_list(ctx, patient, table, field, rows, where=where, extra=extra, params=params)
 
 
 def _apply_lists(ctx: _Apply, upd: ChartUpdate, patient: Row, visit: Row | None) -> None:
@@ -921,8 +937,10 @@ def _apply_visit(ctx: _Apply, upd: ChartUpdate, patient: Row, action: str) -> Ro
         ctx.flush()
         step["status"] = _status_before(ctx.conn, row.id, "discharged", "admitted")
     values.update(step)
+    created = ("visits", row.id) in ctx.created
     ctx.set_fields(cs.visits, row, values, patient, always={
         "last_event": ctx.event, "recorded_at": _newer(_plain(upd.recorded_at), row.recorded_at)})
+    chart_locations.track(ctx, action, stored, ctx.row_after, event_at, created)
     return ctx.row_after
 
 
@@ -1146,6 +1164,9 @@ def _rows(conn: Connection, table, patient_id: int) -> list[Any]:
         select(table).where(table.c.patient_id == patient_id).order_by(table.c.seq, table.c.id))]
 
 
+_PHONE_ORDER = {"phones": 0, "business_phones": 1, "telecom": 2}  # PID-13, PID-14, PID-40
+
+
 def get_chart(conn: Connection, mrn: str) -> dict | None:
     """The chart record of PRODUCT.md for an MRN, or None if unknown.
 
@@ -1165,6 +1186,7 @@ def get_chart(conn: Connection, mrn: str) -> dict | None:
     visit_rows = conn.execute(select(tv).where(tv.c.patient_id == row.id)
                               .order_by(tv.c.created_at.desc(), tv.c.id.desc())).all()
     visit_numbers = {v.id: v.visit_number for v in visit_rows}
+    locations = chart_locations.locations_for(conn, list(visit_numbers))
     summaries = _optional("interface.documents", "summaries_for")
     return {
         "mrn": row.mrn,
@@ -1183,8 +1205,9 @@ def get_chart(conn: Connection, mrn: str) -> dict | None:
         "death_at": p["death_at"], "deceased": p["deceased"],
         "addresses": [{**_address_json(a), "type": a["type"]}
                       for a in _rows(conn, cs.patient_addresses, row.id)],
-        "phones": [{k: ph[k] for k in ("number", "use", "equipment", "email")}
-                   for ph in _rows(conn, cs.patient_phones, row.id)],
+        "phones": [{k: ph[k] for k in ("number", "use", "equipment", "email", "source")}
+                   for ph in sorted(_rows(conn, cs.patient_phones, row.id),
+                                    key=lambda ph: _PHONE_ORDER.get(ph["source"], 0))],
         "insurance": [{
             "plan": i["plan"], "company": i["company"], "company_id": i["company_id"],
             "member_id": i["member_id"], "group": i["group_number"],
@@ -1192,7 +1215,8 @@ def get_chart(conn: Connection, mrn: str) -> dict | None:
             "expiration": i["expiration"], "insured_name": _name_json(i, "insured_"),
             "relationship": i["relationship"], "priority": i["priority"],
         } for i in _rows(conn, cs.insurance, row.id)],
-        "visits": [_visit_json(v._mapping) for v in visit_rows],
+        "visits": [{**_visit_json(v._mapping), "locations": locations.get(v.id, [])}
+                   for v in visit_rows],
         "documents": list(summaries(conn, row.mrn)) if summaries is not None else [],
         "next_of_kin": [{
             "name": _name_json(n), "relationship": n["relationship"], "phone": n["phone"],
