@@ -33,7 +33,7 @@ from typing import Any, Callable
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
-from . import chart_locations
+from . import chart_absorb, chart_locations
 from . import chart_schema as cs
 from . import fastsql
 from .errors import (DUPLICATE_KEY_IDENTIFIER, UNKNOWN_KEY_IDENTIFIER, UNSUPPORTED_EVENT_CODE,
@@ -98,6 +98,7 @@ EVENTS: dict[str, EventRule] = {
     "A40": EventRule(None, "merge"),  # merge patient, patient identifier list
     "A46": EventRule(None, "rename"),  # change patient id
     "A47": EventRule(None, "rename"),  # change patient identifier list
+    "A49": EventRule(None),  # change patient account number (PID-18, not charted): chart kept whole
 }
 
 
@@ -650,8 +651,8 @@ def _replace_list(ctx: _Apply, patient: Row, table, field: str, rows: list[dict]
 # (same transaction) as the lists it describes, so a rolled-back message leaves both unchanged.
 # The five list tables are written only by ``_replace_list`` through ``_replace_patient_lists``
 # below; ``_rename`` keeps the patient's row and its list rows (the digest stays true) and
-# ``_absorb`` leaves the prior patient's lists on the tombstone (it still clears both digests,
-# so that a future version moving list rows there stays correct). ANY OTHER CODE THAT INSERTS,
+# ``_absorb`` moves the prior patient's list rows to the survivor (``chart_absorb``) and clears
+# both digests in the same transaction. ANY OTHER CODE THAT INSERTS,
 # UPDATES OR DELETES ROWS OF THESE TABLES (a merge moving them, a repair tool, an import, a
 # retention job) MUST CLEAR THE DIGEST of the patients concerned (``forget_lists_digest``), in
 # the same transaction; otherwise a later message carrying the old list would be skipped and the
@@ -1012,7 +1013,10 @@ def _merge(ctx: _Apply, upd: ChartUpdate, mrn: str, *, rename: bool) -> None:
         row = _rename(ctx, upd, prior, mrn)
     else:
         row = _upsert_patient(ctx, upd, mrn)
-        _absorb(ctx, prior, row)
+        carried = {field for field, _, _, _ in _incoming_lists(upd)}
+        if upd.diagnoses is not None:
+            carried.add("diagnoses")
+        _absorb(ctx, prior, row, carried)
     _reassign_documents(ctx, prior_mrn, row.mrn)
     ctx.release(row.mrn)
     ctx.release(prior_mrn)
@@ -1037,15 +1041,18 @@ def _rename(ctx: _Apply, upd: ChartUpdate, prior: Row, mrn: str) -> Row:
     return _upsert_patient(ctx, upd, mrn)
 
 
-def _absorb(ctx: _Apply, prior: Row, survivor: Row) -> None:
-    """Move the prior patient's identifiers, other names, visits and history to the survivor.
-
-    Addresses, phones, next of kin, insurance and allergies stay on the tombstone: the merge
-    message's demographics describe the survivor. Both lists digests are cleared all the same
-    (one statement per merge), so that moving list rows here one day cannot leave a digest
-    that no longer describes the rows (see "the lists digest").
+def _absorb(ctx: _Apply, prior: Row, survivor: Row, carried: set[str] = frozenset()) -> None:
+    """Move the prior patient's identifiers, other names, visits and history to the survivor,
+    and everything else ``chart_absorb`` describes: empty demographics filled from the prior,
+    the lists the merge message does not carry (``carried``) moved, a shared visit number's
+    diagnoses and locations moved. Both lists digests are cleared (one statement per merge):
+    list rows move here (see "the lists digest").
     """
     conn = ctx.conn
+    fills = chart_absorb.patient_fills(prior, survivor)
+    if fills:
+        ctx.created.discard(("patients", survivor.id))  # per-field history: values came from the prior
+        ctx.set_fields(cs.patients, survivor, fills, survivor)
     forget_lists_digest(ctx, prior.id, survivor.id)
     ctx.created.clear()  # rows move to the survivor: "created here, owns nothing" no longer holds
     ti = cs.patient_identifiers
@@ -1073,16 +1080,31 @@ def _absorb(ctx: _Apply, prior: Row, survivor: Row) -> None:
         conn.execute(update(tn).where(tn.c.id == r.id).values(patient_id=survivor.id, seq=seq))
     tv = cs.visits
     for v in conn.execute(select(tv).where(tv.c.patient_id == prior.id)).all():
-        if v.visit_number and _find_visit(conn, survivor.id, v.visit_number) is not None:
-            # Same visit number on both: keep the survivor's; the prior's stays on the tombstone.
+        kept = _find_visit(conn, survivor.id, v.visit_number) if v.visit_number else None
+        if kept is not None:
+            # Same visit number on both: the survivor's visit is kept, its empty fields filled
+            # from the prior's, whose diagnoses and locations move to it; the emptied prior
+            # visit row stays on the tombstone.
             ctx.record(survivor.id, survivor.mrn, "visits", v.id, "patient_id",
                        "kept_on_prior", prior.mrn, prior.mrn)
+            ctx.set_fields(tv, kept, chart_absorb.visit_fills(v, kept), survivor)
+            if chart_absorb.move_visit_contents(conn, v, kept, survivor.id):
+                ctx.record(survivor.id, survivor.mrn, "visits", kept.id, "diagnoses", "move",
+                           prior.mrn, survivor.mrn)
             continue
         conn.execute(update(tv).where(tv.c.id == v.id).values(patient_id=survivor.id))
         conn.execute(update(cs.diagnoses).where(cs.diagnoses.c.visit_id == v.id)
                      .values(patient_id=survivor.id))
         ctx.record(survivor.id, survivor.mrn, "visits", v.id, "patient_id", "move",
                    prior.mrn, survivor.mrn)
+    for field, table, _ in LIST_KINDS + (("diagnoses", cs.diagnoses, None),):
+        if field in carried:
+            continue  # the merge message's list is the survivor's
+        where = (cs.patient_phones.c.source == field if field in SOURCED else
+                 cs.diagnoses.c.visit_id.is_(None) if field == "diagnoses" else None)
+        if chart_absorb.move_rows(conn, table, prior.id, survivor.id, where):
+            ctx.record(survivor.id, survivor.mrn, table.name, None, field, "move", prior.mrn,
+                       survivor.mrn)
     h = cs.chart_history
     ctx.flush()
     conn.execute(update(h).where(h.c.patient_id == prior.id).values(patient_id=survivor.id))
