@@ -1016,7 +1016,8 @@ def _merge(ctx: _Apply, upd: ChartUpdate, mrn: str, *, rename: bool) -> None:
         carried = {field for field, _, _, _ in _incoming_lists(upd)}
         if upd.diagnoses is not None:
             carried.add("diagnoses")
-        _absorb(ctx, prior, row, carried)
+        cleared = {k for k, v in patient_values(upd.patient or Patient()).items() if v is CLEAR}
+        _absorb(ctx, prior, row, carried, cleared)
     _reassign_documents(ctx, prior_mrn, row.mrn)
     ctx.release(row.mrn)
     ctx.release(prior_mrn)
@@ -1041,15 +1042,17 @@ def _rename(ctx: _Apply, upd: ChartUpdate, prior: Row, mrn: str) -> Row:
     return _upsert_patient(ctx, upd, mrn)
 
 
-def _absorb(ctx: _Apply, prior: Row, survivor: Row, carried: set[str] = frozenset()) -> None:
+def _absorb(ctx: _Apply, prior: Row, survivor: Row, carried: set[str] = frozenset(),
+            cleared: set[str] = frozenset()) -> None:
     """Move the prior patient's identifiers, other names, visits and history to the survivor,
     and everything else ``chart_absorb`` describes: empty demographics filled from the prior,
     the lists the merge message does not carry (``carried``) moved, a shared visit number's
-    diagnoses and locations moved. Both lists digests are cleared (one statement per merge):
+    diagnoses and locations moved; columns the merge message cleared (``""``) stay empty. Both lists digests are cleared (one statement per merge):
     list rows move here (see "the lists digest").
     """
     conn = ctx.conn
-    fills = chart_absorb.patient_fills(prior, survivor)
+    fills = {k: v for k, v in chart_absorb.patient_fills(prior, survivor).items()
+             if k not in cleared}
     if fills:
         ctx.created.discard(("patients", survivor.id))  # per-field history: values came from the prior
         ctx.set_fields(cs.patients, survivor, fills, survivor)

@@ -165,3 +165,14 @@ def test_a49_change_account_number_keeps_the_chart(engine):
     after = h.chart("M49")
     _assert_kept(before, after)
     assert after["identifiers"] == before["identifiers"] and after["last_event"] == "A49"
+
+
+def test_a40_null_in_the_merge_message_is_not_refilled_from_the_prior(engine):
+    """A40 whose PID-7 is ``""``: the survivor's birth date stays cleared; other empty fields are
+    filled from the prior (sex)."""
+    h = Harness(engine)
+    _fill(h, "OLD5")
+    send(h, _msg("A28", ["PID|1||NEW5^^^HOSP^MR||DOE^JANE||19800116"], "20260301080000"))
+    send(h, _msg("A40", ['PID|1||NEW5^^^HOSP^MR||||""', "MRG|OLD5^^^HOSP^MR"], "20260303100000"))
+    c = h.chart("NEW5")
+    assert c["birth_date"] is None and c["sex"] == "female"
