@@ -24,7 +24,7 @@ from sqlalchemy import or_, select
 
 from .auth import ERROR_RESPONSES, MAX_ID, MESSAGES, UtcDateTime, audit_now, mask, require, utc_param
 from .errors import ParseError
-from .message import decode, parse
+from .message import decode, parse, split_warnings
 from .schema import audit, messages, work_attempts, work_items
 
 router = APIRouter(tags=["messages"])
@@ -241,6 +241,7 @@ class AuditRow(BaseModel):
 
 class MessageDetail(BaseModel):
     summary: MessageSummary
+    warnings: list[str]  # found on receipt: character set (MSH-18), truncated values (v2.7 MSH-2)
     raw: str  # segments separated by newlines
     segments: list[dict[str, Any]] | None
     parse_error: str | None
@@ -284,7 +285,8 @@ def get_message(request: Request, message_id: int = Path(ge=1, le=MAX_ID),
         by_item.setdefault(a.item_id, []).append(Attempt(at=a.at, outcome=a.outcome, error=a.error))
     summary = MessageSummary(**{k: row._mapping[k] for k in MessageSummary.model_fields})
     return MessageDetail(
-        summary=summary, raw=_lines(text), segments=segments, parse_error=perr,
+        summary=summary, warnings=split_warnings(row.warning), raw=_lines(text),
+        segments=segments, parse_error=perr,
         ack=_lines(_text(row.ack)),
         work_items=[WorkItemHistory(**{k: i._mapping[k] for k in WorkItemHistory.model_fields
                                        if k != "history"}, history=by_item.get(i.id, []))

@@ -1,4 +1,9 @@
-"""Read API for charts: ``GET /api/patients/{mrn}`` and ``GET /api/patients?family=&given=&birth_date=``.
+"""Read API for charts: ``GET /api/patients/{mrn}``, ``GET /api/patients/{mrn}/history`` (the
+change history, newest first, keyset paged) and ``GET /api/patients?family=&given=&birth_date=``.
+
+The SSN, identifiers other than the MRN, insurance member ids and their history values are
+masked as on the chart page (``chart_masking``) unless ``reveal=true`` with a ``reason``; a
+reveal is audited with its reason (the router's ``audit_access`` audits every view).
 
 Uses ``request.app.state.reader`` (``db.read_only_engine``: on SQLite a snapshot that never takes
 the write lock, with ``query_only``); every request runs in a transaction that is rolled back
@@ -13,7 +18,9 @@ from typing import Iterator
 from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy.engine import Connection
 
-from . import chart
+from . import chart, chart_log, chart_masking
+from .api_patient_models import HistoryPage, PatientChart, PatientSearchPage
+from .auth import MAX_ID, audit_now
 
 router = APIRouter()
 
@@ -31,18 +38,55 @@ def _reading(request: Request) -> Iterator[Connection]:
             conn.rollback()
 
 
-@router.get("/api/patients/{mrn}")
-def get_patient(mrn: str, request: Request) -> dict:
+_REVEAL_REASON = Query(None, max_length=500, description="why identifiers are revealed")
+
+
+def _revealing(request: Request, mrn: str, reveal: bool, reason: str | None) -> bool:
+    """400 for a reveal without a reason; audits a reveal (the view itself is audited by the
+    router's dependency)."""
+    if not reveal:
+        return False
+    if not (reason or "").strip():
+        raise HTTPException(status_code=400, detail="reveal=true needs a reason")
+    audit_now(request, action="reveal", target_type="patient", target_id=mrn,
+              reason=reason.strip()[:1000])
+    return True
+
+
+@router.get("/api/patients/{mrn}", response_model=PatientChart)
+def get_patient(mrn: str, request: Request, reveal: bool = False,
+                reason: str | None = _REVEAL_REASON) -> dict:
     """The chart record; a merged-away MRN answers with the survivor's chart (``requested_mrn``,
-    ``merged_into``). 404 when the MRN is unknown."""
+    ``merged_into``). Visits carry their location timeline (``locations``: location, from, to).
+    404 when the MRN is unknown."""
     with _reading(request) as conn:
         record = chart.get_chart(conn, mrn)
     if record is None:
         raise HTTPException(status_code=404, detail="no patient with this MRN")
-    return record
+    revealed = _revealing(request, mrn, reveal, reason)
+    return {**(record if revealed else chart_masking.mask_chart(record)), "revealed": revealed}
 
 
-@router.get("/api/patients")
+@router.get("/api/patients/{mrn}/history", response_model=HistoryPage)
+def get_patient_history(mrn: str, request: Request, limit: int = Query(100, ge=1, le=1000),
+                        before_id: int | None = Query(None, ge=1, le=MAX_ID),
+                        reveal: bool = False, reason: str | None = _REVEAL_REASON) -> dict:
+    """What each message changed on the chart (merged-in patients included), newest first: one
+    page of ``limit`` entries; the next page is ``before_id=next_before_id``. 404 when the MRN is
+    unknown."""
+    with _reading(request) as conn:
+        pid = chart_log.patient_id(conn, mrn)
+        if pid is None:
+            raise HTTPException(status_code=404, detail="no patient with this MRN")
+        entries, next_before = chart_log.history_page(conn, pid, limit=limit, before_id=before_id)
+    revealed = _revealing(request, mrn, reveal, reason)
+    if not revealed:
+        entries = [chart_masking.mask_history(e) for e in entries]
+    return {"mrn": mrn, "entries": entries, "next_before_id": next_before, "limit": limit,
+            "revealed": revealed}
+
+
+@router.get("/api/patients", response_model=PatientSearchPage)
 def find_patients(request: Request, family: str | None = None, given: str | None = None,
                   birth_date: str | None = None, limit: int = Query(50, ge=1, le=500),
                   offset: int = Query(0, ge=0, le=1_000_000_000)) -> dict:

@@ -33,6 +33,7 @@ from typing import Any, Callable
 from sqlalchemy import bindparam, delete, func, insert, select, update
 from sqlalchemy.engine import Connection, Row
 
+from . import chart_absorb, chart_locations
 from . import chart_schema as cs
 from . import fastsql
 from .errors import (DUPLICATE_KEY_IDENTIFIER, UNKNOWN_KEY_IDENTIFIER, UNSUPPORTED_EVENT_CODE,
@@ -97,6 +98,7 @@ EVENTS: dict[str, EventRule] = {
     "A40": EventRule(None, "merge"),  # merge patient, patient identifier list
     "A46": EventRule(None, "rename"),  # change patient id
     "A47": EventRule(None, "rename"),  # change patient identifier list
+    "A49": EventRule(None),  # change patient account number (PID-18, not charted): chart kept whole
 }
 
 
@@ -569,17 +571,31 @@ def _merge_names(ctx: _Apply, patient: Row, names: list | None) -> None:
 
 
 LIST_KINDS = (
-    # (records attribute on Patient or ChartUpdate, table, row builder, chart field)
+    # (records attribute on Patient or ChartUpdate, table, row builder)
     ("addresses", cs.patient_addresses, _address_row),
     ("phones", cs.patient_phones, _phone_row),
+    ("business_phones", cs.patient_phones, _phone_row),
+    ("telecom", cs.patient_phones, _phone_row),
     ("next_of_kin", cs.next_of_kin, _nok_row),
     ("insurance", cs.insurance, _insurance_row),
     ("allergies", cs.allergies, _allergy_row),
 )
+PATIENT_LISTS = frozenset({"addresses", "phones", "business_phones", "telecom"})  # on Patient
+# Kinds that share a table tell their rows apart by ``source`` (the kind's name): each is
+# replaced on its own, so a field's ``""`` clears only the rows that field gave (v2.5.1 2.5.3).
+SOURCED = frozenset({"phones", "business_phones", "telecom"})
+_SOURCE_WHERE = cs.patient_phones.c.source == bindparam("b_source")
+
+
+def list_scope(field: str) -> tuple[Any, dict | None, dict | None]:
+    """``(where, params, extra)`` narrowing a list kind's table to its own rows."""
+    if field in SOURCED:
+        return _SOURCE_WHERE, {"b_source": field}, {"source": field}
+    return None, None, None
 
 
 def _content_columns(table) -> list[str]:
-    skip = {"id", "patient_id", "seq", "message_id", "updated_at", "visit_id"}
+    skip = {"id", "patient_id", "seq", "message_id", "updated_at", "visit_id", "source"}
     return [c.name for c in table.columns if c.name not in skip]
 
 
@@ -604,7 +620,7 @@ def _replace_list(ctx: _Apply, patient: Row, table, field: str, rows: list[dict]
                   where=None, extra: dict | None = None, params: dict | None = None) -> None:
     """Replace the patient's list (within ``where``) when it differs; history keeps the old one."""
     rows = [r for r in rows if not _blank(r)]
-    owner = ("patients", patient.id) if where is None or params is None else ("visits", params["b_visit"])
+    owner = ("visits", params["b_visit"]) if params and "b_visit" in params else ("patients", patient.id)
     fresh = owner in ctx.created  # created in this update: nothing to read back or delete
     old = [] if fresh else _list_rows(ctx.conn, table, patient.id, where, params)
     if old == rows:
@@ -635,8 +651,8 @@ def _replace_list(ctx: _Apply, patient: Row, table, field: str, rows: list[dict]
 # (same transaction) as the lists it describes, so a rolled-back message leaves both unchanged.
 # The five list tables are written only by ``_replace_list`` through ``_replace_patient_lists``
 # below; ``_rename`` keeps the patient's row and its list rows (the digest stays true) and
-# ``_absorb`` leaves the prior patient's lists on the tombstone (it still clears both digests,
-# so that a future version moving list rows there stays correct). ANY OTHER CODE THAT INSERTS,
+# ``_absorb`` moves the prior patient's list rows to the survivor (``chart_absorb``) and clears
+# both digests in the same transaction. ANY OTHER CODE THAT INSERTS,
 # UPDATES OR DELETES ROWS OF THESE TABLES (a merge moving them, a repair tool, an import, a
 # retention job) MUST CLEAR THE DIGEST of the patients concerned (``forget_lists_digest``), in
 # the same transaction; otherwise a later message carrying the old list would be skipped and the
@@ -683,7 +699,7 @@ def _incoming_lists(upd: ChartUpdate) -> list[tuple[str, Any, list[dict], str]]:
     non-blank rows, as ``_replace_list`` would store them."""
     out = []
     for field, table, build in LIST_KINDS:
-        source = upd.patient if field in ("addresses", "phones") else upd
+        source = upd.patient if field in PATIENT_LISTS else upd
         items = _items(getattr(source, field))
         if items is not None:
             rows = [r for r in (build(i) for i in items) if not _blank(r)]
@@ -697,7 +713,8 @@ def _replace_patient_lists(ctx: _Apply, lists: list[tuple[str, Any, list[dict], 
     (see above: unchanged since the last message that carried them)."""
     for field, table, rows, digest in lists:
         if stored.get(field) != digest:
-            _replace_list(ctx, patient, table, field, rows)
+            where, params, extra = list_scope(field)
+            _replace_list(ctx, patient, table, field, rows, where=where, extra=extra, params=params)
 
 
 def _apply_lists(ctx: _Apply, upd: ChartUpdate, patient: Row, visit: Row | None) -> None:
@@ -921,8 +938,10 @@ def _apply_visit(ctx: _Apply, upd: ChartUpdate, patient: Row, action: str) -> Ro
         ctx.flush()
         step["status"] = _status_before(ctx.conn, row.id, "discharged", "admitted")
     values.update(step)
+    created = ("visits", row.id) in ctx.created
     ctx.set_fields(cs.visits, row, values, patient, always={
         "last_event": ctx.event, "recorded_at": _newer(_plain(upd.recorded_at), row.recorded_at)})
+    chart_locations.track(ctx, action, stored, ctx.row_after, event_at, created)
     return ctx.row_after
 
 
@@ -994,7 +1013,11 @@ def _merge(ctx: _Apply, upd: ChartUpdate, mrn: str, *, rename: bool) -> None:
         row = _rename(ctx, upd, prior, mrn)
     else:
         row = _upsert_patient(ctx, upd, mrn)
-        _absorb(ctx, prior, row)
+        carried = {field for field, _, _, _ in _incoming_lists(upd)}
+        if upd.diagnoses is not None:
+            carried.add("diagnoses")
+        cleared = {k for k, v in patient_values(upd.patient or Patient()).items() if v is CLEAR}
+        _absorb(ctx, prior, row, carried, cleared)
     _reassign_documents(ctx, prior_mrn, row.mrn)
     ctx.release(row.mrn)
     ctx.release(prior_mrn)
@@ -1019,15 +1042,20 @@ def _rename(ctx: _Apply, upd: ChartUpdate, prior: Row, mrn: str) -> Row:
     return _upsert_patient(ctx, upd, mrn)
 
 
-def _absorb(ctx: _Apply, prior: Row, survivor: Row) -> None:
-    """Move the prior patient's identifiers, other names, visits and history to the survivor.
-
-    Addresses, phones, next of kin, insurance and allergies stay on the tombstone: the merge
-    message's demographics describe the survivor. Both lists digests are cleared all the same
-    (one statement per merge), so that moving list rows here one day cannot leave a digest
-    that no longer describes the rows (see "the lists digest").
+def _absorb(ctx: _Apply, prior: Row, survivor: Row, carried: set[str] = frozenset(),
+            cleared: set[str] = frozenset()) -> None:
+    """Move the prior patient's identifiers, other names, visits and history to the survivor,
+    and everything else ``chart_absorb`` describes: empty demographics filled from the prior,
+    the lists the merge message does not carry (``carried``) moved, a shared visit number's
+    diagnoses and locations moved; columns the merge message cleared (``""``) stay empty. Both lists digests are cleared (one statement per merge):
+    list rows move here (see "the lists digest").
     """
     conn = ctx.conn
+    fills = {k: v for k, v in chart_absorb.patient_fills(prior, survivor).items()
+             if k not in cleared}
+    if fills:
+        ctx.created.discard(("patients", survivor.id))  # per-field history: values came from the prior
+        ctx.set_fields(cs.patients, survivor, fills, survivor)
     forget_lists_digest(ctx, prior.id, survivor.id)
     ctx.created.clear()  # rows move to the survivor: "created here, owns nothing" no longer holds
     ti = cs.patient_identifiers
@@ -1055,16 +1083,31 @@ def _absorb(ctx: _Apply, prior: Row, survivor: Row) -> None:
         conn.execute(update(tn).where(tn.c.id == r.id).values(patient_id=survivor.id, seq=seq))
     tv = cs.visits
     for v in conn.execute(select(tv).where(tv.c.patient_id == prior.id)).all():
-        if v.visit_number and _find_visit(conn, survivor.id, v.visit_number) is not None:
-            # Same visit number on both: keep the survivor's; the prior's stays on the tombstone.
+        kept = _find_visit(conn, survivor.id, v.visit_number) if v.visit_number else None
+        if kept is not None:
+            # Same visit number on both: the survivor's visit is kept, its empty fields filled
+            # from the prior's, whose diagnoses and locations move to it; the emptied prior
+            # visit row stays on the tombstone.
             ctx.record(survivor.id, survivor.mrn, "visits", v.id, "patient_id",
                        "kept_on_prior", prior.mrn, prior.mrn)
+            ctx.set_fields(tv, kept, chart_absorb.visit_fills(v, kept), survivor)
+            if chart_absorb.move_visit_contents(conn, v, kept, survivor.id):
+                ctx.record(survivor.id, survivor.mrn, "visits", kept.id, "diagnoses", "move",
+                           prior.mrn, survivor.mrn)
             continue
         conn.execute(update(tv).where(tv.c.id == v.id).values(patient_id=survivor.id))
         conn.execute(update(cs.diagnoses).where(cs.diagnoses.c.visit_id == v.id)
                      .values(patient_id=survivor.id))
         ctx.record(survivor.id, survivor.mrn, "visits", v.id, "patient_id", "move",
                    prior.mrn, survivor.mrn)
+    for field, table, _ in LIST_KINDS + (("diagnoses", cs.diagnoses, None),):
+        if field in carried:
+            continue  # the merge message's list is the survivor's
+        where = (cs.patient_phones.c.source == field if field in SOURCED else
+                 cs.diagnoses.c.visit_id.is_(None) if field == "diagnoses" else None)
+        if chart_absorb.move_rows(conn, table, prior.id, survivor.id, where):
+            ctx.record(survivor.id, survivor.mrn, table.name, None, field, "move", prior.mrn,
+                       survivor.mrn)
     h = cs.chart_history
     ctx.flush()
     conn.execute(update(h).where(h.c.patient_id == prior.id).values(patient_id=survivor.id))
@@ -1146,6 +1189,9 @@ def _rows(conn: Connection, table, patient_id: int) -> list[Any]:
         select(table).where(table.c.patient_id == patient_id).order_by(table.c.seq, table.c.id))]
 
 
+_PHONE_ORDER = {"phones": 0, "business_phones": 1, "telecom": 2}  # PID-13, PID-14, PID-40
+
+
 def get_chart(conn: Connection, mrn: str) -> dict | None:
     """The chart record of PRODUCT.md for an MRN, or None if unknown.
 
@@ -1165,6 +1211,7 @@ def get_chart(conn: Connection, mrn: str) -> dict | None:
     visit_rows = conn.execute(select(tv).where(tv.c.patient_id == row.id)
                               .order_by(tv.c.created_at.desc(), tv.c.id.desc())).all()
     visit_numbers = {v.id: v.visit_number for v in visit_rows}
+    locations = chart_locations.locations_for(conn, list(visit_numbers))
     summaries = _optional("interface.documents", "summaries_for")
     return {
         "mrn": row.mrn,
@@ -1183,8 +1230,9 @@ def get_chart(conn: Connection, mrn: str) -> dict | None:
         "death_at": p["death_at"], "deceased": p["deceased"],
         "addresses": [{**_address_json(a), "type": a["type"]}
                       for a in _rows(conn, cs.patient_addresses, row.id)],
-        "phones": [{k: ph[k] for k in ("number", "use", "equipment", "email")}
-                   for ph in _rows(conn, cs.patient_phones, row.id)],
+        "phones": [{k: ph[k] for k in ("number", "use", "equipment", "email", "source")}
+                   for ph in sorted(_rows(conn, cs.patient_phones, row.id),
+                                    key=lambda ph: _PHONE_ORDER.get(ph["source"], 0))],
         "insurance": [{
             "plan": i["plan"], "company": i["company"], "company_id": i["company_id"],
             "member_id": i["member_id"], "group": i["group_number"],
@@ -1192,7 +1240,8 @@ def get_chart(conn: Connection, mrn: str) -> dict | None:
             "expiration": i["expiration"], "insured_name": _name_json(i, "insured_"),
             "relationship": i["relationship"], "priority": i["priority"],
         } for i in _rows(conn, cs.insurance, row.id)],
-        "visits": [_visit_json(v._mapping) for v in visit_rows],
+        "visits": [{**_visit_json(v._mapping), "locations": locations.get(v.id, [])}
+                   for v in visit_rows],
         "documents": list(summaries(conn, row.mrn)) if summaries is not None else [],
         "next_of_kin": [{
             "name": _name_json(n), "relationship": n["relationship"], "phone": n["phone"],

@@ -101,9 +101,12 @@ patient_names = _child("patient_names", *_name(), Column("type", _S))
 
 patient_addresses = _child("patient_addresses", *_address(), Column("type", _S))
 
+# ``source``: the record list the row came from (``phones`` PID-13, ``business_phones`` PID-14,
+# ``telecom`` PID-40): each is replaced on its own, so ``""`` in PID-13 leaves PID-14's numbers.
 patient_phones = _child(
     "patient_phones",
     Column("number", _S), Column("use", _S), Column("equipment", _S), Column("email", _S),
+    Column("source", String(32)),
 )
 
 next_of_kin = _child(
@@ -156,6 +159,22 @@ diagnoses = _child(
     Column("visit_id", Id, ForeignKey("visits.id"), index=True),
     Column("code", _S), Column("description", Text), Column("coding_system", _S),
     Column("type", _S), Column("at", _ISO),
+)
+
+# Where the patient was during a visit: one row per location (PV1-3), opened by the message that
+# put the patient there (``from_at``: PV1-44 for the first, else the event time EVN-6/EVN-2/MSH-7)
+# and closed (``to_at``) by the next transfer or the discharge. A12 marks the cancelled transfer's
+# row (``cancelled_at``) and reopens the one before it. Rows follow their visit through merges.
+visit_locations = Table(
+    "visit_locations", metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("visit_id", Id, ForeignKey("visits.id"), nullable=False, index=True),
+    Column("location", _S, nullable=False),
+    Column("from_at", _ISO),
+    Column("to_at", _ISO),
+    Column("event", String(8)),
+    Column("cancelled_at", _ISO),
+    *_stamp(),
 )
 
 # One row per field a message changed (or a list it replaced, a merge, an ignored stale update).

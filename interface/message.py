@@ -151,8 +151,19 @@ def decode(raw: bytes) -> Decoded:
     """Decode message bytes by MSH-18, defaulting to UTF-8. Never raises.
 
     Bytes that are not valid in the declared character set are replaced (U+FFFD) and a warning
-    is returned; the raw bytes are always kept in the journal, so nothing is lost.
+    is returned; the raw bytes are always kept in the journal, so nothing is lost. Values that
+    end with the truncation character (v2.7, MSH-2) add a "truncated" warning (see
+    :func:`truncation_warning`).
     """
+    decoded = _decode(raw)
+    truncated = truncation_warning(decoded.text)
+    if truncated:
+        warning = f"{decoded.warning}; {truncated}" if decoded.warning else truncated
+        return Decoded(decoded.text, decoded.charset, warning)
+    return decoded
+
+
+def _decode(raw: bytes) -> Decoded:
     declared = _msh18_from_bytes(raw)
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8):]
@@ -182,6 +193,83 @@ def decode(raw: bytes) -> Decoded:
     except UnicodeDecodeError:
         return Decoded(raw.decode("cp1252", "replace"), "cp1252",
                        "not valid UTF-8 and no MSH-18; read as Windows-1252/ISO 8859-1")
+
+
+# ---------------------------------------------------------------------------------------------
+# the truncation character (v2.7 2.5.5.2)
+#
+# From v2.7 MSH-2 may carry a fifth character, the truncation character (``#``): a sender that
+# had to cut a value marks it by ending the value with it; the character itself is data only
+# when escaped (``\P\``). So a value (a field, repetition, component or subcomponent) that ends
+# with it is stored without it, and the message is flagged "truncated" (journal warning, W in
+# the ACK's ERR). MSH is left alone: MSH-2 holds the character itself.
+
+
+@lru_cache(maxsize=32)
+def _truncation_pattern(enc: Encoding) -> re.Pattern:
+    ends = "".join(re.escape(c) for c in (enc.component, enc.repetition, enc.subcomponent) if c)
+    tail = rf"(?=[{ends}]|\Z)" if ends else r"\Z"
+    return re.compile(re.escape(enc.truncation) + tail)
+
+
+def _first_line(text: str) -> str:
+    text = strip_leading(text)
+    end = len(text)
+    for sep in ("\r", "\n"):
+        i = text.find(sep, 0, end)
+        if i >= 0:
+            end = i
+    return text[:end]
+
+
+def truncated_fields(text: str) -> list[str]:
+    """``SEG-n`` of every field with a value that ends with the truncation character (none when
+    MSH-2 declares no truncation character); cheap when the character does not occur."""
+    first = _first_line(text)
+    if len(first) < 8:
+        return []
+    try:
+        enc = _encoding(first)
+    except ParseError:
+        return []
+    t = enc.truncation
+    if not t or text.find(t, text.find(first) + len(first)) < 0:
+        return []
+    pattern = _truncation_pattern(enc)
+    out: list[str] = []
+    for seg in split_segments(strip_leading(text)):
+        if seg[:3] in ("MSH", "FHS", "BHS") or t not in seg:
+            continue
+        fields = seg.split(enc.field)
+        for n, value in enumerate(fields[1:], 1):
+            if t in value and pattern.search(value):
+                where = f"{fields[0].strip()}-{n}"
+                if where not in out:
+                    out.append(where)
+    return out
+
+
+def truncation_warning(text: str) -> str:
+    """The warning for a message with truncated values ("" if none): locations only."""
+    where = truncated_fields(text)
+    if not where:
+        return ""
+    shown = ", ".join(where[:10]) + (f" and {len(where) - 10} more" if len(where) > 10 else "")
+    return (f"truncated: values at {shown} end with the truncation character (MSH-2, v2.7 "
+            f"2.5.5.2); stored without it")
+
+
+def split_warnings(text: str | None) -> list[str]:
+    """A journal row's ``warning`` text (character set, truncation) as a list of warnings."""
+    return [w for w in re.split(r"; (?=truncated: )", text or "") if w]
+
+
+def untruncate(value: str, enc: Encoding) -> str:
+    """A raw (escaped) field without the truncation characters that end its values."""
+    t = enc.truncation
+    if not t or t not in value:
+        return value
+    return _truncation_pattern(enc).sub("", value)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -546,6 +634,7 @@ def parse(text: str) -> Message:
         raise ParseError("message does not start with MSH", Location("MSH"))
     enc = _encoding(segments[0])
     fs = enc.field
+    trunc = enc.truncation
     out: list[Segment] = []
     by_name: dict[str, list[Segment]] = {}
     for i, seg in enumerate(segments):
@@ -556,6 +645,8 @@ def parse(text: str) -> Message:
         else:
             fields = seg.split(fs)
             name = fields[0].strip()
+            if trunc and trunc in seg:  # v2.7: a value ending with it was cut; drop the mark
+                fields[1:] = [untruncate(f, enc) for f in fields[1:]]
         lst = by_name.get(name)
         if lst is None:
             lst = by_name[name] = []

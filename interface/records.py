@@ -172,7 +172,10 @@ class Patient:
     language: str | None = None
     religion: str | None = None
     addresses: list[Address] | None = None
-    phones: list[Phone] | None = None  # PID-13 and PID-14
+    # Three lists, each replaced on its own (``""`` in PID-13 must not delete PID-14's numbers):
+    phones: list[Phone] | None = None  # PID-13 (home; every number for mappings that append)
+    business_phones: list[Phone] | None = None  # PID-14
+    telecom: list[Phone] | None = None  # PID-40 (v2.7+: PID-13/14 withdrawn, XTN-2/XTN-3 say which)
     ssn: str | None = None
     death_at: str | None = None
     deceased: str | None = None  # PID-30 Y/N

@@ -37,11 +37,12 @@ def test_standard_encoding_characters():
 
 
 def test_v27_truncation_character():
-    """MSH-2 of five characters: the fifth is the v2.7 truncation character; \\P\\ escapes it."""
+    """MSH-2 of five characters: the fifth is the v2.7 truncation character; \\P\\ escapes it,
+    and a value ending with it (unescaped) was truncated: the mark is not data (v2.7 2.5.5.2)."""
     text = msh(enc="^~\\&#", version="2.7") + "\rPID|1||100||A\\P\\B#"
     m = parse(text)
     assert m.encoding.truncation == "#"
-    assert m.value("PID", 5) == "A#B#"
+    assert m.value("PID", 5) == "A#B"
     assert header_from_text(text).version == "2.7"
     assert m.value("MSH", 2) == "^~\\&#"
 
