@@ -74,6 +74,10 @@ class ReturnAddress(Strict):
     timeout_seconds: float = Field(30.0, gt=0)
     retry: "Retry | None" = None
     tls: ClientTls | None = None
+    expect_ack: bool = Field(True, description=(
+        "false: send each application ACK as 'expect no reply' (MSH-15 NE) and do not wait for an "
+        "answer; delivered once written. For receivers that never answer a message carrying MSA-2 "
+        "(HAPI's default server among them)"))
 
 
 class Mrn(Strict):
@@ -105,6 +109,8 @@ class Destination(Strict):
     timeout_seconds: float = Field(30.0, gt=0, description="mllp: how long to wait for the ACK")
     connect_timeout_seconds: float = Field(10.0, gt=0)
     on_ae: Literal["retry", "error"] = Field("retry", description="mllp: AE/CE retried per policy, or straight to the error queue")
+    expect_ack: bool = Field(True, description="mllp: false = the peer never answers: delivered once "
+                             "written (answers that come anyway are read and discarded)")
     tls: ClientTls | None = Field(None, description="mllp: send over TLS (peer certificate checked; optional client certificate)")
     directory: str | None = None
     filename: str = Field("{channel}-{message_id}-{control_id}.hl7",

@@ -77,7 +77,7 @@ def destination_for(ch: Channel, name: str) -> Destination | None:
         return Destination(name=APPLICATION_ACK, type="mllp", host=ret.host, port=ret.port,
                            timeout_seconds=ret.timeout_seconds,
                            connect_timeout_seconds=ret.connect_timeout_seconds, retry=ret.retry,
-                           tls=ret.tls)
+                           tls=ret.tls, expect_ack=ret.expect_ack)
     return None
 
 
