@@ -167,6 +167,25 @@ class Channel(Strict):
         "chart/document store in the transaction that journals it (the ACK still follows ack.when); "
         "queued: always by the worker, after the ACK")
     params: dict[str, str] = Field(default_factory=dict)
+    fallback_charset: str = Field(
+        "WINDOWS-1252", description="how to read a message without MSH-18 whose bytes are not valid "
+        "UTF-8: a table 0211 name (8859/1, 8859/15, UNICODE UTF-8...) or WINDOWS-1252 (the default)")
+
+    @field_validator("fallback_charset")
+    @classmethod
+    def _charset(cls, v: str) -> str:
+        from .message import CHARSETS
+
+        if v.strip().upper() not in CHARSETS:
+            raise ValueError(f"unknown character set {v!r} (use one of {', '.join(sorted(CHARSETS))})")
+        return v.strip().upper()
+
+    @property
+    def fallback_codec(self) -> str:
+        """The Python codec of ``fallback_charset`` (for ``message.decode``)."""
+        from .message import CHARSETS
+
+        return CHARSETS[self.fallback_charset]
 
     @field_validator("listen")
     @classmethod

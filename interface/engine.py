@@ -173,7 +173,7 @@ class Engine:
     # -- deciding (pure, before the transaction) ---------------------------------------------
 
     def _prepare(self, inb: Inbound, group: int, now: datetime) -> list[_Prepared]:
-        decoded = decode(inb.raw)
+        decoded = decode(inb.raw, inb.channel.fallback_codec)
         texts = [decoded.text]
         batch = False
         if is_batch(decoded.text):

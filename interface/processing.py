@@ -89,7 +89,7 @@ class Pipeline:
             mapping = self.mappings.get(d.mapping)
             if mapping is None:
                 raise PermanentError(f"mapping {d.mapping} is not loaded", reason="processing_error")
-            msg = parse(decode(raw).text)
+            msg = parse(decode(raw, ch.fallback_codec).text)
             records = mapping.apply(msg, ch.mapping_params)
             return Prepared(d, records, msg)
         except (HL7Error, PermanentError) as exc:
