@@ -55,14 +55,37 @@ class ClientTls(Strict):
         return self
 
 
-class Ack(Strict):
-    """When to ACK (``on_commit``: once stored; ``on_process``: after the chart/index write) and
-    which code family (``auto`` follows MSH-15/16; ``original`` AA/AE/AR; ``enhanced`` CA/CE/CR)."""
+Timing = Literal["on_commit", "on_process"]
 
-    when: Literal["on_commit", "on_process"] = "on_commit"
+
+class Ack(Strict):
+    """When to ACK and which code family.
+
+    ``when`` (``on_commit``: once stored; ``on_process``: after the chart/index write, so content
+    errors come back as AE) applies to both acknowledgment modes unless ``original`` or
+    ``enhanced`` says otherwise for its mode (HL7 v2.5.1 2.9): the usual set-up is
+    ``{original: on_process, enhanced: on_commit}`` — original-mode senders get AE for content
+    errors, enhanced-mode senders CA once committed and the outcome in the application ACK.
+    ``mode``: ``auto`` follows MSH-15/16 (valued: enhanced); ``original`` AA/AE/AR;
+    ``enhanced`` CA/CE/CR."""
+
+    when: Timing = "on_commit"
+    original: Timing | None = Field(None, description="timing for original-mode messages (MSH-15/16 empty); default: when")
+    enhanced: Timing | None = Field(None, description="timing for enhanced-mode messages (MSH-15 or MSH-16 valued); default: when")
     mode: Literal["auto", "original", "enhanced"] = "auto"
     application_ack: "ReturnAddress | None" = Field(
         None, description="enhanced mode: where application ACKs (MSH-16 AL/ER/SU) are sent")
+
+    def is_enhanced(self, header) -> bool:
+        """Whether this message is acknowledged in enhanced mode (2.9.2), by ``mode`` and MSH-15/16."""
+        if self.mode != "auto":
+            return self.mode == "enhanced"
+        return header is not None and header.enhanced
+
+    def timing(self, header) -> str:
+        """``on_commit`` or ``on_process`` for this message: its mode's setting, else ``when``."""
+        per_mode = self.enhanced if self.is_enhanced(header) else self.original
+        return per_mode or self.when
 
 
 class ReturnAddress(Strict):

@@ -340,7 +340,7 @@ class Engine:
             self._apply_new(conn, first, now)
         if self.processor is not None:
             self._process_now(conn, [p for p in to_insert if p.row.status == "accepted"
-                                     and p.channel.ack.when == "on_process"], now)
+                                     and p.channel.ack.timing(p.header) == "on_process"], now)
             self._apply_inline(conn, [p for p in to_insert if p.inline is not None
                                       and p.row.status == "accepted" and not p.row.applied], now)
 
@@ -408,7 +408,7 @@ class Engine:
             return
         for p in prepared:
             ch = p.channel
-            if p.row.status == "accepted" and ch.apply == "inline" and ch.ack.when == "on_commit":
+            if p.row.status == "accepted" and ch.apply == "inline" and ch.ack.timing(p.header) == "on_commit":
                 p.inline = [prepare(ch.name, w.destination, p.row.raw) for w in p.row.work]
 
     def _apply_inline(self, conn, prepared: list[_Prepared], now: datetime) -> None:
