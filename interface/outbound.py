@@ -50,7 +50,7 @@ from . import ack as acks
 from . import queue
 from .channels import Channel, ClientTls, Destination
 from .client import parse_ack, tls_context
-from .destinations import APPLICATION_ACK, drop_file, file_name, lane_prefix, plain_key
+from .destinations import APPLICATION_ACK, CONNECTION_ACK, drop_file, file_name, lane_prefix, plain_key
 from .errors import FramingError, HL7Error, Location, ParseError, PermanentError, TransientError
 from .framing import FrameDecoder, frame
 from .message import decode, header_from_text
@@ -437,16 +437,17 @@ def wants_application_ack(header, ok: bool) -> bool:
     return rule == "AL" or (rule == "ER" and not ok) or (rule == "SU" and ok)
 
 
-def application_ack(header, err: HL7Error | None, now: datetime, *, accept_ack: str = "AL") -> bytes:
+def application_ack(header, err: HL7Error | None, now: datetime, *, accept_ack: str = "AL",
+                    sender: tuple[str, str] | None = None) -> bytes:
     """The application ACK (AA, or AE with ERR) for a processed message. It asks the return
     address for an accept ACK (MSH-15 ``accept_ack``: AL, or NE for a receiver that never
     answers) and no application ACK of its own (MSH-16 NE)."""
     if err is None:
-        data = acks.build_ack(header, "AA", now, mode="original")
+        data = acks.build_ack(header, "AA", now, mode="original", sender=sender)
     else:
         code = getattr(err, "code", "207")
         data = acks.build_ack(header, "AE", now, text=getattr(err, "text", str(err)), mode="original",
-                              errors=[acks.AckError(code, getattr(err, "text", str(err)),
+                              sender=sender, errors=[acks.AckError(code, getattr(err, "text", str(err)),
                                                     getattr(err, "location", None))])
     fs = header.encoding.field.encode("ascii")
     first, _, rest = data.partition(b"\r")
@@ -458,11 +459,15 @@ def application_ack(header, err: HL7Error | None, now: datetime, *, accept_ack: 
 
 def queue_application_ack(conn, ch: Channel, item, err: Exception | None, now: datetime) -> int | None:
     """After a message's store item finished (done, or into the error queue), queue its
-    application ACK when the channel has a return address and MSH-16 asks for one. The ACK is
-    journalled as a message of its own (``parent_id`` = the original) with one work item in lane
-    ``out:<channel>/application_ack|<key>``. Returns the work item id, or None."""
+    application ACK when the channel has a return address (or ``ack.same_connection``) and
+    MSH-16 asks for one. The ACK is journalled as a message of its own (``parent_id`` = the
+    original) with one work item in lane ``out:<channel>/application_ack|<key>`` — or, with
+    ``same_connection``, ``out:<channel>/connection_ack|<key>``, which the process holding the
+    sender's connection writes back on it (:mod:`interface.connection_acks`). Returns the work
+    item id, or None."""
     ret = ch.ack.application_ack
-    if ret is None or ch.ack.mode == "original":
+    same = ch.ack.same_connection
+    if (ret is None and not same) or ch.ack.mode == "original":
         return None
     stores = [d.name for d in ch.destinations if d.type == "store"]
     if not stores or item.destination != stores[0]:
@@ -477,7 +482,9 @@ def queue_application_ack(conn, ch: Channel, item, err: Exception | None, now: d
     if not wants_application_ack(header, err is None):
         return None
     hl7_err = err if isinstance(err, HL7Error) or err is None else HL7Error(str(err))
-    data = application_ack(header, hl7_err, now, accept_ack="AL" if ret.expect_ack else "NE")
+    # on the sender's own connection nothing answers it (MSH-15 NE): see interface.connection_acks
+    data = application_ack(header, hl7_err, now, accept_ack="NE" if same or not ret.expect_ack else "AL",
+                           sender=ch.ack_sender)
     ack_header = header_from_text(decode(data).text)
     mid = conn.execute(insert(messages).values(
         channel=ch.name, received_at=now, peer=APPLICATION_ACK, raw=data,
@@ -489,9 +496,10 @@ def queue_application_ack(conn, ch: Channel, item, err: Exception | None, now: d
         message_type=ack_header.message_type[:32], structure=ack_header.structure[:16],
         version=ack_header.version[:16], message_time=ack_header.message_time[:32],
         patient_id=orig.patient_id, parent_id=item.message_id).returning(messages.c.id)).scalar_one()
-    key = lane_prefix(ch.name, APPLICATION_ACK) + plain_key(item.key)
+    dest = CONNECTION_ACK if same else APPLICATION_ACK
+    key = lane_prefix(ch.name, dest) + plain_key(item.key)
     item_id = conn.execute(insert(work_items).values(
-        message_id=mid, channel=ch.name, destination=APPLICATION_ACK, key=key, status="pending",
+        message_id=mid, channel=ch.name, destination=dest, key=key, status="pending",
         attempts=0, next_attempt_at=now, created_at=now, updated_at=now).returning(work_items.c.id)).scalar_one()
     conn.execute(insert(work_keys).values(item_id=item_id, key=key))
     return item_id

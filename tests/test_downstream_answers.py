@@ -15,6 +15,19 @@ from interface.outbound import sender_for
 from tests.test_destinations import Rig, adt, channel
 
 
+def wait_for(peer: "AnsweringPeer", predicate, timeout: float = 30.0) -> bool:
+    """Wait (on the peer's receive event, with a deadline) until ``predicate()`` holds."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            return False
+        peer.got.wait(0.5)
+        peer.got.clear()
+    return True
+
+
 class AnsweringPeer:
     """A downstream MLLP receiver in a thread: ``answer(control_id, raw)`` gives the ACK
     message (unframed bytes) to send back, or None to send nothing. Records what it got."""
@@ -23,6 +36,7 @@ class AnsweringPeer:
         self.answer = answer
         self.messages: list[bytes] = []
         self.answered = threading.Event()  # set after each answer is written
+        self.got = threading.Event()  # set after each message received
         self.stop = threading.Event()
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
@@ -60,6 +74,7 @@ class AnsweringPeer:
                         break
                     for msg in dec.feed(data):
                         self.messages.append(msg)
+                        self.got.set()
                         ctl = msg.split(b"\r")[0].split(b"|")[9].decode()
                         out = self.answer(ctl, msg)
                         if out is not None:
