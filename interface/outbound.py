@@ -315,7 +315,8 @@ class OutboundWorker:
         """Deliver what is runnable now; returns how many deliveries were attempted."""
         now = self.clock()
         with self.db.connect() as conn:
-            candidates = queue.runnable(conn, now, self.batch, outbound=True, lane=self.lane)
+            candidates = [c for c in queue.runnable(conn, now, self.batch, outbound=True, lane=self.lane)
+                          if c.destination != CONNECTION_ACK]  # the connection relay's (connection_acks)
             if not candidates:
                 return 0
             msgs = {r.id: r for r in conn.execute(
