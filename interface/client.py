@@ -103,6 +103,9 @@ class MLLPClient:
         self.decoder = FrameDecoder()
         self._frames: list[bytes] = []
         self._unanswered: set[str] = set()  # control ids sent with MSH-15 NE
+        self._sent: set[str] = set()  # control ids sent on this connection
+        self.late: list[bytes] = []  # frames for an earlier message (application ACKs sent back
+        # on this connection, ack.same_connection), read while waiting for another's ACK
 
     def connect(self) -> "MLLPClient":
         s = socket.create_connection((self.host, self.port), timeout=self.timeout)
@@ -116,6 +119,7 @@ class MLLPClient:
         self._frames.clear()
         self.decoder = FrameDecoder()
         self._unanswered.clear()
+        self._sent.clear()
         if self.sock is not None:
             try:
                 self.sock.close()
@@ -158,12 +162,17 @@ class MLLPClient:
             return AckResult(ctl, "NE", "no accept ACK requested (MSH-15 NE)")
         try:
             ack = self.send_raw(message)
+            self._sent.add(ctl)
             while ack is not None:
                 code, ack_ctl, text = parse_ack(ack)
                 # A receiver may still answer an NE message (e.g. it could not store it): that
                 # answer belongs to the earlier message, not to this one.
                 if ack_ctl and ack_ctl != ctl and ack_ctl in self._unanswered:
                     self._unanswered.discard(ack_ctl)
+                    ack = self.read_frame()
+                    continue
+                if ack_ctl and ack_ctl != ctl and ack_ctl in self._sent:  # an earlier message's
+                    self.late.append(ack)  # application ACK on this connection
                     ack = self.read_frame()
                     continue
                 break

@@ -174,3 +174,16 @@ def test_fallback_character_set_per_channel_on_the_wire(wire, shared_db):
         assert _segs(c.send_raw(_adt("F2", "F200", app="LABSYS", family=b"EUR\xa4")))[1][1] == "AA"
     assert _family(shared_db[1], "F100") == "O\u2019BRIEN"
     assert _family(shared_db[1], "F200") == "EUR\u20ac"
+
+
+def test_interface_send_client_sets_aside_application_acks_of_earlier_messages(wire):
+    """MLLPClient.send on a same_connection channel: an application ACK for an earlier message
+    that arrives while waiting for the next one's accept ACK is kept in ``late``, never taken
+    for that message's ACK."""
+    with MLLPClient("127.0.0.1", wire.ports["reg"], timeout=TIMEOUT) as c:
+        results = [c.send(_adt(f"S{i}", f"S{i}00", msh15="AL", msh16="AL")) for i in range(3)]
+        while len(c.late) < 3:  # the last application ACK follows its accept ACK
+            c.late.append(c.read_frame())
+    assert [(r.control_id, r.code) for r in results] == [("S0", "CA"), ("S1", "CA"), ("S2", "CA")]
+    assert sorted(_segs(f)[1][2] for f in c.late) == ["S0", "S1", "S2"]
+    assert {_segs(f)[1][1] for f in c.late} == {"AA"}

@@ -182,3 +182,18 @@ def test_asks_for_application_ack_reads_msh16():
     assert [asks_for_application_ack(base.format(v).encode()) for v in ("AL", "ER", "su", "NE", "")] == \
         [True, True, True, False, False]
     assert not asks_for_application_ack(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5.1\r")
+
+
+def test_reload_sees_every_new_channel_setting_as_a_change():
+    """diff_channels compares whole definitions: match, identity, per-mode ACK timing,
+    same_connection, fallback_charset and expect_ack each make a channel "changed"."""
+    base = channel()
+    for change in ({"match": {"sending_application": ["REG"]}}, {"identity": {"application": "INT"}},
+                   {"ack": {"enhanced": "on_process"}}, {"ack": {"same_connection": True}},
+                   {"fallback_charset": "8859/15"}):
+        other = channel(**change)
+        assert diff_channels([base], [other]).changed == ["adt"], change
+    assert diff_channels([base], [channel()]).unchanged == ["adt"]
+    ret = {"host": "h", "port": 1}
+    assert diff_channels([channel(ack={"application_ack": ret})],
+                         [channel(ack={"application_ack": {**ret, "expect_ack": False}})]).changed == ["adt"]
