@@ -115,10 +115,12 @@ def _version_tuple(version: str) -> tuple[int, ...]:
 
 def build_ack(header: Header | None, code: str, now: datetime, *, text: str = "",
               errors: tuple[AckError, ...] | list[AckError] = (), mode: str = "auto",
-              control_id: str | None = None) -> bytes:
+              control_id: str | None = None, sender: tuple[str, str] | None = None) -> bytes:
     """The ACK message (unframed bytes) for ``header``; ``header=None`` for unreadable input.
 
     ``code`` is the original-mode code (AA, AE, AR); ``mode`` decides whether CA/CE/CR is sent.
+    ``sender``: MSH-3/MSH-4 of the ACK (the channel's identity, HD components written with
+    ``^``); default: the message's MSH-5/MSH-6.
     """
     enc = header.encoding if header else DEFAULT_ENCODING
     fs, cs = enc.field, enc.component or "^"
@@ -140,6 +142,8 @@ def build_ack(header: Header | None, code: str, now: datetime, *, text: str = ""
     else:
         fields = ["MSH", enc.msh2, "", "", "", "", hl7_timestamp(now), "", "ACK", ctl, "P", version]
         msa = ["MSA", send_code, ""]
+    if sender is not None:
+        fields[2], fields[3] = (v.replace("^", cs) if cs != "^" else v for v in sender)
     if text:
         msa.append(escape(text[:80], enc))
     segments = [fs.join(fields), fs.join(msa)]

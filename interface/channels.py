@@ -55,14 +55,44 @@ class ClientTls(Strict):
         return self
 
 
-class Ack(Strict):
-    """When to ACK (``on_commit``: once stored; ``on_process``: after the chart/index write) and
-    which code family (``auto`` follows MSH-15/16; ``original`` AA/AE/AR; ``enhanced`` CA/CE/CR)."""
+Timing = Literal["on_commit", "on_process"]
 
-    when: Literal["on_commit", "on_process"] = "on_commit"
+
+class Ack(Strict):
+    """When to ACK and which code family.
+
+    ``when`` (``on_commit``: once stored; ``on_process``: after the chart/index write, so content
+    errors come back as AE) applies to both acknowledgment modes unless ``original`` or
+    ``enhanced`` says otherwise for its mode (HL7 v2.5.1 2.9): the usual set-up is
+    ``{original: on_process, enhanced: on_commit}`` — original-mode senders get AE for content
+    errors, enhanced-mode senders CA once committed and the outcome in the application ACK.
+    ``mode``: ``auto`` follows MSH-15/16 (valued: enhanced); ``original`` AA/AE/AR;
+    ``enhanced`` CA/CE/CR."""
+
+    when: Timing = "on_commit"
+    original: Timing | None = Field(None, description="timing for original-mode messages (MSH-15/16 empty); default: when")
+    enhanced: Timing | None = Field(None, description="timing for enhanced-mode messages (MSH-15 or MSH-16 valued); default: when")
     mode: Literal["auto", "original", "enhanced"] = "auto"
     application_ack: "ReturnAddress | None" = Field(
         None, description="enhanced mode: where application ACKs (MSH-16 AL/ER/SU) are sent")
+    same_connection: bool = Field(False, description=(
+        "enhanced mode: send the application ACK back on the connection the message came in on, "
+        "after its accept ACK (with MSH-15 NE: no answer expected); if that connection is gone it "
+        "goes to application_ack when configured, else into the error queue as undeliverable"))
+    same_connection_timeout_seconds: float = Field(300.0, gt=0, description=(
+        "how long an application ACK waits for its connection's engine process (one that died "
+        "or restarted) before it is sent to application_ack or marked undeliverable"))
+
+    def is_enhanced(self, header) -> bool:
+        """Whether this message is acknowledged in enhanced mode (2.9.2), by ``mode`` and MSH-15/16."""
+        if self.mode != "auto":
+            return self.mode == "enhanced"
+        return header is not None and header.enhanced
+
+    def timing(self, header) -> str:
+        """``on_commit`` or ``on_process`` for this message: its mode's setting, else ``when``."""
+        per_mode = self.enhanced if self.is_enhanced(header) else self.original
+        return per_mode or self.when
 
 
 class ReturnAddress(Strict):
@@ -74,6 +104,70 @@ class ReturnAddress(Strict):
     timeout_seconds: float = Field(30.0, gt=0)
     retry: "Retry | None" = None
     tls: ClientTls | None = None
+    expect_ack: bool = Field(True, description=(
+        "false: send each application ACK as 'expect no reply' (MSH-15 NE) and do not wait for an "
+        "answer; delivered once written. For receivers that never answer a message carrying MSA-2 "
+        "(HAPI's default server among them)"))
+
+
+_MATCH_FIELDS = (("sending_application", 3), ("sending_facility", 4), ("receiving_application", 5),
+                 ("receiving_facility", 6))
+
+
+class Match(Strict):
+    """Which messages are this channel's, by their header (several channels may then share one
+    ``listen`` endpoint: each message goes to the one channel that matches). Each list: the
+    values accepted for that field, matched against the HD's namespace id (component 1) or the
+    whole field; empty: any. A message that matches no channel is refused (AR, ERR-3 103 at
+    the field)."""
+
+    sending_application: list[str] = Field(default_factory=list, description="MSH-3")
+    sending_facility: list[str] = Field(default_factory=list, description="MSH-4")
+    receiving_application: list[str] = Field(default_factory=list, description="MSH-5")
+    receiving_facility: list[str] = Field(default_factory=list, description="MSH-6")
+
+    def mismatch(self, values: tuple[str, str, str, str], component: str = "^") -> int | None:
+        """The first MSH field (3..6) whose value is not accepted, or None if all are."""
+        for (name, n), value in zip(_MATCH_FIELDS, values):
+            wanted = getattr(self, name)
+            if wanted and not hd_matches(value, wanted, component):
+                return n
+        return None
+
+    def overlaps(self, other: "Match | None") -> bool:
+        """Whether some header could match both (each field: one side open, or a shared value)."""
+        if other is None:
+            return True
+        return all(not a or not b or set(a) & set(b)
+                   for a, b in ((getattr(self, n), getattr(other, n)) for n, _ in _MATCH_FIELDS))
+
+
+def hd_matches(value: str, wanted: list[str], component: str = "^") -> bool:
+    """An HD field (MSH-3..6) against configured values: the whole field or its namespace id."""
+    first = value.split(component)[0].strip() if component else value
+    return value in wanted or first in wanted
+
+
+class Identity(Strict):
+    """The channel's own application and facility: MSH-3/MSH-4 of its ACKs (batch ACK headers
+    BHS-3/BHS-4 too) and of its application ACKs. Without it an ACK echoes the message's
+    MSH-5/MSH-6. Write an HD's components with ``^`` (e.g. ``INT^1.2.3^ISO``)."""
+
+    application: str = Field(min_length=1, description="MSH-3 of the channel's ACKs")
+    facility: str = Field("", description="MSH-4 of the channel's ACKs")
+    refuse_unaddressed: bool = Field(False, description=(
+        "refuse (AR, ERR-3 103 at MSH-5/MSH-6) a message whose MSH-5 is not `application` or whose "
+        "MSH-6 is not `facility` (when set)"))
+
+    def mismatch(self, receiving_application: str, receiving_facility: str, component: str = "^") -> int | None:
+        """With ``refuse_unaddressed``: 5 or 6 when MSH-5/MSH-6 do not name this identity."""
+        if not self.refuse_unaddressed:
+            return None
+        if not hd_matches(receiving_application, [self.application.replace("^", component)], component):
+            return 5
+        if self.facility and not hd_matches(receiving_facility, [self.facility.replace("^", component)], component):
+            return 6
+        return None
 
 
 class Mrn(Strict):
@@ -105,6 +199,8 @@ class Destination(Strict):
     timeout_seconds: float = Field(30.0, gt=0, description="mllp: how long to wait for the ACK")
     connect_timeout_seconds: float = Field(10.0, gt=0)
     on_ae: Literal["retry", "error"] = Field("retry", description="mllp: AE/CE retried per policy, or straight to the error queue")
+    expect_ack: bool = Field(True, description="mllp: false = the peer never answers: delivered once "
+                             "written (answers that come anyway are read and discarded)")
     tls: ClientTls | None = Field(None, description="mllp: send over TLS (peer certificate checked; optional client certificate)")
     directory: str | None = None
     filename: str = Field("{channel}-{message_id}-{control_id}.hl7",
@@ -161,6 +257,27 @@ class Channel(Strict):
         "chart/document store in the transaction that journals it (the ACK still follows ack.when); "
         "queued: always by the worker, after the ACK")
     params: dict[str, str] = Field(default_factory=dict)
+    match: Match | None = Field(None, description="route by MSH-3..MSH-6: channels sharing a listen endpoint")
+    identity: Identity | None = Field(None, description="this channel's MSH-3/MSH-4 in its ACKs")
+    fallback_charset: str = Field(
+        "WINDOWS-1252", description="how to read a message without MSH-18 whose bytes are not valid "
+        "UTF-8: a table 0211 name (8859/1, 8859/15, UNICODE UTF-8...) or WINDOWS-1252 (the default)")
+
+    @field_validator("fallback_charset")
+    @classmethod
+    def _charset(cls, v: str) -> str:
+        from .message import CHARSETS
+
+        if v.strip().upper() not in CHARSETS:
+            raise ValueError(f"unknown character set {v!r} (use one of {', '.join(sorted(CHARSETS))})")
+        return v.strip().upper()
+
+    @property
+    def fallback_codec(self) -> str:
+        """The Python codec of ``fallback_charset`` (for ``message.decode``)."""
+        from .message import CHARSETS
+
+        return CHARSETS[self.fallback_charset]
 
     @field_validator("listen")
     @classmethod
@@ -209,8 +326,9 @@ class Channel(Strict):
         names = [d.name for d in self.destinations]
         if len(set(names)) != len(names):
             raise ValueError("destination names must be unique")
-        if "application_ack" in names:
-            raise ValueError("destination name 'application_ack' is reserved (use ack.application_ack)")
+        if "application_ack" in names or "connection_ack" in names:
+            raise ValueError("destination names 'application_ack' and 'connection_ack' are reserved "
+                             "(use ack.application_ack / ack.same_connection)")
         return self
 
     # -- behaviour -------------------------------------------------------------------------------
@@ -246,6 +364,11 @@ class Channel(Strict):
         return any(addr in ipaddress.ip_network(n, strict=False) for n in self.allow)
 
     @property
+    def ack_sender(self) -> tuple[str, str] | None:
+        """MSH-3/MSH-4 of this channel's ACKs (``identity``), or None to echo MSH-5/MSH-6."""
+        return (self.identity.application, self.identity.facility) if self.identity else None
+
+    @property
     def mapping_params(self) -> dict:
         return {"authority": self.mrn.authority, "id_types": tuple(t.upper() for t in self.mrn.types),
                 "timezone": self.timezone, **self.params}
@@ -257,21 +380,51 @@ def load_channel(path: str | Path) -> tuple[Channel, Located]:
 
 
 def cross_check(loaded: list[tuple[Channel, Located]]) -> list[str]:
-    """Problems between channel files: a name or a listening port used twice."""
+    """Problems between channel files: a name used twice; a port used by two endpoints; channels
+    sharing one endpoint (the same ``listen`` string) whose listener settings differ (``tls``,
+    ``limits``) or that could both match one message (``match``: see :meth:`Match.overlaps`)."""
     problems: list[str] = []
     names: dict[str, str] = {}
-    ports: dict[str, str] = {}
-    for ch, doc in loaded:
+    ports: dict[str, tuple[str, Channel, Located]] = {}
+    for i, (ch, doc) in enumerate(loaded):
         if ch.name in names:
             problems.append(f"{doc.where(('name',))}: channel name {ch.name!r} already used in {names[ch.name]}")
         names.setdefault(ch.name, doc.file)
+        if not ch.enabled:
+            continue
         kind = ch.listen.split(":", 1)[0]
         port = ch.listen if kind == "unix" else ch.listen.split(":")[1]
-        if port in ports and port != "0" and ch.enabled:
-            problems.append(f"{doc.where(('listen',))}: port {port} already used by {ports[port]}")
-        if ch.enabled:
-            ports.setdefault(port, doc.file)
+        if port == "0":
+            continue
+        if port not in ports:
+            ports[port] = (ch.listen, ch, doc)
+            continue
+        listen, first, first_doc = ports[port]
+        if listen != ch.listen:
+            problems.append(f"{doc.where(('listen',))}: port {port} already used by {first_doc.file}")
+            continue
+        problems.extend(shared_endpoint_problems(ch, doc, [
+            (c, d) for c, d in loaded[:i] if c.enabled and c.listen == ch.listen]))
     return problems
+
+
+def shared_endpoint_problems(ch: Channel, doc: Located, earlier: list[tuple[Channel, Located]]) -> list[str]:
+    """``ch`` joins the channels already on its endpoint: the same listener settings, and no
+    message that two of them could both take."""
+    out = []
+    for other, other_doc in earlier:
+        where_other = f"{other_doc.where(('match',) if other.match else ('listen',))} (channel {other.name})"
+        for key in ("tls", "limits"):
+            if getattr(ch, key) != getattr(other, key):
+                out.append(f"{doc.where((key,) if key in doc.data else ('listen',))}: {key} differs from "
+                           f"{where_other}, which listens on the same endpoint {ch.listen!r}")
+        if ch.match is None or ch.match.overlaps(other.match):
+            port = ch.listen.split(":")[1] if ":" in ch.listen else ch.listen
+            out.append(f"{doc.where(('match',) if ch.match else ('listen',))}: port {port} already used by "
+                       f"{other_doc.file}, and channels {other.name} and {ch.name} could both take the same "
+                       f"message ({where_other}): channels share an endpoint only with match: blocks "
+                       f"(MSH-3..MSH-6) that do not overlap")
+    return out
 
 
 def load_channels(paths: list[str | Path] | str | Path) -> list[Channel]:

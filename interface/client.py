@@ -11,7 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .framing import FrameDecoder, frame
-from .message import decode, header_from_text, split_messages
+from .errors import ParseError
+from .message import DEFAULT_ENCODING, decode, header_from_text, split_messages, unescape
 
 
 @dataclass
@@ -28,19 +29,60 @@ class AckResult:
 
 
 def parse_ack(data: bytes) -> tuple[str, str, str]:
-    """(MSA-1, MSA-2, MSA-3 or ERR text) of an ACK message."""
+    """(MSA-1, MSA-2, the reason: :func:`ack_reason`) of an ACK message."""
     text = decode(data).text
-    code = ctl = msg = ""
+    code = ctl = ""
     for seg in text.replace("\n", "\r").split("\r"):
         if seg.startswith("MSA"):
             f = seg.split(seg[3]) if len(seg) > 3 else []
             code = f[1] if len(f) > 1 else ""
             ctl = f[2] if len(f) > 2 else ""
-            msg = f[3] if len(f) > 3 else ""
-        elif seg.startswith("ERR") and not msg:
-            f = seg.split(seg[3]) if len(seg) > 3 else []
-            msg = next((x for x in reversed(f[1:]) if x), "")
-    return code, ctl, msg
+            break
+    return code, ctl, ack_reason(text)
+
+
+def ack_reason(text: str) -> str:
+    """Why a receiver answered AE/AR, as people wrote it: MSA-3 (text message), else the first
+    ERR's ERR-8 (user message), else ERR-3's text (CWE-2), else a v2.1-v2.4 ERR-1's code text
+    (ELD-4, CE-2), else the bare error code (ERR-3.1 / ERR-1.4.1). Never ERR-4, the severity
+    letter. Escape sequences are resolved with the ACK's own delimiters. Empty when none."""
+    segs = [s for s in text.replace("\r\n", "\r").replace("\n", "\r").split("\r") if len(s) > 3]
+    enc = DEFAULT_ENCODING
+    for s in segs:
+        if s.startswith("MSH"):
+            try:
+                enc = header_from_text(s).encoding
+            except ParseError:
+                pass
+            break
+    fs, cs, ss = enc.field, enc.component or "^", enc.subcomponent or "&"
+
+    def field(seg: str, n: int) -> str:
+        parts = seg.split(fs)
+        v = parts[n] if len(parts) > n else ""
+        return v.split(enc.repetition)[0] if enc.repetition else v
+
+    def part(value: str, sep: str, n: int) -> str:
+        bits = value.split(sep)
+        return bits[n - 1] if len(bits) >= n else ""
+
+    def clean(v: str) -> str:
+        return unescape(v, enc).strip() if v else ""
+
+    for s in segs:
+        if s.startswith("MSA") and clean(field(s, 3)):
+            return clean(field(s, 3))
+    errs = [s for s in segs if s.startswith("ERR")]
+    for getter in (lambda s: field(s, 8),  # ERR-8 user message
+                   lambda s: part(field(s, 3), cs, 2),  # ERR-3 CWE-2 text
+                   lambda s: part(part(field(s, 1), cs, 4), ss, 2),  # v2.3 ERR-1 ELD-4 CE-2
+                   lambda s: part(field(s, 3), cs, 1),  # ERR-3 code
+                   lambda s: part(part(field(s, 1), cs, 4), ss, 1)):  # ERR-1 ELD-4 code
+        for s in errs:
+            v = clean(getter(s))
+            if v:
+                return v
+    return ""
 
 
 def messages_in_file(path: str | Path) -> list[bytes]:
@@ -61,6 +103,9 @@ class MLLPClient:
         self.decoder = FrameDecoder()
         self._frames: list[bytes] = []
         self._unanswered: set[str] = set()  # control ids sent with MSH-15 NE
+        self._sent: set[str] = set()  # control ids sent on this connection
+        self.late: list[bytes] = []  # frames for an earlier message (application ACKs sent back
+        # on this connection, ack.same_connection), read while waiting for another's ACK
 
     def connect(self) -> "MLLPClient":
         s = socket.create_connection((self.host, self.port), timeout=self.timeout)
@@ -74,6 +119,7 @@ class MLLPClient:
         self._frames.clear()
         self.decoder = FrameDecoder()
         self._unanswered.clear()
+        self._sent.clear()
         if self.sock is not None:
             try:
                 self.sock.close()
@@ -116,12 +162,17 @@ class MLLPClient:
             return AckResult(ctl, "NE", "no accept ACK requested (MSH-15 NE)")
         try:
             ack = self.send_raw(message)
+            self._sent.add(ctl)
             while ack is not None:
                 code, ack_ctl, text = parse_ack(ack)
                 # A receiver may still answer an NE message (e.g. it could not store it): that
                 # answer belongs to the earlier message, not to this one.
                 if ack_ctl and ack_ctl != ctl and ack_ctl in self._unanswered:
                     self._unanswered.discard(ack_ctl)
+                    ack = self.read_frame()
+                    continue
+                if ack_ctl and ack_ctl != ctl and ack_ctl in self._sent:  # an earlier message's
+                    self.late.append(ack)  # application ACK on this connection
                     ack = self.read_frame()
                     continue
                 break

@@ -57,6 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .reload import ReloadReport
+from .routing import endpoint_key
 
 log = logging.getLogger("interface.cluster")
 
@@ -303,8 +304,12 @@ class Supervisor(ReloadReport):
                 engine.dispose()
         self.channels = channels
         self.endpoints = {ch.name: s.port_overrides.get(ch.name, ch.listen) for ch in channels}
+        shared: dict[str, socket.socket] = {}  # channels on one endpoint share its socket
         for ch in channels:
-            self.sockets[ch.name] = bind_endpoint(self.endpoints[ch.name])
+            key = endpoint_key(ch, self.endpoints[ch.name])
+            if key not in shared:
+                shared[key] = bind_endpoint(self.endpoints[ch.name])
+            self.sockets[ch.name] = shared[key]
         self._tmp = Path(tempfile.mkdtemp(prefix="interface-workers-"))
 
     def _spec(self, index: int, ready_file: Path) -> dict:
@@ -423,14 +428,21 @@ class Supervisor(ReloadReport):
                     c.proc.send_signal(signal.SIGHUP)
             return None  # each child reloads in place and writes the status itself
         bound: dict[str, socket.socket] = {}
+        kept = {endpoint_key(c, self.endpoints[c.name]): self.sockets[c.name] for c in self.channels
+                if c.name in self.sockets and c.name in new and endpoints[c.name] == self.endpoints[c.name]}
+        by_key: dict[str, socket.socket] = {}  # a channel joining a kept or new shared endpoint
         for ch in channels:
             ep = endpoints[ch.name]
-            if ch.name in self.sockets and self.endpoints.get(ch.name) == ep:
+            key = endpoint_key(ch, ep)
+            if ch.name in self.sockets and self.endpoints.get(ch.name) == ep and key in kept:
+                continue
+            if key in kept or key in by_key:
+                bound[ch.name] = kept.get(key) or by_key[key]
                 continue
             try:
-                bound[ch.name] = bind_endpoint(ep)
+                bound[ch.name] = by_key[key] = bind_endpoint(ep)
             except (OSError, ConfigError) as exc:
-                for sock in bound.values():
+                for sock in by_key.values():
                     sock.close()
                 why = "; ".join(exc.problems) if isinstance(exc, ConfigError) else (exc.strerror or str(exc))
                 return self._reject([f"channel {ch.name}: cannot listen on {ep}: {why}"])

@@ -31,6 +31,7 @@ from .message import Header
 
 OUT_PREFIX = "out:"
 APPLICATION_ACK = "application_ack"
+CONNECTION_ACK = "connection_ack"  # application ACKs sent back on the sender's connection
 
 
 def base_keys(ch: Channel, patient_keys: tuple[str, ...], header: Header) -> tuple[str, ...]:
@@ -73,11 +74,12 @@ def destination_for(ch: Channel, name: str) -> Destination | None:
         if d.name == name:
             return d
     ret = ch.ack.application_ack
-    if name == APPLICATION_ACK and ret is not None:
+    if name in (APPLICATION_ACK, CONNECTION_ACK) and ret is not None:  # connection_ack items are
+        # the relay's (interface.connection_acks); any other worker sends them to the return address
         return Destination(name=APPLICATION_ACK, type="mllp", host=ret.host, port=ret.port,
                            timeout_seconds=ret.timeout_seconds,
                            connect_timeout_seconds=ret.connect_timeout_seconds, retry=ret.retry,
-                           tls=ret.tls)
+                           tls=ret.tls, expect_ack=ret.expect_ack)
     return None
 
 

@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import ack as acks
-from . import destinations, fastsql, journal, queue
+from . import destinations, fastsql, journal, queue, routing
 from .channels import Channel
 from .errors import (APPLICATION_INTERNAL_ERROR, DUPLICATE_KEY_IDENTIFIER, REQUIRED_FIELD_MISSING,
                      UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, HL7Error, Location, ParseError)
@@ -173,7 +173,7 @@ class Engine:
     # -- deciding (pure, before the transaction) ---------------------------------------------
 
     def _prepare(self, inb: Inbound, group: int, now: datetime) -> list[_Prepared]:
-        decoded = decode(inb.raw)
+        decoded = decode(inb.raw, inb.channel.fallback_codec)
         texts = [decoded.text]
         batch = False
         if is_batch(decoded.text):
@@ -204,6 +204,9 @@ class Engine:
         if not header.control_id:
             err = HL7Error("MSH-10 (message control id) is empty", Location("MSH", 1, 10),
                            REQUIRED_FIELD_MISSING, reason="missing_field")
+            return self._reject(inb, group, now, header, err, warning, raw)
+        err = routing.refusal(ch, header)  # match: / identity.refuse_unaddressed
+        if err is not None:
             return self._reject(inb, group, now, header, err, warning, raw)
         if not ch.accepts(header.message_code, header.trigger):
             code = UNSUPPORTED_EVENT_CODE if ch.accepts_code(header.message_code) else UNSUPPORTED_MESSAGE_TYPE
@@ -288,7 +291,8 @@ class Engine:
     def _set_ack(self, p: _Prepared, code: str, now: datetime, *, errors=(), text: str = "") -> None:
         mode = p.channel.ack.mode
         send = acks.should_send_accept_ack(p.header, code, mode)
-        data = acks.build_ack(p.header, code, now, text=text, errors=errors, mode=mode) if send else None
+        data = acks.build_ack(p.header, code, now, text=text, errors=errors, mode=mode,
+                              sender=p.channel.ack_sender) if send else None
         p.row.ack = data
         p.row.ack_code = acks.ack_code(code, p.header, mode) if send else None
 
@@ -340,7 +344,7 @@ class Engine:
             self._apply_new(conn, first, now)
         if self.processor is not None:
             self._process_now(conn, [p for p in to_insert if p.row.status == "accepted"
-                                     and p.channel.ack.when == "on_process"], now)
+                                     and p.channel.ack.timing(p.header) == "on_process"], now)
             self._apply_inline(conn, [p for p in to_insert if p.inline is not None
                                       and p.row.status == "accepted" and not p.row.applied], now)
 
@@ -408,7 +412,7 @@ class Engine:
             return
         for p in prepared:
             ch = p.channel
-            if p.row.status == "accepted" and ch.apply == "inline" and ch.ack.when == "on_commit":
+            if p.row.status == "accepted" and ch.apply == "inline" and ch.ack.timing(p.header) == "on_commit":
                 p.inline = [prepare(ch.name, w.destination, p.row.raw) for w in p.row.work]
 
     def _apply_inline(self, conn, prepared: list[_Prepared], now: datetime) -> None:
@@ -477,7 +481,8 @@ class Engine:
         err = acks.AckError(APPLICATION_INTERNAL_ERROR,
                             "message could not be stored; it was not accepted, please resend")
         mode = p.channel.ack.mode
-        data = acks.build_ack(p.header, "AE", now, text=err.text, errors=[err], mode=mode)
+        data = acks.build_ack(p.header, "AE", now, text=err.text, errors=[err], mode=mode,
+                              sender=p.channel.ack_sender)
         return Outcome("error", data, acks.ack_code("AE", p.header, mode),
                        p.header.control_id if p.header else None,
                        p.header.message_type if p.header else None, None, err.text)
@@ -495,7 +500,8 @@ class Engine:
                 out.append(items[0].outcome)
                 continue
             enc = next((p.header.encoding for p in items if p.header is not None), None)
-            out.append(_batch_outcome([p.outcome for p in items], now, enc))
+            out.append(_batch_outcome([p.outcome for p in items], now, enc,
+                                      items[0].channel.ack_sender if items else None))
         return out
 
 
@@ -508,9 +514,10 @@ def _code_of(ack: bytes | None) -> str | None:
     return ack[i + 4:i + 6].decode("ascii", "replace")
 
 
-def _batch_outcome(outcomes: list[Outcome], now: datetime, enc=None) -> Outcome:
+def _batch_outcome(outcomes: list[Outcome], now: datetime, enc=None, sender=None) -> Outcome:
     """One response for a framed FHS/BHS batch: the ACKs wrapped in BHS/BTS, written with the
-    batch's own delimiters (those of its first readable message)."""
+    batch's own delimiters (those of its first readable message); BHS-3/BHS-4 are the channel's
+    identity (``sender``) when it declares one."""
     acks_ = [o.ack for o in outcomes if o.ack]
     worst = "accepted"
     for o in outcomes:
@@ -520,7 +527,10 @@ def _batch_outcome(outcomes: list[Outcome], now: datetime, enc=None) -> Outcome:
         return Outcome(worst, None, None, None, "batch", None, f"{len(outcomes)} messages")
     stamp = acks.hl7_timestamp(now).encode()
     fs, msh2 = (enc.field, enc.msh2) if enc is not None else ("|", "^~\\&")
-    bhs = fs.join(["BHS", msh2, "", "", "", "", ""]).encode("ascii", "replace") + stamp
+    app, fac = sender or ("", "")
+    if enc is not None and enc.component and enc.component != "^":
+        app, fac = app.replace("^", enc.component), fac.replace("^", enc.component)
+    bhs = fs.join(["BHS", msh2, app, fac, "", "", ""]).encode("ascii", "replace") + stamp
     body = bhs + b"\r" + b"".join(acks_) + f"BTS{fs}{len(acks_)}".encode("ascii", "replace") + b"\r"
     codes = {o.ack_code for o in outcomes if o.ack_code}
     code = next((c for c in ("AR", "CR", "AE", "CE") if c in codes), next(iter(codes), None))

@@ -116,6 +116,7 @@ REASONS = {
     "duplicate_conflict": "Same control id, different content",
     "downstream_refused": "Downstream system refused",
     "downstream_unavailable": "Downstream system unavailable",
+    "undeliverable": "Application ACK could not be delivered",
     "content_too_large": "Content too large",
     "processing_error": "Processing error",
 }

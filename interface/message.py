@@ -147,8 +147,11 @@ def _msh18_from_bytes(raw: bytes) -> str:
     return parts[17].split(rep)[0].decode("ascii", "replace").strip()
 
 
-def decode(raw: bytes) -> Decoded:
+def decode(raw: bytes, fallback: str = "cp1252") -> Decoded:
     """Decode message bytes by MSH-18, defaulting to UTF-8. Never raises.
+
+    Without MSH-18, bytes that are valid UTF-8 (plain ASCII included) are read as UTF-8, others
+    in ``fallback`` (a Python codec: the channel's ``fallback_charset``, Windows-1252 by default).
 
     Bytes that are not valid in the declared character set are replaced (U+FFFD) and a warning
     is returned; the raw bytes are always kept in the journal, so nothing is lost. Values that
@@ -190,9 +193,15 @@ def _decode(raw: bytes) -> Decoded:
                            f"byte {exc.start} is not valid {declared} (MSH-18); replaced")
     try:
         return Decoded(raw.decode("utf-8"), "utf-8")
-    except UnicodeDecodeError:
-        return Decoded(raw.decode("cp1252", "replace"), "cp1252",
-                       "not valid UTF-8 and no MSH-18; read as Windows-1252/ISO 8859-1")
+    except UnicodeDecodeError as exc:
+        if fallback == "cp1252":
+            return Decoded(raw.decode("cp1252", "replace"), "cp1252",
+                           "not valid UTF-8 and no MSH-18; read as Windows-1252/ISO 8859-1")
+        if fallback == "utf-8":
+            return Decoded(raw.decode("utf-8", "replace"), "utf-8",
+                           f"byte {exc.start} is not valid UTF-8 and no MSH-18; replaced")
+        return Decoded(raw.decode(fallback, "replace"), fallback,
+                       f"not valid UTF-8 and no MSH-18; read as {fallback} (the channel's fallback)")
 
 
 # ---------------------------------------------------------------------------------------------

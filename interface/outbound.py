@@ -50,7 +50,7 @@ from . import ack as acks
 from . import queue
 from .channels import Channel, ClientTls, Destination
 from .client import parse_ack, tls_context
-from .destinations import APPLICATION_ACK, drop_file, file_name, lane_prefix, plain_key
+from .destinations import APPLICATION_ACK, CONNECTION_ACK, drop_file, file_name, lane_prefix, plain_key
 from .errors import FramingError, HL7Error, Location, ParseError, PermanentError, TransientError
 from .framing import FrameDecoder, frame
 from .message import decode, header_from_text
@@ -90,8 +90,9 @@ class MLLPSender:
     def __init__(self, host: str, port: int, *, connect_timeout: float = 10.0, ack_timeout: float = 30.0,
                  connect: Callable = socket.create_connection, max_frame: int = 16 * 1024 * 1024,
                  tls: Callable[[], ssl.SSLContext] | ssl.SSLContext | None = None,
-                 server_hostname: str | None = None):
+                 server_hostname: str | None = None, expect_ack: bool = True):
         self.host, self.port = host, port
+        self.expect_ack = expect_ack  # False: the peer never answers (see Destination.expect_ack)
         self.tls = tls  # a context, or a function making one (called at each connect)
         self.server_hostname = server_hostname or host
         self.connect_timeout, self.ack_timeout = connect_timeout, ack_timeout
@@ -152,14 +153,17 @@ class MLLPSender:
         except ParseError as exc:
             raise PermanentError(f"the stored message cannot be read: {exc}", reason="unparseable") from None
         control_id = header.control_id
+        no_reply = not self.expect_ack or (header.enhanced and header.accept_ack_type.upper() == "NE")
         for attempt in (1, 2):
+            if no_reply and self.sock is not None:
+                self._discard_unread()  # answers that came anyway; notices a closed connection
             fresh = self.sock is None
             if fresh:
                 self._connect()
             try:
                 self.sock.settimeout(self.ack_timeout)
                 self.sock.sendall(frame(raw))
-                if header.enhanced and header.accept_ack_type.upper() == "NE":
+                if no_reply:
                     return None
                 return self._read_ack(control_id)
             except (_Closed, ConnectionError) as exc:
@@ -176,6 +180,24 @@ class MLLPSender:
                 self.close()
                 raise DownstreamUnavailable(f"{self.host}:{self.port}: {type(exc).__name__}") from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _discard_unread(self) -> None:
+        """Before a send that expects no reply: read and drop whatever the peer sent meanwhile
+        (so its answers never fill the socket), and close a connection the peer has closed
+        (so the send goes on a fresh one instead of into a dead socket)."""
+        try:
+            self.sock.setblocking(False)
+            while True:
+                data = self.sock.recv(65536)
+                if not data:
+                    self.close()
+                    return
+                self.skipped_acks += len(self.decoder.feed(data))
+        except (BlockingIOError, ssl.SSLWantReadError):
+            self.sock.setblocking(True)
+            self._frames = []
+        except (OSError, FramingError):
+            self.close()
 
     def _read_ack(self, control_id: str) -> AckReply:
         deadline = time.monotonic() + self.ack_timeout
@@ -216,7 +238,8 @@ def sender_for(dest: Destination) -> "MLLPSender":
         log.warning("destination %s: TLS without checking the peer's certificate (verify: false)", dest.name)
     return MLLPSender(dest.host, dest.port, connect_timeout=dest.connect_timeout_seconds,
                       ack_timeout=dest.timeout_seconds, tls=client_tls(tls) if tls is not None else None,
-                      server_hostname=tls.server_name if tls is not None else None)
+                      server_hostname=tls.server_name if tls is not None else None,
+                      expect_ack=dest.expect_ack)
 
 
 def check_ack(reply: AckReply | None, dest: Destination) -> None:
@@ -276,7 +299,7 @@ class OutboundWorker:
 
     def sender(self, channel: str, dest: Destination) -> MLLPSender:
         key = (channel, dest.name, dest.host, dest.port,
-               dest.tls.model_dump_json() if dest.tls is not None else None)
+               dest.tls.model_dump_json() if dest.tls is not None else None, dest.expect_ack)
         s = self.senders.get(key)
         if s is None:
             s = self.senders[key] = self.sender_factory(dest)
@@ -292,7 +315,8 @@ class OutboundWorker:
         """Deliver what is runnable now; returns how many deliveries were attempted."""
         now = self.clock()
         with self.db.connect() as conn:
-            candidates = queue.runnable(conn, now, self.batch, outbound=True, lane=self.lane)
+            candidates = [c for c in queue.runnable(conn, now, self.batch, outbound=True, lane=self.lane)
+                          if c.destination != CONNECTION_ACK]  # the connection relay's (connection_acks)
             if not candidates:
                 return 0
             msgs = {r.id: r for r in conn.execute(
@@ -414,31 +438,37 @@ def wants_application_ack(header, ok: bool) -> bool:
     return rule == "AL" or (rule == "ER" and not ok) or (rule == "SU" and ok)
 
 
-def application_ack(header, err: HL7Error | None, now: datetime) -> bytes:
+def application_ack(header, err: HL7Error | None, now: datetime, *, accept_ack: str = "AL",
+                    sender: tuple[str, str] | None = None) -> bytes:
     """The application ACK (AA, or AE with ERR) for a processed message. It asks the return
-    address for an accept ACK (MSH-15 AL) and no application ACK of its own (MSH-16 NE)."""
+    address for an accept ACK (MSH-15 ``accept_ack``: AL, or NE for a receiver that never
+    answers) and no application ACK of its own (MSH-16 NE)."""
     if err is None:
-        data = acks.build_ack(header, "AA", now, mode="original")
+        data = acks.build_ack(header, "AA", now, mode="original", sender=sender)
     else:
         code = getattr(err, "code", "207")
         data = acks.build_ack(header, "AE", now, text=getattr(err, "text", str(err)), mode="original",
-                              errors=[acks.AckError(code, getattr(err, "text", str(err)),
+                              sender=sender, errors=[acks.AckError(code, getattr(err, "text", str(err)),
                                                     getattr(err, "location", None))])
     fs = header.encoding.field.encode("ascii")
     first, _, rest = data.partition(b"\r")
     parts = first.split(fs)
     parts += [b""] * (16 - len(parts))
-    parts[14], parts[15] = b"AL", b"NE"  # parts[n-1] is MSH-n
+    parts[14], parts[15] = accept_ack.encode("ascii"), b"NE"  # parts[n-1] is MSH-n
     return fs.join(parts) + b"\r" + rest
 
 
 def queue_application_ack(conn, ch: Channel, item, err: Exception | None, now: datetime) -> int | None:
     """After a message's store item finished (done, or into the error queue), queue its
-    application ACK when the channel has a return address and MSH-16 asks for one. The ACK is
-    journalled as a message of its own (``parent_id`` = the original) with one work item in lane
-    ``out:<channel>/application_ack|<key>``. Returns the work item id, or None."""
+    application ACK when the channel has a return address (or ``ack.same_connection``) and
+    MSH-16 asks for one. The ACK is journalled as a message of its own (``parent_id`` = the
+    original) with one work item in lane ``out:<channel>/application_ack|<key>`` — or, with
+    ``same_connection``, ``out:<channel>/connection_ack|<key>``, which the process holding the
+    sender's connection writes back on it (:mod:`interface.connection_acks`). Returns the work
+    item id, or None."""
     ret = ch.ack.application_ack
-    if ret is None or ch.ack.mode == "original":
+    same = ch.ack.same_connection
+    if (ret is None and not same) or ch.ack.mode == "original":
         return None
     stores = [d.name for d in ch.destinations if d.type == "store"]
     if not stores or item.destination != stores[0]:
@@ -453,7 +483,9 @@ def queue_application_ack(conn, ch: Channel, item, err: Exception | None, now: d
     if not wants_application_ack(header, err is None):
         return None
     hl7_err = err if isinstance(err, HL7Error) or err is None else HL7Error(str(err))
-    data = application_ack(header, hl7_err, now)
+    # on the sender's own connection nothing answers it (MSH-15 NE): see interface.connection_acks
+    data = application_ack(header, hl7_err, now, accept_ack="NE" if same or not ret.expect_ack else "AL",
+                           sender=ch.ack_sender)
     ack_header = header_from_text(decode(data).text)
     mid = conn.execute(insert(messages).values(
         channel=ch.name, received_at=now, peer=APPLICATION_ACK, raw=data,
@@ -465,9 +497,10 @@ def queue_application_ack(conn, ch: Channel, item, err: Exception | None, now: d
         message_type=ack_header.message_type[:32], structure=ack_header.structure[:16],
         version=ack_header.version[:16], message_time=ack_header.message_time[:32],
         patient_id=orig.patient_id, parent_id=item.message_id).returning(messages.c.id)).scalar_one()
-    key = lane_prefix(ch.name, APPLICATION_ACK) + plain_key(item.key)
+    dest = CONNECTION_ACK if same else APPLICATION_ACK
+    key = lane_prefix(ch.name, dest) + plain_key(item.key)
     item_id = conn.execute(insert(work_items).values(
-        message_id=mid, channel=ch.name, destination=APPLICATION_ACK, key=key, status="pending",
+        message_id=mid, channel=ch.name, destination=dest, key=key, status="pending",
         attempts=0, next_attempt_at=now, created_at=now, updated_at=now).returning(work_items.c.id)).scalar_one()
     conn.execute(insert(work_keys).values(item_id=item_id, key=key))
     return item_id

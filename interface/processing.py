@@ -65,7 +65,7 @@ class Pipeline:
     def finished(self, conn, item, err: Exception | None, now: datetime) -> None:
         """A store item is done or in the error queue: queue the enhanced-mode application ACK."""
         ch = self.channels.get(item.channel)
-        if ch is not None and ch.ack.application_ack is not None:
+        if ch is not None and (ch.ack.application_ack is not None or ch.ack.same_connection):
             from .outbound import queue_application_ack
 
             queue_application_ack(conn, ch, item, err, now)
@@ -89,7 +89,7 @@ class Pipeline:
             mapping = self.mappings.get(d.mapping)
             if mapping is None:
                 raise PermanentError(f"mapping {d.mapping} is not loaded", reason="processing_error")
-            msg = parse(decode(raw).text)
+            msg = parse(decode(raw, ch.fallback_codec).text)
             records = mapping.apply(msg, ch.mapping_params)
             return Prepared(d, records, msg)
         except (HL7Error, PermanentError) as exc:

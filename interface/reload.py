@@ -92,6 +92,25 @@ def diff_channels(old, new) -> ChannelDiff:
     return d
 
 
+def listener_changes(diff: ChannelDiff, old: dict, new: dict, overrides: dict | None = None):
+    """The listeners (endpoint keys, :mod:`interface.routing`) before and after, and those to
+    restart: a listener whose set of channels changed, or one of whose channels changed, is
+    stopped (its connections drained) and started again with the new definitions; the others
+    keep their connections. Channels sharing an endpoint restart together."""
+    from .routing import endpoint_groups
+
+    old_groups = endpoint_groups(list(old.values()), overrides)
+    new_groups = endpoint_groups(list(new.values()), overrides)
+    touched = set(diff.added) | set(diff.removed) | set(diff.changed)
+    restart = []
+    for key in list(old_groups) + [k for k in new_groups if k not in old_groups]:
+        before = [c.name for c in old_groups.get(key, [])]
+        after = [c.name for c in new_groups.get(key, [])]
+        if before != after or touched & set(after):
+            restart.append(key)
+    return old_groups, new_groups, restart
+
+
 def load_config(settings):
     """The enabled channels and a new Pipeline from ``settings``; ConfigError lists every problem
     as ``file:line: message`` (channel files, cross-file clashes, unknown mappings, mappings, rules)."""
@@ -248,16 +267,20 @@ class Reloader(ReloadReport):
         self._swap_pipeline(pipeline, channels)
         self._swap_alerts(alerts)
         top, listeners, runtime = parts["top"], parts["listeners"], parts["runtime"]
+        old_groups, new_groups, restart = listener_changes(diff, old, new, self.settings.port_overrides)
         stopping = []
-        for name in diff.removed + diff.changed:
-            svc = listeners.pop(name)
+        for key in restart:
+            if key not in old_groups:
+                continue
+            svc = listeners.pop(key)
             stopping.append(defer.maybeDeferred(top.removeService, svc))  # stopListening
             svc.mllp_factory.drain()  # close connections once their ACK is out
-            if name in diff.removed:
-                runtime.factories.pop(name, None)
-                runtime.ports.pop(name, None)
+            for c in old_groups[key]:
+                if c.name not in new:
+                    runtime.factories.pop(c.name, None)
+                    runtime.ports.pop(c.name, None)
         d = defer.gatherResults(stopping, consumeErrors=True)  # old ports closed before rebinding
-        d.addCallback(lambda _: self._start(diff, old, new))
+        d.addCallback(lambda _: self._start(diff, old, new, old_groups, new_groups, restart))
         return d
 
     def _swap_pipeline(self, pipeline, channels) -> None:
@@ -266,7 +289,7 @@ class Reloader(ReloadReport):
 
         parts = self.parts
         parts["pipeline"] = pipeline
-        for w in parts["workers"] + parts["outbound"]:
+        for w in parts["workers"] + parts["outbound"] + ([parts["relay"]] if parts.get("relay") else []):
             w.pipeline = pipeline  # read once per round by each worker
         have = {w.lane for w in parts["outbound"]}
         for lane in outbound_lanes(channels):
@@ -290,18 +313,26 @@ class Reloader(ReloadReport):
         elif alerts is not None:
             start_alerts(self.settings, self.parts, *alerts)
 
-    def _start(self, diff: ChannelDiff, old: dict, new: dict) -> dict:
+    def _start(self, diff: ChannelDiff, old: dict, new: dict, old_groups: dict, new_groups: dict,
+               restart: list[str]) -> dict:
         from .service import _write_ready_file
 
         parts = self.parts
-        failed = []
-        for name in diff.changed + diff.added:
-            if not self._listen(new[name]):
-                failed.append(name)
-                if name in old:  # put the old definition back where it was, for processing too
-                    self._listen(old[name])
-                    parts["pipeline"].channels[name] = old[name]
-                    parts["channels"][:] = [old[name] if c.name == name else c for c in parts["channels"]]
+        failed: list[str] = []
+        for key in restart:
+            if key in new_groups and not self._listen(key, new_groups[key]):
+                failed.extend(c.name for c in new_groups[key])
+        if failed:  # put the old definitions back where they were, for processing too
+            listening = {c.name for k, g in new_groups.items() if k in parts["listeners"] for c in g}
+            for key, group in old_groups.items():
+                back = [c for c in group if c.name in failed or c.name not in listening]
+                if key in parts["listeners"] or not any(c.name in failed for c in back):
+                    continue
+                self._listen(key, back)
+                for c in back:
+                    parts["pipeline"].channels[c.name] = c
+                by_name = {c.name: c for c in back}
+                parts["channels"][:] = [by_name.get(c.name, c) for c in parts["channels"]]
         if self.settings.ready_file is not None:
             _write_ready_file(self.settings.ready_file, parts)
         summary = diff.summary() + (f"; failed: {', '.join(failed)}" if failed else "")
@@ -309,22 +340,23 @@ class Reloader(ReloadReport):
         self._event("config_reloaded", summary)
         return self._status(not failed, summary, [])
 
-    def _listen(self, ch) -> bool:
+    def _listen(self, key: str, group: list) -> bool:
         from .service import make_listener
 
         parts = self.parts
-        svc = make_listener(self.settings, self.reactor, ch, parts["writer"], parts["runtime"],
-                            parts["record_event"])
+        svc = make_listener(self.settings, self.reactor, group, parts["writer"], parts["runtime"],
+                            parts["record_event"], parts.get("relay"))
         try:
             parts["top"].addService(svc)
         except Exception as exc:
             if svc in parts["top"].services:
                 parts["top"].services.remove(svc)
-            parts["runtime"].factories.pop(ch.name, None)
-            parts["runtime"].ports.pop(ch.name, None)
-            log.error("channel=%s cannot listen: %s", ch.name, exc)
+            for c in group:
+                parts["runtime"].factories.pop(c.name, None)
+                parts["runtime"].ports.pop(c.name, None)
+            log.error("channel=%s cannot listen: %s", ",".join(c.name for c in group), exc)
             return False
-        parts["listeners"][ch.name] = svc
+        parts["listeners"][key] = svc
         return True
 
     def _event(self, kind: str, detail: str) -> None:

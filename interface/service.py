@@ -19,6 +19,7 @@ from . import db as dbmod
 from .channels import Channel, load_channels
 from .engine import Engine, Inbound, Outcome
 from .processing import Pipeline, Worker
+from .routing import Router, endpoint_groups
 from .transport import MLLPFactory, bind_description, listening_factory
 from .writer import GroupCommitWriter
 
@@ -127,6 +128,9 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         pass
     writer = GroupCommitWriter(engine, reactor.callFromThread)
     runtime = Runtime()
+    from .connection_acks import ConnectionAckRelay  # ack.same_connection
+
+    relay = ConnectionAckRelay(db, pipeline, clock=clock, call=reactor.callFromThread)
 
     def on_outcome(inbound: Inbound, outcome: Outcome) -> None:
         runtime.count(inbound, outcome)
@@ -136,6 +140,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         if outcome.status in ("accepted", "processed"):  # outbound items and application ACKs
             for w in outbound:  # are queued even when the store item was applied inline
                 w.wake.set()
+            relay.wake.set()
 
     writer.on_outcome = on_outcome
 
@@ -154,12 +159,13 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         top.addService(_ThreadService("worker", w.start, w.stop))
     for w in outbound:
         top.addService(_ThreadService(f"outbound {w.lane}", w.start, w.stop))
-    listeners = {}
-    for ch in channels:
-        listeners[ch.name] = make_listener(settings, reactor, ch, writer, runtime, record_event)
-        top.addService(listeners[ch.name])
+    top.addService(_ThreadService("connection acks", relay.start, relay.stop))
+    listeners = {}  # endpoint key (interface.routing) -> listening service
+    for key, group in endpoint_groups(channels, settings.port_overrides).items():
+        listeners[key] = make_listener(settings, reactor, group, writer, runtime, record_event, relay)
+        top.addService(listeners[key])
     parts = dict(db=db, engine=engine, writer=writer, workers=workers, runtime=runtime,
-                 channels=channels, pipeline=pipeline, outbound=outbound, listeners=listeners,
+                 channels=channels, pipeline=pipeline, outbound=outbound, listeners=listeners, relay=relay,
                  record_event=record_event, clock=clock, top=top)
     from .reload import load_alerts_config
 
@@ -193,19 +199,35 @@ def start_alerts(settings: Settings, parts: dict, cfg, dispatcher) -> None:
     parts["top"].addService(_ThreadService("alerts", ev.start, ev.stop))
 
 
-def make_listener(settings: Settings, reactor, ch: Channel, writer, runtime: Runtime,
-                  record_event) -> "_ListenService":
-    """One channel's MLLP factory and listening service (not started); registers the factory."""
-    factory = MLLPFactory(ch, lambda frame, peer, ch=ch: writer.submit(Inbound(ch, frame, peer)),
-                          event_sink=record_event, clock=reactor)
-    runtime.factories[ch.name] = factory
-    if ch.name in settings.inherited_fds:  # `run --workers N`: the supervisor's shared socket
+def make_listener(settings: Settings, reactor, group, writer, runtime: Runtime,
+                  record_event, relay=None) -> "_ListenService":
+    """One listener's MLLP factory and listening service (not started), for one channel or the
+    channels sharing an endpoint (``group``: each frame goes to its channel by
+    :class:`interface.routing.Router`); registers the factory under every channel's name.
+    ``relay``: the :class:`interface.connection_acks.ConnectionAckRelay` that sends application
+    ACKs back on the connection, for channels that ask for it."""
+    group = [group] if isinstance(group, Channel) else list(group)
+    ch = group[0]
+    router = Router(group)
+
+    def handle(frame: bytes, peer: str):
+        target = router.select(frame, peer.rsplit(":", 1)[0])
+        d = writer.submit(Inbound(target, frame, peer))
+        if relay is not None and relay.wanted(target, frame):
+            d.addCallback(relay.expect, factory, peer)
+        return d
+
+    factory = MLLPFactory(ch, handle, event_sink=record_event, clock=reactor, channels=group)
+    for member in group:
+        runtime.factories[member.name] = factory
+    fds = next((settings.inherited_fds[m.name] for m in group if m.name in settings.inherited_fds), None)
+    if fds is not None:  # `run --workers N`: the supervisor's shared socket
         from .cluster import AdoptedEndpoint
 
-        ep = AdoptedEndpoint(reactor, *settings.inherited_fds[ch.name])
+        ep = AdoptedEndpoint(reactor, *fds)
     else:
         ep = endpoints.serverFromString(reactor, bind_description(ch, settings.port_overrides.get(ch.name)))
-    svc = _ListenService(ep, listening_factory(ch, factory), ch.name, runtime)
+    svc = _ListenService(ep, listening_factory(ch, factory), [m.name for m in group], runtime)
     svc.mllp_factory = factory
     return svc
 
@@ -227,9 +249,10 @@ class _ThreadService(service.Service):
 class _ListenService(StreamServerEndpointService):
     """Records the bound port (``tcp:0`` in tests and benchmarks picks a free one)."""
 
-    def __init__(self, endpoint, factory, name, runtime):
+    def __init__(self, endpoint, factory, names, runtime):
         super().__init__(endpoint, factory)
-        self.channel_name = name
+        self.channel_names = [names] if isinstance(names, str) else list(names)
+        self.channel_name = self.channel_names[0]
         self.runtime = runtime
         self._raiseSynchronously = True
 
@@ -239,8 +262,9 @@ class _ListenService(StreamServerEndpointService):
 
     def _bound(self, port):
         addr = port.getHost()
-        self.runtime.ports[self.channel_name] = getattr(addr, "port", None)
-        log.info("channel=%s listening on %s", self.channel_name, addr)
+        for name in self.channel_names:
+            self.runtime.ports[name] = getattr(addr, "port", None)
+        log.info("channel=%s listening on %s", ",".join(self.channel_names), addr)
         return port
 
 

@@ -50,7 +50,7 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         host = getattr(p, "host", "") or ""
         self.peer = f"{host}:{getattr(p, 'port', '')}" if host else str(p)
         ch = self.factory.channel
-        if host and not ch.allows(host):
+        if host and not self.factory.allows(host):
             self.factory.event("refused_peer", self.peer, "address not in the channel allowlist")
             self.closed = True
             self.transport.abortConnection()
@@ -153,10 +153,11 @@ class MLLPFactory(Factory):
     protocol = MLLPProtocol
 
     def __init__(self, channel: Channel, handler: Handler, *, event_sink: EventSink | None = None,
-                 clock=None):
+                 clock=None, channels: list[Channel] | None = None):
         from twisted.internet import reactor
 
-        self.channel = channel
+        self.channel = channel  # the listener's settings (limits, tls): the first channel's
+        self.channels = channels or [channel]  # every channel on this endpoint (interface.routing)
         self.handler = handler
         self.event_sink = event_sink
         self.clock = clock or reactor
@@ -177,6 +178,10 @@ class MLLPFactory(Factory):
 
     def buildProtocol(self, addr):
         return MLLPProtocol(self)
+
+    def allows(self, host: str) -> bool:
+        """A sender address is let in if any channel on the endpoint allows it."""
+        return any(ch.allows(host) for ch in self.channels)
 
     def event(self, kind: str, peer: str, detail: str | None) -> None:
         log.warning("channel=%s event=%s peer=%s", self.channel.name, kind, peer)

@@ -122,7 +122,10 @@ def test_load_channels_reports_all_files(tmp_path):
     with pytest.raises(ConfigError) as exc:
         load_channels(tmp_path)
     assert exc.value.problems == [f"{tmp_path / 'a.yaml'}:3: unknown key 'colour'",
-                                  f"{tmp_path / 'c.yaml'}:2: port 3000 already used by {tmp_path / 'b.yml'}"]
+                                  f"{tmp_path / 'c.yaml'}:2: port 3000 already used by {tmp_path / 'b.yml'}, "
+                                  f"and channels b and c could both take the same message "
+                                  f"({tmp_path / 'b.yml'}:2 (channel b)): channels share an endpoint only "
+                                  f"with match: blocks (MSH-3..MSH-6) that do not overlap"]
 
 
 def test_port_zero_may_repeat(tmp_path):
