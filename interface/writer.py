@@ -22,8 +22,10 @@ Fault injection, for the reliability tests only (docs/reliability.md): the ``INT
 environment variable is read here and nowhere else; it is a comma-separated list of
 ``kill_after_commit=CONTROL_ID`` (SIGKILL this process right after the transaction holding that
 message committed, before its ACK is written: the lost-ACK window), ``commit_delay=SECONDS``
-(wait before every journal transaction: a slow database) and ``db_down_file=PATH`` (while PATH
-exists, every statement on the engine's database fails as if the database were unreachable).
+(wait before every journal transaction: a slow database), ``db_down_file=PATH`` (while PATH
+exists, every statement on the engine's database fails as if the database were unreachable) and
+``poison_control_id=CONTROL_ID`` (reading any message with that MSH-10 raises, as an unknown bug
+would: the frame must be answered AE and kept, and the rest of its commit group ACKed as usual).
 Unset in production; an unknown name fails at start-up.
 """
 from __future__ import annotations
@@ -46,7 +48,7 @@ log = logging.getLogger("interface.writer")
 _STOP = object()
 _WAKE = object()  # the lock waiter's answer is ready (see _LockWaiter)
 FAULT_ENV = "INTERFACE_FAULT"
-FAULTS = ("kill_after_commit", "commit_delay", "db_down_file")
+FAULTS = ("kill_after_commit", "commit_delay", "db_down_file", "poison_control_id")
 
 
 def faults_from_env(value: str | None = None) -> dict[str, str]:
@@ -71,6 +73,19 @@ def _install_db_down(db, path: str) -> None:
             raise OperationalError("(fault injection)", None, ConnectionError("database unavailable (injected)"))
 
     event.listen(db, "before_cursor_execute", check)
+
+
+def _install_poison(engine: Engine, control_id: str) -> None:
+    """Reading a message whose MSH-10 is ``control_id`` raises (see the module docstring)."""
+    real = engine._prepare_one
+    needle = f"|{control_id}|"
+
+    def prepare_one(inb, group, now, raw, text, warning):
+        if needle in text.split("\r", 1)[0]:
+            raise RuntimeError("injected fault: poison_control_id")
+        return real(inb, group, now, raw, text, warning)
+
+    engine._prepare_one = prepare_one
 
 
 class _LockWaiter:
@@ -133,6 +148,8 @@ class GroupCommitWriter:
         self._delay = float(self.faults.get("commit_delay") or 0)
         if self.faults.get("db_down_file"):
             _install_db_down(engine.db, self.faults["db_down_file"])
+        if self.faults.get("poison_control_id"):
+            _install_poison(engine, self.faults["poison_control_id"])
 
     def start(self) -> None:
         if self._thread is None:
