@@ -252,14 +252,17 @@ class Channel(Strict):
 
     def accepts_processing_id(self, processing_id: str) -> bool:
         """MSH-11.1 (PT-1) against ``processing_ids`` (case-insensitive)."""
-        return processing_id.upper() in {p.upper() for p in self.processing_ids}
+        return processing_id in self.processing_ids or processing_id.upper() in {
+            p.upper() for p in self.processing_ids}
 
     def accepts_version(self, version: str) -> bool:
         """MSH-12.1 (VID-1) against ``versions`` (exact ids or fnmatch patterns); the digits must
         be ASCII (``2.5²`` is no version)."""
+        if version in self.versions and (not version or version.isascii()):
+            return True
         if version and not (version.isascii() and all(c.isdigit() or c == "." for c in version)):
             return False
-        return any(version == v or (v and fnmatch.fnmatchcase(version, v)) for v in self.versions)
+        return any(v and fnmatch.fnmatchcase(version, v) for v in self.versions)
 
     @property
     def mrn_rule(self) -> MrnRule:

@@ -287,7 +287,10 @@ class Engine:
             pieces = [t.encode(decoded.charset, "replace") for t in texts]
         out = []
         for idx, t in enumerate(texts):
-            p = self._prepare_one(inb, group, now, pieces[idx], t, decoded.warning)
+            try:
+                p = self._prepare_one(inb, group, now, pieces[idx], t, decoded.warning)
+            except Exception as exc:  # this message alone: the frame's others are decided as usual
+                p = self._poisoned(inb, group, now, exc, "reading", pieces[idx])
             p.row.batch_index = idx
             out.append(p)
         if g is not None and split:
@@ -314,18 +317,20 @@ class Engine:
                                      error_location=str(first.location), last_error=row.error_text)]
         return _Prepared(row, None, inb.channel, group, envelope=True)
 
-    def _poisoned(self, inb: Inbound, group: int, now: datetime, exc: BaseException, what: str) -> _Prepared:
+    def _poisoned(self, inb: Inbound, group: int, now: datetime, exc: BaseException, what: str,
+                  raw: bytes | None = None) -> _Prepared:
         """A frame whose reading or storing raised (a bug, or input no one foresaw): stored as
         received, rejected with AE, ERR 207, and put in the error queue; its ACK is built
         without trusting what its header says (``receipt.safe_ack``). Logged by type only."""
         log.error("channel=%s %s a frame failed: %s", inb.channel.name, what, type(exc).__name__)
+        raw = inb.raw if raw is None else raw
         try:
-            header = receipt.bare_header(header_from_text(decode(inb.raw).text))
+            header = receipt.bare_header(header_from_text(decode(raw).text))
         except Exception:
             header = None
         err = HL7Error(f"unexpected {type(exc).__name__} while {what} the message; it is kept for a clerk",
                        None, APPLICATION_INTERNAL_ERROR, reason="processing_error")
-        row = self._row(inb, now, inb.raw, None, "rejected", "")
+        row = self._row(inb, now, raw, None, "rejected", "")
         if header is not None:
             row.control_id = header.control_id or None
         row.error_code = err.code
@@ -336,11 +341,11 @@ class Engine:
         return p
 
     @staticmethod
-    def _rejection_item(err: HL7Error) -> journal.WorkSpec:
+    def _rejection_item(err: HL7Error, reason: str | None = None) -> journal.WorkSpec:
         """The error-queue item of a message rejected at receipt: raw bytes, reason, location."""
         loc = str(err.location) if err.location is not None and err.location.segment else None
-        return journal.WorkSpec("rejected", (), status="error", reason=err.reason, error_location=loc,
-                                last_error=str(err)[:4000])
+        return journal.WorkSpec("rejected", (), status="error", reason=reason or err.reason,
+                                error_location=loc, last_error=str(err)[:4000])
 
     def _prepare_one(self, inb: Inbound, group: int, now: datetime, raw: bytes, text: str,
                      warning: str) -> _Prepared:
@@ -431,9 +436,8 @@ class Engine:
         row = self._row(inb, now, raw, header, "rejected", warning)
         row.error_code = err.code
         row.error_text = str(err)[:2000]
-        if err.reason in ("processing_error",) and isinstance(err, ParseError):
-            err.reason = "unparseable"
-        row.work = [self._rejection_item(err)]
+        unreadable = err.reason == "processing_error" and err.code == SEGMENT_SEQUENCE_ERROR
+        row.work = [self._rejection_item(err, "unparseable" if unreadable else None)]
         p = _Prepared(row, header, inb.channel, group)
         errors = [acks.AckError(e.code, e.text, e.location) for e in (err, *extra)]
         self._set_ack(p, code, now, errors=errors, text=err.text)

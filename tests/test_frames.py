@@ -357,6 +357,17 @@ def test_an_exception_reading_one_frame_is_that_frames_ae_only(engine, monkeypat
         ("rejected", "processing_error")]
 
 
+def test_an_exception_on_one_message_of_a_split_frame_is_that_messages_ae_only(engine, monkeypatch):
+    """In a frame of three messages, the one whose reading raises is AE (its own bytes kept);
+    the two others are AA, each in its own ACK frame."""
+    rig = Rig(engine, channel())
+    _poison(monkeypatch, rig.engine, "BAD")
+    out = rig.send(adt("X1", "M1", "A01") + adt("BAD", "M2", "A01") + adt("X3", "M3", "A01"))
+    assert [msh_of(a)[1:3] for a in out.frames] == [["AA", "X1"], ["AE", "BAD"], ["AA", "X3"]]
+    bad = next(x for x in rows(engine) if x.control_id == "BAD")
+    assert bad.raw == adt("BAD", "M2", "A01") and bad.status == "rejected"
+
+
 def test_an_ack_builder_failure_is_that_frames_ae_only(engine, monkeypatch):
     """build_ack raising for one message's header: that frame is answered AE from a bare
     header (its MSH-10 kept), stored and flagged; the group's other frames are AA."""
