@@ -436,3 +436,34 @@ def test_one_poisoned_frame_among_many_through_the_writer(engine, monkeypatch):
     assert codes.pop("BAD") == "AE" and set(codes.values()) == {"AA"} and len(codes) == 59
     assert {x.control_id: x.status for x in rows(engine)}["BAD"] == "rejected"
     assert len(rows(engine)) == 60
+
+
+def test_rejected_item_through_the_cli_list_show_resubmit(engine, db_url, tmp_path, capsys):
+    """``interface errors list`` shows the rejected message's item, ``show`` its raw bytes, and
+    ``resubmit --file`` (with the channels directory) takes the fixed copy through the engine."""
+    import json
+
+    from interface import cli
+    from interface.channels import load_channels
+
+    from .test_web_api import ROOT
+
+    ch = next(c for c in load_channels(ROOT / "channels") if c.name == "adt")
+    raw = with_msh(adt("CL1", "M1", "A01"), 11, "D")
+    out = Engine(engine).receive(ch, raw)
+    assert out.ack_code == "AR"
+    assert cli.main(["errors", "list", "--db", db_url, "--json"]) == 0
+    [item] = json.loads(capsys.readouterr().out)
+    assert (item["destination"], item["reason"]) == ("rejected", "unsupported_processing_id")
+    assert cli.main(["errors", "show", str(item["id"]), "--db", db_url]) == 0
+    assert "CL1|D|2.5.1" in capsys.readouterr().out
+    fixed = tmp_path / "fixed.hl7"
+    fixed.write_bytes(with_msh(raw, 11, "P").replace(b"\r", b"\n"))
+    argv = ["errors", "resubmit", str(item["id"]), "--file", str(fixed), "--db", db_url, "--user", "clerk1",
+            "--channels", str(ROOT / "channels")]
+    assert cli.main(argv) == 0
+    r = rows(engine)
+    assert [(x.control_id, x.status, x.parent_id) for x in r] == [
+        ("CL1", "resubmitted", None), ("CL1", "accepted", r[0].id)]
+    assert cli.main(argv) == 1  # the item is done now
+    assert "done" in capsys.readouterr().err
