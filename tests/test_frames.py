@@ -467,3 +467,21 @@ def test_rejected_item_through_the_cli_list_show_resubmit(engine, db_url, tmp_pa
         ("CL1", "resubmitted", None), ("CL1", "accepted", r[0].id)]
     assert cli.main(argv) == 1  # the item is done now
     assert "done" in capsys.readouterr().err
+
+
+def test_quarantined_duplicate_is_resubmitted_through_the_engine(engine):
+    """A reused control id with a different body (205) is fixed by giving the copy its own id:
+    accepted and applied; resubmitted unchanged it would conflict again and nothing changes."""
+    rig = Rig(engine, channel(apply="queued"))
+    rig.send(adt("QD1", "M1", "A01"))
+    other = adt("QD1", "M2", "A01")
+    assert rig.send(other).status == "quarantined"
+    [item] = [i for i in items(engine) if i.destination == "quarantine"]
+    with engine.begin() as conn, pytest.raises(queue.ActionError, match="already used"):
+        queue.resubmit_item(conn, item.id, other, user="clerk", now=rig.clock(), channels=[rig.ch])
+    with engine.begin() as conn:
+        new_id = queue.resubmit_item(conn, item.id, adt("QD2", "M2", "A01"), user="clerk", now=rig.clock(),
+                                     channels=[rig.ch])
+    rig.drain()
+    assert [i.status for i in items(engine) if i.message_id == new_id] == ["done"]
+    assert patient(engine, "M2") is not None
