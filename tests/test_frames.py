@@ -485,3 +485,16 @@ def test_quarantined_duplicate_is_resubmitted_through_the_engine(engine):
     rig.drain()
     assert [i.status for i in items(engine) if i.message_id == new_id] == ["done"]
     assert patient(engine, "M2") is not None
+
+
+def test_each_message_of_a_batch_is_counted_on_its_own(engine):
+    """The channel counters (dashboard, /api/channels, /metrics) count a batch's and a split
+    frame's messages one by one, with each message's own outcome."""
+    from interface.service import Runtime
+
+    rig = Rig(engine, channel(accept=["ADT^A01"], apply="queued"))
+    rt = Runtime()
+    for raw in (b"BHS|^~\\&\r" + adt("E1", "M1", "A01") + adt("E2", "M2", "A08") + b"BTS|2\r",
+                adt("E3", "M3", "A01") + adt("E4", "M4", "A01")):
+        rt.count(Inbound(rig.ch, raw), rig.send(raw))
+    assert rt.counters["adt"] == {"received": 4, "accepted": 3, "rejected": 1}
