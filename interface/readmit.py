@@ -79,3 +79,11 @@ def receipt_channels(conn: Connection, item_id: int, channels_dir):
     if dest not in RECEIPT_DESTINATIONS:
         return None
     return load_channels(Path(channels_dir))
+
+
+def frame_in_file(path) -> bytes:
+    """A file's bytes as one frame: MLLP framing removed, CR/LF/CRLF made CR."""
+    from pathlib import Path
+
+    raw = Path(path).read_bytes().replace(b"\x0b", b"").replace(b"\x1c", b"")
+    return raw.replace(b"\r\n", b"\r").replace(b"\n", b"\r").strip(b"\r") + b"\r"

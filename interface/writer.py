@@ -199,12 +199,15 @@ class GroupCommitWriter:
                 time.sleep(self._delay)  # fault injection: a slow database
             try:
                 outcomes, stop = self._receive(batch, stop)
-            except Exception:  # never leave a sender hanging; nothing was committed
-                log.exception("receive failed for a batch of %d", len(batch))
-                outcomes = None
+            except Exception as exc:  # nothing was committed: each frame on its own, so that
+                # one frame's failure is never its group's (the engine already isolates what it
+                # knows of; this is for the rest)
+                log.error("receive failed for a group of %d (%s); frame by frame", len(batch),
+                          type(exc).__name__)
+                outcomes = self._one_by_one(batch)
             if self._kill_after and outcomes and any(
-                    o.control_id == self._kill_after and o.status in ("accepted", "processed")
-                    for o in outcomes):
+                    m.control_id == self._kill_after and m.status in ("accepted", "processed")
+                    for o in outcomes if o is not None for m in o.messages):
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection: committed, ACK never written
             self.batches += 1
             self.call_from_thread(self._deliver, batch, outcomes)
@@ -212,6 +215,18 @@ class GroupCommitWriter:
                 return
             if stop:  # frames set aside while gathering are answered before stopping
                 self._carry.append(_STOP)
+
+    def _one_by_one(self, batch: list) -> list[Outcome | None]:
+        """Each frame in a group of its own; None for a frame that fails even alone (its
+        connection is closed unanswered, and the sender resends: nothing was committed)."""
+        out: list[Outcome | None] = []
+        for inb, _ in batch:
+            try:
+                out.append(self.engine.receive_many([inb])[0])
+            except Exception as exc:
+                log.error("receive failed for one frame (%s)", type(exc).__name__)
+                out.append(None)
+        return out
 
     def _receive(self, batch: list, stop: bool) -> tuple[list[Outcome], bool]:
         """Prepare the group, take the write lock (gathering more frames into the group while
@@ -258,7 +273,7 @@ class GroupCommitWriter:
     def _deliver(self, batch, outcomes) -> None:
         for i, (inb, d) in enumerate(batch):
             self.pending -= 1
-            if outcomes is None:
+            if outcomes is None or outcomes[i] is None:
                 d.errback(RuntimeError("receive failed"))
                 continue
             if self.on_outcome is not None:

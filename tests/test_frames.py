@@ -498,3 +498,47 @@ def test_each_message_of_a_batch_is_counted_on_its_own(engine):
                 adt("E3", "M3", "A01") + adt("E4", "M4", "A01")):
         rt.count(Inbound(rig.ch, raw), rig.send(raw))
     assert rt.counters["adt"] == {"received": 4, "accepted": 3, "rejected": 1}
+
+
+def test_a_failure_the_engine_does_not_catch_costs_the_writer_only_that_frame(engine, monkeypatch):
+    """Whatever still escapes the engine for a group (here: commit_group raising whenever BAD is
+    in it) makes the writer answer frame by frame: the good frames AA, only BAD's sender gets
+    no answer (its connection closed, nothing committed for it)."""
+    rig = Rig(engine, channel())
+    real = rig.engine.commit_group
+
+    def commit_group(group, conn=None):
+        if any(b"|BAD|" in inb.raw for inb in group.inbound):
+            raise RuntimeError("a bug outside the engine's guards")
+        return real(group, conn)
+
+    monkeypatch.setattr(rig.engine, "commit_group", commit_group)
+    writer = GroupCommitWriter(rig.engine, lambda f, *a: f(*a), faults={})
+    answers, failures = {}, []
+    # submitted before the writer starts: the three are taken as one group
+    for cid in ("W1", "BAD", "W2"):
+        writer.submit(Inbound(rig.ch, adt(cid, f"M{cid}", "A01"))).addCallbacks(
+            lambda o: answers.__setitem__(o.control_id, o.ack_code), failures.append)
+    writer.start()
+    writer.stop()
+    assert answers == {"W1": "AA", "W2": "AA"} and len(failures) == 1
+    assert sorted(x.control_id for x in rows(engine)) == ["W1", "W2"]
+
+
+def test_batch_flag_resubmitted_from_a_file_through_the_cli(engine, db_url, tmp_path):
+    """``interface errors resubmit`` of a batch item sends the whole file as one frame (LF
+    lines), so every message of the completed batch is decided."""
+    from interface import cli
+    from interface.channels import load_channels
+
+    from .test_web_api import ROOT
+
+    ch = next(c for c in load_channels(ROOT / "channels") if c.name == "adt")
+    Engine(engine).receive(ch, b"BHS|^~\\&\r" + adt("CB1", "M1", "A01") + b"BTS|2\r")
+    [flag] = [i for i in items(engine) if i.destination == "batch"]
+    path = tmp_path / "batch.hl7"
+    path.write_bytes((b"BHS|^~\\&\r" + adt("CB1", "M1", "A01") + adt("CB2", "M2", "A01") + b"BTS|2\r")
+                     .replace(b"\r", b"\n"))
+    assert cli.main(["errors", "resubmit", str(flag.id), "--file", str(path), "--db", db_url,
+                     "--user", "clerk1", "--channels", str(ROOT / "channels")]) == 0
+    assert sorted(x.control_id for x in rows(engine) if x.message_type != "batch") == ["CB1", "CB2"]
