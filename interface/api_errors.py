@@ -198,7 +198,8 @@ def resubmit(request: Request, body: ResubmitBody, item_id: int = Path(ge=1, le=
     raw = body.raw.replace("\r\n", "\r").replace("\n", "\r").strip("\r").encode("utf-8")
     return _run(request, item_id, "resubmit",
                 lambda conn: queue.resubmit_item(conn, item_id, raw, user=user.name, now=clock(request),
-                                                 reason=body.reason.strip() if body.reason else None))
+                                                 reason=body.reason.strip() if body.reason else None,
+                                                 channels=getattr(request.app.state, "channels", None)))
 
 
 class ReprocessBody(BaseModel):

@@ -18,6 +18,11 @@ from .config import ConfigError, Located, Strict, load_yaml, validate
 from .identity import MrnRule
 
 
+# HL7 table 0104 (version id), v2.1 to v2.8.2: what a channel accepts in MSH-12 unless it says
+SUPPORTED_VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6", "2.7", "2.7.1", "2.8",
+                      "2.8.1", "2.8.2")
+
+
 class Limits(Strict):
     """Per-listener limits. Past ``max_frame_bytes`` the connection is closed and the event recorded."""
 
@@ -278,6 +283,19 @@ class Channel(Strict):
         from .message import CHARSETS
 
         return CHARSETS[self.fallback_charset]
+    # -- what a frame and its header must be (docs/hl7-conformance.md "Frames, headers and batches")
+    processing_ids: list[str] = Field(
+        default_factory=lambda: ["P"], min_length=1,
+        description="MSH-11.1 processing ids accepted (HL7 table 0103: P production, T training, D "
+        "debugging); anything else is AR, ERR-3 202, stored and never applied. \"\" accepts an empty MSH-11")
+    versions: list[str] = Field(
+        default_factory=lambda: list(SUPPORTED_VERSIONS), min_length=1,
+        description="MSH-12.1 version ids accepted (HL7 table 0104; patterns such as 2.8.*); "
+        "anything else is AR, ERR-3 203")
+    multi_message: Literal["split", "reject"] = Field(
+        "split", description="a frame without FHS/BHS that holds several MSH: split (each message "
+        "journalled, applied and ACKed on its own, one ACK frame each, in order) or reject "
+        "(the whole frame AR, ERR-3 100 at the second MSH)")
 
     @field_validator("listen")
     @classmethod
@@ -349,6 +367,20 @@ class Channel(Strict):
             if pattern == "*" or fnmatch.fnmatchcase(message_code, code):
                 return True
         return False
+
+    def accepts_processing_id(self, processing_id: str) -> bool:
+        """MSH-11.1 (PT-1) against ``processing_ids`` (case-insensitive)."""
+        return processing_id in self.processing_ids or processing_id.upper() in {
+            p.upper() for p in self.processing_ids}
+
+    def accepts_version(self, version: str) -> bool:
+        """MSH-12.1 (VID-1) against ``versions`` (exact ids or fnmatch patterns); the digits must
+        be ASCII (``2.5²`` is no version)."""
+        if version in self.versions and (not version or version.isascii()):
+            return True
+        if version and not (version.isascii() and all(c.isdigit() or c == "." for c in version)):
+            return False
+        return any(v and fnmatch.fnmatchcase(version, v) for v in self.versions)
 
     @property
     def mrn_rule(self) -> MrnRule:

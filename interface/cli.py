@@ -273,9 +273,13 @@ def cmd_errors(args) -> int:
                 if not args.file:
                     raise queue.ActionError("--file with the edited message is required")
                 from .client import messages_in_file
+                from .readmit import frame_in_file, receipt_channels
 
-                queue.resubmit_item(conn, args.id, messages_in_file(args.file)[0], user=user, now=_now(),
-                                    reason=args.reason)
+                channels = receipt_channels(conn, args.id, args.channels)
+                # refused at receipt: the file is the frame (a batch, several messages) as it is
+                data = frame_in_file(args.file) if channels is not None else messages_in_file(args.file)[0]
+                queue.resubmit_item(conn, args.id, data, user=user, now=_now(), reason=args.reason,
+                                    channels=channels)
     except queue.ActionError as exc:
         print(str(exc), file=sys.stderr)
         return 1
@@ -457,7 +461,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
                    help="with --all: channel=, reason=, destination=, status= (repeatable)")
     e.add_argument("--destination", help="list: only this destination; reprocess: the destination to send to")
-    e.add_argument("--channels", default="channels", help="reprocess: the channels directory")
+    e.add_argument("--channels", default="channels",
+                   help="reprocess, and resubmit of a message refused at receipt: the channels directory")
     e.add_argument("--reason")
     e.add_argument("--file", help="edited message for resubmit")
     e.add_argument("--channel")

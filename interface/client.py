@@ -12,7 +12,8 @@ from pathlib import Path
 
 from .framing import FrameDecoder, frame
 from .errors import ParseError
-from .message import DEFAULT_ENCODING, decode, header_from_text, split_messages, unescape
+from .message import (DEFAULT_ENCODING, decode, has_several_messages, header_from_text, is_batch,
+                      split_messages, unescape)
 
 
 @dataclass
@@ -147,9 +148,41 @@ class MLLPClient:
             self._frames.extend(self.decoder.feed(data))
         return self._frames.pop(0)
 
-    def send(self, message: bytes) -> AckResult:
+    def send_frame(self, payload: bytes) -> list[AckResult]:
+        """Send one frame that may hold several messages and read one ACK frame per message
+        answered (see :func:`expected_acks`), in order; "--" results for those that never came."""
+        if self.sock is None:
+            self.connect()
+        want = expected_acks(payload)
+        out: list[AckResult] = []
         try:
-            header = header_from_text(decode(message).text)
+            self.sock.sendall(frame(payload))
+            for ctl in want:
+                ack = self.read_frame()
+                if ack is None:
+                    self.close()
+                    break
+                code, ack_ctl, text = parse_ack(ack)
+                if ack_ctl and ctl and ack_ctl != ctl:
+                    text = f"ACK is for control id {ack_ctl}"
+                out.append(AckResult(ctl, code, text, ack))
+        except (OSError, socket.timeout) as exc:
+            self.close()
+            out.append(AckResult(want[len(out)] if len(out) < len(want) else "", "--", f"no ACK: {exc}"))
+        for ctl in want[len(out):]:
+            out.append(AckResult(ctl, "--", "connection closed without an ACK"))
+        return out
+
+    def send(self, message: bytes) -> AckResult:
+        """Send one message and wait for its ACK. A payload holding several messages (no
+        FHS/BHS) is answered with one ACK each: all are read (:meth:`send_frame`), so the
+        connection stays in step, and the first one not accepted (else the first) is returned."""
+        text = decode(message).text
+        if has_several_messages(text) and not is_batch(text) and len(expected_acks(message)) > 1:
+            results = self.send_frame(message)
+            return next((r for r in results if not r.ok), results[0])
+        try:
+            header = header_from_text(text)
             ctl = header.control_id
         except Exception:
             header, ctl = None, ""
@@ -185,6 +218,27 @@ class MLLPClient:
         if ack_ctl and ctl and ack_ctl != ctl:
             return AckResult(ctl, code, f"ACK is for control id {ack_ctl}", ack)
         return AckResult(ctl, code, text, ack)
+
+
+def expected_acks(payload: bytes) -> list[str]:
+    """The control ids a receiver answers for one frame: one per message of a frame holding
+    several without FHS/BHS (each answered with its own ACK frame), except MSH-15 NE ones; a
+    batch or a single message is answered with one frame (its first control id)."""
+    text = decode(payload).text
+    try:
+        texts = [text] if is_batch(text) else split_messages(text)
+    except Exception:
+        return [""]
+    out = []
+    for t in texts:
+        try:
+            h = header_from_text(t)
+        except Exception:
+            out.append("")
+            continue
+        if h.accept_ack_type != "NE":
+            out.append(h.control_id)
+    return out
 
 
 def tls_context(ca: str | None, cert: str | None, key: str | None, insecure: bool = False) -> ssl.SSLContext:

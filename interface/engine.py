@@ -9,22 +9,37 @@ their patient (the ACK is unchanged; see docs/queues.md). The transport calls it
 through a group-commit writer thread (``interface.writer``); tests call it directly: raw bytes in,
 (ACK bytes, rows) out.
 
-The outcome table (ARCHITECTURE.md) lives in :func:`Engine._prepare` and :meth:`Engine._commit`:
+The outcome table (ARCHITECTURE.md) lives in :func:`Engine._prepare` and :meth:`Engine._commit`.
+"error queue: yes" is one work item in status ``error`` (destination ``rejected``, ``quarantine``
+or ``batch``) with the reason and location, resubmitted through these same checks
+(``interface.readmit``):
 
-================================  ===========  =====================  ============
-outcome                           stored       ACK                    error queue
-================================  ===========  =====================  ============
-committed (+processed: on_process, yes          AA / CA                -
+=================================  ===========  =====================  ============
+outcome                            stored       ACK                    error queue
+=================================  ===========  =====================  ============
+committed (+processed: on_process,  yes          AA / CA                -
   or apply: inline)
-duplicate id, same body           already      stored ACK, same bytes -
-duplicate id, different body      quarantined  AR / CR, ERR 205       yes
-unreadable / no MSH               raw          AR, ERR 100            counted
-no MSH-10                         raw          AR, ERR 101 @ MSH-10   counted
-type the channel does not accept  raw          AR, ERR 200 / 201      counted
-fails ``validation: structure``   raw          AE / CE, ERR 100 / 101 counted
-mapping error with on_process     yes + error  AE / CE, ERR @ field   yes
-cannot commit                     no           AE / CE, ERR 207       logged
-================================  ===========  =====================  ============
+duplicate id, same body            already      stored ACK, same bytes -
+duplicate id, different body       quarantined  AR / CR, ERR 205       yes
+unreadable / no MSH                raw          AR, ERR 100            yes
+no MSH-10                          raw          AR, ERR 101 @ MSH-10   yes
+MSH-11 not the channel's (T, D)    raw          AR, ERR 202 @ MSH-11   yes
+MSH-12 not a version it takes      raw          AR, ERR 203 @ MSH-12   yes
+type the channel does not accept   raw          AR, ERR 200 / 201      yes
+fails ``validation: structure``    raw          AE / CE, ERR 100 / 101 yes
+several MSH, no FHS/BHS            each its own one ACK frame each     as each
+  (``multi_message: reject``)      raw, whole   AR, ERR 100 @ MSH(2)   yes
+batch (FHS/BHS)                    each its own BHS, ACKs, BTS        as each
+  BTS-1 / FTS-1 count wrong        + the frame  + ERR W @ BTS-1/FTS-1  yes (batch)
+reading the frame raised (a bug)   raw          AE, ERR 207            yes
+mapping error with on_process      yes + error  AE / CE, ERR @ field   yes
+cannot commit                      no           AE / CE, ERR 207       logged
+=================================  ===========  =====================  ============
+
+Every frame is decided on its own: an exception while reading one frame or building its ACK
+makes that frame's AE (``_poisoned``, ``receipt.safe_ack``), and a transaction that fails on
+anything but the database is retried frame by frame (``_commit_singly``): one malformed frame
+never costs the other frames of its commit group their ACK.
 """
 from __future__ import annotations
 
@@ -39,12 +54,14 @@ from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import ack as acks
-from . import destinations, fastsql, journal, queue, routing
+from . import destinations, fastsql, journal, queue, receipt, routing
 from .channels import Channel
 from .errors import (APPLICATION_INTERNAL_ERROR, DUPLICATE_KEY_IDENTIFIER, REQUIRED_FIELD_MISSING,
-                     UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, HL7Error, Location, ParseError)
+                     SEGMENT_SEQUENCE_ERROR, UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, HL7Error,
+                     Location, ParseError)
 from .identity import pick_mrn
-from .message import (Header, decode, find_segments, header_from_text, is_batch, split_message_bytes,
+from .message import (Header, batch_control_id, batch_count_problems, decode, find_segments,
+                      has_several_messages, header_from_text, is_batch, split_message_bytes,
                       split_messages)
 
 log = logging.getLogger("interface.engine")
@@ -75,6 +92,23 @@ class Outcome:
     message_type: str | None = None
     message_id: int | None = None
     text: str = ""
+    # a frame that held several messages: one Outcome each, in order. ``split``: a frame without
+    # FHS/BHS, answered with one ACK frame per message (``frames``); else a batch, answered with
+    # one BHS..BTS frame (``ack``)
+    parts: list["Outcome"] | None = None
+    split: bool = False
+
+    @property
+    def frames(self) -> list[bytes]:
+        """The ACK frames to write back on the connection, in order (none for MSH-15 NE)."""
+        if self.split and self.parts is not None:
+            return [p.ack for p in self.parts if p.ack is not None]
+        return [self.ack] if self.ack is not None else []
+
+    @property
+    def messages(self) -> list["Outcome"]:
+        """One Outcome per message of the frame (itself for a frame of one)."""
+        return self.parts if self.parts is not None else [self]
 
 
 class Processor(Protocol):
@@ -99,6 +133,7 @@ class _Prepared:
     outcome: Outcome | None = None  # decided before the transaction (rejections)
     errors: list = field(default_factory=list)
     inline: list | None = None  # apply: inline: the work items' Prepared (parsed and mapped)
+    envelope: bool = False  # a batch's own row (a count problem for the error queue), no outcome
 
 
 @dataclass(slots=True)
@@ -108,6 +143,8 @@ class Group:
     prepared: list[_Prepared]
     batch_groups: set[int]  # indexes of inbound frames that were batches (one outcome of many)
     now: datetime
+    split_groups: set[int] = field(default_factory=set)  # of those, frames without FHS/BHS
+    count_problems: dict[int, list] = field(default_factory=dict)  # batch frame -> BTS/FTS problems
 
 
 def body_hash(raw: bytes) -> str:
@@ -132,6 +169,21 @@ class Engine:
         """Decide, journal and commit a group of frames; one Outcome per frame, in order."""
         return self.commit_group(self.prepare_group(inbound))
 
+    def admit(self, conn: Connection, inb: Inbound, now: datetime, parent_id: int | None = None) -> list[Outcome]:
+        """Decide and journal one frame on ``conn`` (a transaction the caller owns and commits):
+        the clerk's resubmit of a message refused at receipt goes through exactly the checks and
+        the duplicate detection a received frame does (``interface.readmit``). Rows get
+        ``parent_id``; nothing is applied here (the worker takes the items)."""
+        group = Group([inb], [], set(), now)
+        group.prepared = self._prepare(inb, 0, now, group)
+        if len(group.prepared) > 1 or group.prepared[0].row.batch_index is not None:
+            group.batch_groups.add(0)
+        for p in group.prepared:
+            p.row.parent_id = parent_id
+        self._journal(conn, group.prepared, now)
+        [out] = self._collect(group)
+        return out.messages
+
     def prepare_group(self, inbound: list[Inbound], group: "Group | None" = None) -> "Group":
         """Decide what each frame is, and parse and map what ``apply: inline`` will apply — no
         database. With ``group``, the frames join it (the journal writer adds frames that
@@ -142,7 +194,10 @@ class Engine:
         base = len(group.inbound)
         prepared: list[_Prepared] = []
         for i, inb in enumerate(inbound, start=base):
-            items = self._prepare(inb, i, now)
+            try:
+                items = self._prepare(inb, i, now, group)
+            except Exception as exc:  # never the group's: this frame alone is answered AE
+                items = [self._poisoned(inb, i, now, exc, "reading")]
             if len(items) > 1 or (items and items[0].row.batch_index is not None):
                 group.batch_groups.add(i)
             prepared.extend(items)
@@ -159,7 +214,11 @@ class Engine:
             self._commit(group.prepared, group.now, conn)
         except SQLAlchemyError as exc:
             return self.fail_group(group, exc)
-        return self._collect(group.inbound, group.prepared, group.batch_groups, group.now)
+        except Exception as exc:  # a bug with one frame must not cost the others their commit
+            log.error("journal transaction failed (%s); committing its %d frame(s) one by one",
+                      type(exc).__name__, len(group.inbound))
+            self._commit_singly(group, conn)
+        return self._collect(group)
 
     def fail_group(self, group: "Group", exc: BaseException) -> list[Outcome]:
         """Outcomes for a group that was not committed (``exc``: why, logged by its type only: a
@@ -168,31 +227,125 @@ class Engine:
         log.error("journal commit failed for %d message(s): %s", len(group.prepared), type(exc).__name__)
         for p in group.prepared:
             p.outcome = self._failure(p, group.now)
-        return self._collect(group.inbound, group.prepared, group.batch_groups, group.now)
+        return self._collect(group)
+
+    def _commit_singly(self, group: "Group", conn: Connection | None) -> None:
+        """After a transaction failed on something other than the database: each frame in its
+        own transaction; a frame that fails again is stored as a rejection of its raw bytes
+        (:meth:`_poisoned`), and if even that fails it is answered "not stored" (AE, ERR 207)."""
+        by_frame: dict[int, list[_Prepared]] = {}
+        for p in group.prepared:
+            by_frame.setdefault(p.group, []).append(p)
+        out: list[_Prepared] = []
+        for i, inb in enumerate(group.inbound):
+            items = by_frame.get(i, [])
+            for p in items:
+                p.outcome = None
+                p.row.item_ids.clear()
+                p.row.applied = False
+            try:
+                self._commit(items, group.now, conn)
+            except SQLAlchemyError as exc:
+                log.error("journal commit failed for frame %d: %s", i, type(exc).__name__)
+                for p in items:
+                    p.outcome = self._failure(p, group.now)
+            except Exception as exc:
+                items = [self._poisoned(inb, i, group.now, exc, "storing")]
+                try:
+                    self._commit(items, group.now, conn)
+                except Exception as again:
+                    log.error("could not store frame %d either: %s", i, type(again).__name__)
+                    items[0].outcome = self._failure(items[0], group.now)
+            out.extend(items)
+        group.prepared = out
 
     # -- deciding (pure, before the transaction) ---------------------------------------------
 
-    def _prepare(self, inb: Inbound, group: int, now: datetime) -> list[_Prepared]:
+    def _prepare(self, inb: Inbound, group: int, now: datetime, g: "Group | None" = None) -> list[_Prepared]:
+        """One frame's messages: one, an FHS/BHS batch (each message its own row; the BTS/FTS
+        counts checked), or several MSH without a batch header (split, or refused whole)."""
         decoded = decode(inb.raw, inb.channel.fallback_codec)
-        texts = [decoded.text]
-        batch = False
-        if is_batch(decoded.text):
-            batch = True
+        text = decoded.text
+        batch = is_batch(text)
+        split = not batch and has_several_messages(text)
+        if not (batch or split):
+            return [self._prepare_one(inb, group, now, inb.raw, text, decoded.warning)]
+        try:
+            texts = split_messages(text)
+        except ParseError as exc:
+            return [self._reject(inb, group, now, None, exc, decoded.warning)]
+        if split and len(texts) < 2:  # "MSH" that only looked like a second header
+            return [self._prepare_one(inb, group, now, inb.raw, text, decoded.warning)]
+        if split and inb.channel.multi_message == "reject":
             try:
-                texts = split_messages(decoded.text)
-            except ParseError as exc:
-                return [self._reject(inb, group, now, None, exc, decoded.warning)]
-        out = []
-        pieces = split_message_bytes(inb.raw) if batch else []
+                header = header_from_text(texts[0])
+            except ParseError:
+                header = None
+            return [self._reject(inb, group, now, header, receipt.frame_problem(len(texts)), decoded.warning)]
+        pieces = split_message_bytes(inb.raw)
         if len(pieces) != len(texts):  # cannot cut the bytes the same way: re-encode the text
-            pieces = [text.encode(decoded.charset, "replace") for text in texts]
-        for idx, text in enumerate(texts):
-            raw = inb.raw if not batch else pieces[idx]
-            p = self._prepare_one(inb, group, now, raw, text, decoded.warning)
-            if batch:
-                p.row.batch_index = idx
+            pieces = [t.encode(decoded.charset, "replace") for t in texts]
+        out = []
+        for idx, t in enumerate(texts):
+            try:
+                p = self._prepare_one(inb, group, now, pieces[idx], t, decoded.warning)
+            except Exception as exc:  # this message alone: the frame's others are decided as usual
+                p = self._poisoned(inb, group, now, exc, "reading", pieces[idx])
+            p.row.batch_index = idx
             out.append(p)
+        if g is not None and split:
+            g.split_groups.add(group)
+        if batch:
+            problems = batch_count_problems(text)
+            if problems:
+                out.append(self._envelope(inb, group, now, text, problems))
+                if g is not None:
+                    g.count_problems[group] = problems
         return out
+
+    def _envelope(self, inb: Inbound, group: int, now: datetime, text: str, problems) -> _Prepared:
+        """The batch frame itself, journalled when its BTS/FTS counts disagree with what it holds:
+        one row with the whole frame's bytes and one error item (reason ``batch_count``) for a
+        clerk — the messages themselves are decided and stored each on its own."""
+        row = self._row(inb, now, inb.raw, None, "error", "")
+        row.control_id = batch_control_id(text)[:199] or None
+        row.message_type = "batch"
+        first = problems[0]
+        row.error_code = SEGMENT_SEQUENCE_ERROR
+        row.error_text = "; ".join(p.text for p in problems)[:2000]
+        row.work = [journal.WorkSpec("batch", (), status="error", reason="batch_count",
+                                     error_location=str(first.location), last_error=row.error_text)]
+        return _Prepared(row, None, inb.channel, group, envelope=True)
+
+    def _poisoned(self, inb: Inbound, group: int, now: datetime, exc: BaseException, what: str,
+                  raw: bytes | None = None) -> _Prepared:
+        """A frame whose reading or storing raised (a bug, or input no one foresaw): stored as
+        received, rejected with AE, ERR 207, and put in the error queue; its ACK is built
+        without trusting what its header says (``receipt.safe_ack``). Logged by type only."""
+        log.error("channel=%s %s a frame failed: %s", inb.channel.name, what, type(exc).__name__)
+        raw = inb.raw if raw is None else raw
+        try:
+            header = receipt.bare_header(header_from_text(decode(raw).text))
+        except Exception:
+            header = None
+        err = HL7Error(f"unexpected {type(exc).__name__} while {what} the message; it is kept for a clerk",
+                       None, APPLICATION_INTERNAL_ERROR, reason="processing_error")
+        row = self._row(inb, now, raw, None, "rejected", "")
+        if header is not None:
+            row.control_id = header.control_id or None
+        row.error_code = err.code
+        row.error_text = err.text
+        row.work = [self._rejection_item(err)]
+        p = _Prepared(row, header, inb.channel, group)
+        self._set_ack(p, "AE", now, errors=[acks.AckError(err.code, err.text)], text=err.text)
+        return p
+
+    @staticmethod
+    def _rejection_item(err: HL7Error, reason: str | None = None) -> journal.WorkSpec:
+        """The error-queue item of a message rejected at receipt: raw bytes, reason, location."""
+        loc = str(err.location) if err.location is not None and err.location.segment else None
+        return journal.WorkSpec("rejected", (), status="error", reason=reason or err.reason,
+                                error_location=loc, last_error=str(err)[:4000])
 
     def _prepare_one(self, inb: Inbound, group: int, now: datetime, raw: bytes, text: str,
                      warning: str) -> _Prepared:
@@ -208,6 +361,9 @@ class Engine:
         err = routing.refusal(ch, header)  # match: / identity.refuse_unaddressed
         if err is not None:
             return self._reject(inb, group, now, header, err, warning, raw)
+        problem = receipt.check_header(ch, header)
+        if problem is not None:  # a test message, or a version the channel does not speak: AR
+            return self._reject(inb, group, now, header, problem, warning, raw)
         if not ch.accepts(header.message_code, header.trigger):
             code = UNSUPPORTED_EVENT_CODE if ch.accepts_code(header.message_code) else UNSUPPORTED_MESSAGE_TYPE
             what = "event" if code == UNSUPPORTED_EVENT_CODE else "message type"
@@ -234,7 +390,7 @@ class Engine:
         if warning:
             errors.append(acks.AckError("0", warning, None, "W"))
         p.errors = errors
-        self._set_ack(p, "AA", now, errors=errors)
+        self._set_ack(p, "AA", now, errors=errors, strict=True)  # raises: the frame is _poisoned
         return p
 
     def ordering_keys(self, ch: Channel, header: Header, text: str) -> tuple[tuple[str, ...], str | None]:
@@ -283,18 +439,25 @@ class Engine:
         row = self._row(inb, now, raw, header, "rejected", warning)
         row.error_code = err.code
         row.error_text = str(err)[:2000]
+        unreadable = err.reason == "processing_error" and err.code == SEGMENT_SEQUENCE_ERROR
+        row.work = [self._rejection_item(err, "unparseable" if unreadable else None)]
         p = _Prepared(row, header, inb.channel, group)
         errors = [acks.AckError(e.code, e.text, e.location) for e in (err, *extra)]
         self._set_ack(p, code, now, errors=errors, text=err.text)
         return p
 
-    def _set_ack(self, p: _Prepared, code: str, now: datetime, *, errors=(), text: str = "") -> None:
+    def _set_ack(self, p: _Prepared, code: str, now: datetime, *, errors=(), text: str = "",
+                 strict: bool = False) -> None:
+        """The message's ACK. An error answer is always built (``receipt.safe_ack`` falls back to
+        a bare header); ``strict`` (the AA of an accepted message) raises instead, so that a
+        message whose ACK cannot be built is never accepted with a garbled answer."""
         mode = p.channel.ack.mode
-        send = acks.should_send_accept_ack(p.header, code, mode)
-        data = acks.build_ack(p.header, code, now, text=text, errors=errors, mode=mode,
-                              sender=p.channel.ack_sender) if send else None
+        send = receipt.safe_should_send(p.header, code, mode)
+        build = acks.build_ack if strict else receipt.safe_ack
+        data = build(p.header, code, now, text=text, errors=errors, mode=mode,
+                     sender=p.channel.ack_sender) if send else None
         p.row.ack = data
-        p.row.ack_code = acks.ack_code(code, p.header, mode) if send else None
+        p.row.ack_code = receipt.safe_ack_code(code, p.header, mode) if send else None
 
     # -- the transaction -------------------------------------------------------------------
 
@@ -413,7 +576,11 @@ class Engine:
         for p in prepared:
             ch = p.channel
             if p.row.status == "accepted" and ch.apply == "inline" and ch.ack.timing(p.header) == "on_commit":
-                p.inline = [prepare(ch.name, w.destination, p.row.raw) for w in p.row.work]
+                try:
+                    p.inline = [prepare(ch.name, w.destination, p.row.raw) for w in p.row.work]
+                except Exception as exc:  # left to the worker, which finds out why
+                    log.error("inline prepare failed: %s", type(exc).__name__)
+                    p.inline = None
 
     def _apply_inline(self, conn, prepared: list[_Prepared], now: datetime) -> None:
         """Apply the new items that are first in line for their patient, in this transaction,
@@ -481,26 +648,31 @@ class Engine:
         err = acks.AckError(APPLICATION_INTERNAL_ERROR,
                             "message could not be stored; it was not accepted, please resend")
         mode = p.channel.ack.mode
-        data = acks.build_ack(p.header, "AE", now, text=err.text, errors=[err], mode=mode,
-                              sender=p.channel.ack_sender)
-        return Outcome("error", data, acks.ack_code("AE", p.header, mode),
+        data = receipt.safe_ack(p.header, "AE", now, text=err.text, errors=[err], mode=mode,
+                                sender=p.channel.ack_sender)
+        return Outcome("error", data, receipt.safe_ack_code("AE", p.header, mode),
                        p.header.control_id if p.header else None,
                        p.header.message_type if p.header else None, None, err.text)
 
     # -- assembling -------------------------------------------------------------------------
 
-    def _collect(self, inbound, prepared, batch_groups, now) -> list[Outcome]:
+    def _collect(self, group: "Group") -> list[Outcome]:
         per_group: dict[int, list[_Prepared]] = {}
-        for p in prepared:
-            per_group.setdefault(p.group, []).append(p)
+        for p in group.prepared:
+            if not p.envelope:
+                per_group.setdefault(p.group, []).append(p)
         out = []
-        for i in range(len(inbound)):
+        for i in range(len(group.inbound)):
             items = per_group.get(i, [])
-            if i not in batch_groups:
+            if i not in group.batch_groups:
                 out.append(items[0].outcome)
                 continue
+            parts = [p.outcome for p in items]
+            if i in group.split_groups:
+                out.append(_split_outcome(parts))
+                continue
             enc = next((p.header.encoding for p in items if p.header is not None), None)
-            out.append(_batch_outcome([p.outcome for p in items], now, enc,
+            out.append(_batch_outcome(parts, group.now, enc, group.count_problems.get(i, ()),
                                       items[0].channel.ack_sender if items else None))
         return out
 
@@ -514,24 +686,61 @@ def _code_of(ack: bytes | None) -> str | None:
     return ack[i + 4:i + 6].decode("ascii", "replace")
 
 
-def _batch_outcome(outcomes: list[Outcome], now: datetime, enc=None, sender=None) -> Outcome:
-    """One response for a framed FHS/BHS batch: the ACKs wrapped in BHS/BTS, written with the
-    batch's own delimiters (those of its first readable message); BHS-3/BHS-4 are the channel's
-    identity (``sender``) when it declares one."""
-    acks_ = [o.ack for o in outcomes if o.ack]
+def _worst(outcomes: list[Outcome]) -> tuple[str, str | None]:
+    """A frame's summary status and ACK code: the last failure's, else accepted; the worst code."""
     worst = "accepted"
     for o in outcomes:
         if o.status in ("rejected", "error", "quarantined"):
             worst = o.status
+    codes = {o.ack_code for o in outcomes if o.ack_code}
+    code = next((c for c in ("AR", "CR", "AE", "CE") if c in codes), next(iter(sorted(codes)), None))
+    return worst, code
+
+
+def _split_outcome(outcomes: list[Outcome]) -> Outcome:
+    """A frame of several messages without FHS/BHS: each message answered with its own ACK
+    frame, in order (``Outcome.frames``); the summary names the first control id."""
+    worst, code = _worst(outcomes)
+    first = outcomes[0] if outcomes else None
+    return Outcome(worst, first.ack if first else None, code, first.control_id if first else None,
+                   first.message_type if first else None, None, f"{len(outcomes)} messages",
+                   parts=outcomes, split=True)
+
+
+def _batch_outcome(outcomes: list[Outcome], now: datetime, enc=None, problems=(), sender=None) -> Outcome:
+    """One response for a framed FHS/BHS batch: the ACKs wrapped in BHS/BTS, written with the
+    batch's own delimiters (those of its first readable message); BHS-3/BHS-4 are the channel's
+    identity (``sender``) when it declares one. A BTS-1/FTS-1 count that
+    disagrees with what was received adds an ERR (severity W, at that count) to the last ACK
+    of the response and says so in the response's BTS-2 (batch comment)."""
+    acks_ = [o.ack for o in outcomes if o.ack]
+    worst, code = _worst(outcomes)
     if not acks_:  # every message said MSH-15 NE: nothing to send
-        return Outcome(worst, None, None, None, "batch", None, f"{len(outcomes)} messages")
+        return Outcome(worst, None, None, None, "batch", None, f"{len(outcomes)} messages", parts=outcomes)
     stamp = acks.hl7_timestamp(now).encode()
     fs, msh2 = (enc.field, enc.msh2) if enc is not None else ("|", "^~\\&")
     app, fac = sender or ("", "")
     if enc is not None and enc.component and enc.component != "^":
         app, fac = app.replace("^", enc.component), fac.replace("^", enc.component)
     bhs = fs.join(["BHS", msh2, app, fac, "", "", ""]).encode("ascii", "replace") + stamp
-    body = bhs + b"\r" + b"".join(acks_) + f"BTS{fs}{len(acks_)}".encode("ascii", "replace") + b"\r"
-    codes = {o.ack_code for o in outcomes if o.ack_code}
-    code = next((c for c in ("AR", "CR", "AE", "CE") if c in codes), next(iter(codes), None))
-    return Outcome(worst, body, code, None, "batch", None, f"{len(outcomes)} messages")
+    bts = f"BTS{fs}{len(acks_)}"
+    if problems:
+        acks_[-1] = acks_[-1] + _count_errors(acks_[-1], problems)
+        bts += fs + "batch count mismatch: " + "; ".join(
+            p.text.replace(fs, " ") for p in problems)[:200]
+    body = bhs + b"\r" + b"".join(acks_) + bts.encode("ascii", "replace") + b"\r"
+    return Outcome(worst, body, code, None, "batch", None, f"{len(outcomes)} messages", parts=outcomes)
+
+
+def _count_errors(ack: bytes, problems) -> bytes:
+    """ERR segments (severity W, code 100, at BTS-1/FTS-1) for a batch's count problems, in the
+    delimiters, version and character set of the ACK they are appended to."""
+    try:
+        text = ack.decode("utf-8", "replace")
+        header = header_from_text(text)
+        errs = [acks.AckError(SEGMENT_SEQUENCE_ERROR, p.text, p.location, "W") for p in problems]
+        body = acks.build_ack(header, "AA", datetime.now(timezone.utc), errors=errs)
+        return b"\r".join(s for s in body.split(b"\r") if s.startswith(b"ERR")) + b"\r"
+    except Exception as exc:
+        log.error("batch count ERR could not be built: %s", type(exc).__name__)
+        return b""

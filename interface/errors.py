@@ -119,6 +119,9 @@ REASONS = {
     "undeliverable": "Application ACK could not be delivered",
     "content_too_large": "Content too large",
     "processing_error": "Processing error",
+    "unsupported_processing_id": "Test or debug message (MSH-11)",
+    "unsupported_version": "Unsupported HL7 version (MSH-12)",
+    "batch_count": "Batch count disagrees with the messages received",
 }
 
 

@@ -158,7 +158,7 @@ def decode(raw: bytes, fallback: str = "cp1252") -> Decoded:
     end with the truncation character (v2.7, MSH-2) add a "truncated" warning (see
     :func:`truncation_warning`).
     """
-    decoded = _decode(raw)
+    decoded = _decode(raw, fallback)
     truncated = truncation_warning(decoded.text)
     if truncated:
         warning = f"{decoded.warning}; {truncated}" if decoded.warning else truncated
@@ -166,7 +166,7 @@ def decode(raw: bytes, fallback: str = "cp1252") -> Decoded:
     return decoded
 
 
-def _decode(raw: bytes) -> Decoded:
+def _decode(raw: bytes, fallback: str = "cp1252") -> Decoded:
     declared = _msh18_from_bytes(raw)
     if raw.startswith(codecs.BOM_UTF8):
         raw = raw[len(codecs.BOM_UTF8):]
@@ -352,6 +352,62 @@ def split_messages(text: str) -> list[str]:
     if stray:
         raise ParseError(f"segment {stray[0]} before the first MSH", Location(stray[0]))
     return ["\r".join(m) for m in messages]
+
+
+def has_several_messages(text: str) -> bool:
+    """Whether a frame without FHS/BHS holds more than one MSH (cheap: two ``str.find``)."""
+    return text.find("\rMSH", 4) >= 0 or text.find("\nMSH", 4) >= 0
+
+
+@dataclass(frozen=True, slots=True)
+class CountProblem:
+    """A batch trailer whose count disagrees with what the frame holds (HL7 v2.5.1 2.10.3)."""
+
+    location: Location  # BTS-1 (which BTS: the sequence) or FTS-1
+    declared: str
+    counted: int
+
+    @property
+    def text(self) -> str:
+        what = "messages in its batch" if self.location.segment == "BTS" else "batches in the file"
+        return (f"{self.location.segment}-1 says {self.declared[:20]!r} but the frame holds "
+                f"{self.counted} {what}")
+
+
+def batch_count_problems(text: str) -> list[CountProblem]:
+    """BTS-1 (batch message count) against the MSH segments since its BHS, and FTS-1 (file
+    batch count) against the BHS segments of the file. An empty count is not checked (both
+    fields are optional); one that is not a whole number is a problem."""
+    out: list[CountProblem] = []
+    in_batch = batches = bts_seq = 0
+    for seg in split_segments(strip_leading(text)):
+        sid = seg[:3]
+        if sid == "MSH":
+            in_batch += 1
+        elif sid == "BHS":
+            batches += 1
+            in_batch = 0
+        elif sid in ("BTS", "FTS"):
+            counted = in_batch if sid == "BTS" else batches
+            if sid == "BTS":
+                bts_seq += 1
+                in_batch = 0
+            fs = seg[3:4]
+            declared = seg.split(fs)[1].strip() if fs and len(seg.split(fs)) > 1 else ""
+            if declared and not (declared.isdecimal() and declared.isascii() and int(declared) == counted):
+                out.append(CountProblem(Location(sid, bts_seq if sid == "BTS" else 1, 1), declared, counted))
+    return out
+
+
+def batch_control_id(text: str) -> str:
+    """BHS-11 (batch control id), else FHS-11, else "" — to name a batch in the journal."""
+    found = {}
+    for seg in split_segments(strip_leading(text))[:2]:
+        if seg[:3] in BATCH_HEADERS and len(seg) > 3:
+            f = seg.split(seg[3])
+            if len(f) > 10 and f[10].strip():
+                found[seg[:3]] = f[10].strip()
+    return found.get("BHS") or found.get("FHS") or ""
 
 
 def split_message_bytes(raw: bytes) -> list[bytes]:

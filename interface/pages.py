@@ -941,7 +941,8 @@ def error_resubmit(request: Request, item_id: int, raw: str = Form(""), reason: 
             original = conn.execute(select(messages.c.raw).where(messages.c.id == item.message_id)).scalar_one()
             data = _editor_bytes(raw, original)
             queue.resubmit_item(conn, item_id, data, user=user.name, now=_now(request),
-                                reason=(reason or "").strip()[:1000] or None)
+                                reason=(reason or "").strip()[:1000] or None,
+                                channels=getattr(request.app.state, "channels", None))
     except queue.ActionError as exc:
         return _item_page(request, item_id, reveal=True, error=str(exc), status_code=409, edited=raw)
     return RedirectResponse(f"/errors/{item_id}?done=resubmit", status_code=303)

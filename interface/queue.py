@@ -335,6 +335,9 @@ def retry_item(conn: Connection, item_id: int, *, user: str, now: datetime, reas
         raise ActionError(f"item {item_id} is {row.status}; only error or held items can be retried")
     if row.destination == "quarantine":
         raise ActionError("a quarantined duplicate cannot be retried as is; resubmit or discard it")
+    if row.destination in ("rejected", "batch"):
+        raise ActionError("a message refused at receipt cannot be retried as is; resubmit a corrected "
+                          "copy (or the same one, if the channel now takes it) or discard it")
     conn.execute(update(work_items).where(work_items.c.id == item_id)
                  .values(status="pending", next_attempt_at=now, updated_at=now))
     have = conn.execute(select(func.count()).select_from(work_keys).where(work_keys.c.item_id == item_id)).scalar()
@@ -365,14 +368,23 @@ def discard_item(conn: Connection, item_id: int, *, user: str, reason: str, now:
 
 
 def resubmit_item(conn: Connection, item_id: int, raw: bytes, *, user: str, now: datetime,
-                  reason: str | None = None) -> int:
+                  reason: str | None = None, channels=None) -> int:
     """Fix-and-resend: store the edited copy as a new message linked to the original
     (``parent_id``) and point the failed work item at it, so it keeps its place in its patient's
     order (later messages for the patient still wait behind it). The original is kept unchanged,
-    marked ``resubmitted``. Returns the new message id."""
+    marked ``resubmitted``. Returns the new message id. An item of a message refused at receipt
+    (rejected, quarantined, a batch's count) has no place to keep: its copy goes through the
+    engine's checks again (``interface.readmit``; ``channels`` is the loaded configuration)."""
     row = _item(conn, item_id)
     if row.status not in ("error", "held"):
         raise ActionError(f"item {item_id} is {row.status}; only error or held items can be resubmitted")
+    from .readmit import RECEIPT_DESTINATIONS, ReadmitError, readmit
+
+    if row.destination in RECEIPT_DESTINATIONS:
+        try:
+            return readmit(conn, row, raw, channels=channels, user=user, now=now, reason=reason)
+        except ReadmitError as exc:
+            raise ActionError(str(exc)) from None
     orig = conn.execute(select(messages).where(messages.c.id == row.message_id)).first()
     from .errors import ParseError
     from .message import decode, header_from_text

@@ -67,8 +67,9 @@ class Runtime:
 
     def count(self, inbound: Inbound, outcome: Outcome) -> None:
         c = self.counters.setdefault(inbound.channel.name, {})
-        c["received"] = c.get("received", 0) + 1
-        c[outcome.status] = c.get(outcome.status, 0) + 1
+        for o in outcome.messages:  # each message of a batch or multi-message frame
+            c["received"] = c.get("received", 0) + 1
+            c[o.status] = c.get(o.status, 0) + 1
 
     def channel_state(self, name: str) -> dict:
         f = self.factories.get(name)
@@ -134,10 +135,11 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
 
     def on_outcome(inbound: Inbound, outcome: Outcome) -> None:
         runtime.count(inbound, outcome)
-        if outcome.status == "accepted":  # something is queued for the store workers
+        statuses = {o.status for o in outcome.messages}
+        if "accepted" in statuses:  # something is queued for the store workers
             for w in workers:
                 w.wake.set()
-        if outcome.status in ("accepted", "processed"):  # outbound items and application ACKs
+        if statuses & {"accepted", "processed"}:  # outbound items and application ACKs
             for w in outbound:  # are queued even when the store item was applied inline
                 w.wake.set()
             relay.wake.set()

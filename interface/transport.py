@@ -7,7 +7,8 @@ The connection stays open after each ACK. Limits per channel: frame size (past i
 is closed and the event recorded), idle timeout, connection count, sender allowlist.
 
 The ACK is written only when the handler's Deferred fires, and the handler (the group-commit
-writer) fires it only after the journal transaction committed.
+writer) fires it only after the journal transaction committed. A frame that held several messages
+without a batch header is answered with one ACK frame per message, in order (``Outcome.frames``).
 """
 from __future__ import annotations
 
@@ -125,8 +126,9 @@ class MLLPProtocol(Protocol, TimeoutMixin):
     def _answer(self, outcome: Outcome) -> None:
         log.info("channel=%s control_id=%s type=%s outcome=%s ack=%s", self.factory.channel.name,
                  outcome.control_id, outcome.message_type, outcome.status, outcome.ack_code)
-        if outcome.ack is not None and not self.closed:
-            self.transport.write(frame(outcome.ack))
+        if not self.closed:  # one frame per ACK: several when the frame held several messages
+            for data in outcome.frames:
+                self.transport.write(frame(data))
 
     def _failed(self, failure) -> None:
         # Nothing was committed and we cannot say why in an ACK: close, the sender resends.

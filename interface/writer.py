@@ -22,8 +22,10 @@ Fault injection, for the reliability tests only (docs/reliability.md): the ``INT
 environment variable is read here and nowhere else; it is a comma-separated list of
 ``kill_after_commit=CONTROL_ID`` (SIGKILL this process right after the transaction holding that
 message committed, before its ACK is written: the lost-ACK window), ``commit_delay=SECONDS``
-(wait before every journal transaction: a slow database) and ``db_down_file=PATH`` (while PATH
-exists, every statement on the engine's database fails as if the database were unreachable).
+(wait before every journal transaction: a slow database), ``db_down_file=PATH`` (while PATH
+exists, every statement on the engine's database fails as if the database were unreachable) and
+``poison_control_id=CONTROL_ID`` (reading any message with that MSH-10 raises, as an unknown bug
+would: the frame must be answered AE and kept, and the rest of its commit group ACKed as usual).
 Unset in production; an unknown name fails at start-up.
 """
 from __future__ import annotations
@@ -46,7 +48,7 @@ log = logging.getLogger("interface.writer")
 _STOP = object()
 _WAKE = object()  # the lock waiter's answer is ready (see _LockWaiter)
 FAULT_ENV = "INTERFACE_FAULT"
-FAULTS = ("kill_after_commit", "commit_delay", "db_down_file")
+FAULTS = ("kill_after_commit", "commit_delay", "db_down_file", "poison_control_id")
 
 
 def faults_from_env(value: str | None = None) -> dict[str, str]:
@@ -71,6 +73,19 @@ def _install_db_down(db, path: str) -> None:
             raise OperationalError("(fault injection)", None, ConnectionError("database unavailable (injected)"))
 
     event.listen(db, "before_cursor_execute", check)
+
+
+def _install_poison(engine: Engine, control_id: str) -> None:
+    """Reading a message whose MSH-10 is ``control_id`` raises (see the module docstring)."""
+    real = engine._prepare_one
+    needle = f"|{control_id}|"
+
+    def prepare_one(inb, group, now, raw, text, warning):
+        if needle in text.split("\r", 1)[0]:
+            raise RuntimeError("injected fault: poison_control_id")
+        return real(inb, group, now, raw, text, warning)
+
+    engine._prepare_one = prepare_one
 
 
 class _LockWaiter:
@@ -133,6 +148,8 @@ class GroupCommitWriter:
         self._delay = float(self.faults.get("commit_delay") or 0)
         if self.faults.get("db_down_file"):
             _install_db_down(engine.db, self.faults["db_down_file"])
+        if self.faults.get("poison_control_id"):
+            _install_poison(engine, self.faults["poison_control_id"])
 
     def start(self) -> None:
         if self._thread is None:
@@ -182,12 +199,15 @@ class GroupCommitWriter:
                 time.sleep(self._delay)  # fault injection: a slow database
             try:
                 outcomes, stop = self._receive(batch, stop)
-            except Exception:  # never leave a sender hanging; nothing was committed
-                log.exception("receive failed for a batch of %d", len(batch))
-                outcomes = None
+            except Exception as exc:  # nothing was committed: each frame on its own, so that
+                # one frame's failure is never its group's (the engine already isolates what it
+                # knows of; this is for the rest)
+                log.error("receive failed for a group of %d (%s); frame by frame", len(batch),
+                          type(exc).__name__)
+                outcomes = self._one_by_one(batch)
             if self._kill_after and outcomes and any(
-                    o.control_id == self._kill_after and o.status in ("accepted", "processed")
-                    for o in outcomes):
+                    m.control_id == self._kill_after and m.status in ("accepted", "processed")
+                    for o in outcomes if o is not None for m in o.messages):
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection: committed, ACK never written
             self.batches += 1
             self.call_from_thread(self._deliver, batch, outcomes)
@@ -195,6 +215,18 @@ class GroupCommitWriter:
                 return
             if stop:  # frames set aside while gathering are answered before stopping
                 self._carry.append(_STOP)
+
+    def _one_by_one(self, batch: list) -> list[Outcome | None]:
+        """Each frame in a group of its own; None for a frame that fails even alone (its
+        connection is closed unanswered, and the sender resends: nothing was committed)."""
+        out: list[Outcome | None] = []
+        for inb, _ in batch:
+            try:
+                out.append(self.engine.receive_many([inb])[0])
+            except Exception as exc:
+                log.error("receive failed for one frame (%s)", type(exc).__name__)
+                out.append(None)
+        return out
 
     def _receive(self, batch: list, stop: bool) -> tuple[list[Outcome], bool]:
         """Prepare the group, take the write lock (gathering more frames into the group while
@@ -241,7 +273,7 @@ class GroupCommitWriter:
     def _deliver(self, batch, outcomes) -> None:
         for i, (inb, d) in enumerate(batch):
             self.pending -= 1
-            if outcomes is None:
+            if outcomes is None or outcomes[i] is None:
                 d.errback(RuntimeError("receive failed"))
                 continue
             if self.on_outcome is not None:

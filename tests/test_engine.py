@@ -157,7 +157,8 @@ def test_unparseable_rejected_with_raw_kept(eng, engine, raw):
     assert seg(out.ack, "ERR")[3].startswith("100^")
     [row] = rows(engine)
     assert row["raw"] == raw and row["status"] == "rejected" and row["error_code"] == "100"
-    assert count(engine, work_items) == 0
+    [item] = items(engine)  # in the error queue, never applied
+    assert (item["destination"], item["status"], item["reason"]) == ("rejected", "error", "unparseable")
 
 
 def test_empty_msh10_rejected_101(eng, engine):
@@ -173,7 +174,10 @@ def test_unsupported_message_type_200(eng, engine):
     out = eng.receive(channel(), raw)
     assert out.status == "rejected" and out.ack_code == "AR"
     assert seg(out.ack, "ERR")[3].startswith("200^")
-    assert rows(engine)[0]["raw"] == raw and count(engine, work_items) == 0
+    assert rows(engine)[0]["raw"] == raw
+    [item] = items(engine)
+    assert (item["destination"], item["status"], item["reason"], item["error_location"]) == (
+        "rejected", "error", "unsupported_event", "MSH-9")
 
 
 def test_unsupported_event_201(eng):
