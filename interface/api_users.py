@@ -81,12 +81,16 @@ def _info(conn, name: str) -> UserInfo:
                     password_changed_at=row.password_changed_at, last_login_at=row.last_login_at)
 
 
-def user_change(request: Request, fn: Callable, name: str):
+def user_change(request: Request, fn: Callable, name: str, *, password: str | None = None):
     """Run ``fn(conn)`` (a :mod:`interface.users` change) in one transaction; returns what ``fn``
-    returned and the user's state after it. UserError -> 404/409/422 with its message."""
+    returned and the user's state after it. With ``password``: it is checked against the policy
+    and hashed first, outside the transaction (hashing takes 100-300 ms, and on SQLite the
+    transaction holds the write lock every sender's ACK waits for), and ``fn(conn, prepared)``
+    gets the :class:`~interface.users.NewPassword`. UserError -> 404/409/422 with its message."""
     try:
+        prepared = usermod.new_password(password, name) if password is not None else None
         with request.app.state.engine.begin() as conn:
-            out = fn(conn)
+            out = fn(conn) if password is None else fn(conn, prepared)
             return out, _info(conn, name)
     except usermod.NoSuchUser as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
@@ -117,8 +121,9 @@ def list_users(request: Request, _user: User = Depends(ADMIN)) -> UserList:
 def add_user(request: Request, body: NewUser, user: User = Depends(ADMIN)) -> UserInfo:
     """Create a user (admin). 409 if the name exists; 422 for a bad name or a short password."""
     name = body.name.strip()
-    return user_change(request, lambda conn: usermod.add_user(conn, body.name, body.role, body.password,
-                                                              **actor(request, user)), name)[1]
+    return user_change(request, lambda conn, pw: usermod.add_user(conn, body.name, body.role, pw,
+                                                                  **actor(request, user)),
+                       name, password=body.password)[1]
 
 
 @router.post("/api/users/{name}/role", response_model=UserInfo, responses=USER_RESPONSES)
@@ -147,8 +152,8 @@ def enable(request: Request, name: UserName, user: User = Depends(ADMIN)) -> Use
 @router.post("/api/users/{name}/password", response_model=UserInfo, responses=USER_RESPONSES)
 def set_password(request: Request, body: PasswordBody, name: UserName, user: User = Depends(ADMIN)) -> UserInfo:
     """Set a new password (admin; at least 10 characters, else 422); ends that user's sessions."""
-    return user_change(request, lambda conn: usermod.set_password(conn, name, body.password,
-                                                                  **actor(request, user)), name)[1]
+    return user_change(request, lambda conn, pw: usermod.set_password(conn, name, pw, **actor(request, user)),
+                       name, password=body.password)[1]
 
 
 @router.post("/api/users/{name}/token", response_model=NewToken, responses=USER_RESPONSES)

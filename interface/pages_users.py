@@ -47,20 +47,22 @@ def users_page(request: Request, user: User = Depends(ADMIN), done: str | None =
     return _page(request, notice=notice)
 
 
-def _run(request: Request, name: str, fn, form: dict | None = None):
-    """Run one change through :func:`interface.api_users.user_change`: ``(what fn returned,
+def _run(request: Request, name: str, fn, form: dict | None = None, password: str | None = None):
+    """Run one change through :func:`interface.api_users.user_change` (``password``: checked and
+    hashed before its transaction, handed to ``fn(conn, prepared)``): ``(what fn returned,
     None)``, or ``(None, the list again with the error and its status)``."""
     if "\x00" in name:
         return None, _page(request, error="a user name cannot contain NUL characters", status_code=422, form=form)
     try:
-        return api_users.user_change(request, fn, name)[0], None
+        return api_users.user_change(request, fn, name, password=password)[0], None
     except HTTPException as exc:
         return None, _page(request, error=str(exc.detail), status_code=exc.status_code, form=form)
 
 
-def _change(request: Request, action: str, name: str, fn, form: dict | None = None):
+def _change(request: Request, action: str, name: str, fn, form: dict | None = None,
+            password: str | None = None):
     """One change; back to the list with a notice, or the list again with the error."""
-    _, failed = _run(request, name, fn, form)
+    _, failed = _run(request, name, fn, form, password)
     return failed or RedirectResponse(f"/users?{urlencode({'done': action, 'who': name})}", status_code=303)
 
 
@@ -72,9 +74,8 @@ _by = api_users.actor
 def users_add(request: Request, user: User = Depends(ADMIN), name: str = Form(""), role: str = Form(""),
               password: str = Form("")):
     name = name.strip()[:200]
-    return _change(request, "add", name,
-                   lambda conn: usermod.add_user(conn, name, role, password[:1024], **_by(request, user)),
-                   form={"name": name, "role": role})
+    return _change(request, "add", name, lambda conn, pw: usermod.add_user(conn, name, role, pw, **_by(request, user)),
+                   form={"name": name, "role": role}, password=password[:1024])
 
 
 @router.post("/users/role")
@@ -101,8 +102,8 @@ def users_enable(request: Request, user: User = Depends(ADMIN), name: str = Form
 @router.post("/users/password")
 @html_errors
 def users_password(request: Request, user: User = Depends(ADMIN), name: str = Form(""), password: str = Form("")):
-    return _change(request, "password", name, lambda conn: usermod.set_password(conn, name, password[:1024],
-                                                                                **_by(request, user)))
+    return _change(request, "password", name, lambda conn, pw: usermod.set_password(conn, name, pw, **_by(request, user)),
+                   password=password[:1024])
 
 
 @router.post("/users/token", response_class=HTMLResponse)
