@@ -1,7 +1,8 @@
 """The console's user administration page, ``/users`` (admin only).
 
 One page lists the users with a form per action: add, change role, disable/enable, reset the
-password, issue an API token (the token is shown once, on the page the POST answers; it never
+password, issue an API token with its lifetime in days, and each user's tokens (id, dates, state)
+with a button to revoke each one (a new token is shown once, on the page the POST answers; it never
 goes into a URL). Each form posts the session's CSRF token and the user's name as fields (a name
 in a path could hold a ``/``). The changes are :mod:`interface.api_users`' (so
 :mod:`interface.users`' functions, their audit rows, the last-admin rule and the error codes):
@@ -23,16 +24,20 @@ router = APIRouter(include_in_schema=False)
 
 ADMIN = api_users.ADMIN
 NOTICES = {"add": "User added", "role": "Role changed", "disable": "User disabled (sessions ended, tokens revoked)",
-           "enable": "User enabled", "password": "Password set; the user's sessions ended"}
+           "enable": "User enabled", "password": "Password set; the user's sessions ended and API tokens revoked",
+           "revoke": "API token revoked"}
 
 
 def _page(request: Request, *, notice: str | None = None, error: str | None = None, token: dict | None = None,
           status_code: int = 200, form: dict | None = None) -> HTMLResponse:
+    now = api_users.clock(request)
     with _engine(request).connect() as conn:
         rows = usermod.list_users(conn)
+        tokens = {r["name"]: usermod.list_tokens(conn, r["name"], now) for r in rows}
     form = form or {}
     return _render(request, "users.html", {
-        "rows": rows, "roles": usermod.ROLES, "notice": notice, "error": error, "token": token,
+        "rows": rows, "tokens": tokens, "roles": usermod.ROLES, "notice": notice, "error": error, "token": token,
+        "token_days": usermod.TOKEN_DAYS, "max_token_days": usermod.MAX_TOKEN_DAYS,
         "form_name": form.get("name"), "form_role": form.get("role", "clerk")}, status_code=status_code)
 
 
@@ -108,9 +113,25 @@ def users_password(request: Request, user: User = Depends(ADMIN), name: str = Fo
 
 @router.post("/users/token", response_class=HTMLResponse)
 @html_errors
-def users_token(request: Request, user: User = Depends(ADMIN), name: str = Form("")):
+def users_token(request: Request, user: User = Depends(ADMIN), name: str = Form(""),
+                expires_days: str = Form(str(usermod.TOKEN_DAYS))):
     """The new token is in this answer only (no redirect: it must not land in a URL or history)."""
-    token, failed = _run(request, name, lambda conn: usermod.new_token(conn, name, **_by(request, user)))
+    try:
+        days = int(expires_days.strip())
+    except ValueError:
+        return _page(request, error="a token's lifetime is a whole number of days", status_code=422)
+    token, failed = _run(request, name, lambda conn: usermod.new_token(conn, name, expires_days=days,
+                                                                       **_by(request, user)))
     if failed:
         return failed
-    return _page(request, notice=f"API token issued for {name}", token={"name": name, "value": token})
+    return _page(request, notice=f"API token issued for {name} ({days} days)", token={"name": name, "value": token})
+
+
+@router.post("/users/revoke-token")
+@html_errors
+def users_revoke_token(request: Request, user: User = Depends(ADMIN), name: str = Form(""),
+                       token_id: str = Form("")):
+    if not token_id.strip().isdigit() or not 1 <= int(token_id) <= 2**63 - 1:
+        return _page(request, error="no such API token", status_code=404)
+    return _change(request, "revoke", name, lambda conn: usermod.revoke_token(conn, int(token_id), name=name,
+                                                                              **_by(request, user)))

@@ -289,6 +289,13 @@ def new_token(conn: Connection, name: str, *, expires_days: int = TOKEN_DAYS, ac
     return token
 
 
+def token_record(conn: Connection, token: str) -> dict:
+    """id, created_at, expires_at and revoked of the token (not the token or its hash)."""
+    row = conn.execute(select(api_tokens.c.id, api_tokens.c.created_at, api_tokens.c.expires_at,
+                              api_tokens.c.revoked).where(api_tokens.c.token_sha256 == _sha(token))).one()
+    return dict(row._mapping)
+
+
 def token_state(row, now: datetime) -> str:
     """``active``, ``expired`` or ``revoked``."""
     if row.revoked:
