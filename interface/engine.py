@@ -39,7 +39,7 @@ from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import ack as acks
-from . import destinations, fastsql, journal, queue
+from . import destinations, fastsql, health, journal, queue
 from .channels import Channel
 from .errors import (APPLICATION_INTERNAL_ERROR, DUPLICATE_KEY_IDENTIFIER, REQUIRED_FIELD_MISSING,
                      UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, HL7Error, Location, ParseError)
@@ -159,6 +159,7 @@ class Engine:
             self._commit(group.prepared, group.now, conn)
         except SQLAlchemyError as exc:
             return self.fail_group(group, exc)
+        health.record_commit_ok()
         return self._collect(group.inbound, group.prepared, group.batch_groups, group.now)
 
     def fail_group(self, group: "Group", exc: BaseException) -> list[Outcome]:
@@ -166,6 +167,7 @@ class Engine:
         database error's text can quote values): every frame gets the "not accepted, please
         resend" answer (AE / CE, ERR 207), whatever was decided for it."""
         log.error("journal commit failed for %d message(s): %s", len(group.prepared), type(exc).__name__)
+        health.record_commit_failure(exc)  # /api/health: degraded, and why
         for p in group.prepared:
             p.outcome = self._failure(p, group.now)
         return self._collect(group.inbound, group.prepared, group.batch_groups, group.now)
