@@ -42,7 +42,7 @@ class _ReadOnlyPostgres:
 
     def __exit__(self, *exc):
         with self.engine.connect() as conn:
-            conn.execute(text("SET SESSION default_transaction_read_only = off"))
+            conn.execute(text("SET TRANSACTION READ WRITE"))  # first in its transaction: allowed
             conn.execute(text(f'ALTER DATABASE "{self.name}" RESET default_transaction_read_only'))
             conn.commit()
         self.engine.dispose()
