@@ -4,7 +4,8 @@ Two ways in:
 
 * **Bearer API tokens** (``Authorization: Bearer ie_...``) for machines; no cookie, so no CSRF.
 * **Browser sessions**: ``POST /login`` sets the ``interface_session`` cookie (HttpOnly,
-  SameSite=Lax; Secure over https). Unsafe requests (POST, PUT, PATCH, DELETE) authenticated by
+  SameSite=Lax; Secure over https: ``--web-tls``). The password is checked off the write path and
+  failed sign-ins are limited per source, never by locking the account (:mod:`interface.signin`). Unsafe requests (POST, PUT, PATCH, DELETE) authenticated by
   the cookie must carry the session's CSRF token in an ``X-CSRF-Token`` header or a
   ``csrf_token`` form field, else 403.
 
@@ -19,7 +20,7 @@ auditor     the audit log (read only) and channel status
 admin       everything above, and users (``interface users``, ``/users``, ``/api/users``)
 ==========  ================================================================================
 
-Any authenticated user may read ``/api/channels`` and ``/api/me``; ``/api/health``, ``/login``
+Any authenticated user may read ``/api/channels`` and ``/api/me``; ``/api/health``, ``/api/docs``, ``/login``
 and ``/metrics`` need no login (they hold no patient data).
 
 For route modules and templates: ``Depends(require("clerk", "analyst"))`` returns the
@@ -34,6 +35,7 @@ import json
 import logging
 import math
 import secrets
+import threading
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
@@ -239,12 +241,16 @@ def login_form(request: Request, next: str = "/"):
     return _login_page(request, next, None)
 
 
+_limiter_mutex = threading.Lock()
+
+
 def limiter(request: Request) -> signin.Limiter:
     """The app's sign-in limiter (one per app: the counts of this console process)."""
-    lim = getattr(request.app.state, "signin_limiter", None)
-    if lim is None:
-        lim = request.app.state.signin_limiter = signin.Limiter()
-    return lim
+    with _limiter_mutex:
+        lim = getattr(request.app.state, "signin_limiter", None)
+        if lim is None:
+            lim = request.app.state.signin_limiter = signin.Limiter()
+        return lim
 
 
 def _client_address(request: Request) -> str:
