@@ -1,5 +1,5 @@
-"""``GET /api/health``, ``GET /api/channels`` (what each channel is doing, and its queue) and
-``GET /api/events`` (wire events that are not messages).
+"""``GET /api/channels`` (what each channel is doing, and its queue) and ``GET /api/events``
+(wire events that are not messages). ``GET /api/health`` is :mod:`interface.health`'s.
 
 Live figures (listening, connections, counters since start) come from the running process's
 ``Runtime`` (``app.state.runtime``; None when the console runs as its own process, ``interface
@@ -23,10 +23,8 @@ import time
 from datetime import datetime, timezone
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy import case, func, select, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import case, func, select
 
 from .auth import ANY, ERROR_RESPONSES, MAX_ID, UtcDateTime, clock, require
 from .schema import events, work_items
@@ -113,23 +111,6 @@ def _cache(app) -> TerminalCountCache:
     if cache is None:
         cache = app.state.terminal_counts = TerminalCountCache()
     return cache
-
-
-class Health(BaseModel):
-    status: str
-    database: str
-
-
-@router.get("/api/health", response_model=Health,
-            responses={503: {"model": Health, "description": "database unreachable"}})
-def health(request: Request):
-    """Liveness and database reachability (no login needed)."""
-    try:
-        with request.app.state.reader.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except SQLAlchemyError:
-        return JSONResponse({"status": "error", "database": "unreachable"}, status_code=503)
-    return Health(status="ok", database="ok")
 
 
 class QueueFigures(BaseModel):

@@ -1,5 +1,5 @@
 """Console users over HTTP (admin only): list, add, change role, disable/enable, reset a password,
-issue an API token.
+issue, list and revoke API tokens.
 
 The work is :mod:`interface.users`' (shared with ``interface users``): password policy and
 hashing, ending sessions, revoking and making tokens, and the ``audit`` row of each change,
@@ -35,7 +35,8 @@ def _no_nul(v: str) -> str:
     return v
 
 
-Password = Annotated[str, Field(max_length=1024, description="at least 10 characters"), AfterValidator(_no_nul)]
+Password = Annotated[str, Field(max_length=1024, description="at least 10 characters, not the user name, "
+                                "not easy to guess (zxcvbn score 3 of 4)"), AfterValidator(_no_nul)]
 
 
 class UserInfo(BaseModel):
@@ -68,9 +69,29 @@ class PasswordBody(BaseModel):
     password: Password
 
 
+class TokenBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    expires_days: int = Field(usermod.TOKEN_DAYS, ge=1, le=usermod.MAX_TOKEN_DAYS,
+                              description="days the token is valid")
+
+
 class NewToken(BaseModel):
     name: str
     token: str  # shown once: only its hash is stored
+    id: int
+    expires_at: UtcDateTime | None = None
+
+
+class TokenInfo(BaseModel):
+    id: int
+    created_at: UtcDateTime
+    expires_at: UtcDateTime | None = None  # None: made before tokens expired (never expires)
+    revoked: bool
+    state: Literal["active", "expired", "revoked"]
+
+
+class TokenList(BaseModel):
+    tokens: list[TokenInfo]
 
 
 def _info(conn, name: str) -> UserInfo:
@@ -81,12 +102,16 @@ def _info(conn, name: str) -> UserInfo:
                     password_changed_at=row.password_changed_at, last_login_at=row.last_login_at)
 
 
-def user_change(request: Request, fn: Callable, name: str):
+def user_change(request: Request, fn: Callable, name: str, *, password: str | None = None):
     """Run ``fn(conn)`` (a :mod:`interface.users` change) in one transaction; returns what ``fn``
-    returned and the user's state after it. UserError -> 404/409/422 with its message."""
+    returned and the user's state after it. With ``password``: it is checked against the policy
+    and hashed first, outside the transaction (hashing takes 100-300 ms, and on SQLite the
+    transaction holds the write lock every sender's ACK waits for), and ``fn(conn, prepared)``
+    gets the :class:`~interface.users.NewPassword`. UserError -> 404/409/422 with its message."""
     try:
+        prepared = usermod.new_password(password, name) if password is not None else None
         with request.app.state.engine.begin() as conn:
-            out = fn(conn)
+            out = fn(conn) if password is None else fn(conn, prepared)
             return out, _info(conn, name)
     except usermod.NoSuchUser as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from None
@@ -117,8 +142,9 @@ def list_users(request: Request, _user: User = Depends(ADMIN)) -> UserList:
 def add_user(request: Request, body: NewUser, user: User = Depends(ADMIN)) -> UserInfo:
     """Create a user (admin). 409 if the name exists; 422 for a bad name or a short password."""
     name = body.name.strip()
-    return user_change(request, lambda conn: usermod.add_user(conn, body.name, body.role, body.password,
-                                                              **actor(request, user)), name)[1]
+    return user_change(request, lambda conn, pw: usermod.add_user(conn, body.name, body.role, pw,
+                                                                  **actor(request, user)),
+                       name, password=body.password)[1]
 
 
 @router.post("/api/users/{name}/role", response_model=UserInfo, responses=USER_RESPONSES)
@@ -147,15 +173,47 @@ def enable(request: Request, name: UserName, user: User = Depends(ADMIN)) -> Use
 @router.post("/api/users/{name}/password", response_model=UserInfo, responses=USER_RESPONSES)
 def set_password(request: Request, body: PasswordBody, name: UserName, user: User = Depends(ADMIN)) -> UserInfo:
     """Set a new password (admin; at least 10 characters, else 422); ends that user's sessions."""
-    return user_change(request, lambda conn: usermod.set_password(conn, name, body.password,
-                                                                  **actor(request, user)), name)[1]
+    return user_change(request, lambda conn, pw: usermod.set_password(conn, name, pw, **actor(request, user)),
+                       name, password=body.password)[1]
 
 
 @router.post("/api/users/{name}/token", response_model=NewToken, responses=USER_RESPONSES)
-def new_token(request: Request, response: Response, name: UserName, user: User = Depends(ADMIN)) -> NewToken:
-    """A new API token for the user (admin), returned this once (only its hash is stored); use it
-    as ``Authorization: Bearer ...``. 409 for a disabled user."""
-    token, _info_after = user_change(request, lambda conn: usermod.new_token(conn, name, **actor(request, user)),
-                                     name)
+def new_token(request: Request, response: Response, name: UserName, body: TokenBody | None = None,
+              user: User = Depends(ADMIN)) -> NewToken:
+    """A new API token for the user (admin), valid ``expires_days`` days (default 90), returned
+    this once (only its hash is stored); use it as ``Authorization: Bearer ...``. 409 for a
+    disabled user."""
+    days = (body or TokenBody()).expires_days
+
+    def make(conn):
+        token = usermod.new_token(conn, name, expires_days=days, **actor(request, user))
+        return token, usermod.token_record(conn, token)
+
+    (token, made), _info_after = user_change(request, make, name)
     response.headers["Cache-Control"] = "no-store"
-    return NewToken(name=name, token=token)
+    return NewToken(name=name, token=token, id=made["id"], expires_at=made["expires_at"])
+
+
+def _tokens(request: Request, name: str) -> TokenList:
+    try:
+        with request.app.state.reader.connect() as conn:
+            rows = usermod.list_tokens(conn, name, clock(request))
+    except usermod.NoSuchUser as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from None
+    return TokenList(tokens=[TokenInfo(**{k: r[k] for k in TokenInfo.model_fields}) for r in rows])
+
+
+@router.get("/api/users/{name}/tokens", response_model=TokenList, responses=ERROR_RESPONSES)
+def list_tokens(request: Request, name: UserName, _user: User = Depends(ADMIN)) -> TokenList:
+    """The user's API tokens, newest first (admin): id, when made, when it expires (null: never,
+    for tokens made before tokens expired), revoked, state. Never the token or its hash."""
+    return _tokens(request, name)
+
+
+@router.post("/api/users/{name}/tokens/{token_id}/revoke", response_model=TokenInfo, responses=ERROR_RESPONSES)
+def revoke_token(request: Request, name: UserName, token_id: Annotated[int, Path(ge=1, le=2**63 - 1)],
+                 user: User = Depends(ADMIN)) -> TokenInfo:
+    """Revoke one of the user's API tokens (admin); it stops working at once. 404 if the user has
+    no token with that id. Revoking a revoked token changes nothing."""
+    user_change(request, lambda conn: usermod.revoke_token(conn, token_id, name=name, **actor(request, user)), name)
+    return next(t for t in _tokens(request, name).tokens if t.id == token_id)

@@ -4,7 +4,8 @@ Two ways in:
 
 * **Bearer API tokens** (``Authorization: Bearer ie_...``) for machines; no cookie, so no CSRF.
 * **Browser sessions**: ``POST /login`` sets the ``interface_session`` cookie (HttpOnly,
-  SameSite=Lax; Secure over https). Unsafe requests (POST, PUT, PATCH, DELETE) authenticated by
+  SameSite=Lax; Secure over https: ``--web-tls``). The password is checked off the write path and
+  failed sign-ins are limited per source, never by locking the account (:mod:`interface.signin`). Unsafe requests (POST, PUT, PATCH, DELETE) authenticated by
   the cookie must carry the session's CSRF token in an ``X-CSRF-Token`` header or a
   ``csrf_token`` form field, else 403.
 
@@ -19,7 +20,7 @@ auditor     the audit log (read only) and channel status
 admin       everything above, and users (``interface users``, ``/users``, ``/api/users``)
 ==========  ================================================================================
 
-Any authenticated user may read ``/api/channels`` and ``/api/me``; ``/api/health``, ``/login``
+Any authenticated user may read ``/api/channels`` and ``/api/me``; ``/api/health``, ``/api/docs``, ``/login``
 and ``/metrics`` need no login (they hold no patient data).
 
 For route modules and templates: ``Depends(require("clerk", "analyst"))`` returns the
@@ -32,8 +33,10 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import secrets
-from datetime import datetime, timedelta, timezone
+import threading
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
@@ -43,9 +46,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 from pydantic import AfterValidator, BaseModel
-from sqlalchemy import func, insert, select
+from sqlalchemy import insert, select
 from starlette.concurrency import run_in_threadpool
 
+from . import signin
 from . import users as usermod
 from .schema import audit
 from .users import User
@@ -98,7 +102,7 @@ def _identify(request: Request, token: str | None, sid: str | None):
     now = clock(request)
     with request.app.state.reader.connect() as conn:
         if token:
-            user = usermod.user_for_token(conn, token)
+            user = usermod.user_for_token(conn, token, now)
             return (user, None, "token") if user else (None, None, None)
         if sid:
             found = usermod.session_user(conn, sid, now)
@@ -237,52 +241,89 @@ def login_form(request: Request, next: str = "/"):
     return _login_page(request, next, None)
 
 
-LOCKOUT_FAILURES = 5
-LOCKOUT_WINDOW = timedelta(minutes=15)
+_limiter_mutex = threading.Lock()
 
 
-def _locked_out(conn, username: str, now: datetime) -> bool:
-    """Too many failed logins for this name lately (counted from the audit trail, so every
-    console process shares the count)."""
-    n = conn.execute(select(func.count()).select_from(audit).where(
-        audit.c.action == "login_failed", audit.c.target_id == username,
-        audit.c.at >= now - LOCKOUT_WINDOW)).scalar_one()
-    return n >= LOCKOUT_FAILURES
+def limiter(request: Request) -> signin.Limiter:
+    """The app's sign-in limiter (one per app: the counts of this console process)."""
+    with _limiter_mutex:
+        lim = getattr(request.app.state, "signin_limiter", None)
+        if lim is None:
+            lim = request.app.state.signin_limiter = signin.Limiter()
+        return lim
+
+
+def _client_address(request: Request) -> str:
+    return (request.client.host if request.client else None) or "-"
+
+
+def _wait_text(seconds: int) -> str:
+    minutes = math.ceil(seconds / 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''}"
 
 
 @router.post("/login", include_in_schema=False)
 def login(request: Request, username: str = Form(""), password: str = Form(""), next: str = Form("/"),
           login_token: str = Form("")):
+    """Sign in. The order matters (see :mod:`interface.signin`): the login form's token; the
+    limits of this source (refused before any hashing or database work); the password, checked
+    with no transaction open; then one short transaction for the session (success) or one audit
+    row (failure: it names the user only if the name is a user's)."""
     expected = request.cookies.get(LOGIN_COOKIE)
     if not expected or not login_token or not _same(login_token, expected):
         return _login_page(request, next, "Your login form expired; please log in again.", status_code=403)
     engine = request.app.state.engine
     now = clock(request)
-    with engine.begin() as conn:
-        if username and _locked_out(conn, username[:128], now):
-            record_audit(conn, user=username[:128], action="login_locked", target_type="user",
-                         target_id=username[:128], now=now)
-            locked = True
-        else:
-            locked = False
-    if locked:
-        return _login_page(request, next, "Too many failed logins for this user; try again later.",
-                           status_code=429)
-    with engine.begin() as conn:
-        user = usermod.authenticate(conn, username[:128], password[:1024]) if username and password else None
-        if user is None:
-            record_audit(conn, user=username[:128] or "-", action="login_failed", target_type="user",
-                         target_id=username[:128], now=now)
-        else:
-            sid, _csrf = usermod.create_session(conn, user, now)
-            record_audit(conn, user=user, action="login", target_type="user", target_id=user.name, now=now)
-    if user is None:
+    name, password = username[:128], password[:1024]
+    address = _client_address(request)
+    lim = limiter(request)
+    wait = lim.retry_after(address, name)
+    if wait is not None:
+        resp = _login_page(request, next, "Too many failed sign-ins from this computer; try again in "
+                           f"{_wait_text(wait)}, or ask an administrator.", status_code=429)
+        resp.headers["Retry-After"] = str(wait)
+        return resp
+    try:
+        checked = signin.check_password(request.app.state.reader, name, password) if name and password else None
+    except signin.Busy:
+        return _login_page(request, next, "The console is busy; please try again in a moment.", status_code=503)
+    sid = None
+    if checked is not None:
+        with engine.begin() as conn:
+            sid = _start_session(conn, checked, now, address)
+    if sid is None:
+        tripped = lim.failed(address, name)
+        known = bool(name) and signin.is_user(request.app.state.reader, name)
+        with engine.begin() as conn:  # the name only if it is a user's: never a mistyped password
+            record_audit(conn, user=name if known else "-", action="login_failed", target_type="user",
+                         target_id=name if known else None, detail={"from": address}, now=now)
+            if tripped:
+                record_audit(conn, user=name if known else "-", action="login_limited", target_type="user",
+                             target_id=name if known else None, detail={"from": address}, now=now)
         return _login_page(request, next, "Wrong user name or password.", status_code=401)
+    lim.succeeded(address, name)
     resp = RedirectResponse(_safe_next(next), status_code=303)
     resp.delete_cookie(LOGIN_COOKIE, path="/login")
     resp.set_cookie(COOKIE, sid, max_age=int(usermod.SESSION_LIFETIME.total_seconds()), httponly=True,
                     samesite="lax", secure=request.url.scheme == "https", path="/")
     return resp
+
+
+def _start_session(conn, checked: "signin.Checked", now: datetime, address: str) -> str | None:
+    """The session of a verified sign-in, if the user is still enabled with the password hash that
+    was verified (not changed between the check and this transaction); else None. Stores the
+    re-hash the check prepared, if any. No hashing here: this holds the write lock on SQLite."""
+    row = conn.execute(select(usermod.users.c.password_hash, usermod.users.c.disabled)
+                       .where(usermod.users.c.id == checked.user.id)).first()
+    if row is None or row.disabled or row.password_hash != checked.password_hash:
+        return None
+    if checked.rehashed is not None:
+        conn.execute(usermod.users.update().where(usermod.users.c.id == checked.user.id)
+                     .values(password_hash=checked.rehashed))
+    sid, _csrf = usermod.create_session(conn, checked.user, now)
+    record_audit(conn, user=checked.user, action="login", target_type="user", target_id=checked.user.name,
+                 detail={"from": address}, now=now)
+    return sid
 
 
 @router.post("/logout", include_in_schema=False)

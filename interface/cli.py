@@ -39,6 +39,7 @@ def cmd_run(args) -> int:
         settings = Settings(channels_dir=Path(args.channels), mappings_dir=Path(args.mappings),
                             var_dir=Path(args.var), db_url=args.db,
                             web_host=web[0], web_port=None if args.no_web else int(web[1]),
+                            web_tls=_web_tls(args),
                             workers=args.workers,
                             port_overrides=_listen_overrides(args.listen),
                             ready_file=Path(args.ready_file) if args.ready_file else None,
@@ -57,6 +58,16 @@ def cmd_run(args) -> int:
         print(f"interface run: cannot listen on {exc.interface or '*'}:{exc.port}: {exc.socketError}",
               file=sys.stderr)
         return 1
+
+
+def _web_tls(args) -> tuple[str, str] | None:
+    """``--web-tls CERT KEY``: both files must be there and make a usable pair (ConfigError)."""
+    if not getattr(args, "web_tls", None):
+        return None
+    from .web import tls_options
+
+    tls_options(tuple(args.web_tls))
+    return tuple(args.web_tls)
 
 
 def _alerts_file(args) -> Path | None:
@@ -385,7 +396,7 @@ def cmd_web(args) -> int:
     from .web import serve
 
     return serve(db_url=args.db, var_dir=args.var, host=args.host, port=args.port,
-                 channels_dir=Path(args.channels))
+                 channels_dir=Path(args.channels), tls=tuple(args.web_tls) if args.web_tls else None)
 
 
 def cmd_schema(args) -> int:
@@ -410,6 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--mappings", default="mappings")
     r.add_argument("--web", default="127.0.0.1:8080", help="web console address (HOST:PORT)")
     r.add_argument("--no-web", action="store_true")
+    r.add_argument("--web-tls", nargs=2, metavar=("CERT", "KEY"),
+                   help="serve the console over https with this PEM certificate (chain) and key")
     r.add_argument("--workers", type=int, default=1,
                    help="engine processes sharing the listening ports (0: one per CPU core; see docs/operations.md)")
     r.add_argument("--listen", action="append", metavar="CHANNEL=ENDPOINT",
@@ -478,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--host", default="127.0.0.1")
     w.add_argument("--port", type=int, default=8080)
     w.add_argument("--channels", default="channels")
+    w.add_argument("--web-tls", nargs=2, metavar=("CERT", "KEY"),
+                   help="serve the console over https with this PEM certificate (chain) and key")
     w.set_defaults(func=cmd_web)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of channel or mapping files")
@@ -485,7 +500,7 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_schema)
 
     for name, fn, helptext in (("deficiencies", cmd_deficiencies, "document completeness worklist"),
-                               ("users", cmd_users, "console users: add, list, token, passwd"),
+                               ("users", cmd_users, "console users: add, list, passwd, token(s), revoke-token"),
                                ("db", cmd_db, "database: upgrade (migrations)"),
                                ("bench", cmd_bench, "the load benchmark")):
         d = sub.add_parser(name, help=helptext, add_help=False)

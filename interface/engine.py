@@ -54,7 +54,7 @@ from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import ack as acks
-from . import destinations, fastsql, journal, queue, receipt, routing
+from . import destinations, fastsql, health, journal, queue, receipt, routing
 from .channels import Channel
 from .errors import (APPLICATION_INTERNAL_ERROR, DUPLICATE_KEY_IDENTIFIER, REQUIRED_FIELD_MISSING,
                      SEGMENT_SEQUENCE_ERROR, UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, HL7Error,
@@ -218,6 +218,8 @@ class Engine:
             log.error("journal transaction failed (%s); committing its %d frame(s) one by one",
                       type(exc).__name__, len(group.inbound))
             self._commit_singly(group, conn)
+        else:
+            health.record_commit_ok()
         return self._collect(group)
 
     def fail_group(self, group: "Group", exc: BaseException) -> list[Outcome]:
@@ -225,6 +227,7 @@ class Engine:
         database error's text can quote values): every frame gets the "not accepted, please
         resend" answer (AE / CE, ERR 207), whatever was decided for it."""
         log.error("journal commit failed for %d message(s): %s", len(group.prepared), type(exc).__name__)
+        health.record_commit_failure(exc)  # /api/health: degraded, and why
         for p in group.prepared:
             p.outcome = self._failure(p, group.now)
         return self._collect(group)

@@ -1,7 +1,8 @@
 """The console's user administration page, ``/users`` (admin only).
 
 One page lists the users with a form per action: add, change role, disable/enable, reset the
-password, issue an API token (the token is shown once, on the page the POST answers; it never
+password, issue an API token with its lifetime in days, and each user's tokens (id, dates, state)
+with a button to revoke each one (a new token is shown once, on the page the POST answers; it never
 goes into a URL). Each form posts the session's CSRF token and the user's name as fields (a name
 in a path could hold a ``/``). The changes are :mod:`interface.api_users`' (so
 :mod:`interface.users`' functions, their audit rows, the last-admin rule and the error codes):
@@ -23,16 +24,20 @@ router = APIRouter(include_in_schema=False)
 
 ADMIN = api_users.ADMIN
 NOTICES = {"add": "User added", "role": "Role changed", "disable": "User disabled (sessions ended, tokens revoked)",
-           "enable": "User enabled", "password": "Password set; the user's sessions ended"}
+           "enable": "User enabled", "password": "Password set; the user's sessions ended and API tokens revoked",
+           "revoke": "API token revoked"}
 
 
 def _page(request: Request, *, notice: str | None = None, error: str | None = None, token: dict | None = None,
           status_code: int = 200, form: dict | None = None) -> HTMLResponse:
+    now = api_users.clock(request)
     with _engine(request).connect() as conn:
         rows = usermod.list_users(conn)
+        tokens = {r["name"]: usermod.list_tokens(conn, r["name"], now) for r in rows}
     form = form or {}
     return _render(request, "users.html", {
-        "rows": rows, "roles": usermod.ROLES, "notice": notice, "error": error, "token": token,
+        "rows": rows, "tokens": tokens, "roles": usermod.ROLES, "notice": notice, "error": error, "token": token,
+        "token_days": usermod.TOKEN_DAYS, "max_token_days": usermod.MAX_TOKEN_DAYS,
         "form_name": form.get("name"), "form_role": form.get("role", "clerk")}, status_code=status_code)
 
 
@@ -47,20 +52,22 @@ def users_page(request: Request, user: User = Depends(ADMIN), done: str | None =
     return _page(request, notice=notice)
 
 
-def _run(request: Request, name: str, fn, form: dict | None = None):
-    """Run one change through :func:`interface.api_users.user_change`: ``(what fn returned,
+def _run(request: Request, name: str, fn, form: dict | None = None, password: str | None = None):
+    """Run one change through :func:`interface.api_users.user_change` (``password``: checked and
+    hashed before its transaction, handed to ``fn(conn, prepared)``): ``(what fn returned,
     None)``, or ``(None, the list again with the error and its status)``."""
     if "\x00" in name:
         return None, _page(request, error="a user name cannot contain NUL characters", status_code=422, form=form)
     try:
-        return api_users.user_change(request, fn, name)[0], None
+        return api_users.user_change(request, fn, name, password=password)[0], None
     except HTTPException as exc:
         return None, _page(request, error=str(exc.detail), status_code=exc.status_code, form=form)
 
 
-def _change(request: Request, action: str, name: str, fn, form: dict | None = None):
+def _change(request: Request, action: str, name: str, fn, form: dict | None = None,
+            password: str | None = None):
     """One change; back to the list with a notice, or the list again with the error."""
-    _, failed = _run(request, name, fn, form)
+    _, failed = _run(request, name, fn, form, password)
     return failed or RedirectResponse(f"/users?{urlencode({'done': action, 'who': name})}", status_code=303)
 
 
@@ -72,9 +79,8 @@ _by = api_users.actor
 def users_add(request: Request, user: User = Depends(ADMIN), name: str = Form(""), role: str = Form(""),
               password: str = Form("")):
     name = name.strip()[:200]
-    return _change(request, "add", name,
-                   lambda conn: usermod.add_user(conn, name, role, password[:1024], **_by(request, user)),
-                   form={"name": name, "role": role})
+    return _change(request, "add", name, lambda conn, pw: usermod.add_user(conn, name, role, pw, **_by(request, user)),
+                   form={"name": name, "role": role}, password=password[:1024])
 
 
 @router.post("/users/role")
@@ -101,15 +107,31 @@ def users_enable(request: Request, user: User = Depends(ADMIN), name: str = Form
 @router.post("/users/password")
 @html_errors
 def users_password(request: Request, user: User = Depends(ADMIN), name: str = Form(""), password: str = Form("")):
-    return _change(request, "password", name, lambda conn: usermod.set_password(conn, name, password[:1024],
-                                                                                **_by(request, user)))
+    return _change(request, "password", name, lambda conn, pw: usermod.set_password(conn, name, pw, **_by(request, user)),
+                   password=password[:1024])
 
 
 @router.post("/users/token", response_class=HTMLResponse)
 @html_errors
-def users_token(request: Request, user: User = Depends(ADMIN), name: str = Form("")):
+def users_token(request: Request, user: User = Depends(ADMIN), name: str = Form(""),
+                expires_days: str = Form(str(usermod.TOKEN_DAYS))):
     """The new token is in this answer only (no redirect: it must not land in a URL or history)."""
-    token, failed = _run(request, name, lambda conn: usermod.new_token(conn, name, **_by(request, user)))
+    try:
+        days = int(expires_days.strip())
+    except ValueError:
+        return _page(request, error="a token's lifetime is a whole number of days", status_code=422)
+    token, failed = _run(request, name, lambda conn: usermod.new_token(conn, name, expires_days=days,
+                                                                       **_by(request, user)))
     if failed:
         return failed
-    return _page(request, notice=f"API token issued for {name}", token={"name": name, "value": token})
+    return _page(request, notice=f"API token issued for {name} ({days} days)", token={"name": name, "value": token})
+
+
+@router.post("/users/revoke-token")
+@html_errors
+def users_revoke_token(request: Request, user: User = Depends(ADMIN), name: str = Form(""),
+                       token_id: str = Form("")):
+    if not token_id.strip().isdigit() or not 1 <= int(token_id) <= 2**63 - 1:
+        return _page(request, error="no such API token", status_code=404)
+    return _change(request, "revoke", name, lambda conn: usermod.revoke_token(conn, int(token_id), name=name,
+                                                                              **_by(request, user)))

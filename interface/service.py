@@ -39,6 +39,7 @@ class Settings:
     db_url: str | None = None
     web_host: str = "127.0.0.1"
     web_port: int | None = 8080
+    web_tls: tuple[str, str] | None = None  # (certificate, key): the console over https (--web-tls)
     workers: int = 1
     channel_names: list[str] = field(default_factory=list)  # empty: all enabled channels
     port_overrides: dict[str, str] = field(default_factory=dict)  # channel -> endpoint (tests, bench)
@@ -182,7 +183,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         if create_app is not None:
             app = create_app(db, channels=channels, runtime=runtime,
                              document_settings=pipeline.document_settings)
-            web = WebThread(app, settings.web_host, settings.web_port)
+            web = WebThread(app, settings.web_host, settings.web_port, tls=settings.web_tls)
             top.addService(_ThreadService("web", web.start, web.stop))
             parts["web"] = web
             parts["app"] = app
@@ -194,7 +195,8 @@ def start_alerts(settings: Settings, parts: dict, cfg, dispatcher) -> None:
     reload finds an ``alerts.yaml`` that was not there before."""
     from .alerts import Evaluator
 
-    console = f"http://{settings.web_host}:{settings.web_port}" if settings.web_port else None
+    scheme = "https" if settings.web_tls else "http"
+    console = f"{scheme}://{settings.web_host}:{settings.web_port}" if settings.web_port else None
     ev = Evaluator(parts["db"], cfg, channels=parts["channels"], clock=parts["clock"], dispatcher=dispatcher,
                    console_url=console)
     parts["runtime"].alerts = parts["alerts"] = ev
@@ -289,7 +291,8 @@ def run(settings: Settings) -> int:
     for ch in parts["channels"]:
         log.info("channel=%s endpoint=%s", ch.name, settings.port_overrides.get(ch.name, ch.listen))
     if "web" in parts:
-        log.info("web console and API on http://%s:%s/", settings.web_host, settings.web_port)
+        log.info("web console and API on %s://%s:%s/", "https" if settings.web_tls else "http",
+                 settings.web_host, settings.web_port)
     reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     with pid:
         reactor.run()

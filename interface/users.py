@@ -4,11 +4,21 @@ Tables (on ``interface.schema.metadata``):
 
 * ``users``: name, role (clerk, analyst, admin, auditor), argon2id password hash, disabled flag.
 * ``api_tokens``: Bearer tokens for machines. Only the SHA-256 of a token is stored; the token is
-  printed once when made (``interface users token NAME``). Tokens are 256-bit random, so a fast
-  hash is enough (no KDF needed) and lets a lookup be one indexed equality.
+  printed once when made (``interface users token NAME [--expires-days N]``). Tokens are 256-bit
+  random, so a fast hash is enough (no KDF needed) and lets a lookup be one indexed equality.
+  Each has an expiry (``expires_at``; default :data:`TOKEN_DAYS` days; NULL for tokens made
+  before migration 0007, which never expire), is listed (:func:`list_tokens`, never the token)
+  and revoked one by one (:func:`revoke_token`); a new password or disabling the user revokes
+  all of the user's tokens.
 * ``sessions``: browser logins. The cookie holds a random session id; the table keeps its SHA-256,
   the user, the expiry and the session's CSRF token. Logging out, disabling the user or changing
   the password ends sessions at once (no signed cookie that stays valid until it expires).
+
+Passwords: the policy is :mod:`interface.passwords`'. Hashing (argon2id, 100-300 ms of CPU) is
+never done inside a database transaction by the console or the CLI: they call
+:func:`new_password` first, outside any transaction, and hand the :class:`NewPassword` to
+:func:`add_user` / :func:`set_password` (a plain ``str`` is still accepted, checked and hashed on
+the spot, for scripts and tests). Sign-in verifies in :mod:`interface.signin`, also outside.
 
 Every change made here writes an ``audit`` row (user management is a change like any other).
 The same functions serve the CLI, ``/api/users`` (:mod:`interface.api_users`) and the console's
@@ -30,6 +40,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Boolean, Column, ForeignKey, Index, String, Table, insert, select, update
 from sqlalchemy.engine import Connection, Engine
 
+from . import passwords
 from .schema import TS, Id, audit, metadata
 
 ROLES = ("clerk", "analyst", "admin", "auditor")
@@ -54,6 +65,7 @@ api_tokens = Table(
     Column("token_sha256", String(64), nullable=False, unique=True),
     Column("created_at", TS, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
+    Column("expires_at", TS, nullable=True),  # NULL: made before expiry existed (0007): never expires
 )
 
 sessions = Table(
@@ -68,6 +80,8 @@ Index("ix_sessions_user", sessions.c.user_id)
 
 _hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
 TOKEN_PREFIX = "ie_"
+TOKEN_DAYS = 90  # a new API token's lifetime unless told otherwise
+MAX_TOKEN_DAYS = 3650
 
 
 class UserError(Exception):
@@ -111,26 +125,84 @@ def hash_password(password: str) -> str:
     return _hasher.hash(password)
 
 
-def _check_password(password: str) -> None:
-    if len(password) < 10:
-        raise UserError("a password needs at least 10 characters")
+def verify_password(password_hash: str, password: str) -> bool:
+    """Whether ``password`` matches ``password_hash`` (no database: call it outside transactions)."""
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+def needs_rehash(password_hash: str) -> bool:
+    try:
+        return _hasher.check_needs_rehash(password_hash)
+    except InvalidHashError:
+        return False
+
+
+def dummy_verify(password: str) -> None:
+    """The same work as a real verification (an unknown user name costs what a known one does:
+    no user-name oracle by timing)."""
+    global _DUMMY_HASH
+    if _DUMMY_HASH is None:
+        _DUMMY_HASH = _hasher.hash("not-a-real-password")
+    verify_password(_DUMMY_HASH, password)
+
+
+_DUMMY_HASH = None
+
+
+@dataclass(frozen=True)
+class NewPassword:
+    """A password that met the policy, already hashed (made by :func:`new_password`)."""
+    hash: str
+
+
+def new_password(password: str, name: str | None = None) -> NewPassword:
+    """Check ``password`` against the policy for user ``name`` and hash it. Call it before the
+    transaction that stores it: hashing takes 100-300 ms, and on SQLite a transaction holds the
+    write lock that every sender's ACK waits for."""
+    _check_password(password, name)
+    return NewPassword(hash_password(password))
+
+
+def _check_password(password: str, name: str | None = None) -> None:
+    try:
+        passwords.check(password, name)
+    except passwords.PolicyError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _hash_of(password: "str | NewPassword", name: str) -> str:
+    if isinstance(password, NewPassword):
+        return password.hash
+    _check_password(password, name)
+    return hash_password(password)
 
 
 # -- management -----------------------------------------------------------------------------------
 
-def add_user(conn: Connection, name: str, role: str, password: str, *, actor: str = "cli",
-             now: datetime | None = None) -> int:
-    now = now or utcnow()
+def check_name(name: str) -> str:
+    """The user name without surrounding spaces, or UserError."""
     name = name.strip()
     if not name or len(name) > 128 or any(c.isspace() or c == "\x00" for c in name):
         raise UserError("a user name is 1-128 characters without spaces")
+    return name
+
+
+def add_user(conn: Connection, name: str, role: str, password: "str | NewPassword", *, actor: str = "cli",
+             now: datetime | None = None) -> int:
+    """A new user. ``password``: a :class:`NewPassword` (checked and hashed before the
+    transaction), or a ``str`` checked and hashed here."""
+    now = now or utcnow()
+    name = check_name(name)
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
-    _check_password(password)
+    password_hash = _hash_of(password, name)
     if conn.execute(select(users.c.id).where(users.c.name == name)).first() is not None:
         raise UserConflict(f"user {name!r} already exists")
     uid = conn.execute(insert(users).values(
-        name=name, role=role, password_hash=hash_password(password), disabled=False,
+        name=name, role=role, password_hash=password_hash, disabled=False,
         created_at=now, password_changed_at=now).returning(users.c.id)).scalar_one()
     _audit(conn, now, actor, "user_add", name, f"role={role}")
     return uid
@@ -169,15 +241,18 @@ def set_role(conn: Connection, name: str, role: str, *, actor: str = "cli", now:
     _audit(conn, now, actor, "user_role", name, f"role={row.role}->{role}")
 
 
-def set_password(conn: Connection, name: str, password: str, *, actor: str = "cli",
+def set_password(conn: Connection, name: str, password: "str | NewPassword", *, actor: str = "cli",
                  now: datetime | None = None) -> None:
-    """New password; ends the user's sessions."""
+    """New password (a :class:`NewPassword`, or a ``str`` checked and hashed here); ends the
+    user's sessions and revokes its API tokens (whoever had the old password may have made one)."""
     now = now or utcnow()
-    _check_password(password)
+    password_hash = _hash_of(password, name)
     row = _user_row(conn, name)
     conn.execute(update(users).where(users.c.id == row.id)
-                 .values(password_hash=hash_password(password), password_changed_at=now))
+                 .values(password_hash=password_hash, password_changed_at=now))
     conn.execute(sessions.delete().where(sessions.c.user_id == row.id))
+    conn.execute(update(api_tokens).where(api_tokens.c.user_id == row.id, api_tokens.c.revoked.is_(False))
+                 .values(revoked=True))
     _audit(conn, now, actor, "user_passwd", name)
 
 
@@ -196,17 +271,65 @@ def set_disabled(conn: Connection, name: str, disabled: bool = True, *, actor: s
     _audit(conn, now, actor, "user_disable" if disabled else "user_enable", name)
 
 
-def new_token(conn: Connection, name: str, *, actor: str = "cli", now: datetime | None = None) -> str:
-    """A new API token for ``name``, returned once; only its hash is stored."""
+def new_token(conn: Connection, name: str, *, expires_days: int = TOKEN_DAYS, actor: str = "cli",
+              now: datetime | None = None) -> str:
+    """A new API token for ``name``, valid ``expires_days`` days (1 to :data:`MAX_TOKEN_DAYS`),
+    returned once; only its hash is stored."""
     now = now or utcnow()
+    if not isinstance(expires_days, int) or not 1 <= expires_days <= MAX_TOKEN_DAYS:
+        raise UserError(f"a token's lifetime is 1 to {MAX_TOKEN_DAYS} days")
     row = _user_row(conn, name)
     if row.disabled:
         raise UserConflict(f"user {name!r} is disabled")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    conn.execute(insert(api_tokens).values(user_id=row.id, token_sha256=_sha(token), created_at=now,
-                                           revoked=False))
-    _audit(conn, now, actor, "token_create", name)
+    tid = conn.execute(insert(api_tokens).values(
+        user_id=row.id, token_sha256=_sha(token), created_at=now, revoked=False,
+        expires_at=now + timedelta(days=expires_days)).returning(api_tokens.c.id)).scalar_one()
+    _audit(conn, now, actor, "token_create", name, f"id={tid} expires_days={expires_days}")
     return token
+
+
+def token_record(conn: Connection, token: str) -> dict:
+    """id, created_at, expires_at and revoked of the token (not the token or its hash)."""
+    row = conn.execute(select(api_tokens.c.id, api_tokens.c.created_at, api_tokens.c.expires_at,
+                              api_tokens.c.revoked).where(api_tokens.c.token_sha256 == _sha(token))).one()
+    return dict(row._mapping)
+
+
+def token_state(row, now: datetime) -> str:
+    """``active``, ``expired`` or ``revoked``."""
+    if row.revoked:
+        return "revoked"
+    if row.expires_at is not None and _aware(row.expires_at) <= now:
+        return "expired"
+    return "active"
+
+
+def list_tokens(conn: Connection, name: str, now: datetime | None = None) -> list[dict]:
+    """The user's API tokens, newest first, without the token or its hash: id, created_at,
+    expires_at (None: never), revoked, state (active, expired, revoked)."""
+    now = now or utcnow()
+    row = _user_row(conn, name)
+    rows = conn.execute(select(api_tokens.c.id, api_tokens.c.created_at, api_tokens.c.expires_at,
+                               api_tokens.c.revoked)
+                        .where(api_tokens.c.user_id == row.id).order_by(api_tokens.c.id.desc())).all()
+    return [{**r._mapping, "state": token_state(r, now)} for r in rows]
+
+
+def revoke_token(conn: Connection, token_id: int, *, name: str | None = None, actor: str = "cli",
+                 now: datetime | None = None) -> str:
+    """Revoke one API token by its id (``name``: it must be that user's, else NoSuchUser);
+    returns its user's name. Revoking a revoked token changes nothing."""
+    now = now or utcnow()
+    row = conn.execute(select(api_tokens.c.id, api_tokens.c.revoked, users.c.name)
+                       .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
+                       .where(api_tokens.c.id == token_id)).first()
+    if row is None or (name is not None and row.name != name):
+        raise NoSuchUser(f"no API token {token_id}" + (f" of {name!r}" if name is not None else ""))
+    if not row.revoked:
+        conn.execute(update(api_tokens).where(api_tokens.c.id == token_id).values(revoked=True))
+        _audit(conn, now, actor, "token_revoke", row.name, f"id={token_id}")
+    return row.name
 
 
 def list_users(conn: Connection) -> list[dict]:
@@ -221,42 +344,29 @@ def list_users(conn: Connection) -> list[dict]:
 # -- authentication ---------------------------------------------------------------------------------
 
 def authenticate(conn: Connection, name: str, password: str) -> User | None:
-    """The user if the name and password match an enabled account, else None."""
+    """The user if the name and password match an enabled account, else None. For scripts and
+    tests: it hashes while ``conn`` is checked out. The console signs in with
+    :func:`interface.signin.check_password`, which does not."""
     row = conn.execute(select(users).where(users.c.name == name)).first()
     if row is None:
-        _hasher_dummy_verify(password)  # same work either way: no user-name oracle by timing
+        dummy_verify(password)
         return None
-    try:
-        _hasher.verify(row.password_hash, password)
-    except (VerificationError, InvalidHashError):
+    if not verify_password(row.password_hash, password) or row.disabled:
         return None
-    if row.disabled:
-        return None
-    if _hasher.check_needs_rehash(row.password_hash):
-        conn.execute(update(users).where(users.c.id == row.id).values(password_hash=hash_password(password)))
     return User(row.id, row.name, row.role)
 
 
-_DUMMY_HASH = None
-
-
-def _hasher_dummy_verify(password: str) -> None:
-    global _DUMMY_HASH
-    if _DUMMY_HASH is None:
-        _DUMMY_HASH = _hasher.hash("not-a-real-password")
-    try:
-        _hasher.verify(_DUMMY_HASH, password)
-    except (VerificationError, InvalidHashError):
-        pass
-
-
-def user_for_token(conn: Connection, token: str) -> User | None:
+def user_for_token(conn: Connection, token: str, now: datetime | None = None) -> User | None:
+    """The user of a live token: not revoked, not expired, its user enabled; else None."""
+    now = now or utcnow()
     row = conn.execute(
-        select(users.c.id, users.c.name, users.c.role)
+        select(users.c.id, users.c.name, users.c.role, api_tokens.c.expires_at)
         .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
         .where(api_tokens.c.token_sha256 == _sha(token), api_tokens.c.revoked.is_(False),
                users.c.disabled.is_(False))).first()
-    return User(row.id, row.name, row.role) if row else None
+    if row is None or (row.expires_at is not None and _aware(row.expires_at) <= now):
+        return None
+    return User(row.id, row.name, row.role)
 
 
 def create_session(conn: Connection, user: User, now: datetime) -> tuple[str, str]:
@@ -299,8 +409,11 @@ def _utc_text(dt: datetime) -> str:
 
 
 def cli_main(argv: list[str], engine: Engine) -> int:
-    """``interface users add NAME --role R [--password-stdin] | list | passwd NAME | token NAME |
-    disable NAME | enable NAME``."""
+    """``interface users add NAME --role R [--password-stdin] | list | passwd NAME |
+    token NAME [--expires-days N] | tokens NAME | revoke-token ID | disable NAME | enable NAME``.
+
+    Works on the database directly, so the console's sign-in limits never apply here: an admin
+    locked out of the console by failed sign-ins can always reset a password with ``passwd``."""
     p = argparse.ArgumentParser(prog="interface users")
     sub = p.add_subparsers(dest="action", required=True)
     a = sub.add_parser("add", help="create a user (prints a generated password unless --password-stdin)")
@@ -313,6 +426,12 @@ def cli_main(argv: list[str], engine: Engine) -> int:
     pw.add_argument("--password-stdin", action="store_true")
     t = sub.add_parser("token", help="print a new API token for the user (shown once)")
     t.add_argument("name")
+    t.add_argument("--expires-days", type=int, default=TOKEN_DAYS, metavar="N",
+                   help=f"days the token is valid (default {TOKEN_DAYS}, at most {MAX_TOKEN_DAYS})")
+    ts = sub.add_parser("tokens", help="list the user's API tokens (id, dates, state; never the token)")
+    ts.add_argument("name")
+    rt = sub.add_parser("revoke-token", help="revoke one API token by its id (from `tokens`)")
+    rt.add_argument("id", type=int)
     d = sub.add_parser("disable", help="disable a user, end its sessions, revoke its tokens")
     d.add_argument("name")
     e = sub.add_parser("enable", help="enable a disabled user")
@@ -332,8 +451,9 @@ def cli_main(argv: list[str], engine: Engine) -> int:
         if args.action == "add":
             generated = not args.password_stdin
             password = secrets.token_urlsafe(15) if generated else _read_password()
+            prepared = new_password(password, check_name(args.name))  # hashed before the transaction
             with engine.begin() as conn:
-                add_user(conn, args.name, args.role, password)
+                add_user(conn, args.name, args.role, prepared)
             if generated:
                 print(f"user {args.name} ({args.role}) created; password (shown once): {password}")
             else:
@@ -346,14 +466,29 @@ def cli_main(argv: list[str], engine: Engine) -> int:
                 password = getpass.getpass("new password: ")
                 if getpass.getpass("again: ") != password:
                     raise UserError("the passwords differ")
+            with engine.connect() as conn:
+                _user_row(conn, args.name)  # an unknown name is said before the password's faults
+            prepared = new_password(password, args.name)  # hashed before the transaction
             with engine.begin() as conn:
-                set_password(conn, args.name, password)
-            print(f"password of {args.name} changed; its sessions ended")
+                set_password(conn, args.name, prepared)
+            print(f"password of {args.name} changed; its sessions ended and its API tokens revoked")
             return 0
         if args.action == "token":
             with engine.begin() as conn:
-                token = new_token(conn, args.name)
+                token = new_token(conn, args.name, expires_days=args.expires_days)
             print(token)
+            return 0
+        if args.action == "tokens":
+            with engine.connect() as conn:
+                rows = list_tokens(conn, args.name)
+            for r in rows:
+                expires = _utc_text(r["expires_at"]) if r["expires_at"] else "never"
+                print(f"{r['id']}\t{r['state']}\tcreated {_utc_text(r['created_at'])}\texpires {expires}")
+            return 0
+        if args.action == "revoke-token":
+            with engine.begin() as conn:
+                owner = revoke_token(conn, args.id)
+            print(f"token {args.id} of {owner} revoked")
             return 0
         if args.action in ("disable", "enable"):
             with engine.begin() as conn:

@@ -2,9 +2,13 @@
 
 * ``create_app(db, channels=, runtime=, document_settings=, clock=)``: the app; routers for auth,
   channels, messages, errors, users, patients, documents and the HTML pages (the last two when their
-  modules exist), ``/metrics``, OpenAPI at ``/api/openapi.json`` (Swagger UI at ``/api/docs``).
+  modules exist), ``/metrics``, ``/api/health`` (:mod:`interface.api_health`), OpenAPI at
+  ``/api/openapi.json`` (Swagger UI at ``/api/docs``, vendored: :mod:`interface.api_docs`);
+  security headers on every response (:mod:`interface.webheaders`).
 * :class:`WebThread`: uvicorn in a thread of the engine process (``interface run``); port 0
-  picks a free port, then ``.port`` is the bound one.
+  picks a free port, then ``.port`` is the bound one. ``tls=(cert, key)`` serves https (the
+  session cookie is then ``Secure``: ``interface run --web-tls CERT KEY``, ``interface web
+  --web-tls CERT KEY``).
 * :func:`serve`: ``interface web``, the console as its own process against the same database
   (live listener figures then come from nowhere: ``/api/channels`` says ``runtime: false``).
 
@@ -113,13 +117,13 @@ class _RejectNul:
 
 def create_app(db, *, channels=None, runtime=None, document_settings=None,
                clock: Callable[[], datetime] | None = None) -> FastAPI:
-    from . import api_channels, api_errors, api_messages, api_users, metrics
+    from . import api_channels, api_docs, api_errors, api_health, api_messages, api_users, metrics, webheaders
     from .api_patients import router as patients_router
     from .schema import load_all_tables
 
     load_all_tables()
     app = FastAPI(title="HL7 interface engine", version="0.1.0", openapi_url="/api/openapi.json",
-                  docs_url="/api/docs", redoc_url=None)
+                  docs_url=None, redoc_url=None)  # /api/docs: interface.api_docs (vendored Swagger UI)
     app.state.engine = db
     # reads (pages, GET /api/..., the token and session check of every request) go through a
     # read-only engine: on SQLite a WAL snapshot that never takes the write lock (db.read_only_engine)
@@ -173,8 +177,11 @@ def create_app(db, *, channels=None, runtime=None, document_settings=None,
         return await request_validation_exception_handler(request, exc)
 
     app.add_middleware(_RejectNul)
+    app.add_middleware(webheaders.SecurityHeaders)  # outermost of ours: on _RejectNul's answers too
 
     app.include_router(auth.router)
+    app.include_router(api_health.router)
+    app.include_router(api_docs.router)
     app.include_router(api_channels.router)
     app.include_router(api_messages.router)
     app.include_router(api_errors.router)
@@ -206,10 +213,12 @@ class WebThread:
     """Uvicorn serving ``app`` in a daemon thread. The socket is bound in :meth:`start`, so
     ``port`` (0 = any free port) is known when it returns."""
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 8080):
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 8080,
+                 tls: tuple[str, str] | None = None):
         self.app = app
         self.host = host
         self.port = port
+        self.tls = tls  # (certificate file, private key file): https
         self._server = None
         self._thread: threading.Thread | None = None
 
@@ -222,7 +231,8 @@ class WebThread:
         sock.bind((self.host, self.port))
         self.port = sock.getsockname()[1]
         self._sock = sock
-        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off")
+        config = uvicorn.Config(self.app, log_level="warning", access_log=False, lifespan="off",
+                                **tls_options(self.tls))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name="web", daemon=True)
@@ -245,7 +255,28 @@ class WebThread:
             self.app.state.reader.dispose()
 
 
-def serve(db_url: str | None, var_dir, host: str, port: int, channels_dir: Path) -> int:
+def tls_options(tls: tuple[str, str] | None) -> dict:
+    """uvicorn's options for https from ``(certificate file, private key file)``; a missing or
+    unreadable file is a ConfigError naming it (before anything listens)."""
+    if not tls:
+        return {}
+    from .errors import ConfigError
+
+    cert, key = (str(x) for x in tls)
+    for what, path in (("certificate", cert), ("private key", key)):
+        if not Path(path).is_file():
+            raise ConfigError([f"{path}:1: no such {what} file (--web-tls CERT KEY)"])
+    import ssl
+
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(cert, key)
+    except (ssl.SSLError, OSError) as exc:
+        raise ConfigError([f"{cert}:1: cannot use this certificate and key for https: {exc}"]) from None
+    return {"ssl_certfile": cert, "ssl_keyfile": key}
+
+
+def serve(db_url: str | None, var_dir, host: str, port: int, channels_dir: Path,
+          tls: tuple[str, str] | None = None) -> int:
     """``interface web``: the console alone, in the foreground, against the engine's database."""
     import uvicorn
 
@@ -277,7 +308,12 @@ def serve(db_url: str | None, var_dir, host: str, port: int, channels_dir: Path)
         document_settings = documents.DocumentSettings(content_dir=Path(var_dir) / "content", rules=rules)
     except ImportError:  # pragma: no cover
         pass
+    try:
+        ssl_options = tls_options(tls)
+    except ConfigError as exc:
+        print(exc)
+        return 1
     app = create_app(engine, channels=channels, document_settings=document_settings)
-    log.info("web console and API on http://%s:%s/", host, port)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info")
+    log.info("web console and API on %s://%s:%s/", "https" if tls else "http", host, port)
+    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", **ssl_options)
     return 0

@@ -179,20 +179,6 @@ def test_webthread_serves_on_a_free_port(engine):
         httpx.get(f"http://127.0.0.1:{web.port}/api/health", timeout=2)
 
 
-def test_login_locked_after_repeated_failures(client, engine, clock):
-    """Five failed logins in 15 minutes lock the user name (429) until the window passes."""
-    from datetime import timedelta
-
-    make_user(engine, "ann", "clerk")
-    for _ in range(5):
-        assert login(client, "ann", "wrong password!").status_code == 401
-    r = login(client, "ann")
-    assert r.status_code == 429 and "interface_session" not in r.headers.get("set-cookie", "")
-    assert login(client, "bob", "whatever password").status_code == 401  # other names unaffected
-    clock.now = NOW + timedelta(minutes=16)
-    assert login(client, "ann").status_code == 303
-
-
 def test_interface_web_serves_the_console_as_its_own_process(db_url, engine, tmp_path):
     """`interface web --db URL --port P` serves the API against the same database."""
     import os
