@@ -117,6 +117,8 @@ REASONS = {
     "downstream_unavailable": "Downstream system unavailable",
     "content_too_large": "Content too large",
     "processing_error": "Processing error",
+    "value_refused": "Value the database cannot store",
+    "database_error": "Database refused the change",
 }
 
 
