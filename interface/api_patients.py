@@ -3,6 +3,10 @@
 Uses ``request.app.state.reader`` (``db.read_only_engine``: on SQLite a snapshot that never takes
 the write lock, with ``query_only``); every request runs in a transaction that is rolled back
 (and, on PostgreSQL, is declared read-only), so a read can never change a chart.
+
+The chart comes masked by ``interface.masking`` (national id, identifiers other than the MRN,
+insurance member ids), as in the console, unless ``?reveal=true&reason=...`` by a role that may
+reveal charts; the reveal is audited with its reason.
 """
 from __future__ import annotations
 
@@ -13,7 +17,7 @@ from typing import Iterator
 from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy.engine import Connection
 
-from . import chart
+from . import chart, masking
 
 router = APIRouter()
 
@@ -32,14 +36,27 @@ def _reading(request: Request) -> Iterator[Connection]:
 
 
 @router.get("/api/patients/{mrn}")
-def get_patient(mrn: str, request: Request) -> dict:
+def get_patient(mrn: str, request: Request, reveal: bool = False,
+                reason: str | None = Query(None, max_length=1000, description="why identifiers are revealed")) -> dict:
     """The chart record; a merged-away MRN answers with the survivor's chart (``requested_mrn``,
-    ``merged_into``). 404 when the MRN is unknown."""
+    ``merged_into``). 404 when the MRN is unknown. Identifiers masked unless ``reveal=true`` with
+    a ``reason`` (audited)."""
+    user = getattr(request.state, "user", None)
+    try:
+        why = masking.check_reveal(getattr(user, "role", None), masking.CHART, reveal, reason)
+    except masking.RevealRefused as exc:
+        raise HTTPException(status_code=exc.status, detail=str(exc)) from None
     with _reading(request) as conn:
         record = chart.get_chart(conn, mrn)
     if record is None:
         raise HTTPException(status_code=404, detail="no patient with this MRN")
-    return record
+    if why is not None:
+        from .auth import clock
+
+        with request.app.state.engine.begin() as conn:
+            masking.record_reveal(conn, user=user.name, target_type="patient", target_id=mrn, reason=why,
+                                  now=clock(request))
+    return masking.chart(record, why is not None)
 
 
 @router.get("/api/patients")

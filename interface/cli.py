@@ -241,6 +241,13 @@ def cmd_errors(args) -> int:
         print("an item id is required", file=sys.stderr)
         return 2
     if args.action == "show":
+        from . import masking
+
+        try:  # the CLI holds the database's credentials: the admin's rule, audited as --user
+            why = masking.check_reveal("admin", masking.MESSAGE, args.reveal, args.reason)
+        except masking.RevealRefused as exc:
+            print(f"--reveal needs --reason: {exc}", file=sys.stderr)
+            return 2
         with eng.connect() as conn:
             item = conn.execute(select(work_items).where(work_items.c.id == args.id)).first()
             if item is None:
@@ -249,9 +256,18 @@ def cmd_errors(args) -> int:
             msg = conn.execute(select(messages).where(messages.c.id == item.message_id)).first()
             hist = [dict(r._mapping) for r in conn.execute(
                 select(work_attempts).where(work_attempts.c.item_id == args.id).order_by(work_attempts.c.id))]
+        if why is not None:
+            with eng.begin() as conn:
+                masking.record_reveal(conn, user=args.user, target_type="message", target_id=msg.id,
+                                      reason=why, now=_now())
+        from .message import decode
+
         out = dict(item._mapping)
         out["message"] = {k: v for k, v in msg._mapping.items() if k not in ("raw", "ack")}
-        out["raw"] = msg.raw.decode("utf-8", "replace").replace("\r", "\n")
+        out["raw"] = masking.message_text(decode(msg.raw).text, why is not None)
+        if why is None:  # masked like the console until revealed with a reason
+            out["key"] = masking.mask(out["key"])
+            out["message"]["patient_id"] = masking.mask(out["message"]["patient_id"])
         out["attempts_history"] = hist
         if args.json:
             print(json.dumps(out, default=str, indent=1))
@@ -458,7 +474,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --all: channel=, reason=, destination=, status= (repeatable)")
     e.add_argument("--destination", help="list: only this destination; reprocess: the destination to send to")
     e.add_argument("--channels", default="channels", help="reprocess: the channels directory")
-    e.add_argument("--reason")
+    e.add_argument("--reason", help="list: the error reason to show; discard, resubmit, show --reveal: why")
+    e.add_argument("--reveal", action="store_true",
+                   help="show: the message unmasked (needs --reason; audited as --user)")
     e.add_argument("--file", help="edited message for resubmit")
     e.add_argument("--channel")
     e.add_argument("--status", default="error,held")
