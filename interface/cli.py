@@ -43,7 +43,8 @@ def cmd_run(args) -> int:
                             port_overrides=_listen_overrides(args.listen),
                             ready_file=Path(args.ready_file) if args.ready_file else None,
                             pid_file=Path(args.var) / "interface.pid",
-                            alerts_file=_alerts_file(args))
+                            alerts_file=_alerts_file(args),
+                            content_dir=Path(args.content_dir) if args.content_dir else None)
         if args.workers != 1:  # N engine processes sharing the listeners (0: one per core)
             from .cluster import supervise
 
@@ -421,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--channels", default="channels")
     r.add_argument("--mappings", default="mappings")
     r.add_argument("--web", default="127.0.0.1:8080", help="web console address (HOST:PORT)")
+    r.add_argument("--content-dir", metavar="DIR",
+                   help="document content in this (shared) directory; default: ./var/content with the "
+                        "embedded SQLite, the database itself otherwise")
     r.add_argument("--no-web", action="store_true")
     r.add_argument("--workers", type=int, default=1,
                    help="engine processes sharing the listening ports (0: one per CPU core; see docs/operations.md)")
