@@ -401,6 +401,21 @@ def cmd_web(args) -> int:
                  channels_dir=Path(args.channels))
 
 
+def cmd_content(args) -> int:
+    """``interface content import DIR``: blobs of a directory store into the database store."""
+    from .content import import_dir
+
+    eng = _engine(args)
+    try:
+        with eng.begin() as conn:
+            n = import_dir(conn, Path(args.directory), _now())
+    except (OSError, ValueError) as exc:
+        print(f"content import: {exc}", file=sys.stderr)
+        return 1
+    print(f"content import: {n} blob(s) copied into the database")
+    return 0
+
+
 def cmd_schema(args) -> int:
     if args.kind == "channel":
         from .channels import Channel
@@ -496,6 +511,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--port", type=int, default=8080)
     w.add_argument("--channels", default="channels")
     w.set_defaults(func=cmd_web)
+
+    ct = sub.add_parser("content", help="document content: import a var/content directory into the database")
+    ct.add_argument("action", choices=["import"])
+    ct.add_argument("directory", help="a content directory (e.g. var/content)")
+    _db_args(ct)
+    ct.set_defaults(func=cmd_content)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of channel or mapping files")
     sc.add_argument("kind", choices=["channel", "mapping"])

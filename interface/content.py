@@ -239,6 +239,25 @@ def store_dir(db_url: str, var_dir: Path, shared: Path | None = None) -> Path | 
     return Path(var_dir) / "content"
 
 
+def import_dir(conn: Connection, directory: Path, now: datetime | None = None) -> int:
+    """Copy a directory store's blobs (``ab/cdef...`` files) into the database store, each
+    checked against its name; returns how many were copied (already there: skipped). For
+    content an engine kept under ``var/content`` before it was shared through the database."""
+    store = ContentStore(None, max_bytes=1 << 62)
+    n = 0
+    for path in sorted(Path(directory).glob("[0-9a-f][0-9a-f]/*")):
+        sha = path.parent.name + path.name
+        if not path.is_file() or not re.fullmatch(r"[0-9a-f]{64}", sha):
+            continue
+        data = path.read_bytes()
+        if sha256_hex(data) != sha:
+            raise ValueError(f"{path}: content does not match its SHA-256 name")
+        if store.get(conn, sha) is None:
+            store.put(conn, data, now)
+            n += 1
+    return n
+
+
 def sha256_hex(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -82,3 +82,28 @@ def test_two_engines_on_one_database_serve_each_others_documents(tmp_path, db_ur
     with engine.connect() as conn:
         sha = conn.execute(select(document_blobs.c.sha256)).scalars().all()
     assert sha == [hashlib.sha256(body).hexdigest()]
+
+
+def test_content_import_copies_a_var_content_directory_into_the_database(tmp_path, db_url, engine):
+    """`interface content import var/content` copies each blob (checked against its SHA-256
+    name) into document_blobs, once; a second run copies nothing; a blob whose bytes do not
+    match its name is refused (exit 1)."""
+    import subprocess
+    import sys
+
+    from interface.content import ContentStore
+
+    src = tmp_path / "content"
+    store = ContentStore(src)
+    with engine.begin() as conn:
+        shas = [store.put(conn, data) for data in (b"note one", b"%PDF-1.4 two")]
+    cli = [str(Path(sys.executable).parent / "interface"), "content", "import", str(src), "--db", db_url]
+    first = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert first.returncode == 0 and "2 blob(s)" in first.stdout, first.stderr
+    second = subprocess.run(cli, capture_output=True, text=True, timeout=120)
+    assert "0 blob(s)" in second.stdout
+    with engine.connect() as conn:
+        assert ContentStore(None).get(conn, shas[0]) == b"note one"
+        assert sorted(conn.execute(select(document_blobs.c.sha256)).scalars()) == sorted(shas)
+    store.path_for(shas[1]).write_bytes(b"tampered")
+    assert subprocess.run(cli, capture_output=True, text=True, timeout=120).returncode == 1
