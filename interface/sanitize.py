@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import Column, String, Table, Text, event
+from sqlalchemy import Column, String, Text, event
 from sqlalchemy.types import TypeDecorator
 
 from .errors import DATA_TYPE_ERROR, Location, PermanentError
@@ -118,12 +118,28 @@ class Guarded(TypeDecorator):
     impl = String
     cache_ok = True
 
-    def __init__(self, inner, name: str = ""):
+    def __init__(self, inner, name: str = "", check_length: bool = True):
         super().__init__()
         self.inner = inner
         self.name = name
+        self.check_length = check_length
         self.impl = inner
-        self.length = getattr(inner, "length", None)
+        self.length = getattr(inner, "length", None) if check_length else None
+
+    class comparator_factory(TypeDecorator.Comparator):
+        """``col == bindparam("b")`` (the hot path's lookups) binds like a literal compared with
+        the column: cleaned, never refused for its length."""
+
+        def operate(self, op, *other, **kw):
+            return super().operate(op, *(_compared(self.type, op, o) for o in other), **kw)
+
+        def reverse_operate(self, op, other, **kw):
+            return super().reverse_operate(op, _compared(self.type, op, other), **kw)
+
+    def coerce_compared_value(self, op, value):
+        """A literal compared with the column (``col == value``, ``LIKE``): cleaned, but not
+        refused for its length — a lookup by an over-long value finds nothing, on both."""
+        return Guarded(self.inner, self.name, False) if self.check_length else self
 
     def process_bind_param(self, value, dialect):
         if value.__class__ is not str:
@@ -138,24 +154,33 @@ class Guarded(TypeDecorator):
     def process_result_value(self, value, dialect):
         return value
 
+
+def _compared(type_, op, other):
+    """A typeless bind parameter (or a list of them, for IN) compared with a guarded column:
+    given the column's compared-value type (no length check)."""
+    from sqlalchemy.sql.elements import BindParameter
+
+    if isinstance(other, BindParameter) and other.type._isnull and isinstance(type_, Guarded):
+        return other._with_binary_element_type(type_.coerce_compared_value(op, None))
+    if isinstance(other, (list, tuple)) and any(isinstance(o, BindParameter) for o in other):
+        return type(other)(_compared(type_, op, o) for o in other)
+    return other
+
     @property
     def python_type(self):
         return str
 
 
-_TEXT_TYPES = (String, Text)
-
-
 def guard(metadata) -> None:
     """Give every text column of ``metadata``'s tables the :class:`Guarded` type, for tables
     defined before and after this call (modules add their tables on import)."""
+    from sqlalchemy import TEXT, VARCHAR, Unicode, UnicodeText
 
-    def wrap(column: Column, table: Table) -> None:
-        t = column.type
-        if table.metadata is metadata and type(t) in (String, Text) or (
-                table.metadata is metadata and t.__class__.__name__ in ("VARCHAR", "TEXT", "Unicode",
-                                                                        "UnicodeText")):
-            column.type = Guarded(t, f"{table.name}.{column.name}")
+    plain = (String, Text, VARCHAR, TEXT, Unicode, UnicodeText)  # not Enum and other subclasses
+
+    def wrap(column: Column, table) -> None:
+        if getattr(table, "metadata", None) is metadata and type(column.type) in plain:
+            column.type = Guarded(column.type, f"{table.name}.{column.name}")
 
     for table in metadata.tables.values():
         for column in table.columns:

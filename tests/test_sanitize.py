@@ -170,3 +170,15 @@ def test_over_long_value_refused_on_sqlite_as_on_postgresql(engine):
                                                   body_sha256="0" * 64, status="accepted"))
     assert isinstance(sanitize.refusal(info.value), sanitize.ValueRefused)
     assert "messages.channel" in str(info.value.orig)
+
+
+def test_lookup_by_an_over_long_value_finds_nothing(engine):
+    """Comparing a column with a value longer than it (an API lookup by a 300-character MRN or
+    name prefix) finds nothing on both databases, rather than being refused; a NUL in it is
+    cleaned like a stored value."""
+    from interface import chart
+
+    with engine.connect() as conn:
+        assert chart.get_chart(conn, "M" * 300) is None
+        assert chart.get_chart(conn, "M\x00") is None
+        assert chart.search_patients(conn, family="F" * 300, given=None, birth_date=None, limit=5, offset=0) == []
