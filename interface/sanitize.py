@@ -99,6 +99,19 @@ def _where(text: str, header) -> Location:
     return Location(name, seq, fields or None)
 
 
+KEY_MAX = 300  # work_items.key, work_keys.key
+
+
+def fit_key(key: str, limit: int = KEY_MAX) -> str:
+    """An ordering key that fits its columns: as is, or (a message's own key built from a long
+    MSH-3 and MSH-10) its head and its SHA-256 — still one key per message, the same each time."""
+    if len(key) <= limit:
+        return key
+    import hashlib
+
+    return key[:limit - 65] + "#" + hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
 def header_clean(header):
     """The header with its text values :func:`clean` (a rejected message's header columns)."""
     if header is None:

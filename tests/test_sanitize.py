@@ -182,3 +182,19 @@ def test_lookup_by_an_over_long_value_finds_nothing(engine):
         assert chart.get_chart(conn, "M" * 300) is None
         assert chart.get_chart(conn, "M\x00") is None
         assert chart.search_patients(conn, family="F" * 300, given=None, birth_date=None, limit=5, offset=0) == []
+
+
+def test_message_key_from_a_long_msh3_and_msh10_fits_its_column(engine, setup, adt):
+    """A message without a PID-3 MRN, with a 250-character MSH-3 and a 190-character MSH-10:
+    its own ordering key (msg:channel:MSH-3:MSH-10) is longer than work_items.key (300), so it is
+    kept to 300 characters with its SHA-256; the message is accepted (AA) on both databases,
+    not refused with the whole commit group."""
+    eng, worker, _ = setup
+    app, ctl = "S" * 250, "C" * 190
+    raw = adt_message("X", 1, "A04", ctl, sender=app).replace(b"PID|1||X^^^HOSP^MR|", b"PID|1|||")
+    out = eng.receive(adt, raw)
+    assert out.ack_code == "AA", out.text
+    with engine.connect() as conn:
+        key = conn.execute(select(work_items.c.key)).scalar()
+    assert len(key) == 300 and key.startswith("msg:adt:SSS") and key == sanitize.fit_key(
+        f"msg:adt:{app}:{ctl}")
