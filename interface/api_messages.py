@@ -5,8 +5,10 @@ Search uses the journal's indexes: each filter is an equality or range on an ind
 ``received_at``), ordered by ``id`` descending, one page (``limit`` + 1 rows to know whether there
 is more) at a time; the next page is ``before_id=next_before_id``. No total count is computed.
 
-Identifiers are masked in the list (``****1234``) unless ``reveal=true`` with a ``reason``; a
-reveal, a search by MRN and every message view are written to the audit trail.
+Identifiers are masked in the list (``****1234``), and identifying fields and clinical text in the
+detail (``•••``), unless ``reveal=true`` with a ``reason`` (the rule of ``interface.masking``, the
+same as the console's); a reveal, a search by MRN and every message view are written to the audit
+trail.
 
 The detail view parses the raw text with the lean tokenizer and names every field from hl7apy's
 tables for the message's version (falling back to 2.5); lookups are cached per segment/version.
@@ -22,7 +24,9 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import or_, select
 
-from .auth import ERROR_RESPONSES, MAX_ID, MESSAGES, UtcDateTime, audit_now, mask, require, utc_param
+from . import masking
+from .auth import (ERROR_RESPONSES, MAX_ID, MESSAGES, UtcDateTime, audit_now, clock, mask, require,
+                   utc_param)
 from .errors import ParseError
 from .message import decode, parse, split_warnings
 from .schema import audit, messages, work_attempts, work_items
@@ -85,8 +89,7 @@ def list_messages(request: Request, _user=Depends(require(*MESSAGES)),
                   reveal: bool = False,
                   reason: str | None = Query(None, max_length=500, description="why identifiers are revealed")) -> MessagePage:
     """Message summaries, newest first; identifiers masked unless ``reveal`` with a ``reason``."""
-    if reveal and not (reason or "").strip():
-        raise HTTPException(status_code=400, detail="reveal=true needs a reason")
+    _reveal(_user, masking.MESSAGE, reveal, reason)  # 400 without a reason, 403 for a role that may not
     if status is not None and status not in STATUSES:
         raise HTTPException(status_code=400, detail=f"status must be one of {', '.join(STATUSES)}")
     q = select(*_SUMMARY_COLS).order_by(messages.c.id.desc()).limit(limit + 1)
@@ -127,6 +130,14 @@ def list_messages(request: Request, _user=Depends(require(*MESSAGES)),
 
 
 # -- detail -----------------------------------------------------------------------------------------
+
+def _reveal(user, kind: str, reveal: bool, reason: str | None) -> str | None:
+    """``masking.check_reveal`` for the API: the reason of a granted reveal, or None; 400/403."""
+    try:
+        return masking.check_reveal(getattr(user, "role", None), kind, reveal, reason)
+    except masking.RevealRefused as exc:
+        raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+
 
 def _words(name: str | None) -> str | None:
     return name.replace("_", " ").title() if name else None
@@ -249,13 +260,18 @@ class MessageDetail(BaseModel):
     work_items: list[WorkItemHistory]
     resubmitted_as: list[int]
     actions: list[AuditRow]
+    revealed: bool = False  # identifying fields and clinical text shown (a reveal with a reason)
 
 
 @router.get("/api/messages/{message_id}", response_model=MessageDetail, responses=ERROR_RESPONSES)
 def get_message(request: Request, message_id: int = Path(ge=1, le=MAX_ID),
+                reveal: bool = False,
+                reason: str | None = Query(None, max_length=1000, description="why the message is revealed"),
                 _user=Depends(require(*MESSAGES))) -> MessageDetail:
     """Raw text, parsed segments with field names, the ACK sent and the processing history.
-    Every view is audited."""
+    Identifying fields and clinical text (``masking.MESSAGE_FIELDS``) are masked unless
+    ``reveal=true`` with a ``reason``, audited as a reveal. Every view is audited."""
+    why = _reveal(_user, masking.MESSAGE, reveal, reason)
     with request.app.state.reader.connect() as conn:
         row = conn.execute(select(messages).where(messages.c.id == message_id)).first()
         if row is None:
@@ -271,22 +287,29 @@ def get_message(request: Request, message_id: int = Path(ge=1, le=MAX_ID),
                                                 audit.c.target_id.in_([str(i) for i in ids]))
                             .order_by(audit.c.id)).all() if ids else []
     audit_now(request, action="view", target_type="message", target_id=message_id)
+    if why is not None:
+        with request.app.state.engine.begin() as conn:
+            masking.record_reveal(conn, user=_user.name, target_type="message", target_id=message_id, reason=why,
+                                  now=clock(request))
     text = _text(row.raw)
     segments, perr = None, None
     if len(text) > MAX_DESCRIBE_CHARS:
         perr = f"message of {len(text)} characters: too large to show field by field; see raw"
     else:
         try:
-            segments = describe(text, row.version)
+            segments = masking.described_segments(describe(text, row.version), why is not None)
         except ParseError as exc:
             perr = str(exc)
     by_item: dict[int, list] = {}
     for a in attempts:
         by_item.setdefault(a.item_id, []).append(Attempt(at=a.at, outcome=a.outcome, error=a.error))
     summary = MessageSummary(**{k: row._mapping[k] for k in MessageSummary.model_fields})
+    if why is None:
+        summary.patient_id = mask(summary.patient_id)
     return MessageDetail(
-        summary=summary, warnings=split_warnings(row.warning), raw=_lines(text),
-        segments=segments, parse_error=perr,
+        summary=summary, warnings=split_warnings(row.warning),
+        raw=masking.message_text(text, why is not None), segments=segments, parse_error=perr,
+        revealed=why is not None,
         ack=_lines(_text(row.ack)),
         work_items=[WorkItemHistory(**{k: i._mapping[k] for k in WorkItemHistory.model_fields
                                        if k != "history"}, history=by_item.get(i.id, []))

@@ -2,12 +2,16 @@
 change history, newest first, keyset paged) and ``GET /api/patients?family=&given=&birth_date=``.
 
 The SSN, identifiers other than the MRN, insurance member ids and their history values are
-masked as on the chart page (``chart_masking``) unless ``reveal=true`` with a ``reason``; a
+masked as on the chart page (``interface.masking``) unless ``reveal=true`` with a ``reason``; a
 reveal is audited with its reason (the router's ``audit_access`` audits every view).
 
 Uses ``request.app.state.reader`` (``db.read_only_engine``: on SQLite a snapshot that never takes
 the write lock, with ``query_only``); every request runs in a transaction that is rolled back
 (and, on PostgreSQL, is declared read-only), so a read can never change a chart.
+
+The chart comes masked by ``interface.masking`` (national id, identifiers other than the MRN,
+insurance member ids), as in the console, unless ``?reveal=true&reason=...`` by a role that may
+reveal charts; the reveal is audited with its reason.
 """
 from __future__ import annotations
 
@@ -18,9 +22,9 @@ from typing import Iterator
 from fastapi import APIRouter, HTTPException, Query, Request
 from sqlalchemy.engine import Connection
 
-from . import chart, chart_log, chart_masking
+from . import chart, chart_log, masking
 from .api_patient_models import HistoryPage, PatientChart, PatientSearchPage
-from .auth import MAX_ID, audit_now
+from .auth import MAX_ID, clock
 
 router = APIRouter()
 
@@ -38,18 +42,23 @@ def _reading(request: Request) -> Iterator[Connection]:
             conn.rollback()
 
 
-_REVEAL_REASON = Query(None, max_length=500, description="why identifiers are revealed")
+_REVEAL_REASON = Query(None, max_length=1000, description="why identifiers are revealed")
 
 
 def _revealing(request: Request, mrn: str, reveal: bool, reason: str | None) -> bool:
-    """400 for a reveal without a reason; audits a reveal (the view itself is audited by the
+    """The one masking rule (``interface.masking``): 400 for a reveal without a reason, 403 for a
+    role that may not reveal; a granted reveal is audited (the view itself is audited by the
     router's dependency)."""
-    if not reveal:
+    user = getattr(request.state, "user", None)
+    try:
+        why = masking.check_reveal(getattr(user, "role", None), masking.CHART, reveal, reason)
+    except masking.RevealRefused as exc:
+        raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+    if why is None:
         return False
-    if not (reason or "").strip():
-        raise HTTPException(status_code=400, detail="reveal=true needs a reason")
-    audit_now(request, action="reveal", target_type="patient", target_id=mrn,
-              reason=reason.strip()[:1000])
+    with request.app.state.engine.begin() as conn:
+        masking.record_reveal(conn, user=user.name, target_type="patient", target_id=mrn, reason=why,
+                              now=clock(request))
     return True
 
 
@@ -58,13 +67,14 @@ def get_patient(mrn: str, request: Request, reveal: bool = False,
                 reason: str | None = _REVEAL_REASON) -> dict:
     """The chart record; a merged-away MRN answers with the survivor's chart (``requested_mrn``,
     ``merged_into``). Visits carry their location timeline (``locations``: location, from, to).
-    404 when the MRN is unknown."""
+    Identifiers masked unless ``reveal=true`` with a ``reason`` (audited). 404 when the MRN is
+    unknown."""
     with _reading(request) as conn:
         record = chart.get_chart(conn, mrn)
     if record is None:
         raise HTTPException(status_code=404, detail="no patient with this MRN")
     revealed = _revealing(request, mrn, reveal, reason)
-    return {**(record if revealed else chart_masking.mask_chart(record)), "revealed": revealed}
+    return {**masking.chart(record, revealed), "revealed": revealed}
 
 
 @router.get("/api/patients/{mrn}/history", response_model=HistoryPage)
@@ -81,7 +91,7 @@ def get_patient_history(mrn: str, request: Request, limit: int = Query(100, ge=1
         entries, next_before = chart_log.history_page(conn, pid, limit=limit, before_id=before_id)
     revealed = _revealing(request, mrn, reveal, reason)
     if not revealed:
-        entries = [chart_masking.mask_history(e) for e in entries]
+        entries = masking.history_rows(entries, False)
     return {"mrn": mrn, "entries": entries, "next_before_id": next_before, "limit": limit,
             "revealed": revealed}
 

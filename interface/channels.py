@@ -24,11 +24,35 @@ SUPPORTED_VERSIONS = ("2.1", "2.2", "2.3", "2.3.1", "2.4", "2.5", "2.5.1", "2.6"
 
 
 class Limits(Strict):
-    """Per-listener limits. Past ``max_frame_bytes`` the connection is closed and the event recorded."""
+    """Per-listener limits. Past ``max_frame_bytes`` the connection is closed and the event recorded.
+
+    Slow and greedy senders (docs/reliability.md, "Slow and greedy connections"): a frame once
+    started must end within ``frame_timeout_seconds``, and arrive at ``min_receive_rate`` bytes/s
+    or more over each ``receive_rate_window_seconds`` (both only while a frame is partial and the
+    socket is being read); one address holds at most ``max_connections_per_peer`` connections; the
+    bytes held in partial frames of all the channel's connections stay under
+    ``max_partial_bytes`` (default: 4 x ``max_frame_bytes``)."""
 
     max_frame_bytes: int = Field(16 * 1024 * 1024, ge=1024)
     idle_timeout_seconds: float = Field(600.0, gt=0)
     max_connections: int = Field(100, ge=1)
+    max_connections_per_peer: int = Field(20, ge=1)
+    frame_timeout_seconds: float = Field(120.0, gt=0)
+    min_receive_rate: int = Field(512, ge=0, description="bytes/s while a frame is partial; 0 = no minimum")
+    receive_rate_window_seconds: float = Field(10.0, gt=0)
+    max_partial_bytes: int | None = Field(None, ge=1024)
+
+    @model_validator(mode="after")
+    def _partial_cap(self):
+        if self.max_partial_bytes is not None and self.max_partial_bytes < self.max_frame_bytes:
+            raise ValueError("max_partial_bytes must be at least max_frame_bytes "
+                             "(one largest frame must fit)")
+        return self
+
+    @property
+    def partial_cap(self) -> int:
+        """The bytes all connections of the channel may hold in partial frames."""
+        return self.max_partial_bytes if self.max_partial_bytes is not None else 4 * self.max_frame_bytes
 
 
 class Tls(Strict):

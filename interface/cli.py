@@ -44,7 +44,8 @@ def cmd_run(args) -> int:
                             port_overrides=_listen_overrides(args.listen),
                             ready_file=Path(args.ready_file) if args.ready_file else None,
                             pid_file=Path(args.var) / "interface.pid",
-                            alerts_file=_alerts_file(args))
+                            alerts_file=_alerts_file(args),
+                            content_dir=Path(args.content_dir) if args.content_dir else None)
         if args.workers != 1:  # N engine processes sharing the listeners (0: one per core)
             from .cluster import supervise
 
@@ -252,6 +253,13 @@ def cmd_errors(args) -> int:
         print("an item id is required", file=sys.stderr)
         return 2
     if args.action == "show":
+        from . import masking
+
+        try:  # the CLI holds the database's credentials: the admin's rule, audited as --user
+            why = masking.check_reveal("admin", masking.MESSAGE, args.reveal, args.reason)
+        except masking.RevealRefused as exc:
+            print(f"--reveal needs --reason: {exc}", file=sys.stderr)
+            return 2
         with eng.connect() as conn:
             item = conn.execute(select(work_items).where(work_items.c.id == args.id)).first()
             if item is None:
@@ -260,9 +268,18 @@ def cmd_errors(args) -> int:
             msg = conn.execute(select(messages).where(messages.c.id == item.message_id)).first()
             hist = [dict(r._mapping) for r in conn.execute(
                 select(work_attempts).where(work_attempts.c.item_id == args.id).order_by(work_attempts.c.id))]
+        if why is not None:
+            with eng.begin() as conn:
+                masking.record_reveal(conn, user=args.user, target_type="message", target_id=msg.id,
+                                      reason=why, now=_now())
+        from .message import decode
+
         out = dict(item._mapping)
         out["message"] = {k: v for k, v in msg._mapping.items() if k not in ("raw", "ack")}
-        out["raw"] = msg.raw.decode("utf-8", "replace").replace("\r", "\n")
+        out["raw"] = masking.message_text(decode(msg.raw).text, why is not None)
+        if why is None:  # masked like the console until revealed with a reason
+            out["key"] = masking.mask(out["key"])
+            out["message"]["patient_id"] = masking.mask(out["message"]["patient_id"])
         out["attempts_history"] = hist
         if args.json:
             print(json.dumps(out, default=str, indent=1))
@@ -399,6 +416,21 @@ def cmd_web(args) -> int:
                  channels_dir=Path(args.channels), tls=tuple(args.web_tls) if args.web_tls else None)
 
 
+def cmd_content(args) -> int:
+    """``interface content import DIR``: blobs of a directory store into the database store."""
+    from .content import import_dir
+
+    eng = _engine(args)
+    try:
+        with eng.begin() as conn:
+            n = import_dir(conn, Path(args.directory), _now())
+    except (OSError, ValueError) as exc:
+        print(f"content import: {exc}", file=sys.stderr)
+        return 1
+    print(f"content import: {n} blob(s) copied into the database")
+    return 0
+
+
 def cmd_schema(args) -> int:
     if args.kind == "channel":
         from .channels import Channel
@@ -420,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--channels", default="channels")
     r.add_argument("--mappings", default="mappings")
     r.add_argument("--web", default="127.0.0.1:8080", help="web console address (HOST:PORT)")
+    r.add_argument("--content-dir", metavar="DIR",
+                   help="document content in this (shared) directory; default: ./var/content with the "
+                        "embedded SQLite, the database itself otherwise")
     r.add_argument("--no-web", action="store_true")
     r.add_argument("--web-tls", nargs=2, metavar=("CERT", "KEY"),
                    help="serve the console over https with this PEM certificate (chain) and key")
@@ -476,7 +511,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--destination", help="list: only this destination; reprocess: the destination to send to")
     e.add_argument("--channels", default="channels",
                    help="reprocess, and resubmit of a message refused at receipt: the channels directory")
-    e.add_argument("--reason")
+    e.add_argument("--reason", help="list: the error reason to show; discard, resubmit, show --reveal: why")
+    e.add_argument("--reveal", action="store_true",
+                   help="show: the message unmasked (needs --reason; audited as --user)")
     e.add_argument("--file", help="edited message for resubmit")
     e.add_argument("--channel")
     e.add_argument("--status", default="error,held")
@@ -494,6 +531,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--web-tls", nargs=2, metavar=("CERT", "KEY"),
                    help="serve the console over https with this PEM certificate (chain) and key")
     w.set_defaults(func=cmd_web)
+
+    ct = sub.add_parser("content", help="document content: import a var/content directory into the database")
+    ct.add_argument("action", choices=["import"])
+    ct.add_argument("directory", help="a content directory (e.g. var/content)")
+    _db_args(ct)
+    ct.set_defaults(func=cmd_content)
 
     sc = sub.add_parser("schema", help="print the JSON Schema of channel or mapping files")
     sc.add_argument("kind", choices=["channel", "mapping"])

@@ -322,6 +322,7 @@ class Supervisor(ReloadReport):
             "channel_names": list(s.channel_names), "ready_file": str(ready_file),
             "alerts_file": str(s.alerts_file) if index == 0 and getattr(s, "alerts_file", None) else None,
             "reload_events": index == 0,
+            "content_dir": str(s.content_dir) if getattr(s, "content_dir", None) else None,
             "inherited_fds": {name: [sock.fileno(), sock.family] for name, sock in self.sockets.items()},
             "parent": os.getpid(),
         }
@@ -662,7 +663,8 @@ def child_main(spec: dict) -> int:
                         create_schema=False, ready_file=Path(spec["ready_file"]),
                         inherited_fds={name: tuple(v) for name, v in spec["inherited_fds"].items()},
                         alerts_file=Path(spec["alerts_file"]) if spec.get("alerts_file") else None,
-                        reload_events=spec.get("reload_events", True))
+                        reload_events=spec.get("reload_events", True),
+                        content_dir=Path(spec["content_dir"]) if spec.get("content_dir") else None)
     return run(settings)
 
 

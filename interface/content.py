@@ -22,6 +22,11 @@
 :class:`ContentStore` keeps bytes by their SHA-256, once: under ``content_dir/ab/cdef...`` (the
 embedded set-up, ``./var/content``) or in the ``document_blobs`` table when no directory is set.
 Anything larger than ``max_bytes`` is ``PermanentError(reason="content_too_large")``.
+
+:func:`store_dir` chooses: the directory only where one machine owns the database (SQLite in its
+own ``--var``); with PostgreSQL (several engine machines on one database) or a database file
+elsewhere, the content goes with the database, so every machine serves every document — unless
+a shared directory is configured (``run --content-dir``, e.g. a mount all machines see).
 """
 from __future__ import annotations
 
@@ -221,6 +226,47 @@ def part_bytes(part: DocumentContent) -> bytes | None:
     if part.kind == "binary":
         return part.data or b""
     return None
+
+
+def store_dir(db_url: str, var_dir: Path, shared: Path | None = None) -> Path | None:
+    """Where document content is kept: ``shared`` if configured; ``var_dir/content`` when the
+    database is a SQLite file inside ``var_dir`` (the embedded set-up: one machine); else None,
+    the database store (``document_blobs``, bytea, one row per SHA-256), shared by every engine
+    process and machine on that database."""
+    if shared is not None:
+        return Path(shared)
+    from sqlalchemy.engine import make_url
+
+    url = make_url(db_url)
+    if url.get_backend_name() != "sqlite":
+        return None
+    db_file = url.database or ""
+    if not db_file or db_file == ":memory:":
+        return Path(var_dir) / "content"
+    try:
+        Path(db_file).resolve().relative_to(Path(var_dir).resolve())
+    except ValueError:
+        return None  # a database file outside this machine's var: others may share it
+    return Path(var_dir) / "content"
+
+
+def import_dir(conn: Connection, directory: Path, now: datetime | None = None) -> int:
+    """Copy a directory store's blobs (``ab/cdef...`` files) into the database store, each
+    checked against its name; returns how many were copied (already there: skipped). For
+    content an engine kept under ``var/content`` before it was shared through the database."""
+    store = ContentStore(None, max_bytes=1 << 62)
+    n = 0
+    for path in sorted(Path(directory).glob("[0-9a-f][0-9a-f]/*")):
+        sha = path.parent.name + path.name
+        if not path.is_file() or not re.fullmatch(r"[0-9a-f]{64}", sha):
+            continue
+        data = path.read_bytes()
+        if sha256_hex(data) != sha:
+            raise ValueError(f"{path}: content does not match its SHA-256 name")
+        if store.get(conn, sha) is None:
+            store.put(conn, data, now)
+            n += 1
+    return n
 
 
 def sha256_hex(data: bytes) -> str:

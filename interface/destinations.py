@@ -49,10 +49,12 @@ def lane_prefix(channel: str, destination: str) -> str:
 
 def lane_keys(channel: str, dest: Destination, keys: tuple[str, ...]) -> tuple[str, ...]:
     """The keys one destination's item is ordered by (see the module docstring)."""
+    from .sanitize import fit_key
+
     if dest.type == "store":
-        return tuple(keys)
+        return tuple(fit_key(k) for k in keys)
     prefix = lane_prefix(channel, dest.name)
-    return tuple(prefix + k for k in keys)
+    return tuple(fit_key(prefix + k) for k in keys)
 
 
 def plain_key(key: str) -> str:

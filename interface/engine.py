@@ -54,7 +54,7 @@ from sqlalchemy.engine import Engine as DBEngine
 from sqlalchemy.exc import SQLAlchemyError
 
 from . import ack as acks
-from . import destinations, fastsql, health, journal, queue, receipt, routing
+from . import destinations, fastsql, health, journal, queue, receipt, routing, sanitize
 from .channels import Channel
 from .errors import (APPLICATION_INTERNAL_ERROR, DUPLICATE_KEY_IDENTIFIER, REQUIRED_FIELD_MISSING,
                      SEGMENT_SEQUENCE_ERROR, UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, HL7Error,
@@ -357,6 +357,8 @@ class Engine:
             header = header_from_text(text)
         except ParseError as exc:
             return self._reject(inb, group, now, None, exc, warning, raw)
+        if (refused := sanitize.nul_in_message(text, header)) is not None:  # same on both databases
+            return self._reject(inb, group, now, sanitize.header_clean(header), refused, warning, raw, code="AE")
         if not header.control_id:
             err = HL7Error("MSH-10 (message control id) is empty", Location("MSH", 1, 10),
                            REQUIRED_FIELD_MISSING, reason="missing_field")
@@ -383,6 +385,8 @@ class Engine:
                                     code="AE")
 
         keys, mrn = self.ordering_keys(ch, header, text)
+        if (refused := sanitize.mrn_too_long(mrn)) is not None:  # longer than the mrn columns
+            return self._reject(inb, group, now, header, refused, warning, raw, code="AE")
         row = self._row(inb, now, raw, header, "accepted", warning)
         row.patient_id = mrn
         row.dedup_key = "|".join((ch.name, header.sending_application, header.sending_facility,

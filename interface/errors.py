@@ -122,6 +122,8 @@ REASONS = {
     "unsupported_processing_id": "Test or debug message (MSH-11)",
     "unsupported_version": "Unsupported HL7 version (MSH-12)",
     "batch_count": "Batch count disagrees with the messages received",
+    "value_refused": "Value the database cannot store",
+    "database_error": "Database refused the change",
 }
 
 

@@ -39,6 +39,11 @@ class FrameDecoder:
     def buffered(self) -> int:
         return len(self._buf)
 
+    @property
+    def in_frame(self) -> bool:
+        """A start block was read and its end block not yet (a frame is partial)."""
+        return self._in_frame
+
     def feed(self, data: bytes) -> list[bytes]:
         frames: list[bytes] = []
         pos = 0

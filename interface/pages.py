@@ -29,7 +29,6 @@ with the acting user's name.
 from __future__ import annotations
 
 import functools
-import json
 import re
 import time
 from datetime import datetime, timedelta, timezone
@@ -43,7 +42,7 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Resp
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
-from . import auth, queue
+from . import auth, masking, queue
 from .api_channels import runtime_counters
 from .auth import record_audit, require
 from .schema import audit, events, messages, work_attempts, work_items
@@ -265,20 +264,10 @@ SEGMENT_NAMES = {
     "ARV": "Access Restriction", "PRT": "Participation Information", "SPM": "Specimen",
 }
 
-# Fields that identify a patient (or carry clinical text): masked until revealed with a reason.
-MASKED_FIELDS: dict[str, frozenset[int]] = {
-    "PID": frozenset({2, 3, 4, 5, 6, 7, 9, 11, 12, 13, 14, 18, 19, 20, 21, 23, 29}),
-    "PD1": frozenset({4}),
-    "NK1": frozenset({2, 4, 5, 6, 12, 13, 16, 19, 30, 31, 32, 33, 37}),
-    "GT1": frozenset({2, 3, 5, 6, 7, 8, 12, 19}),
-    "IN1": frozenset({16, 18, 19, 36, 49}),
-    "IN2": frozenset(range(1, 73)),
-    "MRG": frozenset(range(1, 8)),
-    "OBX": frozenset({5}),
-    "NTE": frozenset({3}),
-    "ZPD": frozenset(range(1, 40)),
-}
-MASK = "•••"
+# Which fields are masked, for whom, and how a reveal is audited: interface.masking (one rule
+# for the console, the API and the CLI).
+MASKED_FIELDS = masking.MESSAGE_FIELDS
+MASK = masking.MASK
 
 
 def _nice(name: str, segment: str = "") -> str:
@@ -371,9 +360,7 @@ def parse_location(text: str | None) -> dict | None:
             "subcomponent": int(sub) if sub else None, "text": text.strip()}
 
 
-def _masked(segment: str, number: int) -> bool:
-    fields = MASKED_FIELDS.get(segment)
-    return bool(fields) and number in fields
+_masked = masking.masked_field
 
 
 def _split_fields(seg_text: str, enc) -> tuple[str, list[str]]:
@@ -396,20 +383,7 @@ def _encoding(text: str):
     return segs, enc
 
 
-def masked_text(text: str, reveal: bool) -> str:
-    """The message with identifying fields replaced by •••, one segment a line."""
-    segs, enc = _encoding(text)
-    if reveal:
-        return "\n".join(segs)
-    out = []
-    for s in segs:
-        name, fields = _split_fields(s, enc)
-        if name not in MASKED_FIELDS:
-            out.append(s)
-            continue
-        fields = [MASK if n > 0 and f and _masked(name, n) else f for n, f in enumerate(fields)]
-        out.append(enc.field.join(fields))
-    return "\n".join(out)
+masked_text = masking.message_text
 
 
 def parsed_view(text: str, version: str, reveal: bool, failing: dict | None = None) -> list[dict]:
@@ -751,15 +725,19 @@ def message_view(request: Request, message_id: int, tab: str = "parsed", user: U
 @html_errors
 def message_reveal(request: Request, message_id: int, reason: str = Form(""), tab: str = Form("parsed"),
                    user: User = Depends(MESSAGES)):
-    """Show the message unmasked, once, for the reason given; the reveal is audited."""
-    reason = (reason or "").strip()
-    if not reason:
+    """Show the message unmasked, once, for the reason given; the reveal is audited (the rule
+    of ``interface.masking``)."""
+    try:
+        reason = masking.check_reveal(user.role, masking.MESSAGE, True, reason)
+    except masking.RevealRefused as exc:
+        if exc.status != 400:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
         return _message_page(request, message_id, tab, reveal=False, status_code=400,
                              error="Give a reason to reveal patient identifiers.")
     with _engine(request).begin() as conn:
         _load_message(conn, message_id)
-        record_audit(conn, user=user, action="reveal", target_type="message", target_id=message_id,
-                     reason=reason[:1000], now=_now(request))
+        masking.record_reveal(conn, user=user.name, target_type="message", target_id=message_id,
+                              reason=reason, now=_now(request))
     return _message_page(request, message_id, tab, reveal=True)
 
 
@@ -1019,27 +997,8 @@ def _chart_page(request: Request, mrn: str, reveal: bool, status_code: int = 200
         "mask": mask, "error": error, "fmt_hl7": _hl7_time}, status_code=status_code)
 
 
-# Chart history values masked until revealed: these fields, and the tables of identifiers and
-# insurance. An ``initial`` entry (a new row's first values, one JSON object) shows its other
-# values and masks these keys inside it.
-HISTORY_MASKED = ("ssn", "value", "member_id", "identifiers", "insurance")
-
-
-def _history_rows(hist: list[dict], reveal: bool) -> list[dict]:
-    if reveal:
-        return hist
-    out = []
-    for h in hist:
-        if h["action"] == "initial" and h["new"]:
-            try:
-                values = json.loads(h["new"])
-            except ValueError:
-                values = None
-            masked = (json.dumps({k: MASK if k in HISTORY_MASKED and v else v for k, v in values.items()},
-                                 sort_keys=True) if isinstance(values, dict) else MASK)
-            h = {**h, "new": masked}
-        out.append(h)
-    return out
+HISTORY_MASKED = masking.HISTORY_MASKED
+_history_rows = masking.history_rows
 
 
 @router.get("/patients/{mrn}", response_class=HTMLResponse)
@@ -1054,8 +1013,11 @@ def patient_chart(request: Request, mrn: str, user: User = Depends(CHARTS)):
 @router.post("/patients/{mrn}/reveal", response_class=HTMLResponse)
 @html_errors
 def patient_reveal(request: Request, mrn: str, reason: str = Form(""), user: User = Depends(CHARTS)):
-    reason = (reason or "").strip()
-    if not reason:
+    try:
+        reason = masking.check_reveal(user.role, masking.CHART, True, reason)
+    except masking.RevealRefused as exc:
+        if exc.status != 400:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
         return _chart_page(request, mrn, reveal=False, status_code=400,
                            error="Give a reason to reveal the identifiers.")
     response = _chart_page(request, mrn, reveal=True)

@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 from sqlalchemy import select
 from sqlalchemy.engine import Engine as DBEngine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
-from . import destinations, fastsql, queue
+from . import destinations, fastsql, queue, sanitize
 from .channels import Channel
 from .errors import HL7Error, Hold, Location, PermanentError, TransientError
 from .message import decode, parse
@@ -123,6 +123,13 @@ class Pipeline:
         if handler is None:
             raise PermanentError(f"destination type {d.type} is not available", reason="processing_error")
         handler.deliver(conn, item, d, prep.message, now)
+
+
+def unavailable(exc: SQLAlchemyError) -> bool:
+    """The database itself failed (down, connection lost, locked, deadlock): the whole
+    transaction is retried later. Any other database error is one item's own (see
+    :meth:`Worker._apply_one`)."""
+    return isinstance(exc, (OperationalError, InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
 
 
 def _location_text(exc: Exception) -> str | None:
@@ -314,9 +321,13 @@ class Worker:
         try:
             for item in items:
                 pipeline.apply(conn, item, prepared[item.id], now)
-        except SQLAlchemyError:
+        except SQLAlchemyError as exc:
             sp.rollback()
-            raise
+            if unavailable(exc):
+                raise
+            for item in items:  # a value refused, a constraint...: whose is it? one by one
+                self._apply_one(conn, item, prepared[item.id], now, pipeline, done)
+            return
         except Exception:
             sp.rollback()  # some item fails: find out which, one by one
             for item in items:
@@ -367,9 +378,19 @@ class Worker:
             log.info("item=%s channel=%s outcome=error reason=%s", item.id, item.channel, exc.reason)
             pipeline.finished(conn, item, exc, now)
             return exc
-        except SQLAlchemyError:
+        except SQLAlchemyError as exc:
             sp.rollback()
-            raise
+            if unavailable(exc):
+                raise  # the database, not this item: the whole round is retried
+            # It failed alone, under its own savepoint: the failure is this item's, and never
+            # again its batch's. A value refused is permanent; anything else counts as an
+            # attempt under the retry policy, then goes to the error queue.
+            refused = sanitize.refusal(exc)
+            err = refused or TransientError(f"database error {type(exc).__name__} while applying")
+            if refused is None:
+                err.reason = "database_error"
+            log.warning("item=%s channel=%s database refused it: %s", item.id, item.channel, type(exc).__name__)
+            return self._apply_failed(conn, item, err, now, attempts, pipeline)
         except Exception as exc:
             sp.rollback()
             log.exception("item=%s unexpected failure", item.id)
@@ -385,6 +406,20 @@ class Worker:
         if done is not None:
             done.append(item.id)
         return None
+
+    def _apply_failed(self, conn, item, err, now: datetime, attempts: int, pipeline: Pipeline):
+        """A database error that was the item's own: permanent -> error queue; otherwise a
+        retry by the policy, the error queue once it is spent."""
+        if isinstance(err, TransientError):
+            policy = pipeline.retry_policy(item.channel, item.destination)
+            if not policy.exhausted(attempts):
+                queue.mark_retry(conn, item.id, now, attempts, policy.delay(attempts, self.rng), str(err), err.reason)
+                return None
+            err = HL7Error(str(err), reason=err.reason)
+        queue.mark_error(conn, item.id, item.message_id, now, attempts, str(err), err.reason, _location_text(err))
+        self.failed += 1
+        pipeline.finished(conn, item, err, now)
+        return err
 
     # -- the thread --------------------------------------------------------------------------
 

@@ -10,12 +10,17 @@ import importlib
 from sqlalchemy import (BigInteger, Column, DateTime, ForeignKey, Index, Integer, LargeBinary,
                         MetaData, String, Table, Text)
 
+from . import sanitize
+
 metadata = MetaData(naming_convention={
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 })
+# Every text column refuses or escapes what a database would refuse, the same way on both
+# (NUL, lone surrogates, over-long values): see interface.sanitize.
+sanitize.guard(metadata)
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identity.
 Id = BigInteger().with_variant(Integer(), "sqlite")

@@ -48,6 +48,7 @@ class Settings:
     inherited_fds: dict[str, tuple[int, int]] = field(default_factory=dict)  # channel -> (fd, family): run --workers N
     pid_file: Path | None = None  # written by `run` (`interface reload` finds the engine by it)
     alerts_file: Path | None = None  # alerts.yaml (interface.alerts); None or absent: no alerts
+    content_dir: Path | None = None  # a shared document content directory (content.store_dir)
     reload_events: bool = True  # record config_reloaded / config_rejected (under --workers N only
     # child 0 does, so that a reload every child makes in place is one event, not N)
 
@@ -95,7 +96,10 @@ def load_pipeline(settings: Settings, channels: list[Channel]) -> Pipeline:
             from .completeness import load_rules
 
             rules = load_rules(settings.rules_file)
-        doc_settings = documents.DocumentSettings(content_dir=settings.var_dir / "content", rules=rules)
+        from .content import store_dir
+
+        doc_settings = documents.DocumentSettings(
+            content_dir=store_dir(settings.url, settings.var_dir, settings.content_dir), rules=rules)
     except ImportError:  # pragma: no cover
         pass
     return Pipeline(channels, mappings, document_settings=doc_settings)

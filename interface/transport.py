@@ -6,6 +6,16 @@ the ACK goes out — so a fast sender or a slow database means slower ACKs, neve
 The connection stays open after each ACK. Limits per channel: frame size (past it the connection
 is closed and the event recorded), idle timeout, connection count, sender allowlist.
 
+Slow and greedy senders (``Limits``): the idle timer is reset by every byte, so it alone lets a
+sender that trickles one byte every few seconds hold a connection forever. So a frame, once its
+start block is read, must end within ``frame_timeout_seconds`` and keep arriving at
+``min_receive_rate`` bytes/s over each ``receive_rate_window_seconds`` (neither counts while we
+are the ones not reading: the socket paused, a message being stored); an address may hold
+``max_connections_per_peer`` connections; and the bytes held in all the channel's partial frames
+are capped (``Limits.partial_cap``): the connection whose bytes would pass it is closed. Each
+cut is an event (``frame_timeout``, ``slow_sender``, ``too_many_connections_from_peer``,
+``partial_bytes_cap``).
+
 The ACK is written only when the handler's Deferred fires, and the handler (the group-commit
 writer) fires it only after the journal transaction committed. A frame that held several messages
 without a batch header is answered with one ACK frame per message, in order (``Outcome.frames``).
@@ -43,6 +53,11 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         self.closed = False
         self.counted = False
         self.peer = ""
+        self.host = ""
+        self.held = 0  # bytes of a partial frame counted in factory.partial_bytes
+        self.frame_timer = None  # the deadline of the partial frame
+        self.rate_timer = None  # the next receive-rate check of the partial frame
+        self.window_bytes = 0  # bytes received since the last rate check
 
     # -- connection ---------------------------------------------------------------------------
 
@@ -62,7 +77,15 @@ class MLLPProtocol(Protocol, TimeoutMixin):
             self.closed = True
             self.transport.abortConnection()
             return
+        if self.factory.per_peer.get(host, 0) >= ch.limits.max_connections_per_peer:
+            self.factory.event("too_many_connections_from_peer", self.peer,
+                               f"limit {ch.limits.max_connections_per_peer} per address reached")
+            self.closed = True
+            self.transport.abortConnection()
+            return
         self.factory.connections += 1
+        self.host = host
+        self.factory.per_peer[host] = self.factory.per_peer.get(host, 0) + 1
         self.counted = True
         self.factory.protocols.add(self)
         if self.factory.draining:  # accepted just before the listener stopped (reload)
@@ -76,8 +99,15 @@ class MLLPProtocol(Protocol, TimeoutMixin):
     def connectionLost(self, reason=None) -> None:
         self.closed = True
         self.setTimeout(None)
+        self._frame_over()
+        self._account(0)
         if self.counted:
             self.factory.connections -= 1
+            n = self.factory.per_peer.get(self.host, 1) - 1
+            if n > 0:
+                self.factory.per_peer[self.host] = n
+            else:
+                self.factory.per_peer.pop(self.host, None)
             self.counted = False
         self.factory.protocols.discard(self)
         self.pending.clear()
@@ -97,20 +127,86 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         if self.closed:
             return
         self.resetTimeout()
+        self.window_bytes += len(data)
         try:
             frames = self.decoder.feed(data)
         except FrameTooLarge as exc:
-            self.factory.event("frame_too_large", self.peer, str(exc))
-            self.closed = True
-            self.pending.clear()
-            self.transport.abortConnection()
+            self._cut("frame_too_large", str(exc))
             return
+        self._account(self.decoder.buffered)
+        if self.factory.partial_bytes > self.factory.channel.limits.partial_cap:
+            self._cut("partial_bytes_cap",
+                      f"partial frames of the channel past {self.factory.channel.limits.partial_cap} bytes")
+            return
+        if not self.decoder.in_frame:
+            self._frame_over()
+        elif frames or self.frame_timer is None:  # a new frame started
+            self._frame_started()
         if frames:
             self.pending.extend(frames)
             if len(self.pending) >= MAX_QUEUED_FRAMES and not self.paused:
                 self.paused = True
                 self.transport.pauseProducing()
             self._next()
+
+    # -- slow and greedy senders --------------------------------------------------------------
+
+    def _account(self, held: int) -> None:
+        """Keep the channel's count of bytes held in partial frames."""
+        self.factory.partial_bytes += held - self.held
+        self.held = held
+
+    def _cut(self, kind: str, detail: str | None) -> None:
+        self.factory.event(kind, self.peer, detail)
+        self.closed = True
+        self.pending.clear()
+        self._frame_over()
+        self.decoder = FrameDecoder(self.factory.channel.limits.max_frame_bytes)  # free the partial
+        self._account(0)
+        self.transport.abortConnection()
+
+    def _frame_started(self) -> None:
+        self._frame_over()
+        limits = self.factory.channel.limits
+        clock = self.factory.clock
+        self.frame_timer = clock.callLater(limits.frame_timeout_seconds, self._frame_expired)
+        self.window_bytes = 0
+        if limits.min_receive_rate:
+            self.rate_timer = clock.callLater(limits.receive_rate_window_seconds, self._rate_check)
+
+    def _frame_over(self) -> None:
+        for name in ("frame_timer", "rate_timer"):
+            timer = getattr(self, name)
+            if timer is not None and timer.active():
+                timer.cancel()
+            setattr(self, name, None)
+
+    def _reading(self) -> bool:
+        """We are reading the socket (not paused for a full queue): a slow frame is the sender's."""
+        return not self.paused
+
+    def _frame_expired(self) -> None:
+        self.frame_timer = None
+        if self.closed:
+            return
+        limits = self.factory.channel.limits
+        if not self._reading():  # we stopped reading: the sender cannot finish; wait again
+            self.frame_timer = self.factory.clock.callLater(limits.frame_timeout_seconds, self._frame_expired)
+            return
+        self._cut("frame_timeout", f"frame not complete within {limits.frame_timeout_seconds:g} s")
+
+    def _rate_check(self) -> None:
+        self.rate_timer = None
+        if self.closed or not self.decoder.in_frame:
+            return
+        limits = self.factory.channel.limits
+        need = limits.min_receive_rate * limits.receive_rate_window_seconds
+        if self._reading() and self.window_bytes < need:
+            self._cut("slow_sender", f"{self.window_bytes} bytes in {limits.receive_rate_window_seconds:g} s, "
+                                     f"below {limits.min_receive_rate} bytes/s")
+            return
+        self.window_bytes = 0
+        self.rate_timer = self.factory.clock.callLater(limits.receive_rate_window_seconds, self._rate_check)
 
     def _next(self) -> None:
         if self.busy or self.closed or not self.pending:
@@ -164,6 +260,8 @@ class MLLPFactory(Factory):
         self.event_sink = event_sink
         self.clock = clock or reactor
         self.connections = 0
+        self.per_peer: dict[str, int] = {}  # open connections per sender address
+        self.partial_bytes = 0  # bytes held in partial frames, all connections
         self.protocols: set[MLLPProtocol] = set()
         self.draining = False
 

@@ -305,7 +305,10 @@ def serve(db_url: str | None, var_dir, host: str, port: int, channels_dir: Path,
             from .completeness import load_rules
 
             rules = load_rules(rules_file)
-        document_settings = documents.DocumentSettings(content_dir=Path(var_dir) / "content", rules=rules)
+        from .content import store_dir
+
+        document_settings = documents.DocumentSettings(
+            content_dir=store_dir(dbmod.resolve_url(db_url, var_dir), Path(var_dir)), rules=rules)
     except ImportError:  # pragma: no cover
         pass
     try:

@@ -240,10 +240,11 @@ def test_reveal_needs_reason_and_is_audited(client, engine, channels, clock, tok
 
 
 def test_message_detail_fields_ack_history_and_audit(client, engine, channels, clock, tokens):
-    """GET /api/messages/{id}: raw, named segments/fields, the ACK, work item history; audited."""
+    """GET /api/messages/{id} (revealed with a reason: masked otherwise, see test_masking.py):
+    raw, named segments/fields, the ACK, work item history; audited."""
     ids = receive(engine, channels, clock, [("C1", "10000001")])
     fail(engine, ids[0])
-    r = client.get(f"/api/messages/{ids[0]}", headers=h(tokens["analyst"]))
+    r = client.get(f"/api/messages/{ids[0]}?reveal=true&reason=test", headers=h(tokens["analyst"]))
     assert r.status_code == 200, r.text
     d = r.json()
     assert d["raw"].startswith("MSH|^~\\&|REG|HOSP") and "\nPID|1||10000001" in d["raw"]
