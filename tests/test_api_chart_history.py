@@ -8,6 +8,7 @@ import json
 
 from sqlalchemy import select
 
+from interface import masking
 from interface.schema import audit
 from tests.test_adt_events import Harness, adt, pv1
 from tests.test_web_api import app, channels, client, clock, fast_hashing, h, tokens  # noqa: F401
@@ -85,7 +86,7 @@ def test_history_is_paged_newest_first_and_masked(engine, client, tokens):
     ids = [e["id"] for e in seen]
     assert len(ids) == total and ids == sorted(ids, reverse=True)
     added = [e for e in seen if e["table"] == "patient_identifiers"]
-    assert added and all(e["new"] == "****" for e in added)
+    assert added and all(e["new"] == masking.MASK for e in added)
     assert not any("123-45-6789" in json.dumps(e) for e in seen)
     assert any(e["field"] == "given" and e["new"] == "JANET" for e in seen)  # not identifying
     assert client.get("/api/patients/M100/history", params={"reveal": "true"},

@@ -49,7 +49,8 @@ def _family(engine, mrn: str):
 
 def test_nul_byte_in_a_field_is_answered_ae_102_at_the_field_and_kept_raw(engine, setup, adt):
     """A literal NUL in PID-5: AE with ERR-3 102 at PID-5 (not CA and a worker that fails
-    forever), stored as a rejected message with its bytes intact, no work item."""
+    forever), stored as a rejected message with its bytes intact, and in the error queue as a
+    "rejected" item a clerk can see (never a pending item the worker would retry)."""
     eng, worker, _ = setup
     raw = adt_message("NUL001", 1, "A04", "NUL-1").replace(b"REL^", b"RE\x00L^")
     out = eng.receive(adt, raw)
@@ -58,7 +59,8 @@ def test_nul_byte_in_a_field_is_answered_ae_102_at_the_field_and_kept_raw(engine
     assert err[2] == "PID^1^5" and err[3].startswith("102")
     with engine.connect() as conn:
         row = conn.execute(select(messages.c.status, messages.c.raw, messages.c.error_code)).one()
-        assert conn.execute(select(work_items.c.id)).first() is None
+        items = conn.execute(select(work_items.c.destination, work_items.c.status)).all()
+    assert [tuple(i) for i in items] == [("rejected", "error")]
     assert (row.status, bytes(row.raw), row.error_code) == ("rejected", raw, "102")
     assert worker.run_once() == 0
 
