@@ -48,6 +48,7 @@ from sqlalchemy.engine import Engine
 from .config import ConfigError, Strict, load_yaml, validate
 from .db import read_only_engine
 from .notify import Dispatcher, Email, Webhook
+from .suggest import did_you_mean
 
 log = logging.getLogger("interface.alerts")
 
@@ -183,9 +184,11 @@ def parse_hours(v: str) -> tuple[dtime, dtime]:
     return start, end
 
 
-def load_alerts(path: str | Path, channel_names: set[str] | None = None) -> AlertConfig:
+def load_alerts(path: str | Path, channel_names: set[str] | None = None,
+                destination_names: set[str] | None = None) -> AlertConfig:
     """Load and check ``alerts.yaml``; ConfigError lists every problem as ``file:line: message``.
-    ``channel_names``: the configured channels, to catch a misspelt ``channels:`` entry."""
+    ``channel_names``/``destination_names``: the configured channels and their destinations, to
+    catch a misspelt ``channels:``/``destinations:`` entry (with the closest name suggested)."""
     doc = load_yaml(path, keep_going=True)
     problems = list(doc.problems)
     clean = replace(doc, problems=[])
@@ -214,7 +217,7 @@ def load_alerts(path: str | Path, channel_names: set[str] | None = None) -> Aler
     known = set(top.notifiers) | {"log"}
     for i, n in enumerate(top.notify):
         if n not in known:
-            problems.append(f"{clean.where(('notify', i))}: unknown notifier {n!r}")
+            problems.append(f"{clean.where(('notify', i))}: unknown notifier {n!r}{did_you_mean(n, known)}")
     names: set[str] = set()
     for i, raw in enumerate(top.rules):
         kind = raw.get("type") if isinstance(raw, dict) else None
@@ -228,13 +231,15 @@ def load_alerts(path: str | Path, channel_names: set[str] | None = None) -> Aler
             if name in names:
                 problems.append(f"{clean.where(('rules', i, 'name'))}: rule name {name!r} already used")
             names.add(name)
-        for key, known_values, what in (("notify", known, "notifier"), ("channels", channel_names, "channel")):
+        for key, known_values, what in (("notify", known, "notifier"), ("channels", channel_names, "channel"),
+                                        ("destinations", destination_names, "destination")):
             values = raw.get(key)
             if known_values is None or not isinstance(values, list):
                 continue
             for j, v in enumerate(values):
                 if isinstance(v, str) and v not in known_values:
-                    problems.append(f"{clean.where(('rules', i, key, j))}: unknown {what} {v!r}")
+                    problems.append(f"{clean.where(('rules', i, key, j))}: unknown {what} {v!r}"
+                                    f"{did_you_mean(v, known_values)}")
         try:
             rule = validate(model, clean, data=raw, prefix=("rules", i))
         except ConfigError as exc:
@@ -252,12 +257,13 @@ def _order(p: str):
     return (file, int(line) if line.isdigit() else 0, p)
 
 
-def check_paths(paths: list[str], channel_names: set[str] | None = None) -> list[str]:
+def check_paths(paths: list[str], channel_names: set[str] | None = None,
+                destination_names: set[str] | None = None) -> list[str]:
     """``interface check``: every problem of these alert files."""
     out: list[str] = []
     for p in paths:
         try:
-            load_alerts(p, channel_names)
+            load_alerts(p, channel_names, destination_names)
         except ConfigError as exc:
             out.extend(exc.problems)
     return out

@@ -103,6 +103,7 @@ def check_config(paths: list[str]) -> list[str]:
     """Every problem in channels, mappings, rules and alerts (``alerts*.yaml`` files; with no paths,
     ``./alerts.yaml`` if present) under ``paths``, as ``file:line: message``."""
     from .channels import _yaml_files, cross_check, load_channel
+    from .suggest import did_you_mean
 
     problems: list[str] = []
     channel_files, mapping_paths, rule_files, alert_files = [], [], [], []
@@ -124,27 +125,12 @@ def check_config(paths: list[str]) -> list[str]:
             channel_files.extend(_yaml_files(p))
     mapping_names: set[str] | None = None
     if mapping_paths:
-        try:
-            from .mapping import check_paths, load_mappings
+        from .mapping import check_paths
 
-            problems.extend(check_paths(mapping_paths))
-            mapping_names = set()
-            for mp in mapping_paths:
-                if Path(mp).is_dir():
-                    try:
-                        mapping_names |= set(load_mappings(mp))
-                    except ConfigError:
-                        mapping_names = None
-                        break
-        except ImportError:
-            pass
+        problems.extend(check_paths(mapping_paths))
+        mapping_names = _mapping_names(mapping_paths)
     elif Path("mappings").is_dir():
-        try:
-            from .mapping import load_mappings
-
-            mapping_names = set(load_mappings("mappings"))
-        except (ImportError, ConfigError):
-            mapping_names = None
+        mapping_names = _mapping_names(["mappings"])
     loaded = []
     for f in channel_files:
         try:
@@ -157,13 +143,17 @@ def check_config(paths: list[str]) -> list[str]:
             for i, d in enumerate(ch.destinations):
                 if d.type == "store" and d.mapping not in mapping_names:
                     where = doc.where(("mapping",)) if ch.mapping == d.mapping else doc.where(("destinations", i, "mapping"))
-                    problems.append(f"{where}: unknown mapping {d.mapping!r}")
+                    problems.append(f"{where}: unknown mapping {d.mapping!r}"
+                                    f"{did_you_mean(d.mapping, mapping_names)}")
     problems.extend(cross_check(loaded))  # a channel name or port used twice
     if alert_files:
         from .alerts import check_paths as check_alerts
 
         problems.extend(check_alerts([str(f) for f in alert_files],
-                                     {ch.name for ch, _ in loaded} if channel_files else None))
+                                     {ch.name for ch, _ in loaded} if channel_files else None,
+                                     {d.name for ch, _ in loaded for d in ch.destinations}
+                                     | {"application_ack", "connection_ack"}  # queued ACK returns
+                                     if channel_files else None))
     if rule_files:
         try:
             from .completeness import check_paths as check_rules
@@ -172,6 +162,24 @@ def check_config(paths: list[str]) -> list[str]:
         except ImportError:
             pass
     return problems
+
+
+def _mapping_names(paths: list[str]) -> set[str]:
+    """The ``name:`` of every mapping file (in these directories), read from the YAML alone (a
+    mapping with other problems still names itself, so channels naming it are not reported)."""
+    from .config import load_yaml
+    from .mapping import mapping_files
+
+    names: set[str] = set()
+    for d in paths:
+        for f in (mapping_files(d) if Path(d).is_dir() else [Path(d)]):
+            try:
+                data = load_yaml(f, keep_going=True).data
+            except ConfigError:
+                continue
+            if isinstance(data, dict) and isinstance(data.get("name"), str):
+                names.add(data["name"])
+    return names
 
 
 def cmd_check(args) -> int:

@@ -87,9 +87,8 @@ def load_yaml_text(text: str, file: str, keep_going: bool = False) -> Located:
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        raise ConfigError([f"{file}:{line}: YAML syntax error: {exc.problem or exc}"]) from None
+        line, hint = yaml_hint(exc, text)
+        raise ConfigError([f"{file}:{line}: YAML syntax error: {exc.problem or exc}{hint}"]) from None
     except yaml.YAMLError as exc:
         raise ConfigError([f"{file}:1: YAML error: {exc}"]) from None
     lines: dict[PathKey, int] = {}
@@ -98,6 +97,45 @@ def load_yaml_text(text: str, file: str, keep_going: bool = False) -> Located:
     if problems and not keep_going:
         raise ConfigError(problems)
     return Located(data, file, lines, problems)
+
+
+def yaml_hint(exc: yaml.MarkedYAMLError, text: str) -> tuple[int, str]:
+    """(line, `` (likely cause: ...)``) for a YAML syntax error: the line the analyst must fix
+    (where an unclosed bracket or quote opened, not where the file ended) and what usually
+    causes the message PyYAML gives."""
+    mark = exc.problem_mark or exc.context_mark
+    line = mark.line + 1 if mark else 1
+    opened = exc.context_mark.line + 1 if exc.context_mark else line
+    problem, context = str(exc.problem or ""), str(exc.context or "")
+    lines = text.splitlines()
+    here = lines[line - 1] if 0 < line <= len(lines) else ""
+    hint = ""
+    if "'\\t'" in problem or "\t" in problem:
+        hint = "a tab character; YAML indents with spaces only"
+    elif "cannot start any token" in problem:
+        hint = "a value starting with a reserved character (@ ` %); put the value in quotes"
+    elif "mapping values are not allowed" in problem:
+        _key, _, value = here.partition(": ")
+        if ": " in value or value.rstrip().endswith(":"):
+            hint = "an unquoted ': ' inside a value; put the value in quotes"
+        else:
+            hint = "indentation: this line is indented deeper than the key above it"
+    elif "expected <block end>" in problem:
+        hint = (f"indentation: this line does not line up with the block that starts on line "
+                f"{opened}")
+    elif "could not find expected ':'" in problem:
+        line = opened
+        hint = "a line without 'key: value' (a ':' missing after the key?)"
+    elif "flow sequence" in context or "flow mapping" in context:
+        bracket = "[" if "sequence" in context else "{"
+        hint = f"an unclosed '{bracket}' opened on line {opened}"
+        line = opened
+    elif "quoted scalar" in context:
+        hint = f"an unclosed quote opened on line {opened}"
+        line = opened
+    elif "undefined alias" in problem:
+        hint = "an alias (*name) used before its anchor (&name) is defined"
+    return line, f" (likely cause: {hint})" if hint else ""
 
 
 def load_yaml(path: str | Path, keep_going: bool = False) -> Located:
@@ -115,7 +153,10 @@ def _loc_to_path(loc: tuple) -> PathKey:
                                                           and not p.startswith("function-")))
 
 
-def format_validation_error(exc: ValidationError, doc: Located, prefix: PathKey = ()) -> list[str]:
+def format_validation_error(exc: ValidationError, doc: Located, prefix: PathKey = (),
+                            model: type[BaseModel] | None = None) -> list[str]:
+    from .suggest import did_you_mean, model_keys
+
     out = []
     for err in exc.errors():
         path = prefix + _loc_to_path(err["loc"])
@@ -123,6 +164,8 @@ def format_validation_error(exc: ValidationError, doc: Located, prefix: PathKey 
         kind = err["type"]
         if kind == "extra_forbidden":
             msg = f"unknown key {path[-1]!r}" if path else "unknown key"
+            if path and model is not None:
+                msg += did_you_mean(str(path[-1]), model_keys(model, tuple(err["loc"])))
         elif kind == "missing":
             msg = f"{dotted}: required key missing"
         else:
@@ -142,7 +185,7 @@ def validate(model: type[M], doc: Located, data: Any = None, prefix: PathKey = (
     try:
         result = model.model_validate(payload)
     except ValidationError as exc:
-        found = format_validation_error(exc, doc, prefix)
+        found = format_validation_error(exc, doc, prefix, model)
         raise ConfigError(_by_line(list(doc.problems) + found)) from None
     if doc.problems:
         raise ConfigError(_by_line(list(doc.problems)))

@@ -110,6 +110,7 @@ class FieldSpec(Strict):
     append: bool = False
     select: str | list[str] | None = None
     fields: list["FieldSpec"] | None = None
+    nonstandard: bool = False  # its paths read past the standard on purpose (a known sender habit)
 
     _paths_text = field_validator("from_", "concat", "each", "select", "mrn", mode="before")(
         lambda cls, v: _no_numbers(v))
@@ -134,9 +135,15 @@ class CaseSpec(Strict):
     expect_error: ExpectError | None = None
 
 
+def _version_str(v: Any) -> Any:
+    return str(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
 class MappingSpec(Strict):
     name: str
     root: Literal["chart", "document"]
+    version: str | list[str] = Field("2.5.1", description="the HL7 version(s) whose segment and "
+                                     "data-type definitions judge the paths (interface.mapping_hl7)")
     description: str = ""
     messages: list[str] = []
     params: dict[str, Any] = {}
@@ -144,6 +151,9 @@ class MappingSpec(Strict):
     records: RecordsSpec | None = None
     fields: list[FieldSpec]
     tests: list[CaseSpec] = []
+
+    _version_text = field_validator("version", mode="before")(  # YAML reads 2.5 as a number
+        lambda cls, v: [_version_str(x) for x in v] if isinstance(v, list) else _version_str(v))
 
 
 FieldSpec.model_rebuild()
@@ -1835,6 +1845,9 @@ def _load(path: str | FilePath, tables: TableSet | None = None) -> Mapping:
         comp.problem(("params", "timezone"), f"unknown time zone {tz!r}")
     specs = comp.fields(spec.fields, root, ("fields",), "seg")
     cases = _cases(spec, comp, root)
+    from .mapping_hl7 import check as check_hl7  # every path against the version's definitions
+
+    comp.problems.extend(q for q in check_hl7(doc, spec) if q not in comp.problems)
     if comp.problems:
         raise ConfigError(comp.problems)
     return Mapping(spec.name, spec.root, str(p), spec.description, specs,

@@ -67,7 +67,7 @@ def test_duplicate_key_reported_with_the_other_problems(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("text,line,message", [
-    ("name: c\nlisten: tcp:1\naccept: [ADT^A01\n", 4, "YAML syntax error"),
+    ("name: c\nlisten: tcp:1\naccept: [ADT^A01\n", 3, "unclosed '[' opened on line 3"),
     ("- a\n- b\n", 1, "valid dictionary"),
     ("", 1, "name: required key missing"),
     ("name: 'bad name!'\nlisten: tcp:1\n", 1, "name: String should match pattern"),
