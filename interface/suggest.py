@@ -1,33 +1,44 @@
 """"Did you mean ...?" for a near-miss key or name in a configuration file.
 
-rapidfuzz when it is installed, else :func:`difflib.get_close_matches` (stdlib); both rank the
-known words by similarity and keep the close ones. Case differences count as near misses
+:mod:`difflib`'s similarity ratio (the measure behind ``difflib.get_close_matches``), with a
+small preference for a shared start and swapped letters; case differences count as near misses
 (``Mapping`` for ``mapping``)."""
 from __future__ import annotations
 
 import difflib
+import os
 from typing import Iterable
 
-CUTOFF = 0.6  # difflib's default; rapidfuzz scores are 0..100
+CUTOFF = 0.6  # difflib.get_close_matches' default
+
+
+def _score(word: str, candidate: str) -> float:
+    """difflib's ratio, plus a little for a shared start and for the same letters swapped
+    (``PDI`` is closer to ``PID`` than to ``QPD``; ``2.5.2`` to ``2.5.1`` than to ``2.8.2``)."""
+    a, b = word.lower(), candidate.lower()
+    score = difflib.SequenceMatcher(None, a, b).ratio()
+    prefix = len(os.path.commonprefix([a, b]))
+    score += 0.1 * prefix / max(len(a), 1)
+    if sorted(a) == sorted(b):
+        score += 0.2
+    return score
 
 
 def close_matches(word: str, known: Iterable[str], n: int = 1) -> list[str]:
-    """The up to ``n`` known words closest to ``word`` (never ``word`` itself)."""
+    """The up to ``n`` known words closest to ``word`` (never ``word`` itself), best first.
+
+    difflib (stdlib) only, so that the suggestion is the same wherever it runs; the pools are
+    small (keys of one block, segment ids, names in a configuration)."""
     pool = sorted({str(k) for k in known if str(k) != word})
     if not pool or not word:
         return []
-    lowered = {k.lower(): k for k in pool}
-    exact_case = lowered.get(word.lower())
-    if exact_case is not None:
-        return [exact_case]
-    try:
-        from rapidfuzz import fuzz, process
-    except ImportError:
-        hits = difflib.get_close_matches(word.lower(), list(lowered), n=n, cutoff=CUTOFF)
-        return [lowered[h] for h in hits]
-    found = process.extract(word.lower(), list(lowered), scorer=fuzz.ratio, limit=n,
-                            score_cutoff=CUTOFF * 100)
-    return [lowered[h[0]] for h in found]
+    for k in pool:
+        if k.lower() == word.lower():
+            return [k]
+    scored = [(_score(word, k), k) for k in pool]
+    scored = [(sc, k) for sc, k in scored if sc >= CUTOFF]
+    scored.sort(key=lambda t: (-t[0], t[1]))
+    return [k for _sc, k in scored[:n]]
 
 
 def did_you_mean(word: str, known: Iterable[str]) -> str:
