@@ -439,8 +439,8 @@ class Probe:
 
         if url.startswith("postgresql://"):
             url = "postgresql+psycopg://" + url[len("postgresql://"):]
-        self.engine = create_engine(url, poolclass=None) if not url.startswith("sqlite") else \
-            create_engine(url, connect_args={"timeout": 60})
+        self.engine = create_engine(url, poolclass=None, hide_parameters=True) if not url.startswith("sqlite") else \
+            create_engine(url, connect_args={"timeout": 60}, hide_parameters=True)
 
     def scalar(self, sql: str, **params):
         from sqlalchemy import text
@@ -584,7 +584,7 @@ class Bench:
 
         url = self.args.db
         admin_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-        self.pg_admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+        self.pg_admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", hide_parameters=True)
         self.pg_name = f"bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
         with self.pg_admin.connect() as c:
             c.execute(text(f'CREATE DATABASE "{self.pg_name}"'))

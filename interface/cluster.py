@@ -616,8 +616,9 @@ def supervise(settings, processes: int, **kw) -> int:
 
     if processes < 0:
         raise ConfigError([f"--workers {processes}: expected a number of processes, or 0 for one per CPU core"])
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    from .logsetup import configure as configure_logging
+
+    configure_logging()  # INFO to stderr, SQL parameters and quoted values redacted (logsetup)
     sup = Supervisor(settings, processes or (os.cpu_count() or 1), **kw)
 
     def on_signal(signum, _frame):

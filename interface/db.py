@@ -323,7 +323,8 @@ def read_only_engine(engine: Engine, *, pooled: bool = True) -> tuple[Engine, bo
     if engine.dialect.name != "sqlite" or engine.url.database in (None, "", ":memory:"):
         return engine, False
     kw = {"pool_size": 5, "max_overflow": 10} if pooled else {"poolclass": NullPool}
-    reader = create_engine(engine.url, connect_args={"check_same_thread": False, "timeout": 60}, **kw)
+    reader = create_engine(engine.url, connect_args={"check_same_thread": False, "timeout": 60},
+                           hide_parameters=True, **kw)
 
     @event.listens_for(reader, "connect")
     def _pragmas(dbapi_conn, _record):
@@ -350,7 +351,7 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 60},
-                               pool_size=pool_size, max_overflow=20)
+                               pool_size=pool_size, max_overflow=20, hide_parameters=True)
 
         @event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):
@@ -419,7 +420,8 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     engine = create_engine(url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
-                           connect_args={"options": "-c synchronous_commit=on"})
+                           connect_args={"options": "-c synchronous_commit=on"},
+                           hide_parameters=True)  # bound values (patient data) never in errors/logs
     return engine
 
 

@@ -283,8 +283,9 @@ def run(settings: Settings) -> int:
 
     from .reload import Reloader, install_sighup, pid_file
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up chatter is not news
+    from .logsetup import configure as configure_logging
+
+    configure_logging()  # INFO to stderr, SQL parameters and quoted values redacted (logsetup)
     top, parts = make_service(settings, reactor)
     top.startService()
     reloader = Reloader(settings, parts, reactor)

@@ -284,8 +284,9 @@ def serve(db_url: str | None, var_dir, host: str, port: int, channels_dir: Path,
     from .channels import load_channels
     from .errors import ConfigError
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("alembic").setLevel(logging.WARNING)  # its plugin set-up chatter is not news
+    from .logsetup import configure as configure_logging
+
+    configure_logging()  # INFO to stderr, SQL parameters and quoted values redacted (logsetup)
     engine = dbmod.make_engine(dbmod.resolve_url(db_url, var_dir))
     dbmod.create_schema(engine)
     channels = []

@@ -19,6 +19,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # from the workspace's shared/corpus/public so that a clean clone tests the same messages.
 CORPUS = ROOT / "tests" / "corpus"
 
+def pytest_configure(config):
+    """The patient-data log guard watches the whole run (tests/pii_log_guard.py)."""
+    from tests import pii_log_guard
+
+    pii_log_guard.pytest_configure(config)
+
+
 TEST_DB_URL = os.environ.get("INTERFACE_TEST_DB_URL", "")
 PG_SESSION_URL = ""  # the per-session PostgreSQL database (set by _pg_engine)
 
