@@ -108,6 +108,7 @@ class Guard(logging.Handler):
         self.hits: list[Hit] = []
         self.test = "(session)"
         self.seen = 0
+        self.processes = 0
 
     def scan(self, source: str, text: str) -> None:
         self.seen += 1
@@ -180,6 +181,7 @@ class Plugin:
         self.guard.test = "(a process the tests started)"
         for f in sorted(self.copy_dir.glob("*.log")):
             self.guard.scan(f"process log {f.name}", f.read_text(encoding="utf-8", errors="replace"))
+            self.guard.processes += 1
             f.unlink()
         try:
             self.copy_dir.rmdir()
@@ -192,8 +194,9 @@ class Plugin:
         hits = self.guard.hits
         if not hits:
             terminalreporter.write_line(
-                f"pii log guard: {self.guard.seen} log lines checked for {self.count} test-patient "
-                f"names and identifiers: none found")
+                f"pii log guard: {self.guard.seen - self.guard.processes} log records and the logs of "
+                f"{self.guard.processes} process(es) checked for {self.count} test-patient names and "
+                f"identifiers: none found")
             return
         terminalreporter.section("patient data in logs (tests/pii_log_guard.py)", red=True)
         for h in hits[:50]:
