@@ -14,6 +14,9 @@ fills is simply empty). Reported, each as ``file:line: message``:
   (``PID-3.4.4``: HD has 3) -- relative paths (``.4.1``) inside ``each:``/``select:`` are judged
   against the type of the field they iterate, and repetition filters (``PID-3[CX-5=MR]``) too.
 
+``version:`` may list several versions (``[2.5.1, 2.7]``, a mapping read from senders of both):
+a path is fine when any of them defines it. An entry marked ``nonstandard: true`` (a position
+senders fill against the standard, such as an HD in EI-2) is not judged, nor are its fields.
 Paths the mapping compiler already refused (bad syntax) are not reported twice.
 """
 from __future__ import annotations
