@@ -257,7 +257,7 @@ def build_ack(header: Header | None, code: str, now: datetime, *, text: str = ""
         trigger = header.trigger if _TRIGGER.fullmatch(header.trigger or "") else ""
         if not trigger:
             msh9 = "ACK"
-        elif _version_tuple(version) >= (2, 4):
+        elif _version_tuple(version) >= (2, 3, 1):  # MSG-3 message structure from v2.3.1
             msh9 = cs.join(["ACK", trigger, "ACK"])
         else:
             msh9 = cs.join(["ACK", trigger])
@@ -280,4 +280,8 @@ def build_ack(header: Header | None, code: str, now: datetime, *, text: str = ""
     segments += err_segments(errors, enc, version)
     body = "\r".join(segments) + "\r"
     codec = CHARSETS.get(header.charset.upper(), "utf-8") if header and header.charset else "utf-8"
+    try:
+        (enc.field + enc.msh2).encode(codec)
+    except UnicodeEncodeError:  # delimiters the declared charset cannot write (the message was
+        codec = "utf-8"  # not really in it either): UTF-8 rather than "?" for a separator
     return body.encode(codec, "replace")

@@ -358,7 +358,8 @@ class Engine:
         except ParseError as exc:
             return self._reject(inb, group, now, None, exc, warning, raw)
         if (refused := sanitize.nul_in_message(text, header)) is not None:  # same on both databases
-            return self._reject(inb, group, now, sanitize.header_clean(header), refused, warning, raw, code="AE")
+            return self._reject(inb, group, now, sanitize.header_clean(header), refused, warning, raw, code="AE",
+                                ack_header=header)  # the ACK echoes MSH-10 exactly (0x00 as \X00\)
         if not header.control_id:
             err = HL7Error("MSH-10 (message control id) is empty", Location("MSH", 1, 10),
                            REQUIRED_FIELD_MISSING, reason="missing_field")
@@ -443,16 +444,17 @@ class Engine:
         return row
 
     def _reject(self, inb, group, now, header, err: HL7Error, warning, raw=None, extra=(),
-                code: str = "AR") -> _Prepared:
+                code: str = "AR", ack_header: Header | None = None) -> _Prepared:
         raw = inb.raw if raw is None else raw
         row = self._row(inb, now, raw, header, "rejected", warning)
         row.error_code = err.code
         row.error_text = str(err)[:2000]
         unreadable = err.reason == "processing_error" and err.code == SEGMENT_SEQUENCE_ERROR
         row.work = [self._rejection_item(err, "unparseable" if unreadable else None)]
-        p = _Prepared(row, header, inb.channel, group)
+        p = _Prepared(row, ack_header or header, inb.channel, group)
         errors = [acks.AckError(e.code, e.text, e.location) for e in (err, *extra)]
         self._set_ack(p, code, now, errors=errors, text=err.text)
+        p.header = header
         return p
 
     def _set_ack(self, p: _Prepared, code: str, now: datetime, *, errors=(), text: str = "",
