@@ -20,6 +20,9 @@ Output: a JSON list, one object per message::
      "destinations": [{"name": "store", "type": "store", "mapping": "adt",
                        "outcome": "applied", "records": [...], "changes": [...]}]}
 
+A file without an MSH segment is sent whole, as the listener would receive it: its AR (ERR 100,
+"no MSH segment found") is in the JSON and said on stderr.
+
 ``outcome`` is ``applied``, ``held`` (e.g. a document for an unknown patient: ``reason``,
 ``error``), ``error`` (``reason``, ``location``, ``error``: what the error queue would show) or
 ``would_deliver`` for outbound destinations. Exit status 0 when every message was accepted and
