@@ -36,8 +36,8 @@ from sqlalchemy.engine import Connection, Row
 from . import chart_absorb, chart_locations
 from . import chart_schema as cs
 from . import fastsql
-from .errors import (DUPLICATE_KEY_IDENTIFIER, UNKNOWN_KEY_IDENTIFIER, UNSUPPORTED_EVENT_CODE,
-                     Location, PermanentError, RequiredFieldMissing)
+from .errors import (DUPLICATE_KEY_IDENTIFIER, SEGMENT_SEQUENCE_ERROR, UNKNOWN_KEY_IDENTIFIER,
+                     UNSUPPORTED_EVENT_CODE, Location, PermanentError, RequiredFieldMissing)
 from .records import (CLEAR, Address, ChartUpdate, Insurance, Name, NextOfKin, Patient, Person,
                       Visit)
 
@@ -56,6 +56,13 @@ class EventRule:
 # Visit actions that need the visit to exist already (an unknown one is ``unknown_visit``).
 CANCEL_ACTIONS = frozenset({"cancel_admit", "cancel_transfer", "cancel_discharge",
                             "cancel_preadmit", "change_visit_number"})
+
+# Visit actions about a visit that exists (or, sent before its A01, is the same visit): PV1-19
+# is required, so that the event can never create or change a visit without a number (101 at
+# PV1-19; no PV1 at all: 100 at PV1). A01/A04/A05/A14 may start an unnumbered visit and A08 /
+# A54 / A55 update one without a number, as before; A50 checks MRG-5 and PV1-19 itself.
+NUMBERED_ACTIONS = frozenset({"transfer", "discharge", "to_inpatient", "to_outpatient",
+                              "cancel_admit", "cancel_transfer", "cancel_discharge", "cancel_preadmit"})
 
 EVENTS: dict[str, EventRule] = {
     "A01": EventRule("admit"),
@@ -443,6 +450,8 @@ def apply_updates(conn: Connection, updates: list[ChartUpdate], *, message_id: i
 
 def _apply_event(ctx: _Apply, upd: ChartUpdate, mrn: str, rule: EventRule) -> None:
     action = rule.visit
+    if action in NUMBERED_ACTIONS:
+        _require_visit_number(upd)
     if action in CANCEL_ACTIONS:
         # Check before writing anything: the patient and the visit must exist.
         patient = _resolve_row(ctx.conn, mrn)
@@ -453,6 +462,16 @@ def _apply_event(ctx: _Apply, upd: ChartUpdate, mrn: str, rule: EventRule) -> No
     patient = _upsert_patient(ctx, upd, mrn)
     visit = _apply_visit(ctx, upd, patient, action) if action else None
     _apply_lists(ctx, upd, patient, visit)
+
+
+def _require_visit_number(upd: ChartUpdate) -> None:
+    """An event about an existing visit names it in PV1-19 (``NUMBERED_ACTIONS``)."""
+    if upd.visit is None:
+        raise _error(f"{upd.event}: no PV1 segment; the event must name its visit (PV1-19)",
+                     "missing_field", Location("PV1", 1), SEGMENT_SEQUENCE_ERROR)
+    if not _visit_number(upd):
+        raise RequiredFieldMissing(f"{upd.event}: no visit number (PV1-19); the event must name "
+                                   "the visit it is about", Location("PV1", 1, 19))
 
 
 # -- patients ---------------------------------------------------------------------------------

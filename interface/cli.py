@@ -381,6 +381,8 @@ def _errors_reprocess(args, eng) -> int:
 # -- test ---------------------------------------------------------------------------------------
 
 def cmd_test(args) -> int:
+    if not args.channel and _names_channels(args):  # ``interface test adt file.hl7``
+        args.channel, args.files = args.files[0], args.files[1:]
     if args.channel:
         from .dryrun import dry_run
 
@@ -389,6 +391,20 @@ def cmd_test(args) -> int:
     from .testing import main as test_main
 
     return test_main(args.files)
+
+
+def _names_channels(args) -> bool:
+    """``interface test NAME FILE...``: the first word is no file but names channels of
+    ``--channels`` (``adt`` or ``adt,mdm``), so it means ``--channel NAME``."""
+    if len(args.files) < 2 or Path(args.files[0]).exists():
+        return False
+    from .channels import load_channels
+
+    try:
+        names = {c.name for c in load_channels(Path(args.channels))}
+    except Exception:  # a configuration problem: the mapping tests' own error says it
+        return False
+    return all(n.strip() in names for n in args.files[0].split(","))
 
 
 # -- delegated commands -------------------------------------------------------------------------

@@ -20,6 +20,9 @@ Output: a JSON list, one object per message::
      "destinations": [{"name": "store", "type": "store", "mapping": "adt",
                        "outcome": "applied", "records": [...], "changes": [...]}]}
 
+A file without an MSH segment is sent whole, as the listener would receive it: its AR (ERR 100,
+"no MSH segment found") is in the JSON and said on stderr.
+
 ``outcome`` is ``applied``, ``held`` (e.g. a document for an unknown patient: ``reason``,
 ``error``), ``error`` (``reason``, ``location``, ``error``: what the error queue would show) or
 ``would_deliver`` for outbound destinations. Exit status 0 when every message was accepted and
@@ -232,6 +235,7 @@ def dry_run(channel_name: str, files: list[str], *, channels_dir: Path = Path("c
     """Print, as JSON, the ACK and the changes each message in ``files`` would make on channel
     ``channel_name``; commit nothing. Returns the exit status (see the module docstring)."""
     from .client import messages_in_file
+    from .errors import ParseError
 
     out = out or sys.stdout
     err = err or sys.stderr
@@ -253,12 +257,19 @@ def dry_run(channel_name: str, files: list[str], *, channels_dir: Path = Path("c
             return 2
         chosen.append(by_name[name])
     inputs: list[tuple[str, bytes]] = []
+    unreadable: set[str] = set()  # files without a message the engine can read: sent whole
     for f in files:
         try:
             msgs = messages_in_file(f)
         except OSError as exc:
             print(f"{f}: cannot read: {exc.strerror or exc}", file=err)
             return 2
+        except ParseError:  # no MSH: the listener would answer it, and so does the dry run
+            msgs = [Path(f).read_bytes().replace(b"\x0b", b"").replace(b"\x1c", b"")]
+            if not msgs[0].strip(b"\r\n\t \x00"):
+                msgs = []
+            else:
+                unreadable.add(f)
         if not msgs:
             print(f"{f}: no message in the file", file=err)
             return 2
@@ -272,4 +283,7 @@ def dry_run(channel_name: str, files: list[str], *, channels_dir: Path = Path("c
             finally:
                 trans.rollback()
     out.write(json.dumps(results, indent=1, default=str, ensure_ascii=False) + "\n")
+    for r in results:  # what the listener answers, said plainly (the ACK is in the JSON)
+        if r["file"] in unreadable:
+            print(f"{r['file']}: {r['ack_code'] or 'not accepted'}: {r.get('error') or r['status']}", file=err)
     return 0 if all(_ok(r) for r in results) else 1

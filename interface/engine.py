@@ -60,7 +60,7 @@ from .errors import (APPLICATION_INTERNAL_ERROR, DUPLICATE_KEY_IDENTIFIER, REQUI
                      SEGMENT_SEQUENCE_ERROR, UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, HL7Error,
                      Location, ParseError)
 from .identity import pick_mrn
-from .message import (Header, batch_control_id, batch_count_problems, decode, find_segments,
+from .message import (CHARSETS, Header, batch_control_id, batch_count_problems, decode, find_segments,
                       has_several_messages, header_from_text, is_batch, split_message_bytes,
                       split_messages)
 
@@ -358,10 +358,13 @@ class Engine:
         except ParseError as exc:
             return self._reject(inb, group, now, None, exc, warning, raw)
         if (refused := sanitize.nul_in_message(text, header)) is not None:  # same on both databases
-            return self._reject(inb, group, now, sanitize.header_clean(header), refused, warning, raw, code="AE")
+            return self._reject(inb, group, now, sanitize.header_clean(header), refused, warning, raw, code="AE",
+                                ack_header=header)  # the ACK echoes MSH-10 exactly (0x00 as \X00\)
         if not header.control_id:
             err = HL7Error("MSH-10 (message control id) is empty", Location("MSH", 1, 10),
                            REQUIRED_FIELD_MISSING, reason="missing_field")
+            return self._reject(inb, group, now, header, err, warning, raw)
+        if (err := _missing_message_type(header)) is not None:
             return self._reject(inb, group, now, header, err, warning, raw)
         err = routing.refusal(ch, header)  # match: / identity.refuse_unaddressed
         if err is not None:
@@ -441,16 +444,17 @@ class Engine:
         return row
 
     def _reject(self, inb, group, now, header, err: HL7Error, warning, raw=None, extra=(),
-                code: str = "AR") -> _Prepared:
+                code: str = "AR", ack_header: Header | None = None) -> _Prepared:
         raw = inb.raw if raw is None else raw
         row = self._row(inb, now, raw, header, "rejected", warning)
         row.error_code = err.code
         row.error_text = str(err)[:2000]
         unreadable = err.reason == "processing_error" and err.code == SEGMENT_SEQUENCE_ERROR
         row.work = [self._rejection_item(err, "unparseable" if unreadable else None)]
-        p = _Prepared(row, header, inb.channel, group)
+        p = _Prepared(row, ack_header or header, inb.channel, group)
         errors = [acks.AckError(e.code, e.text, e.location) for e in (err, *extra)]
         self._set_ack(p, code, now, errors=errors, text=err.text)
+        p.header = header
         return p
 
     def _set_ack(self, p: _Prepared, code: str, now: datetime, *, errors=(), text: str = "",
@@ -684,6 +688,18 @@ class Engine:
         return out
 
 
+def _missing_message_type(header: Header) -> HL7Error | None:
+    """MSH-9 is required (HL7 v2.5.1 2.14.9.9): empty, or without its message code (MSG-1), it
+    is a required field missing (table 0357 code 101) at MSH-9 — never "unsupported type"."""
+    if header.message_code:
+        return None
+    if not header.msh[9].strip():
+        return HL7Error("MSH-9 (message type) is empty", Location("MSH", 1, 9), REQUIRED_FIELD_MISSING,
+                        reason="missing_field")
+    return HL7Error("MSH-9 has no message code (MSH-9.1)", Location("MSH", 1, 9, component=1),
+                    REQUIRED_FIELD_MISSING, reason="missing_field")
+
+
 def _code_of(ack: bytes | None) -> str | None:
     if not ack:
         return None
@@ -732,22 +748,35 @@ def _batch_outcome(outcomes: list[Outcome], now: datetime, enc=None, problems=()
     bhs = fs.join(["BHS", msh2, app, fac, "", "", ""]).encode("ascii", "replace") + stamp
     bts = f"BTS{fs}{len(acks_)}"
     if problems:
-        acks_[-1] = acks_[-1] + _count_errors(acks_[-1], problems)
+        acks_[-1] = _with_count_errors(acks_[-1], problems)
         bts += fs + "batch count mismatch: " + "; ".join(
             p.text.replace(fs, " ") for p in problems)[:200]
     body = bhs + b"\r" + b"".join(acks_) + bts.encode("ascii", "replace") + b"\r"
     return Outcome(worst, body, code, None, "batch", None, f"{len(outcomes)} messages", parts=outcomes)
 
 
-def _count_errors(ack: bytes, problems) -> bytes:
-    """ERR segments (severity W, code 100, at BTS-1/FTS-1) for a batch's count problems, in the
-    delimiters, version and character set of the ACK they are appended to."""
+def _with_count_errors(ack: bytes, problems) -> bytes:
+    """``ack`` with ERR (severity W, code 100, at BTS-1/FTS-1) for a batch's count problems, in
+    the delimiters, version and character set of that ACK. Below v2.5 an ACK has one ERR whose
+    ERR-1 repeats: the problems are added as repetitions of the ERR-1 it may already have."""
     try:
+        charset = "utf-8"
         text = ack.decode("utf-8", "replace")
         header = header_from_text(text)
+        if header.charset:
+            charset = CHARSETS.get(header.charset.upper(), "utf-8")
+            text = ack.decode(charset, "replace")
         errs = [acks.AckError(SEGMENT_SEQUENCE_ERROR, p.text, p.location, "W") for p in problems]
-        body = acks.build_ack(header, "AA", datetime.now(timezone.utc), errors=errs)
-        return b"\r".join(s for s in body.split(b"\r") if s.startswith(b"ERR")) + b"\r"
+        version = acks.ack_version(header)
+        [*added] = acks.err_segments(errs, header.encoding, version)
+        lines = [x for x in text.split("\r") if x]
+        fs = header.encoding.field
+        old = next((n for n, x in enumerate(lines) if x.startswith("ERR" + fs)), None)
+        if old is not None and acks._version_tuple(version) < (2, 5) and header.encoding.repetition:
+            lines[old] += header.encoding.repetition + added[0][4:]
+        else:
+            lines += added
+        return ("\r".join(lines) + "\r").encode(charset, "replace")
     except Exception as exc:
         log.error("batch count ERR could not be built: %s", type(exc).__name__)
-        return b""
+        return ack

@@ -79,7 +79,7 @@ class Encoding:
         if len(segment) < 4 or segment[:3] not in ("MSH", "FHS", "BHS"):
             raise ParseError("message does not start with MSH", Location("MSH"))
         fs = segment[3]
-        if fs.isalnum() or fs in "\r\n ":
+        if fs.isalnum() or fs in "\r\n " or ord(fs) < 32 or ord(fs) == 127:
             raise ParseError(f"invalid field separator {fs!r}", Location("MSH", field=1))
         end = segment.find(fs, 4)
         chars = segment[4:] if end < 0 else segment[4:end]
@@ -87,6 +87,9 @@ class Encoding:
             raise ParseError(f"invalid encoding characters {chars!r}", Location("MSH", field=2))
         if any(c.isalnum() or c in "\r\n " for c in chars):
             raise ParseError(f"invalid encoding characters {chars!r}", Location("MSH", field=2))
+        if any(ord(c) < 32 or ord(c) == 127 for c in chars):  # a 0x0B or 0x1C would break
+            # MLLP framing of the ACK, which is written in the same delimiters
+            raise ParseError("control character among the encoding characters", Location("MSH", field=2))
         chars = chars + "\x00" * (5 - len(chars))
         get = lambda c: "" if c == "\x00" else c  # noqa: E731
         return cls(fs, get(chars[0]), get(chars[1]), get(chars[2]), get(chars[3]), get(chars[4]))
@@ -560,6 +563,15 @@ def _component(value: str, enc: Encoding, n: int = 1) -> str:
     return value
 
 
+def no_msh(text: str) -> ParseError:
+    """The error for a message that does not start with MSH: says whether there is one at all."""
+    if "MSH" not in text:
+        return ParseError("no MSH segment found: a message starts with its MSH segment", Location("MSH"))
+    first = strip_leading(text)[:3]
+    shown = first if SEGMENT_ID.match(first) else "text"
+    return ParseError(f"message does not start with MSH ({shown} before the MSH segment)", Location("MSH"))
+
+
 def header_from_text(text: str) -> Header:
     """Read the header of a decoded message whose first segment is MSH."""
     text = strip_leading(text)
@@ -571,7 +583,7 @@ def header_from_text(text: str) -> Header:
         end = i
     segment = text[:end]
     if not segment.startswith("MSH"):
-        raise ParseError("message does not start with MSH", Location("MSH"))
+        raise no_msh(text)
     enc = _encoding(segment)
     fs = enc.field
     f = segment.split(fs)

@@ -27,7 +27,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from . import destinations, fastsql, queue, sanitize
 from .channels import Channel
-from .errors import HL7Error, Hold, Location, PermanentError, TransientError
+from .errors import UNKNOWN_KEY_IDENTIFIER, HL7Error, Hold, Location, PermanentError, TransientError
 from .message import decode, parse
 from .schema import messages
 
@@ -130,6 +130,14 @@ def unavailable(exc: SQLAlchemyError) -> bool:
     transaction is retried later. Any other database error is one item's own (see
     :meth:`Worker._apply_one`)."""
     return isinstance(exc, (OperationalError, InterfaceError)) or bool(getattr(exc, "connection_invalidated", False))
+
+
+def held_error(exc: Hold) -> HL7Error:
+    """A hold whose delay has passed, as the error the queue and the ACK show: an unknown
+    patient is table-0357 code 204 (unknown key identifier) at PID-3, the key that is unknown."""
+    if exc.reason == "unknown_patient":
+        return HL7Error(exc.text, Location("PID", 1, 3), UNKNOWN_KEY_IDENTIFIER, reason=exc.reason)
+    return HL7Error(exc.text, reason=exc.reason)
 
 
 def _location_text(exc: Exception) -> str | None:
@@ -354,10 +362,12 @@ class Worker:
             if deadline.tzinfo is None and now.tzinfo is not None:
                 deadline = deadline.replace(tzinfo=now.tzinfo)
             if now - deadline >= timedelta(seconds=pipeline.hold_seconds(item.channel)):
-                queue.mark_error(conn, item.id, item.message_id, now, attempts, exc.text, exc.reason, None)
+                err = held_error(exc)
+                queue.mark_error(conn, item.id, item.message_id, now, attempts, exc.text, exc.reason,
+                                 _location_text(err))
                 self.failed += 1
-                pipeline.finished(conn, item, HL7Error(exc.text, reason=exc.reason), now)
-                return HL7Error(exc.text, reason=exc.reason)
+                pipeline.finished(conn, item, err, now)
+                return err
             queue.mark_held(conn, item.id, now, attempts, exc.recheck_seconds, exc.text, exc.reason)
             return None
         except TransientError as exc:

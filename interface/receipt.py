@@ -36,16 +36,16 @@ def check_header(ch: Channel, header: Header) -> HL7Error | None:
             return HL7Error("MSH-11 (processing id) is empty", Location("MSH", 1, 11), REQUIRED_FIELD_MISSING,
                             reason="unsupported_processing_id")
         what = PROCESSING_IDS.get(pid.upper())
-        shown = f"{pid} ({what})" if what else pid
+        label = f"{pid} ({what})" if what else pid
         return HL7Error(f"channel {ch.name} accepts processing id {', '.join(ch.processing_ids)} only, "
-                        f"not {_ascii(shown)}", Location("MSH", 1, 11, component=1),
+                        f"not {shown(label, 40)}", Location("MSH", 1, 11, component=1),
                         UNSUPPORTED_PROCESSING_ID, reason="unsupported_processing_id")
     version = header.version
     if not ch.accepts_version(version):
         if not version:
             return HL7Error("MSH-12 (version id) is empty", Location("MSH", 1, 12), REQUIRED_FIELD_MISSING,
                             reason="unsupported_version")
-        return HL7Error(f"channel {ch.name} does not accept HL7 version {_ascii(version)}",
+        return HL7Error(f"channel {ch.name} does not accept HL7 version {shown(version)}",
                         Location("MSH", 1, 12, component=1), UNSUPPORTED_VERSION_ID, reason="unsupported_version")
     return None
 
@@ -59,6 +59,13 @@ def frame_problem(count: int) -> HL7Error:
 
 def _ascii(value: str, limit: int = 40) -> str:
     return "".join(c if 32 <= ord(c) < 127 else "?" for c in value[:limit])
+
+
+def shown(value: str, limit: int = 20) -> str:
+    """A header value quoted in an error text, safe and unambiguous in any character set:
+    printable ASCII as is, anything else as ``<U+00B2>`` (``2.5²`` -> ``2.5<U+00B2>``)."""
+    out = "".join(c if 32 <= ord(c) < 127 else f"<U+{ord(c):04X}>" for c in value[:limit])
+    return out + ("..." if len(value) > limit else "")
 
 
 def bare_header(header: Header) -> Header | None:
@@ -86,7 +93,7 @@ def constant_ack(code: str, now: datetime) -> bytes:
     except Exception:
         stamp = ""
     return (f"MSH|^~\\&|||||{stamp}||ACK||P|2.5.1\rMSA|{code}|\r"
-            f"ERR||||E\r").encode("ascii", "replace")
+            f"ERR|||207^Application internal error^HL70357|E\r").encode("ascii", "replace")
 
 
 def safe_ack(header: Header | None, code: str, now: datetime, *, text: str = "", errors=(),

@@ -45,7 +45,9 @@ EXPECT: dict[str, Expect] = {
     "aidbox-adt_a01-visit-number-authority.hl7": Expect(
         "applied", "PV1-19 with an HD authority: the number is PV1-19.1", AIDBOX, patient="P-PREPROC"),
     "aidbox-adt_a03-v22-cerner-style.hl7": Expect(
-        "applied", "v2.2 Cerner: the MRN is PID-3 of authority CERNER", ("CERNER", ("MR",)), patient="X999001"),
+        "error", "v2.2 Cerner (MRN: PID-3 of authority CERNER): a discharge with PV1-19 empty names no "
+        "visit; it must not create or close one without a number (101 at PV1-19)", ("CERNER", ("MR",)),
+        "missing_field", "PV1-19", "no visit number"),
     "aidbox-adt_a08-demographics.hl7": Expect("applied", "A08 for a new MRN creates the patient", AIDBOX,
                                               patient="P-DEMO-UPDATE"),
     "camel-mdm_t02-v25-ed-html.hl7": Expect(

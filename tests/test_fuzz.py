@@ -180,3 +180,108 @@ def test_engine_receive_never_raises(raw):
     assert out.status in ("accepted", "duplicate", "quarantined", "rejected")
     if out.ack is not None:
         assert b"MSA" in out.ack
+
+
+# -- every MSH field: the header reader, the ACK builder and receive() -------------------------------
+
+_NASTY = list("|^~\\&#+-.!%*?$ \t\r\n\x00\x01\x0b\x1c\x7f\u00e9\u00b2\u0663\u4e2d\ufffd\U0001f600")
+_chars = st.characters(exclude_categories=["Cs"])  # any character a sender can encode
+field_text = st.text(alphabet=st.one_of(st.sampled_from(_NASTY), _chars), max_size=24)
+msh_fields = st.lists(field_text, min_size=19, max_size=19)  # MSH-3 .. MSH-21
+
+
+@st.composite
+def msh_messages(draw) -> str:
+    """A message whose MSH-1 .. MSH-21 are drawn: usual or odd separators and encoding
+    characters, and each field random text (non-ASCII, delimiters, control characters, empty),
+    now and then a real value where the engine looks (MSH-9, 10, 12, 18)."""
+    fs = draw(st.one_of(st.sampled_from(["|", "#", "+", "!"]), _chars))
+    msh2 = draw(st.one_of(st.sampled_from(["^~\\&", "^~\\", "^~", "^~\\&#", "!@%*", "^~\\&\x0b"]),
+                          st.text(alphabet=st.sampled_from(_NASTY), max_size=6)))
+    f = draw(msh_fields)
+    for n, real in ((9, st.sampled_from(["ADT^A01", "ADT^A08^ADT_A01", "", "^A01"])),
+                    (10, st.sampled_from(["C1", "C&1", "C^1", "C\\F\\1", "C\\X0B\\1"])),
+                    (12, st.sampled_from(["2.3", "2.4", "2.5.1", "2.5\u00b2", ""])),
+                    (18, st.sampled_from(["", "ASCII", "8859/1", "UNICODE UTF-8", "ISO IR87", "BOGUS"]))):
+        if draw(st.booleans()):
+            f[n - 3] = draw(real)
+    return "MSH" + fs + msh2 + fs + fs.join(f) + "\rPID|1||X1^^^HOSP^MR\r"
+
+
+def _codec(h) -> str:
+    from interface.message import CHARSETS
+
+    codec = CHARSETS.get(h.charset.upper(), "utf-8") if h is not None and h.charset else "utf-8"
+    try:
+        (h.encoding.field + h.encoding.msh2).encode(codec) if h is not None else None
+    except UnicodeEncodeError:
+        return "utf-8"
+    return codec
+
+
+def _python_hl7_reads(enc) -> bool:
+    """python-hl7 fills delimiters MSH-2 does not declare with ``~ ^ &`` and fails when one of
+    those is already the sender's (``MSH|&!``): such an ACK is checked with our parser only."""
+    seps = [enc.field, enc.repetition or "~", enc.component or "^", enc.subcomponent or "&"]
+    return len(set(seps)) == 4 and (enc.escape or "\\") not in seps
+
+
+def _check_ack(ack: bytes, h) -> None:
+    """Parses with python-hl7; no raw line break or MLLP byte; MSA-2 echoes MSH-10."""
+    import hl7
+
+    from interface.message import unescape as unesc
+
+    codec = _codec(h)
+    text = ack.decode(codec)
+    assert not any(c in text for c in "\n\x0b\x1c\x00"), repr(text)
+    if h is None or _python_hl7_reads(h.encoding):
+        assert hl7.parse(text).segment("MSA")
+    assert parse(text).first("MSA") is not None
+    if h is None:
+        return
+    enc = h.encoding
+    msa = text.split("\r")[1].split(enc.field)
+    expected = h.control_id
+    if not enc.escape:
+        expected = "".join(c for c in expected if 32 <= ord(c) != 127)
+    try:
+        expected.encode(codec)
+    except UnicodeEncodeError:
+        return  # written as "?": nothing to compare
+    assert unesc(msa[2], enc) == expected, (msa[2], expected)
+
+
+@FUZZ
+@given(text=msh_messages(), code=st.sampled_from(["AA", "AE", "AR"]), note=field_text,
+       seg=st.text(max_size=4), version_errs=st.integers(0, 3))
+def test_ack_builder_on_every_msh_field(text, code, note, seg, version_errs):
+    """The header reader raises ParseError or reads a header; the ACK builder never raises, its
+    ACK parses with python-hl7 and echoes MSH-10 in MSA-2, for any MSH-1..MSH-21."""
+    from interface.ack import AckError
+    from interface.errors import Location
+
+    raw = text.encode("utf-8")
+    try:
+        h = header_from_text(decode(raw).text)
+    except ParseError:
+        h = None
+    errors = [AckError(str(100 + i), note, Location(seg, i + 1, i or None)) for i in range(version_errs)]
+    for mode in ("auto", "original"):
+        _check_ack(build_ack(h, code, NOW, text=note, errors=errors, mode=mode, sender=("IF^X", note[:5])), h)
+
+
+@FUZZ
+@given(text=msh_messages())
+def test_engine_receive_decides_every_msh_field(text):
+    """receive() on any MSH-1..MSH-21 always decides (an outcome with a status) and every ACK
+    frame it answers parses, echoing MSH-10."""
+    raw = text.encode("utf-8")
+    out = _engine().receive(CHANNEL, raw)
+    assert out.status in ("accepted", "duplicate", "quarantined", "rejected", "error")
+    try:
+        h = header_from_text(decode(raw).text)
+    except ParseError:
+        h = None
+    for i, frame_ in enumerate(out.frames):
+        _check_ack(frame_, h if (i == 0 and out.parts is None) else None)
