@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PG_URL ?= postgresql://127.0.0.1:5432/test
 
-.PHONY: run test test-sqlite test-postgres bench soak fuzz check browser-deps clean
+.PHONY: run test lint test-sqlite test-postgres bench soak fuzz check browser-deps clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,18 @@ run: $(STAMP)
 	$(BIN)/interface check channels mappings rules
 	$(BIN)/interface run
 
+# The house keeps its shape: import contracts (docs/architecture.md), lint, format, types.
+lint: $(STAMP)
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check interface tests
+	$(BIN)/ruff format --check interface tests
+
 check: $(STAMP)
 	$(BIN)/interface check channels mappings rules
 
 # The whole suite on SQLite, then again on the local PostgreSQL (CI sets REQUIRE_POSTGRES=1:
 # an unreachable PostgreSQL fails the run instead of skipping it).
-test: $(STAMP) browser-deps
+test: $(STAMP) browser-deps lint
 	$(BIN)/interface check channels mappings rules
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(MAKE) --no-print-directory test-postgres

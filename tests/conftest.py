@@ -1,5 +1,6 @@
 """Shared fixtures. The database under test is SQLite (a temp file per test) unless
 INTERFACE_TEST_DB_URL names another (CI sets it to the local PostgreSQL and runs the suite again)."""
+
 from __future__ import annotations
 
 import os
@@ -11,13 +12,14 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from interface.db import create_schema, make_engine
-from interface.schema import load_all_tables, metadata
+from interface.store.db import create_schema, make_engine
+from interface.store.schema import load_all_tables, metadata
 
 ROOT = Path(__file__).resolve().parent.parent
 # The public corpus (real HL7 v2 examples; origins and licences in tests/corpus/SOURCES.md), copied
 # from the workspace's shared/corpus/public so that a clean clone tests the same messages.
 CORPUS = ROOT / "tests" / "corpus"
+
 
 def pytest_configure(config):
     """The patient-data log guard watches the whole run (tests/pii_log_guard.py)."""
@@ -55,8 +57,9 @@ def _pg_engine():
     # A database of its own per test session, so concurrent runs on one server never collide.
     # Connecting fails loudly if PostgreSQL is unreachable: the PostgreSQL run never skips.
     global PG_SESSION_URL
-    admin = create_engine(TEST_DB_URL.replace("postgresql://", "postgresql+psycopg://", 1),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        TEST_DB_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
     name = f"itest_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))

@@ -2,8 +2,8 @@
 
 Enabled from ``tests/conftest.py``. For the whole session it watches
 
-* every record of the ``interface`` loggers (and ``twisted``'s, bridged by ``interface.logsetup``),
-  at INFO and up -- the level ``interface run`` logs at -- formatted as ``interface.logsetup``
+* every record of the ``interface`` loggers (and ``twisted``'s, bridged by ``interface.engine.logsetup``),
+  at INFO and up -- the level ``interface run`` logs at -- formatted as ``interface.engine.logsetup``
   formats them in production (so what is checked is what a log file would hold);
 * Twisted's own log (``globalLogPublisher``: unhandled failures, listener errors);
 * the log of every ``interface`` process the tests start: ``INTERFACE_LOG_COPY_DIR`` is set for the
@@ -17,6 +17,7 @@ from the messages the tests send: ``sample_messages/``, ``tests/corpus/`` and th
 ids, code words such as ``TEST`` or ``PATIENT``) are left out: a log line may contain them without
 carrying data. pytest's own output (assertion rewriting, captured stdout) is never inspected.
 """
+
 from __future__ import annotations
 
 import logging
@@ -58,10 +59,12 @@ def _split(value: str, sep: str) -> list[str]:
 def collect(sources: list[Path] | None = None) -> tuple[set[str], set[str]]:
     """(names, identifiers) of the test patients in ``sources`` (files of HL7 or Python text)."""
     if sources is None:
-        sources = [*sorted((ROOT / "sample_messages").rglob("*.hl7")),
-                   *sorted((ROOT / "tests" / "corpus").rglob("*.hl7")),
-                   *sorted((ROOT / "tests").glob("*.py")),
-                   *sorted((ROOT / "interface").glob("bench*.py"))]
+        sources = [
+            *sorted((ROOT / "sample_messages").rglob("*.hl7")),
+            *sorted((ROOT / "tests" / "corpus").rglob("*.hl7")),
+            *sorted((ROOT / "tests").glob("*.py")),
+            *sorted((ROOT / "interface").glob("bench*.py")),
+        ]
     names: set[str] = set()
     ids: set[str] = set()
     for f in sources:
@@ -101,7 +104,7 @@ class Hit:
 class Guard(logging.Handler):
     def __init__(self, rx: re.Pattern):
         super().__init__(logging.INFO)
-        from interface.logsetup import FORMAT, RedactingFormatter
+        from interface.engine.logsetup import FORMAT, RedactingFormatter
 
         self.rx = rx
         self.setFormatter(RedactingFormatter(FORMAT))
@@ -129,7 +132,7 @@ class Guard(logging.Handler):
         into the stdlib handlers (``logsetup.route_twisted``) would be."""
         from twisted.logger import formatEventAsClassicLogText
 
-        from interface.logsetup import redact
+        from interface.engine.logsetup import redact
 
         try:
             text = formatEventAsClassicLogText(event) or ""
@@ -196,7 +199,8 @@ class Plugin:
             terminalreporter.write_line(
                 f"pii log guard: {self.guard.seen - self.guard.processes} log records and the logs of "
                 f"{self.guard.processes} process(es) checked for {self.count} test-patient names and "
-                f"identifiers: none found")
+                f"identifiers: none found"
+            )
             return
         terminalreporter.section("patient data in logs (tests/pii_log_guard.py)", red=True)
         for h in hits[:50]:

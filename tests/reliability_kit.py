@@ -15,6 +15,7 @@
   effect applied twice or never, a patient whose apply order differs from the send order, an
   undrained queue.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -35,8 +36,8 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from interface.client import MLLPClient, parse_ack
-from interface.framing import FrameDecoder, frame
+from interface.engine.client import MLLPClient, parse_ack
+from interface.hl7.framing import FrameDecoder, frame
 
 ROOT = Path(__file__).resolve().parent.parent
 OK_CODES = ("AA", "CA")
@@ -65,22 +66,31 @@ def given_of(seq: int) -> str:
     return f"S{seq:06d}"
 
 
-ADT_STRUCTURES = {"A01": "ADT_A01", "A04": "ADT_A01", "A08": "ADT_A01", "A02": "ADT_A02",
-                  "A03": "ADT_A03"}
+ADT_STRUCTURES = {"A01": "ADT_A01", "A04": "ADT_A01", "A08": "ADT_A01", "A02": "ADT_A02", "A03": "ADT_A03"}
 ADT_CLASS = {"A01": "I", "A02": "I", "A03": "I", "A04": "O", "A08": "I"}
 
 
-def adt_message(mrn: str, seq: int, event: str, control_id: str, *, birth_date: str = "19700101",
-                pad: int = 0, sender: str = "RELSEND") -> bytes:
+def adt_message(
+    mrn: str,
+    seq: int,
+    event: str,
+    control_id: str,
+    *,
+    birth_date: str = "19700101",
+    pad: int = 0,
+    sender: str = "RELSEND",
+) -> bytes:
     """An ADT message for patient ``mrn`` carrying sequence number ``seq`` in PID-5.2 and MSH-7."""
     ts = _ts(seq)
     pv1 = ["PV1", "1", ADT_CLASS[event], f"W{seq % 7}^{seq % 30}^A^HOSP"] + [""] * 16
     pv1[19] = f"V{mrn}^^^HOSP^VN"
-    segs = [f"MSH|^~\\&|{sender}|HOSP|INTERFACE|HOSP|{ts}||ADT^{event}^{ADT_STRUCTURES[event]}|"
-            f"{control_id}|P|2.5.1",
-            f"EVN|{event}|{ts}",
-            f"PID|1||{mrn}^^^HOSP^MR||REL^{given_of(seq)}^^^^^L||{birth_date}|F",
-            "|".join(pv1)]
+    segs = [
+        f"MSH|^~\\&|{sender}|HOSP|INTERFACE|HOSP|{ts}||ADT^{event}^{ADT_STRUCTURES[event]}|"
+        f"{control_id}|P|2.5.1",
+        f"EVN|{event}|{ts}",
+        f"PID|1||{mrn}^^^HOSP^MR||REL^{given_of(seq)}^^^^^L||{birth_date}|F",
+        "|".join(pv1),
+    ]
     if pad:
         segs.append("NTE|1||" + "X" * pad)
     return ("\r".join(segs) + "\r").encode()
@@ -89,12 +99,14 @@ def adt_message(mrn: str, seq: int, event: str, control_id: str, *, birth_date: 
 def mdm_message(mrn: str, seq: int, control_id: str, *, sender: str = "RELDOCS") -> bytes:
     """An MDM^T02 (new document with content) ``D<mrn>-<seq>`` for patient ``mrn``."""
     ts = _ts(seq)
-    segs = [f"MSH|^~\\&|{sender}|HOSP|INTERFACE|HOSP|{ts}||MDM^T02^MDM_T02|{control_id}|P|2.5.1",
-            f"EVN|T02|{ts}",
-            f"PID|1||{mrn}^^^HOSP^MR||REL^{given_of(seq)}^^^^^L||19700101|F",
-            f"TXA|1|CN^Consultation^HL70270|TX|{ts}||{ts}|{ts}||||T900^WRIGHT^PAT|"
-            f"D{mrn}-{seq}^{sender}|||||AU|U|AV|AC",
-            f"OBX|1|TX|CN^Consultation^HL70270||Reliability note {seq}"]
+    segs = [
+        f"MSH|^~\\&|{sender}|HOSP|INTERFACE|HOSP|{ts}||MDM^T02^MDM_T02|{control_id}|P|2.5.1",
+        f"EVN|T02|{ts}",
+        f"PID|1||{mrn}^^^HOSP^MR||REL^{given_of(seq)}^^^^^L||19700101|F",
+        f"TXA|1|CN^Consultation^HL70270|TX|{ts}||{ts}|{ts}||||T900^WRIGHT^PAT|"
+        f"D{mrn}-{seq}^{sender}|||||AU|U|AV|AC",
+        f"OBX|1|TX|CN^Consultation^HL70270||Reliability note {seq}",
+    ]
     return ("\r".join(segs) + "\r").encode()
 
 
@@ -136,8 +148,15 @@ class Sent:
         return bool(self.ok_acks())
 
 
-def patient_script(patient: int, n: int, rng: random.Random, *, tag: str = "R", mdm_share: float = 0.0,
-                   events=("A08", "A02", "A01", "A08", "A03")) -> list[Sent]:
+def patient_script(
+    patient: int,
+    n: int,
+    rng: random.Random,
+    *,
+    tag: str = "R",
+    mdm_share: float = 0.0,
+    events=("A08", "A02", "A01", "A08", "A03"),
+) -> list[Sent]:
     """``n`` messages for one patient: an A04 first, then ADT events (and MDM documents)."""
     mrn = mrn_of(patient, tag)
     out = []
@@ -165,8 +184,9 @@ def interleave(scripts: list[list[Sent]], rng: random.Random) -> list[Sent]:
     return out
 
 
-def build_workload(patients: int, per_patient: int, senders: int, seed: int, *, tag: str = "R",
-                   mdm_share: float = 0.0) -> list[list[Sent]]:
+def build_workload(
+    patients: int, per_patient: int, senders: int, seed: int, *, tag: str = "R", mdm_share: float = 0.0
+) -> list[list[Sent]]:
     """One script per sender; patient p belongs to sender p % senders (so "send order" per
     patient is well defined: one connection, one message in flight)."""
     rng = random.Random(seed)
@@ -182,8 +202,15 @@ class EngineProcess:
     """``interface run --no-web`` on port 0 in a subprocess; restartable; SIGKILLable.
     ``workers``: ``--workers N`` (a supervisor and N engine processes, killed all at once)."""
 
-    def __init__(self, workdir: Path, db_url: str | None = None, *, channels=("adt", "mdm"),
-                 start_timeout: float = 90.0, workers: int = 1):
+    def __init__(
+        self,
+        workdir: Path,
+        db_url: str | None = None,
+        *,
+        channels=("adt", "mdm"),
+        start_timeout: float = 90.0,
+        workers: int = 1,
+    ):
         self.workers = workers
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -200,9 +227,19 @@ class EngineProcess:
     def start(self, faults: str | None = None) -> dict[str, int]:
         ready = self.workdir / "ready.json"
         ready.unlink(missing_ok=True)
-        cmd = [interface_bin(), "run", "--var", str(self.workdir / "var"), "--no-web",
-               "--channels", str(ROOT / "channels"), "--mappings", str(ROOT / "mappings"),
-               "--ready-file", str(ready)]
+        cmd = [
+            interface_bin(),
+            "run",
+            "--var",
+            str(self.workdir / "var"),
+            "--no-web",
+            "--channels",
+            str(ROOT / "channels"),
+            "--mappings",
+            str(ROOT / "mappings"),
+            "--ready-file",
+            str(ready),
+        ]
         for ch in self.channels:
             cmd += ["--listen", f"{ch}=tcp:0:interface=127.0.0.1"]
         if self.db_url:
@@ -215,8 +252,15 @@ class EngineProcess:
         log = open(self.log_path, "ab")
         log.write(f"--- start {self.starts + 1} faults={faults!r}\n".encode())
         log.flush()
-        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + self.start_timeout
         while not ready.exists():  # a real subprocess: poll with a deadline
@@ -304,9 +348,17 @@ class Sender(threading.Thread):
     (reconnecting as needed) until a final ACK: AA/CA with our control id, or AR/CR. AE/CE and
     dropped connections mean "not stored": resend."""
 
-    def __init__(self, engine: EngineProcess, script: list[Sent], *, ack_timeout: float = 30.0,
-                 give_up_after: float = 180.0, progress=None, stop: threading.Event | None = None,
-                 name: str = "sender"):
+    def __init__(
+        self,
+        engine: EngineProcess,
+        script: list[Sent],
+        *,
+        ack_timeout: float = 30.0,
+        give_up_after: float = 180.0,
+        progress=None,
+        stop: threading.Event | None = None,
+        name: str = "sender",
+    ):
         super().__init__(name=name, daemon=True)
         self.engine = engine
         self.script = script
@@ -393,8 +445,9 @@ class Progress:
             return self._cond.wait_for(lambda: self.count >= n, timeout)
 
 
-def run_senders(engine: EngineProcess, scripts: list[list[Sent]], progress: Progress | None = None,
-                **kw) -> list[Sender]:
+def run_senders(
+    engine: EngineProcess, scripts: list[list[Sent]], progress: Progress | None = None, **kw
+) -> list[Sender]:
     senders = [Sender(engine, s, progress=progress, name=f"sender-{i}", **kw) for i, s in enumerate(scripts)]
     for s in senders:
         s.start()
@@ -428,8 +481,9 @@ class FloodSender(threading.Thread):
     ``duration`` seconds (at most ``limit`` messages, made by ``make(i)``), while a reader thread
     collects the ACKs; the engine must slow it down by not reading its socket (R6)."""
 
-    def __init__(self, port: int, make, *, limit: int, duration: float, timeout: float = 120.0,
-                 sndbuf: int = 65536):
+    def __init__(
+        self, port: int, make, *, limit: int, duration: float, timeout: float = 120.0, sndbuf: int = 65536
+    ):
         super().__init__(daemon=True)
         self.port, self.make, self.limit = port, make, limit
         self.duration, self.timeout, self.sndbuf = duration, timeout, sndbuf
@@ -501,10 +555,12 @@ class FloodSender(threading.Thread):
 
 
 def table_counts(db) -> dict[str, int]:
-    from interface.schema import messages, work_items
+    from interface.store.schema import messages, work_items
 
     with db.connect() as conn:
-        items = dict(conn.execute(select(work_items.c.status, func.count()).group_by(work_items.c.status)).all())
+        items = dict(
+            conn.execute(select(work_items.c.status, func.count()).group_by(work_items.c.status)).all()
+        )
         msgs = conn.execute(select(func.count()).select_from(messages)).scalar()
     return {"messages": msgs, **{f"items_{k}": v for k, v in items.items()}}
 
@@ -558,28 +614,57 @@ def given_changes(rows) -> list[_GivenChange]:
 def check_history(db, sent: list[Sent], *, expect_error_items: int = 0, drained: bool = True) -> Report:
     """Every promise of RELIABILITY.md that the database can show, for the messages in ``sent``
     (a Sent may appear several times: resends of the same object count once)."""
-    from interface.chart_schema import chart_history
-    from interface.document_schema import document_versions
-    from interface.schema import messages, work_attempts, work_items
+    from interface.store.chart_schema import chart_history
+    from interface.store.document_schema import document_versions
+    from interface.store.schema import messages, work_attempts, work_items
 
     uniq: list[Sent] = list(dict.fromkeys(sent))
     v: list[str] = []
     with db.connect() as conn:
-        rows = conn.execute(select(messages.c.id, messages.c.channel, messages.c.control_id,
-                                   messages.c.body_sha256, messages.c.status, messages.c.ack,
-                                   messages.c.sending_application)).all()
-        items = conn.execute(select(work_items.c.id, work_items.c.message_id, work_items.c.status,
-                                    work_items.c.key, work_items.c.destination)).all()
-        done = conn.execute(select(work_attempts.c.item_id, work_attempts.c.id)
-                            .where(work_attempts.c.outcome == "done")).all()
-        given = given_changes(conn.execute(
-            select(chart_history.c.id, chart_history.c.mrn, chart_history.c.message_id,
-                   chart_history.c.field, chart_history.c.action, chart_history.c.old_value,
-                   chart_history.c.new_value)
-            .where(chart_history.c.table_name == "patients",
-                   (chart_history.c.field == "given") | (chart_history.c.action == "initial"))
-            .order_by(chart_history.c.id)).all())
-        versions = conn.execute(select(document_versions.c.message_id, document_versions.c.document_number)).all()
+        rows = conn.execute(
+            select(
+                messages.c.id,
+                messages.c.channel,
+                messages.c.control_id,
+                messages.c.body_sha256,
+                messages.c.status,
+                messages.c.ack,
+                messages.c.sending_application,
+            )
+        ).all()
+        items = conn.execute(
+            select(
+                work_items.c.id,
+                work_items.c.message_id,
+                work_items.c.status,
+                work_items.c.key,
+                work_items.c.destination,
+            )
+        ).all()
+        done = conn.execute(
+            select(work_attempts.c.item_id, work_attempts.c.id).where(work_attempts.c.outcome == "done")
+        ).all()
+        given = given_changes(
+            conn.execute(
+                select(
+                    chart_history.c.id,
+                    chart_history.c.mrn,
+                    chart_history.c.message_id,
+                    chart_history.c.field,
+                    chart_history.c.action,
+                    chart_history.c.old_value,
+                    chart_history.c.new_value,
+                )
+                .where(
+                    chart_history.c.table_name == "patients",
+                    (chart_history.c.field == "given") | (chart_history.c.action == "initial"),
+                )
+                .order_by(chart_history.c.id)
+            ).all()
+        )
+        versions = conn.execute(
+            select(document_versions.c.message_id, document_versions.c.document_number)
+        ).all()
     by_ctl: dict[tuple, list] = defaultdict(list)
     for r in rows:
         by_ctl[(r.channel, r.control_id)].append(r)
@@ -597,8 +682,11 @@ def check_history(db, sent: list[Sent], *, expect_error_items: int = 0, drained:
     stored_id: dict[int, int] = {}  # id(Sent) -> journal id
     acked = resent = dup_answers = 0
     for m in uniq:
-        mine = [r for r in by_ctl.get((m.channel, m.control_id), []) if r.body_sha256 == m.sha
-                and r.status not in ("quarantined", "rejected")]
+        mine = [
+            r
+            for r in by_ctl.get((m.channel, m.control_id), [])
+            if r.body_sha256 == m.sha and r.status not in ("quarantined", "rejected")
+        ]
         ok = m.ok_acks()
         acked += bool(ok)
         resent += m.transmissions > 1
@@ -657,13 +745,20 @@ def check_history(db, sent: list[Sent], *, expect_error_items: int = 0, drained:
                 applied.append((min(done_by_item[it.id]), m.seq))
         order = [s for _, s in sorted(applied)]
         if order != sorted(order):
-            v.append(f"patient {mrn}: applied in order {order[:20]}..., sent in order {sorted(order)[:20]}...")
+            v.append(
+                f"patient {mrn}: applied in order {order[:20]}..., sent in order {sorted(order)[:20]}..."
+            )
         chain = given_by_mrn.get(mrn, [])
         seqs = [int(g.new_value[1:]) for g in chain if g.new_value and g.new_value.startswith("S")]
-        want = [m.seq for m in ms if m.kind == "adt" and done_by_item.get(
-            getattr(item_of_msg.get(stored_id[id(m)]), "id", -1))]
+        want = [
+            m.seq
+            for m in ms
+            if m.kind == "adt" and done_by_item.get(getattr(item_of_msg.get(stored_id[id(m)]), "id", -1))
+        ]
         if seqs != want:
-            v.append(f"patient {mrn}: chart history given-name sequence {seqs[:12]}... != sent {want[:12]}...")
+            v.append(
+                f"patient {mrn}: chart history given-name sequence {seqs[:12]}... != sent {want[:12]}..."
+            )
         prev = None
         for g in chain:
             if g.old_value != prev:
@@ -679,9 +774,17 @@ def check_history(db, sent: list[Sent], *, expect_error_items: int = 0, drained:
     stored_rows = [r for r in rows if r.status not in ("quarantined", "rejected")]
     if len(stored_rows) != len(stored_id):
         v.append(f"{len(stored_rows)} journal rows for {len(stored_id)} distinct stored messages")
-    figures = dict(messages=len(uniq), transmissions=sum(m.transmissions for m in uniq),
-                   resent=resent, lost_in_flight=sum(m.lost for m in uniq), acked=acked, duplicate_acks=dup_answers,
-                   journal_rows=len(rows), items_done=statuses.get("done", 0),
-                   patients=len(by_patient), longest_patient_run=longest,
-                   gave_up=sum(m.gave_up for m in uniq))
+    figures = dict(
+        messages=len(uniq),
+        transmissions=sum(m.transmissions for m in uniq),
+        resent=resent,
+        lost_in_flight=sum(m.lost for m in uniq),
+        acked=acked,
+        duplicate_acks=dup_answers,
+        journal_rows=len(rows),
+        items_done=statuses.get("done", 0),
+        patients=len(by_patient),
+        longest_patient_run=longest,
+        gave_up=sum(m.gave_up for m in uniq),
+    )
     return Report(v, figures)

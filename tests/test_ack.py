@@ -1,4 +1,5 @@
 """ACK building: swap, echo, version, encoding, ERR by version, enhanced mode."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,17 +7,45 @@ from datetime import datetime, timezone
 import hl7
 import pytest
 
-from interface.ack import AckError, ack_code, build_ack, should_send_accept_ack
-from interface.errors import Location
-from interface.message import header_from_text
+from interface.hl7.ack import AckError, ack_code, build_ack, should_send_accept_ack
+from interface.hl7.errors import Location
+from interface.hl7.message import header_from_text
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
 
-def header(*, enc="^~\\&", fs="|", msh9="ADT^A01^ADT_A01", ctl="CTL-1", version="2.5.1", msh15="",
-           msh16="", charset="", msh11="P"):
-    f = ["MSH", enc, "SENDAPP", "SENDFAC", "RECVAPP", "RECVFAC", "20260101120000", "", msh9, ctl,
-         msh11, version, "", "", msh15, msh16, "", charset]
+def header(
+    *,
+    enc="^~\\&",
+    fs="|",
+    msh9="ADT^A01^ADT_A01",
+    ctl="CTL-1",
+    version="2.5.1",
+    msh15="",
+    msh16="",
+    charset="",
+    msh11="P",
+):
+    f = [
+        "MSH",
+        enc,
+        "SENDAPP",
+        "SENDFAC",
+        "RECVAPP",
+        "RECVFAC",
+        "20260101120000",
+        "",
+        msh9,
+        ctl,
+        msh11,
+        version,
+        "",
+        "",
+        msh15,
+        msh16,
+        "",
+        charset,
+    ]
     return header_from_text(fs.join(f).rstrip(fs) + "\rPID|1")
 
 
@@ -48,7 +77,9 @@ def test_swaps_sender_and_receiver_and_echoes_control_id():
 
 
 def test_parsed_by_python_hl7():
-    ack = build_ack(header(), "AE", NOW, text="bad", errors=[AckError("101", "PID-3 missing", Location("PID", 1, 3))])
+    ack = build_ack(
+        header(), "AE", NOW, text="bad", errors=[AckError("101", "PID-3 missing", Location("PID", 1, 3))]
+    )
     m = hl7.parse(ack.decode())
     assert str(m.segment("MSA")[1]) == "AE"
     assert str(m.segment("MSA")[2]) == "CTL-1"
@@ -86,8 +117,10 @@ def test_control_id_with_delimiters_is_escaped_back():
 
 
 def test_err_v25_and_later_uses_err2_err3_err4():
-    errs = [AckError("101", "PID-3 is required", Location("PID", 1, 3, 1, 1)),
-            AckError("200", "unsupported", Location("MSH", 1, 9))]
+    errs = [
+        AckError("101", "PID-3 is required", Location("PID", 1, 3, 1, 1)),
+        AckError("200", "unsupported", Location("MSH", 1, 9)),
+    ]
     ack = build_ack(header(version="2.5.1"), "AR", NOW, text="rejected", errors=errs)
     err = segs(ack)["ERR"]
     assert len(err) == 2
@@ -102,8 +135,9 @@ def test_err_v25_and_later_uses_err2_err3_err4():
 
 @pytest.mark.parametrize("version", ["2.1", "2.2", "2.3", "2.3.1", "2.4"])
 def test_err_before_25_uses_err1(version):
-    ack = build_ack(header(version=version), "AE", NOW,
-                    errors=[AckError("102", "bad date", Location("PID", 1, 7))])
+    ack = build_ack(
+        header(version=version), "AE", NOW, errors=[AckError("102", "bad date", Location("PID", 1, 7))]
+    )
     err = segs(ack)["ERR"][0]
     assert err[1] == "PID^1^7^102&Data type error&HL70357"
     assert field(err, 3) == ""  # no ERR-3 for old parsers
@@ -149,6 +183,7 @@ def test_control_ids_unique():
 
 # -- enhanced mode ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("code,enhanced", [("AA", "CA"), ("AE", "CE"), ("AR", "CR")])
 def test_enhanced_mode_codes(code, enhanced):
     h = header(msh15="AL", msh16="NE")
@@ -164,9 +199,16 @@ def test_msh16_alone_means_enhanced():
     assert h.enhanced and ack_code("AA", h) == "CA"
 
 
-@pytest.mark.parametrize("msh15,ok,err", [
-    ("AL", True, True), ("NE", False, False), ("ER", False, True), ("SU", True, False), ("", True, True),
-])
+@pytest.mark.parametrize(
+    "msh15,ok,err",
+    [
+        ("AL", True, True),
+        ("NE", False, False),
+        ("ER", False, True),
+        ("SU", True, False),
+        ("", True, True),
+    ],
+)
 def test_accept_ack_conditions(msh15, ok, err):
     h = header(msh15=msh15, msh16="AL")
     assert should_send_accept_ack(h, "AA") is ok

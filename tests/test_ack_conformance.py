@@ -1,6 +1,7 @@
 """ACK and ERR conformance (docs/hl7-conformance.md "Acknowledgements and errors"): our ACKs
 parsed by strict third-party parsers per version, the sender's delimiters only, the table-0357
 codes and their locations, and ``interface test`` on a file without MSH."""
+
 from __future__ import annotations
 
 import threading
@@ -12,24 +13,45 @@ from hl7apy.consts import VALIDATION_LEVEL
 from hl7apy.core import Message
 from hl7apy.parser import get_message_info, parse_message, parse_segments
 
-from interface import cli
-from interface.ack import MSA3_LENGTH, AckError, build_ack
-from interface.engine import Engine, Inbound
-from interface.errors import Location
-from interface.message import Encoding, header_from_text, unescape
-from interface.writer import GroupCommitWriter
+from interface.engine.inbound import Engine
+from interface.engine.outcome import Inbound
+from interface.engine.writer import GroupCommitWriter
+from interface.hl7.ack import MSA3_LENGTH, AckError, build_ack
+from interface.hl7.errors import Location
+from interface.hl7.message import Encoding, header_from_text, unescape
+from interface.ops import cli
 from tests.test_adt_events import ROOT, Harness, adt, pv1
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 VERSIONS = ["2.3", "2.3.1", "2.4", "2.5", "2.5.1"]
-LONG = ("channel adt does not accept this message because the visit number PV1-19 is empty and the "
-        "event A02 must name its visit | ^ ~ & \\ all of them")
+LONG = (
+    "channel adt does not accept this message because the visit number PV1-19 is empty and the "
+    "event A02 must name its visit | ^ ~ & \\ all of them"
+)
 
 
 def header(version="2.5.1", msh2="^~\\&", fs="|", ctl="CTL-1", trigger="A01", charset=""):
     msh9 = f"ADT^{trigger}^ADT_A01".replace("^", msh2[0])
-    f = ["MSH", msh2, "SENDAPP", "SENDFAC", "RECVAPP", "RECVFAC", "20260101120000", "", msh9, ctl,
-         "P", version, "", "", "", "", "", charset]
+    f = [
+        "MSH",
+        msh2,
+        "SENDAPP",
+        "SENDFAC",
+        "RECVAPP",
+        "RECVFAC",
+        "20260101120000",
+        "",
+        msh9,
+        ctl,
+        "P",
+        version,
+        "",
+        "",
+        "",
+        "",
+        "",
+        charset,
+    ]
     return header_from_text(fs.join(f).rstrip(fs) + "\rPID|1")
 
 
@@ -47,9 +69,11 @@ def errs(ack: bytes) -> list[str]:
 
 
 def some_errors():
-    return [AckError("101", "PID-3 is required", Location("PID", 1, 3)),
-            AckError("102", "bad date | in ^ PID-7", Location("PID", 1, 7, component=1)),
-            AckError("207", "database down")]
+    return [
+        AckError("101", "PID-3 is required", Location("PID", 1, 3)),
+        AckError("102", "bad date | in ^ PID-7", Location("PID", 1, 7, component=1)),
+        AckError("207", "database down"),
+    ]
 
 
 def strict(ack: bytes):
@@ -68,9 +92,17 @@ def strict(ack: bytes):
 
 # -- strict parsers, per version ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version", VERSIONS)
-@pytest.mark.parametrize("code,errors", [("AA", []), ("AR", some_errors()[:1]), ("AE", some_errors()),
-                                         ("AA", [AckError("0", "charset", None, "W")])])
+@pytest.mark.parametrize(
+    "code,errors",
+    [
+        ("AA", []),
+        ("AR", some_errors()[:1]),
+        ("AE", some_errors()),
+        ("AA", [AckError("0", "charset", None, "W")]),
+    ],
+)
 def test_our_acks_parse_with_hl7apy_strict_and_python_hl7(version, code, errors):
     """HL7 v2.5.1 2.9.2 / 2.14.5 (ERR), and 2.3/2.4 ch. 2 (ERR-1 only): every ACK we write, AA or
     with one or several errors, is a valid ACK for hl7apy STRICT in its version, and python-hl7
@@ -92,9 +124,11 @@ def test_below_25_one_err_with_err1_only_and_the_text_in_msa3(version):
     [err] = errs(ack)
     fields = err.split("|")
     assert len(fields) == 2, err
-    assert fields[1].split("~") == ["PID^1^3^101&Required field missing&HL70357",
-                                    "PID^1^7^102&Data type error&HL70357",
-                                    "^^^207&Application internal error&HL70357"]
+    assert fields[1].split("~") == [
+        "PID^1^3^101&Required field missing&HL70357",
+        "PID^1^7^102&Data type error&HL70357",
+        "^^^207&Application internal error&HL70357",
+    ]
     assert seg(ack, "MSA")[3] == "PID-3 is required"
 
 
@@ -103,7 +137,8 @@ def test_v25_keeps_one_err_per_error_with_err2_err3_err4():
     assert [e.split("|")[2:5] for e in errs(ack)] == [
         ["PID^1^3", "101^Required field missing^HL70357", "E"],
         ["PID^1^7^^1", "102^Data type error^HL70357", "E"],
-        ["", "207^Application internal error^HL70357", "E"]]
+        ["", "207^Application internal error^HL70357", "E"],
+    ]
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -123,12 +158,15 @@ def test_msa3_and_err8_are_at_most_80_and_never_cut_inside_an_escape(version):
 
 # -- the sender's delimiters only ------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("version", ["2.3", "2.4", "2.5.1"])
 def test_no_subcomponent_character_no_ampersand(version):
     """MSH-2 ``^~\\`` declares no subcomponent character: ERR-1.4 is the bare code and nothing
     in the ACK uses ``&``; a ``&`` in the text is data and stays (it is no delimiter here)."""
     h = header(version, msh2="^~\\")
-    ack = build_ack(h, "AR", NOW, text="refused", errors=[AckError("202", "processing id D", Location("MSH", 1, 11))])
+    ack = build_ack(
+        h, "AR", NOW, text="refused", errors=[AckError("202", "processing id D", Location("MSH", 1, 11))]
+    )
     assert seg(ack, "MSH")[1] == "^~\\"
     [err] = errs(ack)
     assert "&" not in err
@@ -143,7 +181,9 @@ def test_text_is_escaped_with_the_declared_escape_character():
     """``#`` field separator, ``!@%*`` encoding characters: the text's delimiters are written as
     ``%F%``, ``%S%``…, the ``\\`` of the text is data (not this sender's escape)."""
     h = header(msh2="!@%*", fs="#")
-    ack = build_ack(h, "AE", NOW, text="a#b!c@d*e%f\\g", errors=[AckError("102", "x#y", Location("PID", 1, 7))])
+    ack = build_ack(
+        h, "AE", NOW, text="a#b!c@d*e%f\\g", errors=[AckError("102", "x#y", Location("PID", 1, 7))]
+    )
     msa = seg(ack, "MSA", "#")
     assert msa[3] == "a%F%b%S%c%R%d%T%e%E%f\\g"
     assert unescape(msa[3], h.encoding) == "a#b!c@d*e%f\\g"
@@ -184,6 +224,7 @@ def test_a_plus_field_separator_keeps_msh7_whole():
 
 # -- codes and locations (table 0357) --------------------------------------------------------------
 
+
 def test_empty_msh9_is_101_at_msh9(engine):
     """MSH-9 is required (2.14.9.9): empty it is AR with ERR-3 101 at MSH-9 (was accepted/200),
     in the error queue with location MSH-9; MSH-9 without its message code is 101 at MSH-9.1."""
@@ -200,7 +241,7 @@ def test_empty_msh9_is_101_at_msh9(engine):
 
 def test_required_segment_missing_is_100_at_the_segment(engine):
     """``validation: structure``: an A01 without PID (required) is AE, ERR-3 100 at PID."""
-    from interface.validation import structure_validator
+    from interface.mapping.validation import structure_validator
 
     h = Harness(engine)
     ch = h.channels["adt"].model_copy(update={"validation": "structure"})
@@ -266,8 +307,9 @@ def test_unknown_patient_is_204_at_pid3(engine):
 
     h = Harness(engine)
     ch = h.channels["mdm"]
-    ch = ch.model_copy(update={"hold_unknown_patient_seconds": 0,
-                               "ack": ch.ack.model_copy(update={"when": "on_process"})})
+    ch = ch.model_copy(
+        update={"hold_unknown_patient_seconds": 0, "ack": ch.ack.model_copy(update={"when": "on_process"})}
+    )
     h.pipeline.channels[ch.name] = ch
     eng = Engine(h.db, clock=h.clock, processor=h.worker)
     out = eng.receive(ch, mdm("T02", "D1", "N404").encode())
@@ -321,6 +363,7 @@ def test_hostile_headers_among_good_frames_in_one_commit_group_through_the_write
             answers[i] = outcome
             if len(answers) == len(frames):
                 done.set()
+
         return cb
 
     for i, raw in enumerate(frames):  # submitted before the writer starts: one group
@@ -345,14 +388,16 @@ def test_hostile_headers_among_good_frames_in_one_commit_group_through_the_write
 
 # -- interface test on a file without MSH ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("argv", [["test", "--channel", "adt"], ["test", "adt"]])
 def test_interface_test_without_msh_says_so_and_exits_non_zero(tmp_path, capsys, argv):
     """``interface test --channel adt FILE`` (or ``interface test adt FILE``) on a file with no
     MSH: the listener's answer (AR, "no MSH segment found") on stderr, exit 1, no traceback."""
     f = tmp_path / "nomsh.hl7"
     f.write_bytes(b"PID|1||X1^^^HOSP^MR\nPV1|1|I\n")
-    code = cli.main(argv + [str(f), "--channels", str(ROOT / "channels"),
-                            "--mappings", str(ROOT / "mappings")])
+    code = cli.main(
+        argv + [str(f), "--channels", str(ROOT / "channels"), "--mappings", str(ROOT / "mappings")]
+    )
     captured = capsys.readouterr()
     assert code == 1
     assert f"{f}: AR: MSH: no MSH segment found" in captured.err
@@ -363,13 +408,26 @@ def test_interface_test_without_msh_says_so_and_exits_non_zero(tmp_path, capsys,
 def test_interface_test_on_an_empty_file_is_a_usage_error(tmp_path, capsys):
     f = tmp_path / "empty.hl7"
     f.write_bytes(b"\n")
-    assert cli.main(["test", "--channel", "adt", str(f), "--channels", str(ROOT / "channels"),
-                     "--mappings", str(ROOT / "mappings")]) == 2
+    assert (
+        cli.main(
+            [
+                "test",
+                "--channel",
+                "adt",
+                str(f),
+                "--channels",
+                str(ROOT / "channels"),
+                "--mappings",
+                str(ROOT / "mappings"),
+            ]
+        )
+        == 2
+    )
     assert "no message in the file" in capsys.readouterr().err
 
 
 def test_encoding_helpers_cover_every_declared_delimiter():
-    from interface.ack import echo_value, text_value
+    from interface.hl7.ack import echo_value, text_value
 
     enc = Encoding("|", "^", "~", "\\", "&", "#")
     assert text_value("a|b^c~d\\e&f#g", enc) == "a\\F\\b\\S\\c\\R\\d\\E\\e\\T\\f\\P\\g"

@@ -1,11 +1,12 @@
 """ACK timing and code family per channel: ``ack.when`` (on_commit: once stored; on_process:
 after the chart write, mapping errors as AE/CE with ERR) and ``ack.mode`` (auto follows MSH-15/16,
 original AA/AE/AR, enhanced CA/CE/CR), through Engine.receive."""
+
 from __future__ import annotations
 
-from interface.schema import messages
 from sqlalchemy import select
 
+from interface.store.schema import messages
 from tests.test_destinations import Rig, adt, channel
 
 
@@ -28,7 +29,10 @@ def test_msh15_ne_and_er_send_no_accept_ack_on_success(engine):
         out = rig.send(adt(cid, "M1", "A01", msh15=msh15))
         assert out.status in ("accepted", "processed") and out.ack is None
     with engine.connect() as conn:
-        assert conn.execute(select(messages.c.control_id).order_by(messages.c.id)).scalars().all() == ["N1", "R1"]
+        assert conn.execute(select(messages.c.control_id).order_by(messages.c.id)).scalars().all() == [
+            "N1",
+            "R1",
+        ]
 
 
 def test_on_process_error_in_enhanced_mode_is_ce(engine):

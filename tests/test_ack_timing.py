@@ -2,19 +2,26 @@
 enhanced: on_commit}`` gives original-mode senders AE for content errors after processing, and
 enhanced-mode senders CA on commit with the processing outcome in the application ACK (AE with
 the same ERR); ``ack.when`` alone still sets both."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
 
-from interface.channels import Ack, Channel
-from interface.message import header_from_text
-from interface.schema import messages
+from interface.config.channels import Ack, Channel
+from interface.hl7.message import header_from_text
+from interface.store.schema import messages
 from tests.test_destinations import Rig, adt, channel
 
 
 def _per_mode(**ack):
-    return channel(ack={"original": "on_process", "enhanced": "on_commit",
-                        "application_ack": {"host": "127.0.0.1", "port": 9}, **ack})
+    return channel(
+        ack={
+            "original": "on_process",
+            "enhanced": "on_commit",
+            "application_ack": {"host": "127.0.0.1", "port": 9},
+            **ack,
+        }
+    )
 
 
 def _err(raw: bytes) -> list[str]:
@@ -60,10 +67,19 @@ def test_msh15_msh16_decide_what_is_sent(engine):
     assert rig.send(adt("E3", "M6", "A01", msh15="AL", msh16="ER")).ack_code == "CA"
     rig.drain()
     with engine.connect() as conn:
-        raws = conn.execute(select(messages.c.raw).where(messages.c.peer == "application_ack")
-                            .order_by(messages.c.id)).scalars().all()
+        raws = (
+            conn.execute(
+                select(messages.c.raw).where(messages.c.peer == "application_ack").order_by(messages.c.id)
+            )
+            .scalars()
+            .all()
+        )
     assert [r.decode().split("\r")[1].split("|")[1:3] for r in raws] == [
-        ["AA", "N1"], ["AA", "R1"], ["AA", "S1"], ["AE", "E2"]]
+        ["AA", "N1"],
+        ["AA", "R1"],
+        ["AA", "S1"],
+        ["AE", "E2"],
+    ]
 
 
 def test_the_old_when_still_sets_both_modes(engine):

@@ -4,6 +4,7 @@ Each event of docs/adt-events.md is sent as a message through the real channel (
 and mapping (mappings/adt.yaml), processed by a Worker with an injected clock, and checked on the
 chart a user reads. ``Harness`` is shared with the MDM, order, corpus and dry-run tests.
 """
+
 from __future__ import annotations
 
 import functools
@@ -13,14 +14,15 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from interface import chart
-from interface.channels import load_channels
-from interface.completeness import load_rules
-from interface.documents import DocumentSettings
-from interface.engine import Engine, Outcome
-from interface.mapping import load_mappings
-from interface.processing import Pipeline, Worker
-from interface.schema import work_items
+from interface.config.channels import load_channels
+from interface.engine.inbound import Engine
+from interface.engine.outcome import Outcome
+from interface.engine.processing import Pipeline, Worker
+from interface.mapping.loader import load_mappings
+from interface.rules.completeness import load_rules
+from interface.store import chart, chart_read
+from interface.store.documents import DocumentSettings
+from interface.store.schema import work_items
 
 ROOT = Path(__file__).resolve().parent.parent
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
@@ -44,8 +46,10 @@ class Harness:
         settings = DocumentSettings(rules=rules)
         self.pipeline = Pipeline(channels, mappings, document_settings=settings)
         self.engine = Engine(db, clock=self.clock)
-        self.workers = [Worker(db, self.pipeline, clock=self.clock, rng=random.Random(i), batch=batch)
-                        for i in range(workers)]
+        self.workers = [
+            Worker(db, self.pipeline, clock=self.clock, rng=random.Random(i), batch=batch)
+            for i in range(workers)
+        ]
         self.worker = self.workers[0]
 
     def clock(self) -> datetime:
@@ -78,18 +82,26 @@ class Harness:
 
     def chart(self, mrn: str) -> dict | None:
         with self.db.connect() as conn:
-            return chart.get_chart(conn, mrn)
+            return chart_read.get_chart(conn, mrn)
 
     def history(self, mrn: str) -> list[dict]:
         with self.db.connect() as conn:
-            return chart.history(conn, mrn)
+            return chart_read.history(conn, mrn)
 
 
 _seq = iter(range(1, 1_000_000))
 
 
-def pv1(cls: str = "I", loc: str = "W1^101^A^HOSP", visit: str = "V1", *, admit: str = "",
-        discharge: str = "", prior: str = "", attending: str = "") -> str:
+def pv1(
+    cls: str = "I",
+    loc: str = "W1^101^A^HOSP",
+    visit: str = "V1",
+    *,
+    admit: str = "",
+    discharge: str = "",
+    prior: str = "",
+    attending: str = "",
+) -> str:
     f = [""] * 46
     f[0], f[1], f[2], f[3], f[6], f[7] = "PV1", "1", cls, loc, prior, attending
     f[19] = f"{visit}^^^HOSP^VN" if visit else ""
@@ -97,14 +109,27 @@ def pv1(cls: str = "I", loc: str = "W1^101^A^HOSP", visit: str = "V1", *, admit:
     return "|".join(f)
 
 
-def adt(event: str, mrn: str = "M100", *, time: str = "20260301100000", name: str = "DOE^JANE",
-        dob: str = "19800101", sex: str = "F", address: str = "", pv1_: str | None = None,
-        mrg: str | None = None, extra: tuple[str, ...] = (), cid: str | None = None) -> str:
+def adt(
+    event: str,
+    mrn: str = "M100",
+    *,
+    time: str = "20260301100000",
+    name: str = "DOE^JANE",
+    dob: str = "19800101",
+    sex: str = "F",
+    address: str = "",
+    pv1_: str | None = None,
+    mrg: str | None = None,
+    extra: tuple[str, ...] = (),
+    cid: str | None = None,
+) -> str:
     """An ADT message as a sender would write it (PID-3 MRN of authority HOSP, type MR)."""
     cid = cid or f"C{next(_seq)}"
-    segs = [f"MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|{time}||ADT^{event}^ADT_A01|{cid}|P|2.5.1",
-            f"EVN|{event}|{time}",
-            f"PID|1||{mrn}^^^HOSP^MR||{name}||{dob}|{sex}|||{address}"]
+    segs = [
+        f"MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|{time}||ADT^{event}^ADT_A01|{cid}|P|2.5.1",
+        f"EVN|{event}|{time}",
+        f"PID|1||{mrn}^^^HOSP^MR||{name}||{dob}|{sex}|||{address}",
+    ]
     if mrg is not None:
         segs.append(f"MRG|{mrg}^^^HOSP^MR")
     if pv1_ is not None:
@@ -303,10 +328,11 @@ def test_cancel_for_unknown_visit_goes_to_the_error_queue(engine):
     assert err.reason == "unknown_visit" and err.error_location == "PV1-19"
     assert "visit to cancel is unknown" in err.last_error
     assert h.chart("M100")["name"]["given"] == "JANE"  # the A08 waits, in order
-    from interface import queue
+    from interface.desk import errorqueue
+    from interface.store import workqueue
 
     with engine.begin() as conn:
-        queue.discard_item(conn, err.id, user="clerk", reason="cancel sent in error", now=h.now)
+        errorqueue.discard_item(conn, err.id, user="clerk", reason="cancel sent in error", now=h.now)
     h.drain()
     assert h.chart("M100")["name"]["given"] == "LATER"
     assert visit(h)["status"] == "admitted"

@@ -1,6 +1,7 @@
 """Alerts (alerts.yaml): each rule fires and resolves on an injected clock, cooldowns, filters,
 the notifiers (a real local HTTP server, a fake SMTP server), config errors with file:line,
 GET /api/alerts, and no patient data in anything sent."""
+
 from __future__ import annotations
 
 import email.parser
@@ -22,12 +23,15 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from interface import cli, queue, users
-from interface.alerts import AlertConfig, Evaluator, build_dispatcher, load_alerts, make_evaluator
-from interface.engine import Engine
-from interface.errors import ConfigError
-from interface.notify import Dispatcher, Webhook
-from interface.schema import events, work_items
+from interface.desk import errorqueue, users
+from interface.engine.inbound import Engine
+from interface.hl7.errors import ConfigError
+from interface.ops import cli
+from interface.ops.alert_rules import AlertConfig, build_dispatcher, load_alerts
+from interface.ops.alerts import Evaluator, make_evaluator
+from interface.ops.notify import Dispatcher, Webhook
+from interface.store import workqueue
+from interface.store.schema import events, work_items
 
 from .conftest import Clock
 from .test_web_api import channels, clock  # noqa: F401  (fixtures: the channels, a Clock at T0)
@@ -38,10 +42,12 @@ PATIENT = ("ZEBEDEE", "WINIFRED", "MRN778899")  # must never appear in an alert
 
 
 def adt(control_id: str, mrn: str = PATIENT[2]) -> bytes:
-    return (f"MSH|^~\\&|REG|HOSP|INTERFACE|HOSP|20261122110000||ADT^A08^ADT_A01|{control_id}|P|2.5.1\r"
-            f"EVN|A08|20261122110000\r"
-            f"PID|1||{mrn}^^^HOSP^MR||{PATIENT[0]}^{PATIENT[1]}||19800131|F\r"
-            f"PV1|1|I|W1^101^A\r").encode()
+    return (
+        f"MSH|^~\\&|REG|HOSP|INTERFACE|HOSP|20261122110000||ADT^A08^ADT_A01|{control_id}|P|2.5.1\r"
+        f"EVN|A08|20261122110000\r"
+        f"PID|1||{mrn}^^^HOSP^MR||{PATIENT[0]}^{PATIENT[1]}||19800131|F\r"
+        f"PV1|1|I|W1^101^A\r"
+    ).encode()
 
 
 def receive(engine, channels, clock, control_id, channel="adt") -> int:
@@ -57,14 +63,15 @@ def fail(engine, item_id, at, reason="unknown_patient"):
     """Into the error queue, with an error text naming the patient (as real errors may)."""
     with engine.begin() as conn:
         msg = conn.execute(select(work_items.c.message_id).where(work_items.c.id == item_id)).scalar()
-        queue.mark_error(conn, item_id, msg, at, 1, f"no chart for {PATIENT[0]} {PATIENT[1]} {PATIENT[2]}",
-                         reason, "PID-3")
+        workqueue.mark_error(
+            conn, item_id, msg, at, 1, f"no chart for {PATIENT[0]} {PATIENT[1]} {PATIENT[2]}", reason, "PID-3"
+        )
 
 
 def done(engine, item_id, at):
     with engine.begin() as conn:
         msg = conn.execute(select(work_items.c.message_id).where(work_items.c.id == item_id)).scalar()
-        queue.mark_done(conn, item_id, msg, at, 1)
+        workqueue.mark_done(conn, item_id, msg, at, 1)
 
 
 def write(tmp_path, text: str, name="alerts.yaml") -> Path:
@@ -75,14 +82,24 @@ def write(tmp_path, text: str, name="alerts.yaml") -> Path:
 
 def evaluator(engine, tmp_path, channels, clock, text, dispatcher=None) -> Evaluator:
     cfg = load_alerts(write(tmp_path, text), {c.name for c in channels})
-    return Evaluator(engine, cfg, channels=channels, clock=clock, dispatcher=dispatcher or Dispatcher(),
-                     console_url="http://127.0.0.1:8080")
+    return Evaluator(
+        engine,
+        cfg,
+        channels=channels,
+        clock=clock,
+        dispatcher=dispatcher or Dispatcher(),
+        console_url="http://127.0.0.1:8080",
+    )
 
 
 def alert_events(engine):
     with engine.connect() as conn:
-        return [(r.kind, r.channel, json.loads(r.detail)) for r in
-                conn.execute(select(events).where(events.c.kind.in_(("alert", "alert_resolved"))).order_by(events.c.id))]
+        return [
+            (r.kind, r.channel, json.loads(r.detail))
+            for r in conn.execute(
+                select(events).where(events.c.kind.in_(("alert", "alert_resolved"))).order_by(events.c.id)
+            )
+        ]
 
 
 def assert_no_patient_data(*docs):
@@ -93,6 +110,7 @@ def assert_no_patient_data(*docs):
 
 
 # -- the rules ----------------------------------------------------------------------------------
+
 
 def test_error_items_fire_with_counts_resolve_when_worked_and_are_recorded(engine, tmp_path, channels, clock):
     """New error items fire once with the count per reason and their ids; a check without change
@@ -114,11 +132,11 @@ def test_error_items_fire_with_counts_resolve_when_worked_and_are_recorded(engin
     assert ev.evaluate() == []
     assert [f["rule"] for f in ev.current()] == ["errors"]
     with engine.begin() as conn:
-        queue.discard_item(conn, a, user="clerk1", reason="test", now=clock.now)
+        errorqueue.discard_item(conn, a, user="clerk1", reason="test", now=clock.now)
     clock.advance(seconds=30)
     assert ev.evaluate() == []  # b is still in the error queue
     with engine.begin() as conn:
-        queue.retry_item(conn, b, user="clerk1", now=clock.now)
+        errorqueue.retry_item(conn, b, user="clerk1", now=clock.now)
     clock.advance(seconds=30)
     resolved = ev.evaluate()
     assert [(x["status"], x["channel"]) for x in resolved] == [("resolved", "adt")]
@@ -132,21 +150,32 @@ def test_reconfigure_keeps_what_still_fires_and_takes_the_new_rules(engine, tmp_
     and type keeps firing without a second notice and still resolves; a removed rule's alert is
     dropped; a new rule and the new interval apply from the next check."""
     names = {c.name for c in channels}
-    ev = evaluator(engine, tmp_path, channels, clock, "rules:\n  - {name: errors, type: error_items}\n"
-                   "  - {name: stuck, type: queue_age, minutes: 30}\n")
+    ev = evaluator(
+        engine,
+        tmp_path,
+        channels,
+        clock,
+        "rules:\n  - {name: errors, type: error_items}\n  - {name: stuck, type: queue_age, minutes: 30}\n",
+    )
     a = receive(engine, channels, clock, "C1")
     fail(engine, a, clock.now)
     receive(engine, channels, clock, "C2")  # stays pending
     clock.advance(minutes=31)
     assert sorted(p["rule"] for p in ev.evaluate()) == ["errors", "stuck"]
-    cfg = load_alerts(write(tmp_path, "interval_seconds: 5\nrules:\n  - {name: errors, type: error_items}\n"
-                                      "  - {name: stuck-10, type: queue_age, minutes: 10}\n"), names)
+    cfg = load_alerts(
+        write(
+            tmp_path,
+            "interval_seconds: 5\nrules:\n  - {name: errors, type: error_items}\n"
+            "  - {name: stuck-10, type: queue_age, minutes: 10}\n",
+        ),
+        names,
+    )
     ev.reconfigure(cfg, Dispatcher())
     assert [f["rule"] for f in ev.current()] == ["errors"] and ev.cfg.interval_seconds == 5
     clock.advance(seconds=30)
     assert [(p["status"], p["rule"]) for p in ev.evaluate()] == [("firing", "stuck-10")]  # errors: no repeat
     with engine.begin() as conn:
-        queue.discard_item(conn, a, user="clerk1", reason="test", now=clock.now)
+        errorqueue.discard_item(conn, a, user="clerk1", reason="test", now=clock.now)
     clock.advance(seconds=30)
     assert [(p["status"], p["rule"]) for p in ev.evaluate()] == [("resolved", "errors")]
     assert sorted(f["rule"] for f in ev.current()) == ["stuck-10"]
@@ -155,8 +184,13 @@ def test_reconfigure_keeps_what_still_fires_and_takes_the_new_rules(engine, tmp_
 def test_error_items_cooldown_reports_new_errors_later_together(engine, tmp_path, channels, clock):
     """While an error_items alert fires, new errors are sent again only after cooldown_minutes,
     all together; old errors alone never repeat it."""
-    ev = evaluator(engine, tmp_path, channels, clock,
-                   "rules:\n  - {name: errors, type: error_items, cooldown_minutes: 10}\n")
+    ev = evaluator(
+        engine,
+        tmp_path,
+        channels,
+        clock,
+        "rules:\n  - {name: errors, type: error_items, cooldown_minutes: 10}\n",
+    )
     items = [receive(engine, channels, clock, f"C{i}") for i in range(4)]
     fail(engine, items[0], clock.now)
     clock.advance(seconds=30)
@@ -179,11 +213,17 @@ def test_error_items_cooldown_reports_new_errors_later_together(engine, tmp_path
 
 def test_error_items_channel_and_reason_filters(engine, tmp_path, channels, clock):
     """channels: and reasons: limit what an error_items rule sees."""
-    ev = evaluator(engine, tmp_path, channels, clock, """
+    ev = evaluator(
+        engine,
+        tmp_path,
+        channels,
+        clock,
+        """
 rules:
   - {name: mdm-errors, type: error_items, channels: [mdm]}
   - {name: unknown, type: error_items, reasons: [unknown_patient]}
-""")
+""",
+    )
     a, b = receive(engine, channels, clock, "C1"), receive(engine, channels, clock, "C2")
     fail(engine, a, clock.now, reason="missing_field")
     clock.advance(seconds=30)
@@ -191,14 +231,23 @@ rules:
     fail(engine, b, clock.now, reason="unknown_patient")
     clock.advance(seconds=30)
     fired = ev.evaluate()
-    assert [(p["rule"], p["details"]["new_by_reason"]) for p in fired] == [("unknown", {"unknown_patient": 1})]
+    assert [(p["rule"], p["details"]["new_by_reason"]) for p in fired] == [
+        ("unknown", {"unknown_patient": 1})
+    ]
 
 
-def test_queue_age_fires_past_the_limit_repeats_after_cooldown_and_resolves(engine, tmp_path, channels, clock):
+def test_queue_age_fires_past_the_limit_repeats_after_cooldown_and_resolves(
+    engine, tmp_path, channels, clock
+):
     """queue_age: the oldest pending/held item older than minutes fires; a reminder comes after the
     cooldown while still true; it resolves when the queue moves."""
-    ev = evaluator(engine, tmp_path, channels, clock,
-                   "rules:\n  - {name: stuck, type: queue_age, minutes: 30, cooldown_minutes: 60}\n")
+    ev = evaluator(
+        engine,
+        tmp_path,
+        channels,
+        clock,
+        "rules:\n  - {name: stuck, type: queue_age, minutes: 30, cooldown_minutes: 60}\n",
+    )
     item = receive(engine, channels, clock, "C1")
     clock.advance(minutes=29)
     assert ev.evaluate() == []
@@ -220,8 +269,13 @@ def test_queue_age_fires_past_the_limit_repeats_after_cooldown_and_resolves(engi
 def test_no_messages_fires_for_a_quiet_channel_and_resolves_on_a_message(engine, tmp_path, channels, clock):
     """no_messages: nothing received for minutes (since start when nothing ever came) fires for the
     filtered channel only; a message resolves it."""
-    ev = evaluator(engine, tmp_path, channels, clock,
-                   "rules:\n  - {name: quiet, type: no_messages, minutes: 60, channels: [adt]}\n")
+    ev = evaluator(
+        engine,
+        tmp_path,
+        channels,
+        clock,
+        "rules:\n  - {name: quiet, type: no_messages, minutes: 60, channels: [adt]}\n",
+    )
     receive(engine, channels, clock, "C1")
     clock.advance(minutes=59)
     assert ev.evaluate() == []
@@ -236,17 +290,24 @@ def test_no_messages_fires_for_a_quiet_channel_and_resolves_on_a_message(engine,
 def test_no_messages_counts_only_within_hours_in_the_channel_time_zone(engine, tmp_path, channels):
     """hours: silence counts only inside the window (channel time zone); outside it the alert
     neither starts nor resolves by itself, but a message resolves it."""
-    tz_channels = [c.model_copy(update={"timezone": "America/New_York"}) if c.name == "adt" else c
-                   for c in channels]
+    tz_channels = [
+        c.model_copy(update={"timezone": "America/New_York"}) if c.name == "adt" else c for c in channels
+    ]
     clock = Clock(datetime(2026, 11, 22, 10, 0, tzinfo=timezone.utc))  # 05:00 in New York
-    ev = evaluator(engine, tmp_path, tz_channels, clock, """
+    ev = evaluator(
+        engine,
+        tmp_path,
+        tz_channels,
+        clock,
+        """
 rules:
   - name: quiet-daytime
     type: no_messages
     minutes: 60
     hours: "07:00-19:00"
     channels: [adt]
-""")
+""",
+    )
     clock.now = datetime(2026, 11, 22, 11, 30, tzinfo=timezone.utc)  # 06:30: 90 min quiet, outside
     assert ev.evaluate() == []
     clock.now = datetime(2026, 11, 22, 12, 30, tzinfo=timezone.utc)  # 07:30: 30 min into the window
@@ -269,29 +330,46 @@ def _outbound_item(engine, message_item, destination, at):
     """A work item of an outbound destination beside ``message_item``'s (same message)."""
     with engine.begin() as conn:
         src = conn.execute(select(work_items).where(work_items.c.id == message_item)).first()
-        return conn.execute(insert(work_items).values(
-            message_id=src.message_id, channel=src.channel, destination=destination, key=f"out:{destination}",
-            status="pending", attempts=0, next_attempt_at=at, created_at=at, updated_at=at)).inserted_primary_key[0]
+        return conn.execute(
+            insert(work_items).values(
+                message_id=src.message_id,
+                channel=src.channel,
+                destination=destination,
+                key=f"out:{destination}",
+                status="pending",
+                attempts=0,
+                next_attempt_at=at,
+                created_at=at,
+                updated_at=at,
+            )
+        ).inserted_primary_key[0]
 
 
 def test_downstream_down_fires_after_minutes_of_failures_and_resolves(engine, tmp_path, channels, clock):
     """downstream_down: a destination whose items fail with downstream_unavailable for minutes
     fires (per destination); delivered items resolve it; other reasons do not count."""
-    ev = evaluator(engine, tmp_path, channels, clock,
-                   "rules:\n  - {name: lab-down, type: downstream_down, minutes: 10}\n")
+    ev = evaluator(
+        engine,
+        tmp_path,
+        channels,
+        clock,
+        "rules:\n  - {name: lab-down, type: downstream_down, minutes: 10}\n",
+    )
     base = receive(engine, channels, clock, "C1")
     out = _outbound_item(engine, base, "lab", clock.now)
     other = _outbound_item(engine, base, "billing", clock.now)
     with engine.begin() as conn:
-        queue.mark_retry(conn, out, clock.now, 1, 5, "connection refused", "downstream_unavailable")
-        queue.mark_retry(conn, other, clock.now, 1, 5, "AE", "downstream_refused")
+        workqueue.mark_retry(conn, out, clock.now, 1, 5, "connection refused", "downstream_unavailable")
+        workqueue.mark_retry(conn, other, clock.now, 1, 5, "AE", "downstream_refused")
     clock.advance(minutes=5)
     with engine.begin() as conn:
-        queue.mark_retry(conn, out, clock.now, 2, 5, "connection refused", "downstream_unavailable")
+        workqueue.mark_retry(conn, out, clock.now, 2, 5, "connection refused", "downstream_unavailable")
     assert ev.evaluate() == []
     clock.advance(minutes=6)
     fired = ev.evaluate()
-    assert [(p["channel"], p["destination"], p["details"]["failing_items"]) for p in fired] == [("adt", "lab", 1)]
+    assert [(p["channel"], p["destination"], p["details"]["failing_items"]) for p in fired] == [
+        ("adt", "lab", 1)
+    ]
     assert fired[0]["details"]["failing_minutes"] == 11.0
     assert ev.firing_counts() == {"lab-down": 1}
     done(engine, out, clock.now)
@@ -303,13 +381,19 @@ def test_downstream_down_fires_after_minutes_of_failures_and_resolves(engine, tm
 def test_check_never_waits_for_the_sqlite_write_lock(engine, tmp_path, channels, clock):
     """A check reads in a read-only transaction: it completes while another transaction holds the
     write lock (on SQLite the lock is the database's only one)."""
-    ev = evaluator(engine, tmp_path, channels, clock, """
+    ev = evaluator(
+        engine,
+        tmp_path,
+        channels,
+        clock,
+        """
 rules:
   - {name: errors, type: error_items}
   - {name: stuck, type: queue_age, minutes: 30}
   - {name: quiet, type: no_messages, minutes: 60}
   - {name: down, type: downstream_down, minutes: 10}
-""")
+""",
+    )
     receive(engine, channels, clock, "C1")
     result = []
     with engine.begin() as conn:
@@ -322,6 +406,7 @@ rules:
 
 
 # -- notifiers ----------------------------------------------------------------------------------
+
 
 class _Hook(http.server.BaseHTTPRequestHandler):
     def do_POST(self):
@@ -378,18 +463,25 @@ def test_webhook_receives_the_json_alert(engine, tmp_path, channels, clock, hook
     ev = Evaluator(engine, cfg, channels=channels, clock=clock, dispatcher=build_dispatcher(cfg, {}))
     fail(engine, receive(engine, channels, clock, "C1"), clock.now)
     clock.advance(seconds=30)
-    with caplog.at_level(logging.WARNING, logger="interface.alerts"):
+    with caplog.at_level(logging.WARNING, logger="interface.ops.alerts"):
         ev.evaluate()
     assert len(hook_server.received) == 1
     ctype, doc = hook_server.received[0]
     assert ctype == "application/json"
-    assert (doc["status"], doc["rule"], doc["channel"], doc["details"]["new_errors"]) == ("firing", "errors", "adt", 1)
+    assert (doc["status"], doc["rule"], doc["channel"], doc["details"]["new_errors"]) == (
+        "firing",
+        "errors",
+        "adt",
+        1,
+    )
     warnings_ = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("alert firing rule=errors channel=adt" in m for m in warnings_)
     assert_no_patient_data(doc, warnings_)
 
 
-def test_webhook_down_does_not_raise_and_is_retried_next_check(engine, tmp_path, channels, clock, hook_server):
+def test_webhook_down_does_not_raise_and_is_retried_next_check(
+    engine, tmp_path, channels, clock, hook_server
+):
     """A failing webhook (HTTP 503, or nothing listening) is logged, not raised, and the
     notification is sent again at the next check."""
     cfg = load_alerts(write(tmp_path, _webhook_config(hook_server.server_port)))
@@ -463,10 +555,14 @@ def smtp_server():
     yield from _serving(srv)
 
 
-def test_email_is_sent_over_smtp_with_login_from_the_environment(engine, tmp_path, channels, clock, smtp_server):
+def test_email_is_sent_over_smtp_with_login_from_the_environment(
+    engine, tmp_path, channels, clock, smtp_server
+):
     """An email notifier sends one message per alert (firing, then resolved) to every address,
     logging in with credentials from the named environment variables; no patient data in it."""
-    path = write(tmp_path, f"""
+    path = write(
+        tmp_path,
+        f"""
 notifiers:
   him:
     type: email
@@ -478,17 +574,23 @@ notifiers:
     password_env: ALERT_SMTP_PASSWORD
 rules:
   - {{name: errors, type: error_items, notify: [him]}}
-""")
+""",
+    )
     with pytest.raises(ConfigError, match="ALERT_SMTP_PASSWORD is not set"):
         make_evaluator(engine, path, channels=channels, clock=clock, environ={"ALERT_SMTP_USER": "u"})
-    ev = make_evaluator(engine, path, channels=channels, clock=clock,
-                        environ={"ALERT_SMTP_USER": "alerts", "ALERT_SMTP_PASSWORD": "s3cret"})
+    ev = make_evaluator(
+        engine,
+        path,
+        channels=channels,
+        clock=clock,
+        environ={"ALERT_SMTP_USER": "alerts", "ALERT_SMTP_PASSWORD": "s3cret"},
+    )
     item = receive(engine, channels, clock, "C1")
     fail(engine, item, clock.now)
     clock.advance(seconds=30)
     ev.evaluate()
     with engine.begin() as conn:
-        queue.discard_item(conn, item, user="clerk1", reason="test", now=clock.now)
+        errorqueue.discard_item(conn, item, user="clerk1", reason="test", now=clock.now)
     clock.advance(seconds=30)
     ev.evaluate()
     assert len(smtp_server.mails) == 2
@@ -496,18 +598,26 @@ rules:
     assert first["auth"] == [b"alerts", b"s3cret"]
     assert first["from"] == "<interface@example.org>"
     assert first["rcpt"] == ["<him@example.org>", "<oncall@example.org>"]
-    subjects = [email.parser.Parser(policy=email.policy.default).parsestr(m["data"])["Subject"]
-                for m in (first, second)]
-    assert subjects == ["[interface] FIRING: adt: 1 new error item(s) (unknown_patient: 1)",
-                        "[interface] RESOLVED: adt: 1 new error item(s) (unknown_patient: 1)"]
+    subjects = [
+        email.parser.Parser(policy=email.policy.default).parsestr(m["data"])["Subject"]
+        for m in (first, second)
+    ]
+    assert subjects == [
+        "[interface] FIRING: adt: 1 new error item(s) (unknown_patient: 1)",
+        "[interface] RESOLVED: adt: 1 new error item(s) (unknown_patient: 1)",
+    ]
     assert_no_patient_data(first["data"], second["data"])
 
 
-def test_alert_from_an_error_item_carries_no_patient_data(engine, tmp_path, channels, clock, hook_server,
-                                                          smtp_server, caplog):
+def test_alert_from_an_error_item_carries_no_patient_data(
+    engine, tmp_path, channels, clock, hook_server, smtp_server, caplog
+):
     """Every notification built from an error item whose message and error text carry the
     patient's name and MRN (webhook JSON, e-mail, log line, the event row) leaves them out."""
-    cfg = load_alerts(write(tmp_path, f"""
+    cfg = load_alerts(
+        write(
+            tmp_path,
+            f"""
 notifiers:
   hook: {{type: webhook, url: "http://127.0.0.1:{hook_server.server_port}/"}}
   mail: {{type: email, host: 127.0.0.1, port: {smtp_server.server_address[1]}, from: a@example.org, to: [b@example.org]}}
@@ -515,20 +625,33 @@ notify: [hook, mail]
 rules:
   - {{name: errors, type: error_items}}
   - {{name: stuck, type: queue_age, minutes: 1}}
-"""))
-    ev = Evaluator(engine, cfg, channels=channels, clock=clock, dispatcher=build_dispatcher(cfg, {}),
-                   console_url="http://127.0.0.1:8080")
+""",
+        )
+    )
+    ev = Evaluator(
+        engine,
+        cfg,
+        channels=channels,
+        clock=clock,
+        dispatcher=build_dispatcher(cfg, {}),
+        console_url="http://127.0.0.1:8080",
+    )
     fail(engine, receive(engine, channels, clock, "C1"), clock.now)
     receive(engine, channels, clock, "C2")
     with engine.connect() as conn:  # the data is really there
         assert PATIENT[0] in conn.execute(select(work_items.c.last_error)).scalars().first()
     clock.advance(minutes=2)
-    with caplog.at_level(logging.INFO, logger="interface.alerts"):
+    with caplog.at_level(logging.INFO, logger="interface.ops.alerts"):
         fired = ev.evaluate()
     assert {p["rule"] for p in fired} == {"errors", "stuck"}
     assert len(hook_server.received) == 2 and len(smtp_server.mails) == 2
-    assert_no_patient_data(fired, hook_server.received, [m["data"] for m in smtp_server.mails],
-                           [r.getMessage() for r in caplog.records], alert_events(engine))
+    assert_no_patient_data(
+        fired,
+        hook_server.received,
+        [m["data"] for m in smtp_server.mails],
+        [r.getMessage() for r in caplog.records],
+        alert_events(engine),
+    )
 
 
 # -- configuration ----------------------------------------------------------------------------
@@ -565,10 +688,17 @@ def test_config_errors_are_reported_with_file_and_line(tmp_path, channels):
         load_alerts(path, {c.name for c in channels})
     problems = exc.value.problems
     f = str(path)
-    expect = [(5, "url must start with http:// or https://"), (6, "unknown notifier 'pager'"),
-              (10, "unknown reason 'no_such_reason'"), (13, "minutes"), (16, 'expected "HH:MM-HH:MM"'),
-              (17, "unknown channel 'nosuch'"), (19, "expected one of error_items"),
-              (20, "rule name 'errors' already used"), (22, "unknown key 'colour'")]
+    expect = [
+        (5, "url must start with http:// or https://"),
+        (6, "unknown notifier 'pager'"),
+        (10, "unknown reason 'no_such_reason'"),
+        (13, "minutes"),
+        (16, 'expected "HH:MM-HH:MM"'),
+        (17, "unknown channel 'nosuch'"),
+        (19, "expected one of error_items"),
+        (20, "rule name 'errors' already used"),
+        (22, "unknown key 'colour'"),
+    ]
     for line, text in expect:
         assert any(p.startswith(f"{f}:{line}:") and text in p for p in problems), (line, text, problems)
     assert len(problems) == len(expect)
@@ -595,13 +725,21 @@ def test_interface_check_reports_a_bad_alerts_file(tmp_path, capsys):
 def test_run_loads_alerts_and_a_bad_file_stops_it(engine, db_url, tmp_path, channels, clock):
     """interface run builds the evaluator from --alerts (the runtime knows it); a bad file is a
     ConfigError before anything starts; --alerts naming a missing file is an error too."""
-    from interface.service import Settings, make_service
+    from interface.ops.runtime import Settings
+    from interface.ops.service import make_service
 
     good = write(tmp_path, "rules:\n  - {name: stuck, type: queue_age, minutes: 5}\n")
-    settings = Settings(channels_dir=ROOT / "channels", mappings_dir=ROOT / "mappings", var_dir=tmp_path,
-                        db_url=db_url, web_port=None, create_schema=False, alerts_file=good,
-                        rules_file=ROOT / "rules" / "completeness.yaml",
-                        port_overrides={c.name: "tcp:0:interface=127.0.0.1" for c in channels})
+    settings = Settings(
+        channels_dir=ROOT / "channels",
+        mappings_dir=ROOT / "mappings",
+        var_dir=tmp_path,
+        db_url=db_url,
+        web_port=None,
+        create_schema=False,
+        alerts_file=good,
+        rules_file=ROOT / "rules" / "completeness.yaml",
+        port_overrides={c.name: "tcp:0:interface=127.0.0.1" for c in channels},
+    )
     top, parts = make_service(settings, clock=clock)
     assert parts["runtime"].alerts is parts["alerts"]
     assert [r.name for r in parts["alerts"].cfg.rules] == ["stuck"]
@@ -609,11 +747,25 @@ def test_run_loads_alerts_and_a_bad_file_stops_it(engine, db_url, tmp_path, chan
     settings.alerts_file = write(tmp_path, "rules:\n  - {name: x, type: nope}\n", name="bad.yaml")
     with pytest.raises(ConfigError, match="bad.yaml:2:"):
         make_service(settings, clock=clock)
-    assert cli.main(["run", "--alerts", str(tmp_path / "missing.yaml"), "--no-web",
-                     "--channels", str(ROOT / "channels"), "--var", str(tmp_path)]) == 1
+    assert (
+        cli.main(
+            [
+                "run",
+                "--alerts",
+                str(tmp_path / "missing.yaml"),
+                "--no-web",
+                "--channels",
+                str(ROOT / "channels"),
+                "--var",
+                str(tmp_path),
+            ]
+        )
+        == 1
+    )
 
 
 # -- GET /api/alerts --------------------------------------------------------------------------
+
 
 def _token(engine, name, role):
     with engine.begin() as conn:
@@ -631,14 +783,20 @@ def fast_hashing(monkeypatch):
 def test_api_alerts_roles_and_content(engine, tmp_path, channels, clock, fast_hashing):
     """GET /api/alerts: analysts and admins see what fires and the alert events; clerks are
     refused, anonymous callers must log in; /metrics has interface_alerts_firing{rule}."""
-    from interface.service import Runtime
-    from interface.web import create_app
+    from interface.ops.runtime import Runtime
+    from interface.web.app import create_app
 
-    ev = evaluator(engine, tmp_path, channels, clock, """
+    ev = evaluator(
+        engine,
+        tmp_path,
+        channels,
+        clock,
+        """
 rules:
   - {name: errors, type: error_items}
   - {name: stuck, type: queue_age, minutes: 30}
-""")
+""",
+    )
     item = receive(engine, channels, clock, "C1")
     fail(engine, item, clock.now)
     clock.advance(seconds=30)
@@ -648,13 +806,17 @@ rules:
     tok = {role: _token(engine, role + "1", role) for role in ("analyst", "admin", "clerk")}
     with TestClient(create_app(engine, channels=channels, runtime=runtime, clock=clock)) as client:
         assert client.get("/api/alerts").status_code == 401
-        assert client.get("/api/alerts", headers={"Authorization": f"Bearer {tok['clerk']}"}).status_code == 403
+        assert (
+            client.get("/api/alerts", headers={"Authorization": f"Bearer {tok['clerk']}"}).status_code == 403
+        )
         for role in ("analyst", "admin"):
             r = client.get("/api/alerts", headers={"Authorization": f"Bearer {tok[role]}"})
             assert r.status_code == 200
         doc = r.json()
         assert doc["evaluating"] is True and doc["rules"] == ["errors", "stuck"]
-        assert [(f["rule"], f["channel"], f["details"]["new_errors"]) for f in doc["firing"]] == [("errors", "adt", 1)]
+        assert [(f["rule"], f["channel"], f["details"]["new_errors"]) for f in doc["firing"]] == [
+            ("errors", "adt", 1)
+        ]
         assert [(e["kind"], e["rule"], e["status"]) for e in doc["events"]] == [("alert", "errors", "firing")]
         metrics = client.get("/metrics").text
         assert 'interface_alerts_firing{rule="errors"} 1.0' in metrics
@@ -662,7 +824,7 @@ rules:
         ev_rows = client.get("/api/events?kind=alert", headers={"Authorization": f"Bearer {tok['analyst']}"})
         assert [e["kind"] for e in ev_rows.json()["events"]] == ["alert"]
     with engine.begin() as conn:
-        queue.discard_item(conn, item, user="clerk1", reason="test", now=clock.now)
+        errorqueue.discard_item(conn, item, user="clerk1", reason="test", now=clock.now)
     clock.advance(seconds=30)
     ev.evaluate()
     # the console on its own (interface web): what fires is read back from the events
@@ -671,9 +833,23 @@ rules:
         assert doc["evaluating"] is False and doc["firing"] == []
         assert [e["kind"] for e in doc["events"]] == ["alert_resolved", "alert"]
     with engine.begin() as conn:  # an alert that fired and never resolved (engine stopped)
-        conn.execute(insert(events).values(at=clock.now, kind="alert", channel="mdm", detail=json.dumps(
-            {"status": "firing", "rule": "quiet", "type": "no_messages", "channel": "mdm", "summary": "s",
-             "details": {"quiet_minutes": 61}})))
+        conn.execute(
+            insert(events).values(
+                at=clock.now,
+                kind="alert",
+                channel="mdm",
+                detail=json.dumps(
+                    {
+                        "status": "firing",
+                        "rule": "quiet",
+                        "type": "no_messages",
+                        "channel": "mdm",
+                        "summary": "s",
+                        "details": {"quiet_minutes": 61},
+                    }
+                ),
+            )
+        )
     with TestClient(create_app(engine, channels=channels, clock=clock)) as client:
         doc = client.get("/api/alerts", headers={"Authorization": f"Bearer {tok['analyst']}"}).json()
         assert [(f["rule"], f["channel"]) for f in doc["firing"]] == [("quiet", "mdm")]
@@ -684,7 +860,8 @@ def test_hours_windows_including_one_over_midnight():
     """hours: "07:00-19:00" and "22:00-06:00" (over midnight): when the current window opened."""
     from datetime import time as dtime
 
-    from interface.alerts import _window_start, parse_hours
+    from interface.ops.alert_rules import parse_hours
+    from interface.ops.alerts import _window_start
 
     tz = timezone.utc
     day = parse_hours("07:00-19:00")

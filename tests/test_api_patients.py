@@ -1,4 +1,5 @@
 """The patients read API: chart by MRN, search, errors."""
+
 from __future__ import annotations
 
 import warnings
@@ -11,9 +12,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from interface.api_patients import router
-from interface.records import Merge, Name, Patient
-from interface.db import read_only_engine
+from interface.mapping.records import Merge, Name, Patient
+from interface.store.db import read_only_engine
+from interface.web.api.patients import router
 from tests.test_chart import adt, apply, ids, vis
 
 
@@ -31,11 +32,29 @@ def client(engine):
 
 @pytest.fixture
 def charts(engine):
-    apply(engine, adt("A01", "M1", vis("V1", location="W1"), patient=Patient(
-        identifiers=ids(("M1", "HOSP", "MR")), name=Name(family="Doe", given="Jane"),
-        birth_date="1980-01-31", sex="F")))
-    apply(engine, adt("A04", "M2", vis("V2"), patient=Patient(
-        name=Name(family="Doe", given="John"), birth_date="1975-06-01", sex="M")))
+    apply(
+        engine,
+        adt(
+            "A01",
+            "M1",
+            vis("V1", location="W1"),
+            patient=Patient(
+                identifiers=ids(("M1", "HOSP", "MR")),
+                name=Name(family="Doe", given="Jane"),
+                birth_date="1980-01-31",
+                sex="F",
+            ),
+        ),
+    )
+    apply(
+        engine,
+        adt(
+            "A04",
+            "M2",
+            vis("V2"),
+            patient=Patient(name=Name(family="Doe", given="John"), birth_date="1975-06-01", sex="M"),
+        ),
+    )
     apply(engine, adt("A04", "M3", vis("V3"), patient=Patient(name=Name(family="Dorian"))))
     apply(engine, adt("A40", "M1", merge=Merge(prior_mrn="M3")))
 
@@ -48,8 +67,18 @@ def test_get_patient_returns_chart(client, charts):
     assert body["mrn"] == "M1" and body["name"]["family"] == "Doe"
     assert body["birth_date"] == "1980-01-31" and body["merged_into"] is None
     assert {"V1", "V3"} == {v["visit_number"] for v in body["visits"]}
-    for key in ("identifiers", "other_names", "sex", "addresses", "phones", "insurance",
-                "documents", "next_of_kin", "allergies", "diagnoses"):
+    for key in (
+        "identifiers",
+        "other_names",
+        "sex",
+        "addresses",
+        "phones",
+        "insurance",
+        "documents",
+        "next_of_kin",
+        "allergies",
+        "diagnoses",
+    ):
         assert key in body
 
 
@@ -76,22 +105,24 @@ def test_search_by_family_prefix_case_insensitive(client, charts):
 
 def test_search_by_birth_date(client, charts):
     """Search by full or partial birth date."""
-    assert [p["mrn"] for p in client.get("/api/patients", params={
-        "birth_date": "1975-06-01"}).json()["patients"]] == ["M2"]
-    assert [p["mrn"] for p in client.get("/api/patients", params={
-        "birth_date": "1980"}).json()["patients"]] == ["M1"]
+    assert [
+        p["mrn"] for p in client.get("/api/patients", params={"birth_date": "1975-06-01"}).json()["patients"]
+    ] == ["M2"]
+    assert [
+        p["mrn"] for p in client.get("/api/patients", params={"birth_date": "1980"}).json()["patients"]
+    ] == ["M1"]
 
 
 def test_search_pages(client, charts):
     """limit and offset page through the ordered results."""
     first = client.get("/api/patients", params={"family": "d", "limit": 1}).json()["patients"]
-    second = client.get("/api/patients", params={"family": "d", "limit": 1,
-                                                 "offset": 1}).json()["patients"]
+    second = client.get("/api/patients", params={"family": "d", "limit": 1, "offset": 1}).json()["patients"]
     assert [p["mrn"] for p in first + second] == ["M1", "M2"]
 
 
-@pytest.mark.parametrize("params", [{}, {"family": "  "}, {"birth_date": "31/01/1980"},
-                                    {"family": "d", "limit": 0}])
+@pytest.mark.parametrize(
+    "params", [{}, {"family": "  "}, {"birth_date": "31/01/1980"}, {"family": "d", "limit": 0}]
+)
 def test_search_without_valid_criterion_is_400(client, params):
     """Search with no criterion or a malformed one is refused with a message."""
     r = client.get("/api/patients", params=params)

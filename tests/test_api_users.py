@@ -1,5 +1,6 @@
 """User administration from the API (``/api/users...``) and the console page (``/users``): admin
 only, CSRF for sessions, audited without secrets, password policy, last-admin protection, tokens."""
+
 from __future__ import annotations
 
 import re
@@ -7,11 +8,10 @@ import re
 import pytest
 from sqlalchemy import select
 
-from interface import users
-from interface.schema import audit
+from interface.desk import users
+from interface.store.schema import audit
 from tests.test_auth import csrf_of, login
-from tests.test_web_api import PASSWORD, TestClient, h, make_user
-from tests.test_web_api import app, channels, clock, fast_hashing, tokens  # noqa: F401  (fixtures)
+from tests.test_web_api import PASSWORD, TestClient, app, channels, clock, fast_hashing, h, make_user, tokens  # noqa: F401  (fixtures)
 
 NEW_PASSWORD = "another long passphrase"
 
@@ -40,10 +40,15 @@ def user_row(engine, name):
         return conn.execute(select(users.users).where(users.users.c.name == name)).first()
 
 
-ROUTES = [("GET", "/api/users", None), ("POST", "/api/users", {"name": "x1", "role": "clerk", "password": PASSWORD}),
-          ("POST", "/api/users/clerk1/role", {"role": "analyst"}), ("POST", "/api/users/clerk1/disable", None),
-          ("POST", "/api/users/clerk1/enable", None), ("POST", "/api/users/clerk1/password", {"password": PASSWORD}),
-          ("POST", "/api/users/clerk1/token", None)]
+ROUTES = [
+    ("GET", "/api/users", None),
+    ("POST", "/api/users", {"name": "x1", "role": "clerk", "password": PASSWORD}),
+    ("POST", "/api/users/clerk1/role", {"role": "analyst"}),
+    ("POST", "/api/users/clerk1/disable", None),
+    ("POST", "/api/users/clerk1/enable", None),
+    ("POST", "/api/users/clerk1/password", {"password": PASSWORD}),
+    ("POST", "/api/users/clerk1/token", None),
+]
 
 
 @pytest.mark.parametrize("method,path,body", ROUTES)
@@ -65,8 +70,14 @@ def test_list_users_has_no_secrets(client, admin):
     rows = {u["name"]: u for u in r.json()["users"]}
     assert set(rows) == {"admin1", "clerk1", "analyst1", "auditor1"}
     assert rows["clerk1"]["role"] == "clerk" and rows["clerk1"]["disabled"] is False
-    assert set(rows["clerk1"]) == {"name", "role", "disabled", "created_at", "password_changed_at",
-                                   "last_login_at"}
+    assert set(rows["clerk1"]) == {
+        "name",
+        "role",
+        "disabled",
+        "created_at",
+        "password_changed_at",
+        "last_login_at",
+    }
     assert "argon2" not in r.text and "hash" not in r.text
 
 
@@ -103,13 +114,17 @@ def test_add_user_then_login_and_audit(client, engine, admin):
     row = audit_rows(engine, "user_add")[-1]
     assert (row.user, row.target_id, row.detail) == ("admin1", "nina", "role=clerk")
     assert all(PASSWORD not in (a.detail or "") + (a.reason or "") for a in audit_rows(engine))
-    r = client.post("/api/users", headers=admin, json={"name": "nina", "role": "analyst", "password": PASSWORD})
+    r = client.post(
+        "/api/users", headers=admin, json={"name": "nina", "role": "analyst", "password": PASSWORD}
+    )
     assert r.status_code == 409 and r.json()["detail"] == "user 'nina' already exists"
     r = client.post("/api/users", headers=admin, json={"name": "olga", "role": "clerk", "password": "short"})
     assert r.status_code == 422 and r.json()["detail"] == "a password needs at least 10 characters"
     r = client.post("/api/users", headers=admin, json={"name": "olga", "role": "boss", "password": PASSWORD})
     assert r.status_code == 422 and "'clerk', 'analyst', 'admin' or 'auditor'" in r.json()["detail"][0]["msg"]
-    r = client.post("/api/users", headers=admin, json={"name": "ol ga", "role": "clerk", "password": PASSWORD})
+    r = client.post(
+        "/api/users", headers=admin, json={"name": "ol ga", "role": "clerk", "password": PASSWORD}
+    )
     assert r.status_code == 422 and "without spaces" in r.json()["detail"]
     assert user_row(engine, "olga") is None and user_row(engine, "ol ga") is None
 
@@ -134,7 +149,10 @@ def test_disable_enable(client, engine, admin, tokens):
     assert r.status_code == 200 and r.json()["disabled"] is False
     assert login(client, "clerk1").status_code == 303
     assert [(a.user, a.action) for a in audit_rows(engine) if a.target_id == "clerk1"][-3:] == [
-        ("admin1", "user_disable"), ("admin1", "user_enable"), ("clerk1", "login")]
+        ("admin1", "user_disable"),
+        ("admin1", "user_enable"),
+        ("clerk1", "login"),
+    ]
     assert client.post("/api/users/nobody/disable", headers=admin).status_code == 404
     assert client.post("/api/users/nobody/enable", headers=admin).status_code == 404
 
@@ -171,7 +189,10 @@ def test_password_reset_ends_sessions(client, engine, admin):
         assert users.authenticate(conn, "clerk1", NEW_PASSWORD) is not None
     row = audit_rows(engine, "user_passwd")[-1]
     assert (row.user, row.target_id, row.detail) == ("admin1", "clerk1", None)
-    assert client.post("/api/users/nobody/password", headers=admin, json={"password": NEW_PASSWORD}).status_code == 404
+    assert (
+        client.post("/api/users/nobody/password", headers=admin, json={"password": NEW_PASSWORD}).status_code
+        == 404
+    )
 
 
 def test_token_is_returned_once_and_works(client, engine, admin):
@@ -204,6 +225,7 @@ def test_session_needs_csrf(client, engine, tokens):
 
 # -- the /users page ------------------------------------------------------------------------------
 
+
 @pytest.fixture
 def browser(client, tokens):
     """A logged-in admin browser session: (client, CSRF token)."""
@@ -233,16 +255,21 @@ def test_users_page_is_admin_only(client, engine, tokens, role):
     r = client.get("/users")
     assert r.status_code == 403 and r.headers["content-type"].startswith("text/html")
     assert 'href="/users"' not in client.get("/").text
-    r = client.post("/users/add", data={"csrf_token": csrf_of(client), "name": "mal", "role": "admin",
-                                        "password": PASSWORD})
+    r = client.post(
+        "/users/add",
+        data={"csrf_token": csrf_of(client), "name": "mal", "role": "admin", "password": PASSWORD},
+    )
     assert r.status_code == 403 and user_row(engine, "mal") is None
 
 
 def test_users_page_forms(browser, engine):
     """Add, change role, reset password, disable, enable through the forms; each audited."""
     c, csrf = browser
-    r = c.post("/users/add", data={"csrf_token": csrf, "name": "quinn", "role": "analyst", "password": PASSWORD},
-               follow_redirects=False)
+    r = c.post(
+        "/users/add",
+        data={"csrf_token": csrf, "name": "quinn", "role": "analyst", "password": PASSWORD},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and r.headers["location"] == "/users?done=add&who=quinn"
     assert "User added: quinn" in c.get(r.headers["location"]).text
     assert user_row(engine, "quinn").role == "analyst"
@@ -260,8 +287,12 @@ def test_users_page_forms(browser, engine):
     with engine.connect() as conn:
         assert users.authenticate(conn, "quinn", NEW_PASSWORD) is not None
     assert [(a.user, a.action) for a in audit_rows(engine) if a.target_id == "quinn"] == [
-        ("admin1", "user_add"), ("admin1", "user_role"), ("admin1", "user_passwd"),
-        ("admin1", "user_disable"), ("admin1", "user_enable")]
+        ("admin1", "user_add"),
+        ("admin1", "user_role"),
+        ("admin1", "user_passwd"),
+        ("admin1", "user_disable"),
+        ("admin1", "user_enable"),
+    ]
     page = c.get("/users?done=add&who=<b>x</b>").text  # a name from the URL is shown only if real
     assert "User added</p>" in page and "&lt;b&gt;" not in page and "<b>x" not in page
 
@@ -272,7 +303,9 @@ def test_users_page_errors_show_on_the_page(browser, engine):
     r = c.post("/users/add", data={"csrf_token": csrf, "name": "rita", "role": "clerk", "password": "short"})
     assert r.status_code == 422 and "a password needs at least 10 characters" in r.text
     assert 'value="rita"' in r.text and user_row(engine, "rita") is None
-    r = c.post("/users/add", data={"csrf_token": csrf, "name": "clerk1", "role": "clerk", "password": PASSWORD})
+    r = c.post(
+        "/users/add", data={"csrf_token": csrf, "name": "clerk1", "role": "clerk", "password": PASSWORD}
+    )
     assert r.status_code == 409 and "already exists" in r.text
     r = c.post("/users/add", data={"csrf_token": csrf, "name": "sam", "role": "root", "password": PASSWORD})
     assert r.status_code == 422 and "role must be one of" in r.text
@@ -282,19 +315,28 @@ def test_users_page_errors_show_on_the_page(browser, engine):
     assert r.status_code == 409 and user_row(engine, "admin1").role == "admin"
     r = c.post("/users/password", data={"csrf_token": csrf, "name": "nobody", "password": NEW_PASSWORD})
     assert r.status_code == 404 and "no user" in r.text
-    for r in (c.post("/users/add", data={"csrf_token": csrf, "name": "a\x00b", "role": "clerk", "password": PASSWORD}),
-              c.post("/users/token", data={"csrf_token": csrf, "name": "a\x00b"})):
+    for r in (
+        c.post(
+            "/users/add", data={"csrf_token": csrf, "name": "a\x00b", "role": "clerk", "password": PASSWORD}
+        ),
+        c.post("/users/token", data={"csrf_token": csrf, "name": "a\x00b"}),
+    ):
         assert r.status_code == 422 and r.headers["content-type"].startswith("text/html")
 
 
 def test_users_page_needs_csrf(browser, engine):
     c, _csrf = browser
     tokens_before = len(audit_rows(engine, "token_create"))
-    for path, data in (("/users/add", {"name": "tess", "role": "admin", "password": PASSWORD}),
-                       ("/users/disable", {"name": "clerk1"}), ("/users/token", {"name": "clerk1"}),
-                       ("/users/role", {"name": "clerk1", "role": "admin", "csrf_token": "forged"})):
+    for path, data in (
+        ("/users/add", {"name": "tess", "role": "admin", "password": PASSWORD}),
+        ("/users/disable", {"name": "clerk1"}),
+        ("/users/token", {"name": "clerk1"}),
+        ("/users/role", {"name": "clerk1", "role": "admin", "csrf_token": "forged"}),
+    ):
         r = c.post(path, data=data)
-        assert r.status_code == 403 and "CSRF" in r.text and r.headers["content-type"].startswith("text/html"), path
+        assert (
+            r.status_code == 403 and "CSRF" in r.text and r.headers["content-type"].startswith("text/html")
+        ), path
     assert user_row(engine, "tess") is None
     assert user_row(engine, "clerk1").role == "clerk" and not user_row(engine, "clerk1").disabled
     assert len(audit_rows(engine, "token_create")) == tokens_before

@@ -1,4 +1,5 @@
 """Authentication and authorisation: tokens, login sessions, CSRF, roles, logout, WebThread."""
+
 from __future__ import annotations
 
 import re
@@ -7,9 +8,9 @@ import httpx
 import pytest
 from sqlalchemy import select
 
-from interface import users
-from interface.schema import audit
-from interface.web import WebThread, create_app
+from interface.desk import users
+from interface.store.schema import audit
+from interface.web.app import WebThread, create_app
 from tests.test_web_api import NOW, PASSWORD, TestClient, h, make_user
 
 
@@ -29,9 +30,11 @@ def login_token(client) -> str:
 
 
 def login(client, name, password=PASSWORD, next="/"):
-    return client.post("/login", data={"username": name, "password": password, "next": next,
-                                       "login_token": login_token(client)},
-                       follow_redirects=False)
+    return client.post(
+        "/login",
+        data={"username": name, "password": password, "next": next, "login_token": login_token(client)},
+        follow_redirects=False,
+    )
 
 
 def csrf_of(client) -> str:
@@ -191,10 +194,23 @@ def test_interface_web_serves_the_console_as_its_own_process(db_url, engine, tmp
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "interface.cli", "web", "--db", db_url, "--port", str(port),
-                             "--channels", str(tmp_path / "none")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            cwd=os.path.dirname(os.path.dirname(__file__)))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "interface.ops.cli",
+            "web",
+            "--db",
+            db_url,
+            "--port",
+            str(port),
+            "--channels",
+            str(tmp_path / "none"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=os.path.dirname(os.path.dirname(__file__)),
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -213,10 +229,17 @@ def test_interface_web_serves_the_console_as_its_own_process(db_url, engine, tmp
 def test_login_form_is_csrf_protected(client, engine, tokens):
     """A POST /login without the form's token (e.g. from another site) logs nobody in."""
     r = client.post("/login", data={"username": "clerk1", "password": PASSWORD}, follow_redirects=False)
-    assert r.status_code == 403 and "expired" in r.text and "interface_session" not in r.headers.get("set-cookie", "")
+    assert (
+        r.status_code == 403
+        and "expired" in r.text
+        and "interface_session" not in r.headers.get("set-cookie", "")
+    )
     client.get("/login")  # cookie set, but a forged form carries another token
-    r = client.post("/login", data={"username": "clerk1", "password": PASSWORD, "login_token": "forged"},
-                    follow_redirects=False)
+    r = client.post(
+        "/login",
+        data={"username": "clerk1", "password": PASSWORD, "login_token": "forged"},
+        follow_redirects=False,
+    )
     assert r.status_code == 403
     assert login(client, "clerk1").status_code == 303
 
@@ -224,7 +247,9 @@ def test_login_form_is_csrf_protected(client, engine, tokens):
 def test_expired_session_sends_htmx_refreshes_to_the_login_page(client):
     """The dashboard's htmx refresh without a session gets HX-Redirect to the login form (with the
     page it was on), not a login form swapped into the page."""
-    r = client.get("/dashboard/channels", follow_redirects=False,
-                   headers={"Accept": "*/*", "HX-Request": "true",
-                            "HX-Current-URL": "http://testserver/?tab=1"})
+    r = client.get(
+        "/dashboard/channels",
+        follow_redirects=False,
+        headers={"Accept": "*/*", "HX-Request": "true", "HX-Current-URL": "http://testserver/?tab=1"},
+    )
     assert r.status_code == 401 and r.headers["HX-Redirect"] == "/login?next=%2F%3Ftab%3D1"

@@ -1,13 +1,14 @@
 """``interface bench``: the workload generator keeps each patient's story in order on one
 connection, and a tiny ``--quick`` run against a real engine subprocess produces the report with
 every count right (timings are never asserted: they depend on the machine)."""
+
 from __future__ import annotations
 
 import json
 import os
 from collections import defaultdict
 
-from interface import bench
+from interface.ops import bench, bench_workload
 
 PG = os.environ.get("INTERFACE_TEST_DB_URL", "")
 
@@ -21,7 +22,7 @@ def _events(frame: bytes) -> tuple[str, str]:
 
 def test_adt_mix_keeps_each_patient_on_one_connection_in_story_order():
     """Every patient's messages are on one connection, in the order of one of the stories."""
-    wl = bench.adt_mix(400, 4, "T", seed=3)
+    wl = bench_workload.adt_mix(400, 4, "T", seed=3)
     assert wl.count >= 400 and len(wl.per_conn) == 4
     seen: dict[str, int] = {}
     per_patient: dict[str, list[str]] = defaultdict(list)
@@ -31,7 +32,7 @@ def test_adt_mix_keeps_each_patient_on_one_connection_in_story_order():
             assert seen.setdefault(mrn, c) == c
             assert wl.mrn_of[cid] == mrn
             per_patient[mrn].append(trigger)
-    stories = {events for _, events in bench.STORIES}
+    stories = {events for _, events in bench_workload.STORIES}
     assert all(tuple(ev) in stories for ev in per_patient.values())
     assert len(per_patient) == wl.patients
     assert set(wl.types()) == {"A01", "A02", "A03", "A04", "A08"}
@@ -40,14 +41,18 @@ def test_adt_mix_keeps_each_patient_on_one_connection_in_story_order():
 def _visit_fields(frame: bytes) -> tuple[str, str, str, str]:
     """(trigger, PV1-3 location, PV1-44 admit time, DG1-5 diagnosis time) of a bench frame."""
     segs = {s.split(b"|")[0]: s.split(b"|") for s in frame[1:-2].split(b"\r")}
-    return (segs[b"MSH"][8].split(b"^")[1].decode(), segs[b"PV1"][3].decode(),
-            segs[b"PV1"][44].decode(), segs[b"DG1"][5].decode())
+    return (
+        segs[b"MSH"][8].split(b"^")[1].decode(),
+        segs[b"PV1"][3].decode(),
+        segs[b"PV1"][44].decode(),
+        segs[b"DG1"][5].decode(),
+    )
 
 
 def test_realistic_mix_keeps_admit_time_diagnosis_and_bed_per_visit():
     """Realistic (default): a visit's admit and diagnosis times never change and its bed changes
     on an A02 only; churn: every message of a story carries a new admit time."""
-    wl = bench.adt_mix(400, 4, "T", seed=3)
+    wl = bench_workload.adt_mix(400, 4, "T", seed=3)
     by_patient: dict[str, list] = defaultdict(list)
     for msgs in wl.per_conn:
         for cid, frame in msgs:
@@ -61,7 +66,7 @@ def test_realistic_mix_keeps_admit_time_diagnosis_and_bed_per_visit():
                 assert after == before
             moved += after != before
     assert moved > 0  # transfers do move patients
-    churn = bench.adt_mix(400, 4, "T", seed=3, mix="churn")
+    churn = bench_workload.adt_mix(400, 4, "T", seed=3, mix="churn")
     admits = defaultdict(set)
     for msgs in churn.per_conn:
         for cid, frame in msgs:
@@ -70,7 +75,7 @@ def test_realistic_mix_keeps_admit_time_diagnosis_and_bed_per_visit():
 
 
 def test_poisoned_workload_puts_the_poison_first_for_its_patient():
-    wl = bench.adt_mix(100, 2, "T", poison_mrn="TPOISON")
+    wl = bench_workload.adt_mix(100, 2, "T", poison_mrn="TPOISON")
     mine = [(_events(f)[0]) for _, f in wl.per_conn[0] if _events(f)[1] == "TPOISON"]
     assert mine == ["A13", "A01", "A08", "A02", "A08", "A03"]
 
@@ -79,7 +84,7 @@ def test_mdm_message_is_about_100_kb_with_a_base64_pdf():
     import base64
     import random
 
-    frame = bench.mdm_t02("M1", "DOC-1", "C1", 0.0, random.Random(1))
+    frame = bench_workload.mdm_t02("M1", "DOC-1", "C1", 0.0, random.Random(1))
     assert 95 * 1024 < len(frame) < 110 * 1024
     obx = frame[1:-2].split(b"\r")[-2]
     data = base64.b64decode(obx.split(b"|")[5].split(b"^")[4])
@@ -122,7 +127,7 @@ def test_quick_run_reports_every_scenario_with_the_right_counts(tmp_path, capsys
 def test_pooled_workload_spreads_stories_over_few_patients_each_on_one_connection():
     """With a patient pool, patients get several visits (distinct visit numbers), each patient
     still on a single connection, each visit's story in order."""
-    wl = bench.adt_mix(300, 4, "P", seed=2, pool=7)
+    wl = bench_workload.adt_mix(300, 4, "P", seed=2, pool=7)
     assert wl.patients == 7 and wl.count >= 300
     seen: dict[str, int] = {}
     visits: dict[str, list[str]] = defaultdict(list)
@@ -133,7 +138,7 @@ def test_pooled_workload_spreads_stories_over_few_patients_each_on_one_connectio
             visit = frame[1:-2].split(b"\r")[5].split(b"|")[19].split(b"^")[0].decode()
             visits[visit].append(trigger)
     assert len(visits) > 7  # several visits per patient
-    stories = {events for _, events in bench.STORIES}
+    stories = {events for _, events in bench_workload.STORIES}
     assert all(tuple(ev) in stories for ev in visits.values())
 
 
@@ -142,8 +147,23 @@ def test_scale_and_journal_scenarios_report_every_cell_with_the_right_counts(tmp
     with two patient pools: every message ACKed AA/CA with its control id, every item done, the
     journal holds at least the seeded count, ratios are against the first cell."""
     out = tmp_path / "bench.json"
-    argv = ["--quick", "--scale", "0.5", "--connections", "3", "--scenarios", "scale,journal",
-            "--journal-sizes", "150,600", "--patients", "4,40", "--no-cross-check", "--json", str(out), "-q"]
+    argv = [
+        "--quick",
+        "--scale",
+        "0.5",
+        "--connections",
+        "3",
+        "--scenarios",
+        "scale,journal",
+        "--journal-sizes",
+        "150,600",
+        "--patients",
+        "4,40",
+        "--no-cross-check",
+        "--json",
+        str(out),
+        "-q",
+    ]
     if PG:
         argv += ["--db", PG]
     assert bench.main(argv) == 0
@@ -171,9 +191,9 @@ def test_scale_and_journal_scenarios_report_every_cell_with_the_right_counts(tmp
 
 
 def test_benchprofile_measures_both_phases(capsys):
-    """`python -m interface.benchprofile`: every message journalled and applied, both figures
+    """`python -m interface.ops.benchprofile`: every message journalled and applied, both figures
     printed (the stage costs in docs/benchmarks.md come from it)."""
-    from interface import benchprofile
+    from interface.ops import benchprofile
 
     assert benchprofile.main(["40"]) == 0
     out = capsys.readouterr().out

@@ -9,6 +9,7 @@ finds all of it in the audit trail. Each step saves a screenshot in ``test-artif
 Chromium comes from the ``chromium`` Debian package (``make browser-deps``), never a download; if
 it is missing these tests fail, they do not skip.
 """
+
 from __future__ import annotations
 
 import re
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from interface.processing import Worker
-from interface.web import WebThread, create_app
+from interface.engine.processing import Worker
+from interface.web.app import WebThread, create_app
 from tests.test_pages import NOW, PASSWORD, Clock, seed
 
 pytestmark = pytest.mark.browser
@@ -40,8 +41,12 @@ def live(engine):
     s = seed(engine, clock)
     # No runtime: no MLLP listeners here (like `interface web` beside the engine), so the
     # dashboard judges health by the queue alone.
-    app = create_app(engine, channels=list(s.channels.values()), runtime=None,
-                     document_settings=s.pipeline.document_settings)
+    app = create_app(
+        engine,
+        channels=list(s.channels.values()),
+        runtime=None,
+        document_settings=s.pipeline.document_settings,
+    )
     web = WebThread(app, "127.0.0.1", 0)
     web.start()
     worker = Worker(engine, s.pipeline, clock=utcnow)
@@ -152,7 +157,9 @@ def test_clerk_works_the_error_queue_and_the_auditor_sees_it(live, browser):
     shot(page, "03-edit-before-resubmit")
     page.get_by_role("button", name="Resubmit edited message").click()
     assert "Edited copy resubmitted" in page.locator(".notice").inner_text()
-    reload_until(page, lambda: "status-done" in page.locator("h1").inner_html(), "the resubmitted item to apply")
+    reload_until(
+        page, lambda: "status-done" in page.locator("h1").inner_html(), "the resubmitted item to apply"
+    )
     page.goto(f"{base}/patients/100001")
     assert "RIVERA, ANNABEL MARIA" in page.locator("h1").inner_text()
     shot(page, "04-chart-after-resubmit")
@@ -195,7 +202,9 @@ def test_clerk_works_the_error_queue_and_the_auditor_sees_it(live, browser):
     table = page.locator("#audit-log tbody").inner_text()
     assert re.search(rf"carl\s+resubmit\s+work_item {fix}", table)
     assert re.search(rf"carl\s+retry\s+work_item {retry}", table)
-    assert re.search(rf"carl\s+discard\s+work_item {discard}\s+status change for a document never sent", table)
+    assert re.search(
+        rf"carl\s+discard\s+work_item {discard}\s+status change for a document never sent", table
+    )
     assert re.search(r"carl\s+reveal\s+message \d+\s+fix birth date typo", table)
     assert re.search(r"carl\s+view\s+patient 100001", table)
     page.get_by_label("Action").fill("discard")

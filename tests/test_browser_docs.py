@@ -1,10 +1,11 @@
 """In real Chromium: Swagger UI at /api/docs and the login page work under the console's CSP
 (no Content-Security-Policy violation, nothing fetched from another site)."""
+
 from __future__ import annotations
 
 import pytest
 
-from interface.web import WebThread, create_app
+from interface.web.app import WebThread, create_app
 from tests.test_browser import TIMEOUT_MS, browser, shot  # noqa: F401  (fixture)
 from tests.test_web_api import PASSWORD, make_user
 

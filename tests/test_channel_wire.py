@@ -2,6 +2,7 @@
 loopback listener (routed by MSH-3, each with its own identity, ACK timing and fallback
 character set), real MLLP clients that read the accept ACK and then the application ACK on the
 same connection, and a fake return address (an MLLP peer on loopback)."""
+
 from __future__ import annotations
 
 import socket
@@ -10,9 +11,10 @@ from datetime import datetime, timezone
 import pytest
 from sqlalchemy import select
 
-from interface import chart, queue
-from interface.client import MLLPClient
-from interface.schema import messages, work_items
+from interface.desk import errorqueue
+from interface.engine.client import MLLPClient
+from interface.store import chart, chart_read, workqueue
+from interface.store.schema import messages, work_items
 from tests.test_downstream_answers import AnsweringPeer, wait_for
 from tests.test_loopback import EngineProcess, shared_db  # noqa: F401 - fixture
 
@@ -28,7 +30,9 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def peer():
     """The senders' return address: answers every application ACK with AA."""
-    with AnsweringPeer(lambda ctl, raw: f"MSH|^~\\&|REG|HOSP|INT|HOSP|1||ACK|R{ctl}|P|2.5.1\rMSA|CA|{ctl}\r".encode()) as p:
+    with AnsweringPeer(
+        lambda ctl, raw: f"MSH|^~\\&|REG|HOSP|INT|HOSP|1||ACK|R{ctl}|P|2.5.1\rMSA|CA|{ctl}\r".encode()
+    ) as p:
         yield p
 
 
@@ -65,14 +69,31 @@ fallback_charset: 8859/15
         yield p
 
 
-def _adt(cid: str, mrn: str, *, app: str = "REG", to: str = "INT", family: bytes = b"DOE",
-         dob: str = "19800101", msh15: str = "", msh16: str = "") -> bytes:
+def _adt(
+    cid: str,
+    mrn: str,
+    *,
+    app: str = "REG",
+    to: str = "INT",
+    family: bytes = b"DOE",
+    dob: str = "19800101",
+    msh15: str = "",
+    msh16: str = "",
+) -> bytes:
     msh = f"MSH|^~\\&|{app}|HOSP|{to}|HOSP|20260301100000||ADT^A01^ADT_A01|{cid}|P|2.5.1"
     if msh15 or msh16:
         msh += f"|||{msh15}|{msh16}"
-    return b"\r".join([msh.encode(), b"EVN|A01|20260301100000",
-                       f"PID|1||{mrn}^^^HOSP^MR||".encode() + family + f"^JANE||{dob}|F".encode(),
-                       b"PV1|1|I|W1^101^A^HOSP"]) + b"\r"
+    return (
+        b"\r".join(
+            [
+                msh.encode(),
+                b"EVN|A01|20260301100000",
+                f"PID|1||{mrn}^^^HOSP^MR||".encode() + family + f"^JANE||{dob}|F".encode(),
+                b"PV1|1|I|W1^101^A^HOSP",
+            ]
+        )
+        + b"\r"
+    )
 
 
 def _segs(raw: bytes) -> list[list[str]]:
@@ -81,13 +102,14 @@ def _segs(raw: bytes) -> list[list[str]]:
 
 def _row(db, cid: str):
     with db.connect() as conn:
-        return conn.execute(select(messages).where(messages.c.control_id == cid,
-                                                   messages.c.peer != "application_ack")).one()
+        return conn.execute(
+            select(messages).where(messages.c.control_id == cid, messages.c.peer != "application_ack")
+        ).one()
 
 
 def _family(db, mrn: str) -> str:
     with db.connect() as conn:
-        return chart.get_chart(conn, mrn)["name"]["family"]
+        return chart_read.get_chart(conn, mrn)["name"]["family"]
 
 
 def test_two_senders_on_one_listener_get_their_own_channel_and_identity(wire, shared_db):
@@ -140,10 +162,11 @@ def test_ack_timing_per_mode_and_the_application_ack_on_the_same_connection(wire
     assert (app[0][2], app[0][3], app[0][14], app[0][15]) == ("INT", "HOSP", "NE", "NE")
     assert ok_accept[1][:3] == ["MSA", "CA", "T3"] and ok_app[1][:3] == ["MSA", "AA", "T3"]
     with shared_db[1].connect() as conn:
-        items = conn.execute(select(work_items.c.destination, work_items.c.status)
-                             .join(messages, messages.c.id == work_items.c.message_id)
-                             .where(messages.c.peer == "application_ack",
-                                    messages.c.control_id.in_([app[0][9], ok_app[0][9]]))).all()
+        items = conn.execute(
+            select(work_items.c.destination, work_items.c.status)
+            .join(messages, messages.c.id == work_items.c.message_id)
+            .where(messages.c.peer == "application_ack", messages.c.control_id.in_([app[0][9], ok_app[0][9]]))
+        ).all()
     assert sorted(items) == [("connection_ack", "done"), ("connection_ack", "done")]
 
 
@@ -158,9 +181,14 @@ def test_application_ack_for_a_closed_connection_goes_to_the_return_address(wire
         assert _segs(c.send_raw(_adt("G2", "G100", msh15="AL", msh16="AL")))[1][1] == "CA"
     # the connection is closed; G2 waits behind G1 (its patient's error): discard G1
     with db.begin() as conn:
-        g1 = conn.execute(select(work_items.c.id).join(messages, messages.c.id == work_items.c.message_id)
-                          .where(messages.c.control_id == "G1", work_items.c.destination == "store")).scalar_one()
-        queue.discard_item(conn, g1, user="test", reason="bad date, sent again", now=datetime.now(timezone.utc))
+        g1 = conn.execute(
+            select(work_items.c.id)
+            .join(messages, messages.c.id == work_items.c.message_id)
+            .where(messages.c.control_id == "G1", work_items.c.destination == "store")
+        ).scalar_one()
+        errorqueue.discard_item(
+            conn, g1, user="test", reason="bad date, sent again", now=datetime.now(timezone.utc)
+        )
     assert wait_for(peer, lambda: any(b"MSA|AA|G2" in m for m in peer.messages)), peer.messages
     sent = next(m for m in peer.messages if b"MSA|AA|G2" in m)
     assert _segs(sent)[0][14] == "AL"

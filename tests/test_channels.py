@@ -1,4 +1,5 @@
 """Typed channels and the YAML loader behind them."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,9 +7,9 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from interface.channels import Channel, load_channels
-from interface.config import load_yaml_text
-from interface.errors import ConfigError
+from interface.config.channels import Channel, load_channels
+from interface.config.yamlfile import load_yaml_text
+from interface.hl7.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -27,17 +28,20 @@ def test_repository_channels_load():
     assert not chans["mdm"].accepts("ADT", "A01")
 
 
-@pytest.mark.parametrize("patterns,code,trigger,ok", [
-    (["*"], "ORU", "R01", True),
-    (["ADT^*"], "ADT", "A40", True),
-    (["ADT^*"], "ADT", "", False),  # no trigger is not "any event": 201
-    (["ADT^A01"], "ADT", "A08", False),
-    (["adt^a0?"], "ADT", "A08", True),
-    (["MDM^T0?"], "MDM", "T11", False),
-    (["ADT"], "ADT", "A31", True),
-    (["ADT^A01", "MDM^*"], "MDM", "T02", True),
-    (["ADT^*"], "ACK", "", False),
-])
+@pytest.mark.parametrize(
+    "patterns,code,trigger,ok",
+    [
+        (["*"], "ORU", "R01", True),
+        (["ADT^*"], "ADT", "A40", True),
+        (["ADT^*"], "ADT", "", False),  # no trigger is not "any event": 201
+        (["ADT^A01"], "ADT", "A08", False),
+        (["adt^a0?"], "ADT", "A08", True),
+        (["MDM^T0?"], "MDM", "T11", False),
+        (["ADT"], "ADT", "A31", True),
+        (["ADT^A01", "MDM^*"], "MDM", "T02", True),
+        (["ADT^*"], "ACK", "", False),
+    ],
+)
 def test_accepts(patterns, code, trigger, ok):
     assert ch(accept=patterns).accepts(code, trigger) is ok
 
@@ -47,14 +51,17 @@ def test_accepts_code_tells_200_from_201():
     assert c.accepts_code("ADT") and not c.accepts_code("ORU")
 
 
-@pytest.mark.parametrize("allow,host,ok", [
-    ([], "8.8.8.8", True),
-    (["10.0.0.0/8"], "10.2.3.4", True),
-    (["10.0.0.0/8"], "11.2.3.4", False),
-    (["::1"], "::1", True),
-    (["127.0.0.1"], "localhost", False),  # names are never matched: addresses only
-    (["192.168.1.5"], "192.168.1.5", True),
-])
+@pytest.mark.parametrize(
+    "allow,host,ok",
+    [
+        ([], "8.8.8.8", True),
+        (["10.0.0.0/8"], "10.2.3.4", True),
+        (["10.0.0.0/8"], "11.2.3.4", False),
+        (["::1"], "::1", True),
+        (["127.0.0.1"], "localhost", False),  # names are never matched: addresses only
+        (["192.168.1.5"], "192.168.1.5", True),
+    ],
+)
 def test_allowlist(allow, host, ok):
     assert ch(allow=allow).allows(host) is ok
 
@@ -70,14 +77,26 @@ def test_mapping_shorthand_and_destinations():
     c = ch(mapping="adt", destinations=[{"name": "copy", "type": "file", "directory": "/tmp"}])
     assert [d.name for d in c.destinations] == ["store", "copy"]
     with pytest.raises(ValidationError, match="unique"):
-        ch(destinations=[{"name": "a", "type": "file", "directory": "/x"},
-                         {"name": "a", "type": "file", "directory": "/y"}])
+        ch(
+            destinations=[
+                {"name": "a", "type": "file", "directory": "/x"},
+                {"name": "a", "type": "file", "directory": "/y"},
+            ]
+        )
     with pytest.raises(ValidationError, match="needs 'mapping'"):
         ch(destinations=[{"name": "a", "type": "store"}])
 
 
-@pytest.mark.parametrize("listen", ["tcp:2575", "tcp:0:interface=127.0.0.1", "tcp6:2575:interface=\\:\\:1",
-                                    "unix:/tmp/x.sock", "ssl:2575:privateKey=k.pem"])
+@pytest.mark.parametrize(
+    "listen",
+    [
+        "tcp:2575",
+        "tcp:0:interface=127.0.0.1",
+        "tcp6:2575:interface=\\:\\:1",
+        "unix:/tmp/x.sock",
+        "ssl:2575:privateKey=k.pem",
+    ],
+)
 def test_valid_endpoints(listen):
     assert ch(listen=listen).listen == listen
 
@@ -99,8 +118,12 @@ def test_limits_and_defaults():
 
 
 def test_unknown_keys_refused_everywhere():
-    for bad in ({"colour": 1}, {"limits": {"max_frames": 1}}, {"ack": {"mode": "auto", "x": 1}},
-                {"mrn": {"authorty": "H"}}):
+    for bad in (
+        {"colour": 1},
+        {"limits": {"max_frames": 1}},
+        {"ack": {"mode": "auto", "x": 1}},
+        {"mrn": {"authorty": "H"}},
+    ):
         with pytest.raises(ValidationError, match="Extra inputs"):
             ch(**bad)
 
@@ -121,11 +144,13 @@ def test_load_channels_reports_all_files(tmp_path):
     (tmp_path / "c.yaml").write_text("name: c\nlisten: tcp:3000\n")
     with pytest.raises(ConfigError) as exc:
         load_channels(tmp_path)
-    assert exc.value.problems == [f"{tmp_path / 'a.yaml'}:3: unknown key 'colour'",
-                                  f"{tmp_path / 'c.yaml'}:2: port 3000 already used by {tmp_path / 'b.yml'}, "
-                                  f"and channels b and c could both take the same message "
-                                  f"({tmp_path / 'b.yml'}:2 (channel b)): channels share an endpoint only "
-                                  f"with match: blocks (MSH-3..MSH-6) that do not overlap"]
+    assert exc.value.problems == [
+        f"{tmp_path / 'a.yaml'}:3: unknown key 'colour'",
+        f"{tmp_path / 'c.yaml'}:2: port 3000 already used by {tmp_path / 'b.yml'}, "
+        f"and channels b and c could both take the same message "
+        f"({tmp_path / 'b.yml'}:2 (channel b)): channels share an endpoint only "
+        f"with match: blocks (MSH-3..MSH-6) that do not overlap",
+    ]
 
 
 def test_port_zero_may_repeat(tmp_path):
@@ -136,6 +161,7 @@ def test_port_zero_may_repeat(tmp_path):
 
 # -- the YAML loader ------------------------------------------------------------------------------
 
+
 def test_lines_kept_for_nested_paths():
     doc = load_yaml_text("a: 1\nb:\n  c:\n    - x\n    - y: 2\n", "f.yaml")
     assert doc.line(("b", "c", 1, "y")) == 5
@@ -144,9 +170,15 @@ def test_lines_kept_for_nested_paths():
     assert doc.where(("a",)) == "f.yaml:1"
 
 
-@pytest.mark.parametrize("text", ["a: !!python/object/apply:os.system ['true']\n",
-                                  "a: !!python/name:os.system x\n", "b: 1\na: !custom 1\n",
-                                  "a: !!set {x: 1}\n"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a: !!python/object/apply:os.system ['true']\n",
+        "a: !!python/name:os.system x\n",
+        "b: 1\na: !custom 1\n",
+        "a: !!set {x: 1}\n",
+    ],
+)
 def test_unsafe_and_unknown_tags_refused_with_line(text):
     """Only plain YAML: object-constructing or custom tags are config errors, never crashes."""
     with pytest.raises(ConfigError, match=f"f.yaml:{text.count(chr(10))}: "):

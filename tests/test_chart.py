@@ -1,4 +1,5 @@
 """ADT event semantics of the chart store, with ChartUpdates built by hand."""
+
 from __future__ import annotations
 
 import json
@@ -6,10 +7,25 @@ import json
 import pytest
 from sqlalchemy import func, select
 
-from interface import chart, chart_schema as cs
-from interface.errors import HL7Error, PermanentError, RequiredFieldMissing
-from interface.records import (CLEAR, Address, Allergy, ChartUpdate, Diagnosis, Identifier,
-                               Insurance, Merge, Name, NextOfKin, Patient, Person, Phone, Visit)
+from interface.hl7.errors import HL7Error, PermanentError, RequiredFieldMissing
+from interface.mapping.records import (
+    CLEAR,
+    Address,
+    Allergy,
+    ChartUpdate,
+    Diagnosis,
+    Identifier,
+    Insurance,
+    Merge,
+    Name,
+    NextOfKin,
+    Patient,
+    Person,
+    Phone,
+    Visit,
+)
+from interface.store import chart, chart_apply, chart_read
+from interface.store import chart_schema as cs
 
 T0 = "2026-11-01T08:00:00+00:00"
 
@@ -18,13 +34,19 @@ def ids(*pairs: tuple[str, str, str]) -> list[Identifier]:
     return [Identifier(value=v, authority=a, type=t) for v, a, t in pairs]
 
 
-def adt(event: str, mrn: str | None = "M1", visit: Visit | None = None, *,
-        at: str = T0, patient: Patient | None = None, **kw) -> ChartUpdate:
+def adt(
+    event: str,
+    mrn: str | None = "M1",
+    visit: Visit | None = None,
+    *,
+    at: str = T0,
+    patient: Patient | None = None,
+    **kw,
+) -> ChartUpdate:
     """An update as the ADT mapping would produce it (PID-3 MRN under HOSP, MR)."""
     if patient is None:
         patient = Patient(identifiers=ids((mrn, "HOSP", "MR")) if mrn else None)
-    return ChartUpdate(event=event, mrn=mrn, event_at=at, recorded_at=at, patient=patient,
-                       visit=visit, **kw)
+    return ChartUpdate(event=event, mrn=mrn, event_at=at, recorded_at=at, patient=patient, visit=visit, **kw)
 
 
 def vis(number: str | None = "V1", **kw) -> Visit:
@@ -33,14 +55,15 @@ def vis(number: str | None = "V1", **kw) -> Visit:
 
 def apply(engine, *updates: ChartUpdate, message_id: int = 1, now=None) -> list[dict]:
     from datetime import datetime, timezone
+
     now = now or datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
     with engine.begin() as conn:
-        return chart.apply_updates(conn, list(updates), message_id=message_id, now=now)
+        return chart_apply.apply_updates(conn, list(updates), message_id=message_id, now=now)
 
 
 def get(engine, mrn: str) -> dict | None:
     with engine.connect() as conn:
-        return chart.get_chart(conn, mrn)
+        return chart_read.get_chart(conn, mrn)
 
 
 def only_visit(engine, mrn: str = "M1") -> dict:
@@ -60,18 +83,32 @@ def failure(engine, *updates: ChartUpdate) -> HL7Error:
 
 def test_a01_creates_patient_with_admitted_visit(engine):
     """A01 creates the patient and an admitted visit with location, attending and admit time."""
-    p = Patient(identifiers=ids(("M1", "HOSP", "MR"), ("999", "NHS", "NH")),
-                name=Name(family="Doe", given="Jane", middle="Q"), birth_date="1980-01-31",
-                sex="F")
-    changes = apply(engine, adt("A01", visit=vis(class_="inpatient", location="W1^101^A",
-                                                 attending=Person(id="D1", family="House"),
-                                                 admitted_at="2026-11-01T07:55:00+00:00"),
-                                patient=p))
+    p = Patient(
+        identifiers=ids(("M1", "HOSP", "MR"), ("999", "NHS", "NH")),
+        name=Name(family="Doe", given="Jane", middle="Q"),
+        birth_date="1980-01-31",
+        sex="F",
+    )
+    changes = apply(
+        engine,
+        adt(
+            "A01",
+            visit=vis(
+                class_="inpatient",
+                location="W1^101^A",
+                attending=Person(id="D1", family="House"),
+                admitted_at="2026-11-01T07:55:00+00:00",
+            ),
+            patient=p,
+        ),
+    )
     c = get(engine, "M1")
     assert c["name"]["family"] == "Doe" and c["name"]["given"] == "Jane"
     assert c["birth_date"] == "1980-01-31" and c["sex"] == "F"
     assert {(i["value"], i["authority"], i["type"]) for i in c["identifiers"]} == {
-        ("M1", "HOSP", "MR"), ("999", "NHS", "NH")}
+        ("M1", "HOSP", "MR"),
+        ("999", "NHS", "NH"),
+    }
     v = only_visit(engine)
     assert v["status"] == "admitted" and v["class"] == "inpatient"
     assert v["location"] == "W1^101^A" and v["attending"]["family"] == "House"
@@ -127,8 +164,7 @@ def test_a06_outpatient_to_inpatient(engine):
 def test_a06_with_new_visit_number_renumbers(engine):
     """An A06 whose MRG-5 names the outpatient visit renumbers it to PV1-19."""
     apply(engine, adt("A04", visit=vis("OP1", class_="outpatient")))
-    apply(engine, adt("A06", visit=vis("IP1", class_="inpatient"),
-                      merge=Merge(prior_visit_number="OP1")))
+    apply(engine, adt("A06", visit=vis("IP1", class_="inpatient"), merge=Merge(prior_visit_number="OP1")))
     v = only_visit(engine)
     assert v["visit_number"] == "IP1" and v["status"] == "admitted"
 
@@ -168,8 +204,9 @@ def test_a17_swap_moves_both_patients(engine):
 def test_a03_discharges(engine):
     """A03 discharges the visit with PV1-45 (or the event time) and disposition."""
     apply(engine, adt("A01", visit=vis()))
-    apply(engine, adt("A03", visit=vis(discharged_at="2026-11-03T10:00:00+00:00",
-                                       discharge_disposition="home")))
+    apply(
+        engine, adt("A03", visit=vis(discharged_at="2026-11-03T10:00:00+00:00", discharge_disposition="home"))
+    )
     v = only_visit(engine)
     assert v["status"] == "discharged" and v["discharged_at"] == "2026-11-03T10:00:00+00:00"
     assert v["discharge_disposition"] == "home"
@@ -187,12 +224,17 @@ def test_a03_before_a01_creates_discharged_visit(engine):
 
 def test_a08_updates_and_empty_means_no_change(engine):
     """A08 changes what it carries; None fields leave stored values; CLEAR clears them."""
-    p = Patient(identifiers=ids(("M1", "HOSP", "MR")), name=Name(family="Doe", given="Jane"),
-                birth_date="1980-01-31", sex="F", marital_status="S", language="en")
+    p = Patient(
+        identifiers=ids(("M1", "HOSP", "MR")),
+        name=Name(family="Doe", given="Jane"),
+        birth_date="1980-01-31",
+        sex="F",
+        marital_status="S",
+        language="en",
+    )
     apply(engine, adt("A01", visit=vis(location="W1", hospital_service="MED"), patient=p))
     p2 = Patient(name=Name(family="Smith"), marital_status="M", language=CLEAR)
-    apply(engine, adt("A08", visit=vis(hospital_service=CLEAR), patient=p2,
-                      at="2026-11-02T00:00:00+00:00"))
+    apply(engine, adt("A08", visit=vis(hospital_service=CLEAR), patient=p2, at="2026-11-02T00:00:00+00:00"))
     c = get(engine, "M1")
     assert c["name"]["family"] == "Smith" and c["name"]["given"] == "Jane"
     assert c["birth_date"] == "1980-01-31" and c["marital_status"] == "M"
@@ -215,8 +257,10 @@ def test_a08_for_unknown_patient_creates_it(engine):
 
 def test_a08_mrn_only_keeps_other_identifiers(engine):
     """Identifiers merge: an A08 carrying only the MRN does not erase the NHS number."""
-    apply(engine, adt("A01", visit=vis(), patient=Patient(
-        identifiers=ids(("M1", "HOSP", "MR"), ("999", "NHS", "NH")))))
+    apply(
+        engine,
+        adt("A01", visit=vis(), patient=Patient(identifiers=ids(("M1", "HOSP", "MR"), ("999", "NHS", "NH")))),
+    )
     apply(engine, adt("A08", visit=vis(), patient=Patient(identifiers=ids(("M1", "HOSP", "MR")))))
     values = {i["value"] for i in get(engine, "M1")["identifiers"]}
     assert values == {"M1", "999"}
@@ -224,38 +268,66 @@ def test_a08_mrn_only_keeps_other_identifiers(engine):
 
 def test_stale_a08_does_not_overwrite_newer_data(engine):
     """An A08 recorded before the data it would overwrite is skipped, and the history says so."""
-    apply(engine, adt("A08", patient=Patient(name=Name(family="New")), visit=vis(location="W2"),
-                      at="2026-11-02T10:00:00+00:00"))
-    changes = apply(engine, adt("A08", patient=Patient(name=Name(family="Old")),
-                                visit=vis(location="W1"), at="2026-11-02T09:00:00+00:00"),
-                    message_id=2)
+    apply(
+        engine,
+        adt(
+            "A08",
+            patient=Patient(name=Name(family="New")),
+            visit=vis(location="W2"),
+            at="2026-11-02T10:00:00+00:00",
+        ),
+    )
+    changes = apply(
+        engine,
+        adt(
+            "A08",
+            patient=Patient(name=Name(family="Old")),
+            visit=vis(location="W1"),
+            at="2026-11-02T09:00:00+00:00",
+        ),
+        message_id=2,
+    )
     c = get(engine, "M1")
     assert c["name"]["family"] == "New" and c["visits"][0]["location"] == "W2"
     assert {ch["action"] for ch in changes} == {"ignored_stale"}
     with engine.connect() as conn:
-        hist = chart.history(conn, "M1")
+        hist = chart_read.history(conn, "M1")
     assert any(h["action"] == "ignored_stale" and h["message_id"] == 2 for h in hist)
 
 
 def test_lists_replace_when_given_and_stay_when_none(engine):
     """Addresses, phones, next of kin, insurance, allergies are replaced when sent, kept when None."""
-    p = Patient(addresses=[Address(street="1 Main St", city="Town", type="H")],
-                phones=[Phone(number="555-1", use="PRN")])
-    apply(engine, adt("A01", visit=vis(), patient=p,
-                      next_of_kin=[NextOfKin(name=Name(family="Doe", given="John"),
-                                             relationship="SPO")],
-                      insurance=[Insurance(plan="P1", company="Blue", member_id="X1", group="G1"),
-                                 Insurance(plan="P2", company="Red", member_id="X2")],
-                      allergies=[Allergy(code="PCN", description="Penicillin", severity="SV")]))
-    apply(engine, adt("A08", patient=Patient(addresses=[Address(street="2 High St")]),
-                      insurance=None, allergies=CLEAR))
+    p = Patient(
+        addresses=[Address(street="1 Main St", city="Town", type="H")],
+        phones=[Phone(number="555-1", use="PRN")],
+    )
+    apply(
+        engine,
+        adt(
+            "A01",
+            visit=vis(),
+            patient=p,
+            next_of_kin=[NextOfKin(name=Name(family="Doe", given="John"), relationship="SPO")],
+            insurance=[
+                Insurance(plan="P1", company="Blue", member_id="X1", group="G1"),
+                Insurance(plan="P2", company="Red", member_id="X2"),
+            ],
+            allergies=[Allergy(code="PCN", description="Penicillin", severity="SV")],
+        ),
+    )
+    apply(
+        engine,
+        adt("A08", patient=Patient(addresses=[Address(street="2 High St")]), insurance=None, allergies=CLEAR),
+    )
     c = get(engine, "M1")
     assert [a["street"] for a in c["addresses"]] == ["2 High St"]
     assert [p["number"] for p in c["phones"]] == ["555-1"]
     assert c["next_of_kin"][0]["name"]["given"] == "John"
     assert c["next_of_kin"][0]["relationship"] == "SPO"
     assert [(i["plan"], i["company"], i["member_id"], i["group"]) for i in c["insurance"]] == [
-        ("P1", "Blue", "X1", "G1"), ("P2", "Red", "X2", None)]
+        ("P1", "Blue", "X1", "G1"),
+        ("P2", "Red", "X2", None),
+    ]
     assert c["allergies"] == []
 
 
@@ -270,10 +342,13 @@ def test_diagnoses_belong_to_the_visit(engine):
 
 def test_other_names_are_added_not_replaced(engine):
     """Other names accumulate (aliases, maiden names) and are not duplicated."""
-    apply(engine, adt("A01", visit=vis(), patient=Patient(
-        other_names=[Name(family="Roe", type="M")])))
-    apply(engine, adt("A08", patient=Patient(
-        other_names=[Name(family="Roe", type="M"), Name(family="Alias", type="A")])))
+    apply(engine, adt("A01", visit=vis(), patient=Patient(other_names=[Name(family="Roe", type="M")])))
+    apply(
+        engine,
+        adt(
+            "A08", patient=Patient(other_names=[Name(family="Roe", type="M"), Name(family="Alias", type="A")])
+        ),
+    )
     names = [(n["family"], n["type"]) for n in get(engine, "M1")["other_names"]]
     assert names == [("Roe", "M"), ("Alias", "A")]
 
@@ -419,26 +494,30 @@ def test_failed_message_changes_nothing(engine):
 
 def test_history_records_each_field_change_with_message(engine):
     """Every changed field is in the history with old value, new value, message and event."""
-    apply(engine, adt("A01", visit=vis(location="W1"),
-                      patient=Patient(name=Name(family="Doe"))), message_id=10)
-    changes = apply(engine, adt("A08", patient=Patient(name=Name(family="Roe")),
-                                at="2026-11-02T00:00:00+00:00"), message_id=11)
+    apply(
+        engine, adt("A01", visit=vis(location="W1"), patient=Patient(name=Name(family="Doe"))), message_id=10
+    )
+    changes = apply(
+        engine,
+        adt("A08", patient=Patient(name=Name(family="Roe")), at="2026-11-02T00:00:00+00:00"),
+        message_id=11,
+    )
     assert [(c["field"], c["old"], c["new"]) for c in changes] == [("family", "Doe", "Roe")]
     with engine.connect() as conn:
-        hist = chart.history(conn, "M1")
+        hist = chart_read.history(conn, "M1")
     family = [h for h in hist if h["field"] == "family"]
-    assert [(h["old"], h["new"], h["message_id"], h["event"]) for h in family] == [
-        ("Doe", "Roe", 11, "A08")]
+    assert [(h["old"], h["new"], h["message_id"], h["event"]) for h in family] == [("Doe", "Roe", 11, "A08")]
     initial = [h for h in hist if h["action"] == "initial" and h["table"] == "patients"]
     assert [(json.loads(h["new"])["family"], h["message_id"], h["event"]) for h in initial] == [
-        ("Doe", 10, "A01")]
+        ("Doe", 10, "A01")
+    ]
 
 
 def test_changes_in_rolled_back_transaction_write_nothing(engine, now):
     """apply_updates never commits: a caller that rolls back (interface test) leaves no rows."""
     conn = engine.connect()
     tx = conn.begin()
-    changes = chart.apply_updates(conn, [adt("A01", visit=vis())], message_id=1, now=now)
+    changes = chart_apply.apply_updates(conn, [adt("A01", visit=vis())], message_id=1, now=now)
     tx.rollback()
     conn.close()
     assert changes and get(engine, "M1") is None
@@ -452,11 +531,11 @@ def test_resend_changes_nothing(engine):
 
 
 def test_release_held_called_when_patient_created(engine, monkeypatch):
-    """A newly known MRN releases documents held for it (interface.queue.release_held)."""
-    import interface.queue as queue
+    """A newly known MRN releases documents held for it (interface.store.workqueue.release_held)."""
+    import interface.store.workqueue as queue
+
     calls = []
-    monkeypatch.setattr(queue, "release_held", lambda conn, mrn, now: calls.append(mrn),
-                        raising=False)
+    monkeypatch.setattr(queue, "release_held", lambda conn, mrn, now: calls.append(mrn), raising=False)
     apply(engine, adt("A04", visit=vis()))
     apply(engine, adt("A08", visit=vis()))
     assert calls == ["M1"]

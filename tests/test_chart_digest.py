@@ -1,5 +1,6 @@
 """``patients.lists_digest``: a patient's addresses, phones, next of kin, insurance and allergies
 resent unchanged are not read back; everything else (charts, history) is exactly as without it."""
+
 from __future__ import annotations
 
 import contextlib
@@ -9,17 +10,31 @@ import re
 import pytest
 from sqlalchemy import event, select, update
 
-from interface import chart, chart_schema as cs
-from interface.bench import adt_mix
-from interface.records import (CLEAR, Address, Allergy, Insurance, Merge, Name, NextOfKin,
-                               Patient, Phone)
+from interface.mapping.records import (
+    CLEAR,
+    Address,
+    Allergy,
+    Insurance,
+    Merge,
+    Name,
+    NextOfKin,
+    Patient,
+    Phone,
+)
+from interface.ops.bench_workload import adt_mix
+from interface.store import chart, chart_patient, chart_read
+from interface.store import chart_schema as cs
 from tests.conftest import _truncate
 from tests.test_adt_events import Harness
 from tests.test_chart import adt, apply, get, ids, vis
 
 LIST_TABLES = ("patient_addresses", "patient_phones", "next_of_kin", "insurance", "allergies")
-_TOUCH = re.compile(r"^\s*(SELECT|INSERT|DELETE|UPDATE)\b.*?\b(?:FROM|INTO|UPDATE)\s+\"?("
-                    + "|".join(LIST_TABLES) + r")\"?\b", re.S | re.I)
+_TOUCH = re.compile(
+    r"^\s*(SELECT|INSERT|DELETE|UPDATE)\b.*?\b(?:FROM|INTO|UPDATE)\s+\"?("
+    + "|".join(LIST_TABLES)
+    + r")\"?\b",
+    re.S | re.I,
+)
 
 
 @contextlib.contextmanager
@@ -41,33 +56,34 @@ def list_statements(engine):
 
 def digest_text(engine, mrn: str = "M1") -> str | None:
     with engine.connect() as conn:
-        return conn.execute(select(cs.patients.c.lists_digest)
-                            .where(cs.patients.c.mrn == mrn)).scalar_one()
+        return conn.execute(select(cs.patients.c.lists_digest).where(cs.patients.c.mrn == mrn)).scalar_one()
 
 
 def set_digest(engine, value, mrn: str = "M1") -> None:
     with engine.begin() as conn:
-        conn.execute(update(cs.patients).where(cs.patients.c.mrn == mrn)
-                     .values(lists_digest=value))
+        conn.execute(update(cs.patients).where(cs.patients.c.mrn == mrn).values(lists_digest=value))
 
 
 def hist(engine, mrn: str = "M1") -> list[dict]:
     with engine.connect() as conn:
-        return chart.history(conn, mrn)
+        return chart_read.history(conn, mrn)
 
 
 def list_changes(engine, mrn: str = "M1") -> list[tuple]:
-    return [(h["message_id"], h["field"], h["action"]) for h in hist(engine, mrn)
-            if h["table"] in LIST_TABLES]
+    return [
+        (h["message_id"], h["field"], h["action"]) for h in hist(engine, mrn) if h["table"] in LIST_TABLES
+    ]
 
 
 def full(**kw) -> dict:
     """An update's worth of all five lists (keyword overrides replace one)."""
     lists = dict(
-        patient=Patient(identifiers=ids(("M1", "HOSP", "MR")), name=Name(family="Doe"),
-                        addresses=[Address(street="1 Main St", city="Town", type="H")],
-                        phones=[Phone(number="555-1", use="PRN"),
-                                Phone(number="555-2", use="WPN")]),
+        patient=Patient(
+            identifiers=ids(("M1", "HOSP", "MR")),
+            name=Name(family="Doe"),
+            addresses=[Address(street="1 Main St", city="Town", type="H")],
+            phones=[Phone(number="555-1", use="PRN"), Phone(number="555-2", use="WPN")],
+        ),
         next_of_kin=[NextOfKin(name=Name(family="Doe", given="John"), relationship="SPO")],
         insurance=[Insurance(plan="P1", company="Blue", member_id="X1", group="G1")],
         allergies=[Allergy(code="PCN", description="Penicillin", severity="SV")],
@@ -78,15 +94,23 @@ def full(**kw) -> dict:
 
 def test_digest_parsing_is_defensive():
     d = {"addresses": "0123456789abcdef", "allergies": "fedcba9876543210"}
-    text = chart.format_lists_digest(d)
+    text = chart_patient.format_lists_digest(d)
     assert text == "addresses=0123456789abcdef;allergies=fedcba9876543210"
-    assert chart.parse_lists_digest(text) == d
-    assert chart.format_lists_digest({}) is None
-    for bad in (None, "", 42, "garbage", "addresses=xyz", "addresses=0123456789abcdef;",
-                "nope=0123456789abcdef", "addresses=0123456789ABCDEF",
-                "addresses=0123456789abcdef;addresses=0123456789abcdef",
-                "addresses=0123456789abcdef0"):
-        assert chart.parse_lists_digest(bad) == {}, bad
+    assert chart_patient.parse_lists_digest(text) == d
+    assert chart_patient.format_lists_digest({}) is None
+    for bad in (
+        None,
+        "",
+        42,
+        "garbage",
+        "addresses=xyz",
+        "addresses=0123456789abcdef;",
+        "nope=0123456789abcdef",
+        "addresses=0123456789ABCDEF",
+        "addresses=0123456789abcdef;addresses=0123456789abcdef",
+        "addresses=0123456789abcdef0",
+    ):
+        assert chart_patient.parse_lists_digest(bad) == {}, bad
 
 
 def test_unchanged_lists_are_not_read_again(engine):
@@ -94,25 +118,29 @@ def test_unchanged_lists_are_not_read_again(engine):
     with list_statements(engine) as seen:
         apply(engine, adt("A01", visit=vis(), **full()), message_id=1)  # new patient: no read
     assert {v for v, _ in seen} == {"INSERT"}
-    stored = chart.parse_lists_digest(digest_text(engine))
+    stored = chart_patient.parse_lists_digest(digest_text(engine))
     assert set(stored) == {"addresses", "phones", "next_of_kin", "insurance", "allergies"}
     before = get(engine, "M1")
     with list_statements(engine) as seen:
         changes = apply(engine, adt("A08", visit=vis(), **full()), message_id=2)
     assert seen == []
     assert not [c for c in changes if c["table"] in LIST_TABLES]
-    assert list_changes(engine) == [(1, f, "replace") for f in (
-        "addresses", "phones", "next_of_kin", "insurance", "allergies")]
+    assert list_changes(engine) == [
+        (1, f, "replace") for f in ("addresses", "phones", "next_of_kin", "insurance", "allergies")
+    ]
     after = get(engine, "M1")
     assert {k: v for k, v in after.items() if k not in ("updated_at", "last_event", "visits")} == {
-        k: v for k, v in before.items() if k not in ("updated_at", "last_event", "visits")}
-    assert digest_text(engine) == chart.format_lists_digest(stored)
+        k: v for k, v in before.items() if k not in ("updated_at", "last_event", "visits")
+    }
+    assert digest_text(engine) == chart_patient.format_lists_digest(stored)
 
 
 def test_changed_list_is_replaced_with_history_others_skipped(engine):
     apply(engine, adt("A01", visit=vis(), **full()), message_id=1)
-    new_allergies = [Allergy(code="PCN", description="Penicillin", severity="SV"),
-                     Allergy(code="LTX", description="Latex")]
+    new_allergies = [
+        Allergy(code="PCN", description="Penicillin", severity="SV"),
+        Allergy(code="LTX", description="Latex"),
+    ]
     with list_statements(engine) as seen:
         changes = apply(engine, adt("A08", **full(allergies=new_allergies)), message_id=2)
     assert seen == [("SELECT", "allergies"), ("DELETE", "allergies"), ("INSERT", "allergies")]
@@ -132,18 +160,22 @@ def test_list_cleared_and_absent_kinds(engine):
     """``""`` (CLEAR) clears the list (history "clear"); a kind absent from the message keeps
     both its rows and its digest; a second clear is skipped."""
     apply(engine, adt("A01", visit=vis(), **full()), message_id=1)
-    stored = chart.parse_lists_digest(digest_text(engine))
-    apply(engine, adt("A08", patient=Patient(identifiers=ids(("M1", "HOSP", "MR")),
-                                             phones=CLEAR), insurance=CLEAR), message_id=2)
+    stored = chart_patient.parse_lists_digest(digest_text(engine))
+    apply(
+        engine,
+        adt("A08", patient=Patient(identifiers=ids(("M1", "HOSP", "MR")), phones=CLEAR), insurance=CLEAR),
+        message_id=2,
+    )
     c = get(engine, "M1")
     assert c["phones"] == [] and c["insurance"] == []
     assert [a["street"] for a in c["addresses"]] == ["1 Main St"]
     assert [a["code"] for a in c["allergies"]] == ["PCN"]
     assert sorted(list_changes(engine)[-2:]) == [(2, "insurance", "clear"), (2, "phones", "clear")]
-    now = chart.parse_lists_digest(digest_text(engine))
+    now = chart_patient.parse_lists_digest(digest_text(engine))
     assert now["phones"] != stored["phones"] and now["insurance"] != stored["insurance"]
     assert {k: now[k] for k in ("addresses", "next_of_kin", "allergies")} == {
-        k: stored[k] for k in ("addresses", "next_of_kin", "allergies")}
+        k: stored[k] for k in ("addresses", "next_of_kin", "allergies")
+    }
     with list_statements(engine) as seen:
         apply(engine, adt("A08", patient=Patient(phones=CLEAR), insurance=[]), message_id=3)
     assert seen == []
@@ -158,8 +190,11 @@ def test_list_cleared_and_absent_kinds(engine):
 def test_stale_message_leaves_digest_and_lists(engine):
     apply(engine, adt("A01", visit=vis(), at="2026-11-01T10:00:00+00:00", **full()), message_id=1)
     text = digest_text(engine)
-    changes = apply(engine, adt("A08", at="2026-11-01T09:00:00+00:00",
-                                **full(allergies=[Allergy(code="OLD")])), message_id=2)
+    changes = apply(
+        engine,
+        adt("A08", at="2026-11-01T09:00:00+00:00", **full(allergies=[Allergy(code="OLD")])),
+        message_id=2,
+    )
     assert any(c["action"] == "ignored_stale" for c in changes)
     assert digest_text(engine) == text
     assert [a["code"] for a in get(engine, "M1")["allergies"]] == ["PCN"]
@@ -167,13 +202,15 @@ def test_stale_message_leaves_digest_and_lists(engine):
     with list_statements(engine) as seen:
         apply(engine, adt("A08", at="2026-11-01T11:00:00+00:00", **full()), message_id=3)
     assert seen == []
-    apply(engine, adt("A08", at="2026-11-01T12:00:00+00:00",
-                      **full(allergies=[Allergy(code="OLD")])), message_id=4)
+    apply(
+        engine,
+        adt("A08", at="2026-11-01T12:00:00+00:00", **full(allergies=[Allergy(code="OLD")])),
+        message_id=4,
+    )
     assert [a["code"] for a in get(engine, "M1")["allergies"]] == ["OLD"]
 
 
-@pytest.mark.parametrize("stored", [None, "", "garbage", "addresses=zz;phones",
-                                    "allergies=0123456789abcdef"])
+@pytest.mark.parametrize("stored", [None, "", "garbage", "addresses=zz;phones", "allergies=0123456789abcdef"])
 def test_null_or_garbage_digest_reads_the_lists(engine, stored):
     """A patient without a (readable, matching) digest, e.g. from before the migration or written
     by hand: the lists are read and compared as before; a change is never missed."""
@@ -184,8 +221,13 @@ def test_null_or_garbage_digest_reads_the_lists(engine, stored):
     assert sorted(t for v, t in seen) == sorted(LIST_TABLES)
     assert {v for v, _ in seen} == {"SELECT"}
     assert not [c for c in changes if c["table"] in LIST_TABLES]
-    assert set(chart.parse_lists_digest(digest_text(engine))) == {
-        "addresses", "phones", "next_of_kin", "insurance", "allergies"}
+    assert set(chart_patient.parse_lists_digest(digest_text(engine))) == {
+        "addresses",
+        "phones",
+        "next_of_kin",
+        "insurance",
+        "allergies",
+    }
     # rows changed behind the store's back with the digest cleared: the resend restores them
     with engine.begin() as conn:
         conn.execute(cs.allergies.delete())
@@ -196,14 +238,16 @@ def test_null_or_garbage_digest_reads_the_lists(engine, stored):
 
 
 def merge(event: str, prior: str, survivor: str, **kw):
-    return adt(event, survivor, merge=Merge(prior_mrn=prior, prior_identifiers=ids(
-        (prior, "HOSP", "MR"))), **kw)
+    return adt(
+        event, survivor, merge=Merge(prior_mrn=prior, prior_identifiers=ids((prior, "HOSP", "MR"))), **kw
+    )
 
 
 def _lists(mrn: str, street: str, allergy: str) -> dict:
-    return dict(patient=Patient(identifiers=ids((mrn, "HOSP", "MR")),
-                                addresses=[Address(street=street)]),
-                allergies=[Allergy(code=allergy)])
+    return dict(
+        patient=Patient(identifiers=ids((mrn, "HOSP", "MR")), addresses=[Address(street=street)]),
+        allergies=[Allergy(code=allergy)],
+    )
 
 
 def test_merge_and_rename_keep_lists_right(engine):
@@ -230,8 +274,7 @@ def test_merge_and_rename_keep_lists_right(engine):
 
     # A47: rename NEW -> NEWER; the row and its lists and digest go with it
     text = digest_text(engine, "NEW")
-    apply(engine, merge("A47", "NEW", "NEWER", **_lists("NEWER", "1 Old St", "PCN")),
-          message_id=6)
+    apply(engine, merge("A47", "NEW", "NEWER", **_lists("NEWER", "1 Old St", "PCN")), message_id=6)
     assert digest_text(engine, "NEWER") == text
     assert digest_text(engine, "NEW") is None  # the new tombstone owns no lists
     c = get(engine, "NEWER")
@@ -241,8 +284,7 @@ def test_merge_and_rename_keep_lists_right(engine):
     assert [a["street"] for a in get(engine, "NEW")["addresses"]] == ["3 Third St"]
 
     # A40 for an unknown prior: the survivor is upserted, the prior is a pointer
-    apply(engine, merge("A40", "GHOST", "NEWER", **_lists("NEWER", "4 Fourth St", "SUL")),
-          message_id=8)
+    apply(engine, merge("A40", "GHOST", "NEWER", **_lists("NEWER", "4 Fourth St", "SUL")), message_id=8)
     c = get(engine, "GHOST")
     assert c["mrn"] == "NEWER" and [a["street"] for a in c["addresses"]] == ["4 Fourth St"]
     assert [a["code"] for a in c["allergies"]] == ["SUL"]
@@ -253,12 +295,12 @@ def test_merge_and_rename_keep_lists_right(engine):
 
 def _disable_digest(monkeypatch) -> None:
     """Every stored digest reads as none: every list is read and compared, as before."""
-    monkeypatch.setattr(chart, "parse_lists_digest", lambda text: {})
+    monkeypatch.setattr(chart_patient, "parse_lists_digest", lambda text: {})
 
 
 def _snapshot(engine, mrns) -> dict:
     with engine.connect() as conn:
-        return {m: (chart.get_chart(conn, m), chart.history(conn, m)) for m in sorted(mrns)}
+        return {m: (chart_read.get_chart(conn, m), chart_read.history(conn, m)) for m in sorted(mrns)}
 
 
 def _story(seed: int) -> list:
@@ -286,29 +328,47 @@ def _story(seed: int) -> list:
         r = rng.random()
         if r < 0.06 and len(mrns) > 1:
             prior, survivor = rng.sample(mrns, 2)
-            out.append(merge("A40", prior, survivor, at=at, patient=Patient(
-                identifiers=ids((survivor, "HOSP", "MR")),
-                addresses=maybe([Address(street=rng.choice(streets))]))))
+            out.append(
+                merge(
+                    "A40",
+                    prior,
+                    survivor,
+                    at=at,
+                    patient=Patient(
+                        identifiers=ids((survivor, "HOSP", "MR")),
+                        addresses=maybe([Address(street=rng.choice(streets))]),
+                    ),
+                )
+            )
             continue
         if r < 0.09:
             new = f"R{i}"
-            out.append(merge("A47", mrn, new, at=at, patient=Patient(
-                identifiers=ids((new, "HOSP", "MR")))))
+            out.append(merge("A47", mrn, new, at=at, patient=Patient(identifiers=ids((new, "HOSP", "MR")))))
             mrns[mrns.index(mrn)] = new
             continue
         patient = Patient(
-            identifiers=ids((mrn, "HOSP", "MR")), name=Name(family=rng.choice(["Doe", "Roe"])),
-            addresses=maybe([Address(street=s, type="H") for s in
-                             rng.sample(streets, rng.randint(0, 2))]),
-            phones=maybe([Phone(number=rng.choice(["555-1", "555-2"]), use="PRN")]
-                         + ([Phone()] if rng.random() < 0.2 else [])))
-        out.append(adt(rng.choice(["A01", "A08", "A08", "A31"]), mrn, vis(f"V{mrn}"), at=at,
-                       patient=patient,
-                       next_of_kin=maybe([NextOfKin(name=Name(family="Doe",
-                                                              given=rng.choice(["J", "K"])))]),
-                       insurance=maybe([Insurance(plan=rng.choice(["P1", "P2"]))]),
-                       allergies=maybe([Allergy(code=c) for c in
-                                        rng.sample(["PCN", "LTX", "SUL"], rng.randint(0, 2))])))
+            identifiers=ids((mrn, "HOSP", "MR")),
+            name=Name(family=rng.choice(["Doe", "Roe"])),
+            addresses=maybe([Address(street=s, type="H") for s in rng.sample(streets, rng.randint(0, 2))]),
+            phones=maybe(
+                [Phone(number=rng.choice(["555-1", "555-2"]), use="PRN")]
+                + ([Phone()] if rng.random() < 0.2 else [])
+            ),
+        )
+        out.append(
+            adt(
+                rng.choice(["A01", "A08", "A08", "A31"]),
+                mrn,
+                vis(f"V{mrn}"),
+                at=at,
+                patient=patient,
+                next_of_kin=maybe([NextOfKin(name=Name(family="Doe", given=rng.choice(["J", "K"])))]),
+                insurance=maybe([Insurance(plan=rng.choice(["P1", "P2"]))]),
+                allergies=maybe(
+                    [Allergy(code=c) for c in rng.sample(["PCN", "LTX", "SUL"], rng.randint(0, 2))]
+                ),
+            )
+        )
     return out
 
 
@@ -337,8 +397,7 @@ def test_same_charts_and_history_with_and_without_digest(engine, monkeypatch, se
         without = _snapshot(engine, mrns)
     assert with_digest == without
     # the story did exercise the lists (merges move the prior's lists to the survivor)
-    actions = {h["action"] for _, hs in with_digest.values() for h in hs
-               if h["table"] in LIST_TABLES}
+    actions = {h["action"] for _, hs in with_digest.values() for h in hs if h["table"] in LIST_TABLES}
     assert actions == {"replace", "clear", "move"}
 
 
@@ -346,20 +405,38 @@ def test_end_to_end_same_results_with_and_without_digest(engine, monkeypatch):
     """sample_messages/adt (merges, an MRN change; sent twice, as a resend), the bench's ADT mix
     (the lists resent with every message) and a few list changes, through the real channel and
     mapping: the same charts and history both ways."""
-    from tests.test_adt_events import ROOT, adt as hl7, pv1
+    from tests.test_adt_events import ROOT, pv1
+    from tests.test_adt_events import adt as hl7
 
     samples = [f.read_bytes() for f in sorted((ROOT / "sample_messages" / "adt").glob("*.hl7"))]
     wl = adt_mix(120, 4, "E", seed=3)
     frames = samples + [_new_control_id(f) for f in samples]
     frames += [f[1:-2] for conn in wl.per_conn for _, f in conn]
-    frames += [hl7("A08", "M100", time="20260301100000", extra=("AL1|1|DA|^PENICILLIN|SV|HIVES",)),
-               hl7("A01", "M100", time="20260301110000", pv1_=pv1(),
-                   extra=("AL1|1|DA|^PENICILLIN|SV|HIVES", "AL1|2|DA|^LATEX|MI|RASH")),
-               hl7("A08", "M100", time="20260301090000", extra=("AL1|1|DA|^SULFA|SV|HIVES",)),
-               hl7("A08", "M100", time="20260301120000", address="9 ELM ST^^TOWN^IL^1^USA^H",
-                   extra=("AL1|1|DA|^LATEX|MI|RASH",)),
-               hl7("A08", "M100", time="20260301130000", address="9 ELM ST^^TOWN^IL^1^USA^H",
-                   extra=("AL1|1|DA|^LATEX|MI|RASH",))]
+    frames += [
+        hl7("A08", "M100", time="20260301100000", extra=("AL1|1|DA|^PENICILLIN|SV|HIVES",)),
+        hl7(
+            "A01",
+            "M100",
+            time="20260301110000",
+            pv1_=pv1(),
+            extra=("AL1|1|DA|^PENICILLIN|SV|HIVES", "AL1|2|DA|^LATEX|MI|RASH"),
+        ),
+        hl7("A08", "M100", time="20260301090000", extra=("AL1|1|DA|^SULFA|SV|HIVES",)),
+        hl7(
+            "A08",
+            "M100",
+            time="20260301120000",
+            address="9 ELM ST^^TOWN^IL^1^USA^H",
+            extra=("AL1|1|DA|^LATEX|MI|RASH",),
+        ),
+        hl7(
+            "A08",
+            "M100",
+            time="20260301130000",
+            address="9 ELM ST^^TOWN^IL^1^USA^H",
+            extra=("AL1|1|DA|^LATEX|MI|RASH",),
+        ),
+    ]
 
     def run() -> dict:
         h = Harness(engine)

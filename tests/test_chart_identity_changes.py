@@ -3,6 +3,7 @@ ADT bytes in -> ACK and the chart out. Each test fills a chart with every kind o
 keeps (identifiers, names, demographics, addresses, three phone lists, next of kin, insurance,
 allergies, diagnoses, visits with their location timeline, history, documents), changes the
 identifier or merges, and compares the chart field by field with the one before."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,8 +14,16 @@ _n = iter(range(1, 1_000_000))
 
 
 def _msg(event: str, segments: list[str], time: str) -> str:
-    return "\r".join([f"MSH|^~\\&|REG|HOSP|IF|HOSP|{time}||ADT^{event}|C{next(_n)}|P|2.5.1",
-                      f"EVN|{event}|{time}", *segments]) + "\r"
+    return (
+        "\r".join(
+            [
+                f"MSH|^~\\&|REG|HOSP|IF|HOSP|{time}||ADT^{event}|C{next(_n)}|P|2.5.1",
+                f"EVN|{event}|{time}",
+                *segments,
+            ]
+        )
+        + "\r"
+    )
 
 
 def _pid(mrn: str, *, full: bool = True) -> str:
@@ -31,24 +40,70 @@ def _pid(mrn: str, *, full: bool = True) -> str:
     return "|".join(f)
 
 
-IN1 = "|".join(["IN1", "1", "PLAN1", "ACME1", "ACME", "", "", "", "GRP1", "ACME GROUP", "", "",
-                "20260101", "20261231", "", "", "DOE^JANE", "SEL"] + [""] * 18 + ["MEM-1"])
+IN1 = "|".join(
+    [
+        "IN1",
+        "1",
+        "PLAN1",
+        "ACME1",
+        "ACME",
+        "",
+        "",
+        "",
+        "GRP1",
+        "ACME GROUP",
+        "",
+        "",
+        "20260101",
+        "20261231",
+        "",
+        "",
+        "DOE^JANE",
+        "SEL",
+    ]
+    + [""] * 18
+    + ["MEM-1"]
+)
 
 
 def _fill(h: Harness, mrn: str) -> None:
     """One of each: an admission with a transfer, lists, a document."""
-    send(h, _msg("A01", [_pid(mrn), pv1(loc="W1^101^A^HOSP", visit="V1", admit="20260301090000",
-                                        attending="D1^HOUSE^GREG^^^^^^HOSP"),
-                         "NK1|1|DOE^JOHN|SPO|2 LOW RD^^YORK^^YO1^GBR|^PRN^PH^^44^190^4440001",
-                         "DG1|1||I10^Hypertension^I10||20260301|A",
-                         "AL1|1|DA|PCN^Penicillin|SV|Rash", IN1], "20260301090000"))
-    send(h, _msg("A02", [_pid(mrn, full=False), pv1(loc="W2^201^B^HOSP", visit="V1")],
-                 "20260302100000"))
-    send(h, "\r".join([
-        "MSH|^~\\&|TRANSCRIBE|HOSP|IF|HOSP|20260302110000||MDM^T02^MDM_T02|D1|P|2.5.1",
-        "EVN|T02|20260302110000", f"PID|1||{mrn}^^^HOSP^MR", "PV1|1|I|W2^201^B^HOSP",
-        "TXA|1|HP|TX|20260302110000|||||D1^HOUSE^GREG|||DOC-7^TRANSCRIBE|||||AU",
-        "OBX|1|TX|HP||Admission note"]) + "\r", channel="mdm")
+    send(
+        h,
+        _msg(
+            "A01",
+            [
+                _pid(mrn),
+                pv1(
+                    loc="W1^101^A^HOSP",
+                    visit="V1",
+                    admit="20260301090000",
+                    attending="D1^HOUSE^GREG^^^^^^HOSP",
+                ),
+                "NK1|1|DOE^JOHN|SPO|2 LOW RD^^YORK^^YO1^GBR|^PRN^PH^^44^190^4440001",
+                "DG1|1||I10^Hypertension^I10||20260301|A",
+                "AL1|1|DA|PCN^Penicillin|SV|Rash",
+                IN1,
+            ],
+            "20260301090000",
+        ),
+    )
+    send(h, _msg("A02", [_pid(mrn, full=False), pv1(loc="W2^201^B^HOSP", visit="V1")], "20260302100000"))
+    send(
+        h,
+        "\r".join(
+            [
+                "MSH|^~\\&|TRANSCRIBE|HOSP|IF|HOSP|20260302110000||MDM^T02^MDM_T02|D1|P|2.5.1",
+                "EVN|T02|20260302110000",
+                f"PID|1||{mrn}^^^HOSP^MR",
+                "PV1|1|I|W2^201^B^HOSP",
+                "TXA|1|HP|TX|20260302110000|||||D1^HOUSE^GREG|||DOC-7^TRANSCRIBE|||||AU",
+                "OBX|1|TX|HP||Admission note",
+            ]
+        )
+        + "\r",
+        channel="mdm",
+    )
 
 
 def send(h: Harness, raw: str, channel: str = "adt") -> None:
@@ -60,16 +115,23 @@ def send(h: Harness, raw: str, channel: str = "adt") -> None:
 
 # What an identifier change may change on the chart: which MRN it lives under, the old MRN's
 # identifier (A47 removes it), bookkeeping. Everything else must compare equal field by field.
-_BOOKKEEPING = {"mrn", "requested_mrn", "merged_into", "merged_from", "updated_at", "last_event",
-                "identifiers"}
+_BOOKKEEPING = {
+    "mrn",
+    "requested_mrn",
+    "merged_into",
+    "merged_from",
+    "updated_at",
+    "last_event",
+    "identifiers",
+}
 
 
 def _comparable(chart: dict) -> dict:
     out = {k: v for k, v in chart.items() if k not in _BOOKKEEPING}
-    out["visits"] = [{k: v for k, v in visit.items() if k != "updated_at"}
-                     for visit in chart["visits"]]
-    out["documents"] = [{k: v for k, v in d.items() if k not in ("mrn", "updated_at")}
-                        for d in chart["documents"]]
+    out["visits"] = [{k: v for k, v in visit.items() if k != "updated_at"} for visit in chart["visits"]]
+    out["documents"] = [
+        {k: v for k, v in d.items() if k not in ("mrn", "updated_at")} for d in chart["documents"]
+    ]
     return out
 
 
@@ -79,8 +141,17 @@ def _assert_kept(before: dict, after: dict) -> None:
     for key in a:  # field by field, so a failure names the part that was dropped
         assert b[key] == a[key], key
     # every kind was in the chart, so the comparison compared something
-    for key in ("addresses", "phones", "other_names", "next_of_kin", "insurance", "allergies",
-                "diagnoses", "visits", "documents"):
+    for key in (
+        "addresses",
+        "phones",
+        "other_names",
+        "next_of_kin",
+        "insurance",
+        "allergies",
+        "diagnoses",
+        "visits",
+        "documents",
+    ):
         assert a[key], key
     assert {p["source"] for p in a["phones"]} == {"phones", "business_phones", "telecom"}
     assert len(a["visits"][0]["locations"]) == 2
@@ -126,10 +197,11 @@ def test_a40_merge_message_lists_win_and_shared_visit_is_completed(engine):
     both keeps the survivor's visit, filled in from the prior's (attending, diagnoses, locations)."""
     h = Harness(engine)
     _fill(h, "OLD3")
-    send(h, _msg("A04", ["PID|1||NEW3^^^HOSP^MR||DOE^JANE", pv1("O", "", visit="V1")],
-                 "20260301080000"))
-    send(h, _msg("A40", ["PID|1||NEW3^^^HOSP^MR||||||||9 NEW RD^^HULL", "MRG|OLD3^^^HOSP^MR"],
-                 "20260303100000"))
+    send(h, _msg("A04", ["PID|1||NEW3^^^HOSP^MR||DOE^JANE", pv1("O", "", visit="V1")], "20260301080000"))
+    send(
+        h,
+        _msg("A40", ["PID|1||NEW3^^^HOSP^MR||||||||9 NEW RD^^HULL", "MRG|OLD3^^^HOSP^MR"], "20260303100000"),
+    )
     c = h.chart("NEW3")
     assert [a["street"] for a in c["addresses"]] == ["9 NEW RD"]
     assert [p["source"] for p in c["phones"]] == ["phones", "business_phones", "telecom"]
@@ -160,8 +232,14 @@ def test_a49_change_account_number_keeps_the_chart(engine):
     h = Harness(engine)
     _fill(h, "M49")
     before = h.chart("M49")
-    send(h, _msg("A49", ["PID|1||M49^^^HOSP^MR~943 476 5919^^^NHS^NH|||||||||||||||ACC-2",
-                         "MRG|M49^^^HOSP^MR||ACC-1"], "20260303100000"))
+    send(
+        h,
+        _msg(
+            "A49",
+            ["PID|1||M49^^^HOSP^MR~943 476 5919^^^NHS^NH|||||||||||||||ACC-2", "MRG|M49^^^HOSP^MR||ACC-1"],
+            "20260303100000",
+        ),
+    )
     after = h.chart("M49")
     _assert_kept(before, after)
     assert after["identifiers"] == before["identifiers"] and after["last_event"] == "A49"

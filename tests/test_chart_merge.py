@@ -1,4 +1,5 @@
 """Merges (A40, A34, A39) and MRN changes (A47) in the chart store."""
+
 from __future__ import annotations
 
 import sys
@@ -6,15 +7,16 @@ import types
 
 import pytest
 
-from interface import chart
-from interface.records import Identifier, Merge, Name, Patient
+from interface.mapping.records import Identifier, Merge, Name, Patient
+from interface.store import chart, chart_read
 from tests.test_chart import adt, apply, failure, get, ids, vis
 
 
 def merge(event: str, prior: str, survivor: str, **kw):
     """A merge/MRN-change update: MRG-1 ``prior`` -> PID-3 ``survivor``."""
-    return adt(event, survivor, merge=Merge(prior_mrn=prior, prior_identifiers=ids(
-        (prior, "HOSP", "MR"))), **kw)
+    return adt(
+        event, survivor, merge=Merge(prior_mrn=prior, prior_identifiers=ids((prior, "HOSP", "MR"))), **kw
+    )
 
 
 def resolve(engine, mrn):
@@ -24,30 +26,56 @@ def resolve(engine, mrn):
 
 def hist(engine, mrn):
     with engine.connect() as conn:
-        return chart.history(conn, mrn)
+        return chart_read.history(conn, mrn)
 
 
 @pytest.fixture
 def documents(monkeypatch):
-    """A stand-in for interface.documents recording reassignments."""
+    """A stand-in for interface.store.documents recording reassignments."""
     calls: list[tuple[str, str]] = []
-    fake = types.ModuleType("interface.documents")
+    fake = types.ModuleType("interface.store.documents")
     fake.reassign_patient = lambda conn, a, b, now: calls.append((a, b))
-    fake.summaries_for = lambda conn, mrn: [{"document_number": "D-" + mrn}]
-    monkeypatch.setitem(sys.modules, "interface.documents", fake)
+    monkeypatch.setitem(sys.modules, "interface.store.documents", fake)
+    read = types.ModuleType("interface.store.document_read")
+    read.summaries_for = lambda conn, mrn: [{"document_number": "D-" + mrn}]
+    monkeypatch.setitem(sys.modules, "interface.store.document_read", read)
     return calls
 
 
 def test_a40_moves_visits_identifiers_names_and_history(engine, documents):
     """A40 merges MRG-1 into PID-3: the prior's visits, identifiers, other names, history and
     documents move to the survivor; the prior points at it."""
-    apply(engine, adt("A01", "OLD", vis("V1"), patient=Patient(
-        identifiers=ids(("OLD", "HOSP", "MR"), ("111", "NHS", "NH")),
-        name=Name(family="Doe"), other_names=[Name(family="Roe", type="M")])))
-    apply(engine, adt("A04", "NEW", vis("V2"), patient=Patient(
-        identifiers=ids(("NEW", "HOSP", "MR")), name=Name(family="Doe", given="Jane"))))
-    apply(engine, merge("A40", "OLD", "NEW", patient=Patient(
-        identifiers=ids(("NEW", "HOSP", "MR")), name=Name(family="Doe", given="Jane"))))
+    apply(
+        engine,
+        adt(
+            "A01",
+            "OLD",
+            vis("V1"),
+            patient=Patient(
+                identifiers=ids(("OLD", "HOSP", "MR"), ("111", "NHS", "NH")),
+                name=Name(family="Doe"),
+                other_names=[Name(family="Roe", type="M")],
+            ),
+        ),
+    )
+    apply(
+        engine,
+        adt(
+            "A04",
+            "NEW",
+            vis("V2"),
+            patient=Patient(identifiers=ids(("NEW", "HOSP", "MR")), name=Name(family="Doe", given="Jane")),
+        ),
+    )
+    apply(
+        engine,
+        merge(
+            "A40",
+            "OLD",
+            "NEW",
+            patient=Patient(identifiers=ids(("NEW", "HOSP", "MR")), name=Name(family="Doe", given="Jane")),
+        ),
+    )
     c = get(engine, "NEW")
     assert sorted(v["visit_number"] for v in c["visits"]) == ["V1", "V2"]
     assert {i["value"] for i in c["identifiers"]} == {"NEW", "OLD", "111"}
@@ -73,8 +101,7 @@ def test_merged_away_mrn_answers_with_survivor_chart(engine):
 
 def test_resolve_follows_chains(engine):
     """A merged into B, B merged into C: A resolves to C; unknown resolves to None."""
-    apply(engine, adt("A04", "A", vis("VA")), adt("A04", "B", vis("VB")),
-          adt("A04", "C", vis("VC")))
+    apply(engine, adt("A04", "A", vis("VA")), adt("A04", "B", vis("VB")), adt("A04", "C", vis("VC")))
     apply(engine, merge("A40", "A", "B"))
     apply(engine, merge("A40", "B", "C"))
     assert resolve(engine, "A") == "C" and resolve(engine, "B") == "C"
@@ -105,8 +132,7 @@ def test_merge_into_itself_is_merge_conflict(engine):
 
 def test_merge_of_prior_already_merged_elsewhere_is_conflict(engine):
     """A prior MRN already merged into another patient cannot be merged again: merge_conflict."""
-    apply(engine, adt("A04", "A", vis("VA")), adt("A04", "B", vis("VB")),
-          adt("A04", "C", vis("VC")))
+    apply(engine, adt("A04", "A", vis("VA")), adt("A04", "B", vis("VB")), adt("A04", "C", vis("VC")))
     apply(engine, merge("A40", "A", "B"))
     assert failure(engine, merge("A40", "A", "C")).reason == "merge_conflict"
 
@@ -131,10 +157,10 @@ def test_merge_resend_is_harmless(engine):
 def test_merge_with_unknown_prior_leaves_pointer(engine, monkeypatch):
     """A merge whose prior MRN is unknown creates/updates the survivor and makes the prior MRN
     point at it (so late messages for it land on the survivor); held items of both are released."""
-    import interface.queue as queue
+    import interface.store.workqueue as queue
+
     released = []
-    monkeypatch.setattr(queue, "release_held", lambda conn, mrn, now: released.append(mrn),
-                        raising=False)
+    monkeypatch.setattr(queue, "release_held", lambda conn, mrn, now: released.append(mrn), raising=False)
     apply(engine, merge("A40", "GHOST", "NEW", patient=Patient(name=Name(family="Doe"))))
     assert get(engine, "NEW")["name"]["family"] == "Doe"
     assert resolve(engine, "GHOST") == "NEW"
@@ -175,10 +201,18 @@ def test_a40_same_visit_number_keeps_survivors_visit(engine):
 def test_a47_changes_mrn(engine, documents):
     """A47 renames the patient: chart and visits under the new MRN, the old MRN identifier gone,
     the old MRN resolving to the new one, documents reassigned."""
-    apply(engine, adt("A01", "OLD", vis("V1"), patient=Patient(
-        identifiers=ids(("OLD", "HOSP", "MR"), ("111", "NHS", "NH")), name=Name(family="Doe"))))
-    apply(engine, merge("A47", "OLD", "NEW", patient=Patient(
-        identifiers=ids(("NEW", "HOSP", "MR")))))
+    apply(
+        engine,
+        adt(
+            "A01",
+            "OLD",
+            vis("V1"),
+            patient=Patient(
+                identifiers=ids(("OLD", "HOSP", "MR"), ("111", "NHS", "NH")), name=Name(family="Doe")
+            ),
+        ),
+    )
+    apply(engine, merge("A47", "OLD", "NEW", patient=Patient(identifiers=ids(("NEW", "HOSP", "MR")))))
     c = get(engine, "NEW")
     assert c["name"]["family"] == "Doe" and [v["visit_number"] for v in c["visits"]] == ["V1"]
     assert {i["value"] for i in c["identifiers"]} == {"NEW", "111"}

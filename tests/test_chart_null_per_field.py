@@ -1,6 +1,7 @@
 """``""`` clears only its own field (v2.5.1 2.5.3/2.6: empty = no change, ``""`` = delete the
 value): raw ADT bytes through the real channel and mapping -> ACK and stored chart, for every
 list the chart keeps that more than one field or segment feeds."""
+
 from __future__ import annotations
 
 from tests.test_adt_events import Harness, pv1
@@ -8,8 +9,16 @@ from tests.test_adt_events import Harness, pv1
 _n = iter(range(1, 1_000_000))
 
 
-def pid(*, phones_home: str = "", phones_work: str = "", address: str = "", alias: str = "",
-        ssn: str = "", ids: str = "M100^^^HOSP^MR", telecom: str = "") -> str:
+def pid(
+    *,
+    phones_home: str = "",
+    phones_work: str = "",
+    address: str = "",
+    alias: str = "",
+    ssn: str = "",
+    ids: str = "M100^^^HOSP^MR",
+    telecom: str = "",
+) -> str:
     f = [""] * 41
     f[0], f[1], f[3], f[5], f[7], f[8] = "PID", "1", ids, "DOE^JANE^^^^^L", "19800101", "F"
     f[9], f[11], f[13], f[14], f[19], f[40] = alias, address, phones_home, phones_work, ssn, telecom
@@ -20,8 +29,17 @@ def pid(*, phones_home: str = "", phones_work: str = "", address: str = "", alia
 
 def msg(event: str, pid_: str, *rest: str, time: str = "", version: str = "2.5.1") -> str:
     time = time or f"202603011{next(_n):05d}"[:14]
-    return "\r".join([f"MSH|^~\\&|REG|HOSP|IF|HOSP|{time}||ADT^{event}|C{next(_n)}|P|{version}",
-                      f"EVN|{event}|{time}", pid_, *rest]) + "\r"
+    return (
+        "\r".join(
+            [
+                f"MSH|^~\\&|REG|HOSP|IF|HOSP|{time}||ADT^{event}|C{next(_n)}|P|{version}",
+                f"EVN|{event}|{time}",
+                pid_,
+                *rest,
+            ]
+        )
+        + "\r"
+    )
 
 
 def send(h: Harness, *messages: str) -> None:
@@ -69,8 +87,14 @@ def test_new_home_phone_with_empty_business_field_keeps_business_phone(engine):
 def test_null_telecom_keeps_home_and_business(engine):
     """PID-40 ``""`` deletes the PID-40 numbers only (v2.7), not PID-13/PID-14's."""
     h = Harness(engine)
-    send(h, msg("A28", pid(phones_home=HOME, phones_work=WORK,
-                           telecom="^NET^Internet^jane@example.org"), version="2.7"))
+    send(
+        h,
+        msg(
+            "A28",
+            pid(phones_home=HOME, phones_work=WORK, telecom="^NET^Internet^jane@example.org"),
+            version="2.7",
+        ),
+    )
     assert len(h.chart("M100")["phones"]) == 3
     send(h, msg("A31", pid(telecom='""'), version="2.7"))
     assert numbers(h) == [("44 113 5550001", "PRN"), ("44 113 5550002", "WPN")]
@@ -79,8 +103,14 @@ def test_null_telecom_keeps_home_and_business(engine):
 def test_null_address_keeps_next_of_kin_address_and_phones(engine):
     """PID-11 ``""`` deletes the patient's addresses only: next of kin (NK1-4) and phones stay."""
     h = Harness(engine)
-    send(h, msg("A28", pid(address="1 HIGH ST^^LEEDS^^LS1^GBR^H", phones_home=HOME),
-                "NK1|1|DOE^JOHN|SPO|2 LOW RD^^YORK^^YO1^GBR"))
+    send(
+        h,
+        msg(
+            "A28",
+            pid(address="1 HIGH ST^^LEEDS^^LS1^GBR^H", phones_home=HOME),
+            "NK1|1|DOE^JOHN|SPO|2 LOW RD^^YORK^^YO1^GBR",
+        ),
+    )
     send(h, msg("A31", pid(address='""')))
     c = h.chart("M100")
     assert c["addresses"] == []
@@ -105,9 +135,18 @@ def test_each_segment_list_is_replaced_only_by_its_own_segment(engine):
     """A message carrying only NK1 replaces the next of kin and keeps insurance (IN1), allergies
     (AL1), diagnoses (DG1), addresses and phones; a null NK1 clears the next of kin only."""
     h = Harness(engine)
-    send(h, msg("A01", pid(address="1 HIGH ST^^LEEDS", phones_home=HOME), pv1(),
-                "NK1|1|DOE^JOHN|SPO", "DG1|1||I10^Hypertension^I10||20260301|A",
-                "AL1|1|DA|PCN^Penicillin|SV|Rash", IN1))
+    send(
+        h,
+        msg(
+            "A01",
+            pid(address="1 HIGH ST^^LEEDS", phones_home=HOME),
+            pv1(),
+            "NK1|1|DOE^JOHN|SPO",
+            "DG1|1||I10^Hypertension^I10||20260301|A",
+            "AL1|1|DA|PCN^Penicillin|SV|Rash",
+            IN1,
+        ),
+    )
     send(h, msg("A08", pid(), pv1(), "NK1|1|ROE^ANN|MTH"))
     c = h.chart("M100")
     assert [n["name"]["family"] for n in c["next_of_kin"]] == ["ROE"]

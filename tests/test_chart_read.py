@@ -1,14 +1,15 @@
 """Chart reads: search semantics."""
+
 from __future__ import annotations
 
-from interface import chart
-from interface.records import Name, Patient
+from interface.mapping.records import Name, Patient
+from interface.store import chart, chart_read
 from tests.test_chart import adt, apply, vis
 
 
 def search(engine, **kw):
     with engine.connect() as conn:
-        return [p["mrn"] for p in chart.search_patients(conn, **kw)]
+        return [p["mrn"] for p in chart_read.search_patients(conn, **kw)]
 
 
 def test_search_wildcards_are_literal(engine):
@@ -21,21 +22,34 @@ def test_search_wildcards_are_literal(engine):
 
 def test_search_unicode_names(engine):
     """Accented names are found by their prefix."""
-    apply(engine, adt("A04", "M1", vis("V1"), patient=Patient(name=Name(family="Müller",
-                                                                        given="José"))))
+    apply(engine, adt("A04", "M1", vis("V1"), patient=Patient(name=Name(family="Müller", given="José"))))
     assert search(engine, family="Mü", given="Jos") == ["M1"]
 
 
 def test_search_combines_criteria(engine):
     """All given criteria must match."""
-    apply(engine, adt("A04", "M1", vis("V1"), patient=Patient(
-        name=Name(family="Doe", given="Jane"), birth_date="1980-01-31")))
-    apply(engine, adt("A04", "M2", vis("V2"), patient=Patient(
-        name=Name(family="Doe", given="Jane"), birth_date="1990-01-31")))
+    apply(
+        engine,
+        adt(
+            "A04",
+            "M1",
+            vis("V1"),
+            patient=Patient(name=Name(family="Doe", given="Jane"), birth_date="1980-01-31"),
+        ),
+    )
+    apply(
+        engine,
+        adt(
+            "A04",
+            "M2",
+            vis("V2"),
+            patient=Patient(name=Name(family="Doe", given="Jane"), birth_date="1990-01-31"),
+        ),
+    )
     assert search(engine, family="doe", given="jane", birth_date="1990") == ["M2"]
 
 
 def test_history_of_unknown_mrn_is_empty(engine):
     """history() of an unknown MRN is an empty list, get_chart is None."""
     with engine.connect() as conn:
-        assert chart.history(conn, "X") == [] and chart.get_chart(conn, "X") is None
+        assert chart_read.history(conn, "X") == [] and chart_read.get_chart(conn, "X") is None

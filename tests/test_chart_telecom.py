@@ -2,11 +2,12 @@
 XTN-2 use code (table 0201) and XTN-3 equipment type (table 0202); the truncation character of
 MSH-2 (v2.7 2.5.5.2) is never stored as data, and the message is flagged "truncated" (journal
 warning, W in the ACK, ``warnings`` in the message API). Raw bytes in -> ACK and chart out."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
 
-from interface.schema import messages
+from interface.store.schema import messages
 from tests.test_adt_events import Harness
 from tests.test_web_api import app, channels, client, clock, fast_hashing, h, tokens  # noqa: F401
 
@@ -15,8 +16,16 @@ _n = iter(range(1, 1_000_000))
 
 def v27(pid: str, *, enc: str = "^~\\&#", version: str = "2.7", event: str = "A28") -> str:
     time = "20260301100000"
-    return "\r".join([f"MSH|{enc}|REG|HOSP|IF|HOSP|{time}||ADT^{event}^ADT_A05|T{next(_n)}|P|{version}",
-                      f"EVN||{time}", pid]) + "\r"
+    return (
+        "\r".join(
+            [
+                f"MSH|{enc}|REG|HOSP|IF|HOSP|{time}||ADT^{event}^ADT_A05|T{next(_n)}|P|{version}",
+                f"EVN||{time}",
+                pid,
+            ]
+        )
+        + "\r"
+    )
 
 
 def pid40(telecom: str, *, name: str = "DOE^JANE", address: str = "") -> str:
@@ -29,9 +38,15 @@ def test_pid40_phones_and_email_by_use_and_equipment_code(engine):
     """PID-40 repetitions become phones with their XTN-2 use and XTN-3 equipment: a number from
     XTN-12 (unformatted) or country/area/local (XTN-5..7), an e-mail (NET, Internet) from XTN-4."""
     hh = Harness(engine)
-    out = hh.send(v27(pid40("^PRN^PH^^44^113^5550001~^ORN^CP^^^^^^^^^+447700900001"
-                            "~^NET^Internet^jane@example.org~^WPN^FX^^44^113^5550009"
-                            "~^emr^PH^^44^113^5550000")))
+    out = hh.send(
+        v27(
+            pid40(
+                "^PRN^PH^^44^113^5550001~^ORN^CP^^^^^^^^^+447700900001"
+                "~^NET^Internet^jane@example.org~^WPN^FX^^44^113^5550009"
+                "~^emr^PH^^44^113^5550000"
+            )
+        )
+    )
     assert out.status == "accepted" and b"MSA|AA|" in out.ack and b"ERR|" not in out.ack
     hh.drain()
     phones = hh.chart("M100")["phones"]
@@ -49,8 +64,7 @@ def test_truncated_values_are_stored_without_the_mark_and_flagged(engine, client
     W (warning) ERR saying "truncated", the journal row and the message API carry the warning,
     locations only (no patient data)."""
     hh = Harness(engine)
-    out = hh.send(v27(pid40("", name="DOE-SMITHERINGT#^JANE",
-                            address="1 VERY LONG STREET NA#^^LEEDS")))
+    out = hh.send(v27(pid40("", name="DOE-SMITHERINGT#^JANE", address="1 VERY LONG STREET NA#^^LEEDS")))
     assert out.status == "accepted" and b"MSA|AA|" in out.ack
     err = [s for s in out.ack.split(b"\r") if s.startswith(b"ERR|")]
     assert err and b"truncated" in err[0] and b"|W|" in err[0] and b"SMITHER" not in err[0]
@@ -59,11 +73,9 @@ def test_truncated_values_are_stored_without_the_mark_and_flagged(engine, client
     assert c["name"]["family"] == "DOE-SMITHERINGT"
     assert c["addresses"][0]["street"] == "1 VERY LONG STREET NA"
     with engine.connect() as conn:
-        warning = conn.execute(select(messages.c.warning).where(
-            messages.c.id == out.message_id)).scalar_one()
+        warning = conn.execute(select(messages.c.warning).where(messages.c.id == out.message_id)).scalar_one()
     assert warning.startswith("truncated:") and "PID-5" in warning and "PID-11" in warning
-    body = client.get(f"/api/messages/{out.message_id}",
-                      headers=h(tokens["clerk"])).json()
+    body = client.get(f"/api/messages/{out.message_id}", headers=h(tokens["clerk"])).json()
     assert body["warnings"] == [warning]
 
 

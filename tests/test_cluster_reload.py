@@ -6,6 +6,7 @@ AA), the first one is removed while a sender keeps sending on the other (its por
 every ACKed message is stored), a broken channel file and a port already taken are rejected
 with nothing restarted.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,23 +22,28 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select
 
-from interface.client import MLLPClient
-from interface.db import make_engine
-from interface.schema import events, messages
+from interface.engine.client import MLLPClient
+from interface.store.db import make_engine
+from interface.store.schema import events, messages
 
 from .conftest import ROOT
-from .test_cluster import _ready, _wait as _wait_until
+from .test_cluster import _ready
+from .test_cluster import _wait as _wait_until
 
 PYTHON = sys.executable
 TIMEOUT = 30.0
 
-A08 = ("MSH|^~\\&|REG|HOSP|INTERFACE|HOSP|20260311103000||ADT^A08^ADT_A01|{ctl}|P|2.5.1\r"
-       "EVN|A08|20260311103000\rPID|1||{mrn}^^^HOSP^MR||DOE^JANE||19800101|F\r")
+A08 = (
+    "MSH|^~\\&|REG|HOSP|INTERFACE|HOSP|20260311103000||ADT^A08^ADT_A01|{ctl}|P|2.5.1\r"
+    "EVN|A08|20260311103000\rPID|1||{mrn}^^^HOSP^MR||DOE^JANE||19800101|F\r"
+)
 
 
 def _channel(chdir: Path, name: str, listen: str = "tcp:0:interface=127.0.0.1") -> Path:
     text = (ROOT / "channels" / "adt.yaml").read_text().replace("name: adt", f"name: {name}")
-    text = "\n".join(f"listen: {listen}" if line.startswith("listen:") else line for line in text.splitlines())
+    text = "\n".join(
+        f"listen: {listen}" if line.startswith("listen:") else line for line in text.splitlines()
+    )
     path = chdir / f"{name}.yaml"
     path.write_text(text + "\n")
     return path
@@ -79,8 +85,13 @@ def _refused(port: int) -> bool:
 
 def _reload(var: Path) -> subprocess.CompletedProcess:
     # a rolling restart starts two engine processes one after the other: more room on a busy machine
-    return subprocess.run([PYTHON, "-m", "interface.cli", "reload", "--var", str(var), "--timeout", str(2 * TIMEOUT)],
-                          cwd=ROOT, capture_output=True, text=True, timeout=2 * TIMEOUT + 10)
+    return subprocess.run(
+        [PYTHON, "-m", "interface.ops.cli", "reload", "--var", str(var), "--timeout", str(2 * TIMEOUT)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=2 * TIMEOUT + 10,
+    )
 
 
 def _db(db_url: str):
@@ -134,10 +145,32 @@ def test_workers_reload_adds_removes_and_rejects_channels(tmp_path, db_url):
     env = dict(os.environ)
     env.pop("INTERFACE_DB_URL", None)
     web = _free_port()  # a fixed web port: child 0's old process lets go of it before the new one binds
-    proc = subprocess.Popen([PYTHON, "-m", "interface.cli", "run", "--workers", "2", "--web", f"127.0.0.1:{web}",
-                             "--channels", str(chdir), "--mappings", str(ROOT / "mappings"),
-                             "--db", db_url, "--var", str(var), "--ready-file", str(ready)],
-                            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+    proc = subprocess.Popen(
+        [
+            PYTHON,
+            "-m",
+            "interface.ops.cli",
+            "run",
+            "--workers",
+            "2",
+            "--web",
+            f"127.0.0.1:{web}",
+            "--channels",
+            str(chdir),
+            "--mappings",
+            str(ROOT / "mappings"),
+            "--db",
+            db_url,
+            "--var",
+            str(var),
+            "--ready-file",
+            str(ready),
+        ],
+        cwd=ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
     sender = None
     try:
         doc = _wait(lambda: (d := _ready(ready)) and len(d["workers"]) == 2 and d, "the ready file", log)
@@ -198,7 +231,10 @@ def test_workers_reload_adds_removes_and_rejects_channels(tmp_path, db_url):
             busy = taken.getsockname()[1]
             _channel(chdir, "third", f"tcp:{busy}:interface=127.0.0.1")
             r = _reload(var)
-        assert r.returncode == 1 and f"channel third: cannot listen on tcp:{busy}:interface=127.0.0.1" in r.stderr, r
+        assert (
+            r.returncode == 1
+            and f"channel third: cannot listen on tcp:{busy}:interface=127.0.0.1" in r.stderr
+        ), r
         doc = _ready(ready)
         assert doc["ports"] == {"second": second_port} and doc["workers"] == gen2
         assert all(_alive(p) for p in gen2)
@@ -222,9 +258,15 @@ def test_workers_reload_adds_removes_and_rejects_channels(tmp_path, db_url):
         eng = _db(db_url)
         try:
             with eng.connect() as conn:
-                got = {k: [row.detail for row in conn.execute(select(events.c.detail).where(events.c.kind == k)
-                                                              .order_by(events.c.id))]
-                       for k in ("config_reloaded", "config_rejected")}
+                got = {
+                    k: [
+                        row.detail
+                        for row in conn.execute(
+                            select(events.c.detail).where(events.c.kind == k).order_by(events.c.id)
+                        )
+                    ]
+                    for k in ("config_reloaded", "config_rejected")
+                }
         finally:
             eng.dispose()
         assert got["config_reloaded"] == ["added: second", "removed: first", "changed: second"]  # once each
@@ -248,7 +290,7 @@ def test_a_replacement_that_never_gets_ready_is_stopped_and_the_old_child_kept(t
     ready file is stopped, the old child keeps serving, and the failure is reported."""
     from types import SimpleNamespace
 
-    from interface import cluster
+    from interface.ops import cluster
 
     sleeper = [PYTHON, "-c", "import time; time.sleep(60)"]
     settings = SimpleNamespace(web_port=None, ready_file=None)
@@ -280,19 +322,26 @@ def test_the_supervisor_refuses_to_start_on_alerts_its_first_child_would_refuse(
     """An e-mail notifier whose credential variable is not set: ``run --workers N`` stops at once
     with the problem, as one process does, instead of restarting child 0 (which runs the alert
     checks and refuses it at its start) again and again."""
-    from interface import cluster
-    from interface.errors import ConfigError
-    from interface.service import Settings
+    from interface.hl7.errors import ConfigError
+    from interface.ops import cluster
+    from interface.ops.runtime import Settings
 
     monkeypatch.delenv("ALERT_TEST_SMTP_USER", raising=False)
     alerts = tmp_path / "alerts.yaml"
-    alerts.write_text("notifiers:\n  mail:\n    type: email\n    host: 127.0.0.1\n    from: a@example.org\n"
-                      "    to: [b@example.org]\n    username_env: ALERT_TEST_SMTP_USER\n"
-                      "notify: [mail]\nrules:\n  - {name: errors, type: error_items}\n")
-    settings = Settings(channels_dir=ROOT / "channels", mappings_dir=ROOT / "mappings",
-                        rules_file=ROOT / "rules" / "completeness.yaml", var_dir=tmp_path / "var",
-                        create_schema=False, alerts_file=alerts,
-                        port_overrides={"adt": "tcp:0:interface=127.0.0.1", "mdm": "tcp:0:interface=127.0.0.1"})
+    alerts.write_text(
+        "notifiers:\n  mail:\n    type: email\n    host: 127.0.0.1\n    from: a@example.org\n"
+        "    to: [b@example.org]\n    username_env: ALERT_TEST_SMTP_USER\n"
+        "notify: [mail]\nrules:\n  - {name: errors, type: error_items}\n"
+    )
+    settings = Settings(
+        channels_dir=ROOT / "channels",
+        mappings_dir=ROOT / "mappings",
+        rules_file=ROOT / "rules" / "completeness.yaml",
+        var_dir=tmp_path / "var",
+        create_schema=False,
+        alerts_file=alerts,
+        port_overrides={"adt": "tcp:0:interface=127.0.0.1", "mdm": "tcp:0:interface=127.0.0.1"},
+    )
     sup = cluster.Supervisor(settings, 2)
     try:
         with pytest.raises(ConfigError, match="ALERT_TEST_SMTP_USER is not set"):

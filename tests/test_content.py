@@ -1,4 +1,5 @@
 """Document content from OBX-5 and the SHA-256 content store."""
+
 from __future__ import annotations
 
 import base64
@@ -7,10 +8,10 @@ import hashlib
 import pytest
 from sqlalchemy import func, select
 
-from interface.content import ContentStore, extract_content, media_type
-from interface.document_schema import document_blobs
-from interface.errors import DataError, PermanentError
-from interface.message import decode, parse
+from interface.hl7.errors import DataError, PermanentError
+from interface.hl7.message import decode, parse
+from interface.store.content import ContentStore, extract_content, media_type
+from interface.store.document_schema import document_blobs
 from tests.conftest import corpus_files
 
 MSH = "MSH|^~\\&|DOCS|HOSP|IF|HOSP|20261120100000||MDM^T02|C1|P|2.5.1"
@@ -22,10 +23,14 @@ def msg(*obx: str):
 
 def test_text_lines_joined_with_newlines():
     """TX, FT, ST and CF lines (and TX repetitions) form one text part, joined by newlines."""
-    parts = extract_content(msg("OBX|1|TX|HP||Line one~Line two||||||F",
-                                "OBX|2|ST|HP||A string||||||F",
-                                "OBX|3|CF|HP||CODE^Formatted \\.br\\text||||||F",
-                                "OBX|4|FT|HP||Tail||||||F"))
+    parts = extract_content(
+        msg(
+            "OBX|1|TX|HP||Line one~Line two||||||F",
+            "OBX|2|ST|HP||A string||||||F",
+            "OBX|3|CF|HP||CODE^Formatted \\.br\\text||||||F",
+            "OBX|4|FT|HP||Tail||||||F",
+        )
+    )
     assert len(parts) == 1 and parts[0].kind == "text" and parts[0].media_type == "text/plain"
     assert parts[0].text == "Line one\nLine two\nA string\nFormatted \ntext\nTail"
 
@@ -38,8 +43,9 @@ def test_formatting_and_delimiter_escapes_resolved():
 
 def test_deleted_and_wrong_results_skipped():
     """OBX with result status D or W contributes nothing."""
-    parts = extract_content(msg("OBX|1|TX|HP||kept||||||F", "OBX|2|TX|HP||gone||||||W",
-                                "OBX|3|TX|HP||gone too||||||D"))
+    parts = extract_content(
+        msg("OBX|1|TX|HP||kept||||||F", "OBX|2|TX|HP||gone||||||W", "OBX|3|TX|HP||gone too||||||D")
+    )
     assert parts[0].text == "kept"
 
 
@@ -55,8 +61,12 @@ def test_ed_base64_decoded_with_media_type():
 
 def test_ed_hex_and_ascii_encodings():
     """ED Hex is decoded from hex digits; encoding A is the text itself as UTF-8."""
-    parts = extract_content(msg("OBX|1|ED|X||^TEXT^RTF^Hex^7B5C727466317D||||||F",
-                                "OBX|2|ED|X||^TEXT^HTML^A^<b>hi\\T\\bye</b>||||||F"))
+    parts = extract_content(
+        msg(
+            "OBX|1|ED|X||^TEXT^RTF^Hex^7B5C727466317D||||||F",
+            "OBX|2|ED|X||^TEXT^HTML^A^<b>hi\\T\\bye</b>||||||F",
+        )
+    )
     assert (parts[0].data, parts[0].media_type) == (b"{\\rtf1}", "text/rtf")
     assert (parts[1].data, parts[1].media_type) == (b"<b>hi&bye</b>", "text/html")
 
@@ -86,8 +96,11 @@ def test_unknown_ed_encoding_is_data_error():
 def test_rp_stored_as_reference():
     """RP gives a reference part (application:pointer) with the media type of its type/subtype."""
     parts = extract_content(msg("OBX|1|RP|X||docs/123.pdf^PACS^AP^PDF||||||F"))
-    assert (parts[0].kind, parts[0].reference, parts[0].media_type) == ("reference", "PACS:docs/123.pdf",
-                                                                        "application/pdf")
+    assert (parts[0].kind, parts[0].reference, parts[0].media_type) == (
+        "reference",
+        "PACS:docs/123.pdf",
+        "application/pdf",
+    )
 
 
 def test_non_content_value_types_ignored():
@@ -95,11 +108,18 @@ def test_non_content_value_types_ignored():
     assert extract_content(msg("OBX|1|NM|HR||72|bpm|||||F", "OBX|2|CE|X||A^B||||||F")) == []
 
 
-@pytest.mark.parametrize("type_of_data, subtype, expected", [
-    ("AP", "PDF", "application/pdf"), ("", "text/html", "text/html"), ("IM", "JPEG", "image/jpeg"),
-    ("TEXT", "", "text/plain"), ("AP", "vnd.custom", "application/vnd.custom"), ("", "", "application/octet-stream"),
-    ("Application", "RTF", "text/rtf"),
-])
+@pytest.mark.parametrize(
+    "type_of_data, subtype, expected",
+    [
+        ("AP", "PDF", "application/pdf"),
+        ("", "text/html", "text/html"),
+        ("IM", "JPEG", "image/jpeg"),
+        ("TEXT", "", "text/plain"),
+        ("AP", "vnd.custom", "application/vnd.custom"),
+        ("", "", "application/octet-stream"),
+        ("Application", "RTF", "text/rtf"),
+    ],
+)
 def test_media_types(type_of_data, subtype, expected):
     """ED/RP type of data and subtype map to media types; MIME subtypes pass through."""
     assert media_type(type_of_data, subtype) == expected

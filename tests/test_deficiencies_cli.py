@@ -1,6 +1,7 @@
 """``interface deficiencies``: the completeness worklist from a terminal (table or JSON), with
 filters, overdue findings appearing on time, and findings clearing when a later message fixes
 the document."""
+
 from __future__ import annotations
 
 import io
@@ -9,21 +10,62 @@ from datetime import timedelta
 
 import pytest
 
-from interface import cli
-from interface.completeness import cli_main
+from interface.ops import cli
+from interface.store.deficiencies import cli_main
 from tests.test_adt_events import Harness, adt
 
 NOW_SIGNED = "1234^SMITH^JOHN^^^^^^^^^^^^20261120095500"
 
 
-def mdm(event: str, number: str, *, mrn: str = "100001", status: str = "DI", author: str = "",
-        auth: str = "", type_: str = "HP", time: str = "20261120100000") -> str:
-    txa = ["TXA", "1", type_, "TX", "20261120090000", "", "20261120091500", "", "", author, "", "",
-           number, "", "", "", "", status, "U", "AV", "AC", "", auth]
-    return "\r".join([f"MSH|^~\\&|DOCS|HOSP|IF|HOSP|{time}||MDM^{event}|{number}{event}{time}|P|2.5.1",
-                      f"EVN|{event}|{time}", f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE",
-                      "PV1|1|I|4W||||||||||||||||V1^^^HOSP^VN", "|".join(txa),
-                      "OBX|1|TX|HP||Report text||||||F"]) + "\r"
+def mdm(
+    event: str,
+    number: str,
+    *,
+    mrn: str = "100001",
+    status: str = "DI",
+    author: str = "",
+    auth: str = "",
+    type_: str = "HP",
+    time: str = "20261120100000",
+) -> str:
+    txa = [
+        "TXA",
+        "1",
+        type_,
+        "TX",
+        "20261120090000",
+        "",
+        "20261120091500",
+        "",
+        "",
+        author,
+        "",
+        "",
+        number,
+        "",
+        "",
+        "",
+        "",
+        status,
+        "U",
+        "AV",
+        "AC",
+        "",
+        auth,
+    ]
+    return (
+        "\r".join(
+            [
+                f"MSH|^~\\&|DOCS|HOSP|IF|HOSP|{time}||MDM^{event}|{number}{event}{time}|P|2.5.1",
+                f"EVN|{event}|{time}",
+                f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE",
+                "PV1|1|I|4W||||||||||||||||V1^^^HOSP^VN",
+                "|".join(txa),
+                "OBX|1|TX|HP||Report text||||||F",
+            ]
+        )
+        + "\r"
+    )
 
 
 @pytest.fixture
@@ -33,8 +75,18 @@ def h(engine) -> Harness:
     h.send(adt("A28", "100002"))
     h.send(mdm("T02", "D-NOAUTH"), "mdm")  # no author: author_present at once
     h.send(mdm("T02", "D-SIGNED-NOWHO", status="AU", author="1234^SMITH^JOHN"), "mdm")  # no TXA-22
-    h.send(mdm("T02", "D-OK", mrn="100002", status="AU", author="77^BROWN^ANN", type_="DS",
-               auth="77^BROWN^ANN^^^^^^^^^^^^20261120095500"), "mdm")
+    h.send(
+        mdm(
+            "T02",
+            "D-OK",
+            mrn="100002",
+            status="AU",
+            author="77^BROWN^ANN",
+            type_="DS",
+            auth="77^BROWN^ANN^^^^^^^^^^^^20261120095500",
+        ),
+        "mdm",
+    )
     h.send(mdm("T02", "D-UNSIGNED", mrn="100002", author="77^BROWN^ANN", type_="DS"), "mdm")
     h.drain()
     assert h.items("error") == [] and h.items("held") == []
@@ -78,8 +130,10 @@ def test_table_output(h):
     lines = text.splitlines()
     assert code == 0
     assert lines[0].split()[:6] == ["DOCUMENT", "MRN", "TYPE", "STATUS", "RULE", "FINDING"]
-    assert any(line.startswith("D-NOAUTH") and "author_present" in line
-               and "missing author (TXA-9)" in line for line in lines[1:])
+    assert any(
+        line.startswith("D-NOAUTH") and "author_present" in line and "missing author (TXA-9)" in line
+        for line in lines[1:]
+    )
     code, text = run(h, "--mrn", "100002")
     assert (code, text) == (0, "no deficiencies\n")
 
@@ -88,10 +142,30 @@ def test_findings_clear_when_a_later_message_fixes_them(h):
     """A T03 naming the author clears author_present; a T03 with TXA-22 clears the signer
     finding; signing clears the overdue one."""
     h.send(mdm("T03", "D-NOAUTH", author="1234^SMITH^JOHN", time="20261120110000"), "mdm")
-    h.send(mdm("T03", "D-SIGNED-NOWHO", status="AU", author="1234^SMITH^JOHN", auth=NOW_SIGNED,
-               time="20261120110000"), "mdm")
-    h.send(mdm("T03", "D-UNSIGNED", mrn="100002", status="LA", author="77^BROWN^ANN", type_="DS",
-               auth="77^BROWN^ANN^^^^^^^^^^^^20261120105500", time="20261120110000"), "mdm")
+    h.send(
+        mdm(
+            "T03",
+            "D-SIGNED-NOWHO",
+            status="AU",
+            author="1234^SMITH^JOHN",
+            auth=NOW_SIGNED,
+            time="20261120110000",
+        ),
+        "mdm",
+    )
+    h.send(
+        mdm(
+            "T03",
+            "D-UNSIGNED",
+            mrn="100002",
+            status="LA",
+            author="77^BROWN^ANN",
+            type_="DS",
+            auth="77^BROWN^ANN^^^^^^^^^^^^20261120105500",
+            time="20261120110000",
+        ),
+        "mdm",
+    )
     h.drain()
     assert h.items("error") == []
     assert findings(h, days=30) == {("D-NOAUTH", "unsigned_overdue")}
@@ -100,8 +174,11 @@ def test_findings_clear_when_a_later_message_fixes_them(h):
 def test_merged_away_mrn_lists_the_survivors_findings(h):
     h.send(adt("A40", "100002", time="20260302100000", mrg="100001"))
     h.drain()
-    assert findings(h, "--mrn", "100001") == findings(h, "--mrn", "100002") == {
-        ("D-NOAUTH", "author_present"), ("D-SIGNED-NOWHO", "signed_needs_signer")}
+    assert (
+        findings(h, "--mrn", "100001")
+        == findings(h, "--mrn", "100002")
+        == {("D-NOAUTH", "author_present"), ("D-SIGNED-NOWHO", "signed_needs_signer")}
+    )
 
 
 def test_interface_deficiencies_command(h, db_url, capsys, monkeypatch):
@@ -110,4 +187,6 @@ def test_interface_deficiencies_command(h, db_url, capsys, monkeypatch):
     assert cli.main(["deficiencies", "--db", db_url, "--json", "--mrn", "100001"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {(r["document_number"], r["rule"]) for r in rows} == {
-        ("D-NOAUTH", "author_present"), ("D-SIGNED-NOWHO", "signed_needs_signer")}
+        ("D-NOAUTH", "author_present"),
+        ("D-SIGNED-NOWHO", "signed_needs_signer"),
+    }

@@ -1,6 +1,7 @@
 """Destinations: one work item per (message, destination), ordered per key within each
 destination's lane, so a downstream outage blocks only that destination's key; ``order_by``;
 ``ack: on_process`` through Engine.receive; the file drop."""
+
 from __future__ import annotations
 
 import os
@@ -10,15 +11,15 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from interface import chart
-from interface.channels import Channel
-from interface.destinations import drop_file, file_name, plain_key
-from interface.engine import Engine
-from interface.errors import TransientError
-from interface.mapping import load_mappings
-from interface.outbound import AckReply, DownstreamUnavailable, OutboundWorker
-from interface.processing import Pipeline, Worker
-from interface.schema import messages, work_attempts, work_items, work_keys
+from interface.config.channels import Channel
+from interface.engine.destinations import drop_file, file_name, plain_key
+from interface.engine.inbound import Engine
+from interface.engine.outbound import AckReply, DownstreamUnavailable, OutboundWorker
+from interface.engine.processing import Pipeline, Worker
+from interface.hl7.errors import TransientError
+from interface.mapping.loader import load_mappings
+from interface.store import chart, chart_apply, chart_read
+from interface.store.schema import messages, work_attempts, work_items, work_keys
 
 from .conftest import Clock
 
@@ -34,8 +35,16 @@ def mappings():
     return _MAPPINGS
 
 
-def adt(cid: str, mrn: str | None = "M1", event: str = "A08", *, mrg: str | None = None,
-        dob: str = "19800101", msh15: str = "", msh16: str = "") -> bytes:
+def adt(
+    cid: str,
+    mrn: str | None = "M1",
+    event: str = "A08",
+    *,
+    mrg: str | None = None,
+    dob: str = "19800101",
+    msh15: str = "",
+    msh16: str = "",
+) -> bytes:
     pid3 = f"{mrn}^^^HOSP^MR" if mrn else ""
     msh = f"MSH|^~\\&|REG|HOSP|INT|HOSP|20260301100000||ADT^{event}^ADT_A01|{cid}|P|2.5.1"
     if msh15 or msh16:
@@ -48,8 +57,14 @@ def adt(cid: str, mrn: str | None = "M1", event: str = "A08", *, mrg: str | None
 
 
 def channel(destinations=(), *, mapping: str | None = "adt", **kw) -> Channel:
-    return Channel(name=kw.pop("name", "adt"), listen="tcp:0", mapping=mapping,
-                   mrn={"authority": "HOSP", "types": ["MR"]}, destinations=list(destinations), **kw)
+    return Channel(
+        name=kw.pop("name", "adt"),
+        listen="tcp:0",
+        mapping=mapping,
+        mrn={"authority": "HOSP", "types": ["MR"]},
+        destinations=list(destinations),
+        **kw,
+    )
 
 
 def mllp(name="lab", **kw) -> dict:
@@ -85,8 +100,9 @@ class Rig:
         self.worker = Worker(db, self.pipeline, clock=self.clock, rng=random.Random(seed))
         self.engine = Engine(db, clock=self.clock, processor=self.worker)
         self.sender = sender or FakeSender()
-        self.out = OutboundWorker(db, self.pipeline, clock=self.clock, rng=random.Random(seed),
-                                  sender_factory=lambda d: self.sender)
+        self.out = OutboundWorker(
+            db, self.pipeline, clock=self.clock, rng=random.Random(seed), sender_factory=lambda d: self.sender
+        )
 
     def send(self, raw: bytes):
         return self.engine.receive(self.ch, raw)
@@ -114,7 +130,10 @@ def test_one_item_per_destination_each_in_its_own_lane(engine):
     assert rig.send(adt("C1", "M1")).status == "accepted"
     items = rig.items()
     assert [(i.destination, i.key) for i in items] == [
-        ("store", "mrn:M1"), ("lab", "out:adt/lab|mrn:M1"), ("drop", "out:adt/drop|mrn:M1")]
+        ("store", "mrn:M1"),
+        ("lab", "out:adt/lab|mrn:M1"),
+        ("drop", "out:adt/drop|mrn:M1"),
+    ]
     assert {plain_key(i.key) for i in items} == {"mrn:M1"}
 
 
@@ -123,10 +142,17 @@ def test_merge_holds_both_keys_in_every_lane(engine):
     rig = Rig(engine, channel([mllp()], apply="queued"))  # inline, the store item is done at once
     rig.send(adt("C1", "M1", "A40", mrg="M2"))
     with engine.connect() as conn:
-        keys = conn.execute(select(work_items.c.destination, work_keys.c.key)
-                            .join(work_keys, work_keys.c.item_id == work_items.c.id)).all()
-    assert sorted(keys) == [("lab", "out:adt/lab|mrn:M1"), ("lab", "out:adt/lab|mrn:M2"),
-                            ("store", "mrn:M1"), ("store", "mrn:M2")]
+        keys = conn.execute(
+            select(work_items.c.destination, work_keys.c.key).join(
+                work_keys, work_keys.c.item_id == work_items.c.id
+            )
+        ).all()
+    assert sorted(keys) == [
+        ("lab", "out:adt/lab|mrn:M1"),
+        ("lab", "out:adt/lab|mrn:M2"),
+        ("store", "mrn:M1"),
+        ("store", "mrn:M2"),
+    ]
 
 
 def test_order_by_channel_and_message(engine):
@@ -139,15 +165,20 @@ def test_order_by_channel_and_message(engine):
     rig2.send(adt("D1", "M1"))
     rig2.send(adt("D2", "M1"))
     assert [i.key for i in rig2.items("lab") if i.channel == "b"] == [
-        "out:b/lab|msg:b:REG:D1", "out:b/lab|msg:b:REG:D2"]
+        "out:b/lab|msg:b:REG:D1",
+        "out:b/lab|msg:b:REG:D2",
+    ]
 
 
 def test_downstream_outage_blocks_only_that_destination(engine):
     """The MLLP peer is down: the store keeps applying every message; the peer's items wait in
     order and are delivered in order once it is back."""
     up = {"v": False}
-    rig = Rig(engine, channel([mllp(retry={"initial_delay_seconds": 5, "jitter": 0})]),
-              FakeSender(lambda ctl: "AA" if up["v"] else None))
+    rig = Rig(
+        engine,
+        channel([mllp(retry={"initial_delay_seconds": 5, "jitter": 0})]),
+        FakeSender(lambda ctl: "AA" if up["v"] else None),
+    )
     for cid, mrn in (("A1", "M1"), ("A2", "M1"), ("B1", "M2"), ("A3", "M1")):
         rig.send(adt(cid, mrn))
     rig.drain()
@@ -185,7 +216,7 @@ def test_on_process_acks_after_the_chart_write(engine):
     out = rig.send(adt("C1", "M7", "A01"))
     assert out.status == "processed" and b"MSA|AA|C1" in out.ack
     with engine.connect() as conn:
-        assert chart.get_chart(conn, "M7")["mrn"] == "M7"
+        assert chart_read.get_chart(conn, "M7")["mrn"] == "M7"
     assert rig.status("store") == {"C1": "done"}
 
 
@@ -239,8 +270,19 @@ def test_on_commit_applies_inline_what_is_first_in_line(engine):
 def test_file_destination_writes_whole_files_named_by_pattern(engine, tmp_path):
     """File drop: one file per message, named by the pattern, bytes as received, no temp files."""
     d = tmp_path / "out"
-    rig = Rig(engine, channel([{"name": "drop", "type": "file", "directory": str(d),
-                                "filename": "{destination}_{control_id}_{message_type}.hl7"}]))
+    rig = Rig(
+        engine,
+        channel(
+            [
+                {
+                    "name": "drop",
+                    "type": "file",
+                    "directory": str(d),
+                    "filename": "{destination}_{control_id}_{message_type}.hl7",
+                }
+            ]
+        ),
+    )
     raws = {cid: adt(cid, "M1") for cid in ("F1", "../F2")}
     for raw in raws.values():
         rig.send(raw)
@@ -267,8 +309,19 @@ def test_unwritable_directory_is_transient(engine, tmp_path):
         assert "cannot write" in str(exc)
     else:
         raise AssertionError("expected TransientError")
-    rig = Rig(engine, channel([{"name": "drop", "type": "file", "directory": str(blocker / "sub"),
-                                "retry": {"max_attempts": 2, "jitter": 0}}]))
+    rig = Rig(
+        engine,
+        channel(
+            [
+                {
+                    "name": "drop",
+                    "type": "file",
+                    "directory": str(blocker / "sub"),
+                    "retry": {"max_attempts": 2, "jitter": 0},
+                }
+            ]
+        ),
+    )
     rig.send(adt("F1", "M1"))
     rig.drain()
     assert rig.status("drop") == {"F1": "pending"}
@@ -277,22 +330,30 @@ def test_unwritable_directory_is_transient(engine, tmp_path):
     item = rig.items("drop")[0]
     assert (item.status, item.reason, item.attempts) == ("error", "downstream_unavailable", 2)
     with engine.connect() as conn:
-        hist = conn.execute(select(work_attempts.c.outcome).where(work_attempts.c.item_id == item.id)
-                            .order_by(work_attempts.c.id)).scalars().all()
+        hist = (
+            conn.execute(
+                select(work_attempts.c.outcome)
+                .where(work_attempts.c.item_id == item.id)
+                .order_by(work_attempts.c.id)
+            )
+            .scalars()
+            .all()
+        )
     assert hist == ["retry", "error"]
 
 
 def test_destination_config_is_checked_at_load(tmp_path):
     """Bad filename patterns, a reserved name and missing keys are file:line errors at load."""
-    from interface.channels import load_channels
-    from interface.config import ConfigError
+    from interface.config.channels import load_channels
+    from interface.config.yamlfile import ConfigError
 
     (tmp_path / "c.yaml").write_text(
         "name: c\nlisten: tcp:0\ndestinations:\n"
         "  - {name: a, type: file, directory: /x, filename: '{patient}.hl7'}\n"
         "  - {name: b, type: file, directory: /x, filename: 'sub/{control_id}'}\n"
         "  - {name: application_ack, type: mllp, host: h, port: 1}\n"
-        "  - {name: d, type: mllp, host: h}\n")
+        "  - {name: d, type: mllp, host: h}\n"
+    )
     try:
         load_channels(tmp_path)
     except ConfigError as exc:
@@ -303,7 +364,8 @@ def test_destination_config_is_checked_at_load(tmp_path):
     assert "c.yaml:5" in text and "path separator" in text
     assert "needs 'host' and 'port'" in text
     (tmp_path / "c.yaml").write_text(
-        "name: c\nlisten: tcp:0\ndestinations:\n  - {name: application_ack, type: file, directory: /x}\n")
+        "name: c\nlisten: tcp:0\ndestinations:\n  - {name: application_ack, type: file, directory: /x}\n"
+    )
     try:
         load_channels(tmp_path)
     except ConfigError as exc:
@@ -315,10 +377,11 @@ def test_destination_config_is_checked_at_load(tmp_path):
 def test_transient_store_failure_retries_on_the_destination_policy(engine, monkeypatch):
     """A transient failure retries after the destination's policy delay (its own retry beats
     the channel's), with jitter from the injected RNG; it holds only its own patient."""
-    from interface import chart as chart_mod
-    from interface.queue import RetryPolicy
+    from interface.store import chart as chart_mod
+    from interface.store import chart_apply, chart_read
+    from interface.store.workqueue import RetryPolicy
 
-    real = chart_mod.apply_updates
+    real = chart_apply.apply_updates
     fail = {"M1": 2}
 
     def flaky(conn, updates, **kw):
@@ -328,10 +391,21 @@ def test_transient_store_failure_retries_on_the_destination_policy(engine, monke
             raise TransientError("database busy")
         return real(conn, updates, **kw)
 
-    monkeypatch.setattr(chart_mod, "apply_updates", flaky)
-    ch = Channel(name="adt", listen="tcp:0", mrn={"authority": "HOSP"}, retry={"initial_delay_seconds": 100},
-                 destinations=[{"name": "store", "type": "store", "mapping": "adt",
-                                "retry": {"initial_delay_seconds": 4, "factor": 3, "jitter": 0.5}}])
+    monkeypatch.setattr(chart_apply, "apply_updates", flaky)
+    ch = Channel(
+        name="adt",
+        listen="tcp:0",
+        mrn={"authority": "HOSP"},
+        retry={"initial_delay_seconds": 100},
+        destinations=[
+            {
+                "name": "store",
+                "type": "store",
+                "mapping": "adt",
+                "retry": {"initial_delay_seconds": 4, "factor": 3, "jitter": 0.5},
+            }
+        ],
+    )
     rig = Rig(engine, ch, seed=42)
     rig.send(adt("A1", "M1", "A01"))
     rig.send(adt("A2", "M1", "A08"))
@@ -342,7 +416,11 @@ def test_transient_store_failure_retries_on_the_destination_policy(engine, monke
     expect = random.Random(42)
     first = policy.delay(1, expect)
     item = rig.items("store")[0]
-    at = item.next_attempt_at if item.next_attempt_at.tzinfo else item.next_attempt_at.replace(tzinfo=timezone.utc)
+    at = (
+        item.next_attempt_at
+        if item.next_attempt_at.tzinfo
+        else item.next_attempt_at.replace(tzinfo=timezone.utc)
+    )
     assert abs((at - NOW).total_seconds() - first) < 1e-3 and 2 <= first <= 6
     rig.clock.advance(first)
     rig.drain()

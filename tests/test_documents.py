@@ -1,4 +1,5 @@
 """The document index: MDM T01..T11 semantics, history, out-of-order arrival, patients, merges."""
+
 from __future__ import annotations
 
 import hashlib
@@ -6,10 +7,11 @@ import hashlib
 import pytest
 from sqlalchemy import func, select
 
-from interface import documents as D
-from interface.document_schema import document_blobs, document_versions
-from interface.errors import Hold, HL7Error, PermanentError, RequiredFieldMissing
-from interface.records import CLEAR, DocumentContent
+from interface.hl7.errors import HL7Error, Hold, PermanentError, RequiredFieldMissing
+from interface.mapping.records import CLEAR, DocumentContent
+from interface.store import document_read
+from interface.store import documents as D
+from interface.store.document_schema import document_blobs, document_versions
 from tests.test_documents_support import NOW, add_patient, document_from_message, load_sample, mdm
 
 SETTINGS = D.DocumentSettings()
@@ -35,16 +37,40 @@ def apply(conn, msg, message_id=1, settings=SETTINGS, **changes):
 def test_t01_creates_entry_with_contract_fields(conn):
     """T01 creates an index entry (version 1) carrying every PRODUCT.md field from TXA/PID/PV1."""
     changes = apply(conn, load_sample("mdm_t01_original.hl7"), message_id=7)
-    assert changes == [{"document_number": "DOC-1001", "event": "T01", "action": "created", "version": 1,
-                        "mrn": "100001"}]
-    e = D.get_document(conn, "DOC-1001", now=NOW)
-    for key in ("document_number", "parent_document_number", "mrn", "visit_number", "type", "status",
-                "activity_at", "origination_at", "author", "transcriptionist", "authenticated_by",
-                "authenticated_at", "confidentiality", "availability", "storage_status", "version",
-                "content_type", "content_size", "content_sha256", "deficiencies"):
+    assert changes == [
+        {"document_number": "DOC-1001", "event": "T01", "action": "created", "version": 1, "mrn": "100001"}
+    ]
+    e = document_read.get_document(conn, "DOC-1001", now=NOW)
+    for key in (
+        "document_number",
+        "parent_document_number",
+        "mrn",
+        "visit_number",
+        "type",
+        "status",
+        "activity_at",
+        "origination_at",
+        "author",
+        "transcriptionist",
+        "authenticated_by",
+        "authenticated_at",
+        "confidentiality",
+        "availability",
+        "storage_status",
+        "version",
+        "content_type",
+        "content_size",
+        "content_sha256",
+        "deficiencies",
+    ):
         assert key in e
-    assert (e["mrn"], e["visit_number"], e["type"], e["status"], e["availability"]) == \
-        ("100001", "V2026001", "HP", "DI", "UN")
+    assert (e["mrn"], e["visit_number"], e["type"], e["status"], e["availability"]) == (
+        "100001",
+        "V2026001",
+        "HP",
+        "DI",
+        "UN",
+    )
     assert e["activity_at"] == "2026-11-20T09:00:00" and e["origination_at"] == "2026-11-20T09:15:00"
     assert e["author"] == {"id": "1234", "family": "SMITH", "given": "JOHN", "authority": "HOSP"}
     assert e["transcriptionist"]["family"] == "WRIGHT"
@@ -55,8 +81,8 @@ def test_t01_creates_entry_with_contract_fields(conn):
 def test_t02_stores_pdf_content_by_sha256(conn):
     """T02 stores the decoded ED PDF; the entry names its media type, size and SHA-256."""
     apply(conn, load_sample("mdm_t02_original_pdf.hl7"))
-    e = D.get_document(conn, "DOC-1002")
-    data, media = D.get_content(conn, "DOC-1002", SETTINGS)
+    e = document_read.get_document(conn, "DOC-1002")
+    data, media = document_read.get_content(conn, "DOC-1002", SETTINGS)
     assert data.startswith(b"%PDF-1.4") and data.rstrip().endswith(b"%%EOF")
     assert media == "application/pdf" and e["content_type"] == "application/pdf"
     assert e["content_size"] == len(data) and e["content_sha256"] == hashlib.sha256(data).hexdigest()
@@ -66,9 +92,9 @@ def test_t02_stores_pdf_content_by_sha256(conn):
 def test_t03_status_change_keeps_content(conn):
     """T03 changes status and signature without touching the content or the version."""
     apply(conn, mdm("T02", "D1", status="DI", auth="", obx=TEXT))
-    before = D.get_document(conn, "D1")
+    before = document_read.get_document(conn, "D1")
     changes = apply(conn, mdm("T03", "D1", status="AU", time="20261120110000"), message_id=2)
-    e = D.get_document(conn, "D1")
+    e = document_read.get_document(conn, "D1")
     assert changes[0]["action"] == "status_changed"
     assert e["status"] == "AU" and e["authenticated_by"]["family"] == "SMITH"
     assert e["version"] == 1 and e["content_sha256"] == before["content_sha256"]
@@ -78,8 +104,8 @@ def test_t04_status_change_with_content(conn):
     """T04 changes status and stores the content it carries (FT \\.br\\ becomes line breaks)."""
     apply(conn, load_sample("mdm_t01_original.hl7"))
     apply(conn, load_sample("mdm_t04_status_change_ft.hl7"), message_id=2)
-    e = D.get_document(conn, "DOC-1001")
-    data, media = D.get_content(conn, "DOC-1001", SETTINGS)
+    e = document_read.get_document(conn, "DOC-1001")
+    data, media = document_read.get_content(conn, "DOC-1001", SETTINGS)
     assert e["status"] == "LA" and e["content_type"] == "text/plain"
     assert media == "text/plain; charset=utf-8"
     assert b"ILLNESS:\n45 year old" in data and b"\n\nPLAN:\n1. Ceftriaxone" in data
@@ -91,7 +117,7 @@ def test_change_to_unknown_document_is_permanent_error(conn, event):
     with pytest.raises(PermanentError) as exc:
         apply(conn, mdm(event, "NOPE"))
     assert exc.value.reason == "unknown_document" and str(exc.value.location) == "TXA-12"
-    assert D.get_document(conn, "NOPE") is None
+    assert document_read.get_document(conn, "NOPE") is None
 
 
 def test_t05_addendum_is_new_document_linked_to_parent(conn):
@@ -99,17 +125,18 @@ def test_t05_addendum_is_new_document_linked_to_parent(conn):
     apply(conn, mdm("T02", "P1", obx=TEXT))
     changes = apply(conn, mdm("T05", "A1", parent="P1", time="20261121000000"), message_id=2)
     assert changes[0]["action"] == "addendum_created"
-    assert D.get_document(conn, "A1")["parent_document_number"] == "P1"
-    assert D.get_document(conn, "P1")["availability"] == "AV"
+    assert document_read.get_document(conn, "A1")["parent_document_number"] == "P1"
+    assert document_read.get_document(conn, "P1")["availability"] == "AV"
 
 
 def test_t06_addendum_with_content(conn):
     """T06 is an addendum carrying its own content."""
     apply(conn, mdm("T02", "P1", obx=TEXT))
-    apply(conn, mdm("T06", "A1", parent="P1", obx=("OBX|1|TX|AD||Addendum text||||||F",),
-                    time="20261121000000"))
-    assert D.get_content(conn, "A1", SETTINGS)[0] == b"Addendum text"
-    assert D.get_content(conn, "P1", SETTINGS)[0] == b"First line\nSecond line"
+    apply(
+        conn, mdm("T06", "A1", parent="P1", obx=("OBX|1|TX|AD||Addendum text||||||F",), time="20261121000000")
+    )
+    assert document_read.get_content(conn, "A1", SETTINGS)[0] == b"Addendum text"
+    assert document_read.get_content(conn, "P1", SETTINGS)[0] == b"First line\nSecond line"
 
 
 def test_addendum_needs_known_parent(conn):
@@ -126,22 +153,25 @@ def test_t07_edit_makes_new_version_older_content_kept(conn):
     """T07 makes version 2 of the same number; version 1's content stays retrievable."""
     apply(conn, mdm("T02", "D1", obx=TEXT))
     changes = apply(conn, mdm("T07", "D1", time="20261121000000"), message_id=2)
-    e = D.get_document(conn, "D1")
+    e = document_read.get_document(conn, "D1")
     assert changes[0]["action"] == "new_version" and e["version"] == 2
     assert e["content_sha256"] is None  # the edited text was not sent with T07
-    assert D.get_content(conn, "D1", SETTINGS) is None
-    assert D.get_content(conn, "D1", SETTINGS, version=1)[0] == b"First line\nSecond line"
-    assert [(v["version"], v["event"], v["message_id"]) for v in e["versions"]] == [(1, "T02", 1), (2, "T07", 2)]
+    assert document_read.get_content(conn, "D1", SETTINGS) is None
+    assert document_read.get_content(conn, "D1", SETTINGS, version=1)[0] == b"First line\nSecond line"
+    assert [(v["version"], v["event"], v["message_id"]) for v in e["versions"]] == [
+        (1, "T02", 1),
+        (2, "T07", 2),
+    ]
 
 
 def test_t08_edit_with_content(conn):
     """T08 makes a new version with new content; both versions' content can be read."""
     apply(conn, mdm("T02", "D1", obx=TEXT))
     apply(conn, mdm("T08", "D1", time="20261121000000", obx=("OBX|1|TX|HP||Corrected||||||F",)), message_id=2)
-    assert D.get_document(conn, "D1")["version"] == 2
-    assert D.get_content(conn, "D1", SETTINGS)[0] == b"Corrected"
-    assert D.get_content(conn, "D1", SETTINGS, version=1)[0] == b"First line\nSecond line"
-    assert D.get_content(conn, "D1", SETTINGS, version=9) is None
+    assert document_read.get_document(conn, "D1")["version"] == 2
+    assert document_read.get_content(conn, "D1", SETTINGS)[0] == b"Corrected"
+    assert document_read.get_content(conn, "D1", SETTINGS, version=1)[0] == b"First line\nSecond line"
+    assert document_read.get_content(conn, "D1", SETTINGS, version=9) is None
 
 
 def test_t09_replacement_marks_parent_obsolete(conn):
@@ -149,19 +179,19 @@ def test_t09_replacement_marks_parent_obsolete(conn):
     apply(conn, mdm("T02", "P1", obx=TEXT))
     changes = apply(conn, mdm("T09", "R1", parent="P1", time="20261121000000"), message_id=2)
     assert [c["action"] for c in changes] == ["replacement_created", "replaced"]
-    parent, new = D.get_document(conn, "P1"), D.get_document(conn, "R1")
+    parent, new = document_read.get_document(conn, "P1"), document_read.get_document(conn, "R1")
     assert parent["availability"] == "OB" and parent["obsolete"] and parent["replaced_by"] == "R1"
     assert new["parent_document_number"] == "P1" and new["availability"] == "AV"
     assert parent["versions"][-1]["action"] == "replaced" and parent["versions"][-1]["message_id"] == 2
-    assert {d["document_number"] for d in D.list_documents(conn, mrn="100001")} == {"P1", "R1"}
+    assert {d["document_number"] for d in document_read.list_documents(conn, mrn="100001")} == {"P1", "R1"}
 
 
 def test_t10_replacement_with_content(conn):
     """T10 replaces the parent with a new document carrying content."""
     apply(conn, mdm("T02", "P1", obx=TEXT))
     apply(conn, mdm("T10", "R1", parent="P1", time="20261121000000", obx=("OBX|1|TX|HP||New||||||F",)))
-    assert D.get_content(conn, "R1", SETTINGS)[0] == b"New"
-    assert D.get_document(conn, "P1")["availability"] == "OB"
+    assert document_read.get_content(conn, "R1", SETTINGS)[0] == b"New"
+    assert document_read.get_document(conn, "P1")["availability"] == "OB"
 
 
 def test_t11_cancel_stays_visible_as_cancelled(conn):
@@ -169,22 +199,25 @@ def test_t11_cancel_stays_visible_as_cancelled(conn):
     as current but stays readable as its version."""
     apply(conn, mdm("T02", "D1", obx=TEXT))
     changes = apply(conn, mdm("T11", "D1", time="20261121000000"), message_id=2)
-    e = D.get_document(conn, "D1")
+    e = document_read.get_document(conn, "D1")
     assert changes[0]["action"] == "cancelled" and e["cancelled"] and e["availability"] == "CA"
-    assert [d["document_number"] for d in D.list_documents(conn, status="CA")] == ["D1"]
-    assert D.get_content(conn, "D1", SETTINGS) is None
-    assert D.get_content(conn, "D1", SETTINGS, version=1)[0] == b"First line\nSecond line"
+    assert [d["document_number"] for d in document_read.list_documents(conn, status="CA")] == ["D1"]
+    assert document_read.get_content(conn, "D1", SETTINGS) is None
+    assert document_read.get_content(conn, "D1", SETTINGS, version=1)[0] == b"First line\nSecond line"
 
 
 def test_older_message_does_not_overwrite_newer(conn):
     """A message older (MSH-7) than the one that made the entry is kept as history only."""
     apply(conn, mdm("T02", "D1", status="AU", time="20261121100000", obx=TEXT), message_id=1)
-    changes = apply(conn, mdm("T08", "D1", status="DI", time="20261120100000",
-                              obx=("OBX|1|TX|HP||Stale draft||||||F",)), message_id=2)
-    e = D.get_document(conn, "D1")
+    changes = apply(
+        conn,
+        mdm("T08", "D1", status="DI", time="20261120100000", obx=("OBX|1|TX|HP||Stale draft||||||F",)),
+        message_id=2,
+    )
+    e = document_read.get_document(conn, "D1")
     assert changes[0]["action"] == "ignored_older"
     assert e["status"] == "AU" and e["version"] == 1 and e["message_id"] == 1
-    assert D.get_content(conn, "D1", SETTINGS)[0] == b"First line\nSecond line"
+    assert document_read.get_content(conn, "D1", SETTINGS)[0] == b"First line\nSecond line"
     assert [(v["action"], v["message_id"]) for v in e["versions"]] == [("created", 1), ("ignored_older", 2)]
 
 
@@ -193,7 +226,7 @@ def test_msh7_offsets_compared_in_utc(conn):
     apply(conn, mdm("T02", "D1", status="DI", time="20261121100000+0100", obx=TEXT))
     # 09:30 UTC is later than 10:00+01:00 (09:00 UTC) although it sorts lower as text
     apply(conn, mdm("T03", "D1", status="AU", time="20261121093000+0000"), message_id=2)
-    assert D.get_document(conn, "D1")["status"] == "AU"
+    assert document_read.get_document(conn, "D1")["status"] == "AU"
 
 
 def test_unknown_patient_holds_then_applies(conn):
@@ -203,11 +236,11 @@ def test_unknown_patient_holds_then_applies(conn):
     with pytest.raises(Hold) as exc:
         apply(conn, msg)
     assert exc.value.reason == "unknown_patient"
-    assert D.get_document(conn, "D9") is None
+    assert document_read.get_document(conn, "D9") is None
     assert conn.execute(select(func.count()).select_from(document_blobs)).scalar() == 0
     add_patient(conn, "999999")
     assert apply(conn, msg)[0]["action"] == "created"
-    assert D.get_document(conn, "D9")["mrn"] == "999999"
+    assert document_read.get_document(conn, "D9")["mrn"] == "999999"
 
 
 def test_document_of_other_patient_is_refused(conn):
@@ -218,14 +251,14 @@ def test_document_of_other_patient_is_refused(conn):
     assert exc.value.reason == "invalid_value"
     with pytest.raises(PermanentError):
         apply(conn, mdm("T05", "A1", parent="D1", mrn="200002"))
-    assert D.get_document(conn, "D1")["mrn"] == "100001"
+    assert document_read.get_document(conn, "D1")["mrn"] == "100001"
 
 
 def test_merged_mrn_files_under_survivor(conn):
     """A document for a merged-away MRN is filed under the survivor."""
     add_patient(conn, "300003", merged_into="100001")
     apply(conn, mdm("T02", "D1", mrn="300003", obx=TEXT))
-    assert D.get_document(conn, "D1")["mrn"] == "100001"
+    assert document_read.get_document(conn, "D1")["mrn"] == "100001"
 
 
 def test_reassign_patient_moves_documents(conn):
@@ -233,8 +266,8 @@ def test_reassign_patient_moves_documents(conn):
     apply(conn, mdm("T02", "D1", mrn="200002", obx=TEXT))
     apply(conn, mdm("T02", "D2", mrn="200002", obx=TEXT))
     assert D.reassign_patient(conn, "200002", "100001", NOW) == 2
-    assert [s["document_number"] for s in D.summaries_for(conn, "100001")] == ["D1", "D2"]
-    assert D.summaries_for(conn, "200002") == []
+    assert [s["document_number"] for s in document_read.summaries_for(conn, "100001")] == ["D1", "D2"]
+    assert document_read.summaries_for(conn, "200002") == []
 
 
 def test_required_fields_and_unsupported_event(conn):
@@ -254,7 +287,7 @@ def test_clear_empties_a_field_none_keeps_it(conn):
     """HL7 "" (CLEAR) clears a stored value; an empty field (None) leaves it."""
     apply(conn, mdm("T02", "D1", obx=TEXT))
     apply(conn, mdm("T03", "D1", time="20261121000000"), confidentiality=CLEAR, visit_number=None)
-    e = D.get_document(conn, "D1")
+    e = document_read.get_document(conn, "D1")
     assert e["confidentiality"] is None and e["visit_number"] == "V1"
 
 
@@ -263,7 +296,10 @@ def test_identical_content_stored_once_in_database(conn):
     apply(conn, mdm("T02", "D1", obx=TEXT))
     apply(conn, mdm("T02", "D2", obx=TEXT))
     assert conn.execute(select(func.count()).select_from(document_blobs)).scalar() == 1
-    assert D.get_document(conn, "D1")["content_sha256"] == D.get_document(conn, "D2")["content_sha256"]
+    assert (
+        document_read.get_document(conn, "D1")["content_sha256"]
+        == document_read.get_document(conn, "D2")["content_sha256"]
+    )
 
 
 def test_directory_backend_files_by_sha(conn, tmp_path):
@@ -271,11 +307,11 @@ def test_directory_backend_files_by_sha(conn, tmp_path):
     settings = D.DocumentSettings(content_dir=tmp_path / "content")
     apply(conn, mdm("T02", "D1", obx=TEXT), settings=settings)
     apply(conn, mdm("T02", "D2", obx=TEXT), settings=settings)
-    sha = D.get_document(conn, "D1")["content_sha256"]
+    sha = document_read.get_document(conn, "D1")["content_sha256"]
     files = [p for p in (tmp_path / "content").rglob("*") if p.is_file()]
     assert files == [tmp_path / "content" / sha[:2] / sha[2:]]
     assert conn.execute(select(func.count()).select_from(document_blobs)).scalar() == 0
-    assert D.get_content(conn, "D1", settings)[0] == b"First line\nSecond line"
+    assert document_read.get_content(conn, "D1", settings)[0] == b"First line\nSecond line"
 
 
 def test_content_over_limit_is_refused(conn):
@@ -285,47 +321,62 @@ def test_content_over_limit_is_refused(conn):
         apply(conn, mdm("T02", "D1", obx=TEXT), settings=settings)
     assert exc.value.reason == "content_too_large"
     with pytest.raises(PermanentError) as exc:
-        apply(conn, mdm("T02", "D1"), settings=settings,
-              content=[DocumentContent(kind="binary", media_type="application/pdf", data=b"x" * 11)])
+        apply(
+            conn,
+            mdm("T02", "D1"),
+            settings=settings,
+            content=[DocumentContent(kind="binary", media_type="application/pdf", data=b"x" * 11)],
+        )
     assert exc.value.reason == "content_too_large"
-    assert D.get_document(conn, "D1") is None
+    assert document_read.get_document(conn, "D1") is None
 
 
 def test_hand_given_content_wins_over_obx(conn):
     """Content on the record (a mapping that builds it) is used instead of OBX extraction."""
-    apply(conn, mdm("T02", "D1", obx=TEXT),
-          content=[DocumentContent(kind="reference", media_type="application/pdf", reference="pacs:42")])
-    e = D.get_document(conn, "D1")
+    apply(
+        conn,
+        mdm("T02", "D1", obx=TEXT),
+        content=[DocumentContent(kind="reference", media_type="application/pdf", reference="pacs:42")],
+    )
+    e = document_read.get_document(conn, "D1")
     assert e["content_kind"] == "reference" and e["content_reference"] == "pacs:42"
-    assert D.get_content(conn, "D1", SETTINGS) is None
+    assert document_read.get_content(conn, "D1", SETTINGS) is None
 
 
 def test_multi_part_content_primary_is_binary(conn):
     """Text and ED in one message: the PDF is the primary content, each part readable by number."""
     obx = TEXT + ("OBX|3|ED|PDF||^AP^PDF^Base64^JVBERi0xLjQK||||||F",)
     apply(conn, mdm("T02", "D1", obx=obx))
-    e = D.get_document(conn, "D1")
-    assert e["content_type"] == "application/pdf" and [p["kind"] for p in e["content_parts"]] == ["text", "binary"]
-    assert D.get_content(conn, "D1", SETTINGS) == (b"%PDF-1.4\n", "application/pdf")
-    assert D.get_content(conn, "D1", SETTINGS, part=1)[0] == b"First line\nSecond line"
-    assert D.get_content(conn, "D1", SETTINGS, part=3) is None
+    e = document_read.get_document(conn, "D1")
+    assert e["content_type"] == "application/pdf" and [p["kind"] for p in e["content_parts"]] == [
+        "text",
+        "binary",
+    ]
+    assert document_read.get_content(conn, "D1", SETTINGS) == (b"%PDF-1.4\n", "application/pdf")
+    assert document_read.get_content(conn, "D1", SETTINGS, part=1)[0] == b"First line\nSecond line"
+    assert document_read.get_content(conn, "D1", SETTINGS, part=3) is None
 
 
 def test_samples_t01_to_t11_in_order(conn):
     """The eleven sample messages applied in order leave the index in the documented state."""
-    names = sorted(p for p in __import__("os").listdir(
-        __import__("tests.test_documents_support", fromlist=["SAMPLES"]).SAMPLES) if p.endswith(".hl7"))
+    names = sorted(
+        p
+        for p in __import__("os").listdir(
+            __import__("tests.test_documents_support", fromlist=["SAMPLES"]).SAMPLES
+        )
+        if p.endswith(".hl7")
+    )
     assert len(names) == 11
     for i, name in enumerate(names, 1):
         apply(conn, load_sample(name), message_id=i)
-    d1001, d1002 = D.get_document(conn, "DOC-1001"), D.get_document(conn, "DOC-1002")
+    d1001, d1002 = document_read.get_document(conn, "DOC-1001"), document_read.get_document(conn, "DOC-1002")
     assert (d1001["status"], d1001["version"], d1001["content_type"]) == ("LA", 3, "text/plain")
-    assert b"2 g IV daily" in D.get_content(conn, "DOC-1001", SETTINGS)[0]
-    assert b"1 g IV daily" in D.get_content(conn, "DOC-1001", SETTINGS, version=1)[0]
+    assert b"2 g IV daily" in document_read.get_content(conn, "DOC-1001", SETTINGS)[0]
+    assert b"1 g IV daily" in document_read.get_content(conn, "DOC-1001", SETTINGS, version=1)[0]
     assert (d1002["availability"], d1002["replaced_by"]) == ("OB", "DOC-1006")
-    assert D.get_document(conn, "DOC-1004")["availability"] == "CA"
-    assert D.get_document(conn, "DOC-1005")["replaced_by"] == "DOC-1007"
-    assert D.get_document(conn, "DOC-1007")["parent_document_number"] == "DOC-1005"
-    assert len(D.summaries_for(conn, "100001")) == 6
+    assert document_read.get_document(conn, "DOC-1004")["availability"] == "CA"
+    assert document_read.get_document(conn, "DOC-1005")["replaced_by"] == "DOC-1007"
+    assert document_read.get_document(conn, "DOC-1007")["parent_document_number"] == "DOC-1005"
+    assert len(document_read.summaries_for(conn, "100001")) == 6
     rows = conn.execute(select(document_versions.c.message_id)).scalars().all()
     assert set(rows) == set(range(1, 12))  # every history row names its message

@@ -3,6 +3,7 @@
 ``document_from_message`` reads TXA/PID/PV1 the way ``mappings/mdm.yaml`` is specified to, so the
 store can be tested before (and independently of) the mapping language.
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -10,8 +11,8 @@ from pathlib import Path
 
 from sqlalchemy import insert
 
-from interface.message import Message, decode, parse
-from interface.records import Document, Person
+from interface.hl7.message import Message, decode, parse
+from interface.mapping.records import Document, Person
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_messages" / "mdm"
@@ -21,23 +22,68 @@ PID = "PID|1||{mrn}^^^HOSP^MR||DOE^JANE||19800115|F"
 PV1 = "PV1|1|I|4W^401^A||||||||||||||||{visit}^^^HOSP^VN"
 
 
-def mdm(event: str, number: str, *, mrn: str = "100001", parent: str = "", status: str = "AU",
-        type_: str = "HP", visit: str = "V1", time: str = "20261120100000", availability: str = "AV",
-        author: str = "1234^SMITH^JOHN", auth: str = "1234^SMITH^JOHN^^^^^^^^^^^^20261120095500",
-        activity: str = "20261120090000", origination: str = "20261120091500",
-        obx: tuple[str, ...] = (), control_id: str = "C1") -> Message:
+def mdm(
+    event: str,
+    number: str,
+    *,
+    mrn: str = "100001",
+    parent: str = "",
+    status: str = "AU",
+    type_: str = "HP",
+    visit: str = "V1",
+    time: str = "20261120100000",
+    availability: str = "AV",
+    author: str = "1234^SMITH^JOHN",
+    auth: str = "1234^SMITH^JOHN^^^^^^^^^^^^20261120095500",
+    activity: str = "20261120090000",
+    origination: str = "20261120091500",
+    obx: tuple[str, ...] = (),
+    control_id: str = "C1",
+) -> Message:
     """An MDM message as text, parsed. Only the fields the index reads are filled."""
-    txa = ["TXA", "1", type_, "TX", activity, "", origination, "", "", author, "", "", number, parent,
-           "", "", "", status, "U", availability, "AC", "", auth]
-    segs = [f"MSH|^~\\&|DOCS|HOSP|IF|HOSP|{time}||MDM^{event}|{control_id}|P|2.5.1",
-            f"EVN|{event}|{time}", PID.format(mrn=mrn), PV1.format(visit=visit), "|".join(txa), *obx]
+    txa = [
+        "TXA",
+        "1",
+        type_,
+        "TX",
+        activity,
+        "",
+        origination,
+        "",
+        "",
+        author,
+        "",
+        "",
+        number,
+        parent,
+        "",
+        "",
+        "",
+        status,
+        "U",
+        availability,
+        "AC",
+        "",
+        auth,
+    ]
+    segs = [
+        f"MSH|^~\\&|DOCS|HOSP|IF|HOSP|{time}||MDM^{event}|{control_id}|P|2.5.1",
+        f"EVN|{event}|{time}",
+        PID.format(mrn=mrn),
+        PV1.format(visit=visit),
+        "|".join(txa),
+        *obx,
+    ]
     return parse("\r".join(segs))
 
 
 def _person(msg: Message, seg: str, fieldno: int) -> Person:
-    return Person(id=msg.value(seg, fieldno, 1, 1) or None, family=msg.value(seg, fieldno, 1, 2) or None,
-                  given=msg.value(seg, fieldno, 1, 3) or None,
-                  authority=msg.value(seg, fieldno, 1, 9) or None)
+    return Person(
+        id=msg.value(seg, fieldno, 1, 1) or None,
+        family=msg.value(seg, fieldno, 1, 2) or None,
+        given=msg.value(seg, fieldno, 1, 3) or None,
+        authority=msg.value(seg, fieldno, 1, 9) or None,
+    )
 
 
 def _iso(ts: str) -> str | None:
@@ -88,6 +134,6 @@ def load_sample(name: str) -> Message:
 
 def add_patient(conn, mrn: str, merged_into: str | None = None) -> None:
     """Insert a bare patient row (the chart's table) so the index knows the MRN."""
-    from interface.chart_schema import patients
+    from interface.store.chart_schema import patients
 
     conn.execute(insert(patients).values(mrn=mrn, merged_into=merged_into, created_at=NOW, updated_at=NOW))

@@ -2,6 +2,7 @@
 of an AE/AR is read from MSA-3, then ERR-8, then ERR-3's text (CWE-2), then a v2.3 ERR-1 (never
 ERR-4, the severity letter); a destination or return address with ``expect_ack: false`` is sent
 "expect no reply" and delivered once written."""
+
 from __future__ import annotations
 
 import socket
@@ -9,9 +10,9 @@ import threading
 
 import pytest
 
-from interface.client import ack_reason, parse_ack
-from interface.framing import FrameDecoder, frame
-from interface.outbound import sender_for
+from interface.engine.client import ack_reason, parse_ack
+from interface.engine.outbound import sender_for
+from interface.hl7.framing import FrameDecoder, frame
 from tests.test_destinations import Rig, adt, channel
 
 
@@ -83,28 +84,42 @@ class AnsweringPeer:
 
 
 def _msg(cid: str) -> bytes:
-    return f"MSH|^~\\&|INT|HOSP|LAB|LAB|20260301||ADT^A08^ADT_A01|{cid}|P|2.5.1\rPID|1||M1^^^HOSP^MR\r".encode()
+    return (
+        f"MSH|^~\\&|INT|HOSP|LAB|LAB|20260301||ADT^A08^ADT_A01|{cid}|P|2.5.1\rPID|1||M1^^^HOSP^MR\r".encode()
+    )
 
 
 SHAPES = {
     # MSA-3 wins over everything (v2.5.1 still allows it; many peers use only it)
-    "msa3": ("MSH|^~\\&|LAB|LAB|INT|HOSP|20260301||ACK^A08^ACK|A1|P|2.5.1\r"
-             "MSA|AE|{ctl}|patient locked by another user\r"
-             "ERR||PID^1^3|206^Application record locked^HL70357|E||||ignored\r", "patient locked by another user"),
+    "msa3": (
+        "MSH|^~\\&|LAB|LAB|INT|HOSP|20260301||ACK^A08^ACK|A1|P|2.5.1\r"
+        "MSA|AE|{ctl}|patient locked by another user\r"
+        "ERR||PID^1^3|206^Application record locked^HL70357|E||||ignored\r",
+        "patient locked by another user",
+    ),
     # ERR-8 (user message) before ERR-3's text; ERR-4 "E" is never the reason
-    "err8": ("MSH|^~\\&|LAB|LAB|INT|HOSP|20260301||ACK^A08^ACK|A1|P|2.5.1\r"
-             "MSA|AE|{ctl}\rERR||PID^1^7|102^Data type error^HL70357|E||||date of birth is not a date\r",
-             "date of birth is not a date"),
+    "err8": (
+        "MSH|^~\\&|LAB|LAB|INT|HOSP|20260301||ACK^A08^ACK|A1|P|2.5.1\r"
+        "MSA|AE|{ctl}\rERR||PID^1^7|102^Data type error^HL70357|E||||date of birth is not a date\r",
+        "date of birth is not a date",
+    ),
     # only ERR-3 (CWE): its text, CWE-2, with the peer's escapes resolved
-    "err3": ("MSH|^~\\&|LAB|LAB|INT|HOSP|20260301||ACK^A08^ACK|A1|P|2.5.1\r"
-             "MSA|AE|{ctl}\rERR||PID^1^3|204^Unknown key identifier \\T\\ more^HL70357|E\r",
-             "Unknown key identifier & more"),
+    "err3": (
+        "MSH|^~\\&|LAB|LAB|INT|HOSP|20260301||ACK^A08^ACK|A1|P|2.5.1\r"
+        "MSA|AE|{ctl}\rERR||PID^1^3|204^Unknown key identifier \\T\\ more^HL70357|E\r",
+        "Unknown key identifier & more",
+    ),
     # a v2.3 peer: ERR-1 is ELD (segment^sequence^field^code&text&system)
-    "err1": ("MSH|^~\\&|LAB|LAB|INT|HOSP|20260301||ACK^A08|A1|P|2.3\r"
-             "MSA|AE|{ctl}\rERR|PID^1^3^204&Unknown key identifier&HL70357\r", "Unknown key identifier"),
+    "err1": (
+        "MSH|^~\\&|LAB|LAB|INT|HOSP|20260301||ACK^A08|A1|P|2.3\r"
+        "MSA|AE|{ctl}\rERR|PID^1^3^204&Unknown key identifier&HL70357\r",
+        "Unknown key identifier",
+    ),
     # nothing but a code: the code, still not the severity
-    "code": ("MSH|^~\\&|LAB|LAB|INT|HOSP|20260301||ACK^A08^ACK|A1|P|2.5.1\r"
-             "MSA|AE|{ctl}\rERR|||207|E\r", "207"),
+    "code": (
+        "MSH|^~\\&|LAB|LAB|INT|HOSP|20260301||ACK^A08^ACK|A1|P|2.5.1\rMSA|AE|{ctl}\rERR|||207|E\r",
+        "207",
+    ),
 }
 
 
@@ -114,9 +129,22 @@ def test_downstream_ae_reason_from_msa3_err8_err3_or_err1(engine, shape):
     (what the error queue shows) carries the peer's reason, never ERR-4's severity letter."""
     body, reason = SHAPES[shape]
     with AnsweringPeer(lambda ctl, raw: body.format(ctl=ctl).encode()) as peer:
-        rig = Rig(engine, channel([{"name": "lab", "type": "mllp", "host": "127.0.0.1",
-                                    "port": peer.port, "timeout_seconds": 2, "on_ae": "error"}],
-                                  mapping=None))
+        rig = Rig(
+            engine,
+            channel(
+                [
+                    {
+                        "name": "lab",
+                        "type": "mllp",
+                        "host": "127.0.0.1",
+                        "port": peer.port,
+                        "timeout_seconds": 2,
+                        "on_ae": "error",
+                    }
+                ],
+                mapping=None,
+            ),
+        )
         rig.out.sender_factory = sender_for
         rig.send(_msg("D1"))
         rig.drain()
@@ -135,17 +163,32 @@ def test_ack_reason_order_and_parse_ack():
     two = "MSH|^~\\&|||||||ACK|1|P|2.5\rMSA|AR|X\rERR|||200^Unsupported^HL70357|E\rERR||||E||||second\r"
     assert ack_reason(two) == "second"
     # other delimiters (MSH-1 '#', MSH-2 '$*!@'): read with the ACK's own
-    assert ack_reason("MSH#$*!@#####ACK#1#P#2.5\rMSA#AE#X\rERR###101$missing !T! gone$HL70357#E\r") == \
-        "missing @ gone"  # !T! is this ACK's subcomponent separator
+    assert (
+        ack_reason("MSH#$*!@#####ACK#1#P#2.5\rMSA#AE#X\rERR###101$missing !T! gone$HL70357#E\r")
+        == "missing @ gone"
+    )  # !T! is this ACK's subcomponent separator
 
 
 def test_expect_no_reply_destination_is_done_once_written(engine):
     """An mllp destination with expect_ack: false, to a peer that never answers: each message is
     delivered once written (no wait, no retry), in order, on one connection."""
     with AnsweringPeer(lambda ctl, raw: None) as peer:
-        rig = Rig(engine, channel([{"name": "lab", "type": "mllp", "host": "127.0.0.1",
-                                    "port": peer.port, "timeout_seconds": 30, "expect_ack": False}],
-                                  mapping=None))
+        rig = Rig(
+            engine,
+            channel(
+                [
+                    {
+                        "name": "lab",
+                        "type": "mllp",
+                        "host": "127.0.0.1",
+                        "port": peer.port,
+                        "timeout_seconds": 30,
+                        "expect_ack": False,
+                    }
+                ],
+                mapping=None,
+            ),
+        )
         rig.out.sender_factory = sender_for
         for cid in ("N1", "N2", "N3"):
             rig.send(_msg(cid))
@@ -160,9 +203,24 @@ def test_expect_no_reply_destination_is_done_once_written(engine):
 def test_expect_no_reply_discards_answers_that_come_anyway(engine):
     """expect_ack: false to a peer that answers after all: the answers are read and dropped
     before the next send (never taken for anything), and delivery goes on."""
-    with AnsweringPeer(lambda ctl, raw: f"MSH|^~\\&|L|L|I|H|1||ACK|A{ctl}|P|2.5.1\rMSA|AA|{ctl}\r".encode()) as peer:
-        rig = Rig(engine, channel([{"name": "lab", "type": "mllp", "host": "127.0.0.1",
-                                    "port": peer.port, "expect_ack": False}], mapping=None))
+    with AnsweringPeer(
+        lambda ctl, raw: f"MSH|^~\\&|L|L|I|H|1||ACK|A{ctl}|P|2.5.1\rMSA|AA|{ctl}\r".encode()
+    ) as peer:
+        rig = Rig(
+            engine,
+            channel(
+                [
+                    {
+                        "name": "lab",
+                        "type": "mllp",
+                        "host": "127.0.0.1",
+                        "port": peer.port,
+                        "expect_ack": False,
+                    }
+                ],
+                mapping=None,
+            ),
+        )
         rig.out.sender_factory = sender_for
         rig.send(_msg("Q1"))
         rig.drain()
@@ -182,8 +240,16 @@ def test_application_ack_expect_no_reply_says_msh15_ne(engine):
     """ack.application_ack with expect_ack: false: the application ACK goes out with MSH-15 NE
     (so a conforming receiver does not answer either), to a peer that never answers, and is done."""
     with AnsweringPeer(lambda ctl, raw: None) as peer:
-        ch = channel(ack={"application_ack": {"host": "127.0.0.1", "port": peer.port,
-                                              "timeout_seconds": 30, "expect_ack": False}})
+        ch = channel(
+            ack={
+                "application_ack": {
+                    "host": "127.0.0.1",
+                    "port": peer.port,
+                    "timeout_seconds": 30,
+                    "expect_ack": False,
+                }
+            }
+        )
         rig = Rig(engine, ch)
         rig.out.sender_factory = sender_for
         out = rig.send(adt("E1", "M1", "A01", msh15="AL", msh16="AL"))

@@ -1,4 +1,5 @@
 """``interface test --channel NAME MESSAGE...``: the ACK and the changes, as JSON, nothing written."""
+
 from __future__ import annotations
 
 import io
@@ -8,11 +9,11 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from interface import cli
-from interface.chart_schema import chart_history, patients
-from interface.document_schema import document_blobs, documents
-from interface.dryrun import dry_run
-from interface.schema import messages, work_items
+from interface.ops import cli
+from interface.ops.dryrun import dry_run
+from interface.store.chart_schema import chart_history, patients
+from interface.store.document_schema import document_blobs, documents
+from interface.store.schema import messages, work_items
 from tests.test_adt_events import Harness
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -23,22 +24,35 @@ ADT = ROOT / "sample_messages" / "adt"
 MDM = ROOT / "sample_messages" / "mdm"
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
-A08_FOR_100001 = ("MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|20260309100000||ADT^A08^ADT_A01|DRY0001|P|2.5.1\r"
-                  "EVN|A08|20260309100000\r"
-                  "PID|1||100001^^^HOSP^MR||RIVERA^ANNA||19840312|F\r")
+A08_FOR_100001 = (
+    "MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|20260309100000||ADT^A08^ADT_A01|DRY0001|P|2.5.1\r"
+    "EVN|A08|20260309100000\r"
+    "PID|1||100001^^^HOSP^MR||RIVERA^ANNA||19840312|F\r"
+)
 
 
 def run(files, *, db_url=None, channel="adt", channels_dir=CHANNELS) -> tuple[int, list, str]:
     out, err = io.StringIO(), io.StringIO()
-    code = dry_run(channel, [str(f) for f in files], channels_dir=channels_dir, mappings_dir=MAPPINGS,
-                   rules_file=RULES, db_url=db_url, clock=lambda: NOW, out=out, err=err)
+    code = dry_run(
+        channel,
+        [str(f) for f in files],
+        channels_dir=channels_dir,
+        mappings_dir=MAPPINGS,
+        rules_file=RULES,
+        db_url=db_url,
+        clock=lambda: NOW,
+        out=out,
+        err=err,
+    )
     return code, (json.loads(out.getvalue()) if out.getvalue() else []), err.getvalue()
 
 
 def counts(engine) -> dict[str, int]:
     with engine.connect() as conn:
-        return {t.name: conn.execute(select(func.count()).select_from(t)).scalar()
-                for t in (messages, work_items, patients, chart_history, documents, document_blobs)}
+        return {
+            t.name: conn.execute(select(func.count()).select_from(t)).scalar()
+            for t in (messages, work_items, patients, chart_history, documents, document_blobs)
+        }
 
 
 def test_shows_ack_and_chart_changes_in_order(tmp_path):
@@ -105,16 +119,20 @@ def test_document_applied_when_patient_known(engine, db_url, tmp_path, monkeypat
     assert code == 0
     dest = results[0]["destinations"][0]
     assert dest["outcome"] == "applied"
-    assert dest["changes"] == [{"document_number": "DOC-1002", "event": "T02", "action": "created",
-                                "version": 1, "mrn": "100001"}]
+    assert dest["changes"] == [
+        {"document_number": "DOC-1002", "event": "T02", "action": "created", "version": 1, "mrn": "100001"}
+    ]
     assert counts(engine) == before
     assert list((tmp_path / "cwd").rglob("*")) == []
 
 
 def test_mapping_error_is_shown_with_reason_and_location(tmp_path):
     """A message without an MRN: accepted on commit (AA), and the error the clerk would see."""
-    msg = _write(tmp_path, "MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|20260309100000||ADT^A01|DRY0002|P|2.5.1\r"
-                           "EVN|A01|20260309100000\rPID|1||||DOE^JANE\rPV1|1|I\r")
+    msg = _write(
+        tmp_path,
+        "MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|20260309100000||ADT^A01|DRY0002|P|2.5.1\r"
+        "EVN|A01|20260309100000\rPID|1||||DOE^JANE\rPV1|1|I\r",
+    )
     code, results, _ = run([msg])
     assert code == 1
     r = results[0]
@@ -131,8 +149,11 @@ def test_on_process_channel_acks_the_mapping_error(tmp_path):
     chdir.mkdir()
     text = (CHANNELS / "adt.yaml").read_text().replace("when: on_commit", "when: on_process")
     (chdir / "adt.yaml").write_text(text)
-    msg = _write(tmp_path, "MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|20260309100000||ADT^A01|DRY0003|P|2.5.1\r"
-                           "EVN|A01|20260309100000\rPID|1||||DOE^JANE\rPV1|1|I\r")
+    msg = _write(
+        tmp_path,
+        "MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|20260309100000||ADT^A01|DRY0003|P|2.5.1\r"
+        "EVN|A01|20260309100000\rPID|1||||DOE^JANE\rPV1|1|I\r",
+    )
     code, results, _ = run([msg], channels_dir=chdir)
     assert code == 1
     assert results[0]["ack_code"] == "AE"
@@ -142,8 +163,11 @@ def test_on_process_channel_acks_the_mapping_error(tmp_path):
 
 def test_rejected_message_shows_the_ar(tmp_path):
     """A message type the channel does not accept: AR with ERR-3 200, no destination runs."""
-    msg = _write(tmp_path, "MSH|^~\\&|LAB|HOSP|INTERFACE|HOSP|20260309100000||ORU^R01|DRY0004|P|2.5.1\r"
-                           "PID|1||100001^^^HOSP^MR\r")
+    msg = _write(
+        tmp_path,
+        "MSH|^~\\&|LAB|HOSP|INTERFACE|HOSP|20260309100000||ORU^R01|DRY0004|P|2.5.1\r"
+        "PID|1||100001^^^HOSP^MR\r",
+    )
     code, results, _ = run([msg])
     assert code == 1
     assert results[0]["status"] == "rejected" and results[0]["ack_code"] == "AR"
@@ -171,8 +195,9 @@ def test_cli_prints_json(capsys, monkeypatch):
 def test_several_channels_route_by_message_type():
     """``--channel adt,mdm``: the A04 creates the patient, so the T02 after it is applied (in a
     throwaway database, where alone it would be held for an unknown patient)."""
-    code, results, _ = run([ADT / "04-a04-register-rivera.hl7", MDM / "mdm_t02_original_pdf.hl7"],
-                           channel="adt,mdm")
+    code, results, _ = run(
+        [ADT / "04-a04-register-rivera.hl7", MDM / "mdm_t02_original_pdf.hl7"], channel="adt,mdm"
+    )
     assert code == 0
     assert [r["channel"] for r in results] == ["adt", "mdm"]
     assert results[1]["destinations"][0]["outcome"] == "applied"

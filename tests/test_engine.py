@@ -1,4 +1,5 @@
 """Engine.receive, raw bytes in -> (ACK bytes, rows) out: one test per row of the outcome table."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -7,30 +8,69 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.exc import OperationalError
 
-from interface.channels import Channel
-from interface.engine import Engine, Inbound
-from interface.errors import DataError, Location
-from interface.message import decode, header_from_text, split_messages
-from interface.schema import messages, work_items, work_keys
-from interface.validation import structure_validator, validate_structure
+from interface.config.channels import Channel
+from interface.engine.inbound import Engine
+from interface.engine.outcome import Inbound
+from interface.hl7.errors import DataError, Location
+from interface.hl7.message import decode, header_from_text, split_messages
+from interface.mapping.validation import structure_validator, validate_structure
+from interface.store.schema import messages, work_items, work_keys
 from tests.conftest import corpus_files
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
 
 def channel(**kw) -> Channel:
-    base = dict(name="adt", listen="tcp:0:interface=127.0.0.1", accept=["ADT^*"], mapping="adt",
-                mrn={"authority": "HOSP", "types": ["MR"]})
+    base = dict(
+        name="adt",
+        listen="tcp:0:interface=127.0.0.1",
+        accept=["ADT^*"],
+        mapping="adt",
+        mrn={"authority": "HOSP", "types": ["MR"]},
+    )
     base.update(kw)
     return Channel.model_validate(base)
 
 
-def adt(ctl="C1", *, trigger="A01", mrn="100001", family="DOE", version="2.5.1", msh15="", msh16="",
-        charset="", code="ADT", sep="\r") -> bytes:
-    f = ["MSH", "^~\\&", "REG", "HOSP", "IFACE", "HOSP", "20260101120000", "", f"{code}^{trigger}", ctl,
-         "P", version, "", "", msh15, msh16, "", charset]
-    segs = ["|".join(f).rstrip("|"), f"EVN|{trigger}|20260101120000",
-            f"PID|1||{mrn}^^^HOSP^MR||{family}^JOHN||19800101|M", "PV1|1|I|WARD1"]
+def adt(
+    ctl="C1",
+    *,
+    trigger="A01",
+    mrn="100001",
+    family="DOE",
+    version="2.5.1",
+    msh15="",
+    msh16="",
+    charset="",
+    code="ADT",
+    sep="\r",
+) -> bytes:
+    f = [
+        "MSH",
+        "^~\\&",
+        "REG",
+        "HOSP",
+        "IFACE",
+        "HOSP",
+        "20260101120000",
+        "",
+        f"{code}^{trigger}",
+        ctl,
+        "P",
+        version,
+        "",
+        "",
+        msh15,
+        msh16,
+        "",
+        charset,
+    ]
+    segs = [
+        "|".join(f).rstrip("|"),
+        f"EVN|{trigger}|20260101120000",
+        f"PID|1||{mrn}^^^HOSP^MR||{family}^JOHN||19800101|M",
+        "PV1|1|I|WARD1",
+    ]
     return (sep.join(segs) + sep).encode("utf-8")
 
 
@@ -63,6 +103,7 @@ def eng(engine):
 
 # -- committed ----------------------------------------------------------------------------------
 
+
 def test_accepted_is_stored_with_work_item_then_aa(eng, engine):
     """Committed: raw + header columns + ACK + work item keyed by the MRN; AA echoes MSH-10."""
     raw = adt("C1")
@@ -71,8 +112,13 @@ def test_accepted_is_stored_with_work_item_then_aa(eng, engine):
     assert seg(out.ack, "MSA")[1:3] == ["AA", "C1"]
     [row] = rows(engine)
     assert row["raw"] == raw and row["ack"] == out.ack and row["ack_code"] == "AA"
-    assert (row["status"], row["control_id"], row["message_type"], row["patient_id"], row["peer"]) == \
-        ("accepted", "C1", "ADT^A01", "100001", "127.0.0.1:5000")
+    assert (row["status"], row["control_id"], row["message_type"], row["patient_id"], row["peer"]) == (
+        "accepted",
+        "C1",
+        "ADT^A01",
+        "100001",
+        "127.0.0.1:5000",
+    )
     assert row["dedup_key"] == "adt|REG|HOSP|C1" and row["id"] == out.message_id
     [item] = items(engine)
     assert (item["destination"], item["status"], item["key"]) == ("store", "pending", "mrn:100001")
@@ -98,6 +144,7 @@ def test_merge_holds_both_keys(eng, engine):
 
 
 # -- duplicates ---------------------------------------------------------------------------------
+
 
 def test_duplicate_same_body_gets_stored_ack_byte_for_byte_and_changes_nothing(engine):
     first = Engine(engine, clock=lambda: NOW).receive(channel(), adt("D1"))
@@ -147,8 +194,10 @@ def test_quarantine_enhanced_mode_is_cr(eng):
 
 # -- rejections ---------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw", [b"", b"hello world", b"PID|1||100", b"MSH", b"MSH|^~\\&ABCDEF|x",
-                                 b"\xff\xfe\x00M\x00S\x00H"])
+
+@pytest.mark.parametrize(
+    "raw", [b"", b"hello world", b"PID|1||100", b"MSH", b"MSH|^~\\&ABCDEF|x", b"\xff\xfe\x00M\x00S\x00H"]
+)
 def test_unparseable_rejected_with_raw_kept(eng, engine, raw):
     """No MSH / bad encoding characters: AR with ERR 100, the raw bytes stored as received."""
     out = eng.receive(channel(), raw)
@@ -177,7 +226,11 @@ def test_unsupported_message_type_200(eng, engine):
     assert rows(engine)[0]["raw"] == raw
     [item] = items(engine)
     assert (item["destination"], item["status"], item["reason"], item["error_location"]) == (
-        "rejected", "error", "unsupported_event", "MSH-9")
+        "rejected",
+        "error",
+        "unsupported_event",
+        "MSH-9",
+    )
 
 
 def test_unsupported_event_201(eng):
@@ -202,6 +255,7 @@ def test_undecodable_bytes_kept_raw_and_reported(eng, engine):
 
 
 # -- cannot commit ------------------------------------------------------------------------------
+
 
 class BrokenDB:
     """A database that fails every transaction (down, disk full)."""
@@ -228,6 +282,7 @@ def test_database_failure_with_ne_still_answers_error(eng):
 
 # -- enhanced mode conditions ---------------------------------------------------------------------
 
+
 def test_msh15_ne_stores_without_ack(eng, engine):
     out = eng.receive(channel(), adt("N1", msh15="NE"))
     assert out.status == "accepted" and out.ack is None and out.ack_code is None
@@ -252,15 +307,25 @@ def test_original_mode_channel_ignores_msh15(eng):
 
 # -- batches ------------------------------------------------------------------------------------
 
+
 def test_batch_one_frame_many_messages(eng, engine):
     """A framed FHS/BHS batch: each message stored with its index; the answer is BHS + ACKs + BTS."""
-    body = b"FHS|^~\\&|REG\rBHS|^~\\&|REG\r" + adt("B1") + adt("B2", mrn="2") + \
-        adt("B3", code="ORU", trigger="R01") + b"BTS|3\rFTS|1\r"
+    body = (
+        b"FHS|^~\\&|REG\rBHS|^~\\&|REG\r"
+        + adt("B1")
+        + adt("B2", mrn="2")
+        + adt("B3", code="ORU", trigger="R01")
+        + b"BTS|3\rFTS|1\r"
+    )
     out = eng.receive(channel(), body)
     assert out.ack.startswith(b"BHS|") and out.ack.endswith(b"BTS|3\r")
     assert out.ack_code == "AR" and out.status == "rejected"
     msas = [s for s in out.ack.decode().split("\r") if s.startswith("MSA")]
-    assert msas == ["MSA|AA|B1", "MSA|AA|B2", "MSA|AR|B3|channel adt does not accept message type ORU\\S\\R01"]
+    assert msas == [
+        "MSA|AA|B1",
+        "MSA|AA|B2",
+        "MSA|AR|B3|channel adt does not accept message type ORU\\S\\R01",
+    ]
     r = rows(engine)
     assert [x["batch_index"] for x in r] == [0, 1, 2]
     assert [x["status"] for x in r] == ["accepted", "accepted", "rejected"]
@@ -284,6 +349,7 @@ def test_batch_with_undecodable_bytes_keeps_member_raw_bytes(eng, engine):
 
 
 # -- ack on process ---------------------------------------------------------------------------
+
 
 class FakeProcessor:
     def __init__(self, error=None):
@@ -316,6 +382,7 @@ def test_on_process_mapping_error_is_ae_with_location(engine):
 
 # -- structural validation (channel validation: structure) ----------------------------------------
 
+
 def test_structure_validation_rejects_missing_segment(engine):
     eng = Engine(engine, clock=lambda: NOW, validator=structure_validator)
     raw = adt("V1").replace(b"EVN|A01|20260101120000\r", b"")
@@ -330,8 +397,12 @@ def test_structure_validation_required_field_101_and_all_errors(engine):
     eng = Engine(engine, clock=lambda: NOW, validator=structure_validator)
     raw = adt("V2").replace(b"PV1|1|I|WARD1", b"PV1|1||WARD1").replace(b"||DOE^JOHN", b"||")
     out = eng.receive(channel(validation="structure"), raw)
-    assert eng.receive(channel(validation="structure"), adt("V2E", msh15="AL").replace(
-        b"PV1|1|I|WARD1", b"PV1|1||WARD1")).ack_code == "CE"
+    assert (
+        eng.receive(
+            channel(validation="structure"), adt("V2E", msh15="AL").replace(b"PV1|1|I|WARD1", b"PV1|1||WARD1")
+        ).ack_code
+        == "CE"
+    )
     errs = [s.split("|") for s in out.ack.decode().split("\r") if s.startswith("ERR")]
     assert [(e[2], e[3][:3]) for e in errs] == [("PID^1^5", "101"), ("PV1^1^2", "101")]
 
@@ -371,6 +442,7 @@ def test_structure_validator_never_raises_on_corpus(path):
 
 # -- the corpus ---------------------------------------------------------------------------------
 
+
 def test_every_corpus_message_gets_an_answer(engine):
     """Every corpus file through Engine.receive: no exception, stored raw, an ACK unless MSH-15 NE."""
     eng = Engine(engine, clock=lambda: NOW, validator=structure_validator)
@@ -381,7 +453,9 @@ def test_every_corpus_message_gets_an_answer(engine):
         out = eng.receive(ch, raw)
         assert out.status in ("accepted", "duplicate", "quarantined", "rejected"), path.name
         if out.ack is None:
-            assert header_from_text(split_messages(decode(raw).text)[0]).accept_ack_type in ("NE", "ER"), path.name
+            assert header_from_text(split_messages(decode(raw).text)[0]).accept_ack_type in ("NE", "ER"), (
+                path.name
+            )
         else:
             assert b"MSA" in out.ack
     assert count(engine, messages) >= len(files) - 5

@@ -1,19 +1,29 @@
 """Enhanced acknowledgement mode end to end: the accept ACK (CA) once committed, then the
 application ACK (MSH-16 AL/ER/SU) once processed, sent as a new message to the channel's return
 address (``ack.application_ack``), queued as destination ``application_ack`` with its retry."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
 
-from interface.outbound import MLLPSender
-from interface.schema import messages
+from interface.engine.outbound import MLLPSender
+from interface.store.schema import messages
 from tests.test_destinations import FakeSender, Rig, adt, channel
 from tests.test_outbound import FlakyPeer
 
 
 def _enhanced(port=9, **ack):
-    return channel(ack={"application_ack": {"host": "127.0.0.1", "port": port, "timeout_seconds": 2,
-                                            "retry": {"initial_delay_seconds": 5, "jitter": 0}}, **ack})
+    return channel(
+        ack={
+            "application_ack": {
+                "host": "127.0.0.1",
+                "port": port,
+                "timeout_seconds": 2,
+                "retry": {"initial_delay_seconds": 5, "jitter": 0},
+            },
+            **ack,
+        }
+    )
 
 
 def _segments(raw: bytes) -> list[list[str]]:
@@ -71,14 +81,18 @@ def test_su_sends_only_on_success_and_ne_never(engine):
     rig.send(adt("O1", "M5", "A01"))  # original mode
     rig.drain()
     with engine.connect() as conn:
-        raws = conn.execute(select(messages.c.raw).where(messages.c.peer == "application_ack")).scalars().all()
+        raws = (
+            conn.execute(select(messages.c.raw).where(messages.c.peer == "application_ack")).scalars().all()
+        )
     assert [_segments(r)[1][:3] for r in raws] == [["MSA", "AA", "S1"]]
 
 
 def test_no_return_address_or_original_mode_sends_nothing(engine):
     """Without ack.application_ack, or with mode: original, no application ACK is queued."""
-    for ch in (channel(), channel(name="orig", ack={"mode": "original", "application_ack":
-                                                     {"host": "127.0.0.1", "port": 9}})):
+    for ch in (
+        channel(),
+        channel(name="orig", ack={"mode": "original", "application_ack": {"host": "127.0.0.1", "port": 9}}),
+    ):
         rig = Rig(engine, ch)
         out = rig.send(adt(f"{ch.name}1", "M1", "A01", msh15="AL", msh16="AL"))
         assert out.ack_code == ("AA" if ch.name == "orig" else "CA")

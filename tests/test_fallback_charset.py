@@ -1,13 +1,14 @@
 """The fallback character set: a message without MSH-18 whose bytes are not valid UTF-8 is read
 in the channel's ``fallback_charset`` (default Windows-1252, a superset of ISO 8859-1 in the
 printable range); valid UTF-8 is still read as UTF-8; MSH-18 still wins when present."""
+
 from __future__ import annotations
 
 import pytest
 from pydantic import ValidationError
 
-from interface import chart
-from interface.message import decode
+from interface.hl7.message import decode
+from interface.store import chart, chart_read
 from tests.test_destinations import Rig, channel
 
 
@@ -15,13 +16,22 @@ def _adt(cid: str, family: bytes, msh18: bytes = b"") -> bytes:
     msh = b"MSH|^~\\&|REG|HOSP|INT|HOSP|20260301100000||ADT^A01^ADT_A01|" + cid.encode() + b"|P|2.5.1"
     if msh18:
         msh += b"||||||" + msh18
-    return b"\r".join([msh, b"EVN|A01|20260301100000", b"PID|1||M1^^^HOSP^MR||" + family + b"^JANE||19800101|F",
-                       b"PV1|1|I|W1^101^A^HOSP"]) + b"\r"
+    return (
+        b"\r".join(
+            [
+                msh,
+                b"EVN|A01|20260301100000",
+                b"PID|1||M1^^^HOSP^MR||" + family + b"^JANE||19800101|F",
+                b"PV1|1|I|W1^101^A^HOSP",
+            ]
+        )
+        + b"\r"
+    )
 
 
 def _family(db) -> str:
     with db.connect() as conn:
-        return chart.get_chart(conn, "M1")["name"]["family"]
+        return chart_read.get_chart(conn, "M1")["name"]["family"]
 
 
 def test_default_fallback_reads_0x92_as_windows_1252_apostrophe(engine):
@@ -61,7 +71,7 @@ def test_channel_fallback_utf8_replaces_and_warns(engine):
     assert _family(engine) == "O\ufffdBRIEN"
     from sqlalchemy import select
 
-    from interface.schema import messages
+    from interface.store.schema import messages
 
     with engine.connect() as conn:
         assert conn.execute(select(messages.c.raw).where(messages.c.control_id == "C4")).scalar_one() == raw

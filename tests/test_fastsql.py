@@ -1,6 +1,7 @@
-"""interface.fastsql (hot-path statements on the DBAPI cursor) and db.WriteLock (SQLite's write
+"""interface.store.fastsql (hot-path statements on the DBAPI cursor) and db.WriteLock (SQLite's write
 lock queued in the process and across processes). Run on SQLite and, with
 INTERFACE_TEST_DB_URL, on PostgreSQL."""
+
 from __future__ import annotations
 
 import threading
@@ -10,9 +11,9 @@ import pytest
 from sqlalchemy import bindparam, event, insert, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from interface import chart_schema as cs
-from interface import db as dbmod
-from interface import fastsql
+from interface.store import chart_schema as cs
+from interface.store import db as dbmod
+from interface.store import fastsql
 
 T = cs.patients
 NOW = datetime(2026, 11, 23, 12, 30, 15, 250000, tzinfo=timezone.utc)
@@ -201,7 +202,7 @@ def test_sqlite_writers_queue_instead_of_sleeping(tmp_path):
 _WRITER = """
 import sys
 from sqlalchemy import text
-from interface import db
+from interface.store import db
 eng = db.make_engine(sys.argv[1])
 for i in range(int(sys.argv[3])):
     with eng.begin() as c:
@@ -220,8 +221,12 @@ def test_sqlite_write_lock_across_processes(tmp_path):
     eng = dbmod.make_engine(url)
     with eng.begin() as c:
         c.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT, seen INTEGER)")
-    procs = [subprocess.Popen([sys.executable, "-c", _WRITER, url, f"w{i}", "60"],
-                              stderr=subprocess.PIPE, text=True) for i in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _WRITER, url, f"w{i}", "60"], stderr=subprocess.PIPE, text=True
+        )
+        for i in range(3)
+    ]
     for p in procs:
         _, err = p.communicate(timeout=120)
         assert p.returncode == 0, err

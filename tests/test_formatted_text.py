@@ -1,10 +1,11 @@
 """The FT renderer (HL7 v2.5.1 2.7.6): one test per escape, nesting, and unknown escapes kept."""
+
 from __future__ import annotations
 
 import pytest
 
-from interface.formatted_text import render
-from interface.message import parse
+from interface.hl7.formatted_text import render
+from interface.hl7.message import parse
 
 
 def test_br_ends_the_line():
@@ -12,8 +13,10 @@ def test_br_ends_the_line():
     assert render("A\\.br\\B\\.br\\\\.br\\C\\.br\\") == "A\nB\n\nC\n"
 
 
-@pytest.mark.parametrize("ft, text", [(r"A\.sp\B", "A\nB"), (r"A\.sp 1\B", "A\nB"),
-                                      (r"A\.sp 3\B", "A\n\n\nB"), (r"A\.sp +2\B", "A\n\nB")])
+@pytest.mark.parametrize(
+    "ft, text",
+    [(r"A\.sp\B", "A\nB"), (r"A\.sp 1\B", "A\nB"), (r"A\.sp 3\B", "A\n\n\nB"), (r"A\.sp +2\B", "A\n\nB")],
+)
 def test_sp_is_n_line_breaks(ft, text):
     """\\.sp n\\ ends the line and moves n lines down (absent n: one, like \\.br\\)."""
     assert render(ft) == text
@@ -21,8 +24,10 @@ def test_sp_is_n_line_breaks(ft, text):
 
 def test_in_moves_the_margin_relative_or_absolute():
     """\\.in +n\\/\\.in -n\\ move the left margin, a bare \\.in n\\ sets it; never below 0."""
-    assert render(r"\.in +4\A\.br\\.in +2\B\.br\\.in -3\C\.br\\.in 1\D\.br\\.in -9\E") == \
-        "    A\n      B\n   C\n D\nE"
+    assert (
+        render(r"\.in +4\A\.br\\.in +2\B\.br\\.in -3\C\.br\\.in 1\D\.br\\.in -9\E")
+        == "    A\n      B\n   C\n D\nE"
+    )
 
 
 def test_in_after_text_applies_from_the_next_line():
@@ -82,8 +87,10 @@ def test_unterminated_escape_is_kept():
 def test_nesting_margin_temp_indent_highlight_and_nofill():
     """Commands combine: a margin with a temporary indent, highlighting inside an indented line,
     no-fill inside the margin, and the margin restored."""
-    ft = (r"\.in +4\\.ti -4\1.\.sk 3\\H\Heading\N\\.br\text under it\.br\\.nf\\.in +2\  kept  as  is"
-          r"\.br\\.in -6\\.fi\back")
+    ft = (
+        r"\.in +4\\.ti -4\1.\.sk 3\\H\Heading\N\\.br\text under it\.br\\.nf\\.in +2\  kept  as  is"
+        r"\.br\\.in -6\\.fi\back"
+    )
     assert render(ft, width=40) == "1.   Heading\n    text under it\n        kept  as  is\nback"
 
 

@@ -5,6 +5,7 @@ processing id and MSH-12 version, every rejection in the error queue and resubmi
 the engine again, BTS-1/FTS-1 counts, and a frame that breaks the reader or the ACK builder
 decided on its own, never its commit group's.
 """
+
 from __future__ import annotations
 
 import threading
@@ -12,11 +13,13 @@ import threading
 import pytest
 from sqlalchemy import select
 
-from interface import ack as acks
-from interface import chart, journal, queue
-from interface.engine import Engine, Inbound
-from interface.schema import messages, work_items
-from interface.writer import GroupCommitWriter
+from interface.desk import errorqueue
+from interface.engine.inbound import Engine
+from interface.engine.outcome import Inbound
+from interface.engine.writer import GroupCommitWriter
+from interface.hl7 import ack as acks
+from interface.store import chart, chart_read, journal, workqueue
+from interface.store.schema import messages, work_items
 
 from .test_destinations import Rig, adt, channel
 
@@ -44,7 +47,7 @@ def items(db) -> list:
 
 def patient(db, mrn: str):
     with db.connect() as conn:
-        return chart.get_chart(conn, mrn)
+        return chart_read.get_chart(conn, mrn)
 
 
 def with_msh(raw: bytes, field: int, value: str) -> bytes:
@@ -59,6 +62,7 @@ def with_msh(raw: bytes, field: int, value: str) -> bytes:
 
 
 # -- one frame, one message -----------------------------------------------------------------
+
 
 def test_two_messages_in_one_frame_are_split_journalled_applied_and_acked_each(engine):
     """Two MSH without FHS/BHS: two rows with their own bytes and header, both applied to their
@@ -127,6 +131,7 @@ def test_channel_can_refuse_a_multi_message_frame_whole(engine):
 
 # -- MSH-11 processing id, MSH-12 version ---------------------------------------------------------
 
+
 @pytest.mark.parametrize("pid,what", [("T", "training"), ("D", "debugging"), ("X", "X")])
 def test_test_messages_are_ar_202_stored_and_never_applied(engine, pid, what):
     """MSH-11 not in the channel's processing_ids (default P): AR, ERR-3 202 at MSH-11, raw kept,
@@ -149,8 +154,12 @@ def test_test_messages_are_ar_202_stored_and_never_applied(engine, pid, what):
 def test_processing_id_compares_its_first_component_and_follows_the_channel(engine):
     """``P^T`` (production, mode T) is production; a channel that lists T takes training messages."""
     assert Rig(engine, channel()).send(with_msh(adt("P1", "M1", "A01"), 11, "P^T")).ack_code == "AA"
-    assert Rig(engine, channel(processing_ids=["P", "T"])).send(
-        with_msh(adt("P2", "M2", "A01"), 11, "T")).ack_code == "AA"
+    assert (
+        Rig(engine, channel(processing_ids=["P", "T"]))
+        .send(with_msh(adt("P2", "M2", "A01"), 11, "T"))
+        .ack_code
+        == "AA"
+    )
     out = Rig(engine, channel()).send(with_msh(adt("P3", "M3", "A01"), 11, ""))
     assert out.ack_code == "AR" and msh_of(out.ack, "ERR")[3].startswith("101^")
 
@@ -185,13 +194,18 @@ def test_channel_versions_narrow_what_is_accepted(engine):
 
 # -- every rejection in the error queue, fixable -------------------------------------------------
 
+
 def test_missing_msh10_reaches_the_error_queue_with_its_location(engine):
     rig = Rig(engine, channel())
     out = rig.send(adt("", "M1", "A01"))
     assert out.ack_code == "AR"
     [item] = items(engine)
     assert (item.destination, item.status, item.reason, item.error_location) == (
-        "rejected", "error", "missing_field", "MSH-10")
+        "rejected",
+        "error",
+        "missing_field",
+        "MSH-10",
+    )
     assert "MSH-10" in item.last_error
 
 
@@ -201,7 +215,9 @@ def test_rejected_inside_a_batch_reaches_the_error_queue(engine):
     r = rows(engine)
     assert [(x.control_id, x.status) for x in r] == [("K1", "accepted"), ("K2", "rejected")]
     errs = [i for i in items(engine) if i.status == "error"]
-    assert [(i.message_id, i.destination, i.reason) for i in errs] == [(r[1].id, "rejected", "unsupported_event")]
+    assert [(i.message_id, i.destination, i.reason) for i in errs] == [
+        (r[1].id, "rejected", "unsupported_event")
+    ]
 
 
 def test_resubmitting_a_rejected_message_goes_through_the_engine_again(engine):
@@ -211,18 +227,22 @@ def test_resubmitting_a_rejected_message_goes_through_the_engine_again(engine):
     raw = with_msh(adt("F1", "M1", "A01"), 11, "T")
     orig = rig.send(raw)
     [item] = items(engine)
-    with engine.begin() as conn, pytest.raises(queue.ActionError, match="refused again.*processing id"):
-        queue.resubmit_item(conn, item.id, raw, user="clerk", now=rig.clock(), channels=[rig.ch])
-    with engine.begin() as conn, pytest.raises(queue.ActionError, match="channel configuration"):
-        queue.resubmit_item(conn, item.id, raw, user="clerk", now=rig.clock())
-    with engine.begin() as conn, pytest.raises(queue.ActionError, match="cannot be retried"):
-        queue.retry_item(conn, item.id, user="clerk", now=rig.clock())
+    with engine.begin() as conn, pytest.raises(errorqueue.ActionError, match="refused again.*processing id"):
+        errorqueue.resubmit_item(conn, item.id, raw, user="clerk", now=rig.clock(), channels=[rig.ch])
+    with engine.begin() as conn, pytest.raises(errorqueue.ActionError, match="channel configuration"):
+        errorqueue.resubmit_item(conn, item.id, raw, user="clerk", now=rig.clock())
+    with engine.begin() as conn, pytest.raises(errorqueue.ActionError, match="cannot be retried"):
+        errorqueue.retry_item(conn, item.id, user="clerk", now=rig.clock())
     fixed = with_msh(raw, 11, "P")
     with engine.begin() as conn:
-        new_id = queue.resubmit_item(conn, item.id, fixed, user="clerk", now=rig.clock(), channels=[rig.ch])
+        new_id = errorqueue.resubmit_item(
+            conn, item.id, fixed, user="clerk", now=rig.clock(), channels=[rig.ch]
+        )
     r = {x.id: x for x in rows(engine)}
     assert r[orig.message_id].status == "resubmitted" and r[orig.message_id].raw == raw
-    assert r[new_id].parent_id == orig.message_id and r[new_id].status == "accepted" and r[new_id].raw == fixed
+    assert (
+        r[new_id].parent_id == orig.message_id and r[new_id].status == "accepted" and r[new_id].raw == fixed
+    )
     rig.drain()
     by_id = {i.id: i for i in items(engine)}
     assert by_id[item.id].status == "done"
@@ -240,10 +260,10 @@ def test_rejected_item_is_listed_and_resubmitted_through_the_api(engine, monkeyp
         warnings.simplefilter("ignore")
         from fastapi.testclient import TestClient
 
-    from interface import users
-    from interface.web import create_app
-
     from argon2 import PasswordHasher
+
+    from interface.desk import users
+    from interface.web.app import create_app
 
     from .test_web_api import PASSWORD
 
@@ -258,10 +278,12 @@ def test_rejected_item_is_listed_and_resubmitted_through_the_api(engine, monkeyp
     with TestClient(create_app(engine, channels=[rig.ch], clock=rig.clock)) as client:
         listed = client.get("/api/errors", headers=hdr).json()["items"]
         assert [(i["destination"], i["reason"], i["control_id"]) for i in listed] == [
-            ("rejected", "unsupported_processing_id", "A1")]
+            ("rejected", "unsupported_processing_id", "A1")
+        ]
         item_id = listed[0]["id"]
-        r = client.post(f"/api/errors/{item_id}/resubmit", headers=hdr,
-                        json={"raw": raw.decode().replace("\r", "\n")})
+        r = client.post(
+            f"/api/errors/{item_id}/resubmit", headers=hdr, json={"raw": raw.decode().replace("\r", "\n")}
+        )
         assert r.status_code == 409 and "processing id" in r.json()["detail"]  # refused again, unchanged
         fixed = with_msh(raw, 11, "P").decode().replace("\r", "\n")
         r = client.post(f"/api/errors/{item_id}/resubmit", headers=hdr, json={"raw": fixed})
@@ -273,6 +295,7 @@ def test_rejected_item_is_listed_and_resubmitted_through_the_api(engine, monkeyp
 
 
 # -- batches -----------------------------------------------------------------------------------
+
 
 def test_batch_count_that_disagrees_warns_in_the_ack_and_flags_the_batch(engine):
     """BTS-1 says 3, two messages came: both accepted and stored on their own; the batch answer
@@ -289,7 +312,10 @@ def test_batch_count_that_disagrees_warns_in_the_ack_and_flags_the_batch(engine)
     assert [msh_of(a)[1] for a in segs_acks(out.ack)] == ["AA", "AA"]
     r = rows(engine)
     assert [(x.control_id, x.status, x.message_type) for x in r] == [
-        ("N1", "accepted", "ADT^A01"), ("N2", "accepted", "ADT^A01"), ("B-77", "error", "batch")]
+        ("N1", "accepted", "ADT^A01"),
+        ("N2", "accepted", "ADT^A01"),
+        ("B-77", "error", "batch"),
+    ]
     assert r[2].raw == frame
     [flag] = [i for i in items(engine) if i.destination == "batch"]
     assert (flag.status, flag.reason, flag.error_location) == ("error", "batch_count", "BTS-1")
@@ -322,12 +348,15 @@ def test_batch_flag_is_resubmitted_as_a_batch_and_duplicates_stay_out(engine):
     [flag] = [i for i in items(engine) if i.destination == "batch"]
     fixed = b"BHS|^~\\&\r" + adt("Q1", "M1", "A01") + adt("Q2", "M2", "A01") + b"BTS|2\r"
     with engine.begin() as conn:
-        new_id = queue.resubmit_item(conn, flag.id, fixed, user="clerk", now=rig.clock(), channels=[rig.ch])
+        new_id = errorqueue.resubmit_item(
+            conn, flag.id, fixed, user="clerk", now=rig.clock(), channels=[rig.ch]
+        )
     assert [x.control_id for x in rows(engine)].count("Q1") == 1
     assert next(x for x in rows(engine) if x.id == new_id).control_id == "Q2"
 
 
 # -- a frame that breaks the reader or the ACK builder is decided on its own -------------------
+
 
 def _poison(monkeypatch, eng: Engine, control_id: str) -> None:
     real = eng._prepare_one
@@ -349,12 +378,18 @@ def test_an_exception_reading_one_frame_is_that_frames_ae_only(engine, monkeypat
     frames.insert(2, adt("BAD", "M9", "A01"))
     outs = rig.engine.receive_many([Inbound(rig.ch, f) for f in frames])
     assert [(o.control_id, o.ack_code) for o in outs] == [
-        ("G0", "AA"), ("G1", "AA"), ("BAD", "AE"), ("G2", "AA"), ("G3", "AA")]
+        ("G0", "AA"),
+        ("G1", "AA"),
+        ("BAD", "AE"),
+        ("G2", "AA"),
+        ("G3", "AA"),
+    ]
     assert msh_of(outs[2].ack)[1:3] == ["AE", "BAD"] and msh_of(outs[2].ack, "ERR")[3].startswith("207^")
     bad = next(x for x in rows(engine) if x.control_id == "BAD")
     assert bad.raw == frames[2] and bad.status == "rejected"
     assert [(i.destination, i.reason) for i in items(engine) if i.message_id == bad.id] == [
-        ("rejected", "processing_error")]
+        ("rejected", "processing_error")
+    ]
 
 
 def test_an_exception_on_one_message_of_a_split_frame_is_that_messages_ae_only(engine, monkeypatch):
@@ -400,8 +435,11 @@ def test_a_bug_inside_the_transaction_costs_only_its_frame(engine, monkeypatch):
     rig = Rig(engine, channel())
     outs = rig.engine.receive_many([Inbound(rig.ch, adt(c, f"M{c}", "A01")) for c in ("G1", "BAD", "G2")])
     assert [(o.control_id, o.ack_code) for o in outs] == [("G1", "AA"), ("BAD", "AE"), ("G2", "AA")]
-    assert {x.control_id: x.status for x in rows(engine)} == {"G1": "processed", "G2": "processed",
-                                                              "BAD": "rejected"}  # (applied inline)
+    assert {x.control_id: x.status for x in rows(engine)} == {
+        "G1": "processed",
+        "G2": "processed",
+        "BAD": "rejected",
+    }  # (applied inline)
 
 
 def test_one_poisoned_frame_among_many_through_the_writer(engine, monkeypatch):
@@ -427,7 +465,8 @@ def test_one_poisoned_frame_among_many_through_the_writer(engine, monkeypatch):
     try:
         for n, cid in enumerate(cids):
             writer.submit(Inbound(rig.ch, adt(cid, f"M{n % 6}", "A08"), f"peer{n % 6}")).addCallbacks(
-                got, failures.append)
+                got, failures.append
+            )
         assert done.wait(60), f"{len(answers)} of {len(cids)} answered"
     finally:
         writer.stop()
@@ -443,8 +482,8 @@ def test_rejected_item_through_the_cli_list_show_resubmit(engine, db_url, tmp_pa
     ``resubmit --file`` (with the channels directory) takes the fixed copy through the engine."""
     import json
 
-    from interface import cli
-    from interface.channels import load_channels
+    from interface.config.channels import load_channels
+    from interface.ops import cli
 
     from .test_web_api import ROOT
 
@@ -459,12 +498,25 @@ def test_rejected_item_through_the_cli_list_show_resubmit(engine, db_url, tmp_pa
     assert "CL1|D|2.5.1" in capsys.readouterr().out
     fixed = tmp_path / "fixed.hl7"
     fixed.write_bytes(with_msh(raw, 11, "P").replace(b"\r", b"\n"))
-    argv = ["errors", "resubmit", str(item["id"]), "--file", str(fixed), "--db", db_url, "--user", "clerk1",
-            "--channels", str(ROOT / "channels")]
+    argv = [
+        "errors",
+        "resubmit",
+        str(item["id"]),
+        "--file",
+        str(fixed),
+        "--db",
+        db_url,
+        "--user",
+        "clerk1",
+        "--channels",
+        str(ROOT / "channels"),
+    ]
     assert cli.main(argv) == 0
     r = rows(engine)
     assert [(x.control_id, x.status, x.parent_id) for x in r] == [
-        ("CL1", "resubmitted", None), ("CL1", "accepted", r[0].id)]
+        ("CL1", "resubmitted", None),
+        ("CL1", "accepted", r[0].id),
+    ]
     assert cli.main(argv) == 1  # the item is done now
     assert "done" in capsys.readouterr().err
 
@@ -477,11 +529,12 @@ def test_quarantined_duplicate_is_resubmitted_through_the_engine(engine):
     other = adt("QD1", "M2", "A01")
     assert rig.send(other).status == "quarantined"
     [item] = [i for i in items(engine) if i.destination == "quarantine"]
-    with engine.begin() as conn, pytest.raises(queue.ActionError, match="already used"):
-        queue.resubmit_item(conn, item.id, other, user="clerk", now=rig.clock(), channels=[rig.ch])
+    with engine.begin() as conn, pytest.raises(errorqueue.ActionError, match="already used"):
+        errorqueue.resubmit_item(conn, item.id, other, user="clerk", now=rig.clock(), channels=[rig.ch])
     with engine.begin() as conn:
-        new_id = queue.resubmit_item(conn, item.id, adt("QD2", "M2", "A01"), user="clerk", now=rig.clock(),
-                                     channels=[rig.ch])
+        new_id = errorqueue.resubmit_item(
+            conn, item.id, adt("QD2", "M2", "A01"), user="clerk", now=rig.clock(), channels=[rig.ch]
+        )
     rig.drain()
     assert [i.status for i in items(engine) if i.message_id == new_id] == ["done"]
     assert patient(engine, "M2") is not None
@@ -490,12 +543,14 @@ def test_quarantined_duplicate_is_resubmitted_through_the_engine(engine):
 def test_each_message_of_a_batch_is_counted_on_its_own(engine):
     """The channel counters (dashboard, /api/channels, /metrics) count a batch's and a split
     frame's messages one by one, with each message's own outcome."""
-    from interface.service import Runtime
+    from interface.ops.runtime import Runtime
 
     rig = Rig(engine, channel(accept=["ADT^A01"], apply="queued"))
     rt = Runtime()
-    for raw in (b"BHS|^~\\&\r" + adt("E1", "M1", "A01") + adt("E2", "M2", "A08") + b"BTS|2\r",
-                adt("E3", "M3", "A01") + adt("E4", "M4", "A01")):
+    for raw in (
+        b"BHS|^~\\&\r" + adt("E1", "M1", "A01") + adt("E2", "M2", "A08") + b"BTS|2\r",
+        adt("E3", "M3", "A01") + adt("E4", "M4", "A01"),
+    ):
         rt.count(Inbound(rig.ch, raw), rig.send(raw))
     assert rt.counters["adt"] == {"received": 4, "accepted": 3, "rejected": 1}
 
@@ -518,7 +573,8 @@ def test_a_failure_the_engine_does_not_catch_costs_the_writer_only_that_frame(en
     # submitted before the writer starts: the three are taken as one group
     for cid in ("W1", "BAD", "W2"):
         writer.submit(Inbound(rig.ch, adt(cid, f"M{cid}", "A01"))).addCallbacks(
-            lambda o: answers.__setitem__(o.control_id, o.ack_code), failures.append)
+            lambda o: answers.__setitem__(o.control_id, o.ack_code), failures.append
+        )
     writer.start()
     writer.stop()
     assert answers == {"W1": "AA", "W2": "AA"} and len(failures) == 1
@@ -528,8 +584,8 @@ def test_a_failure_the_engine_does_not_catch_costs_the_writer_only_that_frame(en
 def test_batch_flag_resubmitted_from_a_file_through_the_cli(engine, db_url, tmp_path):
     """``interface errors resubmit`` of a batch item sends the whole file as one frame (LF
     lines), so every message of the completed batch is decided."""
-    from interface import cli
-    from interface.channels import load_channels
+    from interface.config.channels import load_channels
+    from interface.ops import cli
 
     from .test_web_api import ROOT
 
@@ -537,8 +593,27 @@ def test_batch_flag_resubmitted_from_a_file_through_the_cli(engine, db_url, tmp_
     Engine(engine).receive(ch, b"BHS|^~\\&\r" + adt("CB1", "M1", "A01") + b"BTS|2\r")
     [flag] = [i for i in items(engine) if i.destination == "batch"]
     path = tmp_path / "batch.hl7"
-    path.write_bytes((b"BHS|^~\\&\r" + adt("CB1", "M1", "A01") + adt("CB2", "M2", "A01") + b"BTS|2\r")
-                     .replace(b"\r", b"\n"))
-    assert cli.main(["errors", "resubmit", str(flag.id), "--file", str(path), "--db", db_url,
-                     "--user", "clerk1", "--channels", str(ROOT / "channels")]) == 0
+    path.write_bytes(
+        (b"BHS|^~\\&\r" + adt("CB1", "M1", "A01") + adt("CB2", "M2", "A01") + b"BTS|2\r").replace(
+            b"\r", b"\n"
+        )
+    )
+    assert (
+        cli.main(
+            [
+                "errors",
+                "resubmit",
+                str(flag.id),
+                "--file",
+                str(path),
+                "--db",
+                db_url,
+                "--user",
+                "clerk1",
+                "--channels",
+                str(ROOT / "channels"),
+            ]
+        )
+        == 0
+    )
     assert sorted(x.control_id for x in rows(engine) if x.message_type != "batch") == ["CB1", "CB2"]

@@ -1,10 +1,11 @@
 """Frames over real loopback MLLP (``interface run`` as a subprocess): a multi-message frame gets
 one ACK frame per message, and one poisoned frame among many senders' frames costs only itself."""
+
 from __future__ import annotations
 
 import threading
 
-from interface.client import MLLPClient, parse_ack
+from interface.engine.client import MLLPClient, parse_ack
 
 from .test_destinations import adt
 from .test_loopback import EngineProcess, shared_db, stored  # noqa: F401  (shared_db: fixture)
@@ -52,10 +53,14 @@ def test_multi_message_frame_and_poisoned_frame_over_loopback(shared_db, tmp_pat
         with MLLPClient("127.0.0.1", port, timeout=30) as c:
             first = c.send_frame(frame)
             assert [(r.control_id, r.code, parse_ack(r.raw)[1]) for r in first] == [
-                ("LS1", "AA", "LS1"), ("LS2", "AA", "LS2")]
+                ("LS1", "AA", "LS1"),
+                ("LS2", "AA", "LS2"),
+            ]
             again = c.send_frame(frame)
             assert [r.raw for r in again] == [r.raw for r in first]
             assert c.send(adt("LS3", "LSM3", "A01")).code == "AA"  # the connection stays in step
         rows = stored(db, "LS1", "LS2")
         assert [(r["control_id"], r["raw"]) for r in rows] == [
-            ("LS1", adt("LS1", "LSM1", "A01")), ("LS2", adt("LS2", "LSM2", "A01"))]
+            ("LS1", adt("LS1", "LSM1", "A01")),
+            ("LS2", adt("LS2", "LSM2", "A01")),
+        ]

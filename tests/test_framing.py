@@ -1,10 +1,11 @@
 """MLLP framing fed bytes, no sockets: every split of a stream gives the same frames (P1)."""
+
 from __future__ import annotations
 
 import pytest
 
-from interface.errors import FrameTooLarge, FramingError
-from interface.framing import FrameDecoder, frame
+from interface.hl7.errors import FrameTooLarge, FramingError
+from interface.hl7.framing import FrameDecoder, frame
 
 M1 = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A01|1|P|2.5\rPID|1||100^^^H^MR\r"
 M2 = b"MSH|^~\\&|A|B|C|D|20260101||ADT^A08|2|P|2.5\rPID|1||200^^^H^MR\r"
@@ -27,7 +28,7 @@ def feed_chunks(data: bytes, sizes, max_frame: int = 1 << 20) -> list[bytes]:
     i = 0
     while pos < len(data):
         n = sizes[i % len(sizes)]
-        out.extend(dec.feed(data[pos:pos + n]))
+        out.extend(dec.feed(data[pos : pos + n]))
         pos += n
         i += 1
     return out

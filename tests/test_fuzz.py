@@ -3,6 +3,7 @@
 Examples per test: env FUZZ_EXAMPLES (``make fuzz`` sets 20000); modest by default so the file
 runs in seconds.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,20 +14,31 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine
 from sqlalchemy.pool import StaticPool
 
-from interface.ack import build_ack
-from interface.channels import Channel
-from interface.db import create_schema
-from interface.engine import Engine
-from interface.errors import FrameTooLarge, InterfaceError, ParseError
-from interface.framing import FrameDecoder, frame
-from interface.message import (decode, header_from_text, is_batch, parse, split_message_bytes,
-                               split_messages, unescape)
-from interface.validation import structure_validator
+from interface.config.channels import Channel
+from interface.engine.inbound import Engine
+from interface.hl7.ack import build_ack
+from interface.hl7.errors import FrameTooLarge, InterfaceError, ParseError
+from interface.hl7.framing import FrameDecoder, frame
+from interface.hl7.message import (
+    decode,
+    header_from_text,
+    is_batch,
+    parse,
+    split_message_bytes,
+    split_messages,
+    unescape,
+)
+from interface.mapping.validation import structure_validator
+from interface.store.db import create_schema
 from tests.conftest import corpus_files
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
-FUZZ = settings(max_examples=EXAMPLES, deadline=2000, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+FUZZ = settings(
+    max_examples=EXAMPLES,
+    deadline=2000,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 CORPUS = [p.read_bytes() for p in corpus_files()]
 DELIMS = list(b"|^~\\&#\r\n\x0b\x1c ") + [0xFF, 0xC3, 0x00]
@@ -35,6 +47,7 @@ payload = st.binary(max_size=300).map(lambda b: b.replace(b"\x0b", b"").replace(
 
 
 # -- framer ---------------------------------------------------------------------------------------
+
 
 @FUZZ
 @given(data=st.binary(max_size=5000), cuts=st.lists(st.integers(0, 5000), max_size=20))
@@ -51,9 +64,12 @@ def test_framer_arbitrary_bytes_only_declared_errors_and_bounded(data, cuts):
 
 
 @FUZZ
-@given(msgs=st.lists(payload, min_size=1, max_size=5), junk=st.lists(st.sampled_from([b"", b"\r", b"\n", b" \r\n", b"x"]),
-                                                                       min_size=5, max_size=5),
-       cuts=st.lists(st.integers(0, 2000), max_size=15), drop_cr=st.lists(st.booleans(), min_size=5, max_size=5))
+@given(
+    msgs=st.lists(payload, min_size=1, max_size=5),
+    junk=st.lists(st.sampled_from([b"", b"\r", b"\n", b" \r\n", b"x"]), min_size=5, max_size=5),
+    cuts=st.lists(st.integers(0, 2000), max_size=15),
+    drop_cr=st.lists(st.booleans(), min_size=5, max_size=5),
+)
 def test_framer_any_split_same_frames(msgs, junk, cuts, drop_cr):
     """P1: a stream of frames (with junk between, some without the final CR) split anywhere."""
     stream = b""
@@ -73,6 +89,7 @@ def test_framer_any_split_same_frames(msgs, junk, cuts, drop_cr):
 
 
 # -- parser -----------------------------------------------------------------------------------------
+
 
 def _read_all(raw: bytes) -> None:
     """The receive path on arbitrary bytes: only ParseError may come out."""
@@ -109,9 +126,12 @@ def test_parser_arbitrary_bytes(raw):
 
 
 @FUZZ
-@given(prefix=st.sampled_from([b"MSH", b"MSH|", b"MSH|^~\\&|", b"MSH#!@%*#", b"BHS|^~\\&\rMSH|^~\\&|",
-                               b"\xef\xbb\xbfMSH|^~\\&#|"]),
-       rest=st.binary(max_size=500))
+@given(
+    prefix=st.sampled_from(
+        [b"MSH", b"MSH|", b"MSH|^~\\&|", b"MSH#!@%*#", b"BHS|^~\\&\rMSH|^~\\&|", b"\xef\xbb\xbfMSH|^~\\&#|"]
+    ),
+    rest=st.binary(max_size=500),
+)
 def test_parser_msh_like_bytes(prefix, rest):
     _read_all(prefix + rest)
 
@@ -127,7 +147,7 @@ def mutated_corpus(draw):
         if op == "flip":
             raw[i] = draw(st.sampled_from(DELIMS + [draw(st.integers(0, 255))]))
         elif op == "delete":
-            del raw[i:i + draw(st.integers(1, 20))]
+            del raw[i : i + draw(st.integers(1, 20))]
         elif op == "insert":
             raw[i:i] = bytes(draw(st.lists(st.sampled_from(DELIMS), min_size=1, max_size=5)))
         elif op == "truncate":
@@ -146,7 +166,7 @@ def test_parser_mutated_corpus(raw):
 @FUZZ
 @given(value=st.text(max_size=200), esc=st.sampled_from(["\\", "%", "}"]))
 def test_unescape_total(value, esc):
-    from interface.message import Encoding
+    from interface.hl7.message import Encoding
 
     enc = Encoding("|", "^", "~", esc, "&")
     assert isinstance(unescape(value, enc), str)
@@ -165,8 +185,9 @@ def _engine() -> Engine:
     return Engine(_DB, clock=lambda: NOW, validator=structure_validator)
 
 
-CHANNEL = Channel.model_validate({"name": "fuzz", "listen": "tcp:0", "accept": ["*"], "mapping": "adt",
-                                  "validation": "structure"})
+CHANNEL = Channel.model_validate(
+    {"name": "fuzz", "listen": "tcp:0", "accept": ["*"], "mapping": "adt", "validation": "structure"}
+)
 
 
 @FUZZ
@@ -196,20 +217,26 @@ def msh_messages(draw) -> str:
     characters, and each field random text (non-ASCII, delimiters, control characters, empty),
     now and then a real value where the engine looks (MSH-9, 10, 12, 18)."""
     fs = draw(st.one_of(st.sampled_from(["|", "#", "+", "!"]), _chars))
-    msh2 = draw(st.one_of(st.sampled_from(["^~\\&", "^~\\", "^~", "^~\\&#", "!@%*", "^~\\&\x0b"]),
-                          st.text(alphabet=st.sampled_from(_NASTY), max_size=6)))
+    msh2 = draw(
+        st.one_of(
+            st.sampled_from(["^~\\&", "^~\\", "^~", "^~\\&#", "!@%*", "^~\\&\x0b"]),
+            st.text(alphabet=st.sampled_from(_NASTY), max_size=6),
+        )
+    )
     f = draw(msh_fields)
-    for n, real in ((9, st.sampled_from(["ADT^A01", "ADT^A08^ADT_A01", "", "^A01"])),
-                    (10, st.sampled_from(["C1", "C&1", "C^1", "C\\F\\1", "C\\X0B\\1"])),
-                    (12, st.sampled_from(["2.3", "2.4", "2.5.1", "2.5\u00b2", ""])),
-                    (18, st.sampled_from(["", "ASCII", "8859/1", "UNICODE UTF-8", "ISO IR87", "BOGUS"]))):
+    for n, real in (
+        (9, st.sampled_from(["ADT^A01", "ADT^A08^ADT_A01", "", "^A01"])),
+        (10, st.sampled_from(["C1", "C&1", "C^1", "C\\F\\1", "C\\X0B\\1"])),
+        (12, st.sampled_from(["2.3", "2.4", "2.5.1", "2.5\u00b2", ""])),
+        (18, st.sampled_from(["", "ASCII", "8859/1", "UNICODE UTF-8", "ISO IR87", "BOGUS"])),
+    ):
         if draw(st.booleans()):
             f[n - 3] = draw(real)
     return "MSH" + fs + msh2 + fs + fs.join(f) + "\rPID|1||X1^^^HOSP^MR\r"
 
 
 def _codec(h) -> str:
-    from interface.message import CHARSETS
+    from interface.hl7.message import CHARSETS
 
     codec = CHARSETS.get(h.charset.upper(), "utf-8") if h is not None and h.charset else "utf-8"
     try:
@@ -230,7 +257,7 @@ def _check_ack(ack: bytes, h) -> None:
     """Parses with python-hl7; no raw line break or MLLP byte; MSA-2 echoes MSH-10."""
     import hl7
 
-    from interface.message import unescape as unesc
+    from interface.hl7.message import unescape as unesc
 
     codec = _codec(h)
     text = ack.decode(codec)
@@ -253,13 +280,18 @@ def _check_ack(ack: bytes, h) -> None:
 
 
 @FUZZ
-@given(text=msh_messages(), code=st.sampled_from(["AA", "AE", "AR"]), note=field_text,
-       seg=st.text(max_size=4), version_errs=st.integers(0, 3))
+@given(
+    text=msh_messages(),
+    code=st.sampled_from(["AA", "AE", "AR"]),
+    note=field_text,
+    seg=st.text(max_size=4),
+    version_errs=st.integers(0, 3),
+)
 def test_ack_builder_on_every_msh_field(text, code, note, seg, version_errs):
     """The header reader raises ParseError or reads a header; the ACK builder never raises, its
     ACK parses with python-hl7 and echoes MSH-10 in MSA-2, for any MSH-1..MSH-21."""
-    from interface.ack import AckError
-    from interface.errors import Location
+    from interface.hl7.ack import AckError
+    from interface.hl7.errors import Location
 
     raw = text.encode("utf-8")
     try:

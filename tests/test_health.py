@@ -1,5 +1,6 @@
 """/api/health says ``degraded`` (503) and why when journal commits fail (disk full, database
 read-only) or the database cannot take writes, and ``ok`` again once a commit succeeds."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -8,10 +9,10 @@ from collections import namedtuple
 import pytest
 from sqlalchemy import event, text
 
-from interface import api_health, health
-from interface.engine import Engine
-from tests.test_web_api import adt, client  # noqa: F401  (fixture)
-from tests.test_web_api import app, channels, clock, fast_hashing  # noqa: F401  (fixtures)
+from interface.engine.inbound import Engine
+from interface.store import health
+from interface.web.api import health as api_health
+from tests.test_web_api import adt, app, channels, client, clock, fast_hashing  # noqa: F401  (fixture)  # noqa: F401  (fixtures)
 
 
 @pytest.fixture(autouse=True)
@@ -51,6 +52,7 @@ class _ReadOnlyPostgres:
 def _full_sqlite(engine):
     """Every new connection of this SQLite engine may not grow the file: the next commit that
     needs a page fails with SQLITE_FULL, "database or disk is full" (a real disk-full error)."""
+
     def limit(dbapi_conn, _record):
         pages = dbapi_conn.execute("PRAGMA page_count").fetchone()[0]
         dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
@@ -69,7 +71,9 @@ def test_failing_commits_make_health_degraded_with_the_reason(client, engine, ch
     assert client.get("/api/health").status_code == 200
     if engine.dialect.name == "sqlite":
         limit = _full_sqlite(engine)
-        big = adt("FULL1", "4000001").replace(b"PV1|1|I|W1^101^A\r", b"NTE|1||" + b"x" * 200_000 + b"\rPV1|1|I\r")
+        big = adt("FULL1", "4000001").replace(
+            b"PV1|1|I|W1^101^A\r", b"NTE|1||" + b"x" * 200_000 + b"\rPV1|1|I\r"
+        )
         out = eng.receive(ch, big)
         expected = "disk full"
     else:
@@ -81,8 +85,10 @@ def test_failing_commits_make_health_degraded_with_the_reason(client, engine, ch
     assert out.status == "error" and b"MSA|AE|" in out.ack
     r = client.get("/api/health")
     assert r.status_code == 503 and r.json()["status"] == "degraded" and r.json()["database"] == "ok"
-    assert any(reason.startswith("journal commits failing since ") and reason.endswith(expected)
-               for reason in r.json()["reasons"]), r.json()
+    assert any(
+        reason.startswith("journal commits failing since ") and reason.endswith(expected)
+        for reason in r.json()["reasons"]
+    ), r.json()
     if engine.dialect.name == "sqlite":
         event.remove(engine, "connect", limit)
         engine.dispose()
@@ -97,7 +103,9 @@ def test_a_database_that_cannot_take_writes_is_degraded(client, engine, monkeypa
     PostgreSQL whose new transactions are read-only, is 503 degraded with the reason."""
     if engine.dialect.name == "sqlite":
         usage = namedtuple("usage", "total used free")
-        monkeypatch.setattr(api_health, "disk_usage", lambda _path: usage(10 << 30, (10 << 30) - (5 << 20), 5 << 20))
+        monkeypatch.setattr(
+            api_health, "disk_usage", lambda _path: usage(10 << 30, (10 << 30) - (5 << 20), 5 << 20)
+        )
         r = client.get("/api/health")
         assert r.status_code == 503 and r.json()["reasons"] == ["disk nearly full (5 MiB free)"]
     else:

@@ -1,21 +1,22 @@
 """``apply: inline`` (docs/queues.md): the store item is applied in the transaction that journals
 the message, when it is first in line for its patient; the ACK stays the on_commit accept ACK."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
-from interface import chart
-from interface.engine import Inbound
-from interface.chart_schema import chart_history
-from interface.schema import messages, work_attempts, work_items, work_keys
+from interface.engine.outcome import Inbound
+from interface.store import chart, chart_apply, chart_read
+from interface.store.chart_schema import chart_history
+from interface.store.schema import messages, work_attempts, work_items, work_keys
 
 from .test_destinations import Rig, adt, channel
 
 
 def _patient(db, mrn: str):
     with db.connect() as conn:
-        return chart.get_chart(conn, mrn)
+        return chart_read.get_chart(conn, mrn)
 
 
 def test_applied_before_the_ack_with_the_accept_ack(engine):
@@ -56,8 +57,12 @@ def test_same_patient_twice_in_one_group_commit_keeps_order(engine):
     (journalled as applied: it is first in line), then the second, behind it, in the same
     transaction — never the other way round."""
     rig = Rig(engine, channel())
-    outs = rig.engine.receive_many([Inbound(rig.ch, adt("C1", "M1", "A01"), "a"),
-                                    Inbound(rig.ch, adt("C2", "M1", "A08", dob="19810101"), "b")])
+    outs = rig.engine.receive_many(
+        [
+            Inbound(rig.ch, adt("C1", "M1", "A01"), "a"),
+            Inbound(rig.ch, adt("C2", "M1", "A08", dob="19810101"), "b"),
+        ]
+    )
     assert [o.status for o in outs] == ["processed", "processed"]
     assert rig.status("store") == {"C1": "done", "C2": "done"}
     with engine.connect() as conn:
@@ -72,8 +77,12 @@ def test_behind_a_failing_first_message_the_second_waits(engine):
     """The first message of the group for a patient fails (a mapping error): it goes to the
     error queue keeping the patient's key, and the second, behind it, is not applied."""
     rig = Rig(engine, channel())
-    outs = rig.engine.receive_many([Inbound(rig.ch, adt("C1", "M1", "A01", dob="1980XX01"), "a"),
-                                    Inbound(rig.ch, adt("C2", "M1", "A08"), "b")])
+    outs = rig.engine.receive_many(
+        [
+            Inbound(rig.ch, adt("C1", "M1", "A01", dob="1980XX01"), "a"),
+            Inbound(rig.ch, adt("C2", "M1", "A08"), "b"),
+        ]
+    )
     assert [o.status for o in outs] == ["accepted", "accepted"]
     assert rig.status("store") == {"C1": "error", "C2": "pending"}
     rig.drain()
@@ -86,14 +95,19 @@ def test_a_first_in_line_message_that_fails_when_applied_goes_the_ordinary_way(e
     are turned back into ordinary new ones, and each takes its own outcome: the good one done,
     the bad one in the error queue with its key held, one attempt each, nothing doubled."""
     rig = Rig(engine, channel())
-    bad = adt("C2", "M2", "A13").replace(b"PV1|1|I|W1^101^A^HOSP", b"PV1|1|I|W1^101^A^HOSP" + b"|" * 16 + b"NOSUCHVISIT")
+    bad = adt("C2", "M2", "A13").replace(
+        b"PV1|1|I|W1^101^A^HOSP", b"PV1|1|I|W1^101^A^HOSP" + b"|" * 16 + b"NOSUCHVISIT"
+    )
     outs = rig.engine.receive_many([Inbound(rig.ch, adt("C1", "M1", "A01"), "a"), Inbound(rig.ch, bad, "b")])
     assert [(o.status, o.ack_code) for o in outs] == [("processed", "AA"), ("accepted", "AA")]
     assert rig.status("store") == {"C1": "done", "C2": "error"}
     with engine.connect() as conn:
-        attempts = conn.execute(select(work_items.c.id, work_items.c.attempts, work_items.c.reason)
-                                .order_by(work_items.c.id)).all()
-        outcomes = [(a.item_id, a.outcome) for a in conn.execute(select(work_attempts).order_by(work_attempts.c.id))]
+        attempts = conn.execute(
+            select(work_items.c.id, work_items.c.attempts, work_items.c.reason).order_by(work_items.c.id)
+        ).all()
+        outcomes = [
+            (a.item_id, a.outcome) for a in conn.execute(select(work_attempts).order_by(work_attempts.c.id))
+        ]
         keys = [k.key for k in conn.execute(select(work_keys))]
         statuses = [m.status for m in conn.execute(select(messages.c.status).order_by(messages.c.id))]
     assert [(a.attempts, a.reason) for a in attempts] == [(1, None), (1, "unknown_visit")]
@@ -107,17 +121,17 @@ def test_a_database_error_while_applying_leaves_the_message_journalled_and_queue
     """The savepoint: a database error in the chart store rolls back the applying only; the
     message is committed and ACKed AA, its item pending, and the worker applies it later."""
     rig = Rig(engine, channel())
-    real = chart.apply_updates
+    real = chart_apply.apply_updates
 
     def broken(*a, **kw):
         raise OperationalError("UPDATE patients", {}, Exception("disk I/O error"))
 
-    monkeypatch.setattr(chart, "apply_updates", broken)
+    monkeypatch.setattr(chart_apply, "apply_updates", broken)
     out = rig.send(adt("C1", "M1", "A01"))
     assert (out.status, out.ack_code) == ("accepted", "AA")
     assert rig.status("store") == {"C1": "pending"}
     assert _patient(engine, "M1") is None
-    monkeypatch.setattr(chart, "apply_updates", real)
+    monkeypatch.setattr(chart_apply, "apply_updates", real)
     rig.drain()
     assert rig.status("store") == {"C1": "done"}
     assert _patient(engine, "M1")["name"]["family"] == "DOE"
@@ -137,7 +151,7 @@ def test_apply_queued_leaves_everything_to_the_worker(engine):
 def test_a_reload_between_mapping_and_applying_uses_the_mapping_pipeline(engine):
     """The pipeline that parsed and mapped a message is the one that applies it inline, even if a
     config reload swapped the worker's pipeline in between (as each worker round does)."""
-    from interface.processing import Pipeline
+    from interface.engine.processing import Pipeline
 
     rig = Rig(engine, channel())
     prep = rig.worker.prepare("adt", "store", adt("C1", "M1", "A01"))
@@ -159,18 +173,25 @@ def test_the_service_wakes_outbound_workers_for_messages_applied_inline(tmp_path
     (nothing is left for them); an ``accepted`` one wakes both."""
     from twisted.internet.task import Clock
 
-    from interface.engine import Outcome
-    from interface.service import Settings, make_service
+    from interface.engine.outcome import Outcome
+    from interface.ops.runtime import Settings
+    from interface.ops.service import make_service
 
     chdir = tmp_path / "channels"
     chdir.mkdir()
     (chdir / "adt.yaml").write_text(
         "name: adt\nlisten: tcp:0:interface=127.0.0.1\nmapping: adt\nmrn: {authority: HOSP, types: [MR]}\n"
-        "destinations:\n  - {name: lab, type: mllp, host: 127.0.0.1, port: 9}\n")
+        "destinations:\n  - {name: lab, type: mllp, host: 127.0.0.1, port: 9}\n"
+    )
     from .conftest import ROOT
 
-    settings = Settings(channels_dir=chdir, mappings_dir=ROOT / "mappings", rules_file=None,
-                        var_dir=tmp_path / "var", web_port=None)
+    settings = Settings(
+        channels_dir=chdir,
+        mappings_dir=ROOT / "mappings",
+        rules_file=None,
+        var_dir=tmp_path / "var",
+        web_port=None,
+    )
     reactor = Clock()
     reactor.callFromThread = lambda f, *a, **kw: f(*a, **kw)
     _top, parts = make_service(settings, reactor=reactor)

@@ -2,6 +2,7 @@
 
 The engine process is always stopped at the end (SIGTERM, then SIGKILL); every wait has a deadline.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from interface.client import MLLPClient, parse_ack
-from interface.framing import FrameDecoder, frame
-from interface.schema import messages
+from interface.engine.client import MLLPClient, parse_ack
+from interface.hl7.framing import FrameDecoder, frame
+from interface.store.schema import messages
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent / "interface"
@@ -30,15 +31,33 @@ START_TIMEOUT = 60.0
 class EngineProcess:
     """``interface run --no-web`` with every channel on port 0; ports read from --ready-file."""
 
-    def __init__(self, tmp: Path, db_url: str, *, channels: Path = ROOT / "channels",
-                 listen: dict[str, str] | None = None):
+    def __init__(
+        self,
+        tmp: Path,
+        db_url: str,
+        *,
+        channels: Path = ROOT / "channels",
+        listen: dict[str, str] | None = None,
+    ):
         self.tmp = tmp
         self.ready = tmp / "ready.json"
         self.log_path = tmp / "engine.log"
         names = listen or {"adt": "tcp:0:interface=127.0.0.1", "mdm": "tcp:0:interface=127.0.0.1"}
-        self.cmd = [str(BIN), "run", "--var", str(tmp / "var"), "--db", db_url, "--no-web",
-                    "--channels", str(channels), "--mappings", str(ROOT / "mappings"),
-                    "--ready-file", str(self.ready)]
+        self.cmd = [
+            str(BIN),
+            "run",
+            "--var",
+            str(tmp / "var"),
+            "--db",
+            db_url,
+            "--no-web",
+            "--channels",
+            str(channels),
+            "--mappings",
+            str(ROOT / "mappings"),
+            "--ready-file",
+            str(self.ready),
+        ]
         for name, ep in names.items():
             self.cmd += ["--listen", f"{name}={ep}"]
         self.proc: subprocess.Popen | None = None
@@ -92,7 +111,7 @@ def shared_db(request, tmp_path_factory):
         conftest._truncate(eng)
         yield conftest.PG_SESSION_URL, eng
         return
-    from interface.db import create_schema, make_engine
+    from interface.store.db import create_schema, make_engine
 
     url = f"sqlite:///{tmp_path_factory.mktemp('db') / 'loopback.db'}"
     eng = make_engine(url)
@@ -134,7 +153,9 @@ def test_send_store_resend_reject(engine_process, engine):
         r1 = c.send(a04)
         assert r1.code == "CA" and r1.control_id == "SMP0004"
         rows = stored(engine, "SMP0004")
-        assert [(r["control_id"], r["status"] in ("accepted", "processed")) for r in rows] == [("SMP0004", True)]
+        assert [(r["control_id"], r["status"] in ("accepted", "processed")) for r in rows] == [
+            ("SMP0004", True)
+        ]
         assert rows[0]["raw"] == a04 and rows[0]["ack"] == r1.raw
         r2 = c.send(a08)
         assert r2.ok and parse_ack(r2.raw)[1] == r2.control_id
@@ -155,8 +176,10 @@ def test_send_store_resend_reject(engine_process, engine):
 def test_pipelined_frames_in_one_write(engine_process, engine):
     """Several frames in one TCP write: one ACK per frame, in order (one in flight per connection)."""
     port = engine_process.ports["adt"]
-    msgs = [sample(n) for n in ("01-a28-add-person-chen.hl7", "02-a31-update-person-chen.hl7",
-                                "03-a05-preadmit-chen.hl7")]
+    msgs = [
+        sample(n)
+        for n in ("01-a28-add-person-chen.hl7", "02-a31-update-person-chen.hl7", "03-a05-preadmit-chen.hl7")
+    ]
     with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
         s.sendall(b"\r\n" + b"".join(frame(m) for m in msgs))
         dec, acks = FrameDecoder(), []
@@ -175,8 +198,13 @@ def test_both_channels_and_batch(engine_process, engine):
     with MLLPClient("127.0.0.1", engine_process.ports["mdm"], timeout=20) as c:
         r = c.send((MDM / "mdm_t01_original.hl7").read_bytes().replace(b"\n", b"\r"))
         assert r.ok, r
-    batch = (b"BHS|^~\\&|REG\r" + sample("06-a02-transfer-rivera.hl7").rstrip(b"\r") + b"\r"
-             + sample("07-a12-cancel-transfer-rivera.hl7").rstrip(b"\r") + b"\rBTS|2\r")
+    batch = (
+        b"BHS|^~\\&|REG\r"
+        + sample("06-a02-transfer-rivera.hl7").rstrip(b"\r")
+        + b"\r"
+        + sample("07-a12-cancel-transfer-rivera.hl7").rstrip(b"\r")
+        + b"\rBTS|2\r"
+    )
     with MLLPClient("127.0.0.1", engine_process.ports["adt"], timeout=20) as c:
         ack = c.send_raw(batch)
     assert ack.startswith(b"BHS|") and ack.count(b"MSA|CA|") == 2
@@ -186,26 +214,38 @@ def test_both_channels_and_batch(engine_process, engine):
 
 def test_unknown_channel_override_and_config_error_exit(tmp_path, shared_db):
     """A bad --listen value is refused with exit 1 and a message, nothing left running."""
-    p = subprocess.run([str(BIN), "run", "--var", str(tmp_path), "--db", shared_db[0], "--no-web",
-                        "--listen", "adt"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [str(BIN), "run", "--var", str(tmp_path), "--db", shared_db[0], "--no-web", "--listen", "adt"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 1 and "CHANNEL=ENDPOINT" in p.stderr
 
 
 def test_limits_recorded_as_events(shared_db, tmp_path):
     """Real sockets: a sender outside the allowlist is refused, an oversized frame closes the
     connection; both are recorded in the events table; the idle limit closes a silent connection."""
-    from interface.schema import events
+    from interface.store.schema import events
 
     chdir = tmp_path / "channels"
     chdir.mkdir()
     (chdir / "locked.yaml").write_text("name: locked\nlisten: tcp:0\nallow: [10.0.0.0/8]\n")
-    (chdir / "small.yaml").write_text("name: small\nlisten: tcp:0\nlimits:\n  max_frame_bytes: 1024\n"
-                                      "  idle_timeout_seconds: 1\n")
+    (chdir / "small.yaml").write_text(
+        "name: small\nlisten: tcp:0\nlimits:\n  max_frame_bytes: 1024\n  idle_timeout_seconds: 1\n"
+    )
     url, db = shared_db
-    with EngineProcess(tmp_path, url, channels=chdir, listen={"locked": "tcp:0:interface=127.0.0.1",
-                                                            "small": "tcp:0:interface=127.0.0.1"}) as p:
-        for port, data in ((p.ports["locked"], frame(sample("01-a28-add-person-chen.hl7"))),
-                           (p.ports["small"], b"\x0b" + b"A" * 4096)):
+    with EngineProcess(
+        tmp_path,
+        url,
+        channels=chdir,
+        listen={"locked": "tcp:0:interface=127.0.0.1", "small": "tcp:0:interface=127.0.0.1"},
+    ) as p:
+        for port, data in (
+            (p.ports["locked"], frame(sample("01-a28-add-person-chen.hl7"))),
+            (p.ports["small"], b"\x0b" + b"A" * 4096),
+        ):
             try:
                 with socket.create_connection(("127.0.0.1", port), timeout=20) as s:
                     s.sendall(data)

@@ -7,6 +7,7 @@ mappings, bench-shaped ADT messages and seeded mutations of all of them (nulls, 
 escapes, truncations, line-break styles), both must give equal records, or the same error: type,
 code, reason, text and location.
 """
+
 from __future__ import annotations
 
 import random
@@ -14,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from interface import bench
-from interface.errors import HL7Error
-from interface.mapping import load_mappings
-from interface.message import decode, parse, split_messages
+from interface.hl7.errors import HL7Error
+from interface.hl7.message import decode, parse, split_messages
+from interface.mapping.loader import load_mappings
+from interface.ops import bench, bench_workload
 from tests.conftest import corpus_files
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,9 +28,32 @@ PARAMS = [
     {"authority": "HOSPITAL", "id_types": ["MR"], "timezone": "America/New_York"},
     {"authority": None, "id_types": (), "timezone": None},
 ]
-INSERTS = ["|", "^", "~", "\\", "&", "\r", "\n", '""', "\\E\\", "\\F\\", "\\X41\\", "\\.br\\", " ",
-           "2023", "20231301", "+0500", "ZZZ|", "\rPID|1||X^^^HOSP^MR", "\rNK1|1", "\rIN1|1|A",
-           "\rMRG|1^^^HOSP^MR", "\rDG1|1", "~^", "\r\n"]
+INSERTS = [
+    "|",
+    "^",
+    "~",
+    "\\",
+    "&",
+    "\r",
+    "\n",
+    '""',
+    "\\E\\",
+    "\\F\\",
+    "\\X41\\",
+    "\\.br\\",
+    " ",
+    "2023",
+    "20231301",
+    "+0500",
+    "ZZZ|",
+    "\rPID|1||X^^^HOSP^MR",
+    "\rNK1|1",
+    "\rIN1|1|A",
+    "\rMRG|1^^^HOSP^MR",
+    "\rDG1|1",
+    "~^",
+    "\r\n",
+]
 FIELD_VALUES = ['""', "", '""^""', 'x~""', "^", "~", '""~A', "&&", "A&B^C&D~E"]
 
 
@@ -45,9 +69,18 @@ def _base_messages() -> list[str]:
         out.extend(c.text for c in m.tests)
     rng = random.Random(5)
     for i, event in enumerate(["A01", "A04", "A02", "A08", "A03"]):
-        out.append(bench.adt(event, f"M{i:05d}", f"C{i}", 1_700_000_000 + 3600 * i, visit=f"V{i}",
-                             klass="IOE"[i % 3], location=["4W^401^A", '""', "^^^"][i % 3],
-                             rng=random.Random(rng.random())))
+        out.append(
+            bench_workload.adt(
+                event,
+                f"M{i:05d}",
+                f"C{i}",
+                1_700_000_000 + 3600 * i,
+                visit=f"V{i}",
+                klass="IOE"[i % 3],
+                location=["4W^401^A", '""', "^^^"][i % 3],
+                rng=random.Random(rng.random()),
+            )
+        )
     return out
 
 
@@ -59,12 +92,12 @@ def _mutate(text: str, rng: random.Random) -> str:
         if op < 0.35:
             s = s[:p] + rng.choice(INSERTS) + s[p:]
         elif op < 0.55:
-            s = s[:p] + s[p + rng.randint(1, 5):]
+            s = s[:p] + s[p + rng.randint(1, 5) :]
         elif op < 0.8:  # one field's content replaced
             q = s.find("|", p)
             r = s.find("|", q + 1) if q >= 0 else -1
             if r >= 0:
-                s = s[:q + 1] + rng.choice(FIELD_VALUES) + s[r:]
+                s = s[: q + 1] + rng.choice(FIELD_VALUES) + s[r:]
         elif op < 0.9:
             s = s[:p]
         else:

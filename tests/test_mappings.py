@@ -1,13 +1,15 @@
 """Every ``tests:`` case written beside a mapping in ``mappings/`` is a pytest case (id
 ``mapping:case``), and ``interface test`` runs them and says what differs when one fails."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from interface import cli, testing
-from interface.mapping import load_mappings
+from interface.mapping import testing
+from interface.mapping.loader import load_mappings
+from interface.ops import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 MAPPINGS = load_mappings(ROOT / "mappings")

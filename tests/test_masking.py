@@ -1,5 +1,6 @@
-"""One masking rule for every interface (interface.masking): per role and per route — the API,
+"""One masking rule for every interface (interface.desk.masking): per role and per route — the API,
 the console and the CLI — masked by default, revealed with a reason, and the reveal audited."""
+
 from __future__ import annotations
 
 import json
@@ -9,13 +10,24 @@ from pathlib import Path
 
 import pytest
 
-from interface import masking
-from interface.records import Identifier, Insurance, Name, Patient
+from interface.desk import masking
+from interface.mapping.records import Identifier, Insurance, Name, Patient
 
 from .test_chart import adt as chart_update
 from .test_chart import apply
-from .test_web_api import (PASSWORD, app, audit_rows, channels, client, clock, fail, fast_hashing,  # noqa: F401
-                           h, receive, tokens)
+from .test_web_api import (  # noqa: F401
+    PASSWORD,
+    app,
+    audit_rows,
+    channels,
+    client,
+    clock,
+    fail,
+    fast_hashing,
+    h,
+    receive,
+    tokens,
+)
 
 PID_NAME = "DOE^JANE^Q"
 SSN, POLICY_NO = "123-45-6789", "POL99887766"
@@ -24,22 +36,33 @@ SSN, POLICY_NO = "123-45-6789", "POL99887766"
 @pytest.fixture
 def message_id(engine, channels, clock):  # noqa: F811
     """One ADT message for MRN 10000001 (PID-5 DOE^JANE^Q, an OBX-5 note) in the journal."""
-    from interface.engine import Engine
+    from interface.engine.inbound import Engine
 
     ch = next(c for c in channels if c.name == "adt")
-    raw = (b"MSH|^~\\&|REG|HOSP|INTERFACE|HOSP|20261122110000||ADT^A08^ADT_A01|M1|P|2.5.1\r"
-           b"EVN|A08|20261122110000\rPID|1||10000001^^^HOSP^MR||DOE^JANE^Q||19800131|F\r"
-           b"PV1|1|I|W1^101^A\rOBX|1|TX|NOTE||Patient says the pain is worse\r")
+    raw = (
+        b"MSH|^~\\&|REG|HOSP|INTERFACE|HOSP|20261122110000||ADT^A08^ADT_A01|M1|P|2.5.1\r"
+        b"EVN|A08|20261122110000\rPID|1||10000001^^^HOSP^MR||DOE^JANE^Q||19800131|F\r"
+        b"PV1|1|I|W1^101^A\rOBX|1|TX|NOTE||Patient says the pain is worse\r"
+    )
     return Engine(engine, clock=clock).receive(ch, raw).message_id
 
 
 @pytest.fixture
 def patient(engine):
     """A chart for MRN 10000001 with a national id, a second identifier and an insurance policy."""
-    apply(engine, chart_update("A04", "10000001", insurance=[Insurance(plan="P1", member_id=POLICY_NO)],
-                               patient=Patient(identifiers=[Identifier("10000001", "HOSP", "MR"),
-                                                            Identifier("987654321", "NHS", "NH")],
-                                               name=Name(family="Doe", given="Jane"), ssn=SSN)))
+    apply(
+        engine,
+        chart_update(
+            "A04",
+            "10000001",
+            insurance=[Insurance(plan="P1", member_id=POLICY_NO)],
+            patient=Patient(
+                identifiers=[Identifier("10000001", "HOSP", "MR"), Identifier("987654321", "NHS", "NH")],
+                name=Name(family="Doe", given="Jane"),
+                ssn=SSN,
+            ),
+        ),
+    )
     return "10000001"
 
 
@@ -63,21 +86,31 @@ def test_api_message_detail_revealed_with_a_reason_and_audited(client, engine, t
     """?reveal=true&reason=...: the raw text and segments in full, and one audit row (reveal,
     the user, the message, the reason); without a reason: 400 and nothing revealed."""
     assert client.get(f"/api/messages/{message_id}?reveal=true", headers=h(tokens[role])).status_code == 400
-    r = client.get(f"/api/messages/{message_id}?reveal=true&reason=fixing%20ticket%207", headers=h(tokens[role]))
+    r = client.get(
+        f"/api/messages/{message_id}?reveal=true&reason=fixing%20ticket%207", headers=h(tokens[role])
+    )
     assert r.status_code == 200
     d = r.json()
     assert PID_NAME in d["raw"] and "pain is worse" in d["raw"] and d["revealed"] is True
     assert d["summary"]["patient_id"] == "10000001"
     (row,) = audit_rows(engine, action="reveal")
     assert (row["user"], row["target_type"], row["target_id"], row["reason"]) == (
-        f"{role}1", "message", str(message_id), "fixing ticket 7")
+        f"{role}1",
+        "message",
+        str(message_id),
+        "fixing ticket 7",
+    )
 
 
 def test_api_message_detail_refused_to_an_auditor(client, tokens, message_id):  # noqa: F811
     """An auditor reads the audit trail, not messages: 403 with or without a reveal."""
     assert client.get(f"/api/messages/{message_id}", headers=h(tokens["auditor"])).status_code == 403
-    assert client.get(f"/api/messages/{message_id}?reveal=true&reason=x",
-                      headers=h(tokens["auditor"])).status_code == 403
+    assert (
+        client.get(
+            f"/api/messages/{message_id}?reveal=true&reason=x", headers=h(tokens["auditor"])
+        ).status_code
+        == 403
+    )
 
 
 @pytest.mark.parametrize("role", ["clerk", "admin"])
@@ -99,7 +132,11 @@ def test_api_patient_masks_national_and_insurance_ids_until_revealed(client, eng
     assert "987654321" in {i["value"] for i in body["identifiers"]}
     (row,) = audit_rows(engine, action="reveal")
     assert (row["user"], row["target_type"], row["target_id"], row["reason"]) == (
-        f"{role}1", "patient", patient, "RoI request 12")
+        f"{role}1",
+        "patient",
+        patient,
+        "RoI request 12",
+    )
 
 
 def test_api_patient_refused_to_an_analyst(client, tokens, patient):  # noqa: F811
@@ -110,7 +147,7 @@ def test_api_patient_refused_to_an_analyst(client, tokens, patient):  # noqa: F8
 def test_every_role_has_a_rule_and_reveals_follow_it():
     """Each role of users.ROLES has an entry; a role outside it may not reveal (403), no reason
     is 400 before anything else, and no reveal asked means masked."""
-    from interface.users import ROLES
+    from interface.desk.users import ROLES
 
     assert set(masking.REVEAL) == set(ROLES)
     assert masking.check_reveal("clerk", masking.CHART, False, "why") is None
@@ -127,15 +164,16 @@ def test_every_role_has_a_rule_and_reveals_follow_it():
 def test_console_and_api_mask_the_same_fields(client, engine, tokens, message_id):  # noqa: F811
     """The console's raw view and the API's raw text of one message are the same masked text
     (one function, masking.message_text)."""
-    from interface.message import decode
-    from interface.schema import messages
     from sqlalchemy import select
+
+    from interface.hl7.message import decode
+    from interface.store.schema import messages
 
     with engine.connect() as conn:
         raw = conn.execute(select(messages.c.raw).where(messages.c.id == message_id)).scalar()
     api = client.get(f"/api/messages/{message_id}", headers=h(tokens["clerk"])).json()["raw"]
     assert api == masking.message_text(decode(raw).text, False)
-    from interface import pages
+    from interface.web import pages
 
     assert pages.masked_text is masking.message_text and pages.MASKED_FIELDS is masking.MESSAGE_FIELDS
 
@@ -148,7 +186,15 @@ def test_cli_errors_show_masked_until_revealed_with_reason(engine, db_url, messa
     from .test_web_api import item_of
 
     item = item_of(engine, message_id).id
-    cli = [str(Path(sys.executable).parent / "interface"), "errors", "show", str(item), "--db", db_url, "--json"]
+    cli = [
+        str(Path(sys.executable).parent / "interface"),
+        "errors",
+        "show",
+        str(item),
+        "--db",
+        db_url,
+        "--json",
+    ]
     out = subprocess.run(cli, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     shown = json.loads(out.stdout)
@@ -156,8 +202,12 @@ def test_cli_errors_show_masked_until_revealed_with_reason(engine, db_url, messa
     assert shown["key"] == "mrn:****0001" and shown["message"]["patient_id"] == "****0001"
     refused = subprocess.run(cli + ["--reveal"], capture_output=True, text=True, timeout=120)
     assert refused.returncode == 2 and not audit_rows(engine, action="reveal")
-    ok = subprocess.run(cli + ["--reveal", "--reason", "ticket 9", "--user", "ops1"],
-                        capture_output=True, text=True, timeout=120)
+    ok = subprocess.run(
+        cli + ["--reveal", "--reason", "ticket 9", "--user", "ops1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0 and PID_NAME in json.loads(ok.stdout)["raw"]
     (row,) = audit_rows(engine, action="reveal")
     assert (row["user"], row["target_id"], row["reason"]) == ("ops1", str(message_id), "ticket 9")

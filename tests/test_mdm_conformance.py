@@ -1,6 +1,7 @@
 """MDM conformance (issue 14, docs/hl7-conformance.md "Documents (MDM)"): raw MDM bytes in through
 an ``ack: on_process`` mdm channel -> the ACK (MSA-1, ERR-2/3/4) and the stored document index out.
 Reused numbers, edits with replacement, unknown parents, cancels, EI namespaces, formatted text."""
+
 from __future__ import annotations
 
 import warnings
@@ -13,33 +14,73 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from interface import documents as D
-from interface.api_documents import router
-from interface.channels import load_channels
-from interface.db import read_only_engine
-from interface.document_schema import documents
-from interface.engine import Engine
+from interface.config.channels import load_channels
+from interface.engine.inbound import Engine
+from interface.store import document_read
+from interface.store import documents as D
+from interface.store.db import read_only_engine
+from interface.store.document_schema import documents
+from interface.web.api.documents import router
 from tests.test_adt_events import ROOT, Harness, adt
 
 SAMPLES = ROOT / "sample_messages" / "mdm"
 REPORT = "OBX|1|TX|HP||Report text||||||F"
 
 
-def mdm(event: str, number: str, *, parent: str = "", mrn: str = "100001", cid: str | None = None,
-        time: str = "20261120100000", availability: str = "AV", obx: tuple[str, ...] = (REPORT,)) -> bytes:
+def mdm(
+    event: str,
+    number: str,
+    *,
+    parent: str = "",
+    mrn: str = "100001",
+    cid: str | None = None,
+    time: str = "20261120100000",
+    availability: str = "AV",
+    obx: tuple[str, ...] = (REPORT,),
+) -> bytes:
     """An MDM message: ``number``/``parent`` are TXA-12/TXA-13 as sent (EI components included)."""
-    txa = ["TXA", "1", "HP", "TX", "20261120090000", "", "20261120091500", "", "", "1234^SMITH^JOHN", "", "",
-           number, parent, "", "", "", "AU", "U", availability, "AC"]
-    segs = [f"MSH|^~\\&|DOCS|HOSP|IF|HOSP|{time}||MDM^{event}|{cid or event + number}|P|2.5.1",
-            f"EVN|{event}|{time}", f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE", "PV1|1|I|4W||||||||||||||||V1^^^HOSP^VN",
-            "|".join(txa), *obx]
+    txa = [
+        "TXA",
+        "1",
+        "HP",
+        "TX",
+        "20261120090000",
+        "",
+        "20261120091500",
+        "",
+        "",
+        "1234^SMITH^JOHN",
+        "",
+        "",
+        number,
+        parent,
+        "",
+        "",
+        "",
+        "AU",
+        "U",
+        availability,
+        "AC",
+    ]
+    segs = [
+        f"MSH|^~\\&|DOCS|HOSP|IF|HOSP|{time}||MDM^{event}|{cid or event + number}|P|2.5.1",
+        f"EVN|{event}|{time}",
+        f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE",
+        "PV1|1|I|4W||||||||||||||||V1^^^HOSP^VN",
+        "|".join(txa),
+        *obx,
+    ]
     return ("\r".join(segs) + "\r").encode()
 
 
 @pytest.fixture
 def h(engine) -> Harness:
-    channels = [c.model_copy(update={"ack": c.ack.model_copy(update={"when": "on_process"})})
-                if c.name == "mdm" else c for c in load_channels(ROOT / "channels")]
+    channels = [
+        c.model_copy(update={"ack": c.ack.model_copy(update={"when": "on_process"})})
+        if c.name == "mdm"
+        else c
+        for c in load_channels(ROOT / "channels")
+    ]
     h = Harness(engine, channels=channels)
     h.engine = Engine(engine, clock=h.clock, processor=h.worker)
     h.send(adt("A28", "100001", name="DOE^JANE^Q", dob="19800115"))
@@ -57,12 +98,12 @@ def ack(out) -> tuple[str, list[str] | None]:
 
 def doc(h: Harness, number: str, namespace: str | None = None) -> dict | None:
     with h.db.connect() as conn:
-        return D.get_document(conn, number, namespace=namespace)
+        return document_read.get_document(conn, number, namespace=namespace)
 
 
 def content(h: Harness, number: str, **kw) -> bytes | None:
     with h.db.connect() as conn:
-        got = D.get_content(conn, number, h.pipeline.document_settings, **kw)
+        got = document_read.get_content(conn, number, h.pipeline.document_settings, **kw)
     return got[0] if got else None
 
 
@@ -88,13 +129,18 @@ def test_original_over_an_existing_number_is_ae_205_and_changes_nothing(h, event
     document keeps its content and version, and the message waits in the error queue."""
     assert ack(h.send(mdm("T02", "D1", cid="A"), "mdm"))[0] == "AA"
     before = doc(h, "D1")
-    out = h.send(mdm(event, "D1", cid="B", time="20261120110000",
-                     obx=("OBX|1|TX|HP||Someone else's report||||||F",)), "mdm")
+    out = h.send(
+        mdm(event, "D1", cid="B", time="20261120110000", obx=("OBX|1|TX|HP||Someone else's report||||||F",)),
+        "mdm",
+    )
     code, err = ack(out)
     assert code == "AE" and err[2] == "TXA^1^12" and err[3].startswith("205^") and err[4] == "E"
     after = doc(h, "D1")
-    assert (after["version"], after["content_sha256"], after["message_id"]) == \
-        (before["version"], before["content_sha256"], before["message_id"])
+    assert (after["version"], after["content_sha256"], after["message_id"]) == (
+        before["version"],
+        before["content_sha256"],
+        before["message_id"],
+    )
     assert content(h, "D1") == b"Report text"
     assert [v["action"] for v in after["versions"]] == ["created"]
     (item,) = h.items("error")
@@ -131,13 +177,25 @@ def test_t08_with_a_new_number_replaces_the_parent(h, client):
     """T08 whose TXA-12 is new and TXA-13 the edited document: the new document is indexed, the
     parent is obsolete, linked both ways (replaces / replaced_by); the API shows the links."""
     h.send(mdm("T02", "P1^DOCS"), "mdm")
-    out = h.send(mdm("T08", "E1^DOCS", parent="P1^DOCS", time="20261120110000",
-                     obx=("OBX|1|TX|HP||Edited text||||||F",)), "mdm")
+    out = h.send(
+        mdm(
+            "T08",
+            "E1^DOCS",
+            parent="P1^DOCS",
+            time="20261120110000",
+            obx=("OBX|1|TX|HP||Edited text||||||F",),
+        ),
+        "mdm",
+    )
     assert ack(out) == ("AA", None)
     new, old = doc(h, "E1"), doc(h, "P1")
     assert (new["replaces"], new["replaces_namespace"], new["parent_document_number"]) == ("P1", "DOCS", "P1")
-    assert (old["availability"], old["obsolete"], old["replaced_by"], old["replaced_by_namespace"]) == \
-        ("OB", True, "E1", "DOCS")
+    assert (old["availability"], old["obsolete"], old["replaced_by"], old["replaced_by_namespace"]) == (
+        "OB",
+        True,
+        "E1",
+        "DOCS",
+    )
     assert content(h, "E1") == b"Edited text" and content(h, "P1") == b"Report text"
     assert [v["action"] for v in old["versions"]] == ["created", "replaced"]
     body = client.get("/api/documents/P1").json()
@@ -197,14 +255,20 @@ def test_cancel_is_not_served_as_current_but_its_versions_are(h, client):
     old = client.get("/api/documents/D1/content", params={"version": 1})
     assert old.status_code == 200 and old.content == b"Report text"
     assert old.headers["x-document-status"] == "cancelled"
-    assert [d["document_number"] for d in client.get("/api/documents", params={"status": "CA"}).json()["documents"]] \
-        == ["D1"]
+    assert [
+        d["document_number"]
+        for d in client.get("/api/documents", params={"status": "CA"}).json()["documents"]
+    ] == ["D1"]
 
 
 def test_samples_t09_t10_link_both_ways(h):
     """The sample T09/T10 replacements: parent replaced_by, replacement replaces."""
-    for name in ("mdm_t02_original_pdf.hl7", "mdm_t06_addendum_text.hl7", "mdm_t09_replacement.hl7",
-                 "mdm_t10_replacement_content.hl7"):
+    for name in (
+        "mdm_t02_original_pdf.hl7",
+        "mdm_t06_addendum_text.hl7",
+        "mdm_t09_replacement.hl7",
+        "mdm_t10_replacement_content.hl7",
+    ):
         assert h.send((SAMPLES / name).read_bytes(), "mdm").status == "processed", name  # MSH-15 AL: CA
     assert (doc(h, "DOC-1006")["replaces"], doc(h, "DOC-1002")["replaced_by"]) == ("DOC-1002", "DOC-1006")
     assert (doc(h, "DOC-1007")["replaces"], doc(h, "DOC-1005")["replaced_by"]) == ("DOC-1005", "DOC-1007")
@@ -220,7 +284,9 @@ def test_same_number_in_two_namespaces_is_two_documents(h, client):
     """D1^LAB and D1^RAD are two documents; each status change finds its own; the API needs
     ?namespace= for the number alone (409 listing them)."""
     assert ack(h.send(mdm("T02", "D1^LAB", cid="L"), "mdm"))[0] == "AA"
-    assert ack(h.send(mdm("T02", "D1^RAD", cid="R", obx=("OBX|1|TX|HP||Radiology||||||F",)), "mdm"))[0] == "AA"
+    assert (
+        ack(h.send(mdm("T02", "D1^RAD", cid="R", obx=("OBX|1|TX|HP||Radiology||||||F",)), "mdm"))[0] == "AA"
+    )
     h.send(mdm("T11", "D1^RAD", cid="RX", time="20261120110000", obx=()), "mdm")
     assert (doc(h, "D1", "LAB")["availability"], doc(h, "D1", "RAD")["availability"]) == ("AV", "CA")
     assert content(h, "D1", namespace="LAB") == b"Report text"
@@ -231,8 +297,9 @@ def test_same_number_in_two_namespaces_is_two_documents(h, client):
     lab = client.get("/api/documents/D1", params={"namespace": "LAB"}).json()
     assert (lab["namespace"], lab["availability"]) == ("LAB", "AV")
     assert client.get("/api/documents/D1/content", params={"namespace": "LAB"}).content == b"Report text"
-    assert [d["namespace"] for d in client.get("/api/documents", params={"namespace": "RAD"}).json()["documents"]] \
-        == ["RAD"]
+    assert [
+        d["namespace"] for d in client.get("/api/documents", params={"namespace": "RAD"}).json()["documents"]
+    ] == ["RAD"]
 
 
 def test_a_bare_number_held_in_two_namespaces_is_204(h):
@@ -261,8 +328,11 @@ def test_a_stored_document_without_namespace_keeps_working(h, client):
     number and records the namespace; the API finds it by the number alone."""
     h.send(mdm("T02", "OLD1"), "mdm")
     with h.db.begin() as conn:  # as migration 0005 leaves a row written before it
-        conn.execute(update(documents).where(documents.c.document_number == "OLD1")
-                     .values(namespace=None, authority=""))
+        conn.execute(
+            update(documents)
+            .where(documents.c.document_number == "OLD1")
+            .values(namespace=None, authority="")
+        )
     assert doc(h, "OLD1")["namespace"] is None
     assert ack(h.send(mdm("T03", "OLD1^DOCS", time="20261120110000", obx=()), "mdm"))[0] == "AA"
     e = doc(h, "OLD1")

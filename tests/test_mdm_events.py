@@ -1,14 +1,16 @@
 """MDM T01..T11 end to end: the sample messages through the mdm channel, queue, mapping and
 document index, checked after every step; versions kept; cancelled stays visible; out-of-order
 and older messages have a defined outcome."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from interface import documents as D
-from interface import queue
+from interface.desk import errorqueue
+from interface.store import document_read, workqueue
+from interface.store import documents as D
 from tests.test_adt_events import ROOT, Harness, adt
 from tests.test_unknown_patient import mdm
 
@@ -17,31 +19,61 @@ SAMPLES = ROOT / "sample_messages" / "mdm"
 
 def doc(h: Harness, number: str) -> dict | None:
     with h.db.connect() as conn:
-        return D.get_document(conn, number)
+        return document_read.get_document(conn, number)
 
 
 def index(h: Harness) -> list[str]:
     with h.db.connect() as conn:
-        return [d["document_number"] for d in D.list_documents(conn, mrn="100001")]
+        return [d["document_number"] for d in document_read.list_documents(conn, mrn="100001")]
 
 
 # (sample, document, {field: expected}) checked right after the sample is applied
 STEPS: list[tuple[str, str, dict]] = [
-    ("mdm_t01_original.hl7", "DOC-1001",
-     {"status": "DI", "version": 1, "type": "HP", "content_type": None, "availability": "UN",
-      "author": {"id": "1234", "family": "SMITH", "given": "JOHN", "authority": "HOSP"}}),
-    ("mdm_t02_original_pdf.hl7", "DOC-1002",
-     {"status": "AU", "version": 1, "content_type": "application/pdf",
-      "authenticated_at": "2026-11-20T10:55:00+00:00"}),
+    (
+        "mdm_t01_original.hl7",
+        "DOC-1001",
+        {
+            "status": "DI",
+            "version": 1,
+            "type": "HP",
+            "content_type": None,
+            "availability": "UN",
+            "author": {"id": "1234", "family": "SMITH", "given": "JOHN", "authority": "HOSP"},
+        },
+    ),
+    (
+        "mdm_t02_original_pdf.hl7",
+        "DOC-1002",
+        {
+            "status": "AU",
+            "version": 1,
+            "content_type": "application/pdf",
+            "authenticated_at": "2026-11-20T10:55:00+00:00",
+        },
+    ),
     ("mdm_t03_status_change.hl7", "DOC-1001", {"status": "AU", "version": 1, "availability": "AV"}),
-    ("mdm_t04_status_change_ft.hl7", "DOC-1001",
-     {"status": "LA", "version": 1, "content_type": "text/plain; charset=utf-8"}),
-    ("mdm_t05_addendum.hl7", "DOC-1004", {"parent_document_number": "DOC-1002", "version": 1, "status": "DI"}),
-    ("mdm_t06_addendum_text.hl7", "DOC-1005",
-     {"parent_document_number": "DOC-1002", "status": "AU", "content_kind": "text"}),
+    (
+        "mdm_t04_status_change_ft.hl7",
+        "DOC-1001",
+        {"status": "LA", "version": 1, "content_type": "text/plain; charset=utf-8"},
+    ),
+    (
+        "mdm_t05_addendum.hl7",
+        "DOC-1004",
+        {"parent_document_number": "DOC-1002", "version": 1, "status": "DI"},
+    ),
+    (
+        "mdm_t06_addendum_text.hl7",
+        "DOC-1005",
+        {"parent_document_number": "DOC-1002", "status": "AU", "content_kind": "text"},
+    ),
     ("mdm_t07_edit.hl7", "DOC-1001", {"version": 2, "content_type": None, "last_event": "T07"}),
     ("mdm_t08_edit_content.hl7", "DOC-1001", {"version": 3, "content_kind": "text", "last_event": "T08"}),
-    ("mdm_t09_replacement.hl7", "DOC-1002", {"availability": "OB", "replaced_by": "DOC-1006", "obsolete": True}),
+    (
+        "mdm_t09_replacement.hl7",
+        "DOC-1002",
+        {"availability": "OB", "replaced_by": "DOC-1006", "obsolete": True},
+    ),
     ("mdm_t10_replacement_content.hl7", "DOC-1005", {"availability": "OB", "replaced_by": "DOC-1007"}),
     ("mdm_t11_cancel.hl7", "DOC-1004", {"availability": "CA", "cancelled": True}),
 ]
@@ -67,7 +99,7 @@ def test_t01_to_t11_step_by_step(h):
         got = {k: e[k] for k in expected}
         if "content_type" in expected and expected["content_type"] and e["content_type"]:
             with h.db.connect() as conn:
-                got["content_type"] = D.get_content(conn, number, h.pipeline.document_settings)[1]
+                got["content_type"] = document_read.get_content(conn, number, h.pipeline.document_settings)[1]
         assert got == expected, sample
     # the replacement and addendum entries exist, linked to their parents
     assert doc(h, "DOC-1006")["parent_document_number"] == "DOC-1002"
@@ -80,19 +112,26 @@ def test_t01_to_t11_step_by_step(h):
 
 def test_versions_are_kept_with_their_content(h):
     """T04 content, T07 (no content), T08 content: every version stays readable."""
-    for sample in ("mdm_t01_original.hl7", "mdm_t04_status_change_ft.hl7", "mdm_t07_edit.hl7",
-                   "mdm_t08_edit_content.hl7"):
+    for sample in (
+        "mdm_t01_original.hl7",
+        "mdm_t04_status_change_ft.hl7",
+        "mdm_t07_edit.hl7",
+        "mdm_t08_edit_content.hl7",
+    ):
         h.send((SAMPLES / sample).read_bytes(), "mdm")
     h.drain()
     e = doc(h, "DOC-1001")
     assert [(v["version"], v["event"], v["action"]) for v in e["versions"]] == [
-        (1, "T01", "created"), (1, "T04", "status_changed"), (2, "T07", "new_version"),
-        (3, "T08", "new_version")]
+        (1, "T01", "created"),
+        (1, "T04", "status_changed"),
+        (2, "T07", "new_version"),
+        (3, "T08", "new_version"),
+    ]
     settings = h.pipeline.document_settings
     with h.db.connect() as conn:
-        v1 = D.get_content(conn, "DOC-1001", settings, version=1)
-        v2 = D.get_content(conn, "DOC-1001", settings, version=2)
-        v3 = D.get_content(conn, "DOC-1001", settings)
+        v1 = document_read.get_content(conn, "DOC-1001", settings, version=1)
+        v2 = document_read.get_content(conn, "DOC-1001", settings, version=2)
+        v3 = document_read.get_content(conn, "DOC-1001", settings)
     assert v1 is not None and v3 is not None and v1[0] != v3[0]
     assert v2 is None
 
@@ -108,7 +147,7 @@ def test_status_change_for_unknown_document_is_an_error_item(h):
     assert "D9 is not in the index" in err.last_error
     assert doc(h, "D9") is None
     with h.db.begin() as conn:
-        queue.discard_item(conn, err.id, user="clerk", reason="status before the document", now=h.now)
+        errorqueue.discard_item(conn, err.id, user="clerk", reason="status before the document", now=h.now)
     h.drain()
     assert doc(h, "D9")["status"] == "DI"
 

@@ -1,4 +1,5 @@
 """The lean tokenizer: encoding characters, separators, charsets, escapes, batches, the corpus."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -6,20 +7,58 @@ from datetime import datetime, timezone
 import hl7
 import pytest
 
-from interface.ack import build_ack
-from interface.errors import ParseError
-from interface.message import (Encoding, decode, escape, find_segments, header_from_text, is_batch,
-                               split_message_bytes,
-                               parse, parse_bytes, split_messages, split_segments, unescape)
+from interface.hl7.ack import build_ack
+from interface.hl7.errors import ParseError
+from interface.hl7.message import (
+    Encoding,
+    decode,
+    escape,
+    find_segments,
+    header_from_text,
+    is_batch,
+    parse,
+    parse_bytes,
+    split_message_bytes,
+    split_messages,
+    split_segments,
+    unescape,
+)
 from tests.conftest import corpus_files
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=timezone.utc)
 
 
-def msh(*, enc="^~\\&", fs="|", msh9="ADT^A01^ADT_A01", ctl="MSG1", version="2.5.1", charset="",
-        msh15="", msh16="") -> str:
-    f = ["MSH", enc, "SEND", "SFAC", "RECV", "RFAC", "20260101120000", "", msh9, ctl, "P", version,
-         "", "", msh15, msh16, "", charset]
+def msh(
+    *,
+    enc="^~\\&",
+    fs="|",
+    msh9="ADT^A01^ADT_A01",
+    ctl="MSG1",
+    version="2.5.1",
+    charset="",
+    msh15="",
+    msh16="",
+) -> str:
+    f = [
+        "MSH",
+        enc,
+        "SEND",
+        "SFAC",
+        "RECV",
+        "RFAC",
+        "20260101120000",
+        "",
+        msh9,
+        ctl,
+        "P",
+        version,
+        "",
+        "",
+        msh15,
+        msh16,
+        "",
+        charset,
+    ]
     return fs.join(f).rstrip(fs)
 
 
@@ -29,10 +68,17 @@ def msh_bytes(charset: str, body: bytes) -> bytes:
 
 # -- encoding characters ----------------------------------------------------------------------
 
+
 def test_standard_encoding_characters():
     e = Encoding.from_msh(msh())
-    assert (e.field, e.component, e.repetition, e.escape, e.subcomponent, e.truncation) == \
-        ("|", "^", "~", "\\", "&", "")
+    assert (e.field, e.component, e.repetition, e.escape, e.subcomponent, e.truncation) == (
+        "|",
+        "^",
+        "~",
+        "\\",
+        "&",
+        "",
+    )
     assert e.msh2 == "^~\\&"
 
 
@@ -65,16 +111,27 @@ def test_custom_delimiters():
     assert m.value("PID", 5, 1, 2, 2) == "X"
 
 
-@pytest.mark.parametrize("segment", [
-    "MSH", "MSH|", "MSH|^", "MSH|^^~\\&|", "MSHA^~\\&|", "MSH|^~ &|", "MSH\r^~\\&", "PID|^~\\&|",
-    "MSH|^~\\&123|",
-])
+@pytest.mark.parametrize(
+    "segment",
+    [
+        "MSH",
+        "MSH|",
+        "MSH|^",
+        "MSH|^^~\\&|",
+        "MSHA^~\\&|",
+        "MSH|^~ &|",
+        "MSH\r^~\\&",
+        "PID|^~\\&|",
+        "MSH|^~\\&123|",
+    ],
+)
 def test_bad_encoding_characters_raise_parse_error(segment):
     with pytest.raises(ParseError):
         Encoding.from_msh(segment)
 
 
 # -- separators -------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("sep", ["\r", "\n", "\r\n"])
 def test_cr_lf_crlf_separators(sep):
@@ -103,6 +160,7 @@ def test_find_segments_does_not_match_longer_ids():
 
 
 # -- character sets (MSH-18) ------------------------------------------------------------------
+
 
 def test_msh18_ascii():
     d = decode(msh_bytes("ASCII", b"SMITH"))
@@ -135,12 +193,15 @@ def test_no_msh18_latin1_bytes_read_as_cp1252_with_warning():
     assert d.text.endswith("Müller") and d.warning
 
 
-@pytest.mark.parametrize("charset,body", [
-    ("ASCII", b"\xe9\xff"),
-    ("UNICODE UTF-8", b"\xc3\x28\xff"),
-    ("NO SUCH CHARSET", b"\xff"),
-    ("", b"\x81\x8d\x8f\x90\x9d"),  # undefined in cp1252 too
-])
+@pytest.mark.parametrize(
+    "charset,body",
+    [
+        ("ASCII", b"\xe9\xff"),
+        ("UNICODE UTF-8", b"\xc3\x28\xff"),
+        ("NO SUCH CHARSET", b"\xff"),
+        ("", b"\x81\x8d\x8f\x90\x9d"),  # undefined in cp1252 too
+    ],
+)
 def test_bytes_that_do_not_decode_are_reported_never_raised(charset, body):
     """Undecodable bytes: decoded with replacement and a warning; never an exception."""
     d = decode(msh_bytes(charset, body))
@@ -164,12 +225,29 @@ def test_ack_answers_in_declared_charset():
 
 # -- escapes ----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("raw,value", [
-    ("\\F\\", "|"), ("\\S\\", "^"), ("\\T\\", "&"), ("\\R\\", "~"), ("\\E\\", "\\"),
-    ("A\\T\\E", "A&E"), ("\\X41\\", "A"), ("\\XC3A9\\", "é"), ("\\XE9\\", "é"), ("\\X0D0A\\", "\r\n"),
-    ("a\\.br\\b", "a\nb"), ("\\H\\bold\\N\\", "bold"), ("\\Zvendor\\", "\\Zvendor\\"),
-    ("\\XZZ\\", "\\XZZ\\"), ("no escapes", "no escapes"), ("\\", "\\"), ("\\F", "\\F"),
-])
+
+@pytest.mark.parametrize(
+    "raw,value",
+    [
+        ("\\F\\", "|"),
+        ("\\S\\", "^"),
+        ("\\T\\", "&"),
+        ("\\R\\", "~"),
+        ("\\E\\", "\\"),
+        ("A\\T\\E", "A&E"),
+        ("\\X41\\", "A"),
+        ("\\XC3A9\\", "é"),
+        ("\\XE9\\", "é"),
+        ("\\X0D0A\\", "\r\n"),
+        ("a\\.br\\b", "a\nb"),
+        ("\\H\\bold\\N\\", "bold"),
+        ("\\Zvendor\\", "\\Zvendor\\"),
+        ("\\XZZ\\", "\\XZZ\\"),
+        ("no escapes", "no escapes"),
+        ("\\", "\\"),
+        ("\\F", "\\F"),
+    ],
+)
 def test_unescape(raw, value):
     assert unescape(raw) == value
 
@@ -195,9 +273,23 @@ def test_message_value_unescapes():
 
 # -- batches ----------------------------------------------------------------------------------
 
+
 def test_fhs_bhs_batch_split():
-    text = "\r".join(["FHS|^~\\&|S", "BHS|^~\\&|S", msh(ctl="1"), "PID|1", msh(ctl="2"), "PID|2",
-                      "BTS|2", "BHS|^~\\&|S", msh(ctl="3"), "BTS|1", "FTS|2"])
+    text = "\r".join(
+        [
+            "FHS|^~\\&|S",
+            "BHS|^~\\&|S",
+            msh(ctl="1"),
+            "PID|1",
+            msh(ctl="2"),
+            "PID|2",
+            "BTS|2",
+            "BHS|^~\\&|S",
+            msh(ctl="3"),
+            "BTS|1",
+            "FTS|2",
+        ]
+    )
     assert is_batch(text)
     msgs = split_messages(text)
     assert [header_from_text(m).control_id for m in msgs] == ["1", "2", "3"]
@@ -229,10 +321,15 @@ def test_no_msh_is_parse_error():
 
 # -- the header -------------------------------------------------------------------------------
 
+
 def test_header_fields():
     h = header_from_text(msh(msh15="AL", msh16="ne", charset="UNICODE UTF-8"))
-    assert (h.sending_application, h.sending_facility, h.receiving_application, h.receiving_facility) == \
-        ("SEND", "SFAC", "RECV", "RFAC")
+    assert (h.sending_application, h.sending_facility, h.receiving_application, h.receiving_facility) == (
+        "SEND",
+        "SFAC",
+        "RECV",
+        "RFAC",
+    )
     assert (h.message_code, h.trigger, h.structure, h.message_type) == ("ADT", "A01", "ADT_A01", "ADT^A01")
     assert (h.control_id, h.processing_id, h.version) == ("MSG1", "P", "2.5.1")
     assert (h.accept_ack_type, h.application_ack_type, h.enhanced) == ("AL", "NE", True)

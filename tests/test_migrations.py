@@ -1,6 +1,7 @@
-"""Alembic migrations build exactly the schema of ``interface.schema.metadata`` (so a table or
+"""Alembic migrations build exactly the schema of ``interface.store.schema.metadata`` (so a table or
 column added without a migration fails here), on SQLite and on PostgreSQL; ``interface run``
 creates an empty database, upgrades an old SQLite one and refuses an old PostgreSQL one."""
+
 from __future__ import annotations
 
 import os
@@ -14,10 +15,10 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 from sqlalchemy.engine import make_url
 
-from interface import cli
-from interface import migrations_cli as mig
-from interface.db import create_schema, make_engine
-from interface.schema import load_all_tables, metadata
+from interface.ops import cli
+from interface.store import schema_version as mig
+from interface.store.db import create_schema, make_engine
+from interface.store.schema import load_all_tables, metadata
 
 from .conftest import TEST_DB_URL
 
@@ -28,8 +29,9 @@ def empty_url(tmp_path):
     if not TEST_DB_URL:
         yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
-    admin = create_engine(TEST_DB_URL.replace("postgresql://", "postgresql+psycopg://", 1),
-                          isolation_level="AUTOCOMMIT")
+    admin = create_engine(
+        TEST_DB_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT"
+    )
     name = f"imig_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
@@ -42,7 +44,9 @@ def empty_url(tmp_path):
 
 
 def _ignore_expression_index_warnings() -> None:
-    warnings.filterwarnings("ignore", message="autogenerate skipping metadata-specified expression-based index")
+    warnings.filterwarnings(
+        "ignore", message="autogenerate skipping metadata-specified expression-based index"
+    )
     warnings.filterwarnings("ignore", message="Skipped unsupported reflection of expression-based index")
 
 
@@ -61,8 +65,12 @@ def _expression_indexes_present(engine) -> None:
         names = {i["name"] for i in inspect(engine).get_indexes("patients")}
     if engine.dialect.name == "sqlite":
         with engine.connect() as conn:
-            names |= {r[0] for r in conn.execute(text(
-                "SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='patients'"))}
+            names |= {
+                r[0]
+                for r in conn.execute(
+                    text("SELECT name FROM sqlite_master WHERE type='index' AND tbl_name='patients'")
+                )
+            }
     assert {"ix_patients_family_lower", "ix_patients_given_lower"} <= names
 
 

@@ -1,6 +1,7 @@
 """Order per patient through the real queue: several sender threads (connections) call
 Engine.receive for many patients at once while several Workers apply; every patient's messages
 are applied in arrival (journal) order and the chart ends at the last message's values."""
+
 from __future__ import annotations
 
 import random
@@ -9,7 +10,7 @@ import threading
 
 from sqlalchemy import func, select
 
-from interface.schema import messages, work_attempts, work_items
+from interface.store.schema import messages, work_attempts, work_items
 from tests.test_adt_events import Harness, adt, pv1
 
 PATIENTS = 30
@@ -39,9 +40,16 @@ def _plan() -> list[list[str]]:
         t = p % SENDERS
         mrn = f"P{p:03d}"
         name = f"DOE^S{t}N{n}"
-        plans[t].append(adt(event, mrn, name=name, time="20260301100000",
-                            pv1_=pv1(loc=f"W{n}^1^A^HOSP", visit="V1") if event == "A02" else None,
-                            cid=f"M{n}"))
+        plans[t].append(
+            adt(
+                event,
+                mrn,
+                name=name,
+                time="20260301100000",
+                pv1_=pv1(loc=f"W{n}^1^A^HOSP", visit="V1") if event == "A02" else None,
+                cid=f"M{n}",
+            )
+        )
     return plans
 
 
@@ -65,8 +73,11 @@ def test_many_senders_many_workers_keep_order_per_patient(engine):
 
     def unfinished() -> int:
         with engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(work_items).where(
-                work_items.c.status.in_(("pending", "held")))).scalar()
+            return conn.execute(
+                select(func.count())
+                .select_from(work_items)
+                .where(work_items.c.status.in_(("pending", "held")))
+            ).scalar()
 
     def work(w) -> None:
         try:
@@ -94,14 +105,23 @@ def test_many_senders_many_workers_keep_order_per_patient(engine):
     assert failures == []
 
     with engine.connect() as conn:
-        statuses = dict(conn.execute(select(work_items.c.status, func.count())
-                                     .group_by(work_items.c.status)).all())
+        statuses = dict(
+            conn.execute(select(work_items.c.status, func.count()).group_by(work_items.c.status)).all()
+        )
         assert statuses == {"done": PATIENTS * (PER_PATIENT + 1)}
-        rows = conn.execute(select(messages.c.id, messages.c.patient_id, messages.c.raw)
-                            .order_by(messages.c.id)).all()
-        done = conn.execute(select(work_items.c.message_id).join(
-            work_attempts, work_attempts.c.item_id == work_items.c.id)
-            .where(work_attempts.c.outcome == "done").order_by(work_attempts.c.id)).scalars().all()
+        rows = conn.execute(
+            select(messages.c.id, messages.c.patient_id, messages.c.raw).order_by(messages.c.id)
+        ).all()
+        done = (
+            conn.execute(
+                select(work_items.c.message_id)
+                .join(work_attempts, work_attempts.c.item_id == work_items.c.id)
+                .where(work_attempts.c.outcome == "done")
+                .order_by(work_attempts.c.id)
+            )
+            .scalars()
+            .all()
+        )
     arrival: dict[str, list[int]] = {}
     last_raw: dict[str, bytes] = {}
     for mid, mrn, raw in rows:
@@ -127,7 +147,7 @@ def test_a_failing_item_in_a_chunk_fails_alone(engine):
     chunk back and it is applied item by item: the others are done with their effects, the
     failing one is in the error queue with none — not even what it wrote before it failed (an
     A11 for a discharged visit updates the demographics, then finds it cannot cancel)."""
-    from interface import chart
+    from interface.store import chart, chart_read
 
     h = Harness(engine)
     h.send(adt("A01", "Q002", name="DOE^BEFORE", pv1_=pv1(visit="V2"), cid="S1"))
@@ -135,20 +155,27 @@ def test_a_failing_item_in_a_chunk_fails_alone(engine):
     assert h.drain() == 2
     for p in range(5):
         event = "A11" if p == 2 else "A01"
-        assert h.send(adt(event, f"Q{p:03d}", name=f"DOE^Q{p}", pv1_=pv1(visit=f"V{p}"),
-                          cid=f"Q{p}")).status == "accepted"
+        assert (
+            h.send(adt(event, f"Q{p:03d}", name=f"DOE^Q{p}", pv1_=pv1(visit=f"V{p}"), cid=f"Q{p}")).status
+            == "accepted"
+        )
     assert h.drain() == 5
     items = h.items()[2:]
     assert [i.status for i in items] == ["done", "done", "error", "done", "done"]
     assert items[2].reason == "out_of_order"
     with engine.connect() as conn:
-        assert chart.get_chart(conn, "Q002")["name"]["given"] == "BEFORE"
+        assert chart_read.get_chart(conn, "Q002")["name"]["given"] == "BEFORE"
         for p in (0, 1, 3, 4):
-            c = chart.get_chart(conn, f"Q{p:03d}")
+            c = chart_read.get_chart(conn, f"Q{p:03d}")
             assert c["visits"][0]["status"] == "admitted" and c["name"]["given"] == f"Q{p}"
         statuses = dict(conn.execute(select(messages.c.control_id, messages.c.status)).all())
     assert {k: v for k, v in statuses.items() if k.startswith("Q")} == {
-        "Q0": "processed", "Q1": "processed", "Q2": "error", "Q3": "processed", "Q4": "processed"}
+        "Q0": "processed",
+        "Q1": "processed",
+        "Q2": "error",
+        "Q3": "processed",
+        "Q4": "processed",
+    }
     assert h.worker.failed == 1
 
 
@@ -163,5 +190,6 @@ def test_a_clean_chunk_is_bookkept_in_one_go(engine):
     with engine.connect() as conn:
         assert conn.execute(select(func.count()).select_from(work_attempts)).scalar() == 6
         assert {s for (s,) in conn.execute(select(messages.c.status))} == {"processed"}
-        from interface.schema import work_keys
+        from interface.store.schema import work_keys
+
         assert conn.execute(select(func.count()).select_from(work_keys)).scalar() == 0

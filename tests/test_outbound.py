@@ -1,6 +1,7 @@
 """Outbound MLLP delivery against a real peer on 127.0.0.1 (port 0): connect and ACK timeouts,
 reconnects, ACKs matched by MSA-2, AA/CA done, AE retried (or error with on_ae: error),
 AR to the error queue, connection failures retried per policy."""
+
 from __future__ import annotations
 
 import random
@@ -9,12 +10,11 @@ import threading
 
 from sqlalchemy import select
 
-from interface.framing import FrameDecoder, frame
-from interface.outbound import (AckReply, DownstreamError, DownstreamUnavailable, MLLPSender,
-                                check_ack)
-from interface.channels import Destination
-from interface.errors import PermanentError
-from interface.schema import work_attempts
+from interface.config.channels import Destination
+from interface.engine.outbound import AckReply, DownstreamError, DownstreamUnavailable, MLLPSender, check_ack
+from interface.hl7.errors import PermanentError
+from interface.hl7.framing import FrameDecoder, frame
+from interface.store.schema import work_attempts
 from tests.test_destinations import Rig, adt, channel
 
 
@@ -82,8 +82,9 @@ class FlakyPeer:
 
     @staticmethod
     def _ack(ctl: str, code: str = "AA") -> bytes:
-        return frame(f"MSH|^~\\&|PEER|X|INT|HOSP|20260101||ACK^A08^ACK|P{ctl}|P|2.5.1\rMSA|{code}|{ctl}\r"
-                     .encode())
+        return frame(
+            f"MSH|^~\\&|PEER|X|INT|HOSP|20260101||ACK^A08^ACK|P{ctl}|P|2.5.1\rMSA|{code}|{ctl}\r".encode()
+        )
 
     def _serve(self, conn: socket.socket) -> None:
         conn.settimeout(0.05)
@@ -236,12 +237,27 @@ def test_ack_codes_decide_done_retry_or_error():
 
 
 def _real_rig(engine, port, **dest):
-    rig = Rig(engine, channel([{"name": "lab", "type": "mllp", "host": "127.0.0.1", "port": port,
-                                "timeout_seconds": 0.5, "connect_timeout_seconds": 1,
-                                "retry": {"initial_delay_seconds": 2, "jitter": 0, "max_attempts": 3},
-                                **dest}], mapping=None))
-    rig.out.sender_factory = lambda d: MLLPSender(d.host, d.port, connect_timeout=d.connect_timeout_seconds,
-                                                  ack_timeout=d.timeout_seconds)
+    rig = Rig(
+        engine,
+        channel(
+            [
+                {
+                    "name": "lab",
+                    "type": "mllp",
+                    "host": "127.0.0.1",
+                    "port": port,
+                    "timeout_seconds": 0.5,
+                    "connect_timeout_seconds": 1,
+                    "retry": {"initial_delay_seconds": 2, "jitter": 0, "max_attempts": 3},
+                    **dest,
+                }
+            ],
+            mapping=None,
+        ),
+    )
+    rig.out.sender_factory = lambda d: MLLPSender(
+        d.host, d.port, connect_timeout=d.connect_timeout_seconds, ack_timeout=d.timeout_seconds
+    )
     return rig
 
 
@@ -266,8 +282,15 @@ def test_worker_ae_retries_then_error_queue_with_history(engine):
     assert (item.status, item.attempts, item.reason) == ("error", 3, "downstream_refused")
     assert "AE" in item.last_error
     with engine.connect() as conn:
-        hist = conn.execute(select(work_attempts.c.outcome).where(work_attempts.c.item_id == item.id)
-                            .order_by(work_attempts.c.id)).scalars().all()
+        hist = (
+            conn.execute(
+                select(work_attempts.c.outcome)
+                .where(work_attempts.c.item_id == item.id)
+                .order_by(work_attempts.c.id)
+            )
+            .scalars()
+            .all()
+        )
     assert hist == ["retry", "retry", "error"] and peer.received == ["C1"] * 3
 
 
@@ -298,7 +321,7 @@ def test_worker_on_ae_error_is_permanent(engine):
 
 def test_jitter_uses_the_injected_rng(engine):
     """The same seed gives the same retry schedule; delays stay within the jitter band."""
-    from interface.queue import RetryPolicy
+    from interface.store.workqueue import RetryPolicy
 
     p = RetryPolicy(initial_delay=1, factor=2, jitter=0.25, max_delay=10, max_attempts=9)
     a = [p.delay(n, random.Random(3)) for n in range(1, 8)]
@@ -320,7 +343,7 @@ def test_interface_run_delivers_to_mllp_and_file_destinations(db_url, tmp_path):
     import time
     from pathlib import Path
 
-    from interface.client import MLLPClient
+    from interface.engine.client import MLLPClient
 
     root = Path(__file__).resolve().parent.parent
     out_dir = tmp_path / "out"
@@ -331,14 +354,32 @@ def test_interface_run_delivers_to_mllp_and_file_destinations(db_url, tmp_path):
             "name: relay\nlisten: tcp:0:interface=127.0.0.1\naccept: ['ADT^*']\nmrn: {authority: HOSP}\n"
             "destinations:\n"
             f"  - {{name: lab, type: mllp, host: 127.0.0.1, port: {peer.port}, timeout_seconds: 5}}\n"
-            f"  - {{name: drop, type: file, directory: '{out_dir}', filename: '{{control_id}}.hl7'}}\n")
+            f"  - {{name: drop, type: file, directory: '{out_dir}', filename: '{{control_id}}.hl7'}}\n"
+        )
         ready = tmp_path / "ready.json"
         proc = subprocess.Popen(
-            [sys.executable, "-m", "interface.cli", "run", "--db", db_url, "--channels", str(chdir),
-             "--mappings", str(root / "mappings"), "--no-web", "--ready-file", str(ready),
-             "--var", str(tmp_path / "var")],
-            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            env={**os.environ, "PYTHONPATH": str(root)})
+            [
+                sys.executable,
+                "-m",
+                "interface.ops.cli",
+                "run",
+                "--db",
+                db_url,
+                "--channels",
+                str(chdir),
+                "--mappings",
+                str(root / "mappings"),
+                "--no-web",
+                "--ready-file",
+                str(ready),
+                "--var",
+                str(tmp_path / "var"),
+            ],
+            cwd=tmp_path,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
         try:
             deadline = time.monotonic() + 30
             while not ready.exists():
@@ -371,20 +412,36 @@ def test_a_hung_peer_delays_only_its_own_lane(engine):
     import datetime as dt
     import time
 
-    from interface.outbound import outbound_lanes, outbound_workers
-    from interface.processing import Pipeline
+    from interface.engine.outbound import outbound_lanes, outbound_workers
+    from interface.engine.processing import Pipeline
 
     with FlakyPeer(lambda n, ctl: "drop") as hung, FlakyPeer() as good:
-        ch = channel([{"name": "slow", "type": "mllp", "host": "127.0.0.1", "port": hung.port,
-                       "timeout_seconds": 6},
-                      {"name": "fast", "type": "mllp", "host": "127.0.0.1", "port": good.port,
-                       "timeout_seconds": 3}], mapping=None)
+        ch = channel(
+            [
+                {
+                    "name": "slow",
+                    "type": "mllp",
+                    "host": "127.0.0.1",
+                    "port": hung.port,
+                    "timeout_seconds": 6,
+                },
+                {
+                    "name": "fast",
+                    "type": "mllp",
+                    "host": "127.0.0.1",
+                    "port": good.port,
+                    "timeout_seconds": 3,
+                },
+            ],
+            mapping=None,
+        )
         rig = Rig(engine, ch)
         for cid in ("H1", "H2", "H3"):
             rig.send(adt(cid, "M1"))
         assert outbound_lanes([ch]) == ["out:adt/slow|", "out:adt/fast|"]
-        workers = outbound_workers(engine, Pipeline([ch], {}), [ch],
-                                   clock=lambda: dt.datetime.now(dt.timezone.utc))
+        workers = outbound_workers(
+            engine, Pipeline([ch], {}), [ch], clock=lambda: dt.datetime.now(dt.timezone.utc)
+        )
         started = time.monotonic()
         for w in workers:
             w.start(idle_wait=0.05)

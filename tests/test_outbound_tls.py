@@ -2,16 +2,17 @@
 certificate is checked against the configured CA and name, a client certificate is presented
 when configured (mutual TLS), and every TLS failure is ``downstream_unavailable`` (retried, with
 the reason on the item). Real TLS peers on 127.0.0.1 with certificates made by tests/test_tls.py."""
+
 from __future__ import annotations
 
 import ssl
 
 import pytest
 
-from interface.channels import ClientTls, Destination, load_channels
-from interface.destinations import APPLICATION_ACK, destination_for
-from interface.errors import ConfigError
-from interface.outbound import DownstreamUnavailable, MLLPSender, client_tls, sender_for
+from interface.config.channels import ClientTls, Destination, load_channels
+from interface.engine.destinations import APPLICATION_ACK, destination_for
+from interface.engine.outbound import DownstreamUnavailable, MLLPSender, client_tls, sender_for
+from interface.hl7.errors import ConfigError
 from tests.test_destinations import Rig, adt, channel
 from tests.test_outbound import FlakyPeer, _msg
 from tests.test_tls import make_ca, make_leaf, pki, write_pair  # noqa: F401 (pki is a fixture)
@@ -36,8 +37,17 @@ def other_server(pki, tmp_path_factory):
 
 
 def _sender(port: int, tls: ClientTls) -> MLLPSender:
-    return sender_for(Destination(name="lab", type="mllp", host="127.0.0.1", port=port,
-                                  connect_timeout_seconds=2, timeout_seconds=2, tls=tls))
+    return sender_for(
+        Destination(
+            name="lab",
+            type="mllp",
+            host="127.0.0.1",
+            port=port,
+            connect_timeout_seconds=2,
+            timeout_seconds=2,
+            tls=tls,
+        )
+    )
 
 
 def test_tls_send_gets_the_ack_and_reuses_the_connection(pki):
@@ -120,10 +130,15 @@ def test_missing_certificate_file_is_a_clear_transient_failure(pki, tmp_path):
 def test_worker_delivers_over_tls_and_retries_a_tls_failure(engine, pki, other_server):
     """Through the OutboundWorker with the destination's tls: block (its default sender): an
     untrusted peer is a retry with the reason on the item; the right peer gets it delivered."""
-    dest = {"name": "lab", "type": "mllp", "host": "127.0.0.1", "timeout_seconds": 2,
-            "connect_timeout_seconds": 2, "tls": {"ca": pki["ca"], "cert": pki["client_cert"],
-                                                  "key": pki["client_key"]},
-            "retry": {"initial_delay_seconds": 1, "jitter": 0, "max_attempts": 5}}
+    dest = {
+        "name": "lab",
+        "type": "mllp",
+        "host": "127.0.0.1",
+        "timeout_seconds": 2,
+        "connect_timeout_seconds": 2,
+        "tls": {"ca": pki["ca"], "cert": pki["client_cert"], "key": pki["client_key"]},
+        "retry": {"initial_delay_seconds": 1, "jitter": 0, "max_attempts": 5},
+    }
     bad = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     bad.load_cert_chain(other_server["other_cert"], other_server["other_key"])
     with FlakyPeer(tls=bad) as impostor:
@@ -152,14 +167,19 @@ def test_tls_block_config_rules(tmp_path):
         Destination(name="drop", type="file", directory="/tmp", tls={"ca": "ca.pem"})
     (tmp_path / "c.yaml").write_text(
         "name: c\nlisten: tcp:0\ndestinations:\n  - name: lab\n    type: mllp\n    host: h\n    port: 1\n"
-        "    tls:\n      ca: ca.pem\n      certificate: x.pem\n")
+        "    tls:\n      ca: ca.pem\n      certificate: x.pem\n"
+    )
     with pytest.raises(ConfigError) as err:
         load_channels(tmp_path)
     assert "c.yaml:" in str(err.value) and "certificate" in str(err.value)
 
 
 def test_application_ack_return_address_carries_tls(pki):
-    ch = channel(ack={"mode": "enhanced", "application_ack": {
-        "host": "127.0.0.1", "port": 2576, "tls": {"ca": pki["ca"]}}})
+    ch = channel(
+        ack={
+            "mode": "enhanced",
+            "application_ack": {"host": "127.0.0.1", "port": 2576, "tls": {"ca": pki["ca"]}},
+        }
+    )
     d = destination_for(ch, APPLICATION_ACK)
     assert d.tls is not None and d.tls.ca == pki["ca"]

@@ -1,4 +1,4 @@
-"""The web console pages (interface.pages) through the real app, on SQLite and PostgreSQL:
+"""The web console pages (interface.web.pages) through the real app, on SQLite and PostgreSQL:
 every page renders, searches find, clerk actions change state and are audited, CSRF is enforced,
 identifiers stay masked until revealed with a reason.
 
@@ -6,6 +6,7 @@ The database is seeded the real way: sample messages through ``Engine.receive`` 
 ``Worker``, with three error items of three reasons (a bad birth date to fix and resubmit, an
 MDM whose mapping was not loaded to retry, a status change for an unknown document to discard).
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,15 +20,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import insert, select, text
 
-from interface import users
-from interface.channels import load_channels
-from interface.documents import DocumentSettings
-from interface.engine import Engine
-from interface.processing import Pipeline, Worker
-from interface.schema import audit, messages, metadata, work_items
-from interface.service import Runtime, Settings, load_pipeline
-from interface.auth import COOKIE
-from interface.web import create_app
+from interface.config.channels import load_channels
+from interface.desk import users
+from interface.engine.inbound import Engine
+from interface.engine.processing import Pipeline, Worker
+from interface.ops.runtime import Runtime, Settings, load_pipeline
+from interface.store.documents import DocumentSettings
+from interface.store.schema import audit, messages, metadata, work_items
+from interface.web.app import create_app
+from interface.web.auth import COOKIE
 
 from .conftest import Clock
 
@@ -43,39 +44,50 @@ NOW = datetime(2026, 11, 22, 12, 0, 0, tzinfo=timezone.utc)  # when the messages
 APP_NOW = NOW + timedelta(days=20)  # when the clerks look (unsigned notes are overdue by then)
 
 # A08 for Ana Rivera with an impossible birth date (mapping error at PID-7) and a new given name.
-BAD_A08 = ("MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|20260310091500||ADT^A08^ADT_A01|BAD0001|P|2.5.1\r"
-           "EVN|A08|20260310091500\r"
-           "PID|1||100001^^^HOSP^MR~9434765919^^^NHS^NH||RIVERA^ANNABEL^MARIA^^MS^^L||19840399|F\r"
-           "PV1|1|O\r")
+BAD_A08 = (
+    "MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|20260310091500||ADT^A08^ADT_A01|BAD0001|P|2.5.1\r"
+    "EVN|A08|20260310091500\r"
+    "PID|1||100001^^^HOSP^MR~9434765919^^^NHS^NH||RIVERA^ANNABEL^MARIA^^MS^^L||19840399|F\r"
+    "PV1|1|O\r"
+)
 FIXED_DOB = "19840312"
-A28_NGUYEN = ("MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|20260310080000||ADT^A28^ADT_A05|SEED0003|P|2.5.1\r"
-              "EVN|A28|20260310080000\r"
-              "PID|1||100003^^^HOSP^MR||NGUYEN^LINH||19910704|F\r"
-              "PV1|1|N\r")
+A28_NGUYEN = (
+    "MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|20260310080000||ADT^A28^ADT_A05|SEED0003|P|2.5.1\r"
+    "EVN|A28|20260310080000\r"
+    "PID|1||100003^^^HOSP^MR||NGUYEN^LINH||19910704|F\r"
+    "PV1|1|N\r"
+)
 # A status change for a document nobody sent: unknown_document, for a clerk to discard.
-T03_UNKNOWN = ("MSH|^~\\&|TRANSCRIBE|HOSP|INTERFACE|HOSP|20261120140000||MDM^T03^MDM_T01|SEED0004|P|2.5.1\r"
-               "EVN|T03|20261120140000\r"
-               "PID|1||100003^^^HOSP^MR||NGUYEN^LINH||19910704|F\r"
-               "PV1|1|O\r"
-               "TXA|1|HP^History and physical^HL70270|TX|20261120090000||20261120091500|20261120091500||"
-               "1234^SMITH^JOHN^^^^MD^^HOSP||T900^WRIGHT^PAT^^^^^^HOSP|DOC-9999^TRANSCRIBE|||||AU|U|AV|AC\r")
+T03_UNKNOWN = (
+    "MSH|^~\\&|TRANSCRIBE|HOSP|INTERFACE|HOSP|20261120140000||MDM^T03^MDM_T01|SEED0004|P|2.5.1\r"
+    "EVN|T03|20261120140000\r"
+    "PID|1||100003^^^HOSP^MR||NGUYEN^LINH||19910704|F\r"
+    "PV1|1|O\r"
+    "TXA|1|HP^History and physical^HL70270|TX|20261120090000||20261120091500|20261120091500||"
+    "1234^SMITH^JOHN^^^^MD^^HOSP||T900^WRIGHT^PAT^^^^^^HOSP|DOC-9999^TRANSCRIBE|||||AU|U|AV|AC\r"
+)
 # A note for Wei Chen, first processed while the MDM mapping was not loaded: retry succeeds.
-T02_CHEN = ("MSH|^~\\&|TRANSCRIBE|HOSP|INTERFACE|HOSP|20261121090000||MDM^T02^MDM_T02|SEED0005|P|2.5.1\r"
-            "EVN|T02|20261121090000\r"
-            "PID|1||100002^^^HOSP^MR||CHEN^WEI||19571102|M\r"
-            "PV1|1|O\r"
-            "TXA|1|PN^Progress note^HL70270|TX|20261121085000||20261121085500|20261121085500||"
-            "1234^SMITH^JOHN^^^^MD^^HOSP||T900^WRIGHT^PAT^^^^^^HOSP|DOC-2001^TRANSCRIBE|||||DI|U|AV|AC\r"
-            "OBX|1|TX|PN^Progress note^HL70270|1|Seen on the ward; improving.||||||F\r")
+T02_CHEN = (
+    "MSH|^~\\&|TRANSCRIBE|HOSP|INTERFACE|HOSP|20261121090000||MDM^T02^MDM_T02|SEED0005|P|2.5.1\r"
+    "EVN|T02|20261121090000\r"
+    "PID|1||100002^^^HOSP^MR||CHEN^WEI||19571102|M\r"
+    "PV1|1|O\r"
+    "TXA|1|PN^Progress note^HL70270|TX|20261121085000||20261121085500|20261121085500||"
+    "1234^SMITH^JOHN^^^^MD^^HOSP||T900^WRIGHT^PAT^^^^^^HOSP|DOC-2001^TRANSCRIBE|||||DI|U|AV|AC\r"
+    "OBX|1|TX|PN^Progress note^HL70270|1|Seen on the ward; improving.||||||F\r"
+)
 HTML_DOC = "<html><body><h1>Discharge letter</h1><script>document.title='pwned'</script></body></html>"
-T02_HTML = ("MSH|^~\\&|TRANSCRIBE|HOSP|INTERFACE|HOSP|20261121100000||MDM^T02^MDM_T02|SEED0006|P|2.5.1\r"
-            "EVN|T02|20261121100000\r"
-            "PID|1||100001^^^HOSP^MR||RIVERA^ANA||19840312|F\r"
-            "PV1|1|O\r"
-            "TXA|1|DS^Discharge summary^HL70270|AP|20261121095000||20261121095500|20261121095500||"
-            "1234^SMITH^JOHN^^^^MD^^HOSP||T900^WRIGHT^PAT^^^^^^HOSP|DOC-3001^TRANSCRIBE|||||DI|U|AV|AC\r"
-            "OBX|1|ED|DS^Discharge summary^HL70270||HOSP^TEXT^HTML^Base64^"
-            + base64.b64encode(HTML_DOC.encode()).decode() + "||||||F\r")
+T02_HTML = (
+    "MSH|^~\\&|TRANSCRIBE|HOSP|INTERFACE|HOSP|20261121100000||MDM^T02^MDM_T02|SEED0006|P|2.5.1\r"
+    "EVN|T02|20261121100000\r"
+    "PID|1||100001^^^HOSP^MR||RIVERA^ANA||19840312|F\r"
+    "PV1|1|O\r"
+    "TXA|1|DS^Discharge summary^HL70270|AP|20261121095000||20261121095500|20261121095500||"
+    "1234^SMITH^JOHN^^^^MD^^HOSP||T900^WRIGHT^PAT^^^^^^HOSP|DOC-3001^TRANSCRIBE|||||DI|U|AV|AC\r"
+    "OBX|1|ED|DS^Discharge summary^HL70270||HOSP^TEXT^HTML^Base64^"
+    + base64.b64encode(HTML_DOC.encode()).decode()
+    + "||||||F\r"
+)
 
 
 @dataclass
@@ -98,8 +110,12 @@ class Seeded:
 def _config():
     """Channels, compiled mappings and completeness rules, loaded once per test session."""
     channels = {c.name: c for c in load_channels(ROOT / "channels")}
-    settings = Settings(channels_dir=ROOT / "channels", mappings_dir=ROOT / "mappings",
-                        rules_file=ROOT / "rules" / "completeness.yaml", var_dir=ROOT / "var")
+    settings = Settings(
+        channels_dir=ROOT / "channels",
+        mappings_dir=ROOT / "mappings",
+        rules_file=ROOT / "rules" / "completeness.yaml",
+        var_dir=ROOT / "var",
+    )
     pipeline = load_pipeline(settings, list(channels.values()))
     return channels, pipeline.mappings, pipeline.document_settings.rules
 
@@ -130,15 +146,21 @@ def _seed_messages(s: Seeded) -> None:
     s.messages["unknown_doc"] = send("mdm", T03_UNKNOWN.encode())
     s.drain()  # the queue keeps each patient's order, so one drain at the end applies them in order
     # The MDM mapping "not deployed yet": this one message fails with processing_error.
-    without_mdm = Pipeline(list(channels.values()), {k: v for k, v in mappings.items() if k != "mdm"},
-                           document_settings=s.pipeline.document_settings)
+    without_mdm = Pipeline(
+        list(channels.values()),
+        {k: v for k, v in mappings.items() if k != "mdm"},
+        document_settings=s.pipeline.document_settings,
+    )
     no_mdm = Worker(s.db, without_mdm, clock=s.worker.clock)
     out = Engine(s.db, clock=s.worker.clock, processor=no_mdm).receive(channels["mdm"], T02_CHEN.encode())
     s.messages["no_mapping"] = out.message_id
     no_mdm.run_once()
     with s.db.connect() as conn:
-        for key, mid in (("fix", s.messages["bad"]), ("discard", s.messages["unknown_doc"]),
-                         ("retry", s.messages["no_mapping"])):
+        for key, mid in (
+            ("fix", s.messages["bad"]),
+            ("discard", s.messages["unknown_doc"]),
+            ("retry", s.messages["no_mapping"]),
+        ):
             row = conn.execute(select(work_items).where(work_items.c.message_id == mid)).one()
             assert row.status == "error", (key, row.status, row.last_error)
             s.items[key] = row.id
@@ -177,8 +199,12 @@ def seed(db, clock) -> Seeded:
         if key == "postgresql":  # explicit ids were inserted: move each identity past them
             for t in tables:
                 if "id" in t.c and rows[t.name] and t.c.id.autoincrement is not False:
-                    conn.execute(text(f"SELECT setval(pg_get_serial_sequence('\"{t.name}\"', 'id'), "
-                                      f"(SELECT max(id) FROM \"{t.name}\"))"))
+                    conn.execute(
+                        text(
+                            f"SELECT setval(pg_get_serial_sequence('\"{t.name}\"', 'id'), "
+                            f'(SELECT max(id) FROM "{t.name}"))'
+                        )
+                    )
     return s
 
 
@@ -190,8 +216,9 @@ def make_user(db, name: str, role: str) -> None:
 def login(client: TestClient, name: str) -> str:
     form = client.get("/login").text
     token = re.search(r'name="login_token" value="([^"]+)"', form).group(1)
-    r = client.post("/login", data={"username": name, "password": PASSWORD, "login_token": token},
-                    follow_redirects=False)
+    r = client.post(
+        "/login", data={"username": name, "password": PASSWORD, "login_token": token}, follow_redirects=False
+    )
     assert r.status_code == 303, r.text
     return csrf_of(client)
 
@@ -213,8 +240,13 @@ def app(seeded):
     runtime = Runtime()
     runtime.ports["adt"] = 2575
     runtime.counters["adt"] = {"received": 7, "accepted": 2, "processed": 3, "rejected": 1, "duplicate": 1}
-    return create_app(seeded.db, channels=list(seeded.channels.values()), runtime=runtime,
-                      document_settings=seeded.pipeline.document_settings, clock=lambda: APP_NOW)
+    return create_app(
+        seeded.db,
+        channels=list(seeded.channels.values()),
+        runtime=runtime,
+        document_settings=seeded.pipeline.document_settings,
+        clock=lambda: APP_NOW,
+    )
 
 
 @pytest.fixture
@@ -263,13 +295,21 @@ def test_pages_need_login(app):
 def test_every_page_renders(admin, seeded):
     """Each console page answers 200 with its own heading, no caching of patient data."""
     fix = seeded.items["fix"]
-    pages = {"/": "Dashboard", "/messages": "Messages", f"/messages/{seeded.messages['bad']}": "Message",
-             f"/messages/{seeded.messages['bad']}?tab=raw": "Message",
-             f"/messages/{seeded.messages['bad']}?tab=ack": "Message",
-             f"/messages/{seeded.messages['bad']}?tab=history": "Message",
-             "/errors": "Error queue", f"/errors/{fix}": f"Work item {fix}", "/patients": "Patients",
-             "/patients/100001": "RIVERA", "/documents/DOC-1002": "Document DOC-1002",
-             "/deficiencies": "Completeness worklist", "/audit": "Audit log"}
+    pages = {
+        "/": "Dashboard",
+        "/messages": "Messages",
+        f"/messages/{seeded.messages['bad']}": "Message",
+        f"/messages/{seeded.messages['bad']}?tab=raw": "Message",
+        f"/messages/{seeded.messages['bad']}?tab=ack": "Message",
+        f"/messages/{seeded.messages['bad']}?tab=history": "Message",
+        "/errors": "Error queue",
+        f"/errors/{fix}": f"Work item {fix}",
+        "/patients": "Patients",
+        "/patients/100001": "RIVERA",
+        "/documents/DOC-1002": "Document DOC-1002",
+        "/deficiencies": "Completeness worklist",
+        "/audit": "Audit log",
+    }
     for path, heading in pages.items():
         r = admin.get(path)
         assert r.status_code == 200, (path, r.text[:300])
@@ -300,17 +340,32 @@ def test_dashboard_channels_and_unhealthy(admin):
 def test_dashboard_rate_counts_the_last_five_minutes(admin, seeded):
     """Messages per minute over the last 5 minutes, per channel: older ones do not count."""
     with seeded.db.begin() as conn:
-        conn.execute(insert(messages), [dict(
-            channel="adt", received_at=APP_NOW - timedelta(seconds=s), control_id=f"RATE{s}",
-            message_type="ADT^A08", patient_id="200000", status="processed", raw=b"MSH|^~\\&|X",
-            body_sha256="0" * 64) for s in (10, 100, 250, 400, 4000)])
-    cards = dict(re.findall(r'data-channel="(\w+)">(.*?)</article>', admin.get("/dashboard/channels").text, re.S))
+        conn.execute(
+            insert(messages),
+            [
+                dict(
+                    channel="adt",
+                    received_at=APP_NOW - timedelta(seconds=s),
+                    control_id=f"RATE{s}",
+                    message_type="ADT^A08",
+                    patient_id="200000",
+                    status="processed",
+                    raw=b"MSH|^~\\&|X",
+                    body_sha256="0" * 64,
+                )
+                for s in (10, 100, 250, 400, 4000)
+            ],
+        )
+    cards = dict(
+        re.findall(r'data-channel="(\w+)">(.*?)</article>', admin.get("/dashboard/channels").text, re.S)
+    )
     assert "Rate (5 min) 0.6/min" in text_of(cards["adt"])  # 3 in 5 minutes
     assert "Rate (5 min) 0.0/min" in text_of(cards["mdm"])
 
 
 def test_message_search_filters(admin, seeded):
     """Search by MRN, control id, type (exact or family), status, channel and received time."""
+
     def ids(**params):
         r = admin.get("/messages", params=params)
         assert r.status_code == 200, r.text[:300]
@@ -337,10 +392,22 @@ def test_message_search_filters(admin, seeded):
 def test_message_keyset_paging(admin, seeded):
     """Pages of 50, newest first, by id cursor: no row twice, none missed, newer goes back."""
     with seeded.db.begin() as conn:
-        conn.execute(insert(messages), [dict(
-            channel="bulk", received_at=NOW + timedelta(seconds=i), control_id=f"BULK{i:04d}",
-            message_type="ADT^A08", patient_id="200000", status="processed", raw=b"MSH|^~\\&|X",
-            body_sha256="0" * 64) for i in range(120)])
+        conn.execute(
+            insert(messages),
+            [
+                dict(
+                    channel="bulk",
+                    received_at=NOW + timedelta(seconds=i),
+                    control_id=f"BULK{i:04d}",
+                    message_type="ADT^A08",
+                    patient_id="200000",
+                    status="processed",
+                    raw=b"MSH|^~\\&|X",
+                    body_sha256="0" * 64,
+                )
+                for i in range(120)
+            ],
+        )
 
     def page(url):
         r = admin.get(url)
@@ -348,7 +415,11 @@ def test_message_keyset_paging(admin, seeded):
         ids = [int(x) for x in re.findall(r'<td><a href="/messages/(\d+)">\d+</a></td>', body)]
         older = re.search(r'href="/messages\?([^"]+)" rel="next"', r.text)
         newer = re.search(r'href="/messages\?([^"]+)" rel="prev"', r.text)
-        return ids, older and older.group(1).replace("&amp;", "&"), newer and newer.group(1).replace("&amp;", "&")
+        return (
+            ids,
+            older and older.group(1).replace("&amp;", "&"),
+            newer and newer.group(1).replace("&amp;", "&"),
+        )
 
     seen, url, pages = [], "/messages?channel=bulk", []
     while url:
@@ -372,7 +443,9 @@ def test_message_masked_until_revealed_with_reason(admin, seeded):
     r = admin.post(f"/messages/{mid}/reveal", data={"reason": "  ", "csrf_token": admin.csrf})
     assert r.status_code == 400 and "RIVERA" not in r.text
     assert not audit_rows(seeded.db, action="reveal")
-    r = admin.post(f"/messages/{mid}/reveal", data={"reason": "ticket 42", "tab": "raw", "csrf_token": admin.csrf})
+    r = admin.post(
+        f"/messages/{mid}/reveal", data={"reason": "ticket 42", "tab": "raw", "csrf_token": admin.csrf}
+    )
     assert r.status_code == 200 and "RIVERA^ANNABEL" in r.text and "19840399" in r.text
     row = audit_rows(seeded.db, action="reveal")[-1]
     assert (row.user, row.target_type, row.target_id, row.reason) == ("ada", "message", str(mid), "ticket 42")
@@ -385,7 +458,9 @@ def test_parsed_tab_names_fields_and_marks_the_failing_one(admin, seeded):
     r = admin.get(f"/messages/{seeded.messages['bad']}")
     assert 'title="PID-5 Patient Name — data type XPN"' in r.text
     assert 'title="MSH-9 Message Type — data type MSG"' in r.text
-    assert re.search(r'title="PID-8 Administrative Sex — data type IS; HL7 table 0001 \(Administrative Sex\)"', r.text)
+    assert re.search(
+        r'title="PID-8 Administrative Sex — data type IS; HL7 table 0001 \(Administrative Sex\)"', r.text
+    )
     assert 'title="MSH-9.1 Message Code"' in r.text  # components named too
     assert re.search(r'<tr id="PID-7" class="failing">', r.text)
     assert "Patient Identification" in r.text
@@ -398,10 +473,13 @@ def test_parsed_tab_names_fields_and_marks_the_failing_one(admin, seeded):
 def test_csrf_enforced_on_actions(admin, seeded):
     """A clerk action without the session's CSRF token is refused and changes nothing."""
     fix = seeded.items["fix"]
-    for path, data in ((f"/errors/{fix}/retry", {}), (f"/errors/{fix}/discard", {"reason": "x"}),
-                       (f"/errors/{fix}/discard", {"reason": "x", "csrf_token": "forged"}),
-                       ("/errors/bulk", {"action": "retry", "ids": [fix]}),
-                       (f"/messages/{seeded.messages['bad']}/reveal", {"reason": "x"})):
+    for path, data in (
+        (f"/errors/{fix}/retry", {}),
+        (f"/errors/{fix}/discard", {"reason": "x"}),
+        (f"/errors/{fix}/discard", {"reason": "x", "csrf_token": "forged"}),
+        ("/errors/bulk", {"action": "retry", "ids": [fix]}),
+        (f"/messages/{seeded.messages['bad']}/reveal", {"reason": "x"}),
+    ):
         r = admin.post(path, data=data, follow_redirects=False)
         assert r.status_code == 403, path
     assert item(seeded.db, fix).status == "error"
@@ -430,8 +508,11 @@ def test_discard_requires_a_reason(admin, seeded):
     did = seeded.items["discard"]
     r = admin.post(f"/errors/{did}/discard", data={"reason": " ", "csrf_token": admin.csrf})
     assert r.status_code == 400 and item(seeded.db, did).status == "error"
-    r = admin.post(f"/errors/{did}/discard", data={"reason": "sent in error by transcription",
-                                                   "csrf_token": admin.csrf}, follow_redirects=False)
+    r = admin.post(
+        f"/errors/{did}/discard",
+        data={"reason": "sent in error by transcription", "csrf_token": admin.csrf},
+        follow_redirects=False,
+    )
     assert r.status_code == 303
     assert item(seeded.db, did).status == "discarded"
     row = audit_rows(seeded.db, action="discard")[-1]
@@ -444,16 +525,24 @@ def test_fix_and_resubmit_changes_the_chart(admin, seeded):
     fid = seeded.items["fix"]
     page = admin.get(f"/errors/{fid}").text
     assert "PID-7 (Date Time of Birth)" in page and "textarea" not in page and "RIVERA" not in page
-    page = admin.post(f"/errors/{fid}/reveal", data={"reason": "fix birth date", "csrf_token": admin.csrf}).text
-    editor = re.search(r'<textarea id="raw-editor"[^>]*data-select-start="(\d+)" data-select-end="(\d+)"[^>]*>(.*?)</textarea>',
-                       page, re.S)
+    page = admin.post(
+        f"/errors/{fid}/reveal", data={"reason": "fix birth date", "csrf_token": admin.csrf}
+    ).text
+    editor = re.search(
+        r'<textarea id="raw-editor"[^>]*data-select-start="(\d+)" data-select-end="(\d+)"[^>]*>(.*?)</textarea>',
+        page,
+        re.S,
+    )
     assert editor, page[:2000]
     start, end, raw = int(editor.group(1)), int(editor.group(2)), editor.group(3)
     raw = raw.replace("&amp;", "&")
     assert raw[start:end] == "19840399" and "line 3" in page
     edited = raw[:start] + FIXED_DOB + raw[end:]
-    r = admin.post(f"/errors/{fid}/resubmit", data={"raw": edited, "reason": "typo in DOB",
-                                                    "csrf_token": admin.csrf}, follow_redirects=False)
+    r = admin.post(
+        f"/errors/{fid}/resubmit",
+        data={"raw": edited, "reason": "typo in DOB", "csrf_token": admin.csrf},
+        follow_redirects=False,
+    )
     assert r.status_code == 303, r.text[:500]
     it = item(seeded.db, fid)
     assert it.status == "pending" and it.message_id != seeded.messages["bad"]
@@ -466,7 +555,9 @@ def test_fix_and_resubmit_changes_the_chart(admin, seeded):
     assert item(seeded.db, fid).status == "done"
     chart = admin.get("/patients/100001").text
     assert "ANNABEL" in chart and "1984-03-12" in chart
-    assert [r.action for r in audit_rows(seeded.db, target_type="work_item", target_id=str(fid))] == ["resubmit"]
+    assert [r.action for r in audit_rows(seeded.db, target_type="work_item", target_id=str(fid))] == [
+        "resubmit"
+    ]
 
 
 def test_bulk_acts_on_exactly_the_selected_rows(admin, seeded):
@@ -476,10 +567,15 @@ def test_bulk_acts_on_exactly_the_selected_rows(admin, seeded):
     for i in (rid, did, fid):
         assert f'name="ids" value="{i}"' in listing
     assert "processing_error" in listing and "unknown_document" in listing and "invalid_value" in listing
-    r = admin.post("/errors/bulk", data={"action": "discard", "ids": [did], "reason": "", "csrf_token": admin.csrf})
+    r = admin.post(
+        "/errors/bulk", data={"action": "discard", "ids": [did], "reason": "", "csrf_token": admin.csrf}
+    )
     assert r.status_code == 400 and item(seeded.db, did).status == "error"
-    r = admin.post("/errors/bulk", data={"action": "retry", "ids": [rid, did], "csrf_token": admin.csrf,
-                                         "back": "status=error"}, follow_redirects=False)
+    r = admin.post(
+        "/errors/bulk",
+        data={"action": "retry", "ids": [rid, did], "csrf_token": admin.csrf, "back": "status=error"},
+        follow_redirects=False,
+    )
     assert r.status_code == 303 and "done=retry" in r.headers["location"] and "n=2" in r.headers["location"]
     assert item(seeded.db, rid).status == "pending" and item(seeded.db, did).status == "pending"
     assert item(seeded.db, fid).status == "error"
@@ -488,12 +584,18 @@ def test_bulk_acts_on_exactly_the_selected_rows(admin, seeded):
     assert f"Not done (already handled or not in a state that allows it): item {rid}." in r.text
     r = admin.get("/errors", params={"done": "retry", "n": 0, "failed": "<b>call 555</b>,7"})
     assert "call 555" not in r.text and "item 7." in r.text
-    r = admin.post("/errors/bulk", data={"action": "discard", "ids": [fid], "reason": "duplicate feed",
-                                         "csrf_token": admin.csrf}, follow_redirects=False)
+    r = admin.post(
+        "/errors/bulk",
+        data={"action": "discard", "ids": [fid], "reason": "duplicate feed", "csrf_token": admin.csrf},
+        follow_redirects=False,
+    )
     assert item(seeded.db, fid).status == "discarded"
     assert "Discarded: 1 item(s)." in admin.get(r.headers["location"]).text
     assert {(a.action, a.target_id) for a in audit_rows(seeded.db, target_type="work_item")} == {
-        ("retry", str(rid)), ("retry", str(did)), ("discard", str(fid))}
+        ("retry", str(rid)),
+        ("retry", str(did)),
+        ("discard", str(fid)),
+    }
 
 
 def test_error_queue_groups_and_filters(admin, seeded):
@@ -519,14 +621,24 @@ def test_patient_search_and_chart(admin, seeded):
     r = admin.get("/patients", params={"mrn": "100002"}, follow_redirects=False)
     assert r.status_code == 303 and r.headers["location"] == "/patients/100002"
     chart = admin.get("/patients/100001").text
-    for section in ("Demographics", "Identifiers", "Visits", "Insurance", "Allergies", "Diagnoses",
-                    "Documents", "Version history"):
+    for section in (
+        "Demographics",
+        "Identifiers",
+        "Visits",
+        "Insurance",
+        "Allergies",
+        "Diagnoses",
+        "Documents",
+        "Version history",
+    ):
         assert f">{section}</h2>" in chart, section
     assert "Penicillin" in chart and "DOC-1002" in chart and "V5001" in chart
     assert "9434765919" not in chart and "****5919" in chart
     assert audit_rows(seeded.db, action="view", target_type="patient", target_id="100001")
     assert audit_rows(seeded.db, action="search", target_type="patient")
-    revealed = admin.post("/patients/100001/reveal", data={"reason": "RoI request 7", "csrf_token": admin.csrf}).text
+    revealed = admin.post(
+        "/patients/100001/reveal", data={"reason": "RoI request 7", "csrf_token": admin.csrf}
+    ).text
     assert "9434765919" in revealed
     assert audit_rows(seeded.db, action="reveal", target_type="patient")[-1].reason == "RoI request 7"
     assert admin.get("/patients/999999").status_code == 404
@@ -537,20 +649,27 @@ def test_chart_history_initial_entry_masks_identifying_values_until_revealed(adm
     chart page with the SSN masked inside it; a reveal shows it."""
     from datetime import datetime, timezone
 
-    from interface import chart
-    from interface.records import ChartUpdate, Identifier, Name, Patient
+    from interface.mapping.records import ChartUpdate, Identifier, Name, Patient
+    from interface.store import chart, chart_apply
 
-    upd = ChartUpdate(event="A04", mrn="300300", patient=Patient(
-        identifiers=[Identifier(value="300300", authority="HOSP", type="MR")],
-        name=Name(family="Okafor", given="Ada"), ssn="987-65-4321"))
+    upd = ChartUpdate(
+        event="A04",
+        mrn="300300",
+        patient=Patient(
+            identifiers=[Identifier(value="300300", authority="HOSP", type="MR")],
+            name=Name(family="Okafor", given="Ada"),
+            ssn="987-65-4321",
+        ),
+    )
     with seeded.db.begin() as conn:
-        chart.apply_updates(conn, [upd], message_id=1, now=datetime.now(timezone.utc))
+        chart_apply.apply_updates(conn, [upd], message_id=1, now=datetime.now(timezone.utc))
     page = admin.get("/patients/300300").text
     history = page.split('id="history"', 1)[1]
     assert "initial" in history and "Okafor" in history
     assert "987-65-4321" not in page
-    revealed = admin.post("/patients/300300/reveal", data={"reason": "RoI request 8",
-                                                           "csrf_token": admin.csrf}).text
+    revealed = admin.post(
+        "/patients/300300/reveal", data={"reason": "RoI request 8", "csrf_token": admin.csrf}
+    ).text
     assert "987-65-4321" in revealed.split('id="history"', 1)[1]
 
 
@@ -562,7 +681,11 @@ def test_document_viewer_text_pdf_html(admin, seeded):
     pdf = admin.get("/documents/DOC-1002").text
     assert '<object data="/documents/DOC-1002/content" type="application/pdf"' in pdf
     r = admin.get("/documents/DOC-1002/content")
-    assert r.status_code == 200 and r.content.startswith(b"%PDF") and r.headers["content-type"] == "application/pdf"
+    assert (
+        r.status_code == 200
+        and r.content.startswith(b"%PDF")
+        and r.headers["content-type"] == "application/pdf"
+    )
     html = admin.get("/documents/DOC-3001").text
     assert '<iframe src="/documents/DOC-3001/content" sandbox=""' in html and "pwned" not in html
     r = admin.get("/documents/DOC-3001/content")
@@ -590,9 +713,11 @@ def test_deficiencies_and_audit_log(admin, seeded):
 def test_roles(app, seeded):
     """Clerks work errors and charts but not the audit log; auditors read the audit log and the
     dashboard only; analysts do not see charts."""
-    expect = {"carl": {"/errors": 200, "/patients/100001": 200, "/audit": 403, "/": 200},
-              "aud": {"/errors": 403, "/messages": 403, "/patients/100001": 403, "/audit": 200, "/": 200},
-              "ann": {"/errors": 200, "/messages": 200, "/patients/100001": 403, "/deficiencies": 403}}
+    expect = {
+        "carl": {"/errors": 200, "/patients/100001": 200, "/audit": 403, "/": 200},
+        "aud": {"/errors": 403, "/messages": 403, "/patients/100001": 403, "/audit": 200, "/": 200},
+        "ann": {"/errors": 200, "/messages": 200, "/patients/100001": 403, "/deficiencies": 403},
+    }
     for name, paths in expect.items():
         with TestClient(app) as c:
             if name == "carl":
@@ -607,7 +732,7 @@ def test_roles(app, seeded):
 
 def test_field_helpers():
     """Field names come from hl7apy for the message's version; failing offsets point at the value."""
-    from interface.pages import failing_offsets, field_title, parse_location
+    from interface.web.pages import failing_offsets, field_title, parse_location
 
     assert field_title("2.5.1", "PID", 7)[0] == "Date Time of Birth"
     assert field_title("2.3", "PID", 5)[0] == "Patient Name"
@@ -629,7 +754,10 @@ def test_field_helpers():
 def test_unreadable_and_rejected_messages_render(admin, seeded):
     """A rejected frame without MSH, and one with an unsupported type, still show raw, parsed
     (as far as it goes), ACK and history."""
-    for raw in (b"this is not HL7 at all\r\x00\xff", b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|X1|P|2.5.1\rOBX|1|TX|||<script>x</script>\r"):
+    for raw in (
+        b"this is not HL7 at all\r\x00\xff",
+        b"MSH|^~\\&|A|B|C|D|20260101||ORU^R01|X1|P|2.5.1\rOBX|1|TX|||<script>x</script>\r",
+    ):
         out = seeded.engine.receive(seeded.channels["adt"], raw)
         assert out.status == "rejected"
         for tab in ("parsed", "raw", "ack", "history"):
@@ -657,8 +785,11 @@ def test_page_errors_are_html(app, admin, seeded):
         r = clerk.get("/audit")
         _error_page(r, 403, "role &#39;clerk&#39; may not do this")
         assert 'href="/errors"' in r.text  # the navigation is still the clerk's
-    _error_page(admin.post(f"/errors/{seeded.items['fix']}/retry", data={"csrf_token": "forged"}),
-                403, "missing or invalid CSRF token")
+    _error_page(
+        admin.post(f"/errors/{seeded.items['fix']}/retry", data={"csrf_token": "forged"}),
+        403,
+        "missing or invalid CSRF token",
+    )
     _error_page(admin.get("/messages/999999"), 404, "no message 999999")
     _error_page(admin.get("/errors/999999"), 404, "no work item 999999")
     _error_page(admin.get("/patients/999999"), 404, "no patient with this MRN")

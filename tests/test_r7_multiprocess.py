@@ -2,7 +2,7 @@
 one of them SIGKILLed again and again and restarted. The R1 invariants hold — every ACKed message
 is stored once and applied exactly once, in send order per patient, and the queue drains — and no
 ordering key is ever claimed by two processes at once (the ``INTERFACE_CLAIM_TRACE`` hook of
-``interface.cluster`` records every claim span; spans of one key from two processes must not
+``interface.ops.cluster`` records every claim span; spans of one key from two processes must not
 overlap).
 
 The processes are independent ``interface run`` processes, each on its own port, as on separate
@@ -11,6 +11,7 @@ acknowledged. On PostgreSQL (CI sets INTERFACE_TEST_DB_URL) the processes share 
 FOR UPDATE SKIP LOCKED and advisory key locks; on SQLite through its single write lock — the
 same invariants are checked on both.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,10 @@ from pathlib import Path
 
 from sqlalchemy import func, select
 
-from interface import cluster
-from interface.client import MLLPClient
-from interface.schema import messages, work_attempts, work_items
+from interface.engine.client import MLLPClient
+from interface.ops import cluster
+from interface.store import claimtrace
+from interface.store.schema import messages, work_attempts, work_items
 
 from .conftest import ROOT
 
@@ -46,9 +48,11 @@ DEADLINE = 150  # seconds for the whole run, a hard stop
 def _message(mrn: str, seq: int) -> bytes:
     ts = f"202603111{seq // 60:01d}{seq % 60:02d}00"
     event = "A28" if seq == 0 else "A31"
-    return (f"MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|{ts}||ADT^{event}^ADT_A05|R7-{mrn}-{seq}|P|2.5.1\r"
-            f"EVN|{event}|{ts}\r"
-            f"PID|1||{mrn}^^^HOSP^MR||TEST^G{seq}^^^^^L||19800101|F\r").encode()
+    return (
+        f"MSH|^~\\&|REGADT|HOSP|INTERFACE|HOSP|{ts}||ADT^{event}^ADT_A05|R7-{mrn}-{seq}|P|2.5.1\r"
+        f"EVN|{event}|{ts}\r"
+        f"PID|1||{mrn}^^^HOSP^MR||TEST^G{seq}^^^^^L||19800101|F\r"
+    ).encode()
 
 
 class Node:
@@ -66,10 +70,30 @@ class Node:
         ready = self.tmp / f"ready-{self.index}-{self.generation}.json"
         log = open(self.tmp / f"node-{self.index}-{self.generation}.log", "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "interface.cli", "run", "--no-web", "--channels", str(self.tmp / "channels"),
-             "--mappings", str(ROOT / "mappings"), "--db", self.db_url, "--var", str(self.tmp / "var"),
-             "--listen", "adt=tcp:0:interface=127.0.0.1", "--ready-file", str(ready)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "interface.ops.cli",
+                "run",
+                "--no-web",
+                "--channels",
+                str(self.tmp / "channels"),
+                "--mappings",
+                str(ROOT / "mappings"),
+                "--db",
+                self.db_url,
+                "--var",
+                str(self.tmp / "var"),
+                "--listen",
+                "adt=tcp:0:interface=127.0.0.1",
+                "--ready-file",
+                str(ready),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         log.close()
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -153,8 +177,9 @@ def test_r7_three_processes_one_killed_repeatedly(tmp_path, db_url, engine):
         def monitor() -> None:
             while not chaos_done.is_set():
                 with engine.connect() as conn:
-                    queued = conn.execute(select(func.count()).select_from(work_items)
-                                          .where(work_items.c.status == "pending")).scalar()
+                    queued = conn.execute(
+                        select(func.count()).select_from(work_items).where(work_items.c.status == "pending")
+                    ).scalar()
                     conn.rollback()
                 room.set() if queued < BACKLOG else room.clear()
                 chaos_done.wait(0.2)
@@ -187,8 +212,11 @@ def test_r7_three_processes_one_killed_repeatedly(tmp_path, db_url, engine):
         deadline = time.monotonic() + 60
         while True:
             with engine.connect() as conn:
-                left = conn.execute(select(func.count()).select_from(work_items)
-                                    .where(work_items.c.status.in_(("pending", "held")))).scalar()
+                left = conn.execute(
+                    select(func.count())
+                    .select_from(work_items)
+                    .where(work_items.c.status.in_(("pending", "held")))
+                ).scalar()
             if left == 0 or time.monotonic() > deadline:
                 break
             time.sleep(0.1)  # polling real subprocesses, with a deadline
@@ -201,12 +229,15 @@ def test_r7_three_processes_one_killed_repeatedly(tmp_path, db_url, engine):
     assert len(acked) >= 10 * SENDERS * PATIENTS_PER_SENDER, f"only {len(acked)} messages: too little load"
 
     with engine.connect() as conn:
-        rows = conn.execute(select(messages.c.id, messages.c.control_id, messages.c.patient_id,
-                                   messages.c.status)
-                            .where(messages.c.channel == "adt")).all()
+        rows = conn.execute(
+            select(messages.c.id, messages.c.control_id, messages.c.patient_id, messages.c.status).where(
+                messages.c.channel == "adt"
+            )
+        ).all()
         items = conn.execute(select(work_items.c.id, work_items.c.message_id, work_items.c.status)).all()
-        done = conn.execute(select(work_attempts.c.id, work_attempts.c.item_id)
-                            .where(work_attempts.c.outcome == "done")).all()
+        done = conn.execute(
+            select(work_attempts.c.id, work_attempts.c.item_id).where(work_attempts.c.outcome == "done")
+        ).all()
 
     # stored once: one journal row per acknowledged control id, nothing else
     per_ctl = defaultdict(list)
@@ -240,13 +271,13 @@ def test_r7_three_processes_one_killed_repeatedly(tmp_path, db_url, engine):
         assert [s[2] for s in seqs] == sorted(s[2] for s in seqs), f"{mrn}: applied out of order"
 
     # the chart shows each patient's last update
-    from interface.chart_schema import patients
+    from interface.store.chart_schema import patients
 
     with engine.connect() as conn:
         given = dict(conn.execute(select(patients.c.mrn, patients.c.given)).all())
     assert {m: given.get(m) for m in by_patient} == {m: f"G{len(seqs) - 1}" for m, seqs in by_patient.items()}
 
     # no key claimed by two processes at once
-    spans = cluster.read_trace(trace)
+    spans = claimtrace.read_trace(trace)
     assert len({s.pid for s in spans}) >= 2  # the work was shared between processes
-    assert cluster.overlaps(spans, deaths) == []
+    assert claimtrace.overlaps(spans, deaths) == []

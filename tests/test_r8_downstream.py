@@ -4,6 +4,7 @@ and restarts. Messages for several patients go in through Engine.receive and out
 OutboundWorker with its real MLLP sender: everything is delivered, each patient's messages
 reach the peer in send order (a resend repeats only the message just sent), and every item is
 done only after an AA whose MSA-2 was its own control id."""
+
 from __future__ import annotations
 
 import random
@@ -13,10 +14,10 @@ from datetime import datetime, timezone
 
 from sqlalchemy import func, select
 
-from interface.engine import Engine
-from interface.outbound import MLLPSender, OutboundWorker
-from interface.processing import Pipeline
-from interface.schema import work_attempts, work_items
+from interface.engine.inbound import Engine
+from interface.engine.outbound import MLLPSender, OutboundWorker
+from interface.engine.processing import Pipeline
+from interface.store.schema import work_attempts, work_items
 from tests.test_destinations import adt, channel
 from tests.test_outbound import FlakyPeer
 
@@ -40,17 +41,36 @@ def _utcnow() -> datetime:
 def test_r8_flaky_downstream_everything_delivered_in_order(engine):
     rng = random.Random(8)
     with FlakyPeer(script, delay=0.5, down=0.3) as peer:
-        ch = channel([{"name": "lab", "type": "mllp", "host": "127.0.0.1", "port": peer.port,
-                       "timeout_seconds": 0.25, "connect_timeout_seconds": 1,
-                       "retry": {"initial_delay_seconds": 0.01, "factor": 2, "jitter": 0.2,
-                                 "max_delay_seconds": 0.1, "max_attempts": 1000}}], mapping=None)
+        ch = channel(
+            [
+                {
+                    "name": "lab",
+                    "type": "mllp",
+                    "host": "127.0.0.1",
+                    "port": peer.port,
+                    "timeout_seconds": 0.25,
+                    "connect_timeout_seconds": 1,
+                    "retry": {
+                        "initial_delay_seconds": 0.01,
+                        "factor": 2,
+                        "jitter": 0.2,
+                        "max_delay_seconds": 0.1,
+                        "max_attempts": 1000,
+                    },
+                }
+            ],
+            mapping=None,
+        )
         eng = Engine(engine, clock=_utcnow)
         pipeline = Pipeline([ch], {})
         senders: list[MLLPSender] = []
 
         def factory(d):
-            senders.append(MLLPSender(d.host, d.port, connect_timeout=d.connect_timeout_seconds,
-                                      ack_timeout=d.timeout_seconds))
+            senders.append(
+                MLLPSender(
+                    d.host, d.port, connect_timeout=d.connect_timeout_seconds, ack_timeout=d.timeout_seconds
+                )
+            )
             return senders[-1]
 
         worker = OutboundWorker(engine, pipeline, clock=_utcnow, rng=random.Random(1), sender_factory=factory)
@@ -69,17 +89,21 @@ def test_r8_flaky_downstream_everything_delivered_in_order(engine):
         while time.monotonic() < deadline:
             if worker.run_once() == 0:
                 with engine.connect() as conn:
-                    left = conn.execute(select(func.count()).select_from(work_items)
-                                        .where(work_items.c.status != "done")).scalar()
+                    left = conn.execute(
+                        select(func.count()).select_from(work_items).where(work_items.c.status != "done")
+                    ).scalar()
                 if left == 0:
                     break
                 idle.wait(0.01)  # items are backing off on the real clock
         worker.close()
 
     with engine.connect() as conn:
-        statuses = dict(conn.execute(select(work_items.c.status, func.count()).group_by(work_items.c.status)).all())
-        retries = conn.execute(select(func.count()).select_from(work_attempts)
-                               .where(work_attempts.c.outcome == "retry")).scalar()
+        statuses = dict(
+            conn.execute(select(work_items.c.status, func.count()).group_by(work_items.c.status)).all()
+        )
+        retries = conn.execute(
+            select(func.count()).select_from(work_attempts).where(work_attempts.c.outcome == "retry")
+        ).scalar()
     assert statuses == {"done": PATIENTS * PER_PATIENT}, statuses
     # the peer really misbehaved, many times, and restarted
     assert retries >= 10 and peer.connections >= 5

@@ -4,6 +4,7 @@ Each runs on SQLite and, with INTERFACE_TEST_DB_URL set, on PostgreSQL. The real
 a subprocess (tests/reliability_kit.py) except R4, which drives Engine + Worker in-process.
 What each test proves and its pass figures: docs/reliability.md.
 """
+
 from __future__ import annotations
 
 import os
@@ -12,10 +13,20 @@ import random
 import pytest
 from sqlalchemy import func
 
-from interface.db import make_engine
+from interface.store.db import make_engine
 
-from .reliability_kit import (EngineProcess, Progress, given_changes, build_workload, check_history, join_senders,
-                              run_senders, stop_senders, table_counts, wait_drained)
+from .reliability_kit import (
+    EngineProcess,
+    Progress,
+    build_workload,
+    check_history,
+    given_changes,
+    join_senders,
+    run_senders,
+    stop_senders,
+    table_counts,
+    wait_drained,
+)
 
 SOAK = os.environ.get("SOAK") == "1"
 SEED = int(os.environ.get("RELIABILITY_SEED", "20261123"))
@@ -79,7 +90,11 @@ def test_r1_crash_under_load(db_url, checkdb, tmp_path, workers):
     finally:
         stop_senders(senders)
         engine.stop()
-    report.figures.update(kills=engine.kills, killed_while_draining=drain_kill, answered_from_journal=engine.log_count("outcome=duplicate"))
+    report.figures.update(
+        kills=engine.kills,
+        killed_while_draining=drain_kill,
+        answered_from_journal=engine.log_count("outcome=duplicate"),
+    )
     _figures("R1" if workers == 1 else f"R1 --workers {workers}", report)
     assert report.violations == [], str(report)
     assert engine.kills == kills + drain_kill
@@ -90,11 +105,14 @@ def test_r1_crash_under_load(db_url, checkdb, tmp_path, workers):
 def _journal_row(db, control_id: str):
     from sqlalchemy import select
 
-    from interface.schema import messages
+    from interface.store.schema import messages
 
     with db.connect() as conn:
-        return conn.execute(select(messages.c.id, messages.c.ack, messages.c.status)
-                            .where(messages.c.control_id == control_id)).all()
+        return conn.execute(
+            select(messages.c.id, messages.c.ack, messages.c.status).where(
+                messages.c.control_id == control_id
+            )
+        ).all()
 
 
 def test_r2_lost_ack_window(db_url, checkdb, tmp_path):
@@ -103,7 +121,7 @@ def test_r2_lost_ack_window(db_url, checkdb, tmp_path):
     ACK byte for byte, the effects happen once."""
     script = build_workload(6, 6, 1, SEED, tag="L", mdm_share=0.3)[0]
     adt_victim = next(m for m in script[8:] if m.kind == "adt")
-    mdm_victim = next(m for m in script[script.index(adt_victim) + 1:] if m.kind == "mdm")
+    mdm_victim = next(m for m in script[script.index(adt_victim) + 1 :] if m.kind == "mdm")
     engine = EngineProcess(tmp_path / "r2", db_url)
     engine.start(faults=f"kill_after_commit={adt_victim.control_id}")
     senders = []
@@ -119,7 +137,7 @@ def test_r2_lost_ack_window(db_url, checkdb, tmp_path):
         join_senders(senders, 120)
         wait_drained(db)
         # Much later (everything processed): resend both once more on a fresh connection.
-        from interface.client import MLLPClient
+        from interface.engine.client import MLLPClient
 
         for victim in (adt_victim, mdm_victim):
             with MLLPClient("127.0.0.1", engine.ports[victim.channel], timeout=30) as c:
@@ -158,9 +176,9 @@ def test_r3_duplicate_storm(db_url, checkdb, tmp_path):
     control id with a different body is quarantined (AR, ERR 205) and changes nothing."""
     from sqlalchemy import func, select
 
-    from interface.chart_schema import chart_history, patients
-    from interface.document_schema import documents
-    from interface.schema import messages
+    from interface.store.chart_schema import chart_history, patients
+    from interface.store.document_schema import documents
+    from interface.store.schema import messages
 
     rng = random.Random(SEED + 3)
     n_patients = 200 if SOAK else 24
@@ -190,17 +208,20 @@ def test_r3_duplicate_storm(db_url, checkdb, tmp_path):
         wait_drained(db)
         report = check_history(db, originals, expect_error_items=len(conflicts))
         with db.connect() as conn:
-            quarantined = conn.execute(select(func.count()).select_from(messages)
-                                       .where(messages.c.status == "quarantined")).scalar()
+            quarantined = conn.execute(
+                select(func.count()).select_from(messages).where(messages.c.status == "quarantined")
+            ).scalar()
             patients_stored = conn.execute(select(func.count()).select_from(patients)).scalar()
             n_docs = conn.execute(select(func.count()).select_from(documents)).scalar()
-            conflict_changes = conn.execute(select(func.count()).select_from(chart_history)
-                                            .where(chart_history.c.new_value == "CONFLICT")).scalar()
+            conflict_changes = conn.execute(
+                select(func.count()).select_from(chart_history).where(chart_history.c.new_value == "CONFLICT")
+            ).scalar()
     finally:
         engine.stop()
     extra = soon + len(late)
-    report.figures.update(resends=extra, resent_late=len(late), conflicts=len(conflicts),
-                          quarantined=quarantined)
+    report.figures.update(
+        resends=extra, resent_late=len(late), conflicts=len(conflicts), quarantined=quarantined
+    )
     _figures("R3", report)
     assert report.violations == [], str(report)
     assert report.figures["acked"] == len(originals)
@@ -209,7 +230,7 @@ def test_r3_duplicate_storm(db_url, checkdb, tmp_path):
     assert report.figures["journal_rows"] == len(originals) + len(conflicts)  # 0 extra records
     assert patients_stored == n_patients and n_docs == sum(m.kind == "mdm" for m in originals)
     assert quarantined == len(conflicts) and conflict_changes == 0
-    from interface.client import parse_ack
+    from interface.engine.client import parse_ack
 
     for c in conflicts:
         assert len(c.acks) == 1
@@ -222,19 +243,20 @@ def test_r4_poison_isolation(engine, tmp_path):
     19701350), then 99 valid ones for P while 20 other patients keep sending: P's 99 wait in
     order, never attempted; every worker attempt goes to the others, who are all done after
     each wave (counts, not timings); 1 error item. Retried as is, it fails again; fixed and
-    resubmitted (queue.resubmit_item), P's 100 apply in order."""
+    resubmitted (errorqueue.resubmit_item), P's 100 apply in order."""
     from datetime import datetime, timedelta, timezone
     from pathlib import Path
 
     from sqlalchemy import select
 
-    from interface import queue
-    from interface.channels import load_channels
-    from interface.chart_schema import chart_history
-    from interface.engine import Engine
-    from interface.processing import Worker
-    from interface.schema import work_attempts, work_items
-    from interface.service import Settings, load_pipeline
+    from interface.config.channels import load_channels
+    from interface.desk import errorqueue
+    from interface.engine.inbound import Engine
+    from interface.engine.processing import Worker
+    from interface.ops.runtime import Settings, load_pipeline
+    from interface.store import workqueue
+    from interface.store.chart_schema import chart_history
+    from interface.store.schema import work_attempts, work_items
 
     from .reliability_kit import ROOT, adt_message, given_of, mrn_of
 
@@ -244,8 +266,15 @@ def test_r4_poison_isolation(engine, tmp_path):
         return t[0]
 
     channels = [c for c in load_channels(ROOT / "channels") if c.name == "adt"]
-    pipeline = load_pipeline(Settings(channels_dir=ROOT / "channels", mappings_dir=ROOT / "mappings",
-                                      rules_file=None, var_dir=Path(tmp_path)), channels)
+    pipeline = load_pipeline(
+        Settings(
+            channels_dir=ROOT / "channels",
+            mappings_dir=ROOT / "mappings",
+            rules_file=None,
+            var_dir=Path(tmp_path),
+        ),
+        channels,
+    )
     adt = channels[0]
     eng = Engine(engine, clock=clock)
     worker = Worker(engine, pipeline, clock=clock, batch=64)
@@ -265,8 +294,14 @@ def test_r4_poison_isolation(engine, tmp_path):
 
     def status(mrn_list):
         with engine.connect() as conn:
-            return [r.status for r in conn.execute(select(work_items.c.status).where(
-                work_items.c.key.in_([f"mrn:{m}" for m in mrn_list])).order_by(work_items.c.id))]
+            return [
+                r.status
+                for r in conn.execute(
+                    select(work_items.c.status)
+                    .where(work_items.c.key.in_([f"mrn:{m}" for m in mrn_list]))
+                    .order_by(work_items.c.id)
+                )
+            ]
 
     rounds_per_wave = []
     for wave in range(1, waves + 1):  # others flowing, P's messages arriving in between
@@ -289,38 +324,61 @@ def test_r4_poison_isolation(engine, tmp_path):
     assert p_status == ["error"] + ["pending"] * 99
     with engine.connect() as conn:
         (bad,) = conn.execute(select(work_items).where(work_items.c.status == "error")).all()
-        p_ids = [r.id for r in conn.execute(select(work_items.c.id).where(work_items.c.key == f"mrn:{P}")
-                                            .order_by(work_items.c.id))]
-        attempted = conn.execute(select(work_attempts.c.item_id).where(
-            work_attempts.c.item_id.in_(p_ids[1:]))).all()
+        p_ids = [
+            r.id
+            for r in conn.execute(
+                select(work_items.c.id).where(work_items.c.key == f"mrn:{P}").order_by(work_items.c.id)
+            )
+        ]
+        attempted = conn.execute(
+            select(work_attempts.c.item_id).where(work_attempts.c.item_id.in_(p_ids[1:]))
+        ).all()
     assert bad.reason == "invalid_value" and bad.error_location == "PID-7" and attempted == []
     assert worker.run_once() == 0  # nothing else runnable: P waits
 
     with engine.begin() as conn:  # a clerk retries it as is: same error, P still waits
-        queue.retry_item(conn, bad.id, user="clerk", now=clock())
+        errorqueue.retry_item(conn, bad.id, user="clerk", now=clock())
     worker.run_once()
     assert status([P]) == ["error"] + ["pending"] * 99
 
     t[0] += timedelta(minutes=5)
     fixed = msg(P, 1, birth_date="19700101")  # the same A04 with a valid birth date
     with engine.begin() as conn:  # fix and resubmit: it keeps its place at the head of P's queue
-        queue.resubmit_item(conn, bad.id, fixed, user="clerk", now=clock())
+        errorqueue.resubmit_item(conn, bad.id, fixed, user="clerk", now=clock())
     rounds = 0
     while worker.run_once():
         rounds += 1
     assert status([P]) == ["done"] * 100 and rounds == 100  # one per round: strictly in order
     with engine.connect() as conn:
-        chain = [g.new_value for g in given_changes(conn.execute(select(chart_history).where(
-            chart_history.c.mrn == P, chart_history.c.table_name == "patients",
-            (chart_history.c.field == "given") | (chart_history.c.action == "initial"))
-            .order_by(chart_history.c.id)).all())]
-        done = [r.item_id for r in conn.execute(select(work_attempts.c.item_id).where(
-            work_attempts.c.item_id.in_(p_ids), work_attempts.c.outcome == "done").order_by(work_attempts.c.id))]
+        chain = [
+            g.new_value
+            for g in given_changes(
+                conn.execute(
+                    select(chart_history)
+                    .where(
+                        chart_history.c.mrn == P,
+                        chart_history.c.table_name == "patients",
+                        (chart_history.c.field == "given") | (chart_history.c.action == "initial"),
+                    )
+                    .order_by(chart_history.c.id)
+                ).all()
+            )
+        ]
+        done = [
+            r.item_id
+            for r in conn.execute(
+                select(work_attempts.c.item_id)
+                .where(work_attempts.c.item_id.in_(p_ids), work_attempts.c.outcome == "done")
+                .order_by(work_attempts.c.id)
+            )
+        ]
     assert chain == [given_of(s) for s in range(1, 101)]
     assert done == p_ids  # applied once each, in arrival order
-    print(f"\nR4: others done after each wave {others_done_per_round} in {rounds_per_wave} worker "
-          f"rounds; P: 1 error item, 99 waiting with 0 "
-          f"attempts; after resubmit 100 applied in {rounds} rounds, in order")
+    print(
+        f"\nR4: others done after each wave {others_done_per_round} in {rounds_per_wave} worker "
+        f"rounds; P: 1 error item, 99 waiting with 0 "
+        f"attempts; after resubmit 100 applied in {rounds} rounds, in order"
+    )
 
 
 class _Outage:
@@ -351,9 +409,11 @@ class _Outage:
 
     def begin(self) -> None:
         if self.pg:
-            self._admin('ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = :name AND pid <> pg_backend_pid()")
+            self._admin(
+                'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false',
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = :name AND pid <> pg_backend_pid()",
+            )
         else:
             self.flag.touch()
 
@@ -409,8 +469,9 @@ def test_r5_database_outage(db_url, checkdb, tmp_path):
         stop_senders(senders)
         engine.stop()
     ae = [a for m in sent for a in m.acks if b"MSA|AE|" in a]
-    report.figures.update(outages=outages, refused_during_outage=refused(), ae_answers=len(ae),
-                          acked_while_down=during)
+    report.figures.update(
+        outages=outages, refused_during_outage=refused(), ae_answers=len(ae), acked_while_down=during
+    )
     _figures("R5", report)
     assert report.violations == [], str(report)
     assert report.figures["acked"] == len(sent) and report.figures["gave_up"] == 0
@@ -427,14 +488,14 @@ def test_r6_backpressure(db_url, checkdb, tmp_path):
     import statistics
     import threading
 
-    from interface.client import MLLPClient
+    from interface.engine.client import MLLPClient
 
     from .reliability_kit import FloodSender, Sent, adt_message, mrn_of
 
     connections, per_conn_patients, pad = 16, 3, 16384
     duration = 12.0 if SOAK else 4.0
     limit = 800  # per connection: 200 MB offered if nothing pushed back
-    bound = 64 * 2 ** 20
+    bound = 64 * 2**20
     engine = EngineProcess(tmp_path / "r6", db_url)
     engine.start(faults="commit_delay=0.05")
     stop = threading.Event()
@@ -452,6 +513,7 @@ def test_r6_backpressure(db_url, checkdb, tmp_path):
             ctl = f"B{p:05d}.{seq:05d}"
             ev = "A04" if seq == 1 else "A08"
             return Sent("adt", p, mrn, seq, ctl, adt_message(mrn, seq, ev, ctl, pad=pad), "adt")
+
         return make
 
     try:
@@ -470,8 +532,10 @@ def test_r6_backpressure(db_url, checkdb, tmp_path):
         base_rss = engine.rss_bytes()
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
-        floods = [FloodSender(engine.ports["adt"], maker(k), limit=limit, duration=duration)
-                  for k in range(connections)]
+        floods = [
+            FloodSender(engine.ports["adt"], maker(k), limit=limit, duration=duration)
+            for k in range(connections)
+        ]
         for f in floods:
             f.start()
         for f in floods:
@@ -491,15 +555,21 @@ def test_r6_backpressure(db_url, checkdb, tmp_path):
     offered = sum(f.bytes_sent for f in floods)
     lat = sorted(x for f in floods for m in f.sent for x in m.latencies)
     growth = max(samples) - base_rss
-    report.figures.update(connections=connections, frame_bytes=len(sent[0].body), bytes_sent=offered,
-                          rss_base_mb=round(base_rss / 2 ** 20, 1), rss_growth_mb=round(growth / 2 ** 20, 1),
-                          unloaded_latency_s=round(statistics.median(unloaded), 2),
-                          latency_p50_s=round(statistics.median(lat), 2), latency_max_s=round(lat[-1], 2),
-                          offered_if_unthrottled_mb=round(connections * limit * len(sent[0].body) / 2 ** 20))
+    report.figures.update(
+        connections=connections,
+        frame_bytes=len(sent[0].body),
+        bytes_sent=offered,
+        rss_base_mb=round(base_rss / 2**20, 1),
+        rss_growth_mb=round(growth / 2**20, 1),
+        unloaded_latency_s=round(statistics.median(unloaded), 2),
+        latency_p50_s=round(statistics.median(lat), 2),
+        latency_max_s=round(lat[-1], 2),
+        offered_if_unthrottled_mb=round(connections * limit * len(sent[0].body) / 2**20),
+    )
     _figures("R6", report)
     assert report.violations == [], str(report)
     assert all(m.codes() == ["AA"] for m in sent)  # no errors, each answered once
-    assert growth < bound, f"RSS grew by {growth / 2 ** 20:.0f} MB"
+    assert growth < bound, f"RSS grew by {growth / 2**20:.0f} MB"
     assert statistics.median(lat) > 5 * statistics.median(unloaded)  # ACK latency rose
     assert max(len(f.sent) for f in floods) < limit  # the senders were held back, not finished
 
@@ -510,18 +580,19 @@ def test_history_checker_catches_broken_promises(engine, tmp_path):
     applied twice / out of order, an undrained queue) is reported."""
     from sqlalchemy import insert, select, update
 
-    from interface.channels import load_channels
-    from interface.chart_schema import chart_history
-    from interface.engine import Engine
-    from interface.processing import Worker
-    from interface.schema import messages, work_items
-    from interface.service import Settings, load_pipeline
+    from interface.config.channels import load_channels
+    from interface.engine.inbound import Engine
+    from interface.engine.processing import Worker
+    from interface.ops.runtime import Settings, load_pipeline
+    from interface.store.chart_schema import chart_history
+    from interface.store.schema import messages, work_items
 
     from .reliability_kit import ROOT, Sent, adt_message, mrn_of
 
     channels = [c for c in load_channels(ROOT / "channels") if c.name in ("adt", "mdm")]
-    pipeline = load_pipeline(Settings(mappings_dir=ROOT / "mappings", rules_file=None,
-                                      var_dir=tmp_path), channels)
+    pipeline = load_pipeline(
+        Settings(mappings_dir=ROOT / "mappings", rules_file=None, var_dir=tmp_path), channels
+    )
     by_name = {c.name: c for c in channels}
     eng = Engine(engine)
     worker = Worker(engine, pipeline, clock=eng.clock)
@@ -543,17 +614,36 @@ def test_history_checker_catches_broken_promises(engine, tmp_path):
         row = conn.execute(select(messages).where(messages.c.control_id == script[-1].control_id)).one()
         copy = {k: v for k, v in row._mapping.items() if k not in ("id", "dedup_key")}
         conn.execute(insert(messages).values(**copy))  # stored twice
-        first = conn.execute(select(messages.c.id).where(messages.c.control_id == p_msgs[0].control_id)).scalar()
-        conn.execute(insert(chart_history).values(  # the first message applied again, at the end
-            mrn=p_msgs[0].mrn, table_name="patients", field="given", action="set",
-            old_value="S999999", new_value=f"S{p_msgs[0].seq:06d}", message_id=first, at=eng.clock()))
-        conn.execute(update(work_items).where(work_items.c.id == conn.execute(
-            select(func.max(work_items.c.id))).scalar()).values(status="pending"))
+        first = conn.execute(
+            select(messages.c.id).where(messages.c.control_id == p_msgs[0].control_id)
+        ).scalar()
+        conn.execute(
+            insert(chart_history).values(  # the first message applied again, at the end
+                mrn=p_msgs[0].mrn,
+                table_name="patients",
+                field="given",
+                action="set",
+                old_value="S999999",
+                new_value=f"S{p_msgs[0].seq:06d}",
+                message_id=first,
+                at=eng.clock(),
+            )
+        )
+        conn.execute(
+            update(work_items)
+            .where(work_items.c.id == conn.execute(select(func.max(work_items.c.id))).scalar())
+            .values(status="pending")
+        )
     found = "\n".join(check_history(engine, script + [ghost]).violations)
-    for expected in ("GHOST: ACKed AA but not in the journal",
-                     f"{altered.control_id}: an ACK received differs from the stored ACK",
-                     f"{script[-1].control_id}: stored 2 times", "work item pending",
-                     "journal rows for", f"{p_msgs[0].control_id}: 2 chart changes of the given name",
-                     f"patient {p_msgs[0].mrn}: chart history given-name sequence",
-                     f"patient {p_msgs[0].mrn}: history row", "queue not drained"):
+    for expected in (
+        "GHOST: ACKed AA but not in the journal",
+        f"{altered.control_id}: an ACK received differs from the stored ACK",
+        f"{script[-1].control_id}: stored 2 times",
+        "work item pending",
+        "journal rows for",
+        f"{p_msgs[0].control_id}: 2 chart changes of the given name",
+        f"patient {p_msgs[0].mrn}: chart history given-name sequence",
+        f"patient {p_msgs[0].mrn}: history row",
+        "queue not drained",
+    ):
         assert expected in found, found

@@ -5,6 +5,7 @@ drain), then a real ``interface run`` subprocess on 127.0.0.1 port 0 with a copi
 an open connection to an unchanged channel survives the reload, a changed channel moves to its
 new definition, and an invalid edit is rejected while the engine keeps serving.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,15 +23,15 @@ from sqlalchemy import select
 from twisted.internet import defer
 from twisted.internet.testing import StringTransport
 
-from interface.channels import Channel
-from interface.client import MLLPClient, messages_in_file
-from interface.engine import Outcome
-from interface.errors import ConfigError
-from interface.framing import frame
-from interface.reload import cluster_problems, diff_channels, load_config
-from interface.schema import events
-from interface.service import Settings
-from interface.transport import MLLPFactory
+from interface.config.channels import Channel
+from interface.engine.client import MLLPClient, messages_in_file
+from interface.engine.outcome import Outcome
+from interface.engine.transport import MLLPFactory
+from interface.hl7.errors import ConfigError
+from interface.hl7.framing import frame
+from interface.ops.reload import cluster_problems, diff_channels, load_config
+from interface.ops.runtime import Settings
+from interface.store.schema import events
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent / "interface"
@@ -42,6 +43,7 @@ def ch(name: str, **kw) -> Channel:
 
 
 # -- the diff ---------------------------------------------------------------------------------
+
 
 def test_diff_added_removed_changed_unchanged():
     old = [ch("a"), ch("b"), ch("c", accept=["ADT^*"])]
@@ -55,8 +57,12 @@ def test_diff_nested_and_default_changes():
     base = ch("a")
     assert diff_channels([base], [ch("a")]).unchanged == ["a"]
     # a nested limit, the endpoint, a default made explicit with another value: all changes
-    for other in (ch("a", limits={"max_connections": 5}), ch("a", listen="tcp:2999:interface=127.0.0.1"),
-                  ch("a", timezone="Europe/London"), ch("a", enabled=True, description="x")):
+    for other in (
+        ch("a", limits={"max_connections": 5}),
+        ch("a", listen="tcp:2999:interface=127.0.0.1"),
+        ch("a", timezone="Europe/London"),
+        ch("a", enabled=True, description="x"),
+    ):
         assert diff_channels([base], [other]).changed == ["a"]
     assert diff_channels([], []).summary() == "channels unchanged"
 
@@ -82,14 +88,23 @@ def _config(tmp_path: Path) -> Path:
     for name in ("adt", "mdm"):
         f = cfg / "channels" / f"{name}.yaml"
         text = f.read_text()
-        f.write_text("\n".join("listen: tcp:0:interface=127.0.0.1" if line.startswith("listen:") else line
-                               for line in text.splitlines()) + "\n")
+        f.write_text(
+            "\n".join(
+                "listen: tcp:0:interface=127.0.0.1" if line.startswith("listen:") else line
+                for line in text.splitlines()
+            )
+            + "\n"
+        )
     return cfg
 
 
 def _settings(cfg: Path) -> Settings:
-    return Settings(channels_dir=cfg / "channels", mappings_dir=cfg / "mappings",
-                    rules_file=cfg / "rules" / "completeness.yaml", var_dir=cfg / "var")
+    return Settings(
+        channels_dir=cfg / "channels",
+        mappings_dir=cfg / "mappings",
+        rules_file=cfg / "rules" / "completeness.yaml",
+        var_dir=cfg / "var",
+    )
 
 
 def test_load_config_reports_file_and_line(tmp_path):
@@ -97,8 +112,11 @@ def test_load_config_reports_file_and_line(tmp_path):
     channels, pipeline = load_config(_settings(cfg))
     assert sorted(c.name for c in channels) == ["adt", "mdm"] and set(pipeline.mappings) >= {"adt", "mdm"}
     mdm = cfg / "channels" / "mdm.yaml"
-    mdm.write_text(mdm.read_text().replace("mapping: mdm", "mapping: nosuch").replace(
-        "timezone: Europe/London", "timezone: Mars/Olympus"))
+    mdm.write_text(
+        mdm.read_text()
+        .replace("mapping: mdm", "mapping: nosuch")
+        .replace("timezone: Europe/London", "timezone: Mars/Olympus")
+    )
     with pytest.raises(ConfigError) as exc:
         load_config(_settings(cfg))
     problems = exc.value.problems
@@ -127,6 +145,7 @@ def test_load_config_rejects_a_broken_mapping_or_rules_file(tmp_path):
 
 
 # -- the drain --------------------------------------------------------------------------------
+
 
 def test_drain_answers_the_message_in_flight_then_closes():
     pending: list[defer.Deferred] = []
@@ -161,6 +180,7 @@ def test_drain_answers_the_message_in_flight_then_closes():
 
 # -- a real engine ----------------------------------------------------------------------------
 
+
 def _wait(predicate, what: str, proc: subprocess.Popen, log: Path):
     deadline = time.monotonic() + TIMEOUT
     while time.monotonic() < deadline:
@@ -177,19 +197,41 @@ class Engine:
     def __init__(self, cfg: Path, db_url: str, workers: int = 1):
         self.cfg, self.var, self.ready = cfg, cfg / "var", cfg / "ready.json"
         self.log = cfg / "engine.log"
-        self.cmd = [str(BIN), "run", "--var", str(self.var), "--db", db_url, "--no-web",
-                    "--channels", "channels", "--mappings", "mappings", "--workers", str(workers),
-                    "--listen", "adt=tcp:0:interface=127.0.0.1", "--ready-file", str(self.ready)]
+        self.cmd = [
+            str(BIN),
+            "run",
+            "--var",
+            str(self.var),
+            "--db",
+            db_url,
+            "--no-web",
+            "--channels",
+            "channels",
+            "--mappings",
+            "mappings",
+            "--workers",
+            str(workers),
+            "--listen",
+            "adt=tcp:0:interface=127.0.0.1",
+            "--ready-file",
+            str(self.ready),
+        ]
 
     def __enter__(self):
         env = dict(os.environ)
         env.pop("INTERFACE_DB_URL", None)
         self.out = open(self.log, "wb")
         # cwd: rules/completeness.yaml is found relative to it
-        self.proc = subprocess.Popen(self.cmd, cwd=self.cfg, stdout=self.out, stderr=subprocess.STDOUT, env=env)
+        self.proc = subprocess.Popen(
+            self.cmd, cwd=self.cfg, stdout=self.out, stderr=subprocess.STDOUT, env=env
+        )
         try:
-            self.ports = _wait(lambda: self.ready.exists() and json.loads(self.ready.read_text())["ports"],
-                               "ready file", self.proc, self.log)
+            self.ports = _wait(
+                lambda: self.ready.exists() and json.loads(self.ready.read_text())["ports"],
+                "ready file",
+                self.proc,
+                self.log,
+            )
         except BaseException:
             self.__exit__()
             raise
@@ -225,10 +267,13 @@ def _msg(kind: str, name: str) -> bytes:
 def _events(db, kind: str, at_least: int = 1) -> list[str]:
     from sqlalchemy import create_engine
 
-    from interface.db import make_engine
+    from interface.store.db import make_engine
 
-    eng = make_engine(db) if not db.startswith("postgresql") else create_engine(
-        db.replace("postgresql://", "postgresql+psycopg://", 1))
+    eng = (
+        make_engine(db)
+        if not db.startswith("postgresql")
+        else create_engine(db.replace("postgresql://", "postgresql+psycopg://", 1))
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         while time.monotonic() < deadline:  # the event is written by a thread just after the status
@@ -255,7 +300,7 @@ def test_reload_keeps_unchanged_connections_and_applies_changes(tmp_path, db_url
             mdm = cfg / "channels" / "mdm.yaml"  # only mdm changes: it now accepts T01 only
             text = mdm.read_text()
             start = text.index("accept:")
-            mdm.write_text(text[:start] + 'accept: ["MDM^T01"]' + text[text.index("\n", start):])
+            mdm.write_text(text[:start] + 'accept: ["MDM^T01"]' + text[text.index("\n", start) :])
             os.kill(eng.proc.pid, signal.SIGHUP)
             status = eng.wait_status(1)
             assert status["ok"] and status["summary"] == "changed: mdm", status
@@ -285,8 +330,12 @@ def test_invalid_edit_is_rejected_and_the_engine_keeps_serving(tmp_path, db_url)
             assert adt.send(_msg("adt", "01-a28-add-person-chen.hl7")).code in ("AA", "CA")
             mdm = cfg / "channels" / "mdm.yaml"
             mdm.write_text(mdm.read_text().replace("mapping: mdm", "mapping: [oops"))
-            r = subprocess.run([str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
-                               capture_output=True, text=True, timeout=TIMEOUT + 10)
+            r = subprocess.run(
+                [str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT + 10,
+            )
             assert r.returncode == 1, r
             assert "rejected" in r.stderr and f"{mdm.name}:" in r.stderr, r.stderr
             sock = adt.sock
@@ -298,8 +347,12 @@ def test_invalid_edit_is_rejected_and_the_engine_keeps_serving(tmp_path, db_url)
             assert len(detail) == 1 and "mdm.yaml:" in detail[0]
             # fixed: the next reload goes through (nothing changed compared with what runs)
             mdm.write_text(mdm.read_text().replace("mapping: [oops", "mapping: mdm"))
-            r = subprocess.run([str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
-                               capture_output=True, text=True, timeout=TIMEOUT + 10)
+            r = subprocess.run(
+                [str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
+                capture_output=True,
+                text=True,
+                timeout=TIMEOUT + 10,
+            )
             assert r.returncode == 0 and "reloaded: channels unchanged" in r.stdout, r
             assert json.loads(eng.ready.read_text())["ports"] == eng.ports
             # valid, but its new port is taken: mdm goes back to its old endpoint and definition
@@ -309,8 +362,12 @@ def test_invalid_edit_is_rejected_and_the_engine_keeps_serving(tmp_path, db_url)
                 busy_port = taken.getsockname()[1]
                 text = mdm.read_text()
                 mdm.write_text(text.replace("listen: tcp:0:", f"listen: tcp:{busy_port}:"))
-                r = subprocess.run([str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
-                                   capture_output=True, text=True, timeout=TIMEOUT + 10)
+                r = subprocess.run(
+                    [str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
+                    capture_output=True,
+                    text=True,
+                    timeout=TIMEOUT + 10,
+                )
             assert r.returncode == 1 and "reloaded with failures: changed: mdm; failed: mdm" in r.stderr, r
             ports = json.loads(eng.ready.read_text())["ports"]
             assert ports["adt"] == eng.ports["adt"] and ports["mdm"] != busy_port
@@ -330,8 +387,12 @@ def test_reload_takes_alerts_yaml_added_changed_broken_and_removed(tmp_path, db_
     alerts = cfg / "alerts.yaml"
 
     def reload(expect_rc: int) -> subprocess.CompletedProcess:
-        r = subprocess.run([str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
-                           capture_output=True, text=True, timeout=TIMEOUT + 10)
+        r = subprocess.run(
+            [str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT + 10,
+        )
         assert r.returncode == expect_rc, r
         return r
 
@@ -343,8 +404,10 @@ def test_reload_takes_alerts_yaml_added_changed_broken_and_removed(tmp_path, db_
         alerts.write_text("rules:\n  - {name: errors, type: error_items}\n")
         reload(0)
         logged("alerts: 1 rule(s), checked every 30.0s")
-        alerts.write_text("interval_seconds: 5\nrules:\n  - {name: errors, type: error_items}\n"
-                          "  - {name: stuck, type: queue_age, minutes: 30}\n")
+        alerts.write_text(
+            "interval_seconds: 5\nrules:\n  - {name: errors, type: error_items}\n"
+            "  - {name: stuck, type: queue_age, minutes: 30}\n"
+        )
         reload(0)
         logged("alerts reloaded: 2 rule(s), checked every 5.0s")
         alerts.write_text("rules:\n  - {name: errors, type: error_items}\n  - {name: bad, type: nosuch}\n")
@@ -356,8 +419,9 @@ def test_reload_takes_alerts_yaml_added_changed_broken_and_removed(tmp_path, db_
 
 
 def test_reload_without_engine_says_so(tmp_path):
-    r = subprocess.run([str(BIN), "reload", "--var", str(tmp_path)], capture_output=True, text=True,
-                       timeout=TIMEOUT)
+    r = subprocess.run(
+        [str(BIN), "reload", "--var", str(tmp_path)], capture_output=True, text=True, timeout=TIMEOUT
+    )
     assert r.returncode == 1 and "interface.pid" in r.stderr
 
 
@@ -370,9 +434,13 @@ def test_supervisor_forwards_sighup_to_every_worker(tmp_path, db_url):
         mdm = cfg / "channels" / "mdm.yaml"
         text = mdm.read_text()
         start = text.index("accept:")
-        mdm.write_text(text[:start] + 'accept: ["MDM^T01"]' + text[text.index("\n", start):])
-        r = subprocess.run([str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
-                           capture_output=True, text=True, timeout=TIMEOUT + 10)
+        mdm.write_text(text[:start] + 'accept: ["MDM^T01"]' + text[text.index("\n", start) :])
+        r = subprocess.run(
+            [str(BIN), "reload", "--var", str(eng.var), "--timeout", str(TIMEOUT)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT + 10,
+        )
         assert r.returncode == 0 and "changed: mdm" in r.stdout, r
         assert _events(db_url, "config_reloaded") == ["changed: mdm"]
         t02 = _msg("mdm", "mdm_t02_original_pdf.hl7")

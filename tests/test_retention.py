@@ -1,29 +1,53 @@
 """Retention: `interface db prune` deletes old finished messages (with their work items and
 history) in batches and never a queued, held, errored or quarantined one; SQLite gives the space
 back to the file system."""
+
 from __future__ import annotations
 
 from datetime import timedelta
 
 from sqlalchemy import func, insert, select, text
 
-from interface import cli, retention
-from interface.db import make_engine
-from interface.schema import audit, events, messages, work_attempts, work_items, work_keys
+from interface.ops import cli
+from interface.store import retention
+from interface.store.db import make_engine
+from interface.store.schema import audit, events, messages, work_attempts, work_items, work_keys
 
 DAY = timedelta(days=1)
 
 
-def _msg(conn, now, *, status, age_days, item=None, channel="adt", parent_id=None, key="mrn:1",
-         size=100) -> int:
+def _msg(
+    conn, now, *, status, age_days, item=None, channel="adt", parent_id=None, key="mrn:1", size=100
+) -> int:
     at = now - DAY * age_days
-    mid = conn.execute(insert(messages).values(
-        channel=channel, received_at=at, status=status, raw=b"M" * size, body_sha256="0" * 64,
-        parent_id=parent_id).returning(messages.c.id)).scalar_one()
+    mid = conn.execute(
+        insert(messages)
+        .values(
+            channel=channel,
+            received_at=at,
+            status=status,
+            raw=b"M" * size,
+            body_sha256="0" * 64,
+            parent_id=parent_id,
+        )
+        .returning(messages.c.id)
+    ).scalar_one()
     if item is not None:
-        iid = conn.execute(insert(work_items).values(
-            message_id=mid, channel=channel, destination="chart", key=key, status=item, attempts=1,
-            next_attempt_at=at, created_at=at, updated_at=at).returning(work_items.c.id)).scalar_one()
+        iid = conn.execute(
+            insert(work_items)
+            .values(
+                message_id=mid,
+                channel=channel,
+                destination="chart",
+                key=key,
+                status=item,
+                attempts=1,
+                next_attempt_at=at,
+                created_at=at,
+                updated_at=at,
+            )
+            .returning(work_items.c.id)
+        ).scalar_one()
         conn.execute(insert(work_attempts).values(item_id=iid, at=at, outcome=item))
         if item in ("pending", "error"):
             conn.execute(insert(work_keys).values(item_id=iid, key=key))
@@ -45,11 +69,20 @@ def _fixture(engine, now) -> dict:
             old_mdm=_msg(conn, now, status="processed", age_days=40, item="done", channel="mdm"),
         )
         ids["original_kept"] = _msg(conn, now, status="resubmitted", age_days=40)
-        ids["copy_new"] = _msg(conn, now, status="processed", age_days=5, item="done", parent_id=ids["original_kept"])
+        ids["copy_new"] = _msg(
+            conn, now, status="processed", age_days=5, item="done", parent_id=ids["original_kept"]
+        )
         ids["original_gone"] = _msg(conn, now, status="resubmitted", age_days=40)
-        ids["copy_old"] = _msg(conn, now, status="processed", age_days=39, item="done", parent_id=ids["original_gone"])
-        conn.execute(insert(events), [dict(at=now - 40 * DAY, kind="oversized", channel="adt"),
-                                      dict(at=now - DAY, kind="refused", channel="adt")])
+        ids["copy_old"] = _msg(
+            conn, now, status="processed", age_days=39, item="done", parent_id=ids["original_gone"]
+        )
+        conn.execute(
+            insert(events),
+            [
+                dict(at=now - 40 * DAY, kind="oversized", channel="adt"),
+                dict(at=now - DAY, kind="refused", channel="adt"),
+            ],
+        )
         conn.execute(insert(audit).values(at=now - 400 * DAY, user="clerk", action="discard"))
     return ids
 
@@ -72,9 +105,15 @@ def test_prune_deletes_only_old_finished_messages(engine, now):
     assert r.batches >= 4  # 7 messages, 2 per transaction
     with engine.connect() as conn:
         items = set(conn.execute(select(work_items.c.message_id)).scalars())
-        assert items == {ids[k] for k in ("old_pending", "old_held", "old_error", "old_quarantined", "new_done", "copy_new")}
-        orphans = conn.execute(select(func.count()).select_from(work_attempts)
-                               .where(work_attempts.c.item_id.notin_(select(work_items.c.id)))).scalar()
+        assert items == {
+            ids[k]
+            for k in ("old_pending", "old_held", "old_error", "old_quarantined", "new_done", "copy_new")
+        }
+        orphans = conn.execute(
+            select(func.count())
+            .select_from(work_attempts)
+            .where(work_attempts.c.item_id.notin_(select(work_items.c.id)))
+        ).scalar()
         assert orphans == 0
         assert conn.execute(select(func.count()).select_from(work_keys)).scalar() == 3
         assert conn.execute(select(func.count()).select_from(audit)).scalar() == 1

@@ -1,6 +1,7 @@
 """Routing by sender and receiver (``match:``), the channel's identity in its ACKs, and what
 ``interface check`` refuses about channels sharing one listen endpoint; plus the connection
 relay's fallbacks when the sender's connection is gone (return address, or undeliverable)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,12 +9,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from interface.channels import load_channels
-from interface.connection_acks import ConnectionAckRelay, asks_for_application_ack
-from interface.errors import ConfigError
-from interface.reload import diff_channels, listener_changes
-from interface.routing import Router, endpoint_groups, peek_header
-from interface.schema import messages
+from interface.config.channels import load_channels
+from interface.config.routing import Router, endpoint_groups, peek_header
+from interface.engine.connection_acks import ConnectionAckRelay, asks_for_application_ack
+from interface.hl7.errors import ConfigError
+from interface.ops.reload import diff_channels, listener_changes
+from interface.store.schema import messages
 from tests.test_destinations import Rig, adt, channel
 
 
@@ -43,8 +44,12 @@ def test_check_refuses_a_channel_without_match_and_differing_listener_settings(t
     """On a shared endpoint every channel needs a match: block, and tls/limits must be the
     same (they belong to the listener); disjoint matches on other fields are fine."""
     _write(tmp_path, "a", "listen: tcp:3101\nmatch: {sending_application: [REG]}\n")
-    b = _write(tmp_path, "b", "listen: tcp:3101\nlimits: {max_connections: 5}\n"
-                              "match: {sending_application: [REG], receiving_facility: [LAB]}\n")
+    b = _write(
+        tmp_path,
+        "b",
+        "listen: tcp:3101\nlimits: {max_connections: 5}\n"
+        "match: {sending_application: [REG], receiving_facility: [LAB]}\n",
+    )
     _write(tmp_path, "c", "listen: tcp:3101\nmatch: {sending_application: [LIS]}\n")  # disjoint from a
     problems = _problems(tmp_path)
     assert any(p.startswith(f"{b}:3: limits differs from ") for p in problems), problems
@@ -60,8 +65,9 @@ def test_router_picks_by_msh3_to_msh6_and_allowlist():
     address outside a channel's allow: list never goes to it; no match: the first channel."""
     a = channel(name="a", match={"sending_application": ["REG"]})
     b = channel(name="b", match={"sending_application": ["LAB"], "receiving_facility": ["EAST"]})
-    c = channel(name="c", match={"sending_application": ["LAB"], "receiving_facility": ["WEST"]},
-                allow=["10.0.0.0/8"])
+    c = channel(
+        name="c", match={"sending_application": ["LAB"], "receiving_facility": ["WEST"]}, allow=["10.0.0.0/8"]
+    )
     r = Router([a, b, c])
     msg = "MSH|^~\\&|{app}|H|INT|{fac}|1||ADT^A01|1|P|2.5.1\r".format
     assert r.select(msg(app="REG^1.2^ISO", fac="X").encode(), "127.0.0.1") is a
@@ -80,13 +86,18 @@ def test_endpoint_groups_share_fixed_ports_only():
     z1, z2 = channel(name="z1"), channel(name="z2")
     groups = endpoint_groups([a, z1, b, z2])
     assert {k: [c.name for c in v] for k, v in groups.items()} == {
-        "tcp:3200": ["a", "b"], "channel:z1": ["z1"], "channel:z2": ["z2"]}
+        "tcp:3200": ["a", "b"],
+        "channel:z1": ["z1"],
+        "channel:z2": ["z2"],
+    }
 
 
 def test_reload_restarts_a_shared_listener_when_one_of_its_channels_changes():
     """listener_changes: a changed match in one channel restarts its endpoint's listener (both
     channels), an untouched endpoint keeps its connections; a channel joining restarts it."""
-    mk = lambda n, ep, app: channel(name=n, match={"sending_application": [app]}).model_copy(update={"listen": ep})  # noqa: E731
+    mk = lambda n, ep, app: channel(name=n, match={"sending_application": [app]}).model_copy(
+        update={"listen": ep}
+    )  # noqa: E731
     old = {c.name: c for c in (mk("a", "tcp:3300", "A"), mk("b", "tcp:3300", "B"), mk("c", "tcp:3301", "C"))}
     new = dict(old, b=mk("b", "tcp:3300", "B2"))
     _, _, restart = listener_changes(diff_channels(old.values(), new.values()), old, new)
@@ -105,7 +116,9 @@ def test_refusals_stored_and_default_ack_identity_echoes_msh5_msh6(engine):
     assert segs[0][2:6] == ["INT", "HOSP", "REG", "HOSP"] and segs[1][:2] == ["MSA", "AR"]
     assert segs[2][2] == "MSH^1^3" and segs[2][3].startswith("103^")
     with engine.connect() as conn:
-        row = conn.execute(select(messages.c.status, messages.c.error_text).where(messages.c.control_id == "R1")).one()
+        row = conn.execute(
+            select(messages.c.status, messages.c.error_text).where(messages.c.control_id == "R1")
+        ).one()
     assert row.status == "rejected" and "'REG'" in row.error_text
 
 
@@ -133,8 +146,13 @@ class _Factory:
 
 def _relay_rig(engine, **ack):
     rig = Rig(engine, channel(ack={"same_connection": True, "same_connection_timeout_seconds": 60, **ack}))
-    relay = ConnectionAckRelay(engine, rig.pipeline, clock=rig.clock, call=lambda f, *a: f(*a),
-                               monotonic=lambda: rig.clock.now.timestamp())
+    relay = ConnectionAckRelay(
+        engine,
+        rig.pipeline,
+        clock=rig.clock,
+        call=lambda f, *a: f(*a),
+        monotonic=lambda: rig.clock.now.timestamp(),
+    )
     return rig, relay
 
 
@@ -179,8 +197,13 @@ def test_application_ack_with_no_process_waiting_moves_on_after_the_timeout(engi
 def test_asks_for_application_ack_reads_msh16():
     """MSH-16 AL/ER/SU ask for an application ACK; NE, empty or missing do not."""
     base = "MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5.1|||AL|{}\r"
-    assert [asks_for_application_ack(base.format(v).encode()) for v in ("AL", "ER", "su", "NE", "")] == \
-        [True, True, True, False, False]
+    assert [asks_for_application_ack(base.format(v).encode()) for v in ("AL", "ER", "su", "NE", "")] == [
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
     assert not asks_for_application_ack(b"MSH|^~\\&|A|B|C|D|1||ADT^A01|1|P|2.5.1\r")
 
 
@@ -188,12 +211,18 @@ def test_reload_sees_every_new_channel_setting_as_a_change():
     """diff_channels compares whole definitions: match, identity, per-mode ACK timing,
     same_connection, fallback_charset and expect_ack each make a channel "changed"."""
     base = channel()
-    for change in ({"match": {"sending_application": ["REG"]}}, {"identity": {"application": "INT"}},
-                   {"ack": {"enhanced": "on_process"}}, {"ack": {"same_connection": True}},
-                   {"fallback_charset": "8859/15"}):
+    for change in (
+        {"match": {"sending_application": ["REG"]}},
+        {"identity": {"application": "INT"}},
+        {"ack": {"enhanced": "on_process"}},
+        {"ack": {"same_connection": True}},
+        {"fallback_charset": "8859/15"},
+    ):
         other = channel(**change)
         assert diff_channels([base], [other]).changed == ["adt"], change
     assert diff_channels([base], [channel()]).unchanged == ["adt"]
     ret = {"host": "h", "port": 1}
-    assert diff_channels([channel(ack={"application_ack": ret})],
-                         [channel(ack={"application_ack": {**ret, "expect_ack": False}})]).changed == ["adt"]
+    assert diff_channels(
+        [channel(ack={"application_ack": ret})],
+        [channel(ack={"application_ack": {**ret, "expect_ack": False}})],
+    ).changed == ["adt"]

@@ -1,6 +1,7 @@
 """Channels sharing one listen endpoint under `interface reload`, in one process and under
 `interface run --workers 2` (one shared socket per endpoint, handed to every child): a changed
 match: and a channel joining the endpoint take effect, and each message lands in its channel."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, select
 
-from interface.client import MLLPClient
-from interface.db import make_engine
-from interface.schema import messages
+from interface.engine.client import MLLPClient
+from interface.store.db import make_engine
+from interface.store.schema import messages
 
 from .conftest import ROOT
 
@@ -33,12 +34,15 @@ def _free_port() -> int:
 def _channel(chdir: Path, name: str, ep: str, apps: list[str]) -> None:
     (chdir / f"{name}.yaml").write_text(
         f"name: {name}\nlisten: {ep}\nmapping: adt\nmrn: {{authority: HOSP, types: [MR]}}\n"
-        f"match: {{sending_application: [{', '.join(apps)}]}}\nidentity: {{application: {name.upper()}}}\n")
+        f"match: {{sending_application: [{', '.join(apps)}]}}\nidentity: {{application: {name.upper()}}}\n"
+    )
 
 
 def _msg(ctl: str, app: str) -> bytes:
-    return (f"MSH|^~\\&|{app}|HOSP|INT|HOSP|20260311103000||ADT^A08^ADT_A01|{ctl}|P|2.5.1\r"
-            f"EVN|A08|20260311103000\rPID|1||{ctl}^^^HOSP^MR||DOE^JANE||19800101|F\r").encode()
+    return (
+        f"MSH|^~\\&|{app}|HOSP|INT|HOSP|20260311103000||ADT^A08^ADT_A01|{ctl}|P|2.5.1\r"
+        f"EVN|A08|20260311103000\rPID|1||{ctl}^^^HOSP^MR||DOE^JANE||19800101|F\r"
+    ).encode()
 
 
 def _wait(predicate, what: str, log):
@@ -48,7 +52,9 @@ def _wait(predicate, what: str, log):
         if v:
             return v
         time.sleep(0.05)  # polling a real subprocess, with a deadline
-    raise AssertionError(f"timed out waiting for {what}; log:\n{Path(log).read_text(errors='replace')[-3000:]}")
+    raise AssertionError(
+        f"timed out waiting for {what}; log:\n{Path(log).read_text(errors='replace')[-3000:]}"
+    )
 
 
 def _ready(path: Path):
@@ -77,13 +83,35 @@ def test_shared_endpoint_routes_and_reloads(tmp_path, db_url, workers):
     ready, log = tmp_path / "ready.json", tmp_path / "engine.log"
     var = tmp_path / "var"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([PYTHON, "-m", "interface.cli", "run", *workers, "--no-web",
-                                 "--channels", str(chdir), "--mappings", str(ROOT / "mappings"),
-                                 "--db", db_url, "--var", str(var), "--ready-file", str(ready)],
-                                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [
+                PYTHON,
+                "-m",
+                "interface.ops.cli",
+                "run",
+                *workers,
+                "--no-web",
+                "--channels",
+                str(chdir),
+                "--mappings",
+                str(ROOT / "mappings"),
+                "--db",
+                db_url,
+                "--var",
+                str(var),
+                "--ready-file",
+                str(ready),
+            ],
+            cwd=ROOT,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
     try:
-        doc = _wait(lambda: (d := _ready(ready)) and (not workers or len(d.get("workers", [])) == 2) and d,
-                    "the ready file", log)
+        doc = _wait(
+            lambda: (d := _ready(ready)) and (not workers or len(d.get("workers", [])) == 2) and d,
+            "the ready file",
+            log,
+        )
         port = doc["ports"]["a"]
         assert doc["ports"]["b"] == port
         assert _send(port, "X1", "REG") == ["A", "AA"]
@@ -91,11 +119,20 @@ def test_shared_endpoint_routes_and_reloads(tmp_path, db_url, workers):
         _channel(chdir, "b", ep, ["LIS"])
         _channel(chdir, "c", ep, ["PAS"])
         before = ready.stat().st_mtime_ns
-        r = subprocess.run([PYTHON, "-m", "interface.cli", "reload", "--var", str(var), "--timeout",
-                            str(2 * TIMEOUT)], cwd=ROOT, capture_output=True, text=True, timeout=3 * TIMEOUT)
+        r = subprocess.run(
+            [PYTHON, "-m", "interface.ops.cli", "reload", "--var", str(var), "--timeout", str(2 * TIMEOUT)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=3 * TIMEOUT,
+        )
         assert r.returncode == 0, (r.stdout, r.stderr, log.read_text()[-3000:])
         assert "added: c" in r.stdout and "changed: b" in r.stdout
-        _wait(lambda: ready.stat().st_mtime_ns != before and (d := _ready(ready)) and "c" in d["ports"], "reload", log)
+        _wait(
+            lambda: ready.stat().st_mtime_ns != before and (d := _ready(ready)) and "c" in d["ports"],
+            "reload",
+            log,
+        )
         assert _ready(ready)["ports"]["c"] == port
         assert _send(port, "X3", "LIS") == ["B", "AA"]
         assert _send(port, "X4", "PAS") == ["C", "AA"]
@@ -108,10 +145,16 @@ def test_shared_endpoint_routes_and_reloads(tmp_path, db_url, workers):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
-    db = (create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
-          if db_url.startswith("postgresql") else make_engine(db_url))
+    db = (
+        create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+        if db_url.startswith("postgresql")
+        else make_engine(db_url)
+    )
     with db.connect() as conn:
-        rows = dict(conn.execute(select(messages.c.control_id, messages.c.channel)
-                                 .where(messages.c.control_id.like("X%"))).all())
+        rows = dict(
+            conn.execute(
+                select(messages.c.control_id, messages.c.channel).where(messages.c.control_id.like("X%"))
+            ).all()
+        )
     db.dispose()
     assert rows == {"X1": "a", "X2": "b", "X3": "b", "X4": "c", "X5": "a", "X6": "a"}

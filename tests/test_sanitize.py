@@ -1,5 +1,6 @@
 """Values the database refuses (NUL, lone surrogates, over-long values) and items that always
 fail: the same answer on SQLite and PostgreSQL, and a failing item never fails its batch."""
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -8,13 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from interface import queue, sanitize
-from interface.channels import load_channels
-from interface.chart_schema import patients
-from interface.engine import Engine
-from interface.processing import Worker
-from interface.schema import audit, messages, work_attempts, work_items
-from interface.service import Settings, load_pipeline
+from interface.config.channels import load_channels
+from interface.desk import errorqueue
+from interface.engine.inbound import Engine
+from interface.engine.processing import Worker
+from interface.ops.runtime import Settings, load_pipeline
+from interface.store import sanitize, workqueue
+from interface.store.chart_schema import patients
+from interface.store.schema import audit, messages, work_attempts, work_items
 
 from .conftest import Clock
 from .reliability_kit import ROOT, adt_message
@@ -30,8 +32,15 @@ def adt():
 @pytest.fixture
 def setup(engine, adt, tmp_path):
     clock = Clock(T0)
-    pipeline = load_pipeline(Settings(channels_dir=ROOT / "channels", mappings_dir=ROOT / "mappings",
-                                      rules_file=None, var_dir=Path(tmp_path)), [adt])
+    pipeline = load_pipeline(
+        Settings(
+            channels_dir=ROOT / "channels",
+            mappings_dir=ROOT / "mappings",
+            rules_file=None,
+            var_dir=Path(tmp_path),
+        ),
+        [adt],
+    )
     return Engine(engine, clock=clock), Worker(engine, pipeline, clock=clock, batch=64), clock
 
 
@@ -103,8 +112,13 @@ def test_over_long_value_goes_to_the_error_queue_and_its_batch_applies(engine, s
     assert worker.run_once() == 8
     with engine.connect() as conn:
         rows = {r.key: r for r in conn.execute(select(work_items))}
-        attempts = conn.execute(select(work_attempts.c.outcome)
-                                .where(work_attempts.c.item_id == rows["mrn:LONG01"].id)).scalars().all()
+        attempts = (
+            conn.execute(
+                select(work_attempts.c.outcome).where(work_attempts.c.item_id == rows["mrn:LONG01"].id)
+            )
+            .scalars()
+            .all()
+        )
     bad = rows.pop("mrn:LONG01")
     assert (bad.status, bad.reason, bad.attempts) == ("error", "value_refused", 1)
     assert "patients.family" in bad.last_error and "300" in bad.last_error
@@ -149,13 +163,27 @@ def test_lone_surrogate_and_nul_in_clerk_text_stored_the_same_on_both(engine):
     """A discard reason with a lone surrogate and a NUL (from JSON: "\\ud800", "\\u0000"): stored
     as U+FFFD and \\X00\\ on both databases instead of an encoding error on one of them."""
     with engine.begin() as conn:
-        mid = conn.execute(messages.insert().values(
-            channel="adt", received_at=T0, raw=b"MSH|", body_sha256="0" * 64, status="accepted")
-            .returning(messages.c.id)).scalar_one()
-        item = conn.execute(work_items.insert().values(
-            message_id=mid, channel="adt", destination="chart", key="mrn:S1", status="error",
-            attempts=1, next_attempt_at=T0, created_at=T0, updated_at=T0).returning(work_items.c.id)).scalar_one()
-        queue.discard_item(conn, item, user="clerk1", reason="bad \ud800 and \x00 end", now=T0)
+        mid = conn.execute(
+            messages.insert()
+            .values(channel="adt", received_at=T0, raw=b"MSH|", body_sha256="0" * 64, status="accepted")
+            .returning(messages.c.id)
+        ).scalar_one()
+        item = conn.execute(
+            work_items.insert()
+            .values(
+                message_id=mid,
+                channel="adt",
+                destination="chart",
+                key="mrn:S1",
+                status="error",
+                attempts=1,
+                next_attempt_at=T0,
+                created_at=T0,
+                updated_at=T0,
+            )
+            .returning(work_items.c.id)
+        ).scalar_one()
+        errorqueue.discard_item(conn, item, user="clerk1", reason="bad \ud800 and \x00 end", now=T0)
     with engine.connect() as conn:
         reason = conn.execute(select(audit.c.reason).where(audit.c.action == "discard")).scalar()
     assert reason == "bad \ufffd and \\X00\\ end"
@@ -168,8 +196,11 @@ def test_over_long_value_refused_on_sqlite_as_on_postgresql(engine):
 
     with pytest.raises(StatementError) as info:
         with engine.begin() as conn:
-            conn.execute(messages.insert().values(channel="x" * 65, received_at=T0, raw=b"",
-                                                  body_sha256="0" * 64, status="accepted"))
+            conn.execute(
+                messages.insert().values(
+                    channel="x" * 65, received_at=T0, raw=b"", body_sha256="0" * 64, status="accepted"
+                )
+            )
     assert isinstance(sanitize.refusal(info.value), sanitize.ValueRefused)
     assert "messages.channel" in str(info.value.orig)
 
@@ -178,12 +209,15 @@ def test_lookup_by_an_over_long_value_finds_nothing(engine):
     """Comparing a column with a value longer than it (an API lookup by a 300-character MRN or
     name prefix) finds nothing on both databases, rather than being refused; a NUL in it is
     cleaned like a stored value."""
-    from interface import chart
+    from interface.store import chart, chart_read
 
     with engine.connect() as conn:
-        assert chart.get_chart(conn, "M" * 300) is None
-        assert chart.get_chart(conn, "M\x00") is None
-        assert chart.search_patients(conn, family="F" * 300, given=None, birth_date=None, limit=5, offset=0) == []
+        assert chart_read.get_chart(conn, "M" * 300) is None
+        assert chart_read.get_chart(conn, "M\x00") is None
+        assert (
+            chart_read.search_patients(conn, family="F" * 300, given=None, birth_date=None, limit=5, offset=0)
+            == []
+        )
 
 
 def test_message_key_from_a_long_msh3_and_msh10_fits_its_column(engine, setup, adt):
@@ -198,5 +232,6 @@ def test_message_key_from_a_long_msh3_and_msh10_fits_its_column(engine, setup, a
     assert out.ack_code == "AA", out.text
     with engine.connect() as conn:
         key = conn.execute(select(work_items.c.key)).scalar()
-    assert len(key) == 300 and key.startswith("msg:adt:SSS") and key == sanitize.fit_key(
-        f"msg:adt:{app}:{ctl}")
+    assert (
+        len(key) == 300 and key.startswith("msg:adt:SSS") and key == sanitize.fit_key(f"msg:adt:{app}:{ctl}")
+    )

@@ -1,4 +1,5 @@
 """`interface send` against a real engine process: output per message and the exit code."""
+
 from __future__ import annotations
 
 import socket
@@ -6,8 +7,8 @@ import subprocess
 
 import pytest
 
-from interface import cli
-from interface.client import AckResult, MLLPClient, messages_in_file, parse_ack
+from interface.engine.client import AckResult, MLLPClient, messages_in_file, parse_ack
+from interface.ops import cli
 from tests.test_loopback import ADT, BIN, ROOT, EngineProcess, sample
 
 ORU = b"MSH|^~\\&|LAB|HOSP|IF|HOSP|20260101||ORU^R01|LAB9|P|2.5.1\rPID|1||1^^^HOSP^MR\r"
@@ -28,8 +29,13 @@ def run_send(capsys, *args) -> tuple[int, list[list[str]], str]:
 
 
 def test_all_accepted_exit_0(proc, capsys):
-    code, lines, _ = run_send(capsys, "--port", proc.ports["adt"], ADT / "01-a28-add-person-chen.hl7",
-                              ADT / "04-a04-register-rivera.hl7")
+    code, lines, _ = run_send(
+        capsys,
+        "--port",
+        proc.ports["adt"],
+        ADT / "01-a28-add-person-chen.hl7",
+        ADT / "04-a04-register-rivera.hl7",
+    )
     assert code == 0
     assert [(l[1], l[2]) for l in lines] == [("SMP0001", "CA"), ("SMP0004", "CA")]
 
@@ -45,8 +51,12 @@ def test_one_rejected_exit_1(proc, capsys, tmp_path):
 
 def test_file_with_several_messages_lf_separated(proc, capsys, tmp_path):
     f = tmp_path / "many.hl7"
-    f.write_bytes(b"\n".join(sample(n).replace(b"\r", b"\n") for n in
-                             ("02-a31-update-person-chen.hl7", "03-a05-preadmit-chen.hl7")))
+    f.write_bytes(
+        b"\n".join(
+            sample(n).replace(b"\r", b"\n")
+            for n in ("02-a31-update-person-chen.hl7", "03-a05-preadmit-chen.hl7")
+        )
+    )
     assert [m.split(b"\r")[0].split(b"|")[9] for m in messages_in_file(f)] == [b"SMP0002", b"SMP0003"]
     assert all(b"\n" not in m for m in messages_in_file(f))
     code, lines, _ = run_send(capsys, "--port", proc.ports["adt"], f)
@@ -80,9 +90,21 @@ def test_msh15_ne_not_counted_as_accepted(proc, capsys, tmp_path):
 
 
 def test_subprocess_exit_code(proc):
-    p = subprocess.run([str(BIN), "send", "--port", str(proc.ports["adt"]), "--timeout", "20",
-                        str(ADT / "05-a06-outpatient-to-inpatient-rivera.hl7")],
-                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [
+            str(BIN),
+            "send",
+            "--port",
+            str(proc.ports["adt"]),
+            "--timeout",
+            "20",
+            str(ADT / "05-a06-outpatient-to-inpatient-rivera.hl7"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0 and p.stdout.strip().endswith("CA")
 
 
@@ -94,7 +116,7 @@ def test_client_skips_late_answer_to_ne_message():
     port = srv.getsockname()[1]
     import threading
 
-    from interface.framing import FrameDecoder, frame
+    from interface.hl7.framing import FrameDecoder, frame
 
     def serve():
         conn, _ = srv.accept()
@@ -122,5 +144,8 @@ def test_client_skips_late_answer_to_ne_message():
 def test_ack_result_ok_and_parse_ack():
     assert AckResult("1", "AA").ok and AckResult("1", "CA").ok
     assert not any(AckResult("1", c).ok for c in ("AE", "AR", "CE", "CR", "NE", "--"))
-    assert parse_ack(b"MSH|^~\\&|||||||ACK|1|P|2.5\rMSA|AE|X\rERR||PID^1^3|101^x^HL70357|E||||missing") == \
-        ("AE", "X", "missing")
+    assert parse_ack(b"MSH|^~\\&|||||||ACK|1|P|2.5\rMSA|AE|X\rERR||PID^1^3|101^x^HL70357|E||||missing") == (
+        "AE",
+        "X",
+        "missing",
+    )

@@ -1,5 +1,6 @@
 """Several machines: document content is kept with the database, so two engine processes with
 their own --var directories serve each other's documents (real `interface run` on loopback)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +12,10 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from interface import users
-from interface.client import MLLPClient
-from interface.content import store_dir
-from interface.document_schema import document_blobs
+from interface.desk import users
+from interface.engine.client import MLLPClient
+from interface.store.content import store_dir
+from interface.store.document_schema import document_blobs
 
 from .reliability_kit import adt_message, mdm_message
 from .test_loopback import EngineProcess
@@ -35,7 +36,9 @@ class WebEngine(EngineProcess):
 
 
 def _get(port: int, path: str, token: str) -> tuple[int, bytes]:
-    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"})
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", headers={"Authorization": f"Bearer {token}"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=15) as r:
             return r.status, r.read()
@@ -47,7 +50,7 @@ def test_store_dir_follows_who_owns_the_database(tmp_path):
     """The directory store only for a SQLite file inside this machine's --var; the database
     store for PostgreSQL or a database file elsewhere; a configured shared directory wins."""
     var = tmp_path / "var"
-    assert store_dir(f"sqlite:///{var / 'interface.db'}", var) == var / "content"
+    assert store_dir(f"sqlite:///{var / 'interface.store.db'}", var) == var / "content"
     assert store_dir(f"sqlite:///{tmp_path / 'shared.db'}", var) is None
     assert store_dir("postgresql://127.0.0.1:5432/db", var) is None
     assert store_dir("postgresql://127.0.0.1:5432/db", var, tmp_path / "nfs") == tmp_path / "nfs"
@@ -60,7 +63,9 @@ def test_two_engines_on_one_database_serve_each_others_documents(tmp_path, db_ur
     from datetime import datetime, timezone
 
     with engine.begin() as conn:
-        users.add_user(conn, "clerk9", "clerk", "correct horse battery staple", now=datetime.now(timezone.utc))
+        users.add_user(
+            conn, "clerk9", "clerk", "correct horse battery staple", now=datetime.now(timezone.utc)
+        )
         token = users.new_token(conn, "clerk9", now=datetime.now(timezone.utc))
     with WebEngine(tmp_path / "a", db_url) as a, WebEngine(tmp_path / "b", db_url) as b:
         with MLLPClient("127.0.0.1", a.ports["adt"], timeout=30) as client:  # the patient first
@@ -91,7 +96,7 @@ def test_content_import_copies_a_var_content_directory_into_the_database(tmp_pat
     import subprocess
     import sys
 
-    from interface.content import ContentStore
+    from interface.store.content import ContentStore
 
     src = tmp_path / "content"
     store = ContentStore(src)

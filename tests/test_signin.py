@@ -1,16 +1,27 @@
 """Console sign-in: no hashing under a transaction or the write lock, limits per source (never a
 lock of the account), audit rows that never keep a mistyped password."""
+
 from __future__ import annotations
 
 import pytest
 from sqlalchemy import select
 
-from interface import db as dbmod
-from interface import signin, users
-from interface.schema import audit
+from interface.desk import signin, users
+from interface.store import db as dbmod
+from interface.store.schema import audit
 from tests.test_auth import login
-from tests.test_web_api import NOW, PASSWORD, TestClient, h, make_user
-from tests.test_web_api import app, channels, clock, fast_hashing, tokens  # noqa: F401  (fixtures)
+from tests.test_web_api import (  # noqa: F401  (fixtures)
+    NOW,
+    PASSWORD,
+    TestClient,
+    app,
+    channels,
+    clock,
+    fast_hashing,
+    h,
+    make_user,
+    tokens,
+)
 
 ATTACKER = ("10.0.0.66", 40000)
 REAL_USER = ("10.0.0.7", 40001)
@@ -51,8 +62,14 @@ class Watching:
 
     def _note(self, what):
         lock = dbmod.write_lock_of(self.engine)
-        self.calls.append((what, self.engine.pool.checkedout(), self.reader.pool.checkedout(),
-                           lock._holder if lock is not None else None))
+        self.calls.append(
+            (
+                what,
+                self.engine.pool.checkedout(),
+                self.reader.pool.checkedout(),
+                lock._holder if lock is not None else None,
+            )
+        )
 
     def hash(self, password, **kw):
         self._note("hash")
@@ -75,8 +92,10 @@ def watching(monkeypatch, engine, app):
 
 def audit_of(engine, action):
     with engine.connect() as conn:
-        return [dict(r._mapping) for r in conn.execute(select(audit).where(audit.c.action == action)
-                                                       .order_by(audit.c.id))]
+        return [
+            dict(r._mapping)
+            for r in conn.execute(select(audit).where(audit.c.action == action).order_by(audit.c.id))
+        ]
 
 
 def test_no_transaction_or_write_lock_while_hashing(app, engine, watching, tokens):
@@ -90,14 +109,24 @@ def test_no_transaction_or_write_lock_while_hashing(app, engine, watching, token
         assert login(c, "ann").status_code == 303
     with TestClient(app) as c:
         admin = h(tokens["admin"])
-        assert c.post("/api/users", headers=admin, json={"name": "bob", "role": "clerk",
-                                                         "password": PASSWORD}).status_code == 201
-        assert c.post("/api/users/bob/password", headers=admin,
-                      json={"password": "another long passphrase"}).status_code == 200
+        assert (
+            c.post(
+                "/api/users", headers=admin, json={"name": "bob", "role": "clerk", "password": PASSWORD}
+            ).status_code
+            == 201
+        )
+        assert (
+            c.post(
+                "/api/users/bob/password", headers=admin, json={"password": "another long passphrase"}
+            ).status_code
+            == 200
+        )
     kinds = [k for k, *_ in watching.calls]
     assert kinds.count("verify") >= 3 and kinds.count("hash") >= 2, kinds
-    assert all(engine_out == 0 and reader_out == 0 and holder is None
-               for _k, engine_out, reader_out, holder in watching.calls), watching.calls
+    assert all(
+        engine_out == 0 and reader_out == 0 and holder is None
+        for _k, engine_out, reader_out, holder in watching.calls
+    ), watching.calls
 
 
 def test_many_failures_from_one_address_do_not_stop_the_real_user(app, engine, clock):
@@ -227,5 +256,7 @@ def test_limits_count_case_variants_of_a_name_together(app, engine):
     """``Ann``, ``ANN`` and ``ann`` share one count, so changing case does not buy more guesses."""
     make_user(engine, "ann", "clerk")
     with client_from(app, ATTACKER) as bad:
-        codes = [login(bad, n, "wrong password!").status_code for n in ("ann", "Ann", "ANN", "aNn", "anN", "ANn")]
+        codes = [
+            login(bad, n, "wrong password!").status_code for n in ("ann", "Ann", "ANN", "aNn", "anN", "ANn")
+        ]
     assert codes == [401] * 5 + [429]

@@ -1,6 +1,7 @@
 """Slow and greedy connections: frame deadline, minimum receive rate, per-peer connection limit
 and the channel's cap on bytes held in partial frames (task.Clock and StringTransport; one real
 loopback test)."""
+
 from __future__ import annotations
 
 import socket
@@ -8,7 +9,7 @@ import time
 
 import pytest
 
-from interface.framing import frame
+from interface.hl7.framing import frame
 
 from .test_transport import Harness, acks, channel, msg
 
@@ -63,7 +64,7 @@ def test_a_steady_large_frame_and_an_idle_connection_are_not_cut():
     body = msg("BIG1") + b"NTE|1||" + b"x" * 250_000 + b"\r"
     data = frame(body)
     for i in range(0, len(data), 10_000):
-        proto.dataReceived(data[i:i + 10_000])
+        proto.dataReceived(data[i : i + 10_000])
         h.clock.advance(1)
     assert len(h.calls) == 1 and h.calls[0][0] == body
     h.answer(0)
@@ -126,15 +127,17 @@ def test_loopback_slow_sender_is_disconnected_by_the_real_engine(tmp_path, db_ur
     """Real `interface run` on loopback with receive_rate_window_seconds 1: a socket that sends a
     start block and then one byte is closed by the engine within a few seconds, while a normal
     client on the same channel is answered AA."""
-    from interface.client import MLLPClient
+    from interface.engine.client import MLLPClient
 
     from .test_loopback import ROOT, EngineProcess
 
     chdir = tmp_path / "channels"
     chdir.mkdir()
     text = (ROOT / "channels" / "adt.yaml").read_text()
-    text = text.replace("  max_connections: 100\n",
-                        "  max_connections: 100\n  receive_rate_window_seconds: 1\n  frame_timeout_seconds: 5\n")
+    text = text.replace(
+        "  max_connections: 100\n",
+        "  max_connections: 100\n  receive_rate_window_seconds: 1\n  frame_timeout_seconds: 5\n",
+    )
     (chdir / "adt.yaml").write_text(text)
     with EngineProcess(tmp_path, db_url, channels=chdir, listen={"adt": "tcp:0:interface=127.0.0.1"}) as eng:
         port = eng.ports["adt"]

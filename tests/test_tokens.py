@@ -1,6 +1,7 @@
 """API tokens expire, are listed and revoked one by one (CLI, /api/users, the Users page), are
 revoked by a password change, and tokens made before expiry existed keep working; the password
 policy (length, not only spaces, not the user name, zxcvbn) everywhere a password is set."""
+
 from __future__ import annotations
 
 import re
@@ -9,12 +10,23 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import text
 
-from interface import cli, users
-from interface.db import make_engine
+from interface.desk import users
+from interface.ops import cli
+from interface.store.db import make_engine
 from tests.test_auth import csrf_of, login
 from tests.test_migrations import empty_url  # noqa: F401  (fixture)
-from tests.test_web_api import NOW, PASSWORD, TestClient, h, make_user
-from tests.test_web_api import app, channels, clock, fast_hashing, tokens  # noqa: F401  (fixtures)
+from tests.test_web_api import (  # noqa: F401  (fixtures)
+    NOW,
+    PASSWORD,
+    TestClient,
+    app,
+    channels,
+    clock,
+    fast_hashing,
+    h,
+    make_user,
+    tokens,
+)
 
 
 @pytest.fixture
@@ -82,8 +94,12 @@ def test_password_change_revokes_the_users_tokens(client, engine, monkeypatch, c
     """A new password (CLI or API) revokes every API token of that user, not other users'."""
     token = make_user(engine, "bot", "analyst")
     other = make_user(engine, "ops", "analyst")
-    assert cli_users(engine, ["passwd", "bot", "--password-stdin"], monkeypatch, capsys,
-                     "another long passphrase\n")[0] == 0
+    assert (
+        cli_users(
+            engine, ["passwd", "bot", "--password-stdin"], monkeypatch, capsys, "another long passphrase\n"
+        )[0]
+        == 0
+    )
     assert client.get("/api/me", headers=h(token)).status_code == 401
     assert client.get("/api/me", headers=h(other)).status_code == 200
     admin = make_user(engine, "root", "admin")
@@ -112,14 +128,18 @@ def test_api_tokens_issue_list_revoke(client, engine, clock):
     assert client.get("/api/me", headers=h(made["token"])).status_code == 401
     short = client.post("/api/users/bot/token", headers=h(admin), json={"expires_days": 1}).json()
     clock.advance(days=3)
-    states = {t["id"]: t["state"] for t in client.get("/api/users/bot/tokens", headers=h(admin)).json()["tokens"]}
+    states = {
+        t["id"]: t["state"] for t in client.get("/api/users/bot/tokens", headers=h(admin)).json()["tokens"]
+    }
     assert states[made["id"]] == "revoked" and states[short["id"]] == "expired"
     assert sorted(states.values()) == ["active", "expired", "revoked"]
     assert client.post("/api/users/bot/token", headers=h(admin), json={"expires_days": 0}).status_code == 422
     assert client.get("/api/users/nobody/tokens", headers=h(admin)).status_code == 404
     from tests.test_api_users import audit_rows
 
-    assert [(a.user, a.target_id, a.detail) for a in audit_rows(engine, "token_revoke")] == [("root", "bot", f"id={made['id']}")]
+    assert [(a.user, a.target_id, a.detail) for a in audit_rows(engine, "token_revoke")] == [
+        ("root", "bot", f"id={made['id']}")
+    ]
 
 
 def test_users_page_lists_and_revokes_tokens(client, engine, tokens):
@@ -138,7 +158,9 @@ def test_users_page_lists_and_revokes_tokens(client, engine, tokens):
     assert r.status_code == 200 and "API token issued for bot (3 days)" in r.text
     new = re.search(r'<code class="token">([^<]+)</code>', r.text).group(1)
     assert client.get("/api/me", headers=h(new)).status_code == 200
-    r = client.post("/users/revoke-token", data={"csrf_token": csrf, "name": "clerk1", "token_id": m.group(1)})
+    r = client.post(
+        "/users/revoke-token", data={"csrf_token": csrf, "name": "clerk1", "token_id": m.group(1)}
+    )
     assert r.status_code == 404
 
 
@@ -150,11 +172,20 @@ def test_tokens_made_before_expiry_keep_working(empty_url):
     try:
         token = "ie_" + "a" * 43
         with eng.begin() as conn:
-            uid = conn.execute(text(
-                "INSERT INTO users (name, role, password_hash, disabled, created_at, password_changed_at) "
-                "VALUES ('old', 'analyst', 'x', :f, :t, :t) RETURNING id"), {"f": False, "t": NOW}).scalar_one()
-            conn.execute(text("INSERT INTO api_tokens (user_id, token_sha256, created_at, revoked) "
-                              "VALUES (:u, :s, :t, :f)"), {"u": uid, "s": users._sha(token), "t": NOW, "f": False})
+            uid = conn.execute(
+                text(
+                    "INSERT INTO users (name, role, password_hash, disabled, created_at, password_changed_at) "
+                    "VALUES ('old', 'analyst', 'x', :f, :t, :t) RETURNING id"
+                ),
+                {"f": False, "t": NOW},
+            ).scalar_one()
+            conn.execute(
+                text(
+                    "INSERT INTO api_tokens (user_id, token_sha256, created_at, revoked) "
+                    "VALUES (:u, :s, :t, :f)"
+                ),
+                {"u": uid, "s": users._sha(token), "t": NOW, "f": False},
+            )
         assert cli.main(["db", "upgrade", "--db", empty_url]) == 0
         with eng.connect() as conn:
             assert users.user_for_token(conn, token, NOW + timedelta(days=5000)).name == "old"
@@ -164,17 +195,30 @@ def test_tokens_made_before_expiry_keep_working(empty_url):
         eng.dispose()
 
 
-WEAK = [("short pw", "at least 10"), ("          ", "only spaces"), ("password1234", "too weak"),
-        ("qwertyuiop123", "too weak"), ("aaaaaaaaaaaaaaa", "too weak"), ("bobbybobby", "user name"),
-        ("ybbobybbob", "user name"), ("BobbyBobby ", "user name"), ("bobbybobby2026", "too weak")]
+WEAK = [
+    ("short pw", "at least 10"),
+    ("          ", "only spaces"),
+    ("password1234", "too weak"),
+    ("qwertyuiop123", "too weak"),
+    ("aaaaaaaaaaaaaaa", "too weak"),
+    ("bobbybobby", "user name"),
+    ("ybbobybbob", "user name"),
+    ("BobbyBobby ", "user name"),
+    ("bobbybobby2026", "too weak"),
+]
 
 
 @pytest.mark.parametrize("password,why", WEAK)
 def test_password_policy_refuses_weak_passwords(engine, monkeypatch, capsys, password, why):
     """Too short, only spaces, common or patterned (zxcvbn), or the user name: refused by the CLI
     with the reason, by the API with 422; nothing stored."""
-    code, _, err = cli_users(engine, ["add", "bobbybobby", "--role", "clerk", "--password-stdin"], monkeypatch,
-                             capsys, password + "\n")
+    code, _, err = cli_users(
+        engine,
+        ["add", "bobbybobby", "--role", "clerk", "--password-stdin"],
+        monkeypatch,
+        capsys,
+        password + "\n",
+    )
     assert code == 1 and why in err
     with engine.connect() as conn:
         assert users.list_users(conn) == []
@@ -184,13 +228,17 @@ def test_password_policy_refuses_weak_passwords(engine, monkeypatch, capsys, pas
 def test_password_policy_over_the_api_and_page(client, engine, tokens, password, why):
     """The same policy on POST /api/users, /api/users/{name}/password and the Users page."""
     admin = h(tokens["admin"])
-    r = client.post("/api/users", headers=admin, json={"name": "bobbybobby", "role": "clerk", "password": password})
+    r = client.post(
+        "/api/users", headers=admin, json={"name": "bobbybobby", "role": "clerk", "password": password}
+    )
     assert r.status_code == 422 and why in r.json()["detail"]
     r = client.post("/api/users/clerk1/password", headers=admin, json={"password": password})
     assert r.status_code == 422 and why in r.json()["detail"]
     assert login(client, "admin1").status_code == 303
-    r = client.post("/users/add", data={"csrf_token": csrf_of(client), "name": "bobbybobby", "role": "clerk",
-                                        "password": password})
+    r = client.post(
+        "/users/add",
+        data={"csrf_token": csrf_of(client), "name": "bobbybobby", "role": "clerk", "password": password},
+    )
     assert r.status_code == 422 and why in r.text
 
 

@@ -1,4 +1,5 @@
 """The MLLP protocol with StringTransport and task.Clock: no sockets, no sleeps."""
+
 from __future__ import annotations
 
 import pytest
@@ -7,10 +8,10 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import StringTransport
 
-from interface.channels import Channel
-from interface.engine import Outcome
-from interface.framing import FrameDecoder, frame
-from interface.transport import MAX_QUEUED_FRAMES, MLLPFactory
+from interface.config.channels import Channel
+from interface.engine.outcome import Outcome
+from interface.engine.transport import MAX_QUEUED_FRAMES, MLLPFactory
+from interface.hl7.framing import FrameDecoder, frame
 
 
 def channel(**kw) -> Channel:
@@ -162,8 +163,9 @@ def test_max_connections_refused_and_recorded():
     assert not t4.disconnecting and h.factory.connections == 2
 
 
-@pytest.mark.parametrize("host,allowed", [("10.1.2.3", True), ("10.9.9.9", False), ("192.168.0.7", True),
-                                          ("127.0.0.1", False)])
+@pytest.mark.parametrize(
+    "host,allowed", [("10.1.2.3", True), ("10.9.9.9", False), ("192.168.0.7", True), ("127.0.0.1", False)]
+)
 def test_allowlist(host, allowed):
     h = Harness(channel(allow=["10.1.2.0/24", "192.168.0.7"]))
     proto, tr = h.connect(host=host)
@@ -233,8 +235,9 @@ def test_synchronous_handler_result():
     from twisted.internet.defer import succeed
 
     clock = task.Clock()
-    f = MLLPFactory(channel(), lambda data, peer: succeed(Outcome("accepted", ack_for(data), "AA")),
-                    clock=clock)
+    f = MLLPFactory(
+        channel(), lambda data, peer: succeed(Outcome("accepted", ack_for(data), "AA")), clock=clock
+    )
     proto = f.buildProtocol(None)
     tr = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))
     proto.makeConnection(tr)

@@ -1,37 +1,71 @@
 """A document for a patient the chart does not know: held (blocking nobody), applied when the
 patient arrives, an "unknown patient" error item after the channel's delay — never lost, never
 filed under the wrong patient. Through the real queue with an injected clock."""
+
 from __future__ import annotations
 
 from sqlalchemy import select
 
-from interface import documents as D
-from interface import queue
-from interface.channels import load_channels
-from interface.schema import messages
+from interface.config.channels import load_channels
+from interface.desk import errorqueue
+from interface.store import document_read, workqueue
+from interface.store import documents as D
+from interface.store.schema import messages
 from tests.test_adt_events import ROOT, Harness, adt, pv1
 
 HOLD = 3600.0
 
 
 def mdm(event: str, number: str, mrn: str, *, status: str = "DI", time: str = "20261120100000") -> str:
-    txa = ["TXA", "1", "HP", "TX", "20261120090000", "", "20261120091500", "", "", "1234^SMITH^JOHN", "",
-           "", number, "", "", "", "", status, "U", "AV", "AC"]
-    return "\r".join([f"MSH|^~\\&|DOCS|HOSP|IF|HOSP|{time}||MDM^{event}|{number}{event}{mrn}|P|2.5.1",
-                      f"EVN|{event}|{time}", f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE",
-                      "PV1|1|I|4W||||||||||||||||V1^^^HOSP^VN", "|".join(txa),
-                      "OBX|1|TX|HP||Report text||||||F"]) + "\r"
+    txa = [
+        "TXA",
+        "1",
+        "HP",
+        "TX",
+        "20261120090000",
+        "",
+        "20261120091500",
+        "",
+        "",
+        "1234^SMITH^JOHN",
+        "",
+        "",
+        number,
+        "",
+        "",
+        "",
+        "",
+        status,
+        "U",
+        "AV",
+        "AC",
+    ]
+    return (
+        "\r".join(
+            [
+                f"MSH|^~\\&|DOCS|HOSP|IF|HOSP|{time}||MDM^{event}|{number}{event}{mrn}|P|2.5.1",
+                f"EVN|{event}|{time}",
+                f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE",
+                "PV1|1|I|4W||||||||||||||||V1^^^HOSP^VN",
+                "|".join(txa),
+                "OBX|1|TX|HP||Report text||||||F",
+            ]
+        )
+        + "\r"
+    )
 
 
 def harness(engine) -> Harness:
-    channels = [c.model_copy(update={"hold_unknown_patient_seconds": HOLD}) if c.name == "mdm" else c
-                for c in load_channels(ROOT / "channels")]
+    channels = [
+        c.model_copy(update={"hold_unknown_patient_seconds": HOLD}) if c.name == "mdm" else c
+        for c in load_channels(ROOT / "channels")
+    ]
     return Harness(engine, channels=channels)
 
 
 def doc(h: Harness, number: str) -> dict | None:
     with h.db.connect() as conn:
-        return D.get_document(conn, number)
+        return document_read.get_document(conn, number)
 
 
 def test_held_then_applied_when_the_patient_arrives(engine):
@@ -109,7 +143,7 @@ def test_error_item_after_the_channel_delay_then_clerk_retry(engine):
     h.drain()
     assert doc(h, "D1") is None  # an error item waits for the clerk
     with engine.begin() as conn:
-        queue.retry_item(conn, err.id, user="clerk", now=h.now)
+        errorqueue.retry_item(conn, err.id, user="clerk", now=h.now)
     h.drain()
     assert doc(h, "D1")["mrn"] == "N1"
     assert h.items("error") == [] and h.items("held") == []

@@ -1,4 +1,5 @@
 """``interface users``: add, list, passwd, token, disable; passwords hashed, tokens stored hashed."""
+
 from __future__ import annotations
 
 import io
@@ -7,10 +8,10 @@ import re
 import pytest
 from sqlalchemy import select
 
-from interface import users
-from interface.cli import main as cli_main_entry
-from interface.users import api_tokens, cli_main
-from interface.users import users as users_table
+from interface.desk import users
+from interface.desk.users import api_tokens, cli_main
+from interface.desk.users import users as users_table
+from interface.ops.cli import main as cli_main_entry
 from tests.test_web_api import fast_hashing  # noqa: F401  (autouse fixture)
 
 
@@ -36,24 +37,47 @@ def test_add_generates_password_shown_once_and_hashes_it(engine, monkeypatch, ca
 
 def test_add_with_password_stdin_and_errors(engine, monkeypatch, capsys):
     """--password-stdin reads the password; duplicates, bad roles and short passwords fail."""
-    assert run(engine, ["add", "bob", "--role", "clerk", "--password-stdin"], monkeypatch, capsys,
-               "a long enough secret\n")[0] == 0
+    assert (
+        run(
+            engine,
+            ["add", "bob", "--role", "clerk", "--password-stdin"],
+            monkeypatch,
+            capsys,
+            "a long enough secret\n",
+        )[0]
+        == 0
+    )
     with engine.connect() as conn:
         assert users.authenticate(conn, "bob", "a long enough secret").name == "bob"
-    code, _, err = run(engine, ["add", "bob", "--role", "clerk", "--password-stdin"], monkeypatch, capsys,
-                       "a long enough secret\n")
+    code, _, err = run(
+        engine,
+        ["add", "bob", "--role", "clerk", "--password-stdin"],
+        monkeypatch,
+        capsys,
+        "a long enough secret\n",
+    )
     assert code == 1 and "already exists" in err
-    code, _, err = run(engine, ["add", "carl", "--role", "clerk", "--password-stdin"], monkeypatch, capsys, "short\n")
+    code, _, err = run(
+        engine, ["add", "carl", "--role", "clerk", "--password-stdin"], monkeypatch, capsys, "short\n"
+    )
     assert code == 1 and "10 characters" in err
     assert run(engine, ["add", "dan", "--role", "wizard"], monkeypatch, capsys)[0] == 2
 
 
 def test_list_passwd_disable_enable(engine, monkeypatch, capsys):
     """list shows name, role, state; passwd changes the password; disable blocks login."""
-    run(engine, ["add", "bob", "--role", "analyst", "--password-stdin"], monkeypatch, capsys, "first password!\n")
+    run(
+        engine,
+        ["add", "bob", "--role", "analyst", "--password-stdin"],
+        monkeypatch,
+        capsys,
+        "first password!\n",
+    )
     code, out, _ = run(engine, ["list"], monkeypatch, capsys)
     assert code == 0 and "bob\tanalyst\tactive" in out
-    assert run(engine, ["passwd", "bob", "--password-stdin"], monkeypatch, capsys, "second password!\n")[0] == 0
+    assert (
+        run(engine, ["passwd", "bob", "--password-stdin"], monkeypatch, capsys, "second password!\n")[0] == 0
+    )
     with engine.connect() as conn:
         assert users.authenticate(conn, "bob", "first password!") is None
         assert users.authenticate(conn, "bob", "second password!") is not None
@@ -64,7 +88,9 @@ def test_list_passwd_disable_enable(engine, monkeypatch, capsys):
     assert run(engine, ["enable", "bob"], monkeypatch, capsys)[0] == 0
     with engine.connect() as conn:
         assert users.authenticate(conn, "bob", "second password!") is not None
-    code, _, err = run(engine, ["passwd", "nobody", "--password-stdin"], monkeypatch, capsys, "whatever long\n")
+    code, _, err = run(
+        engine, ["passwd", "nobody", "--password-stdin"], monkeypatch, capsys, "whatever long\n"
+    )
     assert code == 1 and "no user" in err
 
 
@@ -88,7 +114,9 @@ def test_token_printed_once_stored_as_hash(engine, monkeypatch, capsys):
 def test_interface_users_through_the_main_cli(db_url, engine, monkeypatch, capsys):
     """`interface users --db URL add ...` reaches users.cli_main."""
     monkeypatch.setattr("sys.stdin", io.StringIO("a long enough secret\n"))
-    assert cli_main_entry(["users", "--db", db_url, "add", "eve", "--role", "auditor", "--password-stdin"]) == 0
+    assert (
+        cli_main_entry(["users", "--db", db_url, "add", "eve", "--role", "auditor", "--password-stdin"]) == 0
+    )
     assert cli_main_entry(["users", "--db", db_url, "list"]) == 0
     assert "eve\tauditor\tactive" in capsys.readouterr().out
 

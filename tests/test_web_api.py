@@ -1,4 +1,5 @@
 """The REST API: health, channels, message search and detail, the error queue, audit, /metrics."""
+
 from __future__ import annotations
 
 import json
@@ -16,11 +17,12 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from interface import queue, users
-from interface.channels import load_channels
-from interface.engine import Engine
-from interface.schema import audit, messages, work_items, work_keys
-from interface.web import create_app
+from interface.config.channels import load_channels
+from interface.desk import users
+from interface.engine.inbound import Engine
+from interface.store import workqueue
+from interface.store.schema import audit, messages, work_items, work_keys
+from interface.web.app import create_app
 
 from .conftest import Clock
 
@@ -30,10 +32,12 @@ PASSWORD = "correct horse battery"
 
 
 def adt(control_id: str, mrn: str, trigger: str = "A08", when: str = "20261122110000") -> bytes:
-    return (f"MSH|^~\\&|REG|HOSP|INTERFACE|HOSP|{when}||ADT^{trigger}^ADT_A01|{control_id}|P|2.5.1\r"
-            f"EVN|{trigger}|{when}\r"
-            f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE^Q||19800131|F\r"
-            f"PV1|1|I|W1^101^A\r").encode()
+    return (
+        f"MSH|^~\\&|REG|HOSP|INTERFACE|HOSP|{when}||ADT^{trigger}^ADT_A01|{control_id}|P|2.5.1\r"
+        f"EVN|{trigger}|{when}\r"
+        f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE^Q||19800131|F\r"
+        f"PV1|1|I|W1^101^A\r"
+    ).encode()
 
 
 @pytest.fixture
@@ -101,7 +105,7 @@ def item_of(engine, message_id):
 def fail(engine, message_id, reason="unknown_patient"):
     it = item_of(engine, message_id)
     with engine.begin() as conn:
-        queue.mark_error(conn, it.id, message_id, NOW, 1, "no such patient", reason, "PID-3")
+        workqueue.mark_error(conn, it.id, message_id, NOW, 1, "no such patient", reason, "PID-3")
     return it.id
 
 
@@ -115,6 +119,7 @@ def audit_rows(engine, **where):
 
 # -- health, channels, metrics ------------------------------------------------------------------
 
+
 def test_health_needs_no_login_and_reports_database(client):
     """GET /api/health answers without a login and says the database is reachable."""
     r = client.get("/api/health")
@@ -127,7 +132,7 @@ def test_channels_queue_figures_from_database(client, engine, channels, clock, t
     fail(engine, ids[0])
     it = item_of(engine, ids[1])
     with engine.begin() as conn:
-        queue.mark_done(conn, it.id, ids[1], NOW, 1)
+        workqueue.mark_done(conn, it.id, ids[1], NOW, 1)
     clock.now = NOW + timedelta(seconds=90)
     r = client.get("/api/channels", headers=h(tokens["auditor"]))
     assert r.status_code == 200, r.text
@@ -144,7 +149,7 @@ def test_channels_queue_figures_from_database(client, engine, channels, clock, t
 
 def test_channels_live_counters_from_runtime(engine, channels, clock, tokens):
     """With an engine runtime, /api/channels and /metrics show counters and connections."""
-    from interface.service import Runtime
+    from interface.ops.runtime import Runtime
 
     class Factory:
         connections = 3
@@ -156,12 +161,21 @@ def test_channels_live_counters_from_runtime(engine, channels, clock, tokens):
     app = create_app(engine, channels=channels, runtime=rt, clock=clock)
     receive(engine, channels, clock, [("C1", "10000001")])
     with TestClient(app) as c:
-        adt_state = next(x for x in c.get("/api/channels", headers=h(tokens["analyst"])).json()["channels"]
-                         if x["name"] == "adt")
+        adt_state = next(
+            x
+            for x in c.get("/api/channels", headers=h(tokens["analyst"])).json()["channels"]
+            if x["name"] == "adt"
+        )
         metrics = c.get("/metrics").text
     assert adt_state["listening"] is True and adt_state["connections"] == 3 and adt_state["port"] == 2575
-    assert adt_state["counters"] == {"received": 7, "accepted": 4, "rejected": 1, "duplicates": 2,
-                                     "quarantined": 0, "errors": 0}
+    assert adt_state["counters"] == {
+        "received": 7,
+        "accepted": 4,
+        "rejected": 1,
+        "duplicates": 2,
+        "quarantined": 0,
+        "errors": 0,
+    }
     assert 'interface_messages_received_total{channel="adt"} 7.0' in metrics
     assert 'interface_messages_duplicates_total{channel="adt"} 2.0' in metrics
     assert 'interface_connections{channel="adt"} 3.0' in metrics
@@ -185,6 +199,7 @@ def test_metrics_queue_per_channel_and_destination_without_patient_data(client, 
 
 # -- messages -------------------------------------------------------------------------------------
 
+
 def test_messages_newest_first_masked_and_keyset_paged(client, engine, channels, clock, tokens):
     """GET /api/messages: newest first, MRNs masked, next page via before_id."""
     ids = receive(engine, channels, clock, [(f"C{i}", f"1000000{i}") for i in range(5)])
@@ -196,7 +211,9 @@ def test_messages_newest_first_masked_and_keyset_paged(client, engine, channels,
     assert page["revealed"] is False
     r2 = client.get(f"/api/messages?limit=2&before_id={page['next_before_id']}", headers=h(tokens["analyst"]))
     assert [m["id"] for m in r2.json()["messages"]] == ids[::-1][2:4]
-    r3 = client.get(f"/api/messages?limit=2&before_id={r2.json()['next_before_id']}", headers=h(tokens["analyst"]))
+    r3 = client.get(
+        f"/api/messages?limit=2&before_id={r2.json()['next_before_id']}", headers=h(tokens["analyst"])
+    )
     assert [m["id"] for m in r3.json()["messages"]] == ids[:1]
     assert r3.json()["next_before_id"] is None
 
@@ -266,6 +283,7 @@ def test_message_detail_fields_ack_history_and_audit(client, engine, channels, c
 
 # -- error queue ------------------------------------------------------------------------------------
 
+
 def test_errors_list_masks_keys_and_filters(client, engine, channels, clock, tokens):
     """GET /api/errors lists error items with masked patient keys; filters by reason/channel/status."""
     ids = receive(engine, channels, clock, [("C1", "10000001"), ("C2", "10000002"), ("C3", "10000003")])
@@ -275,7 +293,9 @@ def test_errors_list_masks_keys_and_filters(client, engine, channels, clock, tok
     items = client.get("/api/errors", headers=hdr).json()["items"]
     assert [i["id"] for i in items] == [e2, e1]
     assert items[1]["key"] == "mrn:****0001" and items[1]["control_id"] == "C1"
-    assert [i["id"] for i in client.get("/api/errors?reason=missing_field", headers=hdr).json()["items"]] == [e2]
+    assert [i["id"] for i in client.get("/api/errors?reason=missing_field", headers=hdr).json()["items"]] == [
+        e2
+    ]
     assert client.get("/api/errors?channel=mdm", headers=hdr).json()["items"] == []
     assert len(client.get("/api/errors?status=pending", headers=hdr).json()["items"]) == 1
     assert client.get("/api/errors?status=bogus", headers=hdr).status_code == 400
@@ -306,7 +326,10 @@ def test_retry_discard_resubmit_record_the_user(client, engine, channels, clock,
     assert new.parent_id == ids[2] and b"DOE-SMITH" in new.raw and b"\n" not in new.raw
     rows = audit_rows(engine, target_type="work_item")
     assert [(a["action"], a["user"], a["target_id"]) for a in rows] == [
-        ("retry", "clerk1", str(e1)), ("discard", "clerk1", str(e2)), ("resubmit", "clerk1", str(e3))]
+        ("retry", "clerk1", str(e1)),
+        ("discard", "clerk1", str(e2)),
+        ("resubmit", "clerk1", str(e3)),
+    ]
     assert rows[1]["reason"] == "test feed"
 
 
@@ -320,8 +343,14 @@ def test_action_errors_are_4xx_json(client, engine, channels, clock, tokens):
     assert r.status_code == 409 and "pending" in r.json()["detail"]
     assert client.post(f"/api/errors/{item}/discard", headers=hdr, json={}).status_code == 422
     assert client.post(f"/api/errors/{item}/discard", headers=hdr, json={"reason": "   "}).status_code == 422
-    assert client.post(f"/api/errors/{item}/discard", headers=hdr, content=b"not json",
-                       ).status_code == 422
+    assert (
+        client.post(
+            f"/api/errors/{item}/discard",
+            headers=hdr,
+            content=b"not json",
+        ).status_code
+        == 422
+    )
     fail(engine, ids[0])
     r = client.post(f"/api/errors/{item}/resubmit", headers=hdr, json={"raw": "garbage that is not HL7"})
     assert r.status_code == 409 and "cannot be read" in r.json()["detail"]
@@ -341,23 +370,36 @@ def test_bulk_acts_on_exactly_the_selected_items(client, engine, channels, clock
     with engine.connect() as conn:
         st = dict(conn.execute(select(work_items.c.id, work_items.c.status)).all())
     assert [st[e] for e in errs] == ["pending", "error", "pending", "error", "error", "error"]
-    bad = client.post("/api/errors/bulk", headers=hdr,
-                      json={"action": "discard", "filter": {"reason": "unknown_patient"}})
+    bad = client.post(
+        "/api/errors/bulk", headers=hdr, json={"action": "discard", "filter": {"reason": "unknown_patient"}}
+    )
     assert bad.status_code == 422
-    assert client.post("/api/errors/bulk", headers=hdr,
-                       json={"action": "retry", "ids": [1], "filter": {}}).status_code == 422
-    r = client.post("/api/errors/bulk", headers=hdr, json={
-        "action": "discard", "reason": "old test data",
-        "filter": {"reason": "unknown_patient", "max_id": errs[1]}})
+    assert (
+        client.post(
+            "/api/errors/bulk", headers=hdr, json={"action": "retry", "ids": [1], "filter": {}}
+        ).status_code
+        == 422
+    )
+    r = client.post(
+        "/api/errors/bulk",
+        headers=hdr,
+        json={
+            "action": "discard",
+            "reason": "old test data",
+            "filter": {"reason": "unknown_patient", "max_id": errs[1]},
+        },
+    )
     assert r.json()["succeeded"] == [errs[1]]  # errs[3] is newer than max_id; errs[0], errs[2] pending
-    r = client.post("/api/errors/bulk", headers=hdr,
-                    json={"action": "retry", "ids": [errs[1], errs[4], 999999]})
+    r = client.post(
+        "/api/errors/bulk", headers=hdr, json={"action": "retry", "ids": [errs[1], errs[4], 999999]}
+    )
     assert r.json()["succeeded"] == [errs[4]]
     assert {f["id"] for f in r.json()["failed"]} == {errs[1], 999999}
     assert len(audit_rows(engine, action="discard", user="analyst1")) == 1
 
 
 # -- audit log ------------------------------------------------------------------------------------
+
 
 def test_audit_log_for_auditor_and_admin_only(client, engine, channels, clock, tokens):
     """GET /api/audit: auditor and admin read it, newest first, filtered; others get 403."""
@@ -381,7 +423,9 @@ def test_patients_api_requires_clerk_and_audits_views(client, engine, tokens):
     rows = audit_rows(engine, action="view", target_type="patient")
     assert rows and rows[0]["target_id"] == "M1" and rows[0]["user"] == "clerk1"
     assert client.get("/api/patients?family=Doe", headers=h(tokens["clerk"])).status_code == 200
-    assert json.loads(audit_rows(engine, action="search", target_type="patient")[0]["detail"]) == {"family": "Doe"}
+    assert json.loads(audit_rows(engine, action="search", target_type="patient")[0]["detail"]) == {
+        "family": "Doe"
+    }
 
 
 def test_messages_search_uses_only_index_paths(engine, channels, clock, tokens, app):
@@ -407,17 +451,26 @@ def test_messages_search_uses_only_index_paths(engine, channels, clock, tokens, 
     assert " LIKE " not in msg_queries[0]
 
 
-@pytest.mark.parametrize("value,masked", [("12345678", "****5678"), ("100002", "****002"), ("1234", "****34"),
-                                          ("1", "****"), ("mrn:12345678", "mrn:****5678"), (None, None)])
+@pytest.mark.parametrize(
+    "value,masked",
+    [
+        ("12345678", "****5678"),
+        ("100002", "****002"),
+        ("1234", "****34"),
+        ("1", "****"),
+        ("mrn:12345678", "mrn:****5678"),
+        (None, None),
+    ],
+)
 def test_mask_shows_at_most_half_and_four(value, masked):
-    from interface.auth import mask
+    from interface.web.auth import mask
 
     assert mask(value) == masked
 
 
 def test_events_listed_newest_first(client, engine, tokens):
     """GET /api/events lists wire events, filtered by channel and kind, newest first."""
-    from interface import journal
+    from interface.store import journal
 
     with engine.begin() as conn:
         journal.record_event(conn, at=NOW, kind="refused_peer", channel="adt", peer="10.0.0.9:1234")
@@ -433,14 +486,18 @@ def test_events_listed_newest_first(client, engine, tokens):
 def test_database_down_is_503_not_500():
     """With the database unreachable: /api/health says so (503), the API answers 503 JSON,
     /metrics still answers with interface_database_up 0."""
-    from interface.db import make_engine
+    from interface.store.db import make_engine
 
     down = make_engine("postgresql://127.0.0.1:1/nothing?connect_timeout=2")
     app = create_app(down, channels=[])
     try:
         with TestClient(app) as c:
             r = c.get("/api/health")
-            assert r.status_code == 503 and r.json()["status"] == "error" and r.json()["database"] == "unreachable"
+            assert (
+                r.status_code == 503
+                and r.json()["status"] == "error"
+                and r.json()["database"] == "unreachable"
+            )
             r = c.get("/api/messages", headers=h("ie_whatever"))
             assert r.status_code == 503 and r.json()["detail"] == "database unavailable"
             m = c.get("/metrics")
@@ -460,20 +517,35 @@ def test_reprocess_queues_a_message_again_to_one_destination(client, engine, cha
     with engine.begin() as conn:
         conn.execute(update(work_items).where(work_items.c.id == first.id).values(status="done"))
         conn.execute(work_keys.delete().where(work_keys.c.item_id == first.id))
-    r = client.post(f"/api/messages/{mid}/reprocess", headers=hdr,
-                    json={"destination": "store", "reason": "chart restored from backup"})
+    r = client.post(
+        f"/api/messages/{mid}/reprocess",
+        headers=hdr,
+        json={"destination": "store", "reason": "chart restored from backup"},
+    )
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["action"] == "reprocess" and body["status"] == "pending" and body["message_id"] == mid
     assert body["id"] != first.id
     rows = audit_rows(engine, action="reprocess")
-    assert [(a["user"], a["target_id"], a["reason"]) for a in rows] == [("clerk1", str(mid), "chart restored from backup")]
-    assert client.post(f"/api/messages/{mid}/reprocess", headers=hdr,
-                       json={"destination": "nowhere"}).status_code == 409
-    assert client.post("/api/messages/999999/reprocess", headers=hdr,
-                       json={"destination": "store"}).status_code == 404
-    assert client.post(f"/api/messages/{mid}/reprocess", headers=h(tokens["auditor"]),
-                       json={"destination": "store"}).status_code == 403
+    assert [(a["user"], a["target_id"], a["reason"]) for a in rows] == [
+        ("clerk1", str(mid), "chart restored from backup")
+    ]
+    assert (
+        client.post(
+            f"/api/messages/{mid}/reprocess", headers=hdr, json={"destination": "nowhere"}
+        ).status_code
+        == 409
+    )
+    assert (
+        client.post("/api/messages/999999/reprocess", headers=hdr, json={"destination": "store"}).status_code
+        == 404
+    )
+    assert (
+        client.post(
+            f"/api/messages/{mid}/reprocess", headers=h(tokens["auditor"]), json={"destination": "store"}
+        ).status_code
+        == 403
+    )
 
 
 def test_console_reads_never_wait_for_the_write_lock(tmp_path, channels, clock, fast_hashing):
@@ -481,7 +553,7 @@ def test_console_reads_never_wait_for_the_write_lock(tmp_path, channels, clock, 
     reads — the token check, a message search, a chart — still answer at once, from a WAL
     snapshot (db.read_only_engine), instead of queueing behind it, and a slow read would not
     hold the writer up either. A write (an audit row) still waits for the lock, as it must."""
-    from interface import db as dbmod
+    from interface.store import db as dbmod
 
     db = dbmod.make_engine(f"sqlite:///{tmp_path / 'r.db'}")
     dbmod.create_schema(db)

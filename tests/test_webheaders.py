@@ -1,5 +1,6 @@
 """Security headers on every response, Swagger UI from the package, and the console over TLS
 (``--web-tls CERT KEY``) with a ``Secure`` session cookie."""
+
 from __future__ import annotations
 
 import datetime as dt
@@ -10,11 +11,10 @@ import ssl
 import httpx
 import pytest
 
-from interface import cli
-from interface.web import WebThread, create_app
+from interface.ops import cli
+from interface.web.app import WebThread, create_app
 from tests.test_auth import login
-from tests.test_web_api import PASSWORD, TestClient, h, make_user
-from tests.test_web_api import app, channels, clock, fast_hashing, tokens  # noqa: F401  (fixtures)
+from tests.test_web_api import PASSWORD, TestClient, app, channels, clock, fast_hashing, h, make_user, tokens  # noqa: F401  (fixtures)
 
 
 @pytest.fixture
@@ -65,10 +65,29 @@ def test_every_kind_of_response_has_the_security_headers(client, tokens):
         client.get("/api/docs"),
         client.post("/login", data={"username": "x", "password": "y"}),
     ]
-    assert [r.status_code for r in responses] == [200, 303, 200, 404, 401, 404, 422, 400, 200, 200, 200, 200, 403]
+    assert [r.status_code for r in responses] == [
+        200,
+        303,
+        200,
+        404,
+        401,
+        404,
+        422,
+        400,
+        200,
+        200,
+        200,
+        200,
+        403,
+    ]
     for r in responses:
         assert_secure(r)
-    for path in ("/static/console.css", "/static/login.css", "/static/swagger-ui-bundle.js", "/static/htmx.min.js"):
+    for path in (
+        "/static/console.css",
+        "/static/login.css",
+        "/static/swagger-ui-bundle.js",
+        "/static/htmx.min.js",
+    ):
         r = client.get(path)
         assert r.status_code == 200
         assert_secure(r, cached=True)
@@ -110,17 +129,27 @@ def _self_signed(tmp_path):
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.timezone.utc)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_file, key_file = tmp_path / "web.pem", tmp_path / "web.key"
     cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     return str(cert_file), str(key_file)
 
 
@@ -136,7 +165,11 @@ def test_console_over_tls_sets_a_secure_cookie(engine, tmp_path):
         with httpx.Client(base_url=base, verify=ssl.create_default_context(cafile=cert), timeout=10) as c:
             r = login(c, "ann", PASSWORD)
             assert r.status_code == 303
-            cookie = [v for k, v in r.headers.multi_items() if k == "set-cookie" and v.startswith("interface_session=")]
+            cookie = [
+                v
+                for k, v in r.headers.multi_items()
+                if k == "set-cookie" and v.startswith("interface_session=")
+            ]
             assert cookie and "Secure" in cookie[0] and "HttpOnly" in cookie[0]
             assert r.headers["strict-transport-security"].startswith("max-age=")
             assert c.get("/api/me").json()["name"] == "ann"
@@ -160,9 +193,11 @@ def test_web_tls_refuses_missing_or_mismatched_files(tmp_path, capsys, db_url, e
     other = tmp_path / "other"
     other.mkdir()
     _cert2, key2 = _self_signed(other)
-    for args in (["web", "--db", db_url, "--web-tls", str(tmp_path / "nope.pem"), key],
-                 ["web", "--db", db_url, "--web-tls", cert, key2],
-                 ["run", "--db", db_url, "--no-web", "--web-tls", cert, str(tmp_path / "nope.key")]):
+    for args in (
+        ["web", "--db", db_url, "--web-tls", str(tmp_path / "nope.pem"), key],
+        ["web", "--db", db_url, "--web-tls", cert, key2],
+        ["run", "--db", db_url, "--no-web", "--web-tls", cert, str(tmp_path / "nope.key")],
+    ):
         assert cli.main(args) == 1
         out = capsys.readouterr()
         text = out.out + out.err

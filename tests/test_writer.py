@@ -1,5 +1,6 @@
-"""interface.writer: the journal writer's group commit, and its gathering while the SQLite write
+"""interface.engine.writer: the journal writer's group commit, and its gathering while the SQLite write
 lock is taken elsewhere (another engine process, the worker, the web console)."""
+
 from __future__ import annotations
 
 import fcntl
@@ -9,9 +10,9 @@ import time
 
 from sqlalchemy import select
 
-from interface import db as dbmod
-from interface.schema import messages
-from interface.writer import GroupCommitWriter
+from interface.engine.writer import GroupCommitWriter
+from interface.store import db as dbmod
+from interface.store.schema import messages
 
 from .test_destinations import Rig, adt, channel
 
@@ -59,7 +60,7 @@ def _started_behind_the_lock(tmp_path, **kw):
 
 
 def _submit(rig, writer, answers, cid: str, mrn: str) -> None:
-    from interface.engine import Inbound
+    from interface.engine.outcome import Inbound
 
     answers.watch(writer.submit(Inbound(rig.ch, adt(cid, mrn, "A01"), "peer")))
 
@@ -93,7 +94,8 @@ def test_frames_arriving_while_the_lock_is_taken_join_the_group(tmp_path):
         writer.stop()
     assert writer.batches == 1  # one transaction, one fsync for the three
     assert {c: (o.status, o.ack_code) for c, o in answers.by_cid.items()} == {
-        c: ("processed", "AA") for c in ("C1", "C2", "C3")}
+        c: ("processed", "AA") for c in ("C1", "C2", "C3")
+    }
     assert _journalled(db) == 3
     assert rig.status("store") == {"C1": "done", "C2": "done", "C3": "done"}
     lock.acquire(other)  # the writer gave the lock up at its COMMIT

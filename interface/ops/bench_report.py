@@ -1,0 +1,113 @@
+"""The benchmark's report: the docs/benchmarks.md table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def table(R: dict) -> str:
+    lines = []
+    c = R["conditions"]
+    lines.append(
+        f"interface bench — {c['database']}, {c['cpus']} CPUs, load {c['load_avg_start'][0]:.1f}"
+        f", {c.get('engine_processes', 1)} engine process(es)"
+        f", ADT mix {c.get('adt_mix', 'churn')}{' (quick)' if c['quick'] else ''}"
+    )
+    S = R["scenarios"]
+    if "receive" in S:
+        lines.append("\n1. receive -> journal committed -> ACK (on_commit)")
+        lines.append(
+            f"{'conns':>5} {'server':<11} {'msgs':>6} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'ratio':>6}"
+        )
+        for conns, rec in S["receive"].items():
+            base = rec["python-hl7"]["msgs_per_s"]
+            for name in ("engine", "python-hl7", "socket"):
+                r = rec[name]
+                lines.append(
+                    f"{conns:>5} {name:<11} {r['messages']:>6} {r['msgs_per_s']:>8} {r['ack_p50_ms']:>8} "
+                    f"{r['ack_p99_ms']:>8} {r['msgs_per_s'] / base:>6.2f}"
+                )
+    if "adt" in S:
+        lines.append("\n2. ADT mix, receive -> chart committed")
+        lines.append(
+            f"{'conns':>5} {'patients':>8} {'msgs':>6} {'msgs/s':>8} {'p50 ms':>8} {'p99 ms':>9} "
+            f"{'cpu ms/msg':>10} items"
+        )
+        for conns, r in S["adt"].items():
+            lines.append(
+                f"{conns:>5} {r['patients']:>8} {r['done']:>6} {r['msgs_per_s']:>8} {r['e2e_p50_ms']:>8} "
+                f"{r['e2e_p99_ms']:>9} {r['engine_cpu_ms_per_msg']:>10} {r['items']}"
+            )
+    if "mdm" in S:
+        lines.append("\n3. MDM^T02 with base64 PDF, receive -> index committed")
+        lines.append(
+            f"{'conns':>5} {'KB':>6} {'msgs':>5} {'ack/s':>7} {'ack p99':>8} {'index/s':>8} "
+            f"{'p50 ms':>8} {'p99 ms':>8} {'peak RSS MB':>11}"
+        )
+        for conns, r in S["mdm"].items():
+            lines.append(
+                f"{conns:>5} {r['message_kb']:>6} {r['messages']:>5} {r['msgs_per_s']:>7} {r['ack_p99_ms']:>8} "
+                f"{r['index_msgs_per_s']:>8} {r['index_e2e_p50_ms']:>8} {r['index_e2e_p99_ms']:>8} "
+                f"{r['peak_rss_mb']:>11}"
+            )
+    if "queue" in S:
+        q = S["queue"]
+        b = q["backlog"]
+        lines.append(f"\n4. queue ({q['connections']} connections)")
+        lines.append(
+            f"   backlog drain: {b['backlog']} items in {b['drain_s']} s = {b['drain_items_per_s']} items/s,"
+            f" {b['engine_cpu_ms_per_item']} ms CPU/item (journalled in-process at"
+            f" {b['journal_fill_msgs_per_s']} msgs/s)"
+        )
+        lines.append(
+            f"   other patients, e2e p50/p99 ms: {q['without_poison']['e2e_p50_ms']}/{q['without_poison']['e2e_p99_ms']}"
+            f" without poison, {q['with_poison']['e2e_p50_ms']}/{q['with_poison']['e2e_p99_ms']} with one patient"
+            f" blocked (ratio {q['other_patients_p50_ratio']}/{q['other_patients_p99_ratio']});"
+            f" blocked items {q['with_poison']['blocked_patient_items']}"
+        )
+    if "scale" in S:
+        sc = S["scale"]
+        lines.append(
+            f"\n5. scale-out: ADT mix at {sc['connections']} connections, N engine processes, one database"
+        )
+        lines.append(
+            f"{'procs':>5} {'msgs':>6} {'chart/s':>8} {'ratio':>6} {'ack/s':>8} {'ack p50':>8} {'ack p99':>8} "
+            f"{'e2e p50':>8} {'e2e p99':>8} {'cpu ms/msg':>10} load"
+        )
+        for w, r in sc["processes"].items():
+            lines.append(
+                f"{w:>5} {r['done']:>6} {r['chart_msgs_per_s']:>8} {r['ratio_vs_1']:>6} {r['ack_msgs_per_s']:>8} "
+                f"{r['ack_p50_ms']:>8} {r['ack_p99_ms']:>8} {r['e2e_p50_ms']:>8} {r['e2e_p99_ms']:>8} "
+                f"{r['engine_cpu_ms_per_msg']:>10} {r['load_avg'][0]:.1f}"
+            )
+    if "journal" in S:
+        j = S["journal"]
+        lines.append(
+            f"\n6. journal size: ADT mix ({j['messages_per_run']} msgs, {j['connections']} connections) "
+            "on a pre-seeded journal"
+        )
+        lines.append(
+            f"{'stored':>9} {'seed s':>7} {'patients':>8} {'chart/s':>8} {'x size0':>7} {'ack p50':>8} "
+            f"{'ack p99':>8} {'p50 x':>6} {'p99 x':>6} {'cpu ms/msg':>10} load"
+        )
+        for size, row in j["sizes"].items():
+            for pool, r in row["pools"].items():
+                x = r["ratio_vs_smallest"]
+                lines.append(
+                    f"{size:>9} {row['seed']['seconds']:>7} {r['patients']:>8} {r['chart_msgs_per_s']:>8} "
+                    f"{x['throughput']:>7} {r['ack_p50_ms']:>8} {r['ack_p99_ms']:>8} {x['ack_p50']:>6} "
+                    f"{x['ack_p99']:>6} {r['engine_cpu_ms_per_msg']:>10} {r['load_avg'][0]:.1f}"
+                )
+    if "cross_check" in R:
+        x = R["cross_check"]
+        lines.append(
+            f"\ncross-check: {Path(x['tool']).name} -c {x['connections']} -n {x['messages']} --synthetic adt_a01"
+        )
+        for name in ("engine", "python-hl7"):
+            r = x[name] or {}
+            lines.append(
+                f"   {name:<11} {r.get('msgs_per_s')} msgs/s, ACK p50 {r.get('ack_p50_ms')} ms, "
+                f"p99 {r.get('ack_p99_ms')} ms, ok {r.get('ok')}/{r.get('sent')}"
+            )
+    lines.append(f"\nengine peak RSS (whole run): {R.get('engine_peak_rss_mb')} MB")
+    return "\n".join(lines)

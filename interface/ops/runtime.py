@@ -1,0 +1,219 @@
+"""What the running system is built from: settings, the pipeline, the thread
+services, alerts, the ready file (used by ``service`` and ``reload``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
+from twisted.internet import endpoints, threads
+
+from interface.config.channels import Channel
+from interface.config.routing import Router
+from interface.engine.outcome import Inbound, Outcome
+from interface.engine.processing import Pipeline
+from interface.engine.transport import MLLPFactory, bind_description, listening_factory
+from interface.store import db as dbmod
+
+log = logging.getLogger("interface.ops.service")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class Settings:
+    channels_dir: Path = Path("channels")
+    mappings_dir: Path = Path("mappings")
+    rules_file: Path | None = Path("rules/completeness.yaml")
+    var_dir: Path = Path("var")
+    db_url: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: int | None = 8080
+    web_tls: tuple[str, str] | None = None  # (certificate, key): the console over https (--web-tls)
+    workers: int = 1
+    channel_names: list[str] = field(default_factory=list)  # empty: all enabled channels
+    port_overrides: dict[str, str] = field(default_factory=dict)  # channel -> endpoint (tests, bench)
+    create_schema: bool = True
+    ready_file: Path | None = None  # written as JSON {"ports": {channel: port}, "web_port": n} once listening
+    inherited_fds: dict[str, tuple[int, int]] = field(
+        default_factory=dict
+    )  # channel -> (fd, family): run --workers N
+    pid_file: Path | None = None  # written by `run` (`interface reload` finds the engine by it)
+    alerts_file: Path | None = None  # alerts.yaml (interface.ops.alerts); None or absent: no alerts
+    content_dir: Path | None = None  # a shared document content directory (content.store_dir)
+    reload_events: bool = True  # record config_reloaded / config_rejected (under --workers N only
+    # child 0 does, so that a reload every child makes in place is one event, not N)
+
+    @property
+    def url(self) -> str:
+        return dbmod.resolve_url(self.db_url, self.var_dir)
+
+
+class Runtime:
+    """What the running process knows that the database does not: live connections, counters."""
+
+    def __init__(self):
+        self.factories: dict[str, MLLPFactory] = {}
+        self.counters: dict[str, dict[str, int]] = {}
+        self.ports: dict[str, int] = {}
+        self.started_at = utcnow()
+        self.alerts = None  # the alert Evaluator, when this process runs the alert checks
+
+    def count(self, inbound: Inbound, outcome: Outcome) -> None:
+        c = self.counters.setdefault(inbound.channel.name, {})
+        for o in outcome.messages:  # each message of a batch or multi-message frame
+            c["received"] = c.get("received", 0) + 1
+            c[o.status] = c.get(o.status, 0) + 1
+
+    def channel_state(self, name: str) -> dict:
+        f = self.factories.get(name)
+        return {
+            "listening": f is not None,
+            "connections": f.connections if f else 0,
+            "port": self.ports.get(name),
+            "counters": dict(self.counters.get(name, {})),
+        }
+
+
+def load_pipeline(settings: Settings, channels: list[Channel]) -> Pipeline:
+    mappings = {}
+    try:
+        from interface.mapping.loader import load_mappings
+    except ImportError:  # pragma: no cover - only while the mapping module is being built
+        load_mappings = None
+    if load_mappings is not None and settings.mappings_dir.exists():
+        mappings = load_mappings(settings.mappings_dir)
+    doc_settings = None
+    try:
+        from interface.store import documents
+
+        rules = None
+        if settings.rules_file and settings.rules_file.exists():
+            from interface.rules.completeness import load_rules
+
+            rules = load_rules(settings.rules_file)
+        from interface.store.content import store_dir
+
+        doc_settings = documents.DocumentSettings(
+            content_dir=store_dir(settings.url, settings.var_dir, settings.content_dir), rules=rules
+        )
+    except ImportError:  # pragma: no cover
+        pass
+    return Pipeline(channels, mappings, document_settings=doc_settings)
+
+
+def start_alerts(settings: Settings, parts: dict, cfg, dispatcher) -> None:
+    """Run the alert checks (``interface.ops.alerts``) in this process: at start-up, or when a
+    reload finds an ``alerts.yaml`` that was not there before."""
+    from interface.ops.alerts import Evaluator
+
+    scheme = "https" if settings.web_tls else "http"
+    console = f"{scheme}://{settings.web_host}:{settings.web_port}" if settings.web_port else None
+    ev = Evaluator(
+        parts["db"],
+        cfg,
+        channels=parts["channels"],
+        clock=parts["clock"],
+        dispatcher=dispatcher,
+        console_url=console,
+    )
+    parts["runtime"].alerts = parts["alerts"] = ev
+    parts["top"].addService(_ThreadService("alerts", ev.start, ev.stop))
+
+
+def make_listener(
+    settings: Settings, reactor, group, writer, runtime: Runtime, record_event, relay=None
+) -> "_ListenService":
+    """One listener's MLLP factory and listening service (not started), for one channel or the
+    channels sharing an endpoint (``group``: each frame goes to its channel by
+    :class:`interface.config.routing.Router`); registers the factory under every channel's name.
+    ``relay``: the :class:`interface.engine.connection_acks.ConnectionAckRelay` that sends application
+    ACKs back on the connection, for channels that ask for it."""
+    group = [group] if isinstance(group, Channel) else list(group)
+    ch = group[0]
+    router = Router(group)
+
+    def handle(frame: bytes, peer: str):
+        target = router.select(frame, peer.rsplit(":", 1)[0])
+        d = writer.submit(Inbound(target, frame, peer))
+        if relay is not None and relay.wanted(target, frame):
+            d.addCallback(relay.expect, factory, peer)
+        return d
+
+    factory = MLLPFactory(ch, handle, event_sink=record_event, clock=reactor, channels=group)
+    for member in group:
+        runtime.factories[member.name] = factory
+    fds = next((settings.inherited_fds[m.name] for m in group if m.name in settings.inherited_fds), None)
+    if fds is not None:  # `run --workers N`: the supervisor's shared socket
+        from interface.ops.endpoints import AdoptedEndpoint
+
+        ep = AdoptedEndpoint(reactor, *fds)
+    else:
+        ep = endpoints.serverFromString(reactor, bind_description(ch, settings.port_overrides.get(ch.name)))
+    svc = _ListenService(ep, listening_factory(ch, factory), [m.name for m in group], runtime)
+    svc.mllp_factory = factory
+    return svc
+
+
+class _ThreadService(service.Service):
+    def __init__(self, name, start, stop):
+        self.name = name
+        self._start, self._stop = start, stop
+
+    def startService(self):
+        super().startService()
+        self._start()
+
+    def stopService(self):
+        super().stopService()
+        return threads.deferToThread(self._stop)
+
+
+class _ListenService(StreamServerEndpointService):
+    """Records the bound port (``tcp:0`` in tests and benchmarks picks a free one)."""
+
+    def __init__(self, endpoint, factory, names, runtime):
+        super().__init__(endpoint, factory)
+        self.channel_names = [names] if isinstance(names, str) else list(names)
+        self.channel_name = self.channel_names[0]
+        self.runtime = runtime
+        self._raiseSynchronously = True
+
+    def privilegedStartService(self):
+        super().privilegedStartService()
+        self._waitingForPort.addCallback(self._bound)
+
+    def _bound(self, port):
+        addr = port.getHost()
+        for name in self.channel_names:
+            self.runtime.ports[name] = getattr(addr, "port", None)
+        log.info("channel=%s listening on %s", ",".join(self.channel_names), addr)
+        return port
+
+
+def _write_ready_file(path: Path, parts: dict) -> None:
+    """Tell a supervising process (tests, benchmarks, scripts) which ports were bound.
+
+    Listeners bind synchronously in startService, so the ports are known here; the file is
+    written atomically (temp file + rename) so a reader never sees half of it."""
+    import json
+    import os
+
+    runtime = parts["runtime"]
+    web = parts.get("web")
+    doc = {
+        "pid": os.getpid(),
+        "ports": dict(runtime.ports),
+        "web_port": getattr(web, "port", None) if web is not None else None,
+    }
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc))
+    os.replace(tmp, path)

@@ -1,0 +1,244 @@
+"""Read API for the document index (PRODUCT.md contract):
+
+* ``GET /api/documents?mrn=&type=&status=&namespace=&limit=&offset=`` – index entries, newest
+  first, paged;
+* ``GET /api/documents/{document_number}?namespace=`` – one entry with ``versions`` (its history),
+  ``deficiencies``, its EI (``namespace``, ``universal_id``...) and links (``replaces``,
+  ``replaced_by``, ``parent_document_number``);
+* ``GET /api/documents/{document_number}/content?namespace=&version=&part=&raw=`` – the bytes with
+  their media type; for content sent as an RP reference pointer, JSON naming the reference(s);
+  ``raw=true`` the formatted text as sent (FT escapes kept) instead of its plain-text rendering;
+  a cancelled document (T11) without ``version`` answers 410 with JSON naming its versions;
+* ``GET /api/deficiencies?mrn=&type=&author=&limit=&offset=`` – the completeness worklist.
+
+Uses ``app.state.engine``, ``app.state.document_settings`` (the content store; the database store
+when absent) and, if set, ``app.state.clock`` (a callable returning an aware datetime) for
+"overdue". Every request runs in a transaction that is rolled back (read-only on PostgreSQL).
+A merged-away MRN in ``mrn=`` is followed to the surviving patient. A document number held in
+several namespaces (TXA-12.2, or the universal ID TXA-12.3) needs ``?namespace=``: without it the
+answer is 409 listing them. Authentication is added by whoever includes the router.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.engine import Connection
+
+from interface.store import deficiencies, document_read, documents
+from interface.store.document_ids import AmbiguousDocument
+from interface.web.reading import reading as _reading
+
+router = APIRouter()
+
+MAX_OFFSET = 1_000_000_000  # far past any real index; keeps values inside a database integer
+MAX_NUMBER = 1_000_000  # versions and parts
+
+_CONTENT_RESPONSES = {
+    200: {
+        "description": "the stored bytes, typed as sent; JSON for an RP reference",
+        "content": {
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+            "application/json": {"schema": {"type": "object"}},
+        },
+    }
+}
+
+
+def _now(request: Request) -> datetime:
+    clock = getattr(request.app.state, "clock", None)
+    return clock() if clock is not None else datetime.now(timezone.utc)
+
+
+def _settings(request: Request) -> documents.DocumentSettings:
+    settings = getattr(request.app.state, "document_settings", None)
+    return settings if settings is not None else documents.DocumentSettings()
+
+
+def _patient(conn: Connection, mrn: str | None) -> str | None:
+    """The MRN documents are filed under: a merged-away MRN's survivor, else the MRN as given."""
+    mrn = (mrn or "").strip() or None
+    if mrn is None:
+        return None
+    from interface.store.chart import resolve_mrn
+
+    return resolve_mrn(conn, mrn) or mrn
+
+
+def _blank(value: str | None) -> str | None:
+    return (value or "").strip() or None
+
+
+def _ambiguous(exc: AmbiguousDocument) -> JSONResponse:
+    return JSONResponse(
+        status_code=409,
+        content={
+            "detail": f"document number {exc.number} is held in several namespaces: add ?namespace=",
+            "document_number": exc.number,
+            "namespaces": exc.authorities,
+        },
+    )
+
+
+def _entry(conn: Connection, number: str, namespace: str | None, now: datetime | None = None):
+    """The entry, or the 404/409 response to give instead."""
+    try:
+        entry = document_read.get_document(conn, number, now=now, namespace=_blank(namespace))
+    except AmbiguousDocument as exc:
+        return _ambiguous(exc)
+    if entry is None:
+        return JSONResponse(status_code=404, content={"detail": "no document with this number"})
+    return entry
+
+
+@router.get("/api/documents")
+def list_documents(
+    request: Request,
+    mrn: str | None = None,
+    type: str | None = None,
+    status: str | None = None,
+    namespace: str | None = None,
+    limit: int = Query(50, ge=1, le=500),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+) -> dict:
+    """Index entries, newest first. ``type`` is TXA-2; ``status`` matches the completion status
+    (TXA-17, e.g. AU) or the availability (TXA-19, e.g. CA for cancelled); codes are
+    case-insensitive. Cancelled and obsolete entries are listed (marked ``cancelled``/``obsolete``)."""
+    now = _now(request)
+    with _reading(request) as conn:
+        found = document_read.list_documents(
+            conn,
+            mrn=_patient(conn, mrn),
+            type=_blank(type),
+            status=_blank(status),
+            limit=limit,
+            offset=offset,
+            now=now,
+            namespace=_blank(namespace),
+        )
+    return {"documents": found, "limit": limit, "offset": offset}
+
+
+@router.get("/api/documents/{document_number}")
+def get_document(document_number: str, request: Request, namespace: str | None = None) -> dict:
+    """One entry with its version history (oldest first), its deficiencies, its namespace and its
+    links (``replaces``/``replaced_by``, ``cancelled``/``obsolete``). 404 if unknown; 409 when the
+    number is held in several namespaces and ``namespace`` is not given."""
+    now = _now(request)
+    with _reading(request) as conn:
+        return _entry(conn, document_number, namespace, now)
+
+
+def _references(entry: dict, version: int | None) -> list[str]:
+    if version is None or version == entry["version"]:
+        refs = [p["reference"] for p in entry["content_parts"] if p.get("reference")]
+        return refs or ([entry["content_reference"]] if entry["content_reference"] else [])
+    for v in reversed(entry["versions"]):
+        if v["version"] == version and v["action"] != "ignored_older" and v["content_reference"]:
+            return [v["content_reference"]]
+    return []
+
+
+@router.get("/api/documents/{document_number}/content", response_class=Response, responses=_CONTENT_RESPONSES)
+def get_document_content(
+    document_number: str,
+    request: Request,
+    namespace: str | None = None,
+    version: int | None = Query(None, ge=1, le=MAX_NUMBER),
+    part: int | None = Query(None, ge=1, le=MAX_NUMBER),
+    raw: bool = False,
+) -> Response:
+    """The content of the current version (or ``version``), primary part (or ``part``, 1-based),
+    as stored, with its media type; formatted text (FT) is served rendered as plain text, or as
+    sent with ``raw=true``. Content that is only a reference (RP) answers JSON
+    ``{document_number, version, kind: "reference", references: [...]}``. A cancelled document
+    (T11) without ``version`` answers 410 ``{detail, document_number, status: "cancelled",
+    versions: [...]}``: its content is no longer current, each version stays readable with
+    ``version=``. 404 when the document, version or part is unknown or holds no content; 409 as
+    for the entry."""
+    settings = _settings(request)
+    with _reading(request) as conn:
+        entry = _entry(conn, document_number, namespace)
+        if isinstance(entry, Response):
+            return entry
+        if entry["cancelled"] and version is None:
+            return JSONResponse(
+                status_code=410,
+                content={
+                    "detail": "this document was cancelled (T11): its content is not current; "
+                    "ask for a version with ?version=",
+                    "document_number": document_number,
+                    "namespace": entry["namespace"],
+                    "status": "cancelled",
+                    "versions": sorted(
+                        {
+                            v["version"]
+                            for v in entry["versions"]
+                            if v["content_sha256"] or v["content_reference"]
+                        }
+                    ),
+                },
+            )
+        got = document_read.get_content(
+            conn,
+            document_number,
+            settings,
+            version=version,
+            part=part,
+            namespace=entry["namespace"] or entry["universal_id"],
+            raw=raw,
+        )
+    if got is not None:
+        data, media_type = got
+        # Content comes from outside senders: never let a browser run it in our origin.
+        headers = {
+            "X-Content-Type-Options": "nosniff",
+            "Content-Security-Policy": "sandbox",
+            "Cache-Control": "private, no-store",
+        }
+        if entry["cancelled"]:
+            headers["X-Document-Status"] = "cancelled"
+        return Response(content=data, media_type=media_type, headers=headers)
+    if part is None:
+        refs = _references(entry, version)
+    else:
+        parts = entry["content_parts"] if version in (None, entry["version"]) else []
+        refs = (
+            [parts[part - 1]["reference"]] if part <= len(parts) and parts[part - 1].get("reference") else []
+        )
+    if refs:
+        return JSONResponse(
+            {
+                "document_number": document_number,
+                "version": version or entry["version"],
+                "kind": "reference",
+                "references": refs,
+            }
+        )
+    raise HTTPException(status_code=404, detail="this document (version, part) has no content")
+
+
+@router.get("/api/deficiencies")
+def list_deficiencies(
+    request: Request,
+    mrn: str | None = None,
+    type: str | None = None,
+    author: str | None = None,
+    limit: int = Query(200, ge=1, le=1000),
+    offset: int = Query(0, ge=0, le=MAX_OFFSET),
+) -> dict:
+    """The worklist: every completeness finding visible now (overdue ones once due), by MRN,
+    document type and author (id, or family name case-insensitively)."""
+    now = _now(request)
+    with _reading(request) as conn:
+        rows = deficiencies.list_deficiencies(
+            conn, mrn=_patient(conn, mrn), type=_blank(type), author=_blank(author), now=now
+        )
+    return {
+        "deficiencies": rows[offset : offset + limit],
+        "total": len(rows),
+        "limit": limit,
+        "offset": offset,
+    }

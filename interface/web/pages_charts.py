@@ -1,0 +1,334 @@
+"""Console pages: patients, charts, documents, the deficiency worklist, audit."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import quote
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from interface.desk import masking
+from interface.desk.users import User
+from interface.store.schema import audit
+from interface.web import auth
+from interface.web.pages import (
+    AUDIT,
+    CHARTS,
+    DOCUMENTS,
+    MAX_ID,
+    _clean,
+    _hl7_time,
+    _now,
+    _qs,
+    _reader,
+    _render,
+    html_errors,
+    keyset,
+    mask,
+)
+
+router = APIRouter(include_in_schema=False)
+
+
+@router.get("/patients", response_class=HTMLResponse)
+@html_errors
+def patient_search(
+    request: Request,
+    user: User = Depends(CHARTS),
+    family: str | None = None,
+    given: str | None = None,
+    birth_date: str | None = None,
+    mrn: str | None = None,
+):
+    from interface.store import chart_read
+
+    family, given, birth_date, mrn = (
+        _clean(family, 100),
+        _clean(given, 100),
+        _clean(birth_date, 10),
+        _clean(mrn, 128),
+    )
+    if mrn:
+        return RedirectResponse("/patients/" + quote(mrn, safe=""), status_code=303)
+    error = None
+    found = None
+    if birth_date and not re.fullmatch(r"\d{4}(-\d{2}(-\d{2})?)?", birth_date):
+        error = "Birth date must be YYYY, YYYY-MM or YYYY-MM-DD."
+    elif family or given or birth_date:
+        with _reader(request).connect() as conn:
+            found = chart_read.search_patients(
+                conn, family=family, given=given, birth_date=birth_date, limit=100
+            )
+        auth.audit_now(
+            request,
+            action="search",
+            target_type="patient",
+            detail={k: v for k, v in (("family", family), ("given", given), ("birth_date", birth_date)) if v},
+        )
+    return _render(
+        request,
+        "patients.html",
+        {
+            "found": found,
+            "params": {"family": family or "", "given": given or "", "birth_date": birth_date or ""},
+            "error": error,
+        },
+        status_code=400 if error else 200,
+    )
+
+
+def _chart_page(
+    request: Request, mrn: str, reveal: bool, status_code: int = 200, error: str | None = None
+) -> HTMLResponse:
+    from interface.store import chart_read
+
+    with _reader(request).connect() as conn:
+        record = chart_read.get_chart(conn, mrn)
+        if record is None:
+            raise HTTPException(status_code=404, detail="no patient with this MRN")
+        hist = chart_read.history(conn, mrn)
+        conn.rollback()
+    return _render(
+        request,
+        "chart.html",
+        {
+            "c": record,
+            "history": _history_rows(list(reversed(hist))[:300], reveal),
+            "history_total": len(hist),
+            "reveal": reveal,
+            "masked_fields": HISTORY_MASKED,
+            "mask": mask,
+            "error": error,
+            "fmt_hl7": _hl7_time,
+        },
+        status_code=status_code,
+    )
+
+
+HISTORY_MASKED = masking.HISTORY_MASKED
+_history_rows = masking.history_rows
+
+
+@router.get("/patients/{mrn}", response_class=HTMLResponse)
+@html_errors
+def patient_chart(request: Request, mrn: str, user: User = Depends(CHARTS)):
+    """The chart; viewing it is audited. Identifiers other than the MRN stay masked until revealed."""
+    response = _chart_page(request, mrn, reveal=False)
+    auth.audit_now(request, action="view", target_type="patient", target_id=mrn, detail=request.url.path)
+    return response
+
+
+@router.post("/patients/{mrn}/reveal", response_class=HTMLResponse)
+@html_errors
+def patient_reveal(request: Request, mrn: str, reason: str = Form(""), user: User = Depends(CHARTS)):
+    try:
+        reason = masking.check_reveal(user.role, masking.CHART, True, reason)
+    except masking.RevealRefused as exc:
+        if exc.status != 400:
+            raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+        return _chart_page(
+            request, mrn, reveal=False, status_code=400, error="Give a reason to reveal the identifiers."
+        )
+    response = _chart_page(request, mrn, reveal=True)
+    auth.audit_now(request, action="reveal", target_type="patient", target_id=mrn, reason=reason[:1000])
+    return response
+
+
+def _document_settings(request: Request):
+    settings = getattr(request.app.state, "document_settings", None)
+    if settings is None:
+        from interface.store.documents import DocumentSettings
+
+        settings = DocumentSettings()
+    return settings
+
+
+@router.get("/documents/{number}", response_class=HTMLResponse)
+@html_errors
+def document_view(
+    request: Request,
+    number: str,
+    user: User = Depends(DOCUMENTS),
+    version: int | None = Query(None, ge=1),
+    namespace: str | None = None,
+):
+    from interface.store import document_read
+
+    with _reader(request).connect() as conn:
+        entry = _document_entry(conn, number, namespace, _now(request))
+        asked = (namespace or "").strip()  # kept in the page's links (the number alone may be ambiguous)
+        namespace = entry["namespace"] or entry["universal_id"]
+        text = None
+        media = entry.get("content_type") or ""
+        viewer = None
+        if entry.get("content_sha256") or version:
+            got = document_read.get_content(
+                conn, number, _document_settings(request), version=version, namespace=namespace
+            )
+            if got is not None:
+                data, media = got
+                base = media.split(";")[0].strip().lower()
+                if base == "application/pdf":
+                    viewer = "pdf"
+                elif base in ("text/html", "application/xhtml+xml"):
+                    viewer = "html"
+                elif base.startswith("text/") or base in ("application/rtf", "application/xml"):
+                    viewer = "text"
+                    m = re.search(r"charset=([\w.-]+)", media)
+                    try:
+                        text = data.decode(m.group(1) if m else "utf-8", "replace")
+                    except LookupError:
+                        text = data.decode("utf-8", "replace")
+                elif base.startswith("image/") and base != "image/svg+xml":
+                    viewer = "image"
+                else:
+                    viewer = "download"
+        conn.rollback()
+    auth.audit_now(request, action="view", target_type="document", target_id=number, detail=request.url.path)
+    return _render(
+        request,
+        "document.html",
+        {
+            "d": entry,
+            "viewer": viewer,
+            "text": text,
+            "media": media,
+            "version": version,
+            "fmt_hl7": _hl7_time,
+            "ns": f"namespace={quote(asked)}" if asked else "",
+        },
+    )
+
+
+def _document_entry(conn, number: str, namespace: str | None, now):
+    """The entry for a document page: 404 unknown, 409 when the number needs ``?namespace=``."""
+    from interface.store import document_read
+    from interface.store.document_ids import AmbiguousDocument
+
+    try:
+        entry = document_read.get_document(conn, number, now=now, namespace=(namespace or "").strip() or None)
+    except AmbiguousDocument as exc:
+        raise HTTPException(status_code=409, detail=f"{exc}: add ?namespace=") from None
+    if entry is None:
+        raise HTTPException(status_code=404, detail="no such document")
+    return entry
+
+
+@router.get("/documents/{number}/content")
+@html_errors
+def document_content(
+    request: Request,
+    number: str,
+    user: User = Depends(DOCUMENTS),
+    version: int | None = Query(None, ge=1),
+    namespace: str | None = None,
+):
+    """The document bytes. Anything but PDF and images is sandboxed (CSP ``sandbox``: no
+    scripts, no same-origin access), and nothing is sniffed into another type."""
+    from interface.store import document_read
+
+    with _reader(request).connect() as conn:
+        entry = _document_entry(conn, number, namespace, None)
+        got = document_read.get_content(
+            conn,
+            number,
+            _document_settings(request),
+            version=version,
+            namespace=entry["namespace"] or entry["universal_id"],
+        )
+        conn.rollback()
+    if got is None:
+        raise HTTPException(status_code=404, detail="no content")
+    data, media = got
+    auth.audit_now(
+        request,
+        action="view_content",
+        target_type="document",
+        target_id=number,
+        detail={"version": version} if version else None,
+    )
+    headers = {
+        "X-Content-Type-Options": "nosniff",
+        "Cache-Control": "no-store",
+        "Content-Disposition": "inline",
+        "X-Frame-Options": "SAMEORIGIN",
+    }
+    base = media.split(";")[0].strip().lower()
+    if base != "application/pdf":
+        headers["Content-Security-Policy"] = (
+            "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+        )
+    return Response(content=data, media_type=media, headers=headers)
+
+
+# ---------------------------------------------------------------------------------------------
+# completeness worklist and audit log
+
+
+@router.get("/deficiencies", response_class=HTMLResponse)
+@html_errors
+def deficiencies(
+    request: Request,
+    user: User = Depends(DOCUMENTS),
+    mrn: str | None = None,
+    type: str | None = None,
+    author: str | None = None,
+):
+    from interface.store.deficiencies import list_deficiencies
+
+    params = {
+        "mrn": _clean(mrn, 128) or "",
+        "type": _clean(type, 64) or "",
+        "author": _clean(author, 128) or "",
+    }
+    with _reader(request).connect() as conn:
+        rows = list_deficiencies(
+            conn,
+            mrn=params["mrn"] or None,
+            type=params["type"] or None,
+            author=params["author"] or None,
+            now=_now(request),
+        )
+    return _render(request, "deficiencies.html", {"rows": rows[:1000], "total": len(rows), "params": params})
+
+
+@router.get("/audit", response_class=HTMLResponse)
+@html_errors
+def audit_page(
+    request: Request,
+    user: User = Depends(AUDIT),
+    who: str | None = None,
+    action: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    before: int | None = Query(None, ge=1, le=MAX_ID),
+    after: int | None = Query(None, ge=0, le=MAX_ID),
+):
+    params = {
+        "who": _clean(who, 128),
+        "action": _clean(action, 64),
+        "target_type": _clean(target_type, 32),
+        "target_id": _clean(target_id, 128),
+    }
+    conds = []
+    if params["who"]:
+        conds.append(audit.c.user == params["who"])
+    if params["action"]:
+        conds.append(audit.c.action == params["action"])
+    if params["target_type"]:
+        conds.append(audit.c.target_type == params["target_type"])
+    if params["target_id"]:
+        conds.append(audit.c.target_id == params["target_id"])
+    with _reader(request).connect() as conn:
+        rows, older, newer = keyset(conn, audit, [audit], conds, before, after, 100)
+    return _render(
+        request,
+        "audit.html",
+        {
+            "rows": rows,
+            "params": params,
+            "older": _qs(params, before=older) if older else None,
+            "newer": _qs(params, after=newer) if newer else None,
+        },
+    )

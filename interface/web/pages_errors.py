@@ -1,0 +1,343 @@
+"""Console pages: the error queue and one work item, with the clerk's actions."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlencode
+
+from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy import func, select
+
+from interface.desk import errorqueue
+from interface.desk.users import User
+from interface.store.schema import audit, messages, work_attempts, work_items
+from interface.web import auth
+from interface.web.auth import record_audit
+from interface.web.pages import (
+    ERRORS,
+    ITEM_STATUSES,
+    MAX_ID,
+    PAGE_SIZE,
+    _channel_names,
+    _clean,
+    _encoding,
+    _engine,
+    _now,
+    _qs,
+    _reader,
+    _render,
+    failing_offsets,
+    field_title,
+    html_errors,
+    keyset,
+    mask,
+    masked_text,
+    parse_location,
+    parsed_view,
+)
+from interface.web.pages_messages import _load_message
+
+router = APIRouter(include_in_schema=False)
+
+
+NOTICES = {"retry": "Put back in the queue", "discard": "Discarded", "resubmit": "Edited copy resubmitted"}
+
+
+@router.get("/errors", response_class=HTMLResponse)
+@html_errors
+def error_list(
+    request: Request,
+    user: User = Depends(ERRORS),
+    status: str = "error",
+    reason: str | None = None,
+    channel: str | None = None,
+    before: int | None = Query(None, ge=1, le=MAX_ID),
+    after: int | None = Query(None, ge=0, le=MAX_ID),
+    done: str | None = None,
+    n: int | None = Query(None, ge=0),
+    failed: str | None = None,
+):
+    statuses = [s for s in (status or "error").split(",") if s in ITEM_STATUSES] or ["error"]
+    params = {"status": ",".join(statuses), "reason": _clean(reason, 64), "channel": _clean(channel, 64)}
+    base = [work_items.c.status.in_(statuses)]
+    if params["channel"]:
+        base.append(work_items.c.channel == params["channel"])
+    conds = list(base)
+    if params["reason"]:
+        conds.append(work_items.c.reason == params["reason"])
+    cols = [
+        work_items.c.id,
+        work_items.c.channel,
+        work_items.c.destination,
+        work_items.c.status,
+        work_items.c.reason,
+        work_items.c.error_location,
+        work_items.c.last_error,
+        work_items.c.attempts,
+        work_items.c.updated_at,
+        work_items.c.created_at,
+        work_items.c.message_id,
+        messages.c.message_type,
+        messages.c.control_id,
+        messages.c.patient_id,
+    ]
+    with _reader(request).connect() as conn:
+        groups = conn.execute(
+            select(work_items.c.reason, func.count())
+            .where(*base)
+            .group_by(work_items.c.reason)
+            .order_by(func.count().desc())
+        ).all()
+        q_conds = conds + [messages.c.id == work_items.c.message_id]
+        rows, older, newer = keyset(conn, work_items, cols, q_conds, before, after, PAGE_SIZE)
+        names = _channel_names(request, conn)
+    notice = None
+    if done in NOTICES:
+        notice = f"{NOTICES[done]}: {n or 0} item(s)."
+        bad = [x for x in (failed or "").split(",") if x.isdigit()][:100]
+        if bad:
+            notice += f" Not done (already handled or not in a state that allows it): item {', '.join(bad)}."
+    return _render(
+        request,
+        "errors.html",
+        {
+            "rows": rows,
+            "groups": groups,
+            "params": params,
+            "statuses": ITEM_STATUSES,
+            "channels": names,
+            "older": _qs(params, before=older) if older else None,
+            "newer": _qs(params, after=newer) if newer else None,
+            "mask": mask,
+            "notice": notice,
+            "total": sum(g[1] for g in groups),
+        },
+    )
+
+
+def _item_page(
+    request: Request,
+    item_id: int,
+    *,
+    reveal: bool = False,
+    error: str | None = None,
+    status_code: int = 200,
+    edited: str | None = None,
+    notice: str | None = None,
+) -> HTMLResponse:
+    from interface.hl7.message import decode
+
+    with _reader(request).connect() as conn:
+        item = conn.execute(select(work_items).where(work_items.c.id == item_id)).first()
+        if item is None:
+            raise HTTPException(status_code=404, detail=f"no work item {item_id}")
+        msg = _load_message(conn, item.message_id)
+        attempts = conn.execute(
+            select(work_attempts).where(work_attempts.c.item_id == item_id).order_by(work_attempts.c.id)
+        ).all()
+        actions = conn.execute(
+            select(audit)
+            .where(audit.c.target_type == "work_item", audit.c.target_id == str(item_id))
+            .order_by(audit.c.id)
+        ).all()
+        conn.rollback()
+    text = decode(msg.raw).text
+    loc = parse_location(item.error_location)
+    segs, _enc = _encoding(text)
+    editor_text = edited if edited is not None else "\n".join(segs)
+    offsets = failing_offsets(editor_text, loc) if reveal else None
+    failing_segment = None
+    if loc:
+        for seg in parsed_view(text, msg.version or "2.5", reveal, loc):
+            if seg["failing"]:
+                failing_segment = seg
+                break
+    field_label = (
+        field_title(msg.version or "2.5", loc["segment"], loc["field"])[0] if loc and loc["field"] else ""
+    )
+    return _render(
+        request,
+        "error_item.html",
+        {
+            "item": item,
+            "m": msg,
+            "attempts": attempts,
+            "actions": actions,
+            "loc": loc,
+            "field_label": field_label,
+            "failing_segment": failing_segment,
+            "reveal": reveal,
+            "raw": masked_text(text, reveal),
+            "editor_text": editor_text if reveal else "",
+            "offsets": offsets,
+            "error": error,
+            "notice": notice,
+            "mask": mask,
+            "actionable": item.status in ("error", "held"),
+            "mrn": msg.patient_id if reveal else mask(msg.patient_id),
+        },
+        status_code=status_code,
+    )
+
+
+@router.get("/errors/{item_id}", response_class=HTMLResponse)
+@html_errors
+def error_item(request: Request, item_id: int, user: User = Depends(ERRORS), done: str | None = None):
+    response = _item_page(request, item_id, notice=NOTICES.get(done or ""))
+    with _reader(request).connect() as conn:
+        message_id = conn.execute(select(work_items.c.message_id).where(work_items.c.id == item_id)).scalar()
+    auth.audit_now(
+        request, action="view", target_type="message", target_id=message_id, detail={"work_item": item_id}
+    )
+    return response
+
+
+@router.post("/errors/{item_id}/reveal", response_class=HTMLResponse)
+@html_errors
+def error_item_reveal(request: Request, item_id: int, reason: str = Form(""), user: User = Depends(ERRORS)):
+    reason = (reason or "").strip()
+    if not reason:
+        return _item_page(request, item_id, error="Give a reason to reveal the message.", status_code=400)
+    with _engine(request).begin() as conn:
+        item = conn.execute(select(work_items.c.message_id).where(work_items.c.id == item_id)).first()
+        if item is None:
+            raise HTTPException(status_code=404, detail=f"no work item {item_id}")
+        record_audit(
+            conn,
+            user=user,
+            action="reveal",
+            target_type="message",
+            target_id=item.message_id,
+            reason=reason[:1000],
+            detail={"work_item": item_id},
+            now=_now(request),
+        )
+    return _item_page(request, item_id, reveal=True)
+
+
+def _act(request: Request, user: User, item_id: int, fn) -> str | None:
+    """Run one clerk action in its own transaction; the error text if it cannot be done."""
+    try:
+        with _engine(request).begin() as conn:
+            fn(conn, item_id, user.name, _now(request))
+    except errorqueue.ActionError as exc:
+        return str(exc)
+    return None
+
+
+def _retry(conn, item_id, name, now):
+    errorqueue.retry_item(conn, item_id, user=name, now=now)
+
+
+def _discarder(reason: str):
+    def run(conn, item_id, name, now):
+        errorqueue.discard_item(conn, item_id, user=name, reason=reason, now=now)
+
+    return run
+
+
+@router.post("/errors/{item_id}/retry")
+@html_errors
+def error_retry(request: Request, item_id: int, user: User = Depends(ERRORS)):
+    err = _act(request, user, item_id, _retry)
+    if err:
+        return _item_page(request, item_id, error=err, status_code=409)
+    return RedirectResponse(f"/errors/{item_id}?done=retry", status_code=303)
+
+
+@router.post("/errors/{item_id}/discard")
+@html_errors
+def error_discard(request: Request, item_id: int, reason: str = Form(""), user: User = Depends(ERRORS)):
+    reason = (reason or "").strip()
+    if not reason:
+        return _item_page(request, item_id, error="A reason is required to discard.", status_code=400)
+    err = _act(request, user, item_id, _discarder(reason[:1000]))
+    if err:
+        return _item_page(request, item_id, error=err, status_code=409)
+    return RedirectResponse(f"/errors/{item_id}?done=discard", status_code=303)
+
+
+def _editor_bytes(text: str, original: bytes) -> bytes:
+    """Editor text (one segment a line) -> HL7 bytes (CR-separated) in the original's charset."""
+    from interface.hl7.message import decode
+
+    segs = [s for s in re.split(r"\r\n|\r|\n", text) if s.strip()]
+    body = "\r".join(segs) + "\r"
+    charset = decode(original).charset or "utf-8"
+    try:
+        return body.encode(charset)
+    except (UnicodeEncodeError, LookupError):
+        return body.encode("utf-8")
+
+
+@router.post("/errors/{item_id}/resubmit")
+@html_errors
+def error_resubmit(
+    request: Request, item_id: int, raw: str = Form(""), reason: str = Form(""), user: User = Depends(ERRORS)
+):
+    """Store the edited message as a new version linked to the original and queue it in the
+    failed item's place (the original is kept)."""
+    if not raw.strip():
+        return _item_page(
+            request, item_id, reveal=True, error="The edited message is empty.", status_code=400
+        )
+    try:
+        with _engine(request).begin() as conn:
+            item = conn.execute(select(work_items.c.message_id).where(work_items.c.id == item_id)).first()
+            if item is None:
+                raise HTTPException(status_code=404, detail=f"no work item {item_id}")
+            original = conn.execute(
+                select(messages.c.raw).where(messages.c.id == item.message_id)
+            ).scalar_one()
+            data = _editor_bytes(raw, original)
+            errorqueue.resubmit_item(
+                conn,
+                item_id,
+                data,
+                user=user.name,
+                now=_now(request),
+                reason=(reason or "").strip()[:1000] or None,
+                channels=getattr(request.app.state, "channels", None),
+            )
+    except errorqueue.ActionError as exc:
+        return _item_page(request, item_id, reveal=True, error=str(exc), status_code=409, edited=raw)
+    return RedirectResponse(f"/errors/{item_id}?done=resubmit", status_code=303)
+
+
+@router.post("/errors/bulk")
+@html_errors
+def error_bulk(
+    request: Request,
+    user: User = Depends(ERRORS),
+    action: str = Form(""),
+    ids: list[int] = Form(default=[]),
+    reason: str = Form(""),
+    back: str = Form(""),
+):
+    """Retry or discard exactly the checked items (each in its own transaction, so one stale
+    item does not stop the others); reports how many were done and which were not."""
+    if action not in ("retry", "discard"):
+        raise HTTPException(status_code=400, detail="action must be retry or discard")
+    if not ids:
+        raise HTTPException(status_code=400, detail="select at least one item")
+    reason = (reason or "").strip()
+    if action == "discard" and not reason:
+        raise HTTPException(status_code=400, detail="a reason is required to discard")
+    fn = _retry if action == "retry" else _discarder(reason[:1000])
+    ok, failed = 0, []
+    for item_id in dict.fromkeys(ids):  # each selected row once, in the order shown
+        err = _act(request, user, item_id, fn)
+        if err:
+            failed.append(str(item_id))  # ids only: the page never echoes free text from a URL
+        else:
+            ok += 1
+    params = {k: v for k, v in parse_qsl(back) if k in ("status", "reason", "channel")}
+    target = "/errors?" + urlencode(
+        {**params, "done": action, "n": ok, **({"failed": ",".join(failed)} if failed else {})}
+    )
+    return RedirectResponse(target, status_code=303)
+
+
+# ---------------------------------------------------------------------------------------------
+# patients and documents
