@@ -255,6 +255,7 @@ def test_application_ack_expect_no_reply_says_msh15_ne(engine):
         out = rig.send(adt("E1", "M1", "A01", msh15="AL", msh16="AL"))
         assert out.ack_code == "CA"
         rig.drain()
+        assert peer.got.wait(10), "the peer never got the application ACK"
         rig.out.close()
     assert [i.status for i in rig.items("application_ack")] == ["done"]
     msh = peer.messages[0].split(b"\r")[0].split(b"|")
