@@ -4,8 +4,14 @@ printable range); valid UTF-8 is still read as UTF-8; MSH-18 still wins when pre
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 from pydantic import ValidationError
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")  # this starlette warns at import about httpx2; the client works
+    from fastapi.testclient import TestClient
 
 from interface.hl7.message import decode
 from interface.store import chart, chart_read
@@ -92,3 +98,43 @@ def test_fallback_charset_must_be_known():
     assert channel(fallback_charset="unicode utf-8").fallback_codec == "utf-8"
     assert channel().fallback_codec == "cp1252"
     assert decode(b"MSH|^~\\&|\x92").charset == "cp1252"  # decode's own default is unchanged
+
+
+def test_api_and_console_show_the_text_read_with_the_channel_fallback(engine):
+    """The message view (GET /api/messages/{id}, revealed; the console pages use the same
+    ``fallback_codec_for``) reads the
+    stored bytes with the channel's fallback character set, as the engine did when it applied
+    them: 0xA4 is shown as € on an 8859/15 channel, not as Windows-1252's ¤."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy import select
+
+    from interface.desk import users
+    from interface.store.schema import messages
+    from interface.web.app import create_app
+
+    now = datetime(2026, 3, 1, 12, tzinfo=timezone.utc)
+    ch = channel(fallback_charset="8859/15")
+    Rig(engine, ch).send(_adt("C6", b"C\xbdUR\xa4"))
+    with engine.begin() as conn:
+        users.add_user(conn, "ana", "analyst", "correct horse battery staple 7", now=now)
+        token = users.new_token(conn, "ana", now=now)
+        message_id = conn.execute(select(messages.c.id).where(messages.c.control_id == "C6")).scalar_one()
+    app = create_app(engine, channels=[ch], clock=lambda: now)
+    with TestClient(app) as client:
+        r = client.get(
+            f"/api/messages/{message_id}",
+            params={"reveal": "true", "reason": "charset check"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 200, r.text
+        assert "C\u0153UR\u20ac" in r.json()["raw"]
+        assert "\u00a4" not in r.json()["raw"]
+    # a channel no longer configured: read with the default (Windows-1252), as documented
+    with TestClient(create_app(engine, channels=[], clock=lambda: now)) as client:
+        r = client.get(
+            f"/api/messages/{message_id}",
+            params={"reveal": "true", "reason": "charset check"},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert "CUR\u00a4".replace("U", "\u00bdU") in r.json()["raw"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 from pathlib import Path
-from typing import Literal
+from typing import Iterable, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -34,6 +34,8 @@ SUPPORTED_VERSIONS = (
     "2.8.1",
     "2.8.2",
 )
+
+DEFAULT_FALLBACK_CODEC = "cp1252"  # fallback_charset WINDOWS-1252, the default
 
 
 class Limits(Strict):
@@ -598,3 +600,14 @@ def _yaml_files(paths) -> list[Path]:
         else:
             out.append(p)
     return out
+
+
+def fallback_codec_for(channels: Iterable[Channel] | None, name: str | None) -> str:
+    """The Python codec that reads a stored message of channel ``name`` when it has no MSH-18:
+    that channel's ``fallback_charset``, or Windows-1252 (the default) for a channel that is no
+    longer configured. The console, the API and the clerk's resubmit read stored bytes with it,
+    so they show the text the engine applied."""
+    for ch in channels or ():
+        if ch.name == name:
+            return ch.fallback_codec
+    return DEFAULT_FALLBACK_CODEC

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import func, select
 
+from interface.config.channels import DEFAULT_FALLBACK_CODEC, fallback_codec_for
 from interface.desk import errorqueue
 from interface.desk.users import User
 from interface.store.schema import audit, messages, work_attempts, work_items
@@ -142,7 +143,7 @@ def _item_page(
             .order_by(audit.c.id)
         ).all()
         conn.rollback()
-    text = decode(msg.raw).text
+    text = decode(msg.raw, fallback_codec_for(request.app.state.channels, msg.channel)).text
     loc = parse_location(item.error_location)
     segs, _enc = _encoding(text)
     editor_text = edited if edited is not None else "\n".join(segs)
@@ -258,13 +259,14 @@ def error_discard(request: Request, item_id: int, reason: str = Form(""), user: 
     return RedirectResponse(f"/errors/{item_id}?done=discard", status_code=303)
 
 
-def _editor_bytes(text: str, original: bytes) -> bytes:
-    """Editor text (one segment a line) -> HL7 bytes (CR-separated) in the original's charset."""
+def _editor_bytes(text: str, original: bytes, fallback: str = DEFAULT_FALLBACK_CODEC) -> bytes:
+    """Editor text (one segment a line) -> HL7 bytes (CR-separated) in the original's charset
+    (MSH-18, or the channel's fallback character set the original was read with)."""
     from interface.hl7.message import decode
 
     segs = [s for s in re.split(r"\r\n|\r|\n", text) if s.strip()]
     body = "\r".join(segs) + "\r"
-    charset = decode(original).charset or "utf-8"
+    charset = decode(original, fallback).charset or "utf-8"
     try:
         return body.encode(charset)
     except (UnicodeEncodeError, LookupError):
@@ -287,10 +289,10 @@ def error_resubmit(
             item = conn.execute(select(work_items.c.message_id).where(work_items.c.id == item_id)).first()
             if item is None:
                 raise HTTPException(status_code=404, detail=f"no work item {item_id}")
-            original = conn.execute(
-                select(messages.c.raw).where(messages.c.id == item.message_id)
-            ).scalar_one()
-            data = _editor_bytes(raw, original)
+            original, channel = conn.execute(
+                select(messages.c.raw, messages.c.channel).where(messages.c.id == item.message_id)
+            ).one()
+            data = _editor_bytes(raw, original, fallback_codec_for(request.app.state.channels, channel))
             errorqueue.resubmit_item(
                 conn,
                 item_id,

@@ -200,6 +200,7 @@ def _message_page(
     status_code: int = 200,
     error: str | None = None,
 ) -> HTMLResponse:
+    from interface.config.channels import fallback_codec_for
     from interface.hl7.message import decode
 
     if tab not in ("parsed", "raw", "ack", "history"):
@@ -208,7 +209,7 @@ def _message_page(
         msg = _load_message(conn, message_id)
         history = _message_history(conn, msg)
         conn.rollback()
-    decoded = decode(msg.raw)
+    decoded = decode(msg.raw, fallback_codec_for(request.app.state.channels, msg.channel))
     item_errors = [i for i in history["work_items"] if i.status in ("error", "held")]
     failing = parse_location(item_errors[0].error_location) if item_errors else None
     ack_text = msg.ack.decode("utf-8", "replace") if msg.ack else ""

@@ -25,6 +25,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel
 from sqlalchemy import or_, select
 
+from interface.config.channels import DEFAULT_FALLBACK_CODEC, fallback_codec_for
 from interface.desk import masking
 from interface.hl7.errors import ParseError
 from interface.hl7.message import decode, parse, split_warnings
@@ -247,11 +248,11 @@ def describe(text: str, version: str | None) -> list[dict]:
     return out
 
 
-def _text(raw: bytes | None) -> str | None:
+def _text(raw: bytes | None, fallback: str = DEFAULT_FALLBACK_CODEC) -> str | None:
     if raw is None:
         return None
     try:
-        return decode(raw).text
+        return decode(raw, fallback).text
     except (ParseError, LookupError, ValueError):
         return raw.decode("utf-8", "replace")
 
@@ -356,7 +357,7 @@ def get_message(
                 reason=why,
                 now=clock(request),
             )
-    text = _text(row.raw)
+    text = _text(row.raw, fallback_codec_for(request.app.state.channels, row.channel))
     segments, perr = None, None
     if len(text) > MAX_DESCRIBE_CHARS:
         perr = f"message of {len(text)} characters: too large to show field by field; see raw"
