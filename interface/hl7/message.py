@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import codecs
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -93,8 +92,8 @@ class Encoding:
             # MLLP framing of the ACK, which is written in the same delimiters
             raise ParseError("control character among the encoding characters", Location("MSH", field=2))
         chars = chars + "\x00" * (5 - len(chars))
-        get: Callable[[str], str] = lambda c: "" if c == "\x00" else c  # noqa: E731
-        return cls(fs, get(chars[0]), get(chars[1]), get(chars[2]), get(chars[3]), get(chars[4]))
+        c = ["" if ch == "\x00" else ch for ch in chars]
+        return cls(fs, c[0], c[1], c[2], c[3], c[4])
 
 
 DEFAULT_ENCODING = Encoding()
