@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports --no-cache
 	$(BIN)/ruff check interface tests
 	$(BIN)/ruff format --check interface tests
+	$(BIN)/mypy
 
 check: $(STAMP)
 	$(BIN)/interface check channels mappings rules

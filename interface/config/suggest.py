@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import os
-from typing import Iterable
+from typing import Any, Iterable
 
 CUTOFF = 0.6  # difflib.get_close_matches' default
 
@@ -48,7 +48,7 @@ def did_you_mean(word: str, known: Iterable[str]) -> str:
     return f" (did you mean {hits[0]!r}?)" if hits else ""
 
 
-def _unwrap(tp) -> list:
+def _unwrap(tp: Any) -> list[Any]:
     """The concrete types of an annotation: unions flattened, ``Annotated`` and None dropped."""
     import types
     import typing
@@ -61,7 +61,7 @@ def _unwrap(tp) -> list:
     return [] if tp is type(None) else [tp]
 
 
-def _items(tp) -> list:
+def _items(tp: Any) -> list[Any]:
     import typing
 
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -72,16 +72,16 @@ def _items(tp) -> list:
     return []
 
 
-def model_keys(model, loc: tuple) -> list[str]:
+def model_keys(model: Any, loc: tuple[Any, ...]) -> list[str]:
     """The keys the YAML may use where pydantic reported ``loc`` (its last element the bad key):
     the fields (by alias) of the model(s) found by walking ``loc`` from ``model``. Union tags in
     ``loc`` (``'When'``, ``'list[When]'``) are stepped over."""
     from pydantic import BaseModel
 
-    def is_model(t) -> bool:
+    def is_model(t: Any) -> bool:
         return isinstance(t, type) and issubclass(t, BaseModel)
 
-    def fields_of(t) -> dict:
+    def fields_of(t: Any) -> dict[str, Any]:
         return {(f.alias or name): f for name, f in t.model_fields.items()} | {
             name: f for name, f in t.model_fields.items()
         }

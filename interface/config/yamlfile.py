@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 from interface.hl7.errors import ConfigError
 
 M = TypeVar("M", bound=BaseModel)
-PathKey = tuple  # tuple[str | int, ...]
+PathKey = tuple[str | int, ...]
 
 
 @dataclass
@@ -46,7 +46,9 @@ class Located:
         return f"{self.file}:{self.line(path)}"
 
 
-def _construct(node: yaml.Node, path: PathKey, lines: dict, file: str, problems: list[str]) -> Any:
+def _construct(
+    node: yaml.Node, path: PathKey, lines: dict[PathKey, int], file: str, problems: list[str]
+) -> Any:
     lines[path] = node.start_mark.line + 1
     plain = {yaml.MappingNode: "tag:yaml.org,2002:map", yaml.SequenceNode: "tag:yaml.org,2002:seq"}
     if type(node) in plain and node.tag != plain[type(node)]:
@@ -149,7 +151,7 @@ def load_yaml(path: str | Path, keep_going: bool = False) -> Located:
     return load_yaml_text(text, str(p), keep_going)
 
 
-def _loc_to_path(loc: tuple) -> PathKey:
+def _loc_to_path(loc: tuple[Any, ...]) -> PathKey:
     """pydantic error locations include union/tag names; keep only the keys that are in the YAML."""
     return tuple(
         p
@@ -201,7 +203,7 @@ def validate(model: type[M], doc: Located, data: Any = None, prefix: PathKey = (
 def _by_line(problems: list[str]) -> list[str]:
     """``file:line: message`` problems in file order, then line order (stable for equal lines)."""
 
-    def key(p: str):
+    def key(p: str) -> tuple[str, int]:
         file, _, rest = p.partition(":")
         line = rest.split(":", 1)[0]
         return (file, int(line) if line.isdigit() else 0)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import itertools
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -218,7 +219,7 @@ def _err_segment(err: AckError, enc: Encoding) -> str:
             bits.append("" if v is None else str(v))
         erl = cs.join(bits).rstrip(cs)
     cwe = cs.join([text_value(err.code, enc), text_value(CODE_TEXT.get(err.code, ""), enc), "HL70357"])
-    seg = [
+    fields = [
         "ERR",
         "",
         erl,
@@ -229,19 +230,19 @@ def _err_segment(err: AckError, enc: Encoding) -> str:
         text_value(err.text, enc, ERR7_LENGTH),
         text_value(err.text, enc, ERR8_LENGTH),
     ]
-    return fs.join(seg).rstrip(fs)
+    return fs.join(fields).rstrip(fs)
 
 
-def err_segments(errors, enc: Encoding, version: str) -> list[str]:
+def err_segments(errors: Iterable[AckError], enc: Encoding, version: str) -> list[str]:
     """The ACK's ERR segments for ``errors`` in ``version``'s form (module docstring)."""
-    errors = list(errors)
-    if not errors:
+    errs = list(errors)
+    if not errs:
         return []
     if _version_tuple(version) < (2, 5):
         if not enc.repetition:  # one ERR-1 only: the first error
-            errors = errors[:1]
-        return [enc.field.join(["ERR", enc.repetition.join(_err1(e, enc) for e in errors)])]
-    return [_err_segment(e, enc) for e in errors]
+            errs = errs[:1]
+        return [enc.field.join(["ERR", enc.repetition.join(_err1(e, enc) for e in errs)])]
+    return [_err_segment(e, enc) for e in errs]
 
 
 # -- the ACK ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 DEFAULT_VERSION = "2.5.1"
 _SEGMENT_ID = re.compile(r"[A-Z][A-Z0-9]{2}\Z")
@@ -46,13 +47,13 @@ def known_version(version: str) -> bool:
 
 
 @lru_cache(maxsize=16)
-def _library(version: str):
+def _library(version: str) -> Any:  # hl7apy's library module (hl7apy has no types)
     from hl7apy import load_library
 
     return load_library(version)
 
 
-def _type(ref) -> Type:
+def _type(ref: Any) -> Type:
     kind, children, datatype = ref[0], ref[1], ref[2]
     comps = tuple(_type(c[1]) for c in children) if kind == "sequence" and children else ()
     return Type(str(datatype or ""), comps)

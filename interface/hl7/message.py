@@ -92,8 +92,8 @@ class Encoding:
             # MLLP framing of the ACK, which is written in the same delimiters
             raise ParseError("control character among the encoding characters", Location("MSH", field=2))
         chars = chars + "\x00" * (5 - len(chars))
-        get = lambda c: "" if c == "\x00" else c  # noqa: E731
-        return cls(fs, get(chars[0]), get(chars[1]), get(chars[2]), get(chars[3]), get(chars[4]))
+        c = ["" if ch == "\x00" else ch for ch in chars]
+        return cls(fs, c[0], c[1], c[2], c[3], c[4])
 
 
 DEFAULT_ENCODING = Encoding()
@@ -237,7 +237,7 @@ def _decode(raw: bytes, fallback: str = "cp1252") -> Decoded:
 
 
 @lru_cache(maxsize=32)
-def _truncation_pattern(enc: Encoding) -> re.Pattern:
+def _truncation_pattern(enc: Encoding) -> re.Pattern[str]:
     ends = "".join(re.escape(c) for c in (enc.component, enc.repetition, enc.subcomponent) if c)
     tail = rf"(?=[{ends}]|\Z)" if ends else r"\Z"
     return re.compile(re.escape(enc.truncation) + tail)
@@ -483,7 +483,7 @@ _FORMATTING = {
 
 
 @lru_cache(maxsize=64)
-def _escape_pattern(esc: str) -> re.Pattern:
+def _escape_pattern(esc: str) -> re.Pattern[str]:
     e = re.escape(esc)
     return re.compile(e + r"([^" + e + r"\r]{1,64}?)" + e)
 
@@ -507,7 +507,7 @@ def unescape(value: str, enc: Encoding = DEFAULT_ENCODING) -> str:
         "P": enc.truncation,
     }
 
-    def sub(m: re.Match) -> str:
+    def sub(m: re.Match[str]) -> str:
         body = m.group(1)
         if body in table and table[body]:
             return table[body]

@@ -4,14 +4,16 @@ same answers as the general reader (tests/test_mapping_speed_equivalence.py).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable, Iterator, TypeGuard, cast
 
-from interface.hl7.message import unescape
+from interface.hl7.message import Segment, unescape
 from interface.mapping import records, transforms
 from interface.mapping.paths import Path
 from interface.mapping.reader import (
+    Key,
     _all_hold,
     _all_hold_slow,
+    _Cond,
     _Ctx,
     _repetitions,
     _Run,
@@ -20,10 +22,22 @@ from interface.mapping.reader import (
     _subcell,
 )
 from interface.mapping.spec import NULL
-from interface.mapping.targets import _Scalar
+from interface.mapping.targets import Step, _Scalar, _Target
 
 _MISSING = object()  # a _Batch slot not read yet
 _NULL_REP = object()  # a _Batch slot whose repetition is the HL7 null
+
+_Source = tuple[str | None, int, int]  # (segment or None: the current repetition, field, repetition)
+_Read = tuple[int, int, int, bool]  # (source, component, subcomponent, trim)
+_Item = tuple[
+    tuple[_Read, ...],  # the from: paths
+    tuple[tuple[_Read, ...], bool, str] | None,  # concat: (paths, keep_empty, separator)
+    str | None,  # default
+    tuple[Step, ...],
+    str | None,  # the attribute name of a one-name target (else: the setter)
+    Callable[[Any, Any], None],  # the target's setter
+    Callable[[_Run, _Ctx, Any], bool],  # the scalar's run_slow
+]
 
 
 def _simple_path(p: Path) -> bool:
@@ -33,7 +47,7 @@ def _simple_path(p: Path) -> bool:
     return p.field is not None and not (p.literal or p.filters or p.every)
 
 
-def _batchable(spec: Any) -> bool:
+def _batchable(spec: Any) -> TypeGuard[_Scalar]:
     return (
         isinstance(spec, _Scalar)
         and not spec.conds
@@ -50,16 +64,24 @@ class _Batch:
     run in order, and a failing transform raises through the scalar's reference path."""
 
     __slots__ = ("specs", "sources", "items")
+    specs: list[_Scalar]
+    sources: tuple[_Source, ...]
+    items: tuple[_Item, ...]
 
     def __init__(self, specs: list[_Scalar]):
         self.specs = specs
-        sources: list[tuple] = []  # (segment or None, field, repetition)
-        items = []
+        sources: list[_Source] = []
+        items: list[_Item] = []
 
-        def reads(paths: list[Path], trim: bool) -> tuple:
-            out = []
+        def reads(paths: list[Path], trim: bool) -> tuple[_Read, ...]:
+            out: list[_Read] = []
             for p in paths:
-                src = (p.segment, p.field, p.repetition or 1) if p.segment is not None else (None, 0, 0)
+                # a simple path with a segment names a field (_simple_path)
+                src = (
+                    (p.segment, cast(int, p.field), p.repetition or 1)
+                    if p.segment is not None
+                    else (None, 0, 0)
+                )
                 if src not in sources:
                     sources.append(src)
                 out.append((sources.index(src), p.component or 1, p.subcomponent or 1, trim))
@@ -84,7 +106,7 @@ class _Batch:
         self.sources = tuple(sources)
         self.items = tuple(items)
 
-    def _cell(self, cache: list, i: int, ci: int, si: int, trim: bool, run: _Run, ctx: _Ctx) -> Any:
+    def _cell(self, cache: list[Any], i: int, ci: int, si: int, trim: bool, run: _Run, ctx: _Ctx) -> Any:
         """One read (what ``_cell`` gives for the repetition of source ``i``), through the cache."""
         comps = cache[i]
         if comps is _MISSING:
@@ -134,7 +156,7 @@ class _Batch:
 
     def run(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
         sources = self.sources
-        cache = [_MISSING] * len(sources)
+        cache: list[Any] = [_MISSING] * len(sources)
         CLEAR = records.CLEAR
         rs = run.rs
         cs = run.cs
@@ -142,7 +164,7 @@ class _Batch:
         esc = run.esc
         touched = False
         for reads, concat, default, steps, name, setter, slow in self.items:
-            value = None
+            value: Any = None
             for i, ci, si, trim in reads:  # the first path with a value (_cell, per path)
                 comps = cache[i]
                 if comps is _MISSING:  # _load inlined
@@ -206,7 +228,7 @@ class _Batch:
             if value is None:
                 if concat is not None:  # _Scalar._concat: each simple path gives one value
                     creads, keep_empty, sep = concat
-                    parts: list[str] = []
+                    parts = []
                     nulls = 0
                     for i, ci, si, trim in creads:
                         v = self._cell(cache, i, ci, si, trim, run, ctx)
@@ -242,10 +264,10 @@ class _Batch:
         return touched
 
 
-def _plan(specs: list) -> list:
+def _plan(specs: list[_Scalar | _Block]) -> list[_Scalar | _Batch | _Block]:
     """The specs as run: runs of two or more batchable scalars become one _Batch."""
-    out: list = []
-    run: list = []
+    out: list[_Scalar | _Batch | _Block] = []
+    run: list[_Scalar] = []
     for spec in specs + [None]:
         if spec is not None and _batchable(spec):
             run.append(spec)
@@ -276,24 +298,35 @@ class _Block:
         "append",
     )
     __slots__ = _FIELDS + ("plan",)
+    target: _Target
+    sources: list[Path]
+    members: frozenset[str]
+    skip: str | None
+    select: bool
+    item_type: Callable[[], Any]
+    specs: list[_Scalar | _Block]
+    conds: tuple[_Cond, ...]
+    key: str
+    append: bool
+    plan: list[_Scalar | _Batch | _Block]
 
-    def __init__(self, **kw):
+    def __init__(self, **kw: Any) -> None:
         for k in self._FIELDS:
             setattr(self, k, kw.get(k))
         self.plan = _plan(self.specs)
 
-    def _items(self, run: _Run, ctx: _Ctx):
+    def _items(self, run: _Run, ctx: _Ctx) -> Iterator[tuple[_Ctx, Key | None, bool]]:
         """Yield (item context, repetition key or None, is_null) for every candidate."""
         for p in self.sources:
             if p.field is None:
-                for g in _segment_groups(ctx, p.segment, self.members):
+                for g in _segment_groups(ctx, cast(str, p.segment), self.members):  # a segment: field None
                     yield g, None, False
                 continue
             reps, _ = _repetitions(run, ctx, p)
             for raw, seg, index in reps:
                 yield (
                     _Ctx(ctx.segs, ctx.order, raw, seg, p.field, index),
-                    (seg.index, p.field, index),
+                    (cast(Segment, seg).index, p.field, index),
                     raw == NULL,
                 )
 
@@ -308,7 +341,9 @@ class _Block:
         make = self.item_type
         for p in self.sources:  # what _items yields, without the generator
             if p.field is None:
-                item_ctxs = _segment_groups(ctx, p.segment, self.members)  # key None: never skipped
+                item_ctxs = _segment_groups(
+                    ctx, cast(str, p.segment), self.members
+                )  # key None: never skipped
             else:
                 item_ctxs = []
                 fno = p.field
@@ -316,7 +351,7 @@ class _Block:
                     if raw == NULL:
                         cleared = True
                         continue
-                    if skip is not None and (seg.index, fno, index) == skip:
+                    if skip is not None and (cast(Segment, seg).index, fno, index) == skip:
                         continue
                     item_ctxs.append(_Ctx(ctx.segs, ctx.order, raw, seg, fno, index))
             for item_ctx in item_ctxs:
@@ -338,17 +373,17 @@ class _Block:
             return True
         return False
 
-    def _items_slow(self, run: _Run, ctx: _Ctx):
+    def _items_slow(self, run: _Run, ctx: _Ctx) -> Iterator[tuple[_Ctx, Key | None, bool]]:
         for p in self.sources:
             if p.field is None:
-                for g in _segment_groups_slow(ctx, p.segment, self.members):
+                for g in _segment_groups_slow(ctx, cast(str, p.segment), self.members):
                     yield g, None, False
                 continue
             reps, _ = _repetitions(run, ctx, p)
             for raw, seg, index in reps:
                 yield (
                     _Ctx(ctx.segs, ctx.order, raw, seg, p.field, index),
-                    (seg.index, p.field, index),
+                    (cast(Segment, seg).index, p.field, index),
                     raw == NULL,
                 )
 
@@ -408,7 +443,7 @@ class _Block:
                 item_ctx = _Ctx(ctx.segs, ctx.order, raw, seg, fno, index)
                 if conds and not _all_hold(conds, run, item_ctx):
                     continue
-                run.chosen[self.key] = (seg.index, fno, index)
+                run.chosen[self.key] = (cast(Segment, seg).index, fno, index)
                 item = self.item_type()
                 touched = False
                 for spec in self.plan:

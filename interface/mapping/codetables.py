@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pydantic import field_validator
 
@@ -33,14 +34,14 @@ class TableSpec(Strict):
 
     @field_validator("values", mode="before")
     @classmethod
-    def _codes_as_text(cls, v):
+    def _codes_as_text(cls, v: Any) -> Any:
         # YAML reads 1: x as an int key and Y: as a bool; codes are always text.
         if isinstance(v, dict):
             return {_text(k): _text(val) for k, val in v.items()}
         return v
 
 
-def _text(v) -> str:
+def _text(v: Any) -> str:
     if isinstance(v, bool):
         return "Y" if v else "N"
     return v if isinstance(v, str) else str(v)

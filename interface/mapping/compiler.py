@@ -8,14 +8,14 @@ import dataclasses
 import re
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, cast
 
-from interface.config.yamlfile import Located
+from interface.config.yamlfile import Located, PathKey
 from interface.hl7.errors import TABLE_VALUE_NOT_FOUND, ConfigError, HL7Error
 from interface.hl7.message import parse
 from interface.mapping import records, transforms
 from interface.mapping.batch import _Block
-from interface.mapping.codetables import TableSet
+from interface.mapping.codetables import CodeTable, TableSet
 from interface.mapping.paths import _PARAM, Path, parse_path
 from interface.mapping.reader import _Cond, _Run
 from interface.mapping.spec import ExpectError, FieldSpec, MappingSpec
@@ -34,10 +34,10 @@ class _Compiler:
         self.problems: list[str] = []
         self.selects: set[str] = set()  # targets of select: blocks seen so far (for skip:)
 
-    def problem(self, where: tuple, message: str) -> None:
+    def problem(self, where: PathKey, message: str) -> None:
         self.problems.append(f"{self.doc.file}:{self.doc.line(where)}: {message}")
 
-    def path(self, text: Any, where: tuple, kind: str) -> Path | None:
+    def path(self, text: Any, where: PathKey, kind: str) -> Path | None:
         try:
             p = parse_path(text)
         except ValueError as exc:
@@ -51,7 +51,7 @@ class _Compiler:
             return None
         return p
 
-    def fields(self, specs: list[FieldSpec], root: type, where: tuple, kind: str) -> list:
+    def fields(self, specs: list[FieldSpec], root: type, where: PathKey, kind: str) -> list[_Scalar | _Block]:
         out = []
         for i, fs in enumerate(specs):
             c = self.field(fs, root, where + (i,), kind)
@@ -59,7 +59,7 @@ class _Compiler:
                 out.append(c)
         return out
 
-    def target(self, text: str, root: type, where: tuple) -> tuple[_Target | None, Any]:
+    def target(self, text: str, root: type, where: PathKey) -> tuple[_Target | None, Any]:
         if "[" in text:
             self.problem(where + ("to",), f"target {text!r}: build lists with each:, not []")
             return None, None
@@ -77,7 +77,7 @@ class _Compiler:
             factories.append(records.target_type(root, ".".join(parts[:n])))
         return _Target(text, attrs, tuple(factories)), tp
 
-    def conds(self, when: Any, where: tuple, kind: str) -> tuple[_Cond, ...]:
+    def conds(self, when: Any, where: PathKey, kind: str) -> tuple[_Cond, ...]:
         if when is None:
             return ()
         items = when if isinstance(when, list) else [when]
@@ -91,12 +91,12 @@ class _Compiler:
                 out.append(_Cond(p, w))
         return tuple(out)
 
-    def param_ref(self, value: Any, where: tuple) -> None:
+    def param_ref(self, value: Any, where: PathKey) -> None:
         if isinstance(value, str) and value.startswith("$"):
             if not _PARAM.match(value):
                 self.problem(where, f"bad parameter name {value!r}")
 
-    def steps(self, transform: Any, where: tuple) -> tuple[Step, ...]:
+    def steps(self, transform: Any, where: PathKey) -> tuple[Step, ...]:
         if transform is None:
             return ()
         items = transform if isinstance(transform, list) else [transform]
@@ -105,11 +105,19 @@ class _Compiler:
             wh = where + ("transform",) + ((i,) if isinstance(transform, list) else ())
             if isinstance(t, str):
                 if t in transforms.SIMPLE:
-                    fn = transforms.SIMPLE[t]
-                    out.append(lambda v, run, fn=fn: fn(v))
+
+                    def simple(v: str, run: _Run, fn: Callable[[str], str] = transforms.SIMPLE[t]) -> str:
+                        return fn(v)
+
+                    out.append(simple)
                 elif t in transforms.WITH_TIME_ZONE:
-                    fn = transforms.WITH_TIME_ZONE[t]
-                    out.append(lambda v, run, fn=fn: fn(v, run.tz))
+
+                    def with_tz(
+                        v: str, run: _Run, fn: Callable[[str, str], str] = transforms.WITH_TIME_ZONE[t]
+                    ) -> str:
+                        return fn(v, run.tz)
+
+                    out.append(with_tz)
                 else:
                     self.problem(wh, f"unknown transform {t!r} (known: {', '.join(transforms.NAMES)})")
             elif isinstance(t, dict) and list(t) == ["table"]:
@@ -120,7 +128,7 @@ class _Compiler:
                 self.problem(wh, f"unknown transform {t!r} (a name, or {{table: NAME}})")
         return tuple(out)
 
-    def table_step(self, name: Any, where: tuple) -> Step | None:
+    def table_step(self, name: Any, where: PathKey) -> Step | None:
         try:
             table = self.tables.get(str(name))
         except KeyError:
@@ -130,7 +138,7 @@ class _Compiler:
             self.problems.extend(exc.problems)
             return None
 
-        def lookup(v: str, run: _Run, table=table) -> str:
+        def lookup(v: str, run: _Run, table: CodeTable = table) -> str:
             hit = table.lookup(v)
             if hit is None:
                 err = transforms.BadValue(f"code not in table {table.name}")
@@ -140,7 +148,7 @@ class _Compiler:
 
         return lookup
 
-    def field(self, fs: FieldSpec, root: type, where: tuple, kind: str):
+    def field(self, fs: FieldSpec, root: type, where: PathKey, kind: str) -> _Scalar | _Block | None:
         block = fs.each is not None or fs.select is not None
         scalar_sources = [
             k
@@ -227,7 +235,9 @@ class _Compiler:
             conds=conds,
         )
 
-    def block(self, fs: FieldSpec, target: _Target | None, tp: Any, where: tuple, kind: str):
+    def block(
+        self, fs: FieldSpec, target: _Target | None, tp: Any, where: PathKey, kind: str
+    ) -> _Block | None:
         is_each = fs.each is not None
         key = "each" if is_each else "select"
         src = fs.each if is_each else fs.select
@@ -241,14 +251,15 @@ class _Compiler:
             )
         if not is_each and (fs.group is not None or fs.skip is not None or fs.append):
             self.problem(where, "group:, skip: and append: only apply to each:")
-        sources = [
+        found = [
             self.path(p, where + (key,) + ((i,) if isinstance(src, list) else ()), kind)
             for i, p in enumerate(raw)
         ]
         if not raw:
             self.problem(where + (key,), f"{key}: is empty")
-        if any(p is None for p in sources):
+        if any(p is None for p in found):
             return None
+        sources = cast("list[Path]", found)  # no None (above)
         seg_sources = [p for p in sources if p.field is None]
         if seg_sources and (len(seg_sources) != len(sources) or not is_each):
             self.problem(
@@ -321,12 +332,12 @@ class Case:
     name: str
     line: int
     text: str
-    params: dict
+    params: dict[str, Any]
     expect: Any = None
     expect_error: ExpectError | None = None
 
 
-def _check_expect(value: Any, tp: Any, where: tuple, comp: _Compiler) -> None:
+def _check_expect(value: Any, tp: Any, where: PathKey, comp: _Compiler) -> None:
     """Every key of an ``expect:`` must be a field of the record it describes."""
     tp = records._strip_optional(tp)
     if _is_list(tp):
@@ -339,7 +350,7 @@ def _check_expect(value: Any, tp: Any, where: tuple, comp: _Compiler) -> None:
         for k, v in value.items():
             name = "class_" if k == "class" else k
             if name not in hints:
-                comp.problem(where + (k,), f"expect: {tp.__name__} has no field {k!r}")
+                comp.problem(where + (k,), f"expect: {cast(type, tp).__name__} has no field {k!r}")
             else:
                 _check_expect(v, hints[name], where + (k,), comp)
 

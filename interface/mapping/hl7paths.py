@@ -22,11 +22,14 @@ Paths the mapping compiler already refused (bad syntax) are not reported twice.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from interface.config.suggest import did_you_mean
-from interface.config.yamlfile import Located
+from interface.config.yamlfile import Located, PathKey
 from interface.hl7 import definitions as hl7defs
+
+if TYPE_CHECKING:
+    from interface.mapping.paths import Path
 
 Context = list[tuple[str, str, hl7defs.Type]]  # (source path, version, its type): for ".1"
 
@@ -37,7 +40,7 @@ class _Checker:
         self.versions = versions
         self.problems: list[str] = []
 
-    def problem(self, where: tuple, message: str) -> None:
+    def problem(self, where: PathKey, message: str) -> None:
         line = f"{self.doc.file}:{self.doc.line(where)}: {message}"
         if line not in self.problems:
             self.problems.append(line)
@@ -47,9 +50,11 @@ class _Checker:
         if any(m is None for m in found):
             return None
         others = self.versions[1:]
-        return found[0] + (f" (nor in HL7 {', '.join(others)})" if others else "")
+        first = found[0]
+        assert first is not None  # no None in found (above)
+        return first + (f" (nor in HL7 {', '.join(others)})" if others else "")
 
-    def segment(self, seg: str, where: tuple) -> bool:
+    def segment(self, seg: str, where: PathKey) -> bool:
         """False (and a problem) when ``seg`` is a segment of none of the versions."""
         if seg.startswith("Z") or any(seg in hl7defs.segments(v) for v in self.versions):
             return True
@@ -59,7 +64,7 @@ class _Checker:
         )
         return False
 
-    def path(self, text: Any, where: tuple, context: Context | None, lax: bool):
+    def path(self, text: Any, where: PathKey, context: Context | None, lax: bool) -> Path | None:
         from interface.mapping.paths import parse_path
 
         try:
@@ -70,6 +75,7 @@ class _Checker:
             return p
         if p.segment is None:
             by_source: dict[str, list[str | None]] = {}
+            assert p.component is not None  # a relative path names a component (.1)
             for label, version, ftype in context or ():
                 by_source.setdefault(label, []).append(
                     hl7defs.type_problem(
@@ -95,18 +101,18 @@ class _Checker:
             self.problem(where, msg)
         return p
 
-    def paths(self, value: Any, where: tuple, context: Context | None, lax: bool) -> list:
+    def paths(self, value: Any, where: PathKey, context: Context | None, lax: bool) -> list[Path | None]:
         if value is None:
             return []
         if isinstance(value, list):
             return [self.path(v, where + (i,), context, lax) for i, v in enumerate(value)]
         return [self.path(value, where, context, lax)]
 
-    def fields(self, specs: list, where: tuple, context: Context | None, lax: bool = False) -> None:
+    def fields(self, specs: list[Any], where: PathKey, context: Context | None, lax: bool = False) -> None:
         for i, fs in enumerate(specs or ()):
             self.field(fs, where + (i,), context, lax)
 
-    def field(self, fs: Any, where: tuple, context: Context | None, lax: bool) -> None:
+    def field(self, fs: Any, where: PathKey, context: Context | None, lax: bool) -> None:
         lax = lax or fs.nonstandard
         for key, attr in (("from", "from_"), ("mrn", "mrn"), ("concat", "concat")):
             self.paths(getattr(fs, attr), where + (key,), context, lax)

@@ -37,17 +37,19 @@ from __future__ import annotations
 
 import re
 from pathlib import Path as FilePath
+from typing import Any
 
 from interface.config.yamlfile import load_yaml, validate
 from interface.hl7.errors import ConfigError
 from interface.hl7.message import Message
 from interface.mapping import records, transforms
-from interface.mapping.batch import _plan
+from interface.mapping.batch import _Block, _plan
 from interface.mapping.codetables import TableSet
 from interface.mapping.compiler import Case, _cases, _Compiler
 from interface.mapping.paths import parse_path
 from interface.mapping.reader import _Ctx, _index, _Run, _segment_groups, _segment_groups_slow
 from interface.mapping.spec import MappingSpec
+from interface.mapping.targets import _Scalar
 
 
 class Mapping:
@@ -59,9 +61,9 @@ class Mapping:
         root: str,
         file: str,
         description: str,
-        specs: list,
+        specs: list[_Scalar | _Block],
         records_each: str | None,
-        defaults: dict,
+        defaults: dict[str, Any],
         tests: list[Case],
         messages: list[str],
     ):
@@ -80,7 +82,7 @@ class Mapping:
     def __repr__(self) -> str:
         return f"Mapping({self.name!r}, root={self.root!r}, file={self.file!r})"
 
-    def apply(self, message: Message, params: dict | None = None) -> list:
+    def apply(self, message: Message, params: dict[str, Any] | None = None) -> list[Any]:
         """The records this message makes: ``list[ChartUpdate]`` or ``list[Document]``.
 
         ``params``: ``authority`` and ``id_types`` (the channel's MRN rule), ``timezone`` (IANA
@@ -90,13 +92,13 @@ class Mapping:
         """
         return self._records(message, params, reference=False)
 
-    def apply_reference(self, message: Message, params: dict | None = None) -> list:
+    def apply_reference(self, message: Message, params: dict[str, Any] | None = None) -> list[Any]:
         """``apply`` by the reference interpreter: every field read and located one by one, as
         written. Slow; the fast paths of ``apply`` (compiled readers, batches) must give exactly
         this (tests/test_mapping_speed_equivalence.py)."""
         return self._records(message, params, reference=True)
 
-    def _records(self, message: Message, params: dict | None, reference: bool) -> list:
+    def _records(self, message: Message, params: dict[str, Any] | None, reference: bool) -> list[Any]:
         p = dict(self._defaults)
         if params:
             p.update(params)
@@ -116,8 +118,8 @@ class Mapping:
                 for spec in self._specs:
                     spec.run_slow(run, ctx, obj)
             else:
-                for spec in self._plan:
-                    spec.run(run, ctx, obj)
+                for planned in self._plan:
+                    planned.run(run, ctx, obj)
             out.append(obj)
         return out
 

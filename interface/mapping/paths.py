@@ -59,10 +59,10 @@ def parse_path(text: str) -> Path:
     t = text.strip()
     m = _RELATIVE.match(t)
     if m:
-        comp, sub = int(m["comp"]), m["sub"]
-        if comp < 1 or (sub is not None and int(sub) < 1):
+        rel_comp, rel_sub = int(m["comp"]), m["sub"]
+        if rel_comp < 1 or (rel_sub is not None and int(rel_sub) < 1):
             raise ValueError(f"bad path {text!r}: positions start at 1")
-        return Path(t, None, component=comp, subcomponent=int(sub) if sub else None)
+        return Path(t, None, component=rel_comp, subcomponent=int(rel_sub) if rel_sub else None)
     m = _PATH.match(t)
     if not m:
         raise ValueError(f"bad path {text!r} (expected e.g. PID-5.1, PID-3[CX-5=MR].1, PID-3[*], .1)")

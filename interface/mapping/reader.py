@@ -5,7 +5,7 @@ conditions, each compiled once into a closure.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from interface.hl7.errors import Location
 from interface.hl7.identity import MrnRule
@@ -14,13 +14,15 @@ from interface.mapping import records
 from interface.mapping.paths import Path, _component
 from interface.mapping.spec import NULL, When
 
+Key = tuple[int, int | None, int | None]  # a repetition: (segment index, field, repetition number)
+
 
 class _Run:
     """The state of one ``apply``: the message, the params and what ``select`` blocks chose."""
 
     __slots__ = ("message", "enc", "params", "rule", "tz", "chosen", "rs", "cs", "ss", "esc")
 
-    def __init__(self, message: Message, params: dict):
+    def __init__(self, message: Message, params: dict[str, Any]):
         self.message = message
         enc = self.enc = message.encoding
         self.rs = enc.repetition
@@ -30,7 +32,7 @@ class _Run:
         self.params = params
         self.rule = _rule(params.get("authority"), _types(params.get("id_types")))
         self.tz = params.get("timezone") or "UTC"
-        self.chosen: dict[str, tuple] = {}
+        self.chosen: dict[str, Key | None] = {}  # what each select: block chose (its target)
 
     def param(self, value: str) -> Any:
         return self.params.get(value[1:]) if value.startswith("$") else value
@@ -179,7 +181,8 @@ def _repetitions(
         return [], None
     seg = segs[0]
     fields = seg.fields
-    raw = fields[path.field] if path.field < len(fields) else ""
+    fno = cast(int, path.field)  # a field: the callers answer a bare segment themselves
+    raw = fields[fno] if fno < len(fields) else ""
     if not raw:
         return [], seg
     rs = run.enc.repetition
@@ -192,7 +195,7 @@ def _repetitions(
         return ([(reps[n - 1], seg, n)] if n <= len(reps) else []), seg
     if path.filters:
         enc = run.enc
-        out = []
+        out: list[tuple[str, Segment | None, int | None]] = []
         for i, r in enumerate(reps, 1):
             if _matches(run, r, path.filters, enc):
                 out.append((r, seg, i))
@@ -204,7 +207,7 @@ def _repetitions(
     return [(reps[0], seg, 1)], seg
 
 
-def _matches(run: _Run, rep: str, filters: tuple, enc: Encoding) -> bool:
+def _matches(run: _Run, rep: str, filters: tuple[tuple[int, int, bool, str], ...], enc: Encoding) -> bool:
     for comp, sub, negate, value in filters:
         want = run.param(value)
         if want is None:
@@ -470,7 +473,7 @@ def _reader(path: Path, trim: bool) -> Reader:
     return read_nth
 
 
-def _all_reader(path: Path, trim: bool) -> Callable[[_Run, _Ctx], list]:
+def _all_reader(path: Path, trim: bool) -> Callable[[_Run, _Ctx], list[Any]]:
     """A closure giving the values of ``_read_all(run, ctx, path, trim) or [(None, None)]``."""
     if path.field is not None and not (path.literal or path.filters or path.every):
         one = _reader(path, trim)  # at most one repetition: [value], or [None] when absent
@@ -479,7 +482,7 @@ def _all_reader(path: Path, trim: bool) -> Callable[[_Run, _Ctx], list]:
         one = _reader(path, trim)
         return lambda run, ctx: [one(run, ctx)]
 
-    def read_all(run: _Run, ctx: _Ctx) -> list:
+    def read_all(run: _Run, ctx: _Ctx) -> list[Any]:
         return [v for v, _ in _read_all(run, ctx, path, trim)] or [None]
 
     return read_all

@@ -20,15 +20,15 @@ from __future__ import annotations
 import dataclasses
 import typing
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 
 class _Clear:
     """The HL7 null (``""``): delete the stored value."""
 
-    _instance = None
+    _instance: _Clear | None = None
 
-    def __new__(cls):
+    def __new__(cls) -> _Clear:
         if cls._instance is None:
             cls._instance = super().__new__(cls)
         return cls._instance
@@ -39,7 +39,7 @@ class _Clear:
     def __bool__(self) -> bool:
         return False
 
-    def __reduce__(self):
+    def __reduce__(self) -> tuple[type[_Clear], tuple[()]]:
         return (_Clear, ())
 
 
@@ -282,7 +282,7 @@ def target_type(root: type, path: str) -> type:
             if origin is not list:
                 raise KeyError(part)
             current = typing.get_args(current)[0]
-    return current
+    return cast(type, current)
 
 
 def _strip_optional(tp: Any) -> Any:

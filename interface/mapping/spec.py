@@ -121,7 +121,7 @@ class MappingSpec(Strict):
 FieldSpec.model_rebuild()
 
 
-def json_schema() -> dict:
+def json_schema() -> dict[str, Any]:
     """The JSON Schema of a mapping file, for editors (``interface schema``)."""
     return MappingSpec.model_json_schema(by_alias=True)
 

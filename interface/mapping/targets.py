@@ -4,7 +4,7 @@ the required / null rules.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Sequence, cast
 
 from interface.hl7.errors import DataError, Location, RequiredFieldMissing
 from interface.hl7.identity import MrnRule, pick_mrn, split_cx
@@ -16,6 +16,7 @@ from interface.mapping.reader import (
     _all_hold,
     _all_hold_slow,
     _all_reader,
+    _Cond,
     _Ctx,
     _read,
     _read_all,
@@ -31,7 +32,7 @@ class _Target:
 
     __slots__ = ("text", "attrs", "factories", "setter")
 
-    def __init__(self, text: str, attrs: tuple[str, ...], factories: tuple[Callable, ...]):
+    def __init__(self, text: str, attrs: tuple[str, ...], factories: tuple[Callable[[], Any], ...]):
         self.text = text
         self.attrs = attrs
         self.factories = factories
@@ -100,8 +101,22 @@ class _Scalar:
         "conds",
     )
     __slots__ = _FIELDS + ("run",)
+    target: _Target
+    paths: list[Path] | None
+    const: str | None
+    mrn: Path | None
+    lenient: bool
+    concat: list[Path] | None
+    separator: str
+    keep_empty: bool
+    steps: tuple[Step, ...]
+    default: str | None
+    required: bool
+    trim: bool
+    conds: tuple[_Cond, ...]
+    run: Callable[[_Run, _Ctx, Any], bool]
 
-    def __init__(self, **kw):
+    def __init__(self, **kw: Any) -> None:
         for k in self._FIELDS:
             setattr(self, k, kw.get(k))
         self.run = self._compile()
@@ -186,7 +201,7 @@ class _Scalar:
     def _fast_value(self) -> Reader:
         """A closure giving what ``_value(run, ctx)[0]`` gives."""
         trim = self.trim
-        tail = None  # what follows when no from: path has a value
+        tail: Reader | None = None  # what follows when no from: path has a value
         if self.mrn is not None:
             tail = self._mrn_value
         elif self.concat is not None:
@@ -217,14 +232,15 @@ class _Scalar:
         if tail is not None:
             return tail
         const = self.const
+        assert const is not None  # value: is the one source left (the compiler checks)
         return lambda run, ctx: run.param(const)
 
     def _mrn_value(self, run: _Run, ctx: _Ctx) -> Any:
-        p: Path = self.mrn
-        segs = ctx.segs.get(p.segment)
+        p = cast(Path, self.mrn)  # the tail of an mrn: scalar; a whole field (the compiler checks)
+        segs = ctx.segs.get(cast(str, p.segment))
         if not segs:
             return None
-        raw = segs[0].raw(p.field)
+        raw = segs[0].raw(cast(int, p.field))
         if raw == NULL:
             return records.CLEAR
         if not raw:
@@ -235,7 +251,9 @@ class _Scalar:
         return value
 
     def _fast_concat(self) -> Reader:
-        readers = tuple(_all_reader(p, self.trim) for p in self.concat)
+        paths = self.concat
+        assert paths is not None  # _fast_value compiles a concat: tail only
+        readers = tuple(_all_reader(p, self.trim) for p in paths)
         keep_empty = self.keep_empty
         sep = self.separator
         CLEAR = records.CLEAR
@@ -296,15 +314,15 @@ class _Scalar:
             return self._mrn(run, ctx)
         if self.concat is not None:
             return self._concat(run, ctx)
-        return run.param(self.const), None
+        return run.param(cast(str, self.const)), None  # value: (the compiler checks)
 
     def _mrn(self, run: _Run, ctx: _Ctx) -> tuple[Any, Location | None]:
-        p: Path = self.mrn
-        segs = ctx.segs.get(p.segment)
+        p = cast(Path, self.mrn)  # _value calls this for an mrn: scalar; a whole field
+        segs = ctx.segs.get(cast(str, p.segment))
         if not segs:
             return None, None
         seg = segs[0]
-        raw = seg.raw(p.field)
+        raw = seg.raw(cast(int, p.field))
         loc = p.location(seg)
         if raw == NULL:
             return records.CLEAR, loc
@@ -319,8 +337,9 @@ class _Scalar:
         parts: list[str] = []
         loc = None
         nulls = 0
-        for p in self.concat:
-            for v, lo in _read_all(run, ctx, p, self.trim) or [(None, None)]:
+        for p in cast("list[Path]", self.concat):  # _value calls this for a concat: scalar
+            values: Sequence[tuple[Any, Location | None]] = _read_all(run, ctx, p, self.trim)
+            for v, lo in values or [(None, None)]:
                 if v is records.CLEAR:
                     nulls += 1
                     v = None

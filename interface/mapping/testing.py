@@ -121,6 +121,7 @@ def run_case(mapping: Mapping, case: Case) -> CaseResult:
 
 def _compare_error(case: Case, exc: HL7Error) -> list[str]:
     e = case.expect_error
+    assert e is not None  # run_case compares an error only for an expect_error: case
     out = []
     if e.code is not None and str(e.code) != exc.code:
         out.append(f"error code: expected {e.code}, got {exc.code} ({exc.text})")

@@ -28,6 +28,8 @@ _PLAIN_LENGTHS = frozenset((4, 6, 8, 10, 12, 14))
 class BadValue(ValueError):
     """The value cannot be transformed; the message text is safe to show (no patient data)."""
 
+    code: str  # the HL7 error code, when the raiser sets one (a table look-up); read with getattr
+
 
 @lru_cache(maxsize=64)
 def zone(name: str | None) -> ZoneInfo | timezone:
@@ -48,8 +50,12 @@ def is_time_zone(name: str) -> bool:
     return True
 
 
+# (year, month, day, hour, minute, second, fraction, UTC offset), as written
+_Parts = tuple[str, str | None, str | None, str | None, str | None, str | None, str | None, str | None]
+
+
 @lru_cache(maxsize=4096)
-def _parse(value: str):
+def _parse(value: str) -> _Parts:
     if len(value) in _PLAIN_LENGTHS and value.isascii() and value.isdigit():
         # The common shapes (YYYY, YYYYMMDD, YYYYMMDDHHMMSS...: ASCII digits only, no fraction or
         # offset) by slicing; exactly what the regex below gives for them.
@@ -136,6 +142,7 @@ def _timestamp(value: str, tz_name: str | None) -> str:
     tz = zone(tz_name)
     if tz is timezone.utc:
         return out + "+00:00"
+    assert month is not None and day is not None  # an hour is written after them (YYYYMMDDHH)
     local = datetime(int(year), int(month), int(day), int(hour), int(minute or 0), min(int(second or 0), 59))
     delta = tz.utcoffset(local)
     return out + _format_offset(delta)

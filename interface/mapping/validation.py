@@ -23,6 +23,7 @@ judged (an empty list): a structure we cannot name is not proof of a bad message
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 from interface.hl7.errors import REQUIRED_FIELD_MISSING, SEGMENT_SEQUENCE_ERROR, HL7Error, Location
 from interface.hl7.message import Header, split_segments
@@ -90,7 +91,7 @@ def _library_version(version: str) -> str | None:
 
 
 @lru_cache(maxsize=512)
-def _message_ref(name: str, version: str):
+def _message_ref(name: str, version: str) -> Any:  # an hl7apy reference tuple (untyped)
     from hl7apy import load_reference
     from hl7apy.exceptions import ChildNotFound
 
@@ -126,7 +127,7 @@ def structure_for(header: Header) -> tuple[str, object] | None:
 _FIRST: dict[int, tuple[object, frozenset[str]]] = {}
 
 
-def _first_set(ref) -> frozenset[str]:
+def _first_set(ref: Any) -> frozenset[str]:
     """Segment ids that can begin a group (its leading optional children and the first required)."""
     hit = _FIRST.get(id(ref))
     if hit is not None and hit[0] is ref:
@@ -143,7 +144,7 @@ def _first_set(ref) -> frozenset[str]:
     return result
 
 
-def _first_required(ref) -> str | None:
+def _first_required(ref: Any) -> str | None:
     """The first required segment of a group (where to point ERR-2 when the group is missing)."""
     for child in ref[1]:
         if child[2][0] >= 1:
@@ -174,7 +175,7 @@ class _Walker:
         self._skip_z()
         return self.names[self.pos] if self.pos < len(self.names) else None
 
-    def group(self, ref, context: str) -> int:
+    def group(self, ref: Any, context: str) -> int:
         """Match the children of a sequence/choice at the current position; segments consumed."""
         start = self.pos
         kind, children = ref[0], ref[1]
@@ -192,7 +193,7 @@ class _Walker:
                 earlier.add(child[0])
         return self.pos - start
 
-    def _child(self, child, context: str, earlier: frozenset[str] | set[str] = frozenset()) -> None:
+    def _child(self, child: Any, context: str, earlier: frozenset[str] | set[str] = frozenset()) -> None:
         name, cref, (lo, hi), typ = child[0], child[1], child[2], child[3]
         count = 0
         while hi == -1 or count < hi:
@@ -225,7 +226,7 @@ class _Walker:
                 )
             )
 
-    def _fields(self, name: str, sequence: int, ref, segment: str) -> None:
+    def _fields(self, name: str, sequence: int, ref: Any, segment: str) -> None:
         if ref is None or ref[0] != "sequence":
             return
         parts = segment.split(self.fs)
