@@ -54,7 +54,8 @@ browser-deps:
 bench: $(STAMP)
 	$(BIN)/interface bench
 
-# Long forms of the slow tests (docs/reliability.md: R1 with 25 kills, R3, R5, R6), on SQLite then
+# Long forms of the slow tests (docs/reliability.md: R1 with 25 kills, R3, R5, R6, the absurd-field
+# probes of tests/test_probe_classes.py), on SQLite then
 # PostgreSQL; -rP prints each test's pass figures.
 soak: $(STAMP)
 	SOAK=1 $(BIN)/python -m pytest -q -p no:cacheprovider -rP -m slow
