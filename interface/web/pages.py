@@ -646,6 +646,7 @@ def dashboard_data(request: Request) -> dict:
         if age is not None and age > STALE_QUEUE_SECONDS:
             problems.append(f"oldest item waiting {fmt_age(age)}")
         w = waiting.get(name, workqueue.Waiting())
+        must_act = bool(problems)  # down, failed or stale: someone must act
         problems += _waiting_problems(w, now)
         health = channel_health(
             listening=state["listening"] if (runtime is not None and ch is not None) else None,
@@ -653,6 +654,8 @@ def dashboard_data(request: Request) -> dict:
             blocked=w.blocked,
             held=w.held,
         )
+        if health == "ok" and problems:  # an item waiting too long
+            health = "degraded"
         rows.append(
             {
                 "name": name,
@@ -673,12 +676,8 @@ def dashboard_data(request: Request) -> dict:
                 "oldest_age": fmt_age(age),
                 "problems": problems,
                 "health": health,
-                # the card's badge: a clerk or an analyst must act / only waiting / OK
-                "badge": (
-                    "Needs attention"
-                    if len(problems) > len(_waiting_problems(w, now))
-                    else ("Degraded" if problems else "OK")
-                ),
+                # the card's badge: someone must act / items only wait (blocked, held) / OK
+                "badge": "Needs attention" if must_act else ("Degraded" if problems else "OK"),
                 "blocked": w.blocked,
                 "held": w.held,
                 "oldest_waiting_age": fmt_age((now - w.oldest).total_seconds()) if w.oldest else "",
