@@ -144,7 +144,7 @@ def test_clerk_works_the_error_queue_and_the_auditor_sees_it(live, browser):
 
     # 3. fix and resubmit the failed item; the worker applies it and the chart changes
     page.goto(f"{base}/errors")
-    assert page.locator(".groups").get_by_text("invalid_value").is_visible()
+    assert page.locator(".groups").get_by_text("Invalid value").is_visible()
     page.locator("#error-list").get_by_role("link", name=str(fix), exact=True).click()
     assert "PID-7 (Date Time of Birth)" in page.locator("#failing-field").inner_text()
     page.get_by_label("Reason to reveal the message to edit it").fill("fix birth date typo")

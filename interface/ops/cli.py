@@ -264,6 +264,8 @@ def cmd_errors(args) -> int:
     from sqlalchemy import select
 
     from interface.desk import errorqueue
+    from interface.rules import words
+    from interface.store import workqueue
     from interface.store.schema import messages, work_attempts, work_items
 
     eng = _engine(args)
@@ -286,15 +288,23 @@ def cmd_errors(args) -> int:
             q = q.where(work_items.c.destination == args.destination)
         with eng.connect() as conn:
             rows = [dict(r._mapping) for r in conn.execute(q.limit(args.limit))]
+            behind = workqueue.waiting_behind(conn, [r["id"] for r in rows])
+        for r in rows:
+            r["waiting_behind"] = behind[r["id"]]
+            r["reason_text"] = words.reason_text(r["reason"])
         if args.json:
             print(json.dumps(rows, default=str, indent=1))
         else:
             for r in rows:
+                err = (r["last_error"] or "")[:100]
+                if err and r["status"] in ("done", "discarded"):
+                    err = f"(earlier error) {err}"
                 print(
                     f"{r['id']}\t{r['channel']}\t{r['destination']}\t{r['status']}\t{r['reason'] or ''}\t"
-                    f"{r['error_location'] or ''}\t{(r['last_error'] or '')[:100]}"
+                    f"{r['error_location'] or ''}\t{r['waiting_behind']} waiting\t{err}"
                 )
-            print(f"{len(rows)} item(s)", file=sys.stderr)
+            held = sum(1 for r in rows if r["status"] == "held")
+            print(f"{len(rows)} item(s), {held} held", file=sys.stderr)
         return 0
     if args.id is None:
         print("an item id is required", file=sys.stderr)
@@ -658,7 +668,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--file", help="edited message for resubmit")
     e.add_argument("--channel")
-    e.add_argument("--status", default="error,held")
+    e.add_argument(
+        "--status", default="error,held", help="list: comma-separated statuses (default: failed and held)"
+    )
     e.add_argument("--limit", type=int, default=200)
     e.add_argument("--user", default="cli")
     e.add_argument("--json", action="store_true")

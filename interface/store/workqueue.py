@@ -20,9 +20,9 @@ from __future__ import annotations
 import functools
 import random
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, bindparam, delete, exists, insert, select, text, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
@@ -387,3 +387,89 @@ def _refresh_message_status(conn: Connection, message_id: int) -> None:
 
 # ---------------------------------------------------------------------------------------------
 # clerk actions
+
+
+# ---------------------------------------------------------------------------------------------
+# what waits behind what (the error queue's and the dashboard's figures)
+
+
+def waiting_behind(conn: Connection, item_ids) -> dict[int, int]:
+    """{item id: how many unfinished items with a later id share one of its ordering keys}
+    (``work_keys``; a merge's item has two keys, an item behind both counts once). Only items
+    that still hold keys have anything behind them: a done, discarded or held item (held gives
+    its keys up) has 0."""
+    ids = sorted({int(i) for i in item_ids})
+    out = dict.fromkeys(ids, 0)
+    if not ids:
+        return out
+    k = aliased(work_keys)
+    later = aliased(work_keys)
+    for chunk in fastsql.chunks(ids):
+        q = (
+            select(k.c.item_id, func.count(later.c.item_id.distinct()))
+            .join(later, and_(later.c.key == k.c.key, later.c.item_id > k.c.item_id))
+            .where(k.c.item_id.in_(chunk))
+            .group_by(k.c.item_id)
+        )
+        for item_id, n in conn.execute(q):
+            out[item_id] = n
+    return out
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Per channel: items blocked behind an item in error (sharing a key with an earlier error
+    item) and held items (unknown patient waiting for its ADT), with the oldest of each."""
+
+    blocked: int = 0
+    held: int = 0
+    oldest_blocked: datetime | None = None
+    oldest_held: datetime | None = None
+
+    @property
+    def oldest(self) -> datetime | None:
+        times = [t for t in (self.oldest_blocked, self.oldest_held) if t is not None]
+        return min(times) if times else None
+
+
+def waiting_by_channel(conn: Connection) -> dict[str, Waiting]:
+    """{channel: Waiting} for the channels that have blocked or held items. Blocked: an
+    unfinished item that shares an ordering key with an earlier item in status ``error`` (it
+    cannot run until a clerk retries, resubmits or discards that one). Starts from the error
+    items (the status index), so it costs little while the queue is healthy."""
+    err = aliased(work_items)
+    ek = aliased(work_keys)
+    bk = aliased(work_keys)
+    behind = (
+        select(bk.c.item_id)
+        .join(ek, and_(ek.c.key == bk.c.key, ek.c.item_id < bk.c.item_id))
+        .join(err, and_(err.c.id == ek.c.item_id, err.c.status == "error"))
+        .distinct()
+        .subquery()
+    )
+    blocked = conn.execute(
+        select(work_items.c.channel, func.count(), func.min(work_items.c.created_at))
+        .join(behind, behind.c.item_id == work_items.c.id)
+        .group_by(work_items.c.channel)
+    ).all()
+    held = conn.execute(
+        select(work_items.c.channel, func.count(), func.min(work_items.c.created_at))
+        .where(work_items.c.status == "held")
+        .group_by(work_items.c.channel)
+    ).all()
+    out: dict[str, Waiting] = {}
+    for ch, n, oldest in blocked:
+        out[ch] = Waiting(blocked=n, oldest_blocked=_aware(oldest))
+    for ch, n, oldest in held:
+        w = out.get(ch, Waiting())
+        out[ch] = Waiting(w.blocked, n, w.oldest_blocked, _aware(oldest))
+    return out
+
+
+def _aware(ts) -> datetime | None:
+    """SQLite gives naive UTC datetimes (and MIN() of one as text)."""
+    if ts is None:
+        return None
+    if isinstance(ts, str):
+        ts = datetime.fromisoformat(ts)
+    return ts if ts.tzinfo else ts.replace(tzinfo=timezone.utc)

@@ -30,13 +30,16 @@ with the acting user's name.
 from __future__ import annotations
 
 import functools
+import logging
+import os
 import re
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
@@ -45,13 +48,15 @@ from sqlalchemy import func, select
 
 from interface.desk import masking
 from interface.desk.users import User
+from interface.rules import words
 from interface.store import workqueue
 from interface.store.schema import events, messages, work_items
 from interface.web import auth
-from interface.web.api.channels import runtime_counters
+from interface.web.api.channels import channel_health, runtime_counters
 from interface.web.auth import require
 
 router = APIRouter(include_in_schema=False)
+log = logging.getLogger(__name__)
 
 HERE = Path(__file__).parent
 STATIC = HERE / "static"
@@ -96,8 +101,35 @@ def _aware(dt: datetime | None) -> datetime | None:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
+TIMEZONE_ENV = "INTERFACE_TIMEZONE"  # the hospital's time zone for every time a page shows
+TIME_FORMAT = "%Y-%m-%d %H:%M:%S %Z"
+
+
+@lru_cache(maxsize=8)
+def _zone(name: str) -> tzinfo:
+    if name.upper() == "UTC":
+        return timezone.utc
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        log.warning("%s=%r is not a known time zone: pages show UTC", TIMEZONE_ENV, name)
+        return timezone.utc
+
+
+def display_zone() -> tzinfo:
+    """The time zone pages show times in: ``INTERFACE_TIMEZONE`` (an IANA name such as
+    ``Europe/Paris``), UTC when unset or unknown."""
+    return _zone(os.environ.get(TIMEZONE_ENV, "").strip() or "UTC")
+
+
+def zone_name(at: datetime | None = None) -> str:
+    """The zone's name as pages print it (``CET``, ``UTC``), for labels such as "Times in ..."."""
+    return (at or datetime.now(timezone.utc)).astimezone(display_zone()).strftime("%Z")
+
+
 def fmt_time(dt: Any) -> str:
-    """UTC date-time for display; SQLite gives naive datetimes that are UTC."""
+    """A stored time for display, in the hospital's time zone (:func:`display_zone`), one format
+    on every page: ``2026-03-08 23:10:00 CET``. SQLite gives naive datetimes that are UTC."""
     if dt is None or dt == "":
         return ""
     if isinstance(dt, str):
@@ -105,7 +137,7 @@ def fmt_time(dt: Any) -> str:
             dt = datetime.fromisoformat(dt)
         except ValueError:
             return dt
-    return _aware(dt).astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return _aware(dt).astimezone(display_zone()).strftime(TIME_FORMAT)
 
 
 def fmt_age(seconds: float | None) -> str:
@@ -187,7 +219,8 @@ def _clean(value: str | None, limit: int = 200) -> str | None:
 
 
 def _parse_dt(value: str | None, name: str) -> datetime | None:
-    """A date or ``datetime-local`` form value, read as UTC; 400 when unreadable."""
+    """A date or ``datetime-local`` form value, read in the hospital's time zone (the one pages
+    show times in, :func:`display_zone`); 400 when unreadable."""
     value = _clean(value, 40)
     if value is None:
         return None
@@ -197,7 +230,7 @@ def _parse_dt(value: str | None, name: str) -> datetime | None:
         raise HTTPException(
             status_code=400, detail=f"{name}: not a date/time (use YYYY-MM-DD HH:MM)"
         ) from None
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+    return (dt.replace(tzinfo=display_zone()) if dt.tzinfo is None else dt).astimezone(timezone.utc)
 
 
 def _qs(params: dict, **changes) -> str:
@@ -594,8 +627,9 @@ def dashboard_data(request: Request) -> dict:
         recent_events = [
             dict(r._mapping) for r in conn.execute(select(events).order_by(events.c.id.desc()).limit(10))
         ]
+        waiting = workqueue.waiting_by_channel(conn)
         conn.rollback()
-    names += [n for n in sorted(set(by_status) | set(queue_rows)) if n not in names]
+    names += [n for n in sorted(set(by_status) | set(queue_rows) | set(waiting)) if n not in names]
     rows = []
     for name in names:
         state = runtime.channel_state(name) if runtime is not None else None
@@ -611,6 +645,17 @@ def dashboard_data(request: Request) -> dict:
             problems.append(f"{q['error']} in error queue")
         if age is not None and age > STALE_QUEUE_SECONDS:
             problems.append(f"oldest item waiting {fmt_age(age)}")
+        w = waiting.get(name, workqueue.Waiting())
+        must_act = bool(problems)  # down, failed or stale: someone must act
+        problems += _waiting_problems(w, now)
+        health = channel_health(
+            listening=state["listening"] if (runtime is not None and ch is not None) else None,
+            errored=q["error"],
+            blocked=w.blocked,
+            held=w.held,
+        )
+        if health == "ok" and problems:  # an item waiting too long
+            health = "degraded"
         rows.append(
             {
                 "name": name,
@@ -630,6 +675,12 @@ def dashboard_data(request: Request) -> dict:
                 "queue_depth": q["pending"] + q["held"],
                 "oldest_age": fmt_age(age),
                 "problems": problems,
+                "health": health,
+                # the card's badge: someone must act / items only wait (blocked, held) / OK
+                "badge": "Needs attention" if must_act else ("Degraded" if problems else "OK"),
+                "blocked": w.blocked,
+                "held": w.held,
+                "oldest_waiting_age": fmt_age((now - w.oldest).total_seconds()) if w.oldest else "",
                 "rate_per_minute": round(recent.get(name, 0) * 60 / RATE_WINDOW, 1),
             }
         )
@@ -640,6 +691,18 @@ def dashboard_data(request: Request) -> dict:
         "runtime": runtime is not None,
         "started_at": getattr(runtime, "started_at", None),
     }
+
+
+def _waiting_problems(w, now: datetime) -> list[str]:
+    """The dashboard's lines for items that wait: blocked behind an error, held."""
+    out = []
+    if w.blocked:
+        age = fmt_age((now - w.oldest_blocked).total_seconds()) if w.oldest_blocked else ""
+        out.append(f"{w.blocked} blocked behind an error" + (f", oldest {age}" if age else ""))
+    if w.held:
+        age = fmt_age((now - w.oldest_held).total_seconds()) if w.oldest_held else ""
+        out.append(f"{w.held} held for an unknown patient" + (f", oldest {age}" if age else ""))
+    return out
 
 
 @router.get("/", response_class=HTMLResponse)
@@ -681,5 +744,8 @@ def keyset(conn, table, cols, conds, before: int | None, after: int | None, limi
 
 
 TEMPLATES.env.filters["when"] = fmt_time
+TEMPLATES.env.filters["word"] = lambda code, table: words.word(table, code)
+TEMPLATES.env.filters["reason_text"] = words.reason_text
+TEMPLATES.env.globals["zone_name"] = zone_name
 TEMPLATES.env.filters["hl7time"] = _hl7_time
 TEMPLATES.env.globals["segment_names"] = SEGMENT_NAMES

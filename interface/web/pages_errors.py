@@ -12,6 +12,8 @@ from sqlalchemy import func, select
 from interface.config.channels import DEFAULT_FALLBACK_CODEC, fallback_codec_for
 from interface.desk import errorqueue
 from interface.desk.users import User
+from interface.rules import words
+from interface.store import workqueue
 from interface.store.schema import audit, messages, work_attempts, work_items
 from interface.web import auth
 from interface.web.auth import record_audit
@@ -50,7 +52,7 @@ NOTICES = {"retry": "Put back in the queue", "discard": "Discarded", "resubmit":
 def error_list(
     request: Request,
     user: User = Depends(ERRORS),
-    status: str = "error",
+    status: str = "error,held",
     reason: str | None = None,
     channel: str | None = None,
     before: int | None = Query(None, ge=1, le=MAX_ID),
@@ -59,7 +61,7 @@ def error_list(
     n: int | None = Query(None, ge=0),
     failed: str | None = None,
 ):
-    statuses = [s for s in (status or "error").split(",") if s in ITEM_STATUSES] or ["error"]
+    statuses = [s for s in (status or DEFAULT_STATUS).split(",") if s in ITEM_STATUSES] or ["error", "held"]
     params = {"status": ",".join(statuses), "reason": _clean(reason, 64), "channel": _clean(channel, 64)}
     base = [work_items.c.status.in_(statuses)]
     if params["channel"]:
@@ -82,6 +84,7 @@ def error_list(
         messages.c.message_type,
         messages.c.control_id,
         messages.c.patient_id,
+        messages.c.version,
     ]
     with _reader(request).connect() as conn:
         groups = conn.execute(
@@ -93,6 +96,8 @@ def error_list(
         q_conds = conds + [messages.c.id == work_items.c.message_id]
         rows, older, newer = keyset(conn, work_items, cols, q_conds, before, after, PAGE_SIZE)
         names = _channel_names(request, conn)
+        behind = workqueue.waiting_behind(conn, [r.id for r in rows])
+        fixed = _fixes(conn, [r.id for r in rows if r.status == "done" and r.last_error])
     notice = None
     if done in NOTICES:
         notice = f"{NOTICES[done]}: {n or 0} item(s)."
@@ -103,9 +108,12 @@ def error_list(
         request,
         "errors.html",
         {
-            "rows": rows,
+            "rows": [_list_row(r, behind.get(r.id, 0), fixed.get(r.id)) for r in rows],
             "groups": groups,
             "params": params,
+            "status_choices": STATUS_CHOICES,
+            "status_label": dict(STATUS_CHOICES).get(params["status"])
+            or " or ".join(words.word("item_status", st) for st in statuses),
             "statuses": ITEM_STATUSES,
             "channels": names,
             "older": _qs(params, before=older) if older else None,
@@ -343,3 +351,68 @@ def error_bulk(
 
 # ---------------------------------------------------------------------------------------------
 # patients and documents
+
+
+# ---------------------------------------------------------------------------------------------
+# the error list's rows (helpers of error_list)
+
+DEFAULT_STATUS = "error,held"  # failed and held (unknown patient waiting for its ADT) items
+# the status filter's choices: (value, words)
+STATUS_CHOICES = (
+    ("error,held", "Failed or held"),
+    ("error", "Failed"),
+    ("held", "Held (waiting for the patient)"),
+    ("pending", "Waiting to be processed"),
+    ("done", "Done"),
+    ("discarded", "Discarded"),
+)
+
+
+def _fixes(conn, item_ids: list[int]) -> dict[int, dict]:
+    """For done items that once failed: {item id: {"failed_at", "error", "by", "action", "at"}}
+    — the last failed attempt before it was done, and the clerk action (retry, resubmit) after
+    it, if any (an item can also come right by itself: a retried transient failure)."""
+    if not item_ids:
+        return {}
+    out: dict[int, dict] = {}
+    for a in conn.execute(
+        select(work_attempts.c.item_id, work_attempts.c.at, work_attempts.c.outcome, work_attempts.c.error)
+        .where(work_attempts.c.item_id.in_(item_ids))
+        .order_by(work_attempts.c.id)
+    ):
+        if a.outcome in ("error", "retry", "held"):
+            out[a.item_id] = {"failed_at": a.at, "error": a.error, "by": None, "action": None, "at": None}
+    for a in conn.execute(
+        select(audit.c.target_id, audit.c.at, audit.c.user, audit.c.action)
+        .where(
+            audit.c.target_type == "work_item",
+            audit.c.target_id.in_([str(i) for i in out]),
+            audit.c.action.in_(("retry", "resubmit")),
+        )
+        .order_by(audit.c.id)
+    ):
+        fix = out.get(int(a.target_id))
+        if fix is not None:
+            fix.update(by=a.user, action=a.action, at=a.at)
+    return out
+
+
+def _list_row(r, waiting: int, fix: dict | None) -> dict:
+    """One row of the error list: the stored columns plus words for the codes, how many of the
+    patient's later messages wait behind it, which field is wrong, and — for an item that was
+    fixed — its past error as history, not as the current state."""
+    d = dict(r._mapping)
+    loc = parse_location(r.error_location)
+    field = ""
+    if loc and loc["field"]:
+        field = field_title(r.version or "2.5", loc["segment"], loc["field"])[0]
+    current = r.status not in ("done", "discarded")
+    d.update(
+        waiting_behind=waiting,
+        status_text=words.word("item_status", r.status),
+        reason_text=words.reason_text(r.reason),
+        field_name=field,
+        current_error=(r.last_error or "") if current else "",
+        past_error=fix if fix is not None else None,
+    )
+    return d

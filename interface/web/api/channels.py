@@ -10,7 +10,11 @@ web``). Queue figures come from the database, so every process sees the same one
   (an item being applied right now is invisible to other transactions, so it counts here or in
   ``queued``);
 * ``errored``, ``held``, ``processed`` (done), ``discarded``;
-* ``oldest_pending_age_seconds``: age of the oldest pending or held item.
+* ``oldest_pending_age_seconds``: age of the oldest pending or held item;
+
+and per channel ``state`` (``ok``, ``degraded`` while items are in error, ``blocked`` behind an
+item in error or ``held`` for an unknown patient, ``down`` when not listening), with the
+oldest blocked and held item's age (:func:`interface.store.workqueue.waiting_by_channel`).
 
 processed and discarded grow with the whole history, so they are recounted at most every 15 s.
 
@@ -22,11 +26,13 @@ from __future__ import annotations
 import threading
 import time
 from datetime import datetime, timezone
+from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import case, func, select
 
+from interface.store import workqueue
 from interface.store.schema import events, work_items
 from interface.web.auth import ANY, ERROR_RESPONSES, MAX_ID, UtcDateTime, clock, require
 
@@ -109,6 +115,17 @@ def queue_stats(conn, now: datetime, cache: TerminalCountCache | None = None) ->
     return out
 
 
+def channel_health(*, listening: bool | None, errored: int, blocked: int, held: int) -> str:
+    """``down`` (configured, this process runs it, and it is not listening), ``degraded``
+    (items in error, items blocked behind one, or items held for an unknown patient) or
+    ``ok``. The console's dashboard says the same."""
+    if listening is False:
+        return "down"
+    if errored or blocked or held:
+        return "degraded"
+    return "ok"
+
+
 def runtime_counters(counters: dict[str, int]) -> dict[str, int]:
     """Engine outcome counts -> the dashboard's names."""
     return {
@@ -161,6 +178,14 @@ class ChannelState(BaseModel):
     counters: Counters | None
     queue: QueueFigures
     destinations: list[Destination]
+    state: Literal["ok", "degraded", "down"] = Field(
+        description="degraded while items are in error, blocked behind one, or held; down when "
+        "this process runs the channel and it is not listening"
+    )
+    blocked: int = Field(description="unfinished items waiting behind an item in error (same patient)")
+    held: int = Field(description="items held for an unknown patient (waiting for its ADT)")
+    oldest_blocked_age_seconds: float | None = None
+    oldest_held_age_seconds: float | None = None
 
 
 class ChannelList(BaseModel):
@@ -175,9 +200,10 @@ def channels(request: Request, _user=Depends(require(*ANY))) -> ChannelList:
     now = clock(request)
     with request.app.state.reader.connect() as conn:
         stats = queue_stats(conn, now, _cache(request.app))
+        waiting = workqueue.waiting_by_channel(conn)
     runtime = request.app.state.runtime
     configured = {c.name: c for c in (request.app.state.channels or [])}
-    names = list(configured) + sorted({ch for ch, _ in stats} - set(configured))
+    names = list(configured) + sorted(({ch for ch, _ in stats} | set(waiting)) - set(configured))
     out = []
     for name in names:
         dests = sorted((d, s) for (ch, d), s in stats.items() if ch == name)
@@ -192,6 +218,7 @@ def channels(request: Request, _user=Depends(require(*ANY))) -> ChannelList:
                 total.oldest_pending_age_seconds = age
         state = runtime.channel_state(name) if runtime is not None else None
         ch = configured.get(name)
+        w = waiting.get(name, workqueue.Waiting())
         out.append(
             ChannelState(
                 name=name,
@@ -203,9 +230,23 @@ def channels(request: Request, _user=Depends(require(*ANY))) -> ChannelList:
                 counters=Counters(**runtime_counters(state["counters"])) if state else None,
                 queue=total,
                 destinations=[Destination(name=d, **s) for d, s in dests],
+                state=channel_health(
+                    listening=state["listening"] if (state and ch is not None) else None,
+                    errored=total.errored,
+                    blocked=w.blocked,
+                    held=w.held,
+                ),
+                blocked=w.blocked,
+                held=w.held,
+                oldest_blocked_age_seconds=_age(now, w.oldest_blocked),
+                oldest_held_age_seconds=_age(now, w.oldest_held),
             )
         )
     return ChannelList(channels=out, runtime=runtime is not None)
+
+
+def _age(now: datetime, ts: datetime | None) -> float | None:
+    return None if ts is None else max(0.0, (now - ts).total_seconds())
 
 
 class Event(BaseModel):

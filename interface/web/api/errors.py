@@ -16,6 +16,8 @@ from sqlalchemy import select
 
 from interface.desk import errorqueue
 from interface.desk.users import User
+from interface.rules import words
+from interface.store import workqueue
 from interface.store.schema import messages, work_attempts, work_items
 from interface.web.auth import (
     ERROR_RESPONSES,
@@ -69,6 +71,16 @@ class ErrorItem(BaseModel):
     control_id: str | None
     message_type: str | None
     received_at: UtcDateTime
+    # what a clerk reads (interface.rules.words), and the item's place in its patient's line
+    status_text: str = ""
+    reason_text: str = ""
+    waiting_behind: int = Field(
+        0, description="unfinished later items sharing one of its ordering keys (they wait for it)"
+    )
+    past_error: str | None = Field(
+        None,
+        description="a done or discarded item's earlier error (history; last_error is then null)",
+    )
 
 
 class ErrorPage(BaseModel):
@@ -112,10 +124,18 @@ def _query(
     return q
 
 
-def _item(row, reveal: bool = False) -> dict:
-    d = {k: row._mapping[k] for k in ErrorItem.model_fields}
+_COMPUTED = ("status_text", "reason_text", "waiting_behind", "past_error")
+
+
+def _item(row, reveal: bool = False, waiting: int = 0) -> dict:
+    d = {k: row._mapping[k] for k in ErrorItem.model_fields if k not in _COMPUTED}
     if not reveal:
         d["key"] = mask(d["key"])
+    d["status_text"] = words.word("item_status", row.status)
+    d["reason_text"] = words.reason_text(row.reason)
+    d["waiting_behind"] = waiting
+    if row.status in ("done", "discarded"):  # fixed or given up: the error is no longer current
+        d["past_error"], d["last_error"] = d["last_error"], None
     return d
 
 
@@ -125,7 +145,12 @@ def list_errors(
     _user=Depends(require(*ERRORS)),
     channel: str | None = Query(None, max_length=64),
     reason: str | None = Query(None, max_length=64, description="unknown_patient, missing_field..."),
-    status: str = Query("error,held", max_length=100, description="comma-separated"),
+    status: str = Query(
+        "error,held",
+        max_length=100,
+        description="comma-separated from pending, held, error, done, discarded; by default the "
+        "failed and the held (unknown patient waiting for its ADT) items",
+    ),
     destination: str | None = Query(None, max_length=64),
     before_id: int | None = Query(None, ge=1, le=MAX_ID),
     limit: int = Query(100, ge=1, le=1000),
@@ -139,8 +164,9 @@ def list_errors(
     q = _query(channel, reason, _statuses(status), destination, before_id).limit(limit + 1)
     with request.app.state.reader.connect() as conn:
         rows = conn.execute(q).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
+        more = len(rows) > limit
+        rows = rows[:limit]
+        behind = workqueue.waiting_behind(conn, [r.id for r in rows])
     if reveal:
         audit_now(
             request,
@@ -150,7 +176,8 @@ def list_errors(
             detail={"ids": [r.id for r in rows]},
         )
     return ErrorPage(
-        items=[ErrorItem(**_item(r, reveal)) for r in rows], next_before_id=rows[-1].id if more else None
+        items=[ErrorItem(**_item(r, reveal, behind[r.id])) for r in rows],
+        next_before_id=rows[-1].id if more else None,
     )
 
 
@@ -166,8 +193,10 @@ def get_error(
         hist = conn.execute(
             select(work_attempts).where(work_attempts.c.item_id == item_id).order_by(work_attempts.c.id)
         ).all()
+        behind = workqueue.waiting_behind(conn, [item_id])
     return ErrorDetail(
-        **_item(row), history=[Attempt(at=h.at, outcome=h.outcome, error=h.error) for h in hist]
+        **_item(row, waiting=behind[item_id]),
+        history=[Attempt(at=h.at, outcome=h.outcome, error=h.error) for h in hist],
     )
 
 

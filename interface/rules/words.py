@@ -1,0 +1,149 @@
+"""Words for codes: what a clerk reads instead of an HL7 table value or an engine code.
+
+Pure data and two lookups, no I/O. The console (the ``word`` and ``reason_text`` template
+filters), the API (``reason_text``, ``status_text`` fields) and the CLI use these one tables, so a
+code reads the same everywhere. The HL7 tables are the v2.5.1 standard's user/HL7 tables:
+
+* 0001 administrative sex (PID-8), 0004 patient class (PV1-2),
+* 0270 document type (TXA-2), 0271 document completion status (TXA-17),
+* 0272 document confidentiality status (TXA-18), 0273 document availability status (TXA-19);
+
+plus the engine's own: work item statuses, message statuses and error-queue reasons
+(``interface.hl7.errors.REASONS``, with any reason another part of the engine uses before it is
+listed there). An unknown code is shown as it is, never hidden: ``word("0001", "Q")`` is ``Q``.
+"""
+
+from __future__ import annotations
+
+from interface.hl7.errors import REASONS
+
+TABLES: dict[str, dict[str, str]] = {
+    # HL7 table 0001 - Administrative Sex
+    "0001": {
+        "F": "Female",
+        "M": "Male",
+        "O": "Other",
+        "U": "Unknown",
+        "A": "Ambiguous",
+        "N": "Not applicable",
+    },
+    # HL7 table 0004 - Patient Class
+    "0004": {
+        "E": "Emergency",
+        "I": "Inpatient",
+        "O": "Outpatient",
+        "P": "Preadmit",
+        "R": "Recurring patient",
+        "B": "Obstetrics",
+        "C": "Commercial account",
+        "N": "Not applicable",
+        "U": "Unknown",
+    },
+    # HL7 table 0270 - Document Type (the standard's suggested values)
+    "0270": {
+        "AR": "Autopsy report",
+        "CD": "Cardiodiagnostics",
+        "CN": "Consultation",
+        "DI": "Diagnostic imaging",
+        "DS": "Discharge summary",
+        "ED": "Emergency department report",
+        "HP": "History and physical examination",
+        "OP": "Operative report",
+        "PC": "Psychiatric consultation",
+        "PH": "Psychiatric history and physical examination",
+        "PN": "Procedure note",
+        "PR": "Progress note",
+        "SP": "Surgical pathology",
+        "TS": "Transfer summary",
+    },
+    # HL7 table 0271 - Document Completion Status
+    "0271": {
+        "AU": "Authenticated",
+        "DI": "Dictated",
+        "DO": "Documented",
+        "IN": "Incomplete",
+        "IP": "In progress",
+        "LA": "Legally authenticated",
+        "PA": "Pre-authenticated",
+    },
+    # HL7 table 0272 - Document Confidentiality Status
+    "0272": {
+        "V": "Very restricted",
+        "R": "Restricted",
+        "U": "Usual control",
+    },
+    # HL7 table 0273 - Document Availability Status
+    "0273": {
+        "AV": "Available for patient care",
+        "CA": "Deleted",
+        "OB": "Obsolete",
+        "UN": "Unavailable for patient care",
+    },
+    # the engine's work item statuses (interface.store.workqueue)
+    "item_status": {
+        "pending": "Waiting to be processed",
+        "held": "Held: waiting for the patient to be registered",
+        "error": "Failed: needs a clerk",
+        "done": "Done",
+        "discarded": "Discarded",
+    },
+    # stored message statuses (interface.store.schema.messages)
+    "message_status": {
+        "accepted": "Accepted",
+        "processed": "Processed",
+        "error": "Failed",
+        "rejected": "Rejected at receipt",
+        "quarantined": "Quarantined (duplicate control id)",
+        "discarded": "Discarded",
+        "resubmitted": "Replaced by an edited copy",
+    },
+}
+
+# Reasons some part of the engine uses that are not (yet) in ``REASONS``: the table there wins.
+_MORE_REASONS = {
+    "identity_mismatch": "Patient details do not match the chart (name, birth date or sex)",
+    "undeliverable": "Application ACK could not be delivered",
+}
+
+TABLES["reason"] = {**_MORE_REASONS, **REASONS}
+
+# Names a caller may use instead of the table number.
+ALIASES = {
+    "sex": "0001",
+    "patient_class": "0004",
+    "document_type": "0270",
+    "completion_status": "0271",
+    "document_status": "0271",
+    "confidentiality": "0272",
+    "availability": "0273",
+    "status": "item_status",
+}
+
+
+def word(table: str, code: str | None) -> str:
+    """The word for ``code`` in ``table`` (a number such as ``"0001"`` or a name from
+    ``ALIASES``); the code itself when the table does not know it, "" for no code."""
+    if code is None or code == "":
+        return ""
+    values = TABLES.get(ALIASES.get(table, table), {})
+    text = str(code)
+    return values.get(text) or values.get(text.upper()) or text
+
+
+def reason_text(reason: str | None) -> str:
+    """The error-queue reason in words; an unknown reason code made readable."""
+    if not reason:
+        return ""
+    known = TABLES["reason"].get(reason)
+    if known:
+        return known
+    return reason.replace("_", " ").capitalize()
+
+
+def with_code(table: str, code: str | None) -> str:
+    """``Female (F)``: the word and the code, for pages that show both; the code alone when
+    there is no word for it."""
+    w = word(table, code)
+    if not w or w == str(code):
+        return w
+    return f"{w} ({code})"
