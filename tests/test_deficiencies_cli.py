@@ -129,7 +129,17 @@ def test_table_output(h):
     code, text = run(h)
     lines = text.splitlines()
     assert code == 0
-    assert lines[0].split()[:6] == ["DOCUMENT", "MRN", "TYPE", "STATUS", "RULE", "FINDING"]
+    assert lines[0].split() == [
+        "DOCUMENT",
+        "MRN",
+        "TYPE",
+        "STATUS",
+        "RULE",
+        "ID",
+        "RESPONSIBLE",
+        "AGE",
+        "FINDING",
+    ]
     assert any(
         line.startswith("D-NOAUTH") and "author_present" in line and "missing author (TXA-9)" in line
         for line in lines[1:]

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from interface.config.suggest import did_you_mean
 from interface.config.yamlfile import ConfigError, Strict, load_yaml, validate
@@ -117,11 +117,54 @@ class DownstreamDownRule(Rule):
     destinations: list[str] = Field(default_factory=list, description="only these destinations (empty: all)")
 
 
+class DigestAddress(Strict):
+    """Where one clinician's digest goes: an e-mail address (sent through the rule's
+    ``email_via`` notifier's SMTP server) or a webhook URL."""
+
+    email: str | None = None
+    webhook: str | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "DigestAddress":
+        if (self.email is None) == (self.webhook is None):
+            raise ValueError("give exactly one of email, webhook")
+        return self
+
+    @field_validator("email")
+    @classmethod
+    def _address(cls, v: str | None) -> str | None:
+        if v is not None and "@" not in v:
+            raise ValueError(f"{v!r} is not an e-mail address")
+        return v
+
+    @field_validator("webhook")
+    @classmethod
+    def _http(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+", v):
+            raise ValueError("webhook must start with http:// or https://")
+        return v
+
+
+class DeficiencyDigestRule(Rule):
+    """Every ``every_hours``, each clinician with open deficiencies gets counts per age bucket
+    and a link to the worklist filtered to them (docs/deficiencies.md): to their entry in
+    ``clinicians`` (id -> e-mail or webhook), and to the rule's ``notify`` notifiers (one payload
+    per clinician; none by default). Never patient names, MRNs or document text."""
+
+    type: Literal["deficiency_digest"]
+    every_hours: float = Field(24.0, gt=0, le=24 * 31)
+    bylaws_days: float = Field(30.0, gt=0, description="delinquent past this (as in completeness.yaml)")
+    email_via: str | None = Field(None, description="an email notifier: its SMTP server sends the digests")
+    clinicians: dict[str, DigestAddress] = Field(default_factory=dict, description="clinician id -> address")
+    include_unassigned: bool = Field(False, description="also a digest of the findings nobody is named for")
+
+
 RULE_TYPES: dict[str, type[Rule]] = {
     "error_items": ErrorItemsRule,
     "queue_age": QueueAgeRule,
     "no_messages": NoMessagesRule,
     "downstream_down": DownstreamDownRule,
+    "deficiency_digest": DeficiencyDigestRule,
 }
 
 
@@ -231,6 +274,13 @@ def load_alerts(
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue
+        if isinstance(rule, DeficiencyDigestRule) and any(a.email for a in rule.clinicians.values()):
+            if not isinstance(cfg.notifiers.get(rule.email_via or ""), EmailSpec):
+                problems.append(
+                    f"{clean.where(('rules', i, 'email_via'))}: rules.{i}.email_via: name an email "
+                    "notifier to send the clinicians' e-mail digests through"
+                )
+                continue
         cfg.rules.append(rule)
     if problems:
         raise ConfigError(sorted(set(problems), key=_order))
@@ -282,9 +332,42 @@ def build_dispatcher(cfg: AlertConfig, environ=None) -> Dispatcher:
             subject_prefix=spec.subject_prefix,
             **creds,
         )
+    for rule in cfg.rules:
+        if isinstance(rule, DeficiencyDigestRule):
+            notifiers.update(_digest_notifiers(rule, notifiers))
     if problems:
         raise ConfigError(problems)
     return Dispatcher(notifiers)
+
+
+def digest_notifier_name(rule: str, clinician: str) -> str:
+    """The dispatcher's name for one clinician's address of a ``deficiency_digest`` rule."""
+    return f"{rule}/clinician/{clinician}"
+
+
+def _digest_notifiers(rule: DeficiencyDigestRule, notifiers: dict) -> dict:
+    """One notifier per clinician address: an Email like ``email_via`` but to that address, or a
+    Webhook to that URL (so failed digests are retried like alerts)."""
+    out = {}
+    via = notifiers.get(rule.email_via or "")
+    for cid, a in rule.clinicians.items():
+        name = digest_notifier_name(rule.name, cid)
+        if a.webhook:
+            out[name] = Webhook(name, a.webhook)
+        elif isinstance(via, Email):
+            out[name] = Email(
+                name,
+                via.host,
+                via.port,
+                via.sender,
+                [a.email],
+                starttls=via.starttls,
+                username=via.username,
+                password=via.password,
+                timeout=via.timeout,
+                subject_prefix=via.subject_prefix,
+            )
+    return out
 
 
 # -- evaluation -------------------------------------------------------------------------------

@@ -12,6 +12,9 @@ Rules (each per channel; ``downstream_down`` per channel and destination):
   ``hours``, in the channel's time zone; outside them it never starts firing).
 * ``downstream_down``: a destination's unfinished items have failed with
   ``downstream_unavailable`` for ``minutes`` (since the first failed attempt of those items).
+* ``deficiency_digest``: not a condition but a schedule — every ``every_hours`` each clinician's
+  open chart deficiencies, counted per age bucket, to their own address and/or the rule's
+  notifiers (:mod:`interface.ops.deficiency_digest`, docs/deficiencies.md).
 
 An alert fires once when its condition becomes true, again every ``cooldown_minutes`` while it
 stays true (``error_items``: only if new errors came), and sends one "resolved" notice when it is
@@ -49,6 +52,7 @@ from interface.ops.alert_rules import (
     ERROR_SLACK,
     MAX_IDS,
     AlertConfig,
+    DeficiencyDigestRule,
     DownstreamDownRule,
     ErrorItemsRule,
     NoMessagesRule,
@@ -152,6 +156,7 @@ class Evaluator:
         self.started_at = clock()
         self._last_check: dict[str, datetime] = {}  # error_items rule -> upper bound of the last check
         self._seen: dict[str, dict[int, datetime]] = {}  # error_items rule -> item id -> updated_at reported
+        self._digest_sent: dict[str, datetime | None] = {}  # deficiency_digest rule -> last sent
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -218,11 +223,17 @@ class Evaluator:
         dispatcher.retry()
         now = self.clock()
         findings: dict[str, tuple[dict, set]] = {}
+        digests: dict[str, list[tuple[dict, list[str]]]] = {}
         with self._reader.connect() as conn:
             if conn.dialect.name == "postgresql":
                 conn = conn.execution_options(postgresql_readonly=True)
             try:
                 for rule in cfg.rules:
+                    if isinstance(rule, DeficiencyDigestRule):
+                        sent = self._digests(conn, rule, now)
+                        if sent is not None:
+                            digests[rule.name] = sent
+                        continue
                     findings[rule.name] = getattr(self, f"_check_{rule.type}")(conn, rule, now)
             finally:
                 conn.rollback()
@@ -231,13 +242,41 @@ class Evaluator:
             if self.cfg is not cfg:  # reconfigured meanwhile: its rules are checked next time
                 return []
             for rule in cfg.rules:
-                found, keep = findings[rule.name]
-                out.extend((p, cfg.targets(rule)) for p in self._apply(rule, found, keep, now))
+                if rule.name in findings:
+                    found, keep = findings[rule.name]
+                    out.extend((p, cfg.targets(rule)) for p in self._apply(rule, found, keep, now))
         if out:
             self._record([p for p, _ in out], now)
-            for p, targets in out:
-                dispatcher.deliver(p, targets)
-        return [p for p, _ in out]
+        if digests:
+            self._record_digests(cfg, digests, now)
+        for p, targets in out + [d for sent in digests.values() for d in sent]:
+            dispatcher.deliver(p, targets)
+        return [p for p, _ in out] + [p for sent in digests.values() for p, _ in sent]
+
+    def _digests(self, conn, rule: DeficiencyDigestRule, now: datetime):
+        """The rule's digests if they are due now (None if not), remembering when they went."""
+        from interface.ops import deficiency_digest as dd
+
+        if rule.name not in self._digest_sent:
+            self._digest_sent[rule.name] = dd.last_sent(conn, rule.name)
+        if not dd.due(rule, self._digest_sent[rule.name], now):
+            return None
+        self._digest_sent[rule.name] = now
+        return dd.payloads(conn, rule, now, self.console_url)
+
+    def _record_digests(self, cfg: AlertConfig, digests: dict, now: datetime) -> None:
+        from interface.ops import deficiency_digest as dd
+        from interface.store.journal import record_event
+
+        rules = {r.name: r for r in cfg.rules}
+        try:
+            with self.db.begin() as conn:
+                for name, sent in digests.items():
+                    record_event(
+                        conn, at=now, kind=dd.KIND, channel=name, detail=dd.event_detail(rules[name], sent)
+                    )
+        except Exception as exc:  # send anyway; the next digest may then come early after a restart
+            log.error("deficiency digest event not recorded: %s", type(exc).__name__)
 
     def _apply(self, rule: Rule, found: dict, keep: set, now: datetime) -> list[dict]:
         payloads = []

@@ -82,7 +82,7 @@ class Email:
 
     def message(self, payload: dict) -> EmailMessage:
         msg = EmailMessage()
-        state = "RESOLVED" if payload.get("status") == "resolved" else "FIRING"
+        state = {"resolved": "RESOLVED", "digest": "DIGEST"}.get(payload.get("status"), "FIRING")
         summary = str(payload.get("summary") or payload.get("rule")).removeprefix("resolved: ")
         msg["Subject"] = f"{self.subject_prefix} {state}: {summary}"
         msg["From"] = self.sender

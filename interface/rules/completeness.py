@@ -14,6 +14,13 @@ is reported at once as ``file:line: message``. Three kinds of rule, one per entr
 ``when`` narrows a rule to document types / statuses / availabilities (``status_not`` for
 "unsigned"). Cancelled (CA) and obsolete (OB) documents have no deficiencies.
 
+Chart completion (docs/deficiencies.md): every rule names who must fix its findings,
+``responsible: author | authenticator | attending`` (default ``author``); when that person is not
+on the document (or its visit), the others are tried in the order author, authenticator,
+attending (:func:`assign`). A finding is open from its rule's ``from`` date (else the document's
+creation) and ages into the buckets ``0-7``, ``8-14``, ``15-30``, ``over 30`` days; past the
+file's ``bylaws_days`` (default 30) it is delinquent (:func:`age`, with an injected ``now``).
+
 :func:`evaluate` is pure; :func:`replace_findings` and :func:`list_deficiencies` read and write the
 ``document_deficiencies`` worklist in the caller's transaction.
 """
@@ -46,6 +53,11 @@ FieldName = Literal[
     "content",
 ]
 DateField = Literal["origination_at", "activity_at", "transcribed_at", "created_at"]
+Responsible = Literal["author", "authenticator", "attending"]
+RESPONSIBLE_ORDER: tuple[str, ...] = ("author", "authenticator", "attending")
+BUCKETS: tuple[str, ...] = ("0-7", "8-14", "15-30", "over 30")
+DEFAULT_BYLAWS_DAYS = 30
+ROLE_LABELS = {"author": "author", "authenticator": "authenticator", "attending": "attending doctor"}
 
 FIELD_LABELS = {
     "author": "author (TXA-9)",
@@ -106,6 +118,7 @@ class Rule(Strict):
     requires_document: RequiresDocument | None = None
     overdue_after_days: float | None = Field(default=None, ge=0)
     from_: DateField = Field(default="origination_at", alias="from")
+    responsible: Responsible = "author"
 
     @model_validator(mode="after")
     def _one_kind(self) -> "Rule":
@@ -122,6 +135,7 @@ class Rule(Strict):
 
 class CompletenessRules(Strict):
     version: Literal[1] = 1
+    bylaws_days: float = Field(default=DEFAULT_BYLAWS_DAYS, gt=0)
     rules: list[Rule] = Field(default_factory=list)
 
     @field_validator("rules")
@@ -202,61 +216,68 @@ def evaluate(rules: CompletenessRules | None, entry: dict, related: list[dict]) 
     for rule in rules.rules:
         if rule.when is not None and not rule.when.matches(entry):
             continue
-        if rule.require is not None:
-            missing = [n for n in rule.require if not _present(entry, n)]
-            if missing:
-                findings.append(
-                    {
-                        "rule": rule.id,
-                        "due_at": None,
-                        "message": f"{rule.description}: missing "
-                        + ", ".join(FIELD_LABELS[n] for n in missing),
-                    }
-                )
-        elif rule.requires_document is not None:
-            wanted = {t.strip().upper() for t in rule.requires_document.type}
-            same_visit = rule.requires_document.scope == "visit"
-            visit = entry.get("visit_number")
-            if same_visit and not visit:
-                findings.append(
-                    {
-                        "rule": rule.id,
-                        "due_at": None,
-                        "message": f"{rule.description}: no visit number to look for "
-                        + "/".join(sorted(wanted)),
-                    }
-                )
-                continue
-            found = any(
-                (o.get("type") or "").strip().upper() in wanted
-                and (o.get("availability") or "").upper() not in INACTIVE
-                and o.get("document_number") != entry.get("document_number")
-                and (not same_visit or o.get("visit_number") == visit)
-                for o in related
-            )
-            if not found:
-                findings.append(
-                    {
-                        "rule": rule.id,
-                        "due_at": None,
-                        "message": f"{rule.description}: no {'/'.join(sorted(wanted))} "
-                        f"document for this {rule.requires_document.scope}",
-                    }
-                )
-        else:
-            start = parse_time(entry.get(rule.from_)) or parse_time(entry.get("created_at"))
-            if start is None:
-                continue
-            due = start + timedelta(days=rule.overdue_after_days or 0)
+        before = len(findings)
+        _evaluate_rule(rule, entry, related, findings)
+        start = parse_time(entry.get(rule.from_)) or parse_time(entry.get("created_at"))
+        for f in findings[before:]:
+            f["responsible"] = rule.responsible
+            f["started_at"] = start.astimezone(timezone.utc).isoformat() if start else None
+    return findings
+
+
+def _evaluate_rule(rule: Rule, entry: dict, related: list[dict], findings: list[dict]) -> None:
+    if rule.require is not None:
+        missing = [n for n in rule.require if not _present(entry, n)]
+        if missing:
             findings.append(
                 {
                     "rule": rule.id,
-                    "due_at": due.astimezone(timezone.utc).isoformat(),
-                    "message": f"{rule.description}: over {rule.overdue_after_days:g} days "
-                    f"since {FIELD_LABELS.get(rule.from_, rule.from_)}",
+                    "due_at": None,
+                    "message": f"{rule.description}: missing " + ", ".join(FIELD_LABELS[n] for n in missing),
                 }
             )
-    return findings
+    elif rule.requires_document is not None:
+        wanted = {t.strip().upper() for t in rule.requires_document.type}
+        same_visit = rule.requires_document.scope == "visit"
+        visit = entry.get("visit_number")
+        if same_visit and not visit:
+            findings.append(
+                {
+                    "rule": rule.id,
+                    "due_at": None,
+                    "message": f"{rule.description}: no visit number to look for " + "/".join(sorted(wanted)),
+                }
+            )
+            return
+        found = any(
+            (o.get("type") or "").strip().upper() in wanted
+            and (o.get("availability") or "").upper() not in INACTIVE
+            and o.get("document_number") != entry.get("document_number")
+            and (not same_visit or o.get("visit_number") == visit)
+            for o in related
+        )
+        if not found:
+            findings.append(
+                {
+                    "rule": rule.id,
+                    "due_at": None,
+                    "message": f"{rule.description}: no {'/'.join(sorted(wanted))} "
+                    f"document for this {rule.requires_document.scope}",
+                }
+            )
+    else:
+        start = parse_time(entry.get(rule.from_)) or parse_time(entry.get("created_at"))
+        if start is None:
+            return
+        due = start + timedelta(days=rule.overdue_after_days or 0)
+        findings.append(
+            {
+                "rule": rule.id,
+                "due_at": due.astimezone(timezone.utc).isoformat(),
+                "message": f"{rule.description}: over {rule.overdue_after_days:g} days "
+                f"since {FIELD_LABELS.get(rule.from_, rule.from_)}",
+            }
+        )
 
 
 def visible(findings: list[dict], now: datetime) -> list[dict]:
@@ -267,6 +288,60 @@ def visible(findings: list[dict], now: datetime) -> list[dict]:
         if due is None or due <= now:
             out.append(f)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# chart completion: who fixes a finding, how old it is (pure)
+
+
+def person_name(person: Any) -> str | None:
+    """``FAMILY, GIVEN`` (or whichever part there is) of a person dict, else None."""
+    if not isinstance(person, dict):
+        return None
+    family, given = (person.get("family") or "").strip(), (person.get("given") or "").strip()
+    return ", ".join(p for p in (family, given) if p) or None
+
+
+def _person_present(person: Any) -> bool:
+    return isinstance(person, dict) and bool((person.get("id") or "").strip() or person_name(person))
+
+
+def assign(preferred: str, entry: dict, attending: dict | None = None) -> dict | None:
+    """The clinician responsible for a finding: ``{role, id, name}`` or None when nobody is named.
+
+    ``preferred`` (the rule's ``responsible``) first, then the others in the order author,
+    authenticator (TXA-22), attending doctor (PV1-7 of the document's visit, ``attending``)."""
+    people = {
+        "author": entry.get("author"),
+        "authenticator": entry.get("authenticated_by"),
+        "attending": attending,
+    }
+    for role in (preferred, *[r for r in RESPONSIBLE_ORDER if r != preferred]):
+        person = people.get(role)
+        if _person_present(person):
+            pid = (person.get("id") or "").strip() or None
+            return {"role": role, "id": pid, "name": person_name(person)}
+    return None
+
+
+def bucket(days: int) -> str:
+    """The age bucket of a finding open ``days`` whole days: 0-7, 8-14, 15-30, over 30."""
+    if days <= 7:
+        return "0-7"
+    if days <= 14:
+        return "8-14"
+    if days <= 30:
+        return "15-30"
+    return "over 30"
+
+
+def age(started: Any, now: datetime, bylaws_days: float = DEFAULT_BYLAWS_DAYS) -> dict:
+    """``{days, bucket, delinquent}`` of a finding open since ``started`` (ISO or datetime) at
+    ``now``; delinquent once open more than ``bylaws_days``. An unknown start counts as today."""
+    start = parse_time(started)
+    seconds = max(0.0, (now - start).total_seconds()) if start is not None else 0.0
+    days = int(seconds // 86400)
+    return {"days": days, "bucket": bucket(days), "delinquent": seconds > bylaws_days * 86400}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,4 +357,9 @@ __all__ = [
     "check_paths",
     "evaluate",
     "visible",
+    "assign",
+    "age",
+    "bucket",
+    "person_name",
+    "BUCKETS",
 ]

@@ -11,6 +11,10 @@
   (``DocumentSettings.content_dir`` is None); identical content is stored once.
 * ``document_deficiencies`` – the clerks' completeness worklist, rewritten for a document every
   time it (or a document of its visit) changes; ``due_at`` rows become visible only once past.
+  A finding still there keeps its row (id, ``found_at``); each names its responsible clinician
+  (``responsible_*``), the service (the visit's PV1-10) and when it started (the rule's ``from``).
+* ``deficiency_waivers`` – a clerk's waiver of one rule on one document, with the reason; it
+  outlives the finding, so the same deficiency recurring on that document stays waived.
 
 ``message_id`` columns are plain indexed ids, not foreign keys: the dry-run path (``interface
 test``) applies documents in a transaction that is rolled back and has no journal row.
@@ -130,8 +134,27 @@ document_deficiencies = Table(
     Column("message", Text, nullable=False),
     Column("due_at", TS),  # timed rules (unsigned past N days): shown once now >= due_at
     Column("found_at", TS, nullable=False),
+    Column("responsible_role", String(16)),  # author | authenticator | attending (migration 0009)
+    Column("responsible_id", String(128)),
+    Column("responsible_name", String(250)),
+    Column("service", String(250)),  # the visit's hospital service (PV1-10)
+    Column("started_at", TS),  # the rule's ``from`` date: the finding's age counts from here
 )
 Index("ix_document_deficiencies_doc", document_deficiencies.c.document_number)
 Index("ix_document_deficiencies_document", document_deficiencies.c.document_id)
 Index("ix_document_deficiencies_mrn", document_deficiencies.c.mrn)
 Index("ix_document_deficiencies_type", document_deficiencies.c.type)
+Index("ix_document_deficiencies_responsible", document_deficiencies.c.responsible_id)
+
+deficiency_waivers = Table(
+    "deficiency_waivers",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("document_id", Id, nullable=False),  # the documents row
+    Column("document_number", String(199), nullable=False),
+    Column("rule", String(64), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("waived_by", String(128), nullable=False),
+    Column("waived_at", TS, nullable=False),
+    UniqueConstraint("document_id", "rule", name="uq_deficiency_waivers_document_rule"),
+)

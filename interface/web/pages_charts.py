@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from urllib.parse import quote
+from urllib.parse import parse_qsl, quote
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from interface.desk import masking
@@ -18,6 +18,7 @@ from interface.web.pages import (
     DOCUMENTS,
     MAX_ID,
     _clean,
+    _engine,
     _hl7_time,
     _now,
     _qs,
@@ -274,14 +275,32 @@ def deficiencies(
     mrn: str | None = None,
     type: str | None = None,
     author: str | None = None,
+    clinician: str | None = None,
+    service: str | None = None,
+    status: str | None = None,
+    bucket: str | None = None,
+    done: str | None = None,
 ):
-    from interface.store.deficiencies import list_deficiencies
+    """The completeness worklist with its responsible clinicians, ages and waive forms, and the
+    roll-ups per clinician and per service (docs/deficiencies.md)."""
+    raw = {"mrn": mrn, "type": type, "author": author, "clinician": clinician, "service": service}
+    return _worklist(request, {**raw, "status": status, "bucket": bucket}, done=done == "waived")
+
+
+def _worklist(request: Request, raw: dict, *, done=False, error=None, status_code=200):
+    from interface.rules.completeness import BUCKETS
+    from interface.store.deficiencies import STATUSES, list_deficiencies, summarize
 
     params = {
-        "mrn": _clean(mrn, 128) or "",
-        "type": _clean(type, 64) or "",
-        "author": _clean(author, 128) or "",
+        "mrn": _clean(raw.get("mrn"), 128) or "",
+        "type": _clean(raw.get("type"), 64) or "",
+        "author": _clean(raw.get("author"), 128) or "",
+        "clinician": _clean(raw.get("clinician"), 250) or "",
+        "service": _clean(raw.get("service"), 250) or "",
+        "status": raw.get("status") if raw.get("status") in STATUSES else "open",
+        "bucket": raw.get("bucket") if raw.get("bucket") in BUCKETS else "",
     }
+    bylaws = _bylaws_days(request)
     with _reader(request).connect() as conn:
         rows = list_deficiencies(
             conn,
@@ -289,8 +308,65 @@ def deficiencies(
             type=params["type"] or None,
             author=params["author"] or None,
             now=_now(request),
+            clinician=params["clinician"] or None,
+            service=params["service"] or None,
+            status=params["status"],
+            bucket=params["bucket"] or None,
+            bylaws_days=bylaws,
         )
-    return _render(request, "deficiencies.html", {"rows": rows[:1000], "total": len(rows), "params": params})
+        by_clinician = summarize(conn, "clinician", _now(request), bylaws_days=bylaws)
+        by_service = summarize(conn, "service", _now(request), bylaws_days=bylaws)
+    response = _render(
+        request,
+        "deficiencies.html",
+        {
+            "rows": rows[:1000],
+            "total": len(rows),
+            "params": params,
+            "buckets": BUCKETS,
+            "statuses": STATUSES,
+            "bylaws_days": bylaws,
+            "by_clinician": by_clinician,
+            "by_service": by_service,
+            "done": done,
+            "error": error,
+            "back": ("?" + _qs(params)) if _qs(params) else "",
+        },
+    )
+    response.status_code = status_code
+    return response
+
+
+def _bylaws_days(request: Request) -> float:
+    from interface.rules.completeness import DEFAULT_BYLAWS_DAYS
+
+    rules = getattr(_document_settings(request), "rules", None)
+    return getattr(rules, "bylaws_days", None) or DEFAULT_BYLAWS_DAYS
+
+
+@router.post("/deficiencies/{deficiency_id}/waive")
+@html_errors
+def deficiency_waive(
+    request: Request,
+    deficiency_id: int = Path(ge=1, le=MAX_ID),
+    reason: str = Form(""),
+    back: str = Form(""),
+    user: User = Depends(DOCUMENTS),
+):
+    """A clerk waives a finding with a reason (audited by the store); back to the worklist."""
+    from interface.store.deficiencies import DeficiencyError, waive
+
+    back = back if re.fullmatch(r"\?[A-Za-z0-9_.~%+=&-]{1,2000}", back or "") else ""
+    reason = (reason or "").strip()
+    try:
+        if not reason:
+            raise DeficiencyError("Give a reason to waive this deficiency.", 400)
+        with _engine(request).begin() as conn:
+            waive(conn, deficiency_id, user=user.name, reason=reason[:1000], now=_now(request))
+    except DeficiencyError as exc:
+        return _worklist(request, dict(parse_qsl(back[1:])), error=str(exc), status_code=exc.status)
+    sep = "&" if back else "?"
+    return RedirectResponse(f"/deficiencies{back}{sep}done=waived", status_code=303)
 
 
 @router.get("/audit", response_class=HTMLResponse)

@@ -9,7 +9,12 @@
   their media type; for content sent as an RP reference pointer, JSON naming the reference(s);
   ``raw=true`` the formatted text as sent (FT escapes kept) instead of its plain-text rendering;
   a cancelled document (T11) without ``version`` answers 410 with JSON naming its versions;
-* ``GET /api/deficiencies?mrn=&type=&author=&limit=&offset=`` – the completeness worklist.
+* ``GET /api/deficiencies?mrn=&type=&author=&clinician=&service=&status=&bucket=&delinquent=&limit=&offset=``
+  – the completeness worklist (``status`` open by default, ``waived``, ``all``), each finding with
+  its responsible clinician, service, age, bucket and delinquency (docs/deficiencies.md);
+* ``GET /api/deficiencies/summary?by=clinician|service`` – open counts per clinician or service,
+  by age bucket, delinquent and waived counts;
+* ``POST /api/deficiencies/{id}/waive`` ``{"reason": ...}`` – a clerk waives a finding (audited).
 
 Uses ``app.state.engine``, ``app.state.document_settings`` (the content store; the database store
 when absent) and, if set, ``app.state.clock`` (a callable returning an aware datetime) for
@@ -22,13 +27,18 @@ answer is 409 listing them. Authentication is added by whoever includes the rout
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as FPath
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.engine import Connection
 
+from interface.desk.users import User
 from interface.store import deficiencies, document_read, documents
 from interface.store.document_ids import AmbiguousDocument
+from interface.web.auth import DOCUMENTS, require
 from interface.web.reading import reading as _reading
 
 router = APIRouter()
@@ -226,15 +236,31 @@ def list_deficiencies(
     mrn: str | None = None,
     type: str | None = None,
     author: str | None = None,
+    clinician: str | None = Query(None, max_length=250, description="responsible clinician id or name"),
+    service: str | None = Query(None, max_length=250, description="hospital service (PV1-10)"),
+    status: Literal["open", "waived", "all"] = "open",
+    bucket: Literal["0-7", "8-14", "15-30", "over 30"] | None = None,
+    delinquent: bool | None = None,
     limit: int = Query(200, ge=1, le=1000),
     offset: int = Query(0, ge=0, le=MAX_OFFSET),
 ) -> dict:
     """The worklist: every completeness finding visible now (overdue ones once due), by MRN,
-    document type and author (id, or family name case-insensitively)."""
+    document type, author (id, or family name case-insensitively), responsible clinician,
+    service, age bucket and delinquency; open (not waived) findings unless ``status`` says."""
     now = _now(request)
     with _reading(request) as conn:
         rows = deficiencies.list_deficiencies(
-            conn, mrn=_patient(conn, mrn), type=_blank(type), author=_blank(author), now=now
+            conn,
+            mrn=_patient(conn, mrn),
+            type=_blank(type),
+            author=_blank(author),
+            now=now,
+            clinician=_blank(clinician),
+            service=_blank(service),
+            status=status,
+            bucket=bucket,
+            delinquent=delinquent,
+            bylaws_days=_bylaws_days(request),
         )
     return {
         "deficiencies": rows[offset : offset + limit],
@@ -242,3 +268,49 @@ def list_deficiencies(
         "limit": limit,
         "offset": offset,
     }
+
+
+def _bylaws_days(request: Request) -> float:
+    rules = _settings(request).rules
+    return getattr(rules, "bylaws_days", None) or deficiencies.DEFAULT_BYLAWS_DAYS
+
+
+@router.get("/api/deficiencies/summary")
+def deficiency_summary(
+    request: Request,
+    by: Literal["clinician", "service"] = "clinician",
+    service: str | None = Query(None, max_length=250),
+) -> dict:
+    """Counts per responsible clinician or per service: open findings by age bucket, how many are
+    delinquent (past the rules' ``bylaws_days``) and how many are waived."""
+    with _reading(request) as conn:
+        groups = deficiencies.summarize(
+            conn, by, _now(request), bylaws_days=_bylaws_days(request), service=_blank(service)
+        )
+    return {"by": by, "bylaws_days": _bylaws_days(request), "groups": groups}
+
+
+class WaiveBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=1000, description="why this finding needs no fixing")
+
+
+@router.post("/api/deficiencies/{deficiency_id}/waive")
+def waive_deficiency(
+    request: Request,
+    body: WaiveBody,
+    deficiency_id: int = FPath(ge=1, le=MAX_OFFSET),
+    user: User = Depends(require(*DOCUMENTS)),
+) -> dict:
+    """Waive one finding with a reason (audited); it leaves the open worklist, stays listed with
+    ``status=waived``, and stays waived if the same rule fires again on that document."""
+    if "\x00" in body.reason or not body.reason.strip():
+        raise HTTPException(status_code=400, detail="a reason is required to waive a deficiency")
+    try:
+        with request.app.state.engine.begin() as conn:
+            done = deficiencies.waive(
+                conn, deficiency_id, user=user.name, reason=body.reason, now=_now(request)
+            )
+    except deficiencies.DeficiencyError as exc:
+        raise HTTPException(status_code=exc.status, detail=str(exc)) from None
+    return {**done, "status": "waived"}
