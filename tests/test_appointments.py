@@ -101,7 +101,12 @@ def test_cancel_discontinue_delete_and_no_show_set_the_status(engine):
     h = patient(engine)
     send(h, *(siu("S12", f"A{i}") for i in range(1, 5)))
     send(h, siu("S15", "A1", status="Booked"), siu("S16", "A2"), siu("S17", "A3"), siu("S26", "A4"))
-    assert [one(h, f"A{i}")["status"] for i in range(1, 5)] == ["cancelled", "discontinued", "deleted", "noshow"]
+    assert [one(h, f"A{i}")["status"] for i in range(1, 5)] == [
+        "cancelled",
+        "discontinued",
+        "deleted",
+        "noshow",
+    ]
     assert {a["filler_id"] for a in appts(h)} == {"A1", "A2", "A4"}  # deleted: no longer listed
 
 
@@ -116,7 +121,11 @@ def test_sch25_status_is_kept_in_words(engine):
 def test_events_apply_in_order_per_patient(engine):
     """Booked, moved, cancelled — sent together, applied in arrival order by the queue."""
     h = patient(engine)
-    for m in (siu("S12", "A1"), siu("S13", "A1", start="20261211090000"), siu("S15", "A1", start="", minutes="")):
+    for m in (
+        siu("S12", "A1"),
+        siu("S13", "A1", start="20261211090000"),
+        siu("S15", "A1", start="", minutes=""),
+    ):
         assert h.send(m, "siu").status == "accepted"
     h.drain()
     a = one(h, "A1")
@@ -219,5 +228,7 @@ def test_sample_messages_after_the_adt_samples(engine):
     assert rows["A5001"]["location"] == "CARDIO^RM2^^HOSP"
     # every SIU item done
     with h.db.connect() as conn:
-        statuses = conn.execute(select(work_items.c.status).where(work_items.c.channel == "siu")).scalars().all()
+        statuses = (
+            conn.execute(select(work_items.c.status).where(work_items.c.channel == "siu")).scalars().all()
+        )
     assert statuses == ["done"] * 7
