@@ -207,7 +207,7 @@ class EngineProcess:
         workdir: Path,
         db_url: str | None = None,
         *,
-        channels=("adt", "mdm"),
+        channels=("adt", "mdm", "siu"),
         start_timeout: float = 90.0,
         workers: int = 1,
     ):

@@ -340,7 +340,7 @@ def test_the_supervisor_refuses_to_start_on_alerts_its_first_child_would_refuse(
         var_dir=tmp_path / "var",
         create_schema=False,
         alerts_file=alerts,
-        port_overrides={"adt": "tcp:0:interface=127.0.0.1", "mdm": "tcp:0:interface=127.0.0.1"},
+        port_overrides={name: "tcp:0:interface=127.0.0.1" for name in ("adt", "mdm", "siu")},
     )
     sup = cluster.Supervisor(settings, 2)
     try:

@@ -42,7 +42,7 @@ class EngineProcess:
         self.tmp = tmp
         self.ready = tmp / "ready.json"
         self.log_path = tmp / "engine.log"
-        names = listen or {"adt": "tcp:0:interface=127.0.0.1", "mdm": "tcp:0:interface=127.0.0.1"}
+        names = listen or {name: "tcp:0:interface=127.0.0.1" for name in ("adt", "mdm", "siu")}
         self.cmd = [
             str(BIN),
             "run",

@@ -85,7 +85,7 @@ def _config(tmp_path: Path) -> Path:
     cfg = tmp_path / "cfg"
     for sub in ("channels", "mappings", "rules"):
         shutil.copytree(ROOT / sub, cfg / sub)
-    for name in ("adt", "mdm"):
+    for name in ("adt", "mdm", "siu"):
         f = cfg / "channels" / f"{name}.yaml"
         text = f.read_text()
         f.write_text(
@@ -110,7 +110,10 @@ def _settings(cfg: Path) -> Settings:
 def test_load_config_reports_file_and_line(tmp_path):
     cfg = _config(tmp_path)
     channels, pipeline = load_config(_settings(cfg))
-    assert sorted(c.name for c in channels) == ["adt", "mdm"] and set(pipeline.mappings) >= {"adt", "mdm"}
+    assert sorted(c.name for c in channels) == ["adt", "mdm", "siu"] and set(pipeline.mappings) >= {
+        "adt",
+        "mdm",
+    }
     mdm = cfg / "channels" / "mdm.yaml"
     mdm.write_text(
         mdm.read_text()

@@ -29,6 +29,8 @@ def test_port_in_use_is_one_clear_line(tmp_path):
                 f"adt=tcp:{port}:interface=127.0.0.1",
                 "--listen",
                 "mdm=tcp:0:interface=127.0.0.1",
+                "--listen",
+                "siu=tcp:0:interface=127.0.0.1",
             ],
             cwd=ROOT,
             capture_output=True,

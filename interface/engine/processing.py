@@ -138,6 +138,10 @@ class Pipeline:
                 from interface.store import chart_apply
 
                 chart_apply.apply_updates(conn, prep.records, message_id=item.message_id, now=now)
+            elif mapping.root == "appointment":
+                from interface.store import appointments
+
+                appointments.apply_appointments(conn, prep.records, message_id=item.message_id, now=now)
             else:
                 from interface.store import documents
 

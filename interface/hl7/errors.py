@@ -126,6 +126,8 @@ REASONS = {
     "batch_count": "Batch count disagrees with the messages received",
     "value_refused": "Value the database cannot store",
     "database_error": "Database refused the change",
+    "unknown_appointment": "Unknown appointment",
+    "duplicate_appointment": "Appointment already booked",
 }
 
 

@@ -257,7 +257,31 @@ class Document:
     content: list[DocumentContent] | None = None
 
 
-RECORD_ROOTS: dict[str, type] = {"chart": ChartUpdate, "document": Document}
+@dataclass
+class Appointment:
+    """What one SIU message says about one appointment (HL7 v2.5.1 chapter 10: SCH and the
+    resource groups AIS / AIL / AIP)."""
+
+    event: str  # S12..S17, S26
+    mrn: str | None = None
+    placer_id: str | None = None  # SCH-1.1 (EI entity identifier)
+    placer_namespace: str | None = None  # SCH-1.2
+    filler_id: str | None = None  # SCH-2.1
+    filler_namespace: str | None = None  # SCH-2.2
+    start_at: str | None = None  # SCH-11.4 (TQ start), TQ1-7, AIS-4, AIL-6 or AIP-6 (ISO)
+    end_at: str | None = None  # SCH-11.5 (TQ end) or TQ1-8
+    duration: str | None = None  # SCH-9, AIS-7, AIL-9 or AIP-9 (NM)
+    duration_units: str | None = None  # SCH-10, AIS-8, AIL-10 or AIP-10 (CE identifier)
+    location: str | None = None  # AIL-3 (PL: point^room^bed^facility)
+    provider: Person = field(default_factory=Person)  # AIP-3 (XCN)
+    status: str | None = None  # SCH-25 filler status code (table 0278)
+    reason: str | None = None  # SCH-7 appointment reason (text, else code)
+    type: str | None = None  # SCH-8 appointment type
+    event_reason: str | None = None  # SCH-6 (why this event: cancel reason...)
+    recorded_at: str | None = None  # MSH-7
+
+
+RECORD_ROOTS: dict[str, type] = {"chart": ChartUpdate, "document": Document, "appointment": Appointment}
 
 
 def target_type(root: type, path: str) -> type:

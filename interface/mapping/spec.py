@@ -99,7 +99,7 @@ def _version_str(v: Any) -> Any:
 
 class MappingSpec(Strict):
     name: str
-    root: Literal["chart", "document"]
+    root: Literal["chart", "document", "appointment"]
     version: str | list[str] = Field(
         "2.5.1",
         description="the HL7 version(s) whose segment and "

@@ -180,6 +180,12 @@ def check_config(paths: list[str]) -> list[str]:
             )
         )
     if rule_files:
+        from interface.rules.chart_prep import check_paths as check_prep
+        from interface.rules.chart_prep import is_settings_file
+
+        problems.extend(check_prep([str(f) for f in rule_files if is_settings_file(f)]))
+        rule_files = [f for f in rule_files if not is_settings_file(f)]
+    if rule_files:
         try:
             from interface.rules.completeness import check_paths as check_rules
 
@@ -502,6 +508,12 @@ def cmd_deficiencies(args, rest) -> int:
     return cli_main(rest, _engine(args))
 
 
+def cmd_chart_prep(args, rest) -> int:
+    from interface.desk.chart_prep import cli_main
+
+    return cli_main(rest, _engine(args))
+
+
 def cmd_users(args, rest) -> int:
     from interface.desk.users import cli_main
 
@@ -705,6 +717,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("users", cmd_users, "console users: add, list, passwd, token(s), revoke-token"),
         ("db", cmd_db, "database: upgrade (migrations)"),
         ("bench", cmd_bench, "the load benchmark"),
+        ("chart-prep", cmd_chart_prep, "patients with an appointment soon whose chart has a problem"),
     ):
         d = sub.add_parser(name, help=helptext, add_help=False)
         _db_args(d)

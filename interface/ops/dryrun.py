@@ -141,6 +141,10 @@ class _Recorder:
             from interface.store import chart_apply
 
             return chart_apply.apply_updates(conn, prep.records, message_id=item.message_id, now=now)
+        if mapping.root == "appointment":
+            from interface.store import appointments
+
+            return appointments.apply_appointments(conn, prep.records, message_id=item.message_id, now=now)
         from interface.store import documents
 
         return documents.apply_documents(

@@ -220,6 +220,12 @@ def create_app(
                 Depends(auth.audit_access("document", "document_number")),
             ],
         )
+    app.include_router(
+        _optional_router("interface.web.api.chart_prep"),
+        tags=["chart-prep"],
+        responses=api_messages.ERROR_RESPONSES,
+        dependencies=[Depends(auth.require(*auth.CHARTS))],
+    )
     pages_router = _optional_router("interface.web.pages")
     if pages_router is not None:
         app.include_router(pages_router)
@@ -227,6 +233,7 @@ def create_app(
             "interface.web.pages_messages",
             "interface.web.pages_errors",
             "interface.web.pages_charts",
+            "interface.web.pages_prep",
         ):
             app.include_router(_optional_router(group))
         users_pages = _optional_router("interface.web.pages_users")

@@ -206,6 +206,8 @@ def _nav(user: User | None) -> list[tuple[str, str]]:
         items.append(("/patients", "Patients"))
     if admin or role in auth.DOCUMENTS:
         items.append(("/deficiencies", "Completeness"))
+    if admin or role in auth.CHARTS:
+        items.append(("/chart-prep", "Chart prep"))
     if admin or role in auth.AUDIT:
         items.append(("/audit", "Audit log"))
     if admin:
