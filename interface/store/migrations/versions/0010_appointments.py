@@ -1,7 +1,7 @@
 """appointments: what the scheduling feed (SIU S12..S17, S26) said about each appointment
 
 Revision ID: 0010
-Revises: 0007
+Revises: 0009
 Create Date: 2026-12-03 13:30:00
 
 """
