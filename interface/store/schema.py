@@ -41,7 +41,12 @@ Id = BigInteger().with_variant(Integer(), "sqlite")
 TS = DateTime(timezone=True)
 
 # Domain modules that add tables to ``metadata``. Missing ones are skipped (not built yet).
-TABLE_MODULES = ("interface.store.chart_schema", "interface.store.document_schema", "interface.desk.users")
+TABLE_MODULES = (
+    "interface.store.chart_schema",
+    "interface.store.document_schema",
+    "interface.desk.users",
+    "interface.store.identity_schema",
+)
 
 
 def load_all_tables() -> None:
