@@ -222,7 +222,7 @@ class Identity(Strict):
     BHS-3/BHS-4 too) and of its application ACKs. Without it an ACK echoes the message's
     MSH-5/MSH-6. Write an HD's components with ``^`` (e.g. ``INT^1.2.3^ISO``)."""
 
-    application: str = Field(min_length=1, description="MSH-3 of the channel's ACKs")
+    application: str = Field("", description="MSH-3 of the channel's ACKs (empty: the ACKs echo MSH-5/MSH-6)")
     facility: str = Field("", description="MSH-4 of the channel's ACKs")
     refuse_unaddressed: bool = Field(
         False,
@@ -231,6 +231,20 @@ class Identity(Strict):
             "MSH-6 is not `facility` (when set)"
         ),
     )
+    authoritative: bool = Field(
+        False,
+        description=(
+            "this sender is the source of truth for who its patients are: its ADT updates may rewrite "
+            "a chart's birth date, sex and names without the identity check (rules/identity.yaml) "
+            "holding them for a clerk"
+        ),
+    )
+
+    @model_validator(mode="after")
+    def _addressed(self) -> "Identity":
+        if self.refuse_unaddressed and not self.application:
+            raise ValueError("refuse_unaddressed needs `application` (the MSH-5 to accept)")
+        return self
 
     def mismatch(
         self, receiving_application: str, receiving_facility: str, component: str = "^"
@@ -351,7 +365,10 @@ class Channel(Strict):
     )
     params: dict[str, str] = Field(default_factory=dict)
     match: Match | None = Field(None, description="route by MSH-3..MSH-6: channels sharing a listen endpoint")
-    identity: Identity | None = Field(None, description="this channel's MSH-3/MSH-4 in its ACKs")
+    identity: Identity | None = Field(
+        None,
+        description="this channel's MSH-3/MSH-4 in its ACKs; `authoritative`: the source of truth for patients",
+    )
     fallback_charset: str = Field(
         "WINDOWS-1252",
         description="how to read a message without MSH-18 whose bytes are not valid "
@@ -500,7 +517,9 @@ class Channel(Strict):
     @property
     def ack_sender(self) -> tuple[str, str] | None:
         """MSH-3/MSH-4 of this channel's ACKs (``identity``), or None to echo MSH-5/MSH-6."""
-        return (self.identity.application, self.identity.facility) if self.identity else None
+        if self.identity is None or not self.identity.application:
+            return None
+        return (self.identity.application, self.identity.facility)
 
     @property
     def mapping_params(self) -> dict:

@@ -63,10 +63,12 @@ class Pipeline:
         *,
         document_settings=None,
         destinations: dict | None = None,
+        identity_rules=None,
     ):
         self.channels = {c.name: c for c in channels}
         self.mappings = mappings
         self.document_settings = document_settings
+        self.identity_rules = identity_rules  # rules.identity.IdentityRules; None: no identity check
         self.extra_destinations = destinations or {}  # name -> object with prepare/apply (mllp, file)
 
     def destination(self, channel: str, name: str):
@@ -134,6 +136,18 @@ class Pipeline:
         d = prep.destination
         if d.type == "store":
             mapping = self.mappings[d.mapping]
+            if self.identity_rules is not None:  # before anything is filed: the right chart?
+                from interface.store import identity_check
+
+                ch = self.channels.get(item.channel)
+                gate = identity_check.Gate(
+                    self.identity_rules,
+                    item.channel,
+                    bool(ch is not None and ch.identity is not None and ch.identity.authoritative),
+                )
+                identity_check.check(
+                    conn, gate, prep.records, prep.message, message_id=item.message_id, kind=mapping.root
+                )
             if mapping.root == "chart":
                 from interface.store import chart_apply
 
@@ -435,6 +449,10 @@ class Worker:
             workqueue.mark_error(
                 conn, item.id, item.message_id, now, attempts, str(exc), exc.reason, _location_text(exc)
             )
+            if exc.reason == "identity_mismatch":  # the two people, for the clerk's side by side
+                from interface.store import identity_check
+
+                identity_check.record(conn, item, exc, now)
             self.failed += 1
             log.info("item=%s channel=%s outcome=error reason=%s", item.id, item.channel, exc.reason)
             pipeline.finished(conn, item, exc, now)

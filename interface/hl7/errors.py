@@ -110,6 +110,7 @@ REASONS = {
     "missing_field": "Missing required field",
     "invalid_value": "Invalid value",
     "unknown_patient": "Unknown patient",
+    "identity_mismatch": "Message names a different patient than the chart",
     "unknown_visit": "Unknown visit",
     "unknown_document": "Unknown document",
     "duplicate_document": "Document number already in use",

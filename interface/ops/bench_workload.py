@@ -42,6 +42,14 @@ FAMILIES = [
 GIVEN = ["ANNA", "JOHN", "MARIA", "WEI", "AMIR", "SARA", "LUCA", "EMMA", "OMAR", "NINA", "PAUL", "IDA"]
 
 
+def _person(rng: random.Random) -> tuple[str, str, str, str]:
+    """Family, given name, birth date, sex: for one MRN, ``random.Random(hash(mrn))`` always draws
+    the same person (so the documents of a patient name the person of the chart)."""
+    fam, giv = rng.choice(FAMILIES), rng.choice(GIVEN)
+    dob = f"19{rng.randint(30, 99)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
+    return fam, giv, dob, rng.choice("MF")
+
+
 def adt(
     event: str,
     mrn: str,
@@ -58,9 +66,7 @@ def adt(
     """One ~1 KB v2.5.1 ADT message, the shape registration systems send. ``admitted``: the
     visit's admit time (PV1-44) and its diagnosis's time (DG1-5); default the message time."""
     rng = rng or random.Random(hash(mrn))
-    fam, giv = rng.choice(FAMILIES), rng.choice(GIVEN)
-    dob = f"19{rng.randint(30, 99)}{rng.randint(1, 12):02d}{rng.randint(1, 28):02d}"
-    sex = rng.choice("MF")
+    fam, giv, dob, sex = _person(rng)
     stamp = _ts(t)
     admit = _ts(admitted) if admitted is not None else stamp
     structure = {
@@ -231,13 +237,14 @@ def _pdf(size: int, rng: random.Random) -> bytes:
 def mdm_t02(mrn: str, doc: str, cid: str, t: float, rng: random.Random, kb: int = 100) -> bytes:
     """MDM^T02 (original document with content): TXA + one OBX ED with a base64 PDF whose
     encoded size is about ``kb`` KB."""
+    fam, giv, dob, sex = _person(random.Random(hash(mrn)))  # the patient of the chart (see adt)
     pdf = _pdf(kb * 1024 * 3 // 4 - 300, rng)
     b64 = base64.b64encode(pdf).decode()
     stamp = _ts(t)
     segs = [
         f"MSH|^~\\&|TRANSCRIBE|HOSP|INTERFACE|HOSP|{stamp}||MDM^T02^MDM_T02|{cid}|P|2.5.1|||AL|NE||UNICODE UTF-8",
         f"EVN|T02|{stamp}",
-        f"PID|1||{mrn}^^^HOSP^MR||DOE^JANE^Q||19800115|F|||12 MAIN ST^^SPRINGFIELD^IL^62701^USA^H",
+        f"PID|1||{mrn}^^^HOSP^MR||{fam}^{giv}^Q||{dob}|{sex}|||12 MAIN ST^^SPRINGFIELD^IL^62701^USA^H",
         f"PV1|1|I|4W^401^A^HOSP||||1234^SMITH^JOHN^^^^MD^^HOSP|||MED|||||||||V{mrn}^^^HOSP^VN",
         f"TXA|1|CN^Consultation^HL70270|AP|{stamp}||{stamp}|{stamp}||5678^JONES^ALICE^^^^MD^^HOSP||"
         f"T900^WRIGHT^PAT^^^^^^HOSP|{doc}^TRANSCRIBE|||||AU|U|AV|AC||5678^JONES^ALICE^^^^MD^^HOSP^^^^^^{stamp}",

@@ -185,6 +185,12 @@ def check_config(paths: list[str]) -> list[str]:
 
         problems.extend(check_prep([str(f) for f in rule_files if is_settings_file(f)]))
         rule_files = [f for f in rule_files if not is_settings_file(f)]
+
+        from interface.rules.identity import check_paths as check_identity
+
+        identity_files = [f for f in rule_files if Path(f).stem.startswith("identity")]
+        problems.extend(check_identity([str(f) for f in identity_files]))
+        rule_files = [f for f in rule_files if f not in identity_files]
     if rule_files:
         try:
             from interface.rules.completeness import check_paths as check_rules
@@ -280,6 +286,10 @@ def cmd_errors(args) -> int:
         return _errors_bulk(args, eng)
     if args.action == "reprocess":
         return _errors_reprocess(args, eng)
+    if args.action in ("file", "file-anyway", "send-back", "candidates"):
+        from interface.ops.identity_cli import errors_identity
+
+        return errors_identity(args, eng, _now())
     if args.action == "list":
         q = (
             select(work_items)
@@ -657,8 +667,25 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--insecure", action="store_true", help="TLS without verifying the server")
     s.set_defaults(func=cmd_send)
 
-    e = sub.add_parser("errors", help="the error queue: list, show, retry, discard, resubmit")
-    e.add_argument("action", choices=["list", "show", "retry", "discard", "resubmit", "reprocess"])
+    e = sub.add_parser(
+        "errors",
+        help="the error queue: list, show, retry, discard, resubmit; file --mrn, file-anyway, candidates",
+    )
+    e.add_argument(
+        "action",
+        choices=[
+            "list",
+            "show",
+            "retry",
+            "discard",
+            "resubmit",
+            "reprocess",
+            "file",
+            "file-anyway",
+            "send-back",
+            "candidates",
+        ],
+    )
     e.add_argument("ids", nargs="*", type=int, metavar="ID", help="item id(s); for reprocess, the message id")
     e.add_argument("--all", action="store_true", help="retry/discard every item matching --filter")
     e.add_argument(
@@ -679,6 +706,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--reveal", action="store_true", help="show: the message unmasked (needs --reason; audited as --user)"
     )
     e.add_argument("--file", help="edited message for resubmit")
+    e.add_argument("--mrn", help="file: the chart to file the item's message to (written into PID-3)")
     e.add_argument("--channel")
     e.add_argument(
         "--status", default="error,held", help="list: comma-separated statuses (default: failed and held)"

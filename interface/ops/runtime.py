@@ -106,7 +106,21 @@ def load_pipeline(settings: Settings, channels: list[Channel]) -> Pipeline:
         )
     except ImportError:  # pragma: no cover
         pass
-    return Pipeline(channels, mappings, document_settings=doc_settings)
+    return Pipeline(
+        channels, mappings, document_settings=doc_settings, identity_rules=load_identity(settings)
+    )
+
+
+def load_identity(settings: Settings):
+    """The identity rules (``rules/identity.yaml``, beside the completeness rules); without the
+    file, the built-in default (a different person is held, a corrected spelling filed); with no
+    rules directory at all (``rules_file`` None), no identity check."""
+    if settings.rules_file is None:
+        return None
+    from interface.rules import identity
+
+    path = settings.rules_file.parent / "identity.yaml"
+    return identity.load_rules(path) if path.exists() else identity.DEFAULT_RULES
 
 
 def start_alerts(settings: Settings, parts: dict, cfg, dispatcher) -> None:

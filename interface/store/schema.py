@@ -46,6 +46,7 @@ TABLE_MODULES = (
     "interface.store.document_schema",
     "interface.desk.users",
     "interface.store.appointment_schema",
+    "interface.store.identity_schema",
 )
 
 

@@ -15,7 +15,7 @@ from interface.desk.users import User
 from interface.rules import words
 from interface.store import workqueue
 from interface.store.schema import audit, messages, work_attempts, work_items
-from interface.web import auth
+from interface.web import auth, identity_view
 from interface.web.auth import record_audit
 from interface.web.pages import (
     ERRORS,
@@ -44,7 +44,14 @@ from interface.web.pages_messages import _load_message
 router = APIRouter(include_in_schema=False)
 
 
-NOTICES = {"retry": "Put back in the queue", "discard": "Discarded", "resubmit": "Edited copy resubmitted"}
+NOTICES = {
+    "retry": "Put back in the queue",
+    "discard": "Discarded",
+    "resubmit": "Edited copy resubmitted",
+    "file_anyway": "Filed to the chart it named, as you decided",
+    "file": "A copy with the chosen MRN was resubmitted",
+    "send_back": "Sent back to the sender (discarded)",
+}
 
 
 @router.get("/errors", response_class=HTMLResponse)
@@ -150,6 +157,7 @@ def _item_page(
             .where(audit.c.target_type == "work_item", audit.c.target_id == str(item_id))
             .order_by(audit.c.id)
         ).all()
+        who = identity_view.context(conn, item, msg, reveal, getattr(request.app.state, "channels", None))
         conn.rollback()
     text = decode(msg.raw, fallback_codec_for(request.app.state.channels, msg.channel)).text
     loc = parse_location(item.error_location)
@@ -185,6 +193,7 @@ def _item_page(
             "mask": mask,
             "actionable": item.status in ("error", "held"),
             "mrn": msg.patient_id if reveal else mask(msg.patient_id),
+            **who,
         },
         status_code=status_code,
     )
@@ -313,6 +322,72 @@ def error_resubmit(
     except errorqueue.ActionError as exc:
         return _item_page(request, item_id, reveal=True, error=str(exc), status_code=409, edited=raw)
     return RedirectResponse(f"/errors/{item_id}?done=resubmit", status_code=303)
+
+
+@router.post("/errors/{item_id}/file-anyway")
+@html_errors
+def error_file_anyway(request: Request, item_id: int, reason: str = Form(""), user: User = Depends(ERRORS)):
+    """An identity mismatch filed to the chart it named after all (reason required, audited)."""
+    from interface.desk import identity_desk
+
+    reason = (reason or "").strip()[:1000]
+    if not reason:
+        return _item_page(request, item_id, error="Say why it is the right chart.", status_code=400)
+
+    def run(conn, item_id, name, now):
+        identity_desk.file_anyway(conn, item_id, user=name, reason=reason, now=now)
+
+    err = _act(request, user, item_id, run)
+    if err:
+        return _item_page(request, item_id, error=err, status_code=409)
+    return RedirectResponse(f"/errors/{item_id}?done=file_anyway", status_code=303)
+
+
+@router.post("/errors/{item_id}/file")
+@html_errors
+def error_file_to(
+    request: Request, item_id: int, mrn: str = Form(""), reason: str = Form(""), user: User = Depends(ERRORS)
+):
+    """File to this chart: a linked copy with the MRN written into PID-3 by the engine."""
+    from interface.desk import identity_desk
+
+    mrn = (mrn or "").strip()[:128]
+    if not mrn:
+        return _item_page(request, item_id, error="Give the MRN of the chart to file to.", status_code=400)
+
+    def run(conn, item_id, name, now):
+        identity_desk.file_to(
+            conn,
+            item_id,
+            mrn,
+            user=name,
+            now=now,
+            channels=getattr(request.app.state, "channels", None) or [],
+            reason=(reason or "").strip()[:1000] or None,
+        )
+
+    err = _act(request, user, item_id, run)
+    if err:
+        return _item_page(request, item_id, error=err, status_code=409)
+    return RedirectResponse(f"/errors/{item_id}?done=file", status_code=303)
+
+
+@router.post("/errors/{item_id}/send-back")
+@html_errors
+def error_send_back(request: Request, item_id: int, reason: str = Form(""), user: User = Depends(ERRORS)):
+    from interface.desk import identity_desk
+
+    reason = (reason or "").strip()[:1000]
+    if not reason:
+        return _item_page(request, item_id, error="A reason is required to send it back.", status_code=400)
+
+    def run(conn, item_id, name, now):
+        identity_desk.send_back(conn, item_id, user=name, reason=reason, now=now)
+
+    err = _act(request, user, item_id, run)
+    if err:
+        return _item_page(request, item_id, error=err, status_code=409)
+    return RedirectResponse(f"/errors/{item_id}?done=send_back", status_code=303)
 
 
 @router.post("/errors/bulk")

@@ -396,3 +396,204 @@ def bulk(request: Request, body: BulkBody, user: User = Depends(require(*ERRORS)
         except errorqueue.ActionError as exc:
             failed.append(BulkFailure(id=item_id, error=str(exc)))
     return BulkResult(action=body.action, succeeded=done, failed=failed, truncated=truncated)
+
+
+# ---------------------------------------------------------------------------------------------
+# the identity desk: is this the right chart? (interface.desk.identity_desk, desk.candidates)
+
+
+class FileAnywayBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: Reason
+
+
+class FileToBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    mrn: Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_no_nul)]
+    reason: Annotated[str | None, Field(max_length=2000), AfterValidator(_no_nul)] = None
+
+
+class Candidate(BaseModel):
+    mrn: str
+    family: str | None
+    given: str | None
+    birth_date: str | None
+    sex: str | None
+    score: int = Field(description="0-100: how alike the chart and the message's patient are")
+    reasons: list[str]
+
+
+class Difference(BaseModel):
+    field: str
+    label: str
+    verdict: str = Field(description="mismatch (holds the message), tolerated (filed), noted (shown only)")
+    why: str
+
+
+class IdentityFinding(BaseModel):
+    item_id: int
+    mrn: str = Field(description="the chart the message would be filed to")
+    status: str = Field(description="mismatch, filed_anyway, refiled, sent_back, superseded")
+    message: dict = Field(description="the message's patient (masked unless revealed with a reason)")
+    chart: dict = Field(description="the chart's patient: name, birth date, sex, MRN")
+    differences: list[Difference]
+    decided_by: str | None
+    decided_at: UtcDateTime | None
+    reason: str | None
+
+
+_PERSON_SHOWN = ("family", "given", "middle", "birth_date", "sex", "mrn")
+
+
+@router.get("/api/errors/{item_id}/identity", response_model=IdentityFinding, responses=ERROR_RESPONSES)
+def identity_finding(
+    request: Request,
+    item_id: int = Path(ge=1, le=MAX_ID),
+    _user=Depends(require(*ERRORS)),
+    reveal: bool = False,
+    why: str | None = Query(None, max_length=500, description="why the message's patient is revealed"),
+) -> IdentityFinding:
+    """What the identity check found for an ``identity_mismatch`` item: the message's patient and
+    the chart's side by side, and each difference in words. The message side is masked unless
+    ``reveal=true`` with ``why`` (audited); national ids and phones are never shown, only whether
+    they agree."""
+    from interface.desk.masking import MASK
+    from interface.store import identity_check
+
+    if reveal and not (why or "").strip():
+        raise HTTPException(status_code=400, detail="reveal=true needs a reason (why=...)")
+    with request.app.state.reader.connect() as conn:
+        found = identity_check.review(conn, item_id)
+    if found is None:
+        raise HTTPException(status_code=404, detail=f"work item {item_id} has no identity finding")
+    if reveal:
+        audit_now(
+            request,
+            action="reveal",
+            target_type="message",
+            target_id=found["message_id"],
+            reason=why.strip(),
+            detail={"work_item": item_id, "identity": True},
+        )
+    detail = found["detail"]
+    msg = {k: (detail.get("message") or {}).get(k) for k in _PERSON_SHOWN}
+    if not reveal:
+        msg = {k: (MASK if v else v) for k, v in msg.items()}
+    return IdentityFinding(
+        item_id=item_id,
+        mrn=found["mrn"],
+        status=found["status"],
+        message=msg,
+        chart={k: (detail.get("chart") or {}).get(k) for k in _PERSON_SHOWN},
+        differences=[Difference(**d) for d in detail.get("differences") or []],
+        decided_by=found["decided_by"],
+        decided_at=found["decided_at"],
+        reason=found["reason"],
+    )
+
+
+@router.get("/api/errors/{item_id}/candidates", response_model=list[Candidate], responses=ERROR_RESPONSES)
+def candidates(
+    request: Request,
+    item_id: int = Path(ge=1, le=MAX_ID),
+    _user=Depends(require(*ERRORS)),
+    limit: int = Query(10, ge=1, le=50),
+) -> list[Candidate]:
+    """Charts that might be the item's patient, best first, each scored (name, birth date, sex,
+    phone, address, national id last four) with its reasons in words."""
+    from interface.desk import candidates as cand
+
+    try:
+        with request.app.state.reader.connect() as conn:
+            found = cand.candidates(
+                conn, item_id, channels=getattr(request.app.state, "channels", None), limit=limit
+            )
+    except errorqueue.ActionError as exc:
+        code = 404 if str(exc).startswith("no work item") else 409
+        raise HTTPException(status_code=code, detail=str(exc)) from None
+    return [Candidate(**c) for c in found]
+
+
+@router.post("/api/errors/{item_id}/file-anyway", response_model=ActionResult, responses=ACTION_RESPONSES)
+def file_anyway(
+    request: Request,
+    body: FileAnywayBody,
+    item_id: int = Path(ge=1, le=MAX_ID),
+    user: User = Depends(require(*ERRORS)),
+) -> ActionResult:
+    """File an ``identity_mismatch`` item to the chart it named after all (reason required,
+    audited); the identity check lets exactly this message through to that chart."""
+    from interface.desk import identity_desk
+
+    return _run(
+        request,
+        item_id,
+        "file_anyway",
+        lambda conn: identity_desk.file_anyway(
+            conn, item_id, user=user.name, reason=body.reason, now=clock(request)
+        ),
+    )
+
+
+def _file_to(request: Request, item_id: int, body: FileToBody, user: User, action: str) -> ActionResult:
+    from interface.desk import identity_desk
+
+    fn = identity_desk.refile if action == "refile" else identity_desk.file_to
+    return _run(
+        request,
+        item_id,
+        action,
+        lambda conn: fn(
+            conn,
+            item_id,
+            body.mrn.strip(),
+            user=user.name,
+            now=clock(request),
+            channels=getattr(request.app.state, "channels", None) or [],
+            reason=body.reason.strip() if body.reason else None,
+        ),
+    )
+
+
+@router.post("/api/errors/{item_id}/file", response_model=ActionResult, responses=ACTION_RESPONSES)
+def file_to(
+    request: Request,
+    body: FileToBody,
+    item_id: int = Path(ge=1, le=MAX_ID),
+    user: User = Depends(require(*ERRORS)),
+) -> ActionResult:
+    """File to this chart: a linked, resubmitted copy of the message with ``mrn`` written into
+    PID-3 by the engine (the original kept); the copy passes through the identity check.
+    Returns the copy's ``message_id``."""
+    return _file_to(request, item_id, body, user, "file")
+
+
+@router.post("/api/errors/{item_id}/refile", response_model=ActionResult, responses=ACTION_RESPONSES)
+def refile(
+    request: Request,
+    body: FileToBody,
+    item_id: int = Path(ge=1, le=MAX_ID),
+    user: User = Depends(require(*ERRORS)),
+) -> ActionResult:
+    """An ``identity_mismatch`` item filed to the chart it should have named (as ``/file``)."""
+    return _file_to(request, item_id, body, user, "refile")
+
+
+@router.post("/api/errors/{item_id}/send-back", response_model=ActionResult, responses=ACTION_RESPONSES)
+def send_back(
+    request: Request,
+    body: FileAnywayBody,
+    item_id: int = Path(ge=1, le=MAX_ID),
+    user: User = Depends(require(*ERRORS)),
+) -> ActionResult:
+    """Not ours to file: discard the item as "sent back to sender" with the reason (audited)."""
+    from interface.desk import identity_desk
+
+    return _run(
+        request,
+        item_id,
+        "send_back",
+        lambda conn: identity_desk.send_back(
+            conn, item_id, user=user.name, reason=body.reason, now=clock(request)
+        ),
+    )
