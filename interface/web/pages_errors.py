@@ -18,6 +18,7 @@ from interface.store.schema import audit, messages, work_attempts, work_items
 from interface.web import auth, identity_view
 from interface.web.auth import record_audit
 from interface.web.pages import (
+    CHARTS,
     ERRORS,
     ITEM_STATUSES,
     MAX_ID,
@@ -326,7 +327,7 @@ def error_resubmit(
 
 @router.post("/errors/{item_id}/file-anyway")
 @html_errors
-def error_file_anyway(request: Request, item_id: int, reason: str = Form(""), user: User = Depends(ERRORS)):
+def error_file_anyway(request: Request, item_id: int, reason: str = Form(""), user: User = Depends(CHARTS)):
     """An identity mismatch filed to the chart it named after all (reason required, audited)."""
     from interface.desk import identity_desk
 
@@ -346,7 +347,7 @@ def error_file_anyway(request: Request, item_id: int, reason: str = Form(""), us
 @router.post("/errors/{item_id}/file")
 @html_errors
 def error_file_to(
-    request: Request, item_id: int, mrn: str = Form(""), reason: str = Form(""), user: User = Depends(ERRORS)
+    request: Request, item_id: int, mrn: str = Form(""), reason: str = Form(""), user: User = Depends(CHARTS)
 ):
     """File to this chart: a linked copy with the MRN written into PID-3 by the engine."""
     from interface.desk import identity_desk
@@ -374,7 +375,7 @@ def error_file_to(
 
 @router.post("/errors/{item_id}/send-back")
 @html_errors
-def error_send_back(request: Request, item_id: int, reason: str = Form(""), user: User = Depends(ERRORS)):
+def error_send_back(request: Request, item_id: int, reason: str = Form(""), user: User = Depends(CHARTS)):
     from interface.desk import identity_desk
 
     reason = (reason or "").strip()[:1000]

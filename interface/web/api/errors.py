@@ -20,6 +20,7 @@ from interface.rules import words
 from interface.store import workqueue
 from interface.store.schema import messages, work_attempts, work_items
 from interface.web.auth import (
+    CHARTS,
     ERROR_RESPONSES,
     ERRORS,
     MAX_ID,
@@ -449,7 +450,7 @@ _PERSON_SHOWN = ("family", "given", "middle", "birth_date", "sex", "mrn")
 def identity_finding(
     request: Request,
     item_id: int = Path(ge=1, le=MAX_ID),
-    _user=Depends(require(*ERRORS)),
+    _user=Depends(require(*CHARTS)),
     reveal: bool = False,
     why: str | None = Query(None, max_length=500, description="why the message's patient is revealed"),
 ) -> IdentityFinding:
@@ -496,7 +497,7 @@ def identity_finding(
 def candidates(
     request: Request,
     item_id: int = Path(ge=1, le=MAX_ID),
-    _user=Depends(require(*ERRORS)),
+    _user=Depends(require(*CHARTS)),
     limit: int = Query(10, ge=1, le=50),
 ) -> list[Candidate]:
     """Charts that might be the item's patient, best first, each scored (name, birth date, sex,
@@ -519,7 +520,7 @@ def file_anyway(
     request: Request,
     body: FileAnywayBody,
     item_id: int = Path(ge=1, le=MAX_ID),
-    user: User = Depends(require(*ERRORS)),
+    user: User = Depends(require(*CHARTS)),
 ) -> ActionResult:
     """File an ``identity_mismatch`` item to the chart it named after all (reason required,
     audited); the identity check lets exactly this message through to that chart."""
@@ -560,7 +561,7 @@ def file_to(
     request: Request,
     body: FileToBody,
     item_id: int = Path(ge=1, le=MAX_ID),
-    user: User = Depends(require(*ERRORS)),
+    user: User = Depends(require(*CHARTS)),
 ) -> ActionResult:
     """File to this chart: a linked, resubmitted copy of the message with ``mrn`` written into
     PID-3 by the engine (the original kept); the copy passes through the identity check.
@@ -573,7 +574,7 @@ def refile(
     request: Request,
     body: FileToBody,
     item_id: int = Path(ge=1, le=MAX_ID),
-    user: User = Depends(require(*ERRORS)),
+    user: User = Depends(require(*CHARTS)),
 ) -> ActionResult:
     """An ``identity_mismatch`` item filed to the chart it should have named (as ``/file``)."""
     return _file_to(request, item_id, body, user, "refile")
@@ -584,7 +585,7 @@ def send_back(
     request: Request,
     body: FileAnywayBody,
     item_id: int = Path(ge=1, le=MAX_ID),
-    user: User = Depends(require(*ERRORS)),
+    user: User = Depends(require(*CHARTS)),
 ) -> ActionResult:
     """Not ours to file: discard the item as "sent back to sender" with the reason (audited)."""
     from interface.desk import identity_desk
