@@ -20,6 +20,7 @@ from interface.mapping.reader import (
     _segment_groups,
     _segment_groups_slow,
     _subcell,
+    nth_repetition,
 )
 from interface.mapping.spec import NULL
 from interface.mapping.targets import Step, _Scalar, _Target
@@ -130,23 +131,7 @@ class _Batch:
         if seg_id is None:
             raw = ctx.rep
         else:
-            segs = ctx.segs.get(seg_id)
-            if not segs:
-                return None
-            fields = segs[0].fields
-            if fno >= len(fields):
-                return None
-            raw = fields[fno]
-            if not raw:
-                return None
-            rs = run.rs
-            if rs and rs in raw:
-                reps = raw.split(rs)
-                if n > len(reps):
-                    return None
-                raw = reps[n - 1]
-            elif n != 1:
-                return None
+            raw = nth_repetition(ctx, seg_id, fno, n, run.rs)
         if not raw:
             return None
         if raw == NULL:

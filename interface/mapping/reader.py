@@ -82,6 +82,27 @@ class _Ctx:
         self.rep_index = rep_index
 
 
+def nth_repetition(ctx: _Ctx, seg_id: str, fno: int, n: int, rs: str) -> str | None:
+    """Repetition ``n`` (1-based) of field ``fno`` of the first ``seg_id`` segment in view; None
+    when the segment or the field is absent or empty, or it has fewer repetitions (an empty
+    repetition is ``""``). The one copy the general reader and the batch fast path share."""
+    segs = ctx.segs.get(seg_id)
+    if not segs:
+        return None
+    fields = segs[0].fields
+    if fno >= len(fields):
+        return None
+    raw = fields[fno]
+    if not raw:
+        return None
+    if rs and rs in raw:
+        reps = raw.split(rs)
+        if n > len(reps):
+            return None
+        return reps[n - 1]
+    return raw if n == 1 else None
+
+
 def _index(segments: list[Segment]) -> dict[str, list[Segment]]:
     out: dict[str, list[Segment]] = {}
     for s in segments:
@@ -451,22 +472,8 @@ def _reader(path: Path, trim: bool) -> Reader:
         return read_first
 
     def read_nth(run: _Run, ctx: _Ctx) -> Any:
-        segs = ctx.segs.get(seg_id)
-        if not segs:
-            return None
-        fields = segs[0].fields
-        if fno >= len(fields):
-            return None
-        raw = fields[fno]
-        if not raw:
-            return None
-        rs = run.rs
-        if rs and rs in raw:
-            reps = raw.split(rs)
-            if n > len(reps):
-                return None
-            raw = reps[n - 1]
-        elif n != 1:
+        raw = nth_repetition(ctx, seg_id, fno, n, run.rs)
+        if raw is None:
             return None
         return cell(raw, ci, si, run, trim)
 
