@@ -200,3 +200,27 @@ def test_interface_deficiencies_command(h, db_url, capsys, monkeypatch):
         ("D-NOAUTH", "author_present"),
         ("D-SIGNED-NOWHO", "signed_needs_signer"),
     }
+
+
+def test_waive_from_the_cli_needs_a_reason_and_is_audited(h, capsys):
+    """`interface deficiencies --waive ID --reason R --user U`: the finding leaves the open list,
+    shows under --status waived, and the audit trail names who and why; without a reason, or for
+    an unknown id, it says so and exits 1."""
+    from sqlalchemy import select
+
+    from interface.store.schema import audit
+
+    code, text = run(h, "--json")
+    target = next(r for r in json.loads(text) if r["rule"] == "author_present")
+    assert run(h, "--waive", str(target["id"]))[0] == 1
+    assert "reason is required" in capsys.readouterr().err
+    assert run(h, "--waive", "999999999", "--reason", "x")[0] == 1
+    code, text = run(
+        h, "--waive", str(target["id"]), "--reason", "outside record, author unknown", "--user", "carl"
+    )
+    assert code == 0 and "waived" in text
+    assert ("D-NOAUTH", "author_present") not in findings(h)
+    assert ("D-NOAUTH", "author_present") in findings(h, "--status", "waived")
+    with h.db.connect() as conn:
+        row = conn.execute(select(audit).where(audit.c.action == "waive_deficiency")).mappings().one()
+    assert row["user"] == "carl" and row["reason"] == "outside record, author unknown"

@@ -398,8 +398,26 @@ def cli_main(argv: list[str], engine, now: datetime | None = None, out=None) -> 
     parser.add_argument("--rules", default="rules/completeness.yaml", help="where bylaws_days is read")
     parser.add_argument("--bylaws-days", type=float, help="override the rules file's bylaws_days")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--waive", type=int, metavar="ID", help="waive finding ID (needs --reason)")
+    parser.add_argument("--reason", help="why the finding is waived (recorded in the audit trail)")
+    parser.add_argument("--user", default="cli", help="who waives (the audit trail's user)")
     args = parser.parse_args(argv)
     out = out or sys.stdout
+    if args.waive is not None:
+        try:
+            with engine.begin() as conn:
+                waive(
+                    conn,
+                    args.waive,
+                    user=args.user,
+                    reason=args.reason or "",
+                    now=now or datetime.now(timezone.utc),
+                )
+        except DeficiencyError as exc:
+            print(f"interface deficiencies: {exc}", file=sys.stderr)
+            return 1
+        print(f"deficiency {args.waive} waived", file=out)
+        return 0
     bylaws = _bylaws_days(args)
     with engine.connect() as conn:
         mrn = args.mrn
