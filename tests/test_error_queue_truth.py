@@ -155,7 +155,7 @@ def test_words_for_codes():
     assert words.word("0001", "Q") == "Q" and words.word("0001", None) == ""
     assert words.word("status", "held").startswith("Held")
     assert words.reason_text("unknown_patient") == "Unknown patient"
-    assert "do not match" in words.reason_text("identity_mismatch")
+    assert "different patient" in words.reason_text("identity_mismatch")  # hl7.errors.REASONS
     assert words.reason_text("something_new") == "Something new"
     assert words.with_code("0001", "F") == "Female (F)" and words.with_code("0001", "Q") == "Q"
 

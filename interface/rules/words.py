@@ -101,7 +101,6 @@ TABLES: dict[str, dict[str, str]] = {
 
 # Reasons some part of the engine uses that are not (yet) in ``REASONS``: the table there wins.
 _MORE_REASONS = {
-    "identity_mismatch": "Patient details do not match the chart (name, birth date or sex)",
     "undeliverable": "Application ACK could not be delivered",
 }
 
