@@ -322,8 +322,8 @@ def _judge(name: str, fr: FieldRule, a: str, b: str) -> Difference:
         return Difference(
             name,
             "mismatch",
-            f"differs: {edits} edit(s), {pct:g}% alike (tolerated: up to {fr.max_edits} edit(s) "
-            f"and at least {fr.min_similarity:g}%)",
+            f"differs: {edits} edit(s), {pct:g}% alike — more than a spelling slip (the rule lets "
+            f"through at most {fr.max_edits} edit(s) and at least {fr.min_similarity:g}% alike)",
         )
     return Difference(name, "mismatch", "differs" + (f" ({edits} edit(s))" if edits <= 2 else ""))
 
