@@ -38,7 +38,7 @@ def test_the_page_shows_whose_record_and_the_differences(rig):
     hs, item, c = rig
     html = c.get(f"/errors/{item.id}").text
     banner = text_of(re.search(r'<p class="patient-banner".*?</p>', html, re.S).group(0))
-    assert "RIVERA, ANA" in banner and "1984-03-12" in banner and "female" in banner and "M100" in banner
+    assert "RIVERA, ANA" in banner and "1984-03-12" in banner and "Female" in banner and "M100" in banner
     assert 'class="identity-mismatch" data-field="family"' in html
     assert 'class="identity-mismatch" data-field="birth_date"' in html
     assert "CHEN" not in row(html, "family") and "RIVERA" in row(html, "family")  # masked message side

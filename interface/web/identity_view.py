@@ -30,6 +30,33 @@ def banner(conn, mrn: str | None) -> dict | None:
     return {"family": p.family, "given": p.given, "birth_date": p.birth_date, "sex": p.sex, "mrn": p.mrn}
 
 
+def banner_for(conn, mrn: str | None, reveal: bool) -> dict | None:
+    """:func:`banner` on a page under the message rule of ``interface.desk.masking`` (masked by
+    default for every role): name and birth date masked and the MRN masked as ``mask`` does,
+    the sex shown, until the page is revealed with a reason. Chart and document pages show the
+    banner as the chart does (``masking.chart`` masks none of these four)."""
+    from interface.desk import masking
+
+    b = banner(conn, mrn)
+    if b is None or reveal:
+        return b
+    return {
+        **b,
+        "family": MASK if b["family"] else b["family"],
+        "given": None,
+        "birth_date": MASK if b["birth_date"] else b["birth_date"],
+        "mrn": masking.mask(b["mrn"]),
+        "masked": True,
+    }
+
+
+def message_mrn(msg) -> str | None:
+    """Whose chart a message is about: the MRN the engine took from it by its channel's MRN rule
+    when it stored it (``messages.patient_id``; a copy filed to another chart by the identity desk
+    carries that chart's MRN). Merges are followed by :func:`banner`."""
+    return msg.patient_id or None
+
+
 def comparison(finding: dict | None, reveal: bool) -> dict | None:
     """Rows ``{label, message, chart, verdict, why}``: the message side masked until revealed;
     national id and phone never shown, only whether they agree."""

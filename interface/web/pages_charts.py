@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from interface.desk import masking
 from interface.desk.users import User
 from interface.store.schema import audit
-from interface.web import auth
+from interface.web import auth, identity_view
 from interface.web.pages import (
     AUDIT,
     CHARTS,
@@ -89,12 +89,14 @@ def _chart_page(
         if record is None:
             raise HTTPException(status_code=404, detail="no patient with this MRN")
         hist = chart_read.history(conn, mrn)
+        patient = identity_view.banner(conn, record.get("mrn") or mrn)
         conn.rollback()
     return _render(
         request,
         "chart.html",
         {
             "c": record,
+            "patient": patient,
             "history": _history_rows(list(reversed(hist))[:300], reveal),
             "history_total": len(hist),
             "reveal": reveal,
@@ -185,6 +187,7 @@ def document_view(
                     viewer = "image"
                 else:
                     viewer = "download"
+        patient = identity_view.banner(conn, entry.get("mrn"))
         conn.rollback()
     auth.audit_now(request, action="view", target_type="document", target_id=number, detail=request.url.path)
     return _render(
@@ -192,6 +195,8 @@ def document_view(
         "document.html",
         {
             "d": entry,
+            "patient": patient,
+            "banner_none": "the document's MRN names no chart",
             "viewer": viewer,
             "text": text,
             "media": media,

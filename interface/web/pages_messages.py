@@ -9,7 +9,7 @@ from sqlalchemy import select
 from interface.desk import masking
 from interface.desk.users import User
 from interface.store.schema import audit, messages, work_attempts, work_items
-from interface.web import auth
+from interface.web import auth, identity_view
 from interface.web.pages import (
     MAX_ID,
     MESSAGE_STATUSES,
@@ -208,6 +208,7 @@ def _message_page(
     with _reader(request).connect() as conn:
         msg = _load_message(conn, message_id)
         history = _message_history(conn, msg)
+        patient = identity_view.banner_for(conn, identity_view.message_mrn(msg), reveal)
         conn.rollback()
     decoded = decode(msg.raw, fallback_codec_for(request.app.state.channels, msg.channel))
     item_errors = [i for i in history["work_items"] if i.status in ("error", "held")]
@@ -218,6 +219,10 @@ def _message_page(
         "message.html",
         {
             "m": msg,
+            "patient": patient,
+            "banner_none": "the message names no MRN"
+            if not identity_view.message_mrn(msg)
+            else "the message's MRN names no chart",
             "tab": tab,
             "reveal": reveal,
             "error": error,
