@@ -93,3 +93,31 @@ def test_unknown_patient_candidates_on_the_page(rig):
     assert r.status_code == 303
     hs.drain()
     assert doc(hs, "D8")["mrn"] == "M200"
+
+
+def test_an_analyst_sees_the_item_masked_and_no_candidate_charts(engine, fast_hashing):  # noqa: F811
+    """An analyst works the error queue but not the identity desk: on the work-item page the
+    chart's patient is masked like the message until a reveal with a reason, and no candidate
+    charts (other patients' names and birth dates) are listed, nor the filing forms."""
+    hs, item = mismatch(engine)
+    with engine.begin() as conn:
+        users.add_user(conn, "ana", "analyst", PASSWORD, now=NOW)
+    hs.send(mdm("D8", "N1", name="CHEN^WEI", dob="19571102", sex="M"), "mdm")
+    hs.drain()
+    (held,) = hs.items("held")
+    app = create_app(engine, channels=list(hs.channels.values()), clock=Clock(hs.now))
+    with TestClient(app, base_url="http://testserver") as c:
+        c.headers["accept"] = "text/html"
+        csrf = login(c, "ana")
+        html = c.get(f"/errors/{item.id}").text
+        banner = text_of(re.search(r'<p class="patient-banner".*?</p>', html, re.S).group(0))
+        assert "RIVERA" not in banner and "1984-03-12" not in banner
+        assert (
+            'id="file-anyway"' not in html
+            or c.post(f"/errors/{item.id}/file-anyway", data={"reason": "x", "csrf_token": csrf}).status_code
+            == 403
+        )
+        r = c.post(f"/errors/{item.id}/reveal", data={"reason": "which patient?", "csrf_token": csrf})
+        assert "RIVERA" in text_of(re.search(r'<p class="patient-banner".*?</p>', r.text, re.S).group(0))
+        held_html = c.get(f"/errors/{held.id}").text
+        assert "M200" not in held_html and "File to this chart" not in held_html

@@ -101,8 +101,11 @@ def _swapped(diffs: dict) -> bool:
     return "order" in (diffs.get("family") or {}).get("why", "")
 
 
-def context(conn, item, msg, reveal: bool, channels) -> dict:
-    """The page's identity parts for one work item."""
+def context(conn, item, msg, reveal: bool, channels, *, desk: bool = True) -> dict:
+    """The page's identity parts for one work item. ``desk``: the user works the identity desk
+    (clerk, admin) and sees the chart's patient and the candidate charts as on a chart page;
+    anyone else (an analyst working the error queue) sees the banner masked like the message
+    until a reveal, and no candidate charts (other patients' details)."""
     from interface.desk import candidates
     from interface.desk.errorqueue import ActionError
     from interface.store.identity_check import review
@@ -111,14 +114,17 @@ def context(conn, item, msg, reveal: bool, channels) -> dict:
     if finding is not None and item.reason != "identity_mismatch" and finding["status"] == "mismatch":
         finding = None  # an old finding the item has since moved past
     found = []
-    if item.status in ("error", "held") and item.reason in CANDIDATE_REASONS:
+    if desk and item.status in ("error", "held") and item.reason in CANDIDATE_REASONS:
         try:
             found = candidates.candidates(conn, item.id, channels=channels, limit=8)
         except ActionError:
             found = []
     return {
-        "patient": banner(conn, (finding or {}).get("mrn") or msg.patient_id),
+        "patient": (banner if desk else lambda c, m: banner_for(c, m, reveal))(
+            conn, (finding or {}).get("mrn") or msg.patient_id
+        ),
         "identity": comparison(finding, reveal),
         "candidates": found,
         "mismatch": item.status == "error" and item.reason == "identity_mismatch",
+        "desk": desk,
     }

@@ -158,7 +158,11 @@ def _item_page(
             .where(audit.c.target_type == "work_item", audit.c.target_id == str(item_id))
             .order_by(audit.c.id)
         ).all()
-        who = identity_view.context(conn, item, msg, reveal, getattr(request.app.state, "channels", None))
+        user = getattr(request.state, "user", None)
+        desk = user is not None and (user.role == "admin" or user.role in auth.CHARTS)
+        who = identity_view.context(
+            conn, item, msg, reveal, getattr(request.app.state, "channels", None), desk=desk
+        )
         conn.rollback()
     text = decode(msg.raw, fallback_codec_for(request.app.state.channels, msg.channel)).text
     loc = parse_location(item.error_location)
