@@ -18,6 +18,16 @@ ROWS = (
 CANDIDATE_REASONS = ("unknown_patient", "identity_mismatch")
 
 
+def works_the_desk(request) -> bool:
+    """Whether the signed-in user works the identity desk (clerk, admin): sees the chart's patient
+    in the banner of any page, as on the chart page itself. Others (analysts) see it masked
+    like the message until they reveal it with a reason."""
+    from interface.web import auth
+
+    user = getattr(request.state, "user", None)
+    return user is not None and (user.role == "admin" or user.role in auth.CHARTS)
+
+
 def banner(conn, mrn: str | None) -> dict | None:
     """The chart's patient for the page header, or None when the MRN is no chart (yet)."""
     if not mrn:

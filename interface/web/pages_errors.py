@@ -158,10 +158,13 @@ def _item_page(
             .where(audit.c.target_type == "work_item", audit.c.target_id == str(item_id))
             .order_by(audit.c.id)
         ).all()
-        user = getattr(request.state, "user", None)
-        desk = user is not None and (user.role == "admin" or user.role in auth.CHARTS)
         who = identity_view.context(
-            conn, item, msg, reveal, getattr(request.app.state, "channels", None), desk=desk
+            conn,
+            item,
+            msg,
+            reveal,
+            getattr(request.app.state, "channels", None),
+            desk=identity_view.works_the_desk(request),
         )
         conn.rollback()
     text = decode(msg.raw, fallback_codec_for(request.app.state.channels, msg.channel)).text

@@ -208,7 +208,9 @@ def _message_page(
     with _reader(request).connect() as conn:
         msg = _load_message(conn, message_id)
         history = _message_history(conn, msg)
-        patient = identity_view.banner_for(conn, identity_view.message_mrn(msg), reveal)
+        patient = identity_view.banner_for(
+            conn, identity_view.message_mrn(msg), reveal or identity_view.works_the_desk(request)
+        )
         conn.rollback()
     decoded = decode(msg.raw, fallback_codec_for(request.app.state.channels, msg.channel))
     item_errors = [i for i in history["work_items"] if i.status in ("error", "held")]
