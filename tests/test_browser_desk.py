@@ -130,7 +130,7 @@ def test_a_clerk_works_the_identity_desk_and_chart_prep(desk, browser):  # noqa:
     send_back.get_by_role("button", name="Send back to sender").click()
     page.wait_for_url(f"{base}/errors/{mismatch.id}?done=send_back")
     assert "Sent back to the sender" in page.locator(".notice").inner_text()
-    assert "discarded" in page.locator("h1").inner_text()
+    assert "Discarded" in page.locator("h1").inner_text()  # the status in words
     assert "Sent back by clara: dictated for another patient" in page.locator("#identity").inner_text()
     shot(page, "desk-04-sent-back")
     page.goto(f"{base}/errors")
