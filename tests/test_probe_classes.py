@@ -217,6 +217,12 @@ MATRIX: dict[tuple[str, str], object] = {
     ("GET", "/api/patients/{mrn}"): CLERK,
     ("GET", "/api/patients/{mrn}/history"): CLERK,
     ("GET", "/api/patients"): CLERK,
+    ("GET", "/fhir/metadata"): PUBLIC,
+    ("GET", "/fhir/Patient/{id}"): CLERK,
+    ("GET", "/fhir/Patient"): CLERK,
+    ("GET", "/fhir/DocumentReference/{id}"): CLERK,
+    ("GET", "/fhir/DocumentReference"): CLERK,
+    ("GET", "/fhir/Binary/{id}"): CLERK,
     ("GET", "/api/documents"): CLERK,
     ("GET", "/api/documents/{document_number}"): CLERK,
     ("GET", "/api/documents/{document_number}/content"): CLERK,
@@ -304,7 +310,7 @@ def test_every_route_is_in_the_role_matrix_and_answers_it(app, tokens):  # noqa:
                 continue
             if anon.status_code != 401:
                 wrong.append((method, template, "anonymous", anon.status_code))
-            if method == "GET" and not template.startswith("/api/"):
+            if method == "GET" and not template.startswith(("/api/", "/fhir/")):
                 page = c.get(path, headers={"accept": "text/html"}, follow_redirects=False)
                 if page.status_code not in (302, 303, 307) or "/login" not in page.headers.get(
                     "location", ""

@@ -129,6 +129,7 @@ def create_app(
     from interface.web.api import messages as api_messages
     from interface.web.api import users as api_users
     from interface.web.api.patients import router as patients_router
+    from interface.web.fhir import router as fhir
 
     load_all_tables()
     app = FastAPI(
@@ -152,6 +153,10 @@ def create_app(
 
     @app.exception_handler(auth.LoginRequired)
     async def _login_required(request: Request, exc: auth.LoginRequired):
+        if fhir.is_fhir(request):
+            return fhir.error_response(
+                request, 401, "authentication required", {"WWW-Authenticate": "Bearer"}
+            )
         if auth.wants_html(request):
             return auth.login_redirect(request)
         return JSONResponse(
@@ -181,15 +186,23 @@ def create_app(
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException):
+        if fhir.is_fhir(request):
+            return fhir.error_response(request, exc.status_code, exc.detail, exc.headers)
         if pages is not None and wants_html_error(request):
             return pages.error_page(request, exc.status_code, exc.detail, exc.headers)
         return await http_exception_handler(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_request(request: Request, exc: RequestValidationError):
+        if fhir.is_fhir(request):
+            return fhir.error_response(request, 400, _validation_message(exc))
         if pages is not None and wants_html_error(request):
             return pages.error_page(request, 422, _validation_message(exc))
         return await request_validation_exception_handler(request, exc)
+
+    @app.exception_handler(fhir.FhirError)
+    async def _fhir_error(request: Request, exc: fhir.FhirError):
+        return fhir.outcome_of(exc)
 
     app.add_middleware(_RejectNul)
     app.add_middleware(webheaders.SecurityHeaders)  # outermost of ours: on _RejectNul's answers too
@@ -226,6 +239,7 @@ def create_app(
         responses=api_messages.ERROR_RESPONSES,
         dependencies=[Depends(auth.require(*auth.CHARTS))],
     )
+    app.include_router(fhir.router)  # /fhir: interface.web.fhir (read-only FHIR R4)
     pages_router = _optional_router("interface.web.pages")
     if pages_router is not None:
         app.include_router(pages_router)

@@ -117,7 +117,7 @@ def _identify(request: Request, token: str | None, sid: str | None):
 
 def wants_html(request: Request) -> bool:
     """A browser page or an htmx fragment request (htmx sends ``HX-Request``, Accept ``*/*``)."""
-    return not request.url.path.startswith("/api/") and (
+    return not request.url.path.startswith(("/api/", "/fhir/")) and (
         "text/html" in request.headers.get("accept", "") or request.headers.get("hx-request") == "true"
     )
 
