@@ -136,7 +136,7 @@ def masked_field(segment: str, number: int) -> bool:
     return bool(fields) and number in fields
 
 
-def _split_fields(seg_text: str, enc) -> tuple[str, list[str]]:
+def split_fields(seg_text: str, enc) -> tuple[str, list[str]]:
     """(segment id, fields) with fields[n] = SEG-n (MSH-1 is the field separator)."""
     if seg_text.startswith(("MSH", "FHS", "BHS")):
         parts = seg_text.split(enc.field)
@@ -145,7 +145,8 @@ def _split_fields(seg_text: str, enc) -> tuple[str, list[str]]:
     return parts[0].strip(), parts
 
 
-def _segments(text: str):
+def segments_and_encoding(text: str):
+    """The message's segments and its declared encoding (the default when MSH cannot be read)."""
     from interface.hl7.message import Encoding, split_segments, strip_leading
 
     segs = split_segments(strip_leading(text))
@@ -158,12 +159,12 @@ def _segments(text: str):
 
 def message_text(text: str, reveal: bool) -> str:
     """The message, one segment a line, with the masked fields replaced by :data:`MASK`."""
-    segs, enc = _segments(text)
+    segs, enc = segments_and_encoding(text)
     if reveal:
         return "\n".join(segs)
     out = []
     for s in segs:
-        name, fields = _split_fields(s, enc)
+        name, fields = split_fields(s, enc)
         if name not in MESSAGE_FIELDS:
             out.append(s)
             continue

@@ -441,24 +441,8 @@ def parse_location(text: str | None) -> dict | None:
 _masked = masking.masked_field
 
 
-def _split_fields(seg_text: str, enc) -> tuple[str, list[str]]:
-    """(segment id, fields) with fields[n] = SEG-n (MSH-1 is the field separator)."""
-    if seg_text.startswith(("MSH", "FHS", "BHS")):
-        parts = seg_text.split(enc.field)
-        return seg_text[:3], [parts[0], enc.field] + parts[1:]
-    parts = seg_text.split(enc.field)
-    return parts[0].strip(), parts
-
-
-def _encoding(text: str):
-    from interface.hl7.message import Encoding, split_segments, strip_leading
-
-    segs = split_segments(strip_leading(text))
-    try:
-        enc = Encoding.from_msh(segs[0]) if segs else Encoding()
-    except Exception:
-        enc = Encoding()
-    return segs, enc
+_split_fields = masking.split_fields  # one copy: the masking rule reads fields the same way
+_encoding = masking.segments_and_encoding
 
 
 masked_text = masking.message_text
