@@ -11,6 +11,7 @@ from datetime import datetime
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from interface.store.journal import header_columns
 from interface.store.schema import audit, messages, work_attempts, work_items, work_keys
 from interface.store.workqueue import UNFINISHED
 
@@ -150,15 +151,7 @@ def resubmit_item(
             ack=None,
             ack_code=None,
             dedup_key=None,
-            sending_application=header.sending_application[:227],
-            sending_facility=header.sending_facility[:227],
-            receiving_application=header.receiving_application[:227],
-            receiving_facility=header.receiving_facility[:227],
-            control_id=header.control_id[:199],
-            message_type=header.message_type[:32],
-            structure=header.structure[:16],
-            version=header.version[:16],
-            message_time=header.message_time[:32],
+            **header_columns(header),
             patient_id=orig.patient_id,
             parent_id=orig.id,
         )

@@ -15,6 +15,7 @@ from interface.engine.destinations import APPLICATION_ACK, CONNECTION_ACK, lane_
 from interface.hl7 import ack as acks
 from interface.hl7.errors import HL7Error, ParseError
 from interface.hl7.message import decode, header_from_text
+from interface.store.journal import header_columns
 from interface.store.schema import messages, work_items, work_keys
 
 log = logging.getLogger("interface.engine.outbound")
@@ -99,15 +100,7 @@ def queue_application_ack(conn, ch: Channel, item, err: Exception | None, now: d
             raw=data,
             body_sha256=hashlib.sha256(data).hexdigest(),
             status="accepted",
-            sending_application=ack_header.sending_application[:227],
-            sending_facility=ack_header.sending_facility[:227],
-            receiving_application=ack_header.receiving_application[:227],
-            receiving_facility=ack_header.receiving_facility[:227],
-            control_id=ack_header.control_id[:199],
-            message_type=ack_header.message_type[:32],
-            structure=ack_header.structure[:16],
-            version=ack_header.version[:16],
-            message_time=ack_header.message_time[:32],
+            **header_columns(ack_header),
             patient_id=orig.patient_id,
             parent_id=item.message_id,
         )

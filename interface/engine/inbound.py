@@ -465,15 +465,8 @@ class Engine(InlineApply):
             warning=warning or None,
         )
         if header is not None:
-            row.sending_application = header.sending_application[:227]
-            row.sending_facility = header.sending_facility[:227]
-            row.receiving_application = header.receiving_application[:227]
-            row.receiving_facility = header.receiving_facility[:227]
-            row.control_id = header.control_id[:199]
-            row.message_type = header.message_type[:32]
-            row.structure = header.structure[:16]
-            row.version = header.version[:16]
-            row.message_time = header.message_time[:32]
+            for name, value in journal.header_columns(header).items():
+                setattr(row, name, value)
         return row
 
     def _reject(

@@ -95,6 +95,26 @@ _COLUMNS = (
 )
 
 
+# the header columns of ``messages`` and their lengths (values past them are cut, never refused)
+HEADER_COLUMNS = (
+    ("sending_application", 227),
+    ("sending_facility", 227),
+    ("receiving_application", 227),
+    ("receiving_facility", 227),
+    ("control_id", 199),
+    ("message_type", 32),
+    ("structure", 16),
+    ("version", 16),
+    ("message_time", 32),
+)
+
+
+def header_columns(header) -> dict[str, str]:
+    """A message's header as the ``messages`` columns hold it: every journal row (received,
+    resubmitted, an application ACK) is stored through this one mapping."""
+    return {name: getattr(header, name)[:length] for name, length in HEADER_COLUMNS}
+
+
 def find_existing(conn: Connection, dedup_keys: list[str]) -> dict[str, tuple[int, str, bytes | None]]:
     """dedup_key -> (message id, body sha256, stored ACK) for keys already in the journal."""
     if not dedup_keys:

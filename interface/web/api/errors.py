@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 
-from interface.desk import errorqueue
+from interface.desk import errorqueue, identity_desk
 from interface.desk.users import User
 from interface.rules import words
 from interface.store import workqueue
@@ -524,8 +524,6 @@ def file_anyway(
 ) -> ActionResult:
     """File an ``identity_mismatch`` item to the chart it named after all (reason required,
     audited); the identity check lets exactly this message through to that chart."""
-    from interface.desk import identity_desk
-
     return _run(
         request,
         item_id,
@@ -537,8 +535,6 @@ def file_anyway(
 
 
 def _file_to(request: Request, item_id: int, body: FileToBody, user: User, action: str) -> ActionResult:
-    from interface.desk import identity_desk
-
     fn = identity_desk.refile if action == "refile" else identity_desk.file_to
     return _run(
         request,
@@ -588,8 +584,6 @@ def send_back(
     user: User = Depends(require(*CHARTS)),
 ) -> ActionResult:
     """Not ours to file: discard the item as "sent back to sender" with the reason (audited)."""
-    from interface.desk import identity_desk
-
     return _run(
         request,
         item_id,
