@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PG_URL ?= postgresql://127.0.0.1:5432/test
 
-.PHONY: run test lint test-sqlite test-postgres bench soak fuzz check browser-deps clean
+.PHONY: run test lint test-sqlite test-postgres bench soak fuzz check system-deps browser-deps clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -29,7 +29,7 @@ check: $(STAMP)
 
 # The whole suite on SQLite, then again on the local PostgreSQL (CI sets REQUIRE_POSTGRES=1:
 # an unreachable PostgreSQL fails the run instead of skipping it).
-test: $(STAMP) browser-deps lint
+test: $(STAMP) system-deps lint
 	$(BIN)/interface check channels mappings rules
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(MAKE) --no-print-directory test-postgres
@@ -43,13 +43,20 @@ test-postgres: $(STAMP)
 	  echo "PostgreSQL not reachable at $(PG_URL): skipped the PostgreSQL run (set REQUIRE_POSTGRES=1 to fail)"; \
 	fi
 
-# Chromium for the browser tests, from Debian's packages (Playwright drives it; no browser download).
-browser-deps:
-	@command -v chromium >/dev/null 2>&1 || { \
+# System packages from Debian's archive, installed when missing (as root, with apt-get), the way a
+# fresh machine and CI get them: Chromium for the browser tests (Playwright drives it; no browser
+# download), slapd for the directory sign-in tests, tesseract, zbar and ghostscript for scanning.
+DEB_PACKAGES := chromium slapd ldap-utils tesseract-ocr libzbar0 ghostscript
+
+system-deps:
+	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	      || echo "could not install chromium: browser tests will fail"; \
-	  else echo "chromium missing: install Debian's chromium package for the browser tests"; fi; }
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null) \
+	      || echo "could not install$$missing: the tests that need them will fail"; \
+	  else echo "missing Debian packages:$$missing (install them for the tests that need them)"; fi; fi
+
+browser-deps: system-deps
 
 bench: $(STAMP)
 	$(BIN)/interface bench

@@ -183,8 +183,10 @@ def record_audit(
     reason: str | None = None,
     detail: str | dict | None = None,
     now: datetime,
+    patient: str | None = None,
 ) -> None:
-    """One row in ``audit``: who, what, on what, why, when."""
+    """One row in ``audit``: who, what, on what, why, when. ``patient``: the MRN of the patient
+    the entry is about, for the patient-centric access report (#17; being wired in)."""
     if isinstance(detail, dict):
         detail = json.dumps(detail, sort_keys=True, default=str)
     conn.execute(
