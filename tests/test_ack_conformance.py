@@ -432,3 +432,20 @@ def test_encoding_helpers_cover_every_declared_delimiter():
     enc = Encoding("|", "^", "~", "\\", "&", "#")
     assert text_value("a|b^c~d\\e&f#g", enc) == "a\\F\\b\\S\\c\\R\\d\\E\\e\\T\\f\\P\\g"
     assert unescape(echo_value("a|b^c~d\\e&f#g\x01", enc), enc) == "a|b^c~d\\e&f#g\x01"
+
+
+@pytest.mark.parametrize("version", ["2.7", "2.8", "2.8.2", "2.9"])
+def test_from_v27_msa3_is_not_written_and_the_text_is_in_err(version):
+    """MSA-3 is withdrawn from v2.7 (ch. 2, MSA): the ACK has MSA-1 and MSA-2 only, and the
+    text travels in ERR-7/ERR-8, also when the caller gave no error of its own."""
+    ack = build_ack(header(version), "AE", NOW, text="PID-3 is required", errors=some_errors()[:1])
+    assert seg(ack, "MSA") == ["MSA", "AE", "CTL-1"]
+    assert errs(ack)[0].split("|")[8] == "PID-3 is required"
+    bare = build_ack(header(version), "AR", NOW, text="no route")
+    assert seg(bare, "MSA") == ["MSA", "AR", "CTL-1"]
+    [err] = errs(bare)
+    assert err.split("|")[3].startswith("207^") and err.split("|")[8] == "no route"
+    assert len(seg(build_ack(header("2.6"), "AE", NOW, text="x"), "MSA")) == 4  # 2.6 keeps MSA-3
+    if version != "2.9":  # hl7apy knows up to 2.8.2
+        strict(ack)
+        strict(bare)

@@ -14,7 +14,8 @@ Only the delimiters the sender declared in MSH-1/MSH-2 are written: without a su
 character ERR-1.4 is the bare code; text (MSA-3, ERR-7/8, echoed values) is escaped with the
 sender's escape character, and with none declared its delimiters are replaced by spaces. Line
 breaks and other control characters never go out raw (a 0x1C would end the MLLP frame). MSA-3 is
-ST 80 in every version that has it: longer text is cut there, never inside an escape sequence.
+ST 80 in every version that has it (v2.1-v2.6; withdrawn from v2.7, where the text is in ERR-7
+and ERR-8 only): longer text is cut there, never inside an escape sequence.
 """
 
 from __future__ import annotations
@@ -321,8 +322,10 @@ def build_ack(
         fields[2], fields[3] = (
             cs.join(text_value(part, enc) for part in v.split("^")).rstrip(cs) for v in sender
         )
-    if text:
+    if text and _version_tuple(version) < (2, 7):
         msa.append(text_value(text, enc, MSA3_LENGTH))
+    elif text and not errors:  # MSA-3 is withdrawn from v2.7: the text goes in an ERR instead
+        errors = [AckError("0" if code == ACCEPT else "207", text, None, "I" if code == ACCEPT else "E")]
     segments = [fs.join(fields), fs.join(msa)]
     segments += err_segments(errors, enc, version)
     body = "\r".join(segments) + "\r"
