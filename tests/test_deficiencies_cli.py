@@ -192,8 +192,14 @@ def test_merged_away_mrn_lists_the_survivors_findings(h):
 
 
 def test_interface_deficiencies_command(h, db_url, capsys, monkeypatch):
-    """``interface deficiencies --db URL --json`` prints the same worklist."""
+    """``interface deficiencies --db URL --json`` prints the same worklist (at the harness's
+    time: the wall clock would age the findings past their deadlines)."""
+    import functools
+
+    from interface.store import deficiencies
+
     monkeypatch.delenv("INTERFACE_DB_URL", raising=False)
+    monkeypatch.setattr(deficiencies, "cli_main", functools.partial(deficiencies.cli_main, now=h.now))
     assert cli.main(["deficiencies", "--db", db_url, "--json", "--mrn", "100001"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert {(r["document_number"], r["rule"]) for r in rows} == {
