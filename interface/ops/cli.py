@@ -530,6 +530,12 @@ def cmd_users(args, rest) -> int:
     return cli_main(rest, _engine(args))
 
 
+def cmd_audit(args, rest) -> int:
+    from interface.ops.audit_cli import cli_main
+
+    return cli_main(rest, _engine(args))
+
+
 def cmd_db(args, rest) -> int:
     from interface.ops.dbcli import cli_main
 
@@ -746,6 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("db", cmd_db, "database: upgrade (migrations)"),
         ("bench", cmd_bench, "the load benchmark"),
         ("chart-prep", cmd_chart_prep, "patients with an appointment soon whose chart has a problem"),
+        ("audit", cmd_audit, "the audit trail: report (by patient or user, CSV), verify (hash chain)"),
     ):
         d = sub.add_parser(name, help=helptext, add_help=False)
         _db_args(d)
@@ -757,11 +764,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if getattr(args, "delegated", None) is not None:
-        return args.delegated(args, rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return args.func(args)
+    from interface.store.audit import via
+
+    serving = getattr(args, "func", None) in (cmd_run, cmd_web)  # requests say their own via
+    with via(None if serving else "cli"):  # what a command writes to the audit came by the CLI
+        if getattr(args, "delegated", None) is not None:
+            return args.delegated(args, rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return args.func(args)
 
 
 if __name__ == "__main__":
