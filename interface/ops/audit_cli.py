@@ -53,6 +53,13 @@ def cli_read(
             )
 
 
+def cli_items_read(engine, item_ids, *, action: str, target_id: int | None = None) -> None:
+    """A command-line read of error-queue items: an entry per patient of their messages."""
+    with engine.connect() as conn:
+        mrns = store_audit.item_patients(conn, item_ids)
+    cli_read(engine, mrns, action=action, target_type="work_item", target_id=target_id)
+
+
 def _when(text: str) -> datetime:
     """A date (YYYY-MM-DD: its midnight) or an ISO date-time; naive means UTC."""
     value = datetime.fromisoformat(text)

@@ -276,6 +276,7 @@ def cmd_errors(args) -> int:
     from sqlalchemy import select
 
     from interface.desk import errorqueue
+    from interface.ops import audit_cli
     from interface.rules import words
     from interface.store import workqueue
     from interface.store.schema import messages, work_attempts, work_items
@@ -308,6 +309,7 @@ def cmd_errors(args) -> int:
         for r in rows:
             r["waiting_behind"] = behind[r["id"]]
             r["reason_text"] = words.reason_text(r["reason"])
+        audit_cli.cli_items_read(eng, [r["id"] for r in rows], action="search")  # each patient listed
         if args.json:
             print(json.dumps(rows, default=str, indent=1))
         else:
@@ -354,6 +356,7 @@ def cmd_errors(args) -> int:
                 )
         from interface.hl7.message import decode
 
+        audit_cli.cli_items_read(eng, [args.id], action="view", target_id=args.id)
         out = dict(item._mapping)
         out["message"] = {k: v for k, v in msg._mapping.items() if k not in ("raw", "ack")}
         out["raw"] = masking.message_text(decode(msg.raw).text, why is not None)

@@ -41,7 +41,7 @@ from sqlalchemy.engine import Connection
 from interface.store import document_ids, sanitize
 from interface.store.audit_schema import audit_chain
 from interface.store.chart import _merged_from, resolve_mrn
-from interface.store.schema import audit
+from interface.store.schema import audit, messages, work_items
 
 GENESIS = "0" * 64  # the "previous hash" of the first chained entry
 VIAS = ("console", "api", "fhir", "cli")
@@ -287,6 +287,27 @@ def patient_mrns(conn: Connection, mrn: str) -> list[str]:
         if m not in out:
             out.append(m)
     return out
+
+
+def message_patient(conn: Connection, message_id: int | None) -> str | None:
+    """The MRN a message is for (its ordering key's identifier), or None."""
+    if message_id is None:
+        return None
+    return conn.execute(select(messages.c.patient_id).where(messages.c.id == message_id)).scalar()
+
+
+def item_patients(conn: Connection, item_ids: Iterable[int]) -> list[str]:
+    """The MRNs of the messages of these work items, in the items' order (each once)."""
+    ids = list(item_ids)
+    if not ids:
+        return []
+    q = (
+        select(work_items.c.id, messages.c.patient_id)
+        .select_from(work_items.join(messages, messages.c.id == work_items.c.message_id))
+        .where(work_items.c.id.in_(ids))
+    )
+    by_id = {r.id: r.patient_id for r in conn.execute(q)}
+    return list(dict.fromkeys(by_id[i] for i in ids if by_id.get(i)))
 
 
 def document_patient(conn: Connection, number: str, namespace: str | None = None) -> str | None:

@@ -445,6 +445,18 @@ def cli_main(argv: list[str], engine, now: datetime | None = None, out=None) -> 
                 bylaws_days=bylaws,
                 **filters,
             )
+    if not args.summary:  # a command-line read: one entry per patient listed, by the OS user
+        with engine.begin() as conn:
+            store_audit.record_listed(
+                conn,
+                [r.get("mrn") for r in rows],
+                user=store_audit.os_user(),
+                now=now or datetime.now(timezone.utc),
+                action="search",
+                target_type="document",
+                detail={"deficiencies": {k: v for k, v in filters.items() if v}},
+                via="cli",
+            )
     if args.summary:
         if args.json:
             out.write(json.dumps(groups, indent=2) + "\n")

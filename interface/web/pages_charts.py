@@ -61,8 +61,9 @@ def patient_search(
             found = chart_read.search_patients(
                 conn, family=family, given=given, birth_date=birth_date, limit=100
             )
-        auth.audit_now(
+        auth.audit_listed(  # one entry per patient the search listed
             request,
+            [r["mrn"] for r in found],
             action="search",
             target_type="patient",
             detail={k: v for k, v in (("family", family), ("given", given), ("birth_date", birth_date)) if v},
@@ -118,7 +119,9 @@ _history_rows = masking.history_rows
 def patient_chart(request: Request, mrn: str, user: User = Depends(CHARTS)):
     """The chart; viewing it is audited. Identifiers other than the MRN stay masked until revealed."""
     response = _chart_page(request, mrn, reveal=False)
-    auth.audit_now(request, action="view", target_type="patient", target_id=mrn, detail=request.url.path)
+    auth.audit_now(
+        request, action="view", target_type="patient", target_id=mrn, detail=request.url.path, patient=mrn
+    )
     return response
 
 
@@ -134,7 +137,9 @@ def patient_reveal(request: Request, mrn: str, reason: str = Form(""), user: Use
             request, mrn, reveal=False, status_code=400, error="Give a reason to reveal the identifiers."
         )
     response = _chart_page(request, mrn, reveal=True)
-    auth.audit_now(request, action="reveal", target_type="patient", target_id=mrn, reason=reason[:1000])
+    auth.audit_now(
+        request, action="reveal", target_type="patient", target_id=mrn, reason=reason[:1000], patient=mrn
+    )
     return response
 
 
@@ -189,7 +194,14 @@ def document_view(
                     viewer = "download"
         patient = identity_view.banner(conn, entry.get("mrn"))
         conn.rollback()
-    auth.audit_now(request, action="view", target_type="document", target_id=number, detail=request.url.path)
+    auth.audit_now(
+        request,
+        action="view",
+        target_type="document",
+        target_id=number,
+        detail=request.url.path,
+        patient=entry.get("mrn"),
+    )
     return _render(
         request,
         "document.html",
@@ -253,6 +265,7 @@ def document_content(
         target_type="document",
         target_id=number,
         detail={"version": version} if version else None,
+        patient=entry.get("mrn"),
     )
     headers = {
         "X-Content-Type-Options": "nosniff",
