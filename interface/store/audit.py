@@ -330,6 +330,7 @@ def report(
     action: str | None = None,
     target_type: str | None = None,
     target_id: str | None = None,
+    via: str | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     before_id: int | None = None,
@@ -346,6 +347,7 @@ def report(
         ("action", action),
         ("target_type", target_type),
         ("target_id", target_id),
+        ("via", via),
     ):
         if value:
             q = q.where(audit.c[col] == value)

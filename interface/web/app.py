@@ -233,6 +233,7 @@ def create_app(
     app.include_router(api_messages.router)
     app.include_router(api_errors.router)
     app.include_router(api_users.router)
+    app.include_router(_optional_router("interface.web.api.audit"))
     app.include_router(_optional_router("interface.web.api.alerts"))
     app.include_router(metrics.router)
     app.include_router(
@@ -267,6 +268,7 @@ def create_app(
             "interface.web.pages_errors",
             "interface.web.pages_charts",
             "interface.web.pages_prep",
+            "interface.web.pages_audit",
         ):
             app.include_router(_optional_router(group))
         users_pages = _optional_router("interface.web.pages_users")

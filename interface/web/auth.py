@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
@@ -54,7 +54,6 @@ from interface.desk import masking, signin
 from interface.desk import users as usermod
 from interface.desk.users import User
 from interface.store import audit as store_audit
-from interface.store.schema import audit
 
 log = logging.getLogger("interface.web.auth")
 
@@ -484,61 +483,7 @@ def me(request: Request, user: User = Depends(require())) -> Me:
     return Me(name=user.name, role=user.role, csrf_token=request.state.csrf_token)
 
 
-class AuditEntry(BaseModel):
-    id: int
-    at: UtcDateTime
-    user: str
-    action: str
-    target_type: str | None
-    target_id: str | None
-    reason: str | None
-    detail: str | None
-
-
-class AuditPage(BaseModel):
-    entries: list[AuditEntry]
-    next_before_id: int | None
-
-
 MAX_ID = 2**63 - 1
-
-
-@router.get("/api/audit", response_model=AuditPage, tags=["audit"], responses=ERROR_RESPONSES)
-def audit_log(
-    request: Request,
-    _user: User = Depends(require(*AUDIT)),
-    user: str | None = Query(None, max_length=128),
-    action: str | None = Query(None, max_length=64),
-    target_type: str | None = Query(None, max_length=32),
-    target_id: str | None = Query(None, max_length=128),
-    since: datetime | None = None,
-    until: datetime | None = None,
-    before_id: int | None = Query(None, ge=1, le=MAX_ID),
-    limit: int = Query(100, ge=1, le=1000),
-) -> AuditPage:
-    """The audit trail, newest first (auditor, admin). Page with ``before_id=next_before_id``."""
-    q = select(audit).order_by(audit.c.id.desc()).limit(limit + 1)
-    if user:
-        q = q.where(audit.c.user == user)
-    if action:
-        q = q.where(audit.c.action == action)
-    if target_type:
-        q = q.where(audit.c.target_type == target_type)
-    if target_id:
-        q = q.where(audit.c.target_id == target_id)
-    if since is not None:
-        q = q.where(audit.c.at >= utc_param(since, "since"))
-    if until is not None:
-        q = q.where(audit.c.at < utc_param(until, "until"))
-    if before_id is not None:
-        q = q.where(audit.c.id < before_id)
-    with request.app.state.reader.connect() as conn:
-        rows = conn.execute(q).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return AuditPage(
-        entries=[AuditEntry(**r._mapping) for r in rows], next_before_id=rows[-1].id if more else None
-    )
 
 
 def utc_param(value: datetime, name: str) -> datetime:

@@ -1,4 +1,5 @@
-"""Console pages: patients, charts, documents, the deficiency worklist, audit."""
+"""Console pages: patients, charts, documents, the deficiency worklist (the audit log and the
+access report: :mod:`interface.web.pages_audit`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from interface.desk import masking
 from interface.desk.users import User
-from interface.store.schema import audit
 from interface.web import auth, identity_view
 from interface.web.pages import (
-    AUDIT,
     CHARTS,
     DOCUMENTS,
     MAX_ID,
@@ -25,7 +24,6 @@ from interface.web.pages import (
     _reader,
     _render,
     html_errors,
-    keyset,
     mask,
 )
 
@@ -385,44 +383,3 @@ def deficiency_waive(
         return _worklist(request, dict(parse_qsl(back[1:])), error=str(exc), status_code=exc.status)
     sep = "&" if back else "?"
     return RedirectResponse(f"/deficiencies{back}{sep}done=waived", status_code=303)
-
-
-@router.get("/audit", response_class=HTMLResponse)
-@html_errors
-def audit_page(
-    request: Request,
-    user: User = Depends(AUDIT),
-    who: str | None = None,
-    action: str | None = None,
-    target_type: str | None = None,
-    target_id: str | None = None,
-    before: int | None = Query(None, ge=1, le=MAX_ID),
-    after: int | None = Query(None, ge=0, le=MAX_ID),
-):
-    params = {
-        "who": _clean(who, 128),
-        "action": _clean(action, 64),
-        "target_type": _clean(target_type, 32),
-        "target_id": _clean(target_id, 128),
-    }
-    conds = []
-    if params["who"]:
-        conds.append(audit.c.user == params["who"])
-    if params["action"]:
-        conds.append(audit.c.action == params["action"])
-    if params["target_type"]:
-        conds.append(audit.c.target_type == params["target_type"])
-    if params["target_id"]:
-        conds.append(audit.c.target_id == params["target_id"])
-    with _reader(request).connect() as conn:
-        rows, older, newer = keyset(conn, audit, [audit], conds, before, after, 100)
-    return _render(
-        request,
-        "audit.html",
-        {
-            "rows": rows,
-            "params": params,
-            "older": _qs(params, before=older) if older else None,
-            "newer": _qs(params, after=newer) if newer else None,
-        },
-    )
