@@ -101,13 +101,13 @@ def message_list(
     with _reader(request).connect() as conn:
         rows, older, newer = keyset(conn, messages, cols, conds, before, after, PAGE_SIZE)
         names = _channel_names(request, conn)
-    if params["mrn"] or rows:  # one entry per patient whose messages the page listed
-        auth.audit_listed(
+    if params["mrn"]:  # the list masks patients; a search by MRN is about that patient
+        auth.audit_now(
             request,
-            [r.patient_id for r in rows] or [params["mrn"]],
             action="search",
             target_type="message",
-            detail={k: v for k, v in params.items() if v} or None,
+            detail={"mrn": mask(params["mrn"])},
+            patient=params["mrn"],
         )
     return _render(
         request,

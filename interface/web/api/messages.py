@@ -142,7 +142,7 @@ def list_messages(
             },
             patient=mrn,
         )
-    if rows:  # one entry per patient whose messages this page listed
+    if reveal and rows:  # unmasked: one entry per patient whose messages this page listed
         audit_listed(request, [r.patient_id for r in rows], action="listed", target_type="message")
     out = []
     for r in rows:
