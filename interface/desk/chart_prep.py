@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 from interface.hl7.errors import REASONS
 from interface.rules.chart_prep import DEFAULT_FILE, ChartPrepSettings, settings_or_default
 from interface.store import appointments, deficiencies
+from interface.store import audit as store_audit
 from interface.store.chart import resolve_mrn
 from interface.store.chart_schema import insurance, patients
 from interface.store.document_schema import documents
@@ -243,6 +244,17 @@ def cli_main(
     with engine.connect() as conn:
         result = worklist(
             conn, now=now or datetime.now(timezone.utc), days=args.days, start=start, settings=settings
+        )
+    with engine.begin() as conn:  # a command-line read: one entry per patient listed, by the OS user
+        store_audit.record_listed(
+            conn,
+            [item["patient"]["mrn"] for item in result["items"]],
+            user=store_audit.os_user(),
+            now=now or datetime.now(timezone.utc),
+            action="view",
+            target_type="chart_prep",
+            detail={"from": result["from"], "days": result["days"]},
+            via="cli",
         )
     if args.json:
         json.dump(result, out, indent=2, sort_keys=True)

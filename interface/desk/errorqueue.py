@@ -11,8 +11,9 @@ from datetime import datetime
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from interface.store import audit as store_audit
 from interface.store.journal import header_columns
-from interface.store.schema import audit, messages, work_attempts, work_items, work_keys
+from interface.store.schema import messages, work_attempts, work_items, work_keys
 from interface.store.workqueue import UNFINISHED
 
 
@@ -21,16 +22,22 @@ class ActionError(Exception):
 
 
 def _audit(conn, now, user, action, item_id, reason=None, detail=None):
-    conn.execute(
-        insert(audit).values(
-            at=now,
-            user=user,
-            action=action,
-            target_type="work_item",
-            target_id=str(item_id),
-            reason=reason,
-            detail=detail,
-        )
+    """The audit entry of an action on a work item, about the patient of its message."""
+    patient = conn.execute(
+        select(messages.c.patient_id)
+        .select_from(work_items.join(messages, messages.c.id == work_items.c.message_id))
+        .where(work_items.c.id == item_id)
+    ).scalar()
+    store_audit.record(
+        conn,
+        user=user,
+        action=action,
+        target_type="work_item",
+        target_id=item_id,
+        reason=reason,
+        detail=detail,
+        now=now,
+        patient=patient,
     )
 
 
@@ -367,15 +374,15 @@ def reprocess_message(
             error=f"message {message_id} queued again to {destination}",
         )
     )
-    conn.execute(
-        insert(audit).values(
-            at=now,
-            user=user,
-            action="reprocess",
-            target_type="message",
-            target_id=str(message_id),
-            reason=reason,
-            detail=f"destination {destination}, work item {item_id}",
-        )
+    store_audit.record(
+        conn,
+        user=user,
+        action="reprocess",
+        target_type="message",
+        target_id=message_id,
+        reason=reason,
+        detail=f"destination {destination}, work item {item_id}",
+        now=now,
+        patient=conn.execute(select(messages.c.patient_id).where(messages.c.id == message_id)).scalar(),
     )
     return item_id

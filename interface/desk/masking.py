@@ -24,7 +24,7 @@ import copy
 import json
 from datetime import datetime
 
-from sqlalchemy import insert
+from interface.store import audit as store_audit
 
 MASK = "•••"
 
@@ -110,21 +110,20 @@ def record_reveal(
     reason: str,
     now: datetime,
     detail: str | None = None,
+    patient: str | None = None,
 ) -> None:
     """The audit row of a granted reveal (in the caller's transaction): action ``reveal`` on
     ``target_type`` (``message``, ``patient``, ``work_item``) ``target_id``, with its reason."""
-    from interface.store.schema import audit
-
-    conn.execute(
-        insert(audit).values(
-            at=now,
-            user=user,
-            action="reveal",
-            target_type=target_type,
-            target_id=None if target_id is None else str(target_id)[:128],
-            reason=reason,
-            detail=detail,
-        )
+    store_audit.record(
+        conn,
+        user=user,
+        action="reveal",
+        target_type=target_type,
+        target_id=target_id,
+        reason=reason,
+        detail=detail,
+        now=now,
+        patient=patient,
     )
 
 

@@ -42,7 +42,8 @@ from sqlalchemy import Boolean, Column, ForeignKey, Index, String, Table, insert
 from sqlalchemy.engine import Connection, Engine
 
 from interface.desk import passwords
-from interface.store.schema import TS, Id, audit, metadata
+from interface.store import audit as store_audit
+from interface.store.schema import TS, Id, metadata
 
 ROLES = ("clerk", "analyst", "admin", "auditor")
 SESSION_LIFETIME = timedelta(hours=8)
@@ -121,10 +122,8 @@ def _aware(ts: datetime) -> datetime:
 
 
 def _audit(conn, now, actor, action, target, detail=None):
-    conn.execute(
-        insert(audit).values(
-            at=now, user=actor, action=action, target_type="user", target_id=target, detail=detail
-        )
+    store_audit.record(
+        conn, user=actor, action=action, target_type="user", target_id=target, detail=detail, now=now
     )
 
 

@@ -18,8 +18,9 @@ from datetime import datetime
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Connection
 
+from interface.store import audit as store_audit
 from interface.store import fastsql
-from interface.store.schema import audit, messages, work_attempts, work_items
+from interface.store.schema import messages, work_attempts, work_items
 
 RECEIPT_DESTINATIONS = ("rejected", "quarantine", "batch")
 
@@ -71,16 +72,16 @@ def readmit(
         )
     )
     conn.execute(update(messages).where(messages.c.id == orig.id).values(status="resubmitted"))
-    conn.execute(
-        insert(audit).values(
-            at=now,
-            user=user,
-            action="resubmit",
-            target_type="work_item",
-            target_id=str(item.id),
-            reason=reason,
-            detail=f"original message {orig.id}, edited message(s) {shown}",
-        )
+    store_audit.record(
+        conn,
+        user=user,
+        action="resubmit",
+        target_type="work_item",
+        target_id=item.id,
+        reason=reason,
+        detail=f"original message {orig.id}, edited message(s) {shown}",
+        now=now,
+        patient=orig.patient_id,
     )
     return ids[0]
 

@@ -281,6 +281,7 @@ def cmd_errors(args) -> int:
     from sqlalchemy import select
 
     from interface.desk import errorqueue
+    from interface.ops import audit_cli
     from interface.rules import words
     from interface.store import workqueue
     from interface.store.schema import messages, work_attempts, work_items
@@ -313,6 +314,7 @@ def cmd_errors(args) -> int:
         for r in rows:
             r["waiting_behind"] = behind[r["id"]]
             r["reason_text"] = words.reason_text(r["reason"])
+        audit_cli.cli_items_read(eng, [r["id"] for r in rows], action="search")  # each patient listed
         if args.json:
             print(json.dumps(rows, default=str, indent=1))
         else:
@@ -359,6 +361,7 @@ def cmd_errors(args) -> int:
                 )
         from interface.hl7.message import decode
 
+        audit_cli.cli_items_read(eng, [args.id], action="view", target_id=args.id)
         out = dict(item._mapping)
         out["message"] = {k: v for k, v in msg._mapping.items() if k not in ("raw", "ack")}
         out["raw"] = masking.message_text(decode(msg.raw).text, why is not None)
@@ -531,6 +534,12 @@ def cmd_chart_prep(args, rest) -> int:
 
 def cmd_users(args, rest) -> int:
     from interface.desk.users import cli_main
+
+    return cli_main(rest, _engine(args))
+
+
+def cmd_audit(args, rest) -> int:
+    from interface.ops.audit_cli import cli_main
 
     return cli_main(rest, _engine(args))
 
@@ -751,6 +760,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("db", cmd_db, "database: upgrade (migrations)"),
         ("bench", cmd_bench, "the load benchmark"),
         ("chart-prep", cmd_chart_prep, "patients with an appointment soon whose chart has a problem"),
+        ("audit", cmd_audit, "the audit trail: report (by patient or user, CSV), verify (hash chain)"),
     ):
         d = sub.add_parser(name, help=helptext, add_help=False)
         _db_args(d)
@@ -762,11 +772,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    if getattr(args, "delegated", None) is not None:
-        return args.delegated(args, rest)
-    if rest:
-        parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return args.func(args)
+    from interface.store.audit import via
+
+    serving = getattr(args, "func", None) in (cmd_run, cmd_web)  # requests say their own via
+    with via(None if serving else "cli"):  # what a command writes to the audit came by the CLI
+        if getattr(args, "delegated", None) is not None:
+            return args.delegated(args, rest)
+        if rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+        return args.func(args)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from interface.hl7.errors import ConfigError
+from interface.ops.audit_cli import cli_read
 
 
 def errors_identity(args, eng, now: datetime) -> int:
@@ -28,6 +29,7 @@ def errors_identity(args, eng, now: datetime) -> int:
         if args.action == "candidates":
             with eng.connect() as conn:
                 found = candidates.candidates(conn, item_id, channels=channels, limit=args.limit)
+            cli_read(eng, [c["mrn"] for c in found], action="candidates", target_type="patient")
             if args.json:
                 print(json.dumps(found, indent=1))
             else:

@@ -21,6 +21,7 @@ from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection
 
 from interface.rules.completeness import BUCKETS, DEFAULT_BYLAWS_DAYS, age, assign, parse_time
+from interface.store import audit as store_audit
 
 STATUSES = ("open", "waived", "all")
 UNASSIGNED = "unassigned"  # the clinician / service filter value for findings without one
@@ -264,7 +265,6 @@ def waive(conn: Connection, deficiency_id: int, *, user: str, reason: str, now: 
     Raises :class:`DeficiencyError` (400 no reason, 404 no such finding, 409 already waived)."""
     from interface.store.document_schema import deficiency_waivers as w
     from interface.store.document_schema import document_deficiencies as t
-    from interface.store.schema import audit
 
     reason = (reason or "").strip()
     if not reason:
@@ -289,16 +289,16 @@ def waive(conn: Connection, deficiency_id: int, *, user: str, reason: str, now: 
             waived_at=now,
         )
     )
-    conn.execute(
-        insert(audit).values(
-            at=now,
-            user=user,
-            action="waive_deficiency",
-            target_type="document",
-            target_id=str(row["document_number"])[:128],
-            reason=reason[:MAX_REASON],
-            detail=json.dumps({"deficiency": deficiency_id, "rule": row["rule"]}, sort_keys=True),
-        )
+    store_audit.record(
+        conn,
+        user=user,
+        action="waive_deficiency",
+        target_type="document",
+        target_id=row["document_number"],
+        reason=reason[:MAX_REASON],
+        detail={"deficiency": deficiency_id, "rule": row["rule"]},
+        now=now,
+        patient=row["mrn"],
     )
     return {"id": deficiency_id, "document_number": row["document_number"], "rule": row["rule"]}
 
@@ -444,6 +444,18 @@ def cli_main(argv: list[str], engine, now: datetime | None = None, out=None) -> 
                 delinquent=True if args.delinquent else None,
                 bylaws_days=bylaws,
                 **filters,
+            )
+    if not args.summary:  # a command-line read: one entry per patient listed, by the OS user
+        with engine.begin() as conn:
+            store_audit.record_listed(
+                conn,
+                [r.get("mrn") for r in rows],
+                user=store_audit.os_user(),
+                now=now or datetime.now(timezone.utc),
+                action="search",
+                target_type="document",
+                detail={"deficiencies": {k: v for k, v in filters.items() if v}},
+                via="cli",
             )
     if args.summary:
         if args.json:

@@ -47,6 +47,7 @@ TABLE_MODULES = (
     "interface.desk.users",
     "interface.store.appointment_schema",
     "interface.store.identity_schema",
+    "interface.store.audit_schema",
 )
 
 
@@ -163,5 +164,12 @@ audit = Table(
     Column("target_id", String(128)),
     Column("reason", Text),
     Column("detail", Text),
+    # The patient-centric access report and the hash chain (interface.store.audit, docs/audit.md):
+    Column("patient", String(128)),  # the MRN the entry is about, as it was when written
+    Column("via", String(16)),  # console | api | fhir | cli (None: the engine itself)
+    Column("seq", BigInteger, unique=True),  # place in the chain; None for rows from before it
+    Column("entry_hash", String(64)),  # sha256(previous entry_hash + this row, canonical)
 )
 Index("ix_audit_at", audit.c.at)
+Index("ix_audit_patient", audit.c.patient, audit.c.id)
+Index("ix_audit_user_at", audit.c.user, audit.c.at)

@@ -36,6 +36,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from interface.store import audit as store_audit
 from interface.store.db import read_only_engine
 from interface.web import auth
 
@@ -114,6 +115,23 @@ class _RejectNul:
                 await resp(scope, receive, send)
                 return
         await self.app(scope, receive, send)
+
+
+class _AuditVia:
+    """Audit entries written while a request runs are marked with how it came (console, api,
+    fhir), including those the desk and store write for it (``interface.store.audit.via``)."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        via = "fhir" if path.startswith("/fhir") else "api" if path.startswith("/api/") else "console"
+        with store_audit.via(via):
+            await self.app(scope, receive, send)
 
 
 def create_app(
@@ -205,6 +223,7 @@ def create_app(
         return fhir.outcome_of(exc)
 
     app.add_middleware(_RejectNul)
+    app.add_middleware(_AuditVia)
     app.add_middleware(webheaders.SecurityHeaders)  # outermost of ours: on _RejectNul's answers too
 
     app.include_router(auth.router)
@@ -214,6 +233,7 @@ def create_app(
     app.include_router(api_messages.router)
     app.include_router(api_errors.router)
     app.include_router(api_users.router)
+    app.include_router(_optional_router("interface.web.api.audit"))
     app.include_router(_optional_router("interface.web.api.alerts"))
     app.include_router(metrics.router)
     app.include_router(
@@ -248,6 +268,7 @@ def create_app(
             "interface.web.pages_errors",
             "interface.web.pages_charts",
             "interface.web.pages_prep",
+            "interface.web.pages_audit",
         ):
             app.include_router(_optional_router(group))
         users_pages = _optional_router("interface.web.pages_users")

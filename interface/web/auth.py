@@ -32,28 +32,28 @@ Unauthenticated API calls get 401 JSON; HTML page requests are redirected to ``/
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import secrets
 import threading
+from collections.abc import Iterable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
-from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.security import APIKeyCookie, HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.templating import Jinja2Templates
 from pydantic import AfterValidator, BaseModel
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from interface.desk import masking, signin
 from interface.desk import users as usermod
 from interface.desk.users import User
-from interface.store.schema import audit
+from interface.store import audit as store_audit
 
 log = logging.getLogger("interface.web.auth")
 
@@ -184,45 +184,100 @@ def record_audit(
     detail: str | dict | None = None,
     now: datetime,
     patient: str | None = None,
+    via: str | None = None,
 ) -> None:
-    """One row in ``audit``: who, what, on what, why, when. ``patient``: the MRN of the patient
-    the entry is about, for the patient-centric access report (#17; being wired in)."""
-    if isinstance(detail, dict):
-        detail = json.dumps(detail, sort_keys=True, default=str)
-    conn.execute(
-        insert(audit).values(
-            at=now,
-            user=user.name if isinstance(user, User) else user,
-            action=action,
-            target_type=target_type,
-            target_id=None if target_id is None else str(target_id)[:128],
-            reason=reason,
-            detail=detail,
-        )
+    """One entry in the audit trail (:func:`interface.store.audit.record`, in ``conn``'s
+    transaction): who, what, on what, why, when; ``patient`` the MRN of the patient the entry is
+    about (the access report); ``via`` console/api/fhir (default: the request's, see
+    :func:`via_of`)."""
+    store_audit.record(
+        conn,
+        user=user.name if isinstance(user, User) else user,
+        action=action,
+        target_type=target_type,
+        target_id=target_id,
+        reason=reason,
+        detail=detail,
+        now=now,
+        patient=patient,
+        via=via,
     )
+
+
+def via_of(request: Request) -> str:
+    """How a request came: ``fhir``, ``api`` or ``console``."""
+    path = request.url.path
+    return "fhir" if path.startswith("/fhir") else "api" if path.startswith("/api/") else "console"
 
 
 def audit_now(request: Request, **kw) -> None:
     """Write one audit row in its own transaction (for reads: views, searches, reveals)."""
+    kw.setdefault("via", via_of(request))
     with request.app.state.engine.begin() as conn:
         record_audit(conn, user=request.state.user, now=clock(request), **kw)
+
+
+def audit_listed(
+    request: Request,
+    mrns: Iterable[str | None],
+    *,
+    action: str = "search",
+    target_type: str = "patient",
+    detail: str | dict | None = None,
+) -> None:
+    """A search's results as the access report needs them: one entry per patient listed (the
+    page shown; each MRN once), or one entry without a patient when nothing was listed."""
+    user = getattr(request.state, "user", None)
+    if user is None:  # a router mounted without require() (its includer authenticates): no one
+        return
+    with request.app.state.engine.begin() as conn:
+        store_audit.record_listed(
+            conn,
+            mrns,
+            user=user.name if isinstance(user, User) else user,
+            now=clock(request),
+            action=action,
+            target_type=target_type,
+            detail=detail,
+            via=via_of(request),
+        )
 
 
 mask = masking.mask  # identifiers in lists: one rule for every interface (interface.desk.masking)
 
 
 def audit_access(target_type: str, param: str):
-    """A dependency for read routers (patients, documents): audits each request as a view of
-    ``path_params[param]``, or as a search with its query string, by the authenticated user.
-    Put it after :func:`require` in the route's dependencies."""
+    """A dependency for read routers (patients, documents; API and FHIR): audits each request,
+    before it is answered, as a view of ``path_params[param]`` with the patient it belongs to (a
+    patient's MRN is the parameter; a document's is looked up), or as a search with its query
+    string (the handler adds one ``listed`` entry per patient shown: :func:`audit_listed`), by the
+    authenticated user. Put it after :func:`require` in the route's dependencies."""
 
     def dependency(request: Request) -> None:
         target = request.path_params.get(param)
+        patient = None
         if target is not None:
             action, detail = "view", request.url.path
+            if target_type == "patient":
+                patient = target
+            elif target_type == "document":
+                with request.app.state.reader.connect() as conn:
+                    patient = store_audit.document_patient(
+                        conn, target, request.query_params.get("namespace")
+                    )
         else:
             action, detail = "search", {k: v for k, v in request.query_params.items()}
-        audit_now(request, action=action, target_type=target_type, target_id=target, detail=detail)
+            q = request.query_params
+            asked = (q.get("mrn") or q.get("patient") or q.get("subject") or "").strip()
+            patient = asked.removeprefix("Patient/") or None  # a search by one patient is about them
+        audit_now(
+            request,
+            action=action,
+            target_type=target_type,
+            target_id=target,
+            detail=detail,
+            patient=patient,
+        )
 
     return dependency
 
@@ -428,61 +483,7 @@ def me(request: Request, user: User = Depends(require())) -> Me:
     return Me(name=user.name, role=user.role, csrf_token=request.state.csrf_token)
 
 
-class AuditEntry(BaseModel):
-    id: int
-    at: UtcDateTime
-    user: str
-    action: str
-    target_type: str | None
-    target_id: str | None
-    reason: str | None
-    detail: str | None
-
-
-class AuditPage(BaseModel):
-    entries: list[AuditEntry]
-    next_before_id: int | None
-
-
 MAX_ID = 2**63 - 1
-
-
-@router.get("/api/audit", response_model=AuditPage, tags=["audit"], responses=ERROR_RESPONSES)
-def audit_log(
-    request: Request,
-    _user: User = Depends(require(*AUDIT)),
-    user: str | None = Query(None, max_length=128),
-    action: str | None = Query(None, max_length=64),
-    target_type: str | None = Query(None, max_length=32),
-    target_id: str | None = Query(None, max_length=128),
-    since: datetime | None = None,
-    until: datetime | None = None,
-    before_id: int | None = Query(None, ge=1, le=MAX_ID),
-    limit: int = Query(100, ge=1, le=1000),
-) -> AuditPage:
-    """The audit trail, newest first (auditor, admin). Page with ``before_id=next_before_id``."""
-    q = select(audit).order_by(audit.c.id.desc()).limit(limit + 1)
-    if user:
-        q = q.where(audit.c.user == user)
-    if action:
-        q = q.where(audit.c.action == action)
-    if target_type:
-        q = q.where(audit.c.target_type == target_type)
-    if target_id:
-        q = q.where(audit.c.target_id == target_id)
-    if since is not None:
-        q = q.where(audit.c.at >= utc_param(since, "since"))
-    if until is not None:
-        q = q.where(audit.c.at < utc_param(until, "until"))
-    if before_id is not None:
-        q = q.where(audit.c.id < before_id)
-    with request.app.state.reader.connect() as conn:
-        rows = conn.execute(q).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return AuditPage(
-        entries=[AuditEntry(**r._mapping) for r in rows], next_before_id=rows[-1].id if more else None
-    )
 
 
 def utc_param(value: datetime, name: str) -> datetime:

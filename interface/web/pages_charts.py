@@ -1,4 +1,5 @@
-"""Console pages: patients, charts, documents, the deficiency worklist, audit."""
+"""Console pages: patients, charts, documents, the deficiency worklist (the audit log and the
+access report: :mod:`interface.web.pages_audit`)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from interface.desk import masking
 from interface.desk.users import User
-from interface.store.schema import audit
 from interface.web import auth, identity_view, sensitive
 from interface.web.pages import (
-    AUDIT,
     CHARTS,
     DOCUMENTS,
     MAX_ID,
@@ -25,7 +24,6 @@ from interface.web.pages import (
     _reader,
     _render,
     html_errors,
-    keyset,
     mask,
 )
 
@@ -61,8 +59,9 @@ def patient_search(
             found = chart_read.search_patients(
                 conn, family=family, given=given, birth_date=birth_date, limit=100
             )
-        auth.audit_now(
+        auth.audit_listed(  # one entry per patient the search listed
             request,
+            [r["mrn"] for r in found],
             action="search",
             target_type="patient",
             detail={k: v for k, v in (("family", family), ("given", given), ("birth_date", birth_date)) if v},
@@ -118,7 +117,9 @@ _history_rows = masking.history_rows
 def patient_chart(request: Request, mrn: str, user: User = Depends(CHARTS)):
     """The chart; viewing it is audited. Identifiers other than the MRN stay masked until revealed."""
     response = _chart_page(request, mrn, reveal=False)
-    auth.audit_now(request, action="view", target_type="patient", target_id=mrn, detail=request.url.path)
+    auth.audit_now(
+        request, action="view", target_type="patient", target_id=mrn, detail=request.url.path, patient=mrn
+    )
     return response
 
 
@@ -134,7 +135,9 @@ def patient_reveal(request: Request, mrn: str, reason: str = Form(""), user: Use
             request, mrn, reveal=False, status_code=400, error="Give a reason to reveal the identifiers."
         )
     response = _chart_page(request, mrn, reveal=True)
-    auth.audit_now(request, action="reveal", target_type="patient", target_id=mrn, reason=reason[:1000])
+    auth.audit_now(
+        request, action="reveal", target_type="patient", target_id=mrn, reason=reason[:1000], patient=mrn
+    )
     return response
 
 
@@ -207,7 +210,14 @@ def _document_page(
                     viewer = "download"
         patient = identity_view.banner(conn, entry.get("mrn"))
         conn.rollback()
-    auth.audit_now(request, action="view", target_type="document", target_id=number, detail=request.url.path)
+    auth.audit_now(
+        request,
+        action="view",
+        target_type="document",
+        target_id=number,
+        detail=request.url.path,
+        patient=entry.get("mrn"),
+    )
     return _render(
         request,
         "document.html",
@@ -314,6 +324,7 @@ def document_content(
         target_type="document",
         target_id=number,
         detail={"version": version} if version else None,
+        patient=entry.get("mrn"),
     )
     headers = {
         "X-Content-Type-Options": "nosniff",
@@ -433,44 +444,3 @@ def deficiency_waive(
         return _worklist(request, dict(parse_qsl(back[1:])), error=str(exc), status_code=exc.status)
     sep = "&" if back else "?"
     return RedirectResponse(f"/deficiencies{back}{sep}done=waived", status_code=303)
-
-
-@router.get("/audit", response_class=HTMLResponse)
-@html_errors
-def audit_page(
-    request: Request,
-    user: User = Depends(AUDIT),
-    who: str | None = None,
-    action: str | None = None,
-    target_type: str | None = None,
-    target_id: str | None = None,
-    before: int | None = Query(None, ge=1, le=MAX_ID),
-    after: int | None = Query(None, ge=0, le=MAX_ID),
-):
-    params = {
-        "who": _clean(who, 128),
-        "action": _clean(action, 64),
-        "target_type": _clean(target_type, 32),
-        "target_id": _clean(target_id, 128),
-    }
-    conds = []
-    if params["who"]:
-        conds.append(audit.c.user == params["who"])
-    if params["action"]:
-        conds.append(audit.c.action == params["action"])
-    if params["target_type"]:
-        conds.append(audit.c.target_type == params["target_type"])
-    if params["target_id"]:
-        conds.append(audit.c.target_id == params["target_id"])
-    with _reader(request).connect() as conn:
-        rows, older, newer = keyset(conn, audit, [audit], conds, before, after, 100)
-    return _render(
-        request,
-        "audit.html",
-        {
-            "rows": rows,
-            "params": params,
-            "older": _qs(params, before=older) if older else None,
-            "newer": _qs(params, after=newer) if newer else None,
-        },
-    )

@@ -13,6 +13,7 @@ from interface.config.channels import DEFAULT_FALLBACK_CODEC, fallback_codec_for
 from interface.desk import errorqueue
 from interface.desk.users import User
 from interface.rules import words
+from interface.store import audit as store_audit
 from interface.store import workqueue
 from interface.store.schema import audit, messages, work_attempts, work_items
 from interface.web import auth, identity_view
@@ -213,8 +214,14 @@ def error_item(request: Request, item_id: int, user: User = Depends(ERRORS), don
     response = _item_page(request, item_id, notice=NOTICES.get(done or ""))
     with _reader(request).connect() as conn:
         message_id = conn.execute(select(work_items.c.message_id).where(work_items.c.id == item_id)).scalar()
+        patient = store_audit.message_patient(conn, message_id)
     auth.audit_now(
-        request, action="view", target_type="message", target_id=message_id, detail={"work_item": item_id}
+        request,
+        action="view",
+        target_type="message",
+        target_id=message_id,
+        detail={"work_item": item_id},
+        patient=patient,
     )
     return response
 
@@ -238,6 +245,7 @@ def error_item_reveal(request: Request, item_id: int, reason: str = Form(""), us
             reason=reason[:1000],
             detail={"work_item": item_id},
             now=_now(request),
+            patient=store_audit.message_patient(conn, item.message_id),
         )
     return _item_page(request, item_id, reveal=True)
 

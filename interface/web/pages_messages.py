@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from interface.desk import masking
 from interface.desk.users import User
+from interface.store import audit as store_audit
 from interface.store.schema import audit, messages, work_attempts, work_items
 from interface.web import auth, identity_view
 from interface.web.pages import (
@@ -100,8 +101,14 @@ def message_list(
     with _reader(request).connect() as conn:
         rows, older, newer = keyset(conn, messages, cols, conds, before, after, PAGE_SIZE)
         names = _channel_names(request, conn)
-    if params["mrn"]:
-        auth.audit_now(request, action="search", target_type="message", detail={"mrn": mask(params["mrn"])})
+    if params["mrn"]:  # the list masks patients; a search by MRN is about that patient
+        auth.audit_now(
+            request,
+            action="search",
+            target_type="message",
+            detail={"mrn": mask(params["mrn"])},
+            patient=params["mrn"],
+        )
     return _render(
         request,
         "messages.html",
@@ -252,7 +259,9 @@ def _message_page(
 def message_view(request: Request, message_id: int, tab: str = "parsed", user: User = Depends(MESSAGES)):
     """A message, identifiers masked (reveal with a reason: POST .../reveal); the view is audited."""
     response = _message_page(request, message_id, tab, reveal=False)
-    auth.audit_now(request, action="view", target_type="message", target_id=message_id)
+    with _reader(request).connect() as conn:
+        patient = store_audit.message_patient(conn, message_id)
+    auth.audit_now(request, action="view", target_type="message", target_id=message_id, patient=patient)
     return response
 
 
@@ -289,6 +298,7 @@ def message_reveal(
             target_id=message_id,
             reason=reason,
             now=_now(request),
+            patient=store_audit.message_patient(conn, message_id),
         )
     return _message_page(request, message_id, tab, reveal=True)
 

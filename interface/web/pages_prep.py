@@ -48,8 +48,9 @@ def chart_prep_page(
     with _reader(request).connect() as conn:
         result = chart_prep.worklist(conn, now=_now(request), days=n, start=begin, settings=settings)
         conn.rollback()
-    auth.audit_now(
+    auth.audit_listed(  # one entry per patient the worklist listed
         request,
+        [item["patient"]["mrn"] for item in result["items"]],
         action="view",
         target_type="chart_prep",
         detail={"from": result["from"], "days": n, "items": len(result["items"])},

@@ -101,8 +101,9 @@ def get_chart_prep(
     now, begin = window_start(request, start)
     with _reading(request) as conn:
         result = chart_prep.worklist(conn, now=now, days=days, start=begin, settings=settings(request))
-    auth.audit_now(
+    auth.audit_listed(  # one entry per patient the worklist listed
         request,
+        [item["patient"]["mrn"] for item in result["items"]],
         action="view",
         target_type="chart_prep",
         detail={"from": result["from"], "days": result["days"], "items": len(result["items"])},

@@ -39,7 +39,7 @@ from interface.desk.users import User
 from interface.store import deficiencies, document_read, documents
 from interface.store.document_ids import AmbiguousDocument
 from interface.web import sensitive
-from interface.web.auth import DOCUMENTS, require
+from interface.web.auth import DOCUMENTS, audit_listed, require
 from interface.web.reading import reading as _reading
 
 router = APIRouter()
@@ -129,6 +129,7 @@ def list_documents(
             now=now,
             namespace=_blank(namespace),
         )
+    audit_listed(request, [d["mrn"] for d in found], action="listed", target_type="document")
     return {"documents": found, "limit": limit, "offset": offset}
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from interface.desk import errorqueue, identity_desk
 from interface.desk.users import User
 from interface.rules import words
+from interface.store import audit as store_audit
 from interface.store import workqueue
 from interface.store.schema import messages, work_attempts, work_items
 from interface.web.auth import (
@@ -195,6 +196,8 @@ def get_error(
             select(work_attempts).where(work_attempts.c.item_id == item_id).order_by(work_attempts.c.id)
         ).all()
         behind = workqueue.waiting_behind(conn, [item_id])
+        patient = store_audit.message_patient(conn, row.message_id)
+    audit_now(request, action="view", target_type="work_item", target_id=item_id, patient=patient)
     return ErrorDetail(
         **_item(row, waiting=behind[item_id]),
         history=[Attempt(at=h.at, outcome=h.outcome, error=h.error) for h in hist],

@@ -35,6 +35,7 @@ from interface.web.auth import (
     MAX_ID,
     MESSAGES,
     UtcDateTime,
+    audit_listed,
     audit_now,
     clock,
     mask,
@@ -139,7 +140,10 @@ def list_messages(
                 "filters": {k: v for k, v in request.query_params.items() if k not in ("reveal", "reason")},
                 "ids": [r.id for r in rows][:500],
             },
+            patient=mrn,
         )
+    if reveal and rows:  # unmasked: one entry per patient whose messages this page listed
+        audit_listed(request, [r.patient_id for r in rows], action="listed", target_type="message")
     out = []
     for r in rows:
         d = dict(r._mapping)
@@ -346,7 +350,7 @@ def get_message(
             if ids
             else []
         )
-    audit_now(request, action="view", target_type="message", target_id=message_id)
+    audit_now(request, action="view", target_type="message", target_id=message_id, patient=row.patient_id)
     if why is not None:
         with request.app.state.engine.begin() as conn:
             masking.record_reveal(
@@ -356,6 +360,7 @@ def get_message(
                 target_id=message_id,
                 reason=why,
                 now=clock(request),
+                patient=row.patient_id,
             )
     text = _text(row.raw, fallback_codec_for(request.app.state.channels, row.channel))
     segments, perr = None, None

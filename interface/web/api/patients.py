@@ -27,7 +27,7 @@ from interface.web.api.patient_models import (
     PatientChart,
     PatientSearchPage,
 )
-from interface.web.auth import MAX_ID, clock
+from interface.web.auth import MAX_ID, audit_listed, clock
 from interface.web.reading import reading as _reading
 
 router = APIRouter()
@@ -51,7 +51,13 @@ def _revealing(request: Request, mrn: str, reveal: bool, reason: str | None) -> 
         return False
     with request.app.state.engine.begin() as conn:
         masking.record_reveal(
-            conn, user=user.name, target_type="patient", target_id=mrn, reason=why, now=clock(request)
+            conn,
+            user=user.name,
+            target_type="patient",
+            target_id=mrn,
+            reason=why,
+            now=clock(request),
+            patient=mrn,
         )
     return True
 
@@ -123,4 +129,5 @@ def find_patients(
         found = chart_read.search_patients(
             conn, family=family, given=given, birth_date=birth_date, limit=limit, offset=offset
         )
+    audit_listed(request, [p["mrn"] for p in found], action="listed")  # each patient on this page
     return {"patients": found, "limit": limit, "offset": offset}

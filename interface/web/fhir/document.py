@@ -15,7 +15,7 @@ from fhir.resources.R4B.documentreference import DocumentReference
 from interface.store import document_read, documents
 from interface.store.chart import resolve_mrn
 from interface.store.document_ids import AmbiguousDocument
-from interface.web import sensitive
+from interface.web import auth, sensitive
 from interface.web.fhir import common
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.identifiers import system_for
@@ -147,7 +147,9 @@ def search_documents(request: Request):
     if len(rows) > MAX_DOCUMENTS:
         raise FhirError(400, f"more than {MAX_DOCUMENTS} documents match: narrow the search", "too-costly")
     rows = [r for r in rows if _keep(r, patient, code, status, date)]
-    page = [build(request, r) for r in rows[offset : offset + count]]
+    shown = rows[offset : offset + count]
+    auth.audit_listed(request, [r.get("mrn") for r in shown], action="listed", target_type="document")
+    page = [build(request, r) for r in shown]
     return common.searchset(request, "DocumentReference", page, len(rows), count, offset, p)
 
 

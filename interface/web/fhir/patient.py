@@ -14,6 +14,7 @@ from fhir.resources.R4B.patient import Patient
 
 from interface.desk import masking
 from interface.store import chart_read
+from interface.web import auth
 from interface.web.fhir import common
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.identifiers import system_for
@@ -227,8 +228,10 @@ def search_patient(request: Request):
                 record = chart_read.get_chart(conn, r["mrn"])
                 if record is not None:
                     found.append(build(request, record))
+            auth.audit_listed(request, [r.id for r in found], action="listed")
             return common.searchset(request, "Patient", found, total, count, offset, p)
     page = found[offset : offset + count]
+    auth.audit_listed(request, [r.id for r in page], action="listed")  # each patient in the Bundle
     return common.searchset(request, "Patient", page, len(found), count, offset, p)
 
 
