@@ -196,7 +196,7 @@ class ScanWorker:
         with self.db.connect() as conn:
             doc = sd.load(conn, row.id)
             assert doc is not None
-            pdf = assemble(conn, self.store, doc["pages"])
+            pdf = sd.assemble_pdf(conn, self.store, doc["pages"])
         attempts = row.ocr_attempts + 1
         try:
             result: ocrmod.OcrResult | None = self.ocr(pdf)
@@ -291,18 +291,3 @@ class ScanWorker:
                 log.exception("scan round failed")
             self.wake.wait(interval)
             self.wake.clear()
-
-
-def assemble(conn, store: ContentStore, pages: list[dict]) -> bytes:
-    """The PDF of a page list (``scan_documents.pages``) from the batches' PDFs."""
-    pdfs: dict[int, bytes] = {}
-    for p in pages:
-        if p["batch"] not in pdfs:
-            sha = conn.execute(
-                select(scan_batches.c.pdf_sha256).where(scan_batches.c.id == p["batch"])
-            ).scalar_one()
-            data = store.get(conn, sha)
-            if data is None:
-                raise LookupError(f"batch {p['batch']} content is missing")
-            pdfs[p["batch"]] = data
-    return scan_pages.assemble([(pdfs[p["batch"]], p["page"], p.get("rotate", 0)) for p in pages])

@@ -31,6 +31,8 @@ from interface.mapping.records import Document, DocumentContent, Person
 from interface.rules import coversheet
 from interface.rules import identity as id_rules
 from interface.store import documents as docstore
+from interface.store import scan_pages
+from interface.store.content import ContentStore
 from interface.store.document_schema import documents
 from interface.store.identity_check import chart_person
 from interface.store.scan_pages import PageInfo
@@ -337,3 +339,28 @@ def listing(
     for word in (q or "").split():
         query = query.where(s.c.text.ilike(f"%{word}%"))
     return [_decoded(dict(r)) for r in conn.execute(query).mappings()]
+
+
+def assemble_pdf(conn: Connection, store: ContentStore, pages: list[dict]) -> bytes:
+    """The PDF of a page list (``scan_documents.pages``) from the batches' PDFs."""
+    pdfs: dict[int, bytes] = {}
+    for p in pages:
+        if p["batch"] not in pdfs:
+            sha = conn.execute(
+                select(scan_batches.c.pdf_sha256).where(scan_batches.c.id == p["batch"])
+            ).scalar_one()
+            data = store.get(conn, sha)
+            if data is None:
+                raise LookupError(f"batch {p['batch']} content is missing")
+            pdfs[p["batch"]] = data
+    return scan_pages.assemble([(pdfs[p["batch"]], p["page"], p.get("rotate", 0)) for p in pages])
+
+
+def current_pdf(conn: Connection, store: ContentStore, doc: dict) -> tuple[bytes, bool]:
+    """The document's PDF: the OCR'd one when it is current for the page list (True), else the
+    pages as scanned (False)."""
+    if doc["ocr_sha256"] and doc["ocr_pages"] == pages_key(doc["pages"]) and doc["ocr_status"] == "done":
+        data = store.get(conn, doc["ocr_sha256"])
+        if data is not None:
+            return data, True
+    return assemble_pdf(conn, store, doc["pages"]), False
