@@ -22,6 +22,7 @@ from interface.store.documents import DocumentSettings
 from interface.store.scan_schema import scan_batches
 from tests import scan_kit as kit
 from tests.test_adt_events import Harness, _config, adt
+from tests.test_web_api import fast_hashing  # noqa: F401  (fixture)
 
 CONSENT = ["Consent to treatment", "Signed by the patient", "Witnessed by the nurse"]
 JANE = coversheet.CoverSheet(
@@ -305,3 +306,60 @@ def test_batch_rows_are_unique_by_hash(engine, scan):
         b = scan_intake.receive(conn, scan.settings.store(), b"x" * 10, channel="upload", source="api", filename="2", now=scan.h.clock())  # fmt: skip
         n = len(conn.execute(select(scan_batches.c.id)).all())
     assert a["id"] == b["id"] and b["duplicate"] and n == 1
+
+
+def test_cli_coversheet_reads_back_and_names_the_chart(scan, db_url, tmp_path, capsys):
+    """``interface scan coversheet`` prints a sheet whose QR code pyzbar reads back, with the
+    chart's name for the identity check and the checksum it printed."""
+    from interface.ops.cli import main
+    from interface.store.scan_pages import analyse
+
+    out = tmp_path / "sheet.pdf"
+    assert main(["scan", "--db", db_url, "--var", str(tmp_path), "coversheet", "--mrn", "M100", "--pages", "2", "-o", str(out)]) == 0  # fmt: skip
+    printed = capsys.readouterr().out.split()[-1]
+    [page] = analyse(out.read_bytes())
+    sheet = coversheet.parse(page.barcodes[0])
+    assert sheet is not None and sheet.valid and sheet.checksum == printed
+    assert (sheet.mrn, sheet.family, sheet.pages) == ("M100", "DOE", 2)
+
+
+def test_api_upload_queue_page_image_and_index(scan, tmp_path, fast_hashing):
+    """Upload through the API, see the queued document, a page image (audited with the
+    patient), index it to a chart; analysts see the intake list without file names."""
+    import warnings
+
+    from interface.desk import users
+    from interface.store.schema import audit
+    from interface.web.app import create_app
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from fastapi.testclient import TestClient
+
+    with scan.db.begin() as conn:
+        users.add_user(conn, "cora", "clerk", "correct horse battery staple", now=scan.h.clock())
+        users.add_user(conn, "ann", "analyst", "correct horse battery staple", now=scan.h.clock())
+        clerk = users.new_token(conn, "cora", now=scan.h.clock())
+        analyst = users.new_token(conn, "ann", now=scan.h.clock())
+    app = create_app(scan.db, document_settings=scan.settings, clock=scan.h.clock)
+    c = TestClient(app)
+    ch = {"Authorization": f"Bearer {clerk}"}
+    pdf = kit.batch_pdf([kit.text_page(["Referral letter", "Patient: DOE, JANE", "DOB 01/01/1980"])])
+    r = c.post("/api/scan/batches", files={"file": ("referral.pdf", pdf, "application/pdf")}, headers=ch)
+    assert r.status_code == 201 and r.json()["status"] == "received"
+    assert c.post("/api/scan/batches", files={"file": ("x.pdf", pdf)}, headers=ch).json()["duplicate"] is True
+    listed = c.get("/api/scan/batches", headers={"Authorization": f"Bearer {analyst}"})
+    assert listed.status_code == 200 and listed.json()[0]["filename"] is None
+    assert c.get("/api/scan/documents", headers={"Authorization": f"Bearer {analyst}"}).status_code == 403
+    scan.worker.run_once()
+    [d] = c.get("/api/scan/documents?status=queued", headers=ch).json()
+    detail = c.get(f"/api/scan/documents/{d['id']}", headers=ch).json()
+    assert detail["candidates"][0]["mrn"] == "M100"  # name and birth date read from the OCR text
+    img = c.get(f"/api/scan/documents/{d['id']}/pages/1?size=thumb", headers=ch)
+    assert img.status_code == 200 and img.content.startswith(b"\x89PNG")
+    r = c.post(f"/api/scan/documents/{d['id']}/index", json={"mrn": "M100", "type": "RF"}, headers=ch)
+    assert r.status_code == 200 and r.json()["status"] == "filed"
+    assert c.post(f"/api/scan/documents/{d['id']}/index", json={"mrn": "M100"}, headers=ch).status_code == 409
+    with scan.db.connect() as conn:
+        actions = {r.action for r in conn.execute(select(audit.c.action, audit.c.target_type))}
+    assert {"scan_upload", "view", "scan_index"} <= actions
