@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/interface check channels mappings rules
+	mkdir -p var/scan/inbox
 	$(BIN)/interface run
 
 # The house keeps its shape: import contracts (docs/architecture.md), lint, format, types.

@@ -532,6 +532,12 @@ def cmd_chart_prep(args, rest) -> int:
     return cli_main(rest, _engine(args))
 
 
+def cmd_scan(args, rest) -> int:
+    from interface.ops.scan_cli import cli_main
+
+    return cli_main(rest, _engine(args), args)
+
+
 def cmd_users(args, rest) -> int:
     from interface.desk.users import cli_main
 
@@ -761,6 +767,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("bench", cmd_bench, "the load benchmark"),
         ("chart-prep", cmd_chart_prep, "patients with an appointment soon whose chart has a problem"),
         ("audit", cmd_audit, "the audit trail: report (by patient or user, CSV), verify (hash chain)"),
+        ("scan", cmd_scan, "scanned paper: coversheet, upload, list, show, index, rotate, split, merge"),
     ):
         d = sub.add_parser(name, help=helptext, add_help=False)
         _db_args(d)

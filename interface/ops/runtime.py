@@ -65,6 +65,7 @@ class Runtime:
         self.ports: dict[str, int] = {}
         self.started_at = utcnow()
         self.alerts = None  # the alert Evaluator, when this process runs the alert checks
+        self.scan = None  # the scan worker (interface.engine.scan_worker): uploads wake it
 
     def count(self, inbound: Inbound, outcome: Outcome) -> None:
         c = self.counters.setdefault(inbound.channel.name, {})
@@ -108,6 +109,24 @@ def load_pipeline(settings: Settings, channels: list[Channel]) -> Pipeline:
         pass
     return Pipeline(
         channels, mappings, document_settings=doc_settings, identity_rules=load_identity(settings)
+    )
+
+
+def make_scan_worker(settings: Settings, db, pipeline: Pipeline, clock):
+    """The scan worker (drop folders of ``channels/scan/*.yaml``, separation, OCR, filing); it
+    runs even without a scan channel, for batches uploaded through the console or the API."""
+    from interface.config.scan import load_scan_channels
+    from interface.engine.scan_worker import ScanWorker
+    from interface.store import documents
+    from interface.store.scan_documents import Gate
+
+    doc_settings = pipeline.document_settings or documents.DocumentSettings()
+    return ScanWorker(
+        db,
+        channels=load_scan_channels(settings.channels_dir / "scan"),
+        settings=doc_settings,
+        gate=Gate(pipeline.identity_rules),
+        clock=clock,
     )
 
 

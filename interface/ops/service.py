@@ -25,6 +25,7 @@ from interface.ops.runtime import (
     _write_ready_file,
     load_pipeline,
     make_listener,
+    make_scan_worker,
     start_alerts,
     utcnow,
 )
@@ -102,6 +103,8 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     for w in outbound:
         top.addService(_ThreadService(f"outbound {w.lane}", w.start, w.stop))
     top.addService(_ThreadService("connection acks", relay.start, relay.stop))
+    runtime.scan = scan = make_scan_worker(settings, db, pipeline, clock)
+    top.addService(_ThreadService("scan", scan.start, scan.stop))
     listeners = {}  # endpoint key (interface.config.routing) -> listening service
     for key, group in endpoint_groups(channels, settings.port_overrides).items():
         listeners[key] = make_listener(settings, reactor, group, writer, runtime, record_event, relay)
@@ -117,6 +120,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         outbound=outbound,
         listeners=listeners,
         relay=relay,
+        scan=scan,
         record_event=record_event,
         clock=clock,
         top=top,

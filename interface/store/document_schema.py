@@ -74,6 +74,7 @@ documents = Table(
     Column("content_parts", Text),  # JSON list of every part (kind, media_type, size, sha256, reference)
     Column("deficiencies", Text, nullable=False, default="[]"),  # JSON findings, with due_at when timed
     Column("last_event", String(8), nullable=False),
+    Column("origin", String(16)),  # None: an MDM message; "scan": scanned paper (migration 0017)
     Column("source_time", String(32)),  # MSH-7 of the last applied message, UTC-normalised sort key
     Column("message_id", Id, nullable=False),  # the message that last changed the entry
     Column("created_at", TS, nullable=False),

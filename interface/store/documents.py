@@ -315,6 +315,7 @@ def _entry(row: dict, now: datetime | None = None) -> dict:
         "content_parts": json.loads(row["content_parts"]) if row["content_parts"] else [],
         "deficiencies": json.loads(row["deficiencies"] or "[]"),
         "last_event": row["last_event"],
+        "origin": row.get("origin"),
         "message_id": row["message_id"],
         "created_at": _iso(row["created_at"]),
         "updated_at": _iso(row["updated_at"]),
@@ -446,7 +447,7 @@ def _duplicate(event: str, did: DocumentId) -> PermanentError:
 def apply_documents(
     conn: Connection,
     docs: list[Document],
-    message: Message,
+    message: Message | None,
     *,
     message_id: int,
     now: datetime,
@@ -464,7 +465,7 @@ def apply_documents(
     changes: list[dict] = []
     extracted: list[DocumentContent] | None = None
     for doc in docs:
-        if doc.content is None and extracted is None:
+        if doc.content is None and extracted is None and message is not None:
             extracted = extract_content(message, max_bytes=settings.max_content_bytes)
         changes.extend(
             _apply_one(
@@ -483,7 +484,7 @@ def apply_documents(
 def _apply_one(
     conn: Connection,
     doc: Document,
-    message: Message,
+    message: Message | None,
     parts: list[DocumentContent] | None,
     *,
     message_id: int,

@@ -48,6 +48,7 @@ TABLE_MODULES = (
     "interface.store.appointment_schema",
     "interface.store.identity_schema",
     "interface.store.audit_schema",
+    "interface.store.scan_schema",
 )
 
 

@@ -259,6 +259,7 @@ def create_app(
         responses=api_messages.ERROR_RESPONSES,
         dependencies=[Depends(auth.require(*auth.CHARTS))],
     )
+    app.include_router(_optional_router("interface.web.api.scan"), responses=api_messages.ERROR_RESPONSES)
     app.include_router(fhir.router)  # /fhir: interface.web.fhir (read-only FHIR R4)
     pages_router = _optional_router("interface.web.pages")
     if pages_router is not None:
