@@ -18,6 +18,7 @@ from interface.engine.inbound import Engine
 from interface.engine.outcome import Inbound, Outcome
 from interface.engine.processing import Worker
 from interface.engine.writer import GroupCommitWriter
+from interface.ops.channel_sync import ChannelSync
 from interface.ops.runtime import (
     Runtime,
     Settings,
@@ -66,7 +67,11 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     except ImportError:  # pragma: no cover
         pass
     writer = GroupCommitWriter(engine, reactor.callFromThread)
-    runtime = Runtime()
+    runtime = Runtime(clock)
+    engine.controls = pipeline_controls = runtime.controls  # pauses (interface.ops.channel_sync)
+    for w in [*workers, *outbound]:
+        w.controls = pipeline_controls
+    pipeline.stats = runtime.stats
     from interface.engine.connection_acks import ConnectionAckRelay  # ack.same_connection
 
     relay = ConnectionAckRelay(db, pipeline, clock=clock, call=reactor.callFromThread)
@@ -95,7 +100,13 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
             lambda f: log.error("event not recorded: %s", f.getErrorMessage())
         )
 
+    def wake_all() -> None:  # something was paused or resumed
+        for w in [*workers, *outbound]:
+            w.wake.set()
+
+    sync = ChannelSync(db, runtime, clock=clock, on_change=wake_all)
     top = service.MultiService()
+    top.addService(_ThreadService("channel sync", sync.start, sync.stop))
     top.addService(_ThreadService("writer", writer.start, writer.stop))
     for w in workers:
         top.addService(_ThreadService("worker", w.start, w.stop))
@@ -120,6 +131,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         record_event=record_event,
         clock=clock,
         top=top,
+        sync=sync,
     )
     from interface.ops.reload import load_alerts_config
 

@@ -211,6 +211,8 @@ def create_app(
     app.include_router(api_health.router)
     app.include_router(api_docs.router)
     app.include_router(api_channels.router)
+    app.include_router(_optional_router("interface.web.api.channel_actions"))
+    app.include_router(_optional_router("interface.web.api.channel_stats"))
     app.include_router(api_messages.router)
     app.include_router(api_errors.router)
     app.include_router(api_users.router)
@@ -248,6 +250,7 @@ def create_app(
             "interface.web.pages_errors",
             "interface.web.pages_charts",
             "interface.web.pages_prep",
+            "interface.web.pages_channels",
         ):
             app.include_router(_optional_router(group))
         users_pages = _optional_router("interface.web.pages_users")
