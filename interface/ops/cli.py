@@ -524,6 +524,12 @@ def cmd_chart_prep(args, rest) -> int:
     return cli_main(rest, _engine(args))
 
 
+def cmd_channels(args, rest) -> int:
+    from interface.ops.channels_cli import cli_main
+
+    return cli_main(rest, _engine(args))
+
+
 def cmd_users(args, rest) -> int:
     from interface.desk.users import cli_main
 
@@ -746,6 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("db", cmd_db, "database: upgrade (migrations)"),
         ("bench", cmd_bench, "the load benchmark"),
         ("chart-prep", cmd_chart_prep, "patients with an appointment soon whose chart has a problem"),
+        ("channels", cmd_channels, "pause / resume a channel or destination, retry a destination, list"),
     ):
         d = sub.add_parser(name, help=helptext, add_help=False)
         _db_args(d)

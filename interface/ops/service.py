@@ -167,6 +167,8 @@ def run(settings: Settings) -> int:
     top.startService()
     reloader = Reloader(settings, parts, reactor)
     install_sighup(reactor, reloader)
+    if "app" in parts:  # the channels page's reload button (interface.web.api.channel_actions)
+        parts["app"].state.reload = lambda: console_reload(settings, reactor, reloader)
     if settings.ready_file is not None:
         _write_ready_file(settings.ready_file, parts)
     pid = pid_file(settings.pid_file)
@@ -183,6 +185,19 @@ def run(settings: Settings) -> int:
     with pid:
         reactor.run()
     return 0
+
+
+def console_reload(settings: Settings, reactor, reloader) -> str:
+    """A reload asked for from the console: under ``--workers N`` the supervisor's (SIGHUP to
+    it: it checks and rolls or forwards), else this process's own."""
+    import os
+    import signal
+
+    if settings.inherited_fds:  # a cluster child: the supervisor owns the sockets and the reload
+        os.kill(os.getppid(), signal.SIGHUP)
+        return "reload requested from the supervisor; its outcome is the next event"
+    reactor.callFromThread(reloader.reload)
+    return "reload requested; its outcome is the next event (config_reloaded or config_rejected)"
 
 
 def ready_event() -> threading.Event:  # pragma: no cover - helper for embedding

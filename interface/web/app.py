@@ -20,7 +20,10 @@ accepts ``text/html``. Uvicorn's access log is off: URLs carry MRNs (``?mrn=``).
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import signal
 import socket
 import sqlite3
 import threading
@@ -334,6 +337,17 @@ def tls_options(tls: tuple[str, str] | None) -> dict:
     return {"ssl_certfile": cert, "ssl_keyfile": key}
 
 
+def signal_reload(pid_path: Path) -> str:
+    """The console's reload button when it runs alone (``interface web``): SIGHUP to the engine
+    whose pid ``interface run`` wrote (as ``interface reload`` does, without waiting)."""
+    try:
+        pid = int(Path(pid_path).read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        return f"no engine to reload ({type(exc).__name__}: is `interface run` running with this --var?)"
+    return f"reload requested (SIGHUP to the engine, pid {pid}); its outcome is the next event"
+
+
 def serve(
     db_url: str | None, var_dir, host: str, port: int, channels_dir: Path, tls: tuple[str, str] | None = None
 ) -> int:
@@ -378,6 +392,7 @@ def serve(
         print(exc)
         return 1
     app = create_app(engine, channels=channels, document_settings=document_settings)
+    app.state.reload = functools.partial(signal_reload, Path(var_dir) / "interface.pid")
     log.info("web console and API on %s://%s:%s/", "https" if tls else "http", host, port)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", **ssl_options)
     return 0
