@@ -123,17 +123,15 @@ def test_a_failed_flush_keeps_the_counts():
 def test_a_paused_intake_answers_ae_with_the_reason_and_stores_nothing(engine):
     hs = Harness(engine)
     ch = hs.channels["adt"]
-    out = paused_outcome(
-        ch, adt("P1", "100001").replace(b"|AL|", b"|AL|") if False else adt("P1", "100001"), NOW
-    )
-    assert out is not None and out.ack_code in ("AE", "CE") and out.status == "paused"
+    out = paused_outcome(ch, adt("P1", "100001"), NOW)
+    assert out is not None and out.ack_code == "AE" and out.status == "paused"
     text = out.ack.decode()
-    assert "MSA|AE|P1" in text or "MSA|CE|P1" in text
-    assert "paused" in text and "207" in text
-    # MSH-15 NE / MSH-16: a sender that wants no error ACK gets none (its connection is closed)
-    ne = adt("P2", "100001").replace(b"|2.5", b"|2.5|||NE|NE", 1)
-    if b"|NE|NE" in ne:
-        assert paused_outcome(ch, ne, NOW) is None
+    assert "MSA|AE|P1" in text and "paused" in text and "207" in text
+    # enhanced mode: CE; and a sender that asked for no accept ACK (MSH-15 NE) gets none
+    msh, rest = adt("P2", "100001").split(b"\r", 1)
+    enhanced = paused_outcome(ch, msh + b"|||AL|NE\r" + rest, NOW)
+    assert enhanced is not None and enhanced.ack_code == "CE"
+    assert paused_outcome(ch, msh + b"|||NE|NE\r" + rest, NOW) is None
 
 
 def test_controls_follow_the_table(engine):
@@ -341,3 +339,16 @@ def test_events_in_words_with_links(console, engine):
     page = c.get("/", headers=h(make_user(engine, "ana", "analyst"))).text
     assert "Alert queue_age: oldest item waits 12 min." in page and "&#34;rule&#34;" not in page
     assert '"summary"' not in page
+
+
+def test_the_retention_job_prunes_the_trends_too(engine):
+    from interface.store import retention
+
+    rec = channel_stats.Recorder()
+    rec.intake("adt", "accepted", NOW)
+    with engine.begin() as conn:
+        channel_stats.flush(conn, rec.take())
+    r = retention.prune(engine, older_than=timedelta(days=365), now=NOW + timedelta(days=2))
+    assert r.stats == 1  # the minute row (older than 24 h); the hour row stays 30 days
+    with engine.connect() as conn:
+        assert [row.period for row in conn.execute(select(stats_table))] == ["h"]
