@@ -42,7 +42,7 @@ def until(what: str, check):
 
 @pytest.fixture
 def console(engine, db_url, tmp_path, fast_hashing):  # noqa: F811
-    listen = {"adt": "tcp:0:interface=127.0.0.1"}
+    listen = {name: "tcp:0:interface=127.0.0.1" for name in ("adt", "mdm", "siu")}
     with engine.begin() as conn:
         users.add_user(conn, "ana", "analyst", PASSWORD, now=datetime.now(timezone.utc))
     with EngineProcess(tmp_path, db_url, listen=listen) as proc:

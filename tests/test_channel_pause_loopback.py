@@ -26,7 +26,7 @@ DEADLINE = 20.0
 
 @pytest.fixture(scope="module")
 def engine_process(shared_db, tmp_path_factory):  # noqa: F811
-    listen = {"adt": "tcp:0:interface=127.0.0.1", "mdm": "tcp:0:interface=127.0.0.1"}
+    listen = {name: "tcp:0:interface=127.0.0.1" for name in ("adt", "mdm", "siu")}
     with EngineProcess(tmp_path_factory.mktemp("engine"), shared_db[0], listen=listen) as p:
         yield p
 

@@ -4,7 +4,7 @@
   :class:`interface.engine.controls.Controls` (a pause made in the console of any process, or
   with ``interface channels pause``, takes effect here within ``refresh`` seconds — at once when
   made through this process's own console, which calls :meth:`ChannelSync.now`);
-* every few seconds (and when a listener binds) it publishes the endpoints this process bound
+* every ten seconds (and when a listener binds, or a pause changes) it publishes the endpoints this process bound
   and their open connections to ``channel_listeners`` (withdrawn when it stops);
 * every few seconds it flushes the trends counted in memory (:mod:`interface.store.channel_stats`)
   and once an hour deletes the rows past their keep.
@@ -22,6 +22,7 @@ import time
 from datetime import datetime, timezone
 
 from interface.store import channel_controls, channel_stats
+from interface.store import db as dbmod
 
 log = logging.getLogger("interface.ops.channel_sync")
 
@@ -38,12 +39,14 @@ class ChannelSync:
         *,
         clock=lambda: datetime.now(timezone.utc),
         refresh: float = 1.0,
-        publish: float = 5.0,
+        publish: float = 10.0,
         flush: float = 5.0,
         prune: float = 3600.0,
         on_change=None,
     ):
         self.db, self.runtime, self.clock = db, runtime, clock
+        # the per-second read through a WAL snapshot on SQLite: it never takes the write lock
+        self.reader, self._reader_private = dbmod.read_only_engine(db, pooled=False)
         self.refresh, self.publish_every, self.flush_every, self.prune_every = refresh, publish, flush, prune
         self.on_change = on_change  # called when something was paused or resumed
         self.process = process_name()
@@ -67,8 +70,7 @@ class ChannelSync:
     def run_once(self, controls_only: bool = False) -> None:
         with self._lock:
             rt = self.runtime
-            with self.db.begin() as conn:
-                changed = rt.controls.refresh(conn)
+            changed = rt.controls.refresh_from(self.reader)  # a read: no write lock on SQLite
             if changed and self.on_change is not None:
                 self.on_change()
             if controls_only:
@@ -144,3 +146,5 @@ class ChannelSync:
                 channel_controls.withdraw(conn, self.process)
         except Exception as exc:
             log.warning("channel sync: final flush failed: %s", type(exc).__name__)
+        if self._reader_private:
+            self.reader.dispose()
