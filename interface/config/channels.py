@@ -13,7 +13,7 @@ import ipaddress
 from pathlib import Path
 from typing import Iterable, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 
 from interface.config.yamlfile import ConfigError, Located, Strict, load_yaml, validate
 from interface.hl7.identity import MrnRule
@@ -336,6 +336,7 @@ class Destination(Strict):
 
 
 class Channel(Strict):
+    _source: Located | None = PrivateAttr(None)  # the file and lines it was loaded from (console)
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     description: str = ""
     enabled: bool = True
@@ -533,7 +534,9 @@ class Channel(Strict):
 
 def load_channel(path: str | Path) -> tuple[Channel, Located]:
     doc = load_yaml(path, keep_going=True)
-    return validate(Channel, doc), doc
+    ch = validate(Channel, doc)
+    ch._source = doc
+    return ch, doc
 
 
 def cross_check(loaded: list[tuple[Channel, Located]]) -> list[str]:

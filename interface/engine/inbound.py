@@ -55,6 +55,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from interface.config import routing
 from interface.config.channels import Channel
 from interface.engine import destinations, receipt
+from interface.engine.controls import NO_CONTROLS
 from interface.engine.inline import InlineApply
 from interface.engine.outcome import (
     Group,
@@ -136,6 +137,7 @@ class Engine(InlineApply):
         self.clock = clock
         self.processor = processor
         self.validator = validator
+        self.controls = NO_CONTROLS  # a paused destination is not applied inline (engine.controls)
 
     # -- public -------------------------------------------------------------------------------
 

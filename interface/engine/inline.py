@@ -101,7 +101,12 @@ class InlineApply:
             return
         for p in prepared:
             ch = p.channel
-            if p.row.status == "accepted" and ch.apply == "inline" and ch.ack.timing(p.header) == "on_commit":
+            if (
+                p.row.status == "accepted"
+                and ch.apply == "inline"
+                and ch.ack.timing(p.header) == "on_commit"
+                and not any(self.controls.destination_paused(ch.name, w.destination) for w in p.row.work)
+            ):
                 try:
                     p.inline = [prepare(ch.name, w.destination, p.row.raw) for w in p.row.work]
                 except Exception as exc:  # left to the worker, which finds out why

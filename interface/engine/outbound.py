@@ -48,7 +48,9 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from interface.config.channels import Channel, ClientTls, Destination
 from interface.engine.client import parse_ack, tls_context
+from interface.engine.controls import NO_CONTROLS
 from interface.engine.destinations import APPLICATION_ACK, CONNECTION_ACK, drop_file, file_name, lane_prefix
+from interface.engine.processing import since_created
 from interface.hl7.errors import FramingError, HL7Error, Location, ParseError, PermanentError, TransientError
 from interface.hl7.framing import FrameDecoder, frame
 from interface.hl7.message import decode, header_from_text
@@ -324,6 +326,7 @@ class OutboundWorker:
         self._thread: threading.Thread | None = None
         self.delivered = 0
         self.failed = 0
+        self.controls = NO_CONTROLS  # a paused destination's lane waits (interface.engine.controls)
 
     def sender(self, channel: str, dest: Destination) -> MLLPSender:
         key = (
@@ -351,7 +354,14 @@ class OutboundWorker:
         with self.db.connect() as conn:
             candidates = [
                 c
-                for c in workqueue.runnable(conn, now, self.batch, outbound=True, lane=self.lane)
+                for c in workqueue.runnable(
+                    conn,
+                    now,
+                    self.batch,
+                    outbound=True,
+                    lane=self.lane,
+                    exclude=self.controls.destinations or None,
+                )
                 if c.destination != CONNECTION_ACK
             ]  # the connection relay's (connection_acks)
             if not candidates:
@@ -475,6 +485,9 @@ class OutboundWorker:
             )
             self.failed += 1
             outcome = "error"
+        stats = self.pipeline.stats
+        if stats is not None and outcome != "retry":
+            stats.delivery(item.channel, item.destination, outcome == "done", now, since_created(item, now))
         log.info(
             "item=%s channel=%s destination=%s attempt=%d outcome=%s",
             item.id,

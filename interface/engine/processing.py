@@ -28,6 +28,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError, SQLAlchemyError
 
 from interface.config.channels import Channel
 from interface.engine import destinations
+from interface.engine.controls import NO_CONTROLS
 from interface.engine.polling import polling_thread
 from interface.hl7.errors import (
     UNKNOWN_KEY_IDENTIFIER,
@@ -80,8 +81,13 @@ class Pipeline:
             return ch, d
         raise PermanentError(f"channel {channel} has no destination {name}", reason="processing_error")
 
+    stats = None  # a store.channel_stats.Recorder (set by ops; kept across reloads)
+
     def finished(self, conn, item, err: Exception | None, now: datetime) -> None:
-        """A store item is done or in the error queue: queue the enhanced-mode application ACK."""
+        """A store item is done or in the error queue: count it (trends), queue the
+        enhanced-mode application ACK."""
+        if self.stats is not None:
+            self.stats.delivery(item.channel, item.destination, err is None, now, since_created(item, now))
         ch = self.channels.get(item.channel)
         if ch is not None and (ch.ack.application_ack is not None or ch.ack.same_connection):
             from interface.engine.application_acks import queue_application_ack
@@ -170,6 +176,18 @@ class Pipeline:
         handler.deliver(conn, item, d, prep.message, now)
 
 
+def since_created(item, now: datetime) -> float | None:
+    """Seconds from an item's creation (its message's receipt) to ``now``."""
+    created = getattr(item, "created_at", None)
+    if created is None:
+        return None
+    if isinstance(created, str):
+        created = datetime.fromisoformat(created)
+    if created.tzinfo is None and now.tzinfo is not None:
+        created = created.replace(tzinfo=now.tzinfo)
+    return max(0.0, (now - created).total_seconds())
+
+
 def unavailable(exc: SQLAlchemyError) -> bool:
     """The database itself failed (down, connection lost, locked, deadlock): the whole
     transaction is retried later. Any other database error is one item's own (see
@@ -216,6 +234,10 @@ class Worker:
         self._thread: threading.Thread | None = None
         self.processed = 0
         self.failed = 0
+        self.controls = NO_CONTROLS  # paused destinations are skipped (interface.engine.controls)
+
+    def _paused(self) -> frozenset[tuple[str, str]] | None:
+        return self.controls.destinations or None
 
     # -- one round (tests call this directly) ------------------------------------------------
 
@@ -225,7 +247,9 @@ class Worker:
         if self.db.dialect.name == "postgresql":
             return self._claim_and_apply(now)
         with self.db.connect() as conn:
-            candidates = workqueue.runnable(conn, now, self.batch, outbound=False)  # outbound: OutboundWorker
+            candidates = workqueue.runnable(
+                conn, now, self.batch, outbound=False, exclude=self._paused()
+            )  # outbound: OutboundWorker
             if not candidates:
                 return 0
             raws = dict(
@@ -252,7 +276,9 @@ class Worker:
         try:
             with self.db.begin() as conn:
                 # small claims, so that idle processes find heads of other keys to take
-                items = workqueue.runnable(conn, now, min(self.batch, 8), lock=True, outbound=False)
+                items = workqueue.runnable(
+                    conn, now, min(self.batch, 8), lock=True, outbound=False, exclude=self._paused()
+                )
                 if not items:
                     return 0
                 raws = dict(
@@ -276,7 +302,7 @@ class Worker:
         done = 0
         try:
             with self.db.begin() as conn:
-                items = workqueue.runnable(conn, now, len(ids), lock=True, ids=ids)
+                items = workqueue.runnable(conn, now, len(ids), lock=True, ids=ids, exclude=self._paused())
                 self._apply_chunk(conn, items, prepared, now, pipeline)
                 done = len(items)
         except OperationalError:
@@ -287,7 +313,9 @@ class Worker:
     def apply_items(self, conn, item_ids: list[int], now: datetime) -> dict[int, HL7Error | None]:
         """For ``ack: on_process``: apply these items inside the caller's transaction, if each is
         the head of its keys. Returns item id -> None (applied) or the error (in error queue)."""
-        items = workqueue.runnable(conn, now, len(item_ids), ids=item_ids, outbound=False, lock=True)
+        items = workqueue.runnable(
+            conn, now, len(item_ids), ids=item_ids, outbound=False, lock=True, exclude=self._paused()
+        )
         if not items:
             return {}
         raws = dict(
@@ -315,7 +343,9 @@ class Worker:
         """For ``apply: inline``: apply those of these new items that are first in line for their
         keys (store destinations only), in the caller's transaction, as a worker round would;
         returns the ids of the items done. Failures take their usual queue transition."""
-        items = workqueue.runnable(conn, now, len(prepared), ids=list(prepared), outbound=False, lock=True)
+        items = workqueue.runnable(
+            conn, now, len(prepared), ids=list(prepared), outbound=False, lock=True, exclude=self._paused()
+        )
         if not items:
             return []
         done: list[int] = []

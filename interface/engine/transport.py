@@ -32,6 +32,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.protocols.policies import TimeoutMixin
 
 from interface.config.channels import Channel
+from interface.engine.controls import NO_CONTROLS
 from interface.engine.outcome import Outcome
 from interface.hl7.errors import FrameTooLarge
 from interface.hl7.framing import FrameDecoder, frame
@@ -69,6 +70,11 @@ class MLLPProtocol(Protocol, TimeoutMixin):
         ch = self.factory.channel
         if host and not self.factory.allows(host):
             self.factory.event("refused_peer", self.peer, "address not in the channel allowlist")
+            self.closed = True
+            self.transport.abortConnection()
+            return
+        if self.factory.controls.all_paused(self.factory.channels):  # engine.controls: refused
+            self.factory.event("refused_paused", self.peer, "channel paused")
             self.closed = True
             self.transport.abortConnection()
             return
@@ -287,6 +293,7 @@ class MLLPFactory(Factory):
         self.partial_bytes = 0  # bytes held in partial frames, all connections
         self.protocols: set[MLLPProtocol] = set()
         self.draining = False
+        self.controls = NO_CONTROLS  # what is paused (interface.engine.controls), set by ops
 
     def drain(self) -> None:
         """Config reload: close every connection once its in-flight message has been answered

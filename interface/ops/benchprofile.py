@@ -7,7 +7,8 @@
 ``apply: queued`` so the two phases are measured apart; ``--inline`` keeps ``apply: inline``
 (the default), where receiving applies too and the drain finds (almost) nothing. ``--profile`` adds a cProfile
 of the drain (sorted by internal time). A fresh SQLite file in a temporary directory unless
-``--db`` names another database (which must be empty). Used for docs/benchmarks.md ("Where one
+``--db`` names another database (which must be empty). The trends are counted and flushed as
+``interface run`` does (``--no-trends``: not). Used for docs/benchmarks.md ("Where one
 ADT message's CPU goes"); the end-to-end figures come from ``interface bench``.
 """
 
@@ -27,7 +28,9 @@ from interface.engine.outcome import Inbound
 from interface.engine.processing import Worker
 from interface.ops.bench_workload import MIXES, adt_mix
 from interface.ops.runtime import Settings, load_pipeline
+from interface.store import channel_stats
 from interface.store import db as dbmod
+from interface.store.channel_stats import Recorder
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -42,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--inline", action="store_true", help="apply: inline (receive applies too)")
     ap.add_argument(
         "--mix", choices=MIXES, default="realistic", help="the ADT mix (interface.ops.bench.adt_mix)"
+    )
+    ap.add_argument(
+        "--no-trends",
+        action="store_true",
+        help="without the trends counting (interface.store.channel_stats) `interface run` does",
     )
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="interface-benchprofile-") as tmp:
@@ -66,9 +74,21 @@ def main(argv: list[str] | None = None) -> int:
             for q in queues:
                 if q:
                     frames.append(q.pop(0)[1][1:-2])  # strip the MLLP framing
+        trends = None if args.no_trends else Recorder()
+        worker.pipeline.stats = trends  # as interface run counts: per message, per frame, per item
         t0 = time.process_time()
         for i in range(0, len(frames), 16):
-            engine.receive_many([Inbound(channel, f, "bench") for f in frames[i : i + 16]])
+            started = time.monotonic()
+            outs = engine.receive_many([Inbound(channel, f, "bench") for f in frames[i : i + 16]])
+            if trends is not None:
+                now, took = clock(), time.monotonic() - started
+                for out in outs:
+                    for o in out.messages:
+                        trends.intake(channel.name, o.status, now)
+                    trends.ack_latency(channel.name, now, took)
+        if trends is not None:
+            with db.begin() as conn:  # what the sync thread does every few seconds
+                channel_stats.flush(conn, trends.take())
         t1 = time.process_time()
         prof = cProfile.Profile() if args.profile else None
         if prof:
@@ -76,6 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         items = 0
         while n := worker.run_once():
             items += n
+        if trends is not None:
+            with db.begin() as conn:
+                channel_stats.flush(conn, trends.take())
         t2 = time.process_time()
         if prof:
             prof.disable()

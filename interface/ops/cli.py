@@ -520,34 +520,26 @@ def _names_channels(args) -> bool:
 # -- delegated commands -------------------------------------------------------------------------
 
 
-def cmd_deficiencies(args, rest) -> int:
-    from interface.store.deficiencies import cli_main
+def cmd_delegated(args, rest) -> int:
+    """The subcommands that parse their own arguments: ``cli_main(argv, engine)`` of their module."""
+    from interface.desk import chart_prep, users
+    from interface.ops import audit_cli, channels_cli
+    from interface.store import deficiencies
 
-    return cli_main(rest, _engine(args))
-
-
-def cmd_chart_prep(args, rest) -> int:
-    from interface.desk.chart_prep import cli_main
-
-    return cli_main(rest, _engine(args))
+    modules = {
+        "deficiencies": deficiencies,
+        "users": users,
+        "chart-prep": chart_prep,
+        "audit": audit_cli,
+        "channels": channels_cli,
+    }
+    return modules[args.command].cli_main(rest, _engine(args))
 
 
 def cmd_scan(args, rest) -> int:
     from interface.ops.scan_cli import cli_main
 
     return cli_main(rest, _engine(args), args)
-
-
-def cmd_users(args, rest) -> int:
-    from interface.desk.users import cli_main
-
-    return cli_main(rest, _engine(args))
-
-
-def cmd_audit(args, rest) -> int:
-    from interface.ops.audit_cli import cli_main
-
-    return cli_main(rest, _engine(args))
 
 
 def cmd_db(args, rest) -> int:
@@ -761,13 +753,14 @@ def build_parser() -> argparse.ArgumentParser:
     sc.set_defaults(func=cmd_schema)
 
     for name, fn, helptext in (
-        ("deficiencies", cmd_deficiencies, "document completeness worklist"),
-        ("users", cmd_users, "console users: add, list, passwd, token(s), revoke-token"),
+        ("deficiencies", cmd_delegated, "document completeness worklist"),
+        ("users", cmd_delegated, "console users: add, list, passwd, token(s), revoke-token"),
         ("db", cmd_db, "database: upgrade (migrations)"),
         ("bench", cmd_bench, "the load benchmark"),
-        ("chart-prep", cmd_chart_prep, "patients with an appointment soon whose chart has a problem"),
-        ("audit", cmd_audit, "the audit trail: report (by patient or user, CSV), verify (hash chain)"),
+        ("chart-prep", cmd_delegated, "patients with an appointment soon whose chart has a problem"),
+        ("audit", cmd_delegated, "the audit trail: report (by patient or user, CSV), verify (hash chain)"),
         ("scan", cmd_scan, "scanned paper: coversheet, upload, list, show, index, rotate, split, merge"),
+        ("channels", cmd_delegated, "pause / resume a channel or destination, retry a destination, list"),
     ):
         d = sub.add_parser(name, help=helptext, add_help=False)
         _db_args(d)

@@ -301,6 +301,7 @@ class Reloader(ReloadReport):
         from interface.ops.runtime import _ThreadService
 
         parts = self.parts
+        pipeline.stats = parts["pipeline"].stats  # the trends recorder outlives a reload
         parts["pipeline"] = pipeline
         for w in parts["workers"] + parts["outbound"] + ([parts["relay"]] if parts.get("relay") else []):
             w.pipeline = pipeline  # read once per round by each worker
@@ -308,6 +309,7 @@ class Reloader(ReloadReport):
         for lane in outbound_lanes(channels):
             if lane not in have:
                 w = OutboundWorker(parts["db"], pipeline, clock=parts["clock"], lane=lane)
+                w.controls = parts["runtime"].controls
                 parts["outbound"].append(w)  # the same list the writer wakes
                 parts["top"].addService(_ThreadService(f"outbound {lane}", w.start, w.stop))
         parts["channels"][:] = channels

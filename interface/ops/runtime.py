@@ -5,20 +5,23 @@ services, alerts, the ready file (used by ``service`` and ``reload``).
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import endpoints, threads
+from twisted.internet import defer, endpoints, threads
 
 from interface.config.channels import Channel
 from interface.config.routing import Router
+from interface.engine.controls import Controls, paused_outcome
 from interface.engine.outcome import Inbound, Outcome
 from interface.engine.processing import Pipeline
 from interface.engine.transport import MLLPFactory, bind_description, listening_factory
 from interface.store import db as dbmod
+from interface.store.channel_stats import Recorder
 
 log = logging.getLogger("interface.ops.service")
 
@@ -59,19 +62,30 @@ class Settings:
 class Runtime:
     """What the running process knows that the database does not: live connections, counters."""
 
-    def __init__(self):
+    def __init__(self, clock=utcnow):
         self.factories: dict[str, MLLPFactory] = {}
         self.counters: dict[str, dict[str, int]] = {}
         self.ports: dict[str, int] = {}
+        self.bound: dict[str, dict] = {}  # channel -> {endpoint, host, port, started_at}: what was bound
         self.started_at = utcnow()
         self.alerts = None  # the alert Evaluator, when this process runs the alert checks
         self.scan = None  # the scan worker (interface.engine.scan_worker): uploads wake it
+        self.clock = clock
+        self.controls = Controls()  # what is paused (interface.engine.controls), refreshed by sync
+        self.stats = Recorder()  # trends per minute (interface.store.channel_stats), flushed by sync
+        self.sync = None  # the ChannelSync (interface.ops.channel_sync) of this process
 
     def count(self, inbound: Inbound, outcome: Outcome) -> None:
         c = self.counters.setdefault(inbound.channel.name, {})
+        now = self.clock()
         for o in outcome.messages:  # each message of a batch or multi-message frame
             c["received"] = c.get("received", 0) + 1
             c[o.status] = c.get(o.status, 0) + 1
+            self.stats.intake(inbound.channel.name, o.status, now)
+
+    def refused_paused(self, channel: str) -> None:
+        c = self.counters.setdefault(channel, {})
+        c["paused"] = c.get("paused", 0) + 1
 
     def channel_state(self, name: str) -> dict:
         f = self.factories.get(name)
@@ -173,14 +187,23 @@ def make_listener(
     ch = group[0]
     router = Router(group)
 
+    controls, stats = runtime.controls, runtime.stats
+
     def handle(frame: bytes, peer: str):
         target = router.select(frame, peer.rsplit(":", 1)[0])
+        if controls.intake_paused(target.name):  # paused: AE/CE, nothing stored (engine.controls)
+            runtime.refused_paused(target.name)
+            answer = paused_outcome(target, frame, runtime.clock())
+            return defer.succeed(answer) if answer is not None else defer.fail(IntakePaused(target.name))
+        started = time.monotonic()
         d = writer.submit(Inbound(target, frame, peer))
+        d.addCallback(_timed, stats, target.name, started, runtime.clock)
         if relay is not None and relay.wanted(target, frame):
             d.addCallback(relay.expect, factory, peer)
         return d
 
     factory = MLLPFactory(ch, handle, event_sink=record_event, clock=reactor, channels=group)
+    factory.controls = controls
     for member in group:
         runtime.factories[member.name] = factory
     fds = next((settings.inherited_fds[m.name] for m in group if m.name in settings.inherited_fds), None)
@@ -188,11 +211,23 @@ def make_listener(
         from interface.ops.endpoints import AdoptedEndpoint
 
         ep = AdoptedEndpoint(reactor, *fds)
+        ep.description = settings.port_overrides.get(ch.name, ch.listen) + " (shared by the workers)"
     else:
-        ep = endpoints.serverFromString(reactor, bind_description(ch, settings.port_overrides.get(ch.name)))
+        desc = bind_description(ch, settings.port_overrides.get(ch.name))
+        ep = endpoints.serverFromString(reactor, desc)
+        ep.description = desc  # what the console shows as bound (channel_listeners)
     svc = _ListenService(ep, listening_factory(ch, factory), [m.name for m in group], runtime)
     svc.mllp_factory = factory
     return svc
+
+
+class IntakePaused(Exception):
+    """A frame on a paused channel whose sender wants no error ACK: its connection is closed."""
+
+
+def _timed(outcome, stats, channel: str, started: float, clock):
+    stats.ack_latency(channel, clock(), time.monotonic() - started)
+    return outcome
 
 
 class _ThreadService(service.Service):
@@ -225,8 +260,17 @@ class _ListenService(StreamServerEndpointService):
 
     def _bound(self, port):
         addr = port.getHost()
+        endpoint = getattr(self.endpoint, "description", None)
         for name in self.channel_names:
             self.runtime.ports[name] = getattr(addr, "port", None)
+            self.runtime.bound[name] = {
+                "endpoint": endpoint or "",
+                "host": getattr(addr, "host", None),
+                "port": getattr(addr, "port", None),
+                "started_at": utcnow(),
+            }
+        if self.runtime.sync is not None:
+            self.runtime.sync.changed()  # publish the endpoint at once
         log.info("channel=%s listening on %s", ",".join(self.channel_names), addr)
         return port
 

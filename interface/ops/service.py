@@ -18,6 +18,7 @@ from interface.engine.inbound import Engine
 from interface.engine.outcome import Inbound, Outcome
 from interface.engine.processing import Worker
 from interface.engine.writer import GroupCommitWriter
+from interface.ops.channel_sync import ChannelSync
 from interface.ops.runtime import (
     Runtime,
     Settings,
@@ -67,7 +68,11 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     except ImportError:  # pragma: no cover
         pass
     writer = GroupCommitWriter(engine, reactor.callFromThread)
-    runtime = Runtime()
+    runtime = Runtime(clock)
+    engine.controls = pipeline_controls = runtime.controls  # pauses (interface.ops.channel_sync)
+    for w in [*workers, *outbound]:
+        w.controls = pipeline_controls
+    pipeline.stats = runtime.stats
     from interface.engine.connection_acks import ConnectionAckRelay  # ack.same_connection
 
     relay = ConnectionAckRelay(db, pipeline, clock=clock, call=reactor.callFromThread)
@@ -96,7 +101,13 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
             lambda f: log.error("event not recorded: %s", f.getErrorMessage())
         )
 
+    def wake_all() -> None:  # something was paused or resumed
+        for w in [*workers, *outbound]:
+            w.wake.set()
+
+    sync = ChannelSync(db, runtime, clock=clock, on_change=wake_all)
     top = service.MultiService()
+    top.addService(_ThreadService("channel sync", sync.start, sync.stop))
     top.addService(_ThreadService("writer", writer.start, writer.stop))
     for w in workers:
         top.addService(_ThreadService("worker", w.start, w.stop))
@@ -124,6 +135,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         record_event=record_event,
         clock=clock,
         top=top,
+        sync=sync,
     )
     from interface.ops.reload import load_alerts_config
 
@@ -159,6 +171,8 @@ def run(settings: Settings) -> int:
     top.startService()
     reloader = Reloader(settings, parts, reactor)
     install_sighup(reactor, reloader)
+    if "app" in parts:  # the channels page's reload button (interface.web.api.channel_actions)
+        parts["app"].state.reload = lambda: console_reload(settings, reactor, reloader)
     if settings.ready_file is not None:
         _write_ready_file(settings.ready_file, parts)
     pid = pid_file(settings.pid_file)
@@ -175,6 +189,19 @@ def run(settings: Settings) -> int:
     with pid:
         reactor.run()
     return 0
+
+
+def console_reload(settings: Settings, reactor, reloader) -> str:
+    """A reload asked for from the console: under ``--workers N`` the supervisor's (SIGHUP to
+    it: it checks and rolls or forwards), else this process's own."""
+    import os
+    import signal
+
+    if settings.inherited_fds:  # a cluster child: the supervisor owns the sockets and the reload
+        os.kill(os.getppid(), signal.SIGHUP)
+        return "reload requested from the supervisor; its outcome is the next event"
+    reactor.callFromThread(reloader.reload)
+    return "reload requested; its outcome is the next event (config_reloaded or config_rejected)"
 
 
 def ready_event() -> threading.Event:  # pragma: no cover - helper for embedding

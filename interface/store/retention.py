@@ -4,7 +4,8 @@
 cutoff whose work is over — status ``processed``, ``discarded``, ``rejected`` or ``resubmitted``
 (an original replaced by an edited copy) and no work item still pending, held or in error —
 together with their work items and attempt history, and wire events older than the cutoff.
-It never touches a message that is queued, held, in the error queue or quarantined: a clerk
+The trends table (:mod:`interface.store.channel_stats`) is pruned to its own windows at the same
+time (minutes older than 24 hours, hours older than 30 days). It never touches a message that is queued, held, in the error queue or quarantined: a clerk
 discards those (with a reason, audited) and a later prune removes them. An original whose edited
 copy is still kept stays until the copy goes. The audit trail is never pruned; neither are the
 chart and the document index (they are the record; their ``message_id`` may then point to a
@@ -31,6 +32,7 @@ from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import aliased
 
+from interface.store import channel_controls, channel_stats
 from interface.store.schema import events, messages, work_attempts, work_items, work_keys
 
 PRUNABLE = ("processed", "discarded", "rejected", "resubmitted")
@@ -45,6 +47,7 @@ class PruneResult:
     work_items: int = 0
     events: int = 0
     batches: int = 0
+    stats: int = 0  # trend rows past their keep (24 h of minutes, 30 days of hours)
 
 
 def _candidates(cutoff: datetime, channels: list[str] | None, limit: int):
@@ -114,6 +117,9 @@ def prune(
             if not ids:
                 break
             result.events += conn.execute(delete(events).where(events.c.id.in_(ids))).rowcount
+    with engine.begin() as conn:  # the trends keep their own windows, whatever --older-than says
+        result.stats = channel_stats.prune(conn, now)
+        channel_controls.prune_listeners(conn, now)
     return result
 
 
@@ -156,7 +162,7 @@ def prune_cli(engine: Engine, opts) -> int:
     r = prune(engine, older_than=older, now=now, channels=opts.channel, batch=opts.batch)
     print(
         f"deleted {r.messages} message(s), {r.work_items} work item(s), {r.events} event(s) "
-        f"in {r.batches} batch(es)"
+        f"in {r.batches} batch(es), {r.stats} old trend row(s)"
     )
     print(reclaim(engine, full=opts.vacuum))
     return 0

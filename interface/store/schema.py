@@ -49,6 +49,7 @@ TABLE_MODULES = (
     "interface.store.identity_schema",
     "interface.store.audit_schema",
     "interface.store.scan_schema",
+    "interface.store.channel_schema",
 )
 
 

@@ -22,7 +22,7 @@ import random
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import and_, bindparam, delete, exists, func, insert, select, text, update
+from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import aliased
 
@@ -78,6 +78,12 @@ def _runnable_query(n_ids: int, outbound: bool | None, lane: bool, pg_lock: bool
     round, the journal writer once per group commit). ``n_ids``: the number of ``b_id<i>``
     parameters of its ``id IN (...)`` (0: no id filter) — one bind each rather than an expanding
     IN, so that it runs through ``fastsql``."""
+    return fastsql.Statement(_runnable_select(n_ids, outbound, lane, pg_lock))
+
+
+def _runnable_select(n_ids: int, outbound: bool | None, lane: bool, pg_lock: bool, exclude=()):
+    """The SELECT of :func:`_runnable_query`; ``exclude``: (channel, destination) pairs whose
+    items are skipped (destinations an analyst paused: rare, so that shape is not cached)."""
     q = (
         select(
             work_items.c.id,
@@ -104,9 +110,15 @@ def _runnable_query(n_ids: int, outbound: bool | None, lane: bool, pg_lock: bool
         q = q.where(out if outbound else ~out)
     if lane:
         q = q.where(work_items.c.key.like(bindparam("b_lane"), escape="/"))
+    if exclude:
+        q = q.where(
+            ~or_(
+                *(and_(work_items.c.channel == c, work_items.c.destination == d) for c, d in sorted(exclude))
+            )
+        )
     if pg_lock:
         q = q.with_for_update(skip_locked=True, of=work_items)
-    return fastsql.Statement(q)
+    return q
 
 
 def runnable(
@@ -118,17 +130,26 @@ def runnable(
     ids: list[int] | None = None,
     outbound: bool | None = None,
     lane: str | None = None,
+    exclude: frozenset[tuple[str, str]] | None = None,
 ) -> list:
     """Items that may run now, oldest first, at most one per key. ``lock`` (PostgreSQL):
     claim them with FOR UPDATE SKIP LOCKED for the rest of the transaction.
 
     ``outbound``: False = store lanes only (the store worker), True = outbound lanes only
-    (``out:`` keys, see ``interface.engine.destinations``); ``lane``: only keys with this prefix."""
+    (``out:`` keys, see ``interface.engine.destinations``); ``lane``: only keys with this prefix;
+    ``exclude``: (channel, destination) pairs paused (their items wait)."""
     pg_lock = lock and conn.dialect.name == "postgresql"
     params: dict = {"b_now": now, "b_limit": limit}
     if lane is not None:
         params["b_lane"] = lane.replace("/", "//").replace("%", "/%").replace("_", "/_") + "%"
-    if ids is None:
+    if exclude:
+        rows = []
+        for chunk in fastsql.chunks(ids) if ids is not None else [None]:
+            q = _runnable_select(len(chunk) if chunk else 0, outbound, lane is not None, pg_lock, exclude)
+            extra = fastsql.in_values("b_id", chunk) if chunk else {}
+            rows += conn.execute(q, {**params, **extra}).all()
+        rows = rows[:limit]
+    elif ids is None:
         rows = fastsql.run(conn, _runnable_query(0, outbound, lane is not None, pg_lock), params).all()
     else:
         rows = []

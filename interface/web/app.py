@@ -20,7 +20,10 @@ accepts ``text/html``. Uvicorn's access log is off: URLs carry MRNs (``?mrn=``).
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
+import signal
 import socket
 import sqlite3
 import threading
@@ -230,6 +233,8 @@ def create_app(
     app.include_router(api_health.router)
     app.include_router(api_docs.router)
     app.include_router(api_channels.router)
+    app.include_router(_optional_router("interface.web.api.channel_actions"))
+    app.include_router(_optional_router("interface.web.api.channel_stats"))
     app.include_router(api_messages.router)
     app.include_router(api_errors.router)
     app.include_router(api_users.router)
@@ -270,6 +275,7 @@ def create_app(
             "interface.web.pages_charts",
             "interface.web.pages_prep",
             "interface.web.pages_audit",
+            "interface.web.pages_channels",
         ):
             app.include_router(_optional_router(group))
         users_pages = _optional_router("interface.web.pages_users")
@@ -353,6 +359,17 @@ def tls_options(tls: tuple[str, str] | None) -> dict:
     return {"ssl_certfile": cert, "ssl_keyfile": key}
 
 
+def signal_reload(pid_path: Path) -> str:
+    """The console's reload button when it runs alone (``interface web``): SIGHUP to the engine
+    whose pid ``interface run`` wrote (as ``interface reload`` does, without waiting)."""
+    try:
+        pid = int(Path(pid_path).read_text().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as exc:
+        return f"no engine to reload ({type(exc).__name__}: is `interface run` running with this --var?)"
+    return f"reload requested (SIGHUP to the engine, pid {pid}); its outcome is the next event"
+
+
 def serve(
     db_url: str | None, var_dir, host: str, port: int, channels_dir: Path, tls: tuple[str, str] | None = None
 ) -> int:
@@ -397,6 +414,7 @@ def serve(
         print(exc)
         return 1
     app = create_app(engine, channels=channels, document_settings=document_settings)
+    app.state.reload = functools.partial(signal_reload, Path(var_dir) / "interface.pid")
     log.info("web console and API on %s://%s:%s/", "https" if tls else "http", host, port)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", **ssl_options)
     return 0

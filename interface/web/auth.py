@@ -75,6 +75,7 @@ DOCUMENTS = ("clerk",)
 MESSAGES = ("clerk", "analyst")
 ERRORS = ("clerk", "analyst")
 AUDIT = ("auditor",)
+OPERATE = ("analyst",)  # running channels: pause, resume, retry a destination, reload
 ANY = ()  # any authenticated user
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))

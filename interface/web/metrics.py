@@ -14,17 +14,23 @@ Metrics:
 * ``interface_work_oldest_pending_age_seconds`` {channel, destination}
 * ``interface_database_up`` (0 when the queue could not be read)
 * ``interface_alerts_firing`` {rule} (alerts firing now, when this process runs the alert checks)
+* ``interface_trend_messages_last_hour`` {channel, destination, outcome=received|accepted|rejected|errored}
+  and ``interface_trend_latency_seconds_last_hour`` {channel, destination, quantile=0.5|0.95|0.99}:
+  the trends table's figures (the graphs of the dashboard and the channel page), from every
+  engine process sharing the database
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from sqlalchemy.exc import SQLAlchemyError
 
+from interface.store import channel_stats
 from interface.web.api.channels import _cache, queue_stats, runtime_counters
 
 log = logging.getLogger("interface.web.metrics")
@@ -108,6 +114,35 @@ class InterfaceCollector:
         yield processed
         yield discarded
         yield age
+        yield from self.trends(now)
+
+    def trends(self, now):
+        """The trends table's figures (the dashboard's graphs) over the last hour, every process."""
+        try:
+            with self.app.state.reader.connect() as conn:
+                totals = channel_stats.totals(conn, channel_stats.minute_of(now) - timedelta(minutes=59))
+        except SQLAlchemyError as exc:
+            log.warning("metrics: trends not readable: %s", type(exc).__name__)
+            return
+        counts = GaugeMetricFamily(
+            "interface_trend_messages_last_hour",
+            'Messages in the last hour by outcome (destination "" is the intake)',
+            labels=["channel", "destination", "outcome"],
+        )
+        latency = GaugeMetricFamily(
+            "interface_trend_latency_seconds_last_hour",
+            "Latency percentiles in the last hour (intake: frame to ACK; destination: receipt to delivery)",
+            labels=["channel", "destination", "quantile"],
+        )
+        for (ch, dest), pt in sorted(totals.items()):
+            for outcome in channel_stats.COUNTS:
+                counts.add_metric([ch, dest, outcome], getattr(pt, outcome))
+            for q in (0.5, 0.95, 0.99):
+                v = pt.p(q)
+                if v is not None:
+                    latency.add_metric([ch, dest, str(q)], v / 1000.0)
+        yield counts
+        yield latency
 
 
 def make_registry(app) -> CollectorRegistry:

@@ -51,7 +51,7 @@ from interface.desk.users import User
 from interface.rules import words
 from interface.store import workqueue
 from interface.store.schema import events, messages, work_items
-from interface.web import auth
+from interface.web import auth, event_words, trends_view
 from interface.web.api.channels import channel_health, runtime_counters
 from interface.web.auth import require
 
@@ -197,7 +197,7 @@ def _nav(user: User | None) -> list[tuple[str, str]]:
         return []
     role = user.role
     admin = role == "admin"
-    items = [("/", "Dashboard")]
+    items = [("/", "Dashboard"), ("/channels", "Channels")]
     if admin or role in auth.MESSAGES:
         items.append(("/messages", "Messages"))
     if admin or role in auth.ERRORS:
@@ -614,7 +614,10 @@ def dashboard_data(request: Request) -> dict:
             dict(r._mapping) for r in conn.execute(select(events).order_by(events.c.id.desc()).limit(10))
         ]
         waiting = workqueue.waiting_by_channel(conn)
+        trend = trends_view.trend(conn, now, window=request.query_params.get("trend", "hour"))
         conn.rollback()
+    for e in recent_events:  # in words, with a link (interface.web.event_words)
+        e["words"] = event_words.describe(e["kind"], e["channel"], e["peer"], e["detail"])
     names += [n for n in sorted(set(by_status) | set(queue_rows) | set(waiting)) if n not in names]
     rows = []
     for name in names:
@@ -673,6 +676,7 @@ def dashboard_data(request: Request) -> dict:
     return {
         "channels": rows,
         "events": recent_events,
+        "trend": trend,
         "now": now,
         "runtime": runtime is not None,
         "started_at": getattr(runtime, "started_at", None),

@@ -25,14 +25,15 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Literal
 
-from fastapi import APIRouter, Depends, Query, Request
+import yaml
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from pydantic import BaseModel, Field
 from sqlalchemy import case, func, select
 
-from interface.store import workqueue
+from interface.store import channel_controls, channel_stats, workqueue
 from interface.store.schema import events, work_items
 from interface.web.auth import ANY, ERROR_RESPONSES, MAX_ID, UtcDateTime, clock, require
 
@@ -157,6 +158,7 @@ class QueueFigures(BaseModel):
 
 class Destination(QueueFigures):
     name: str
+    paused: bool = Field(False, description="its queue is paused: workers skip its items")
 
 
 class Counters(BaseModel):
@@ -168,11 +170,31 @@ class Counters(BaseModel):
     errors: int
 
 
+class LiveEndpoint(BaseModel):
+    """What one engine process bound for the channel (``--listen`` overrides included)."""
+
+    process: str = Field(description="host:pid of the engine process")
+    endpoint: str = Field(description="the endpoint string it bound")
+    host: str | None
+    port: int | None
+    connections: int
+    refusing: bool = Field(description="this process has taken the pause: it refuses the channel's intake")
+    started_at: UtcDateTime
+    seen_at: UtcDateTime
+
+
 class ChannelState(BaseModel):
     name: str
     configured: bool
-    listen: str | None
+    listen: str | None = Field(description="the endpoint in the channel file")
     port: int | None
+    live: list[LiveEndpoint] = Field(
+        default_factory=list, description="the endpoints actually bound, by every engine process"
+    )
+    intake_paused: bool = False
+    paused_by: str | None = None
+    paused_at: UtcDateTime | None = None
+    rate_per_minute: float | None = Field(None, description="messages received per minute, last 5 minutes")
     listening: bool | None  # None: not known to this process (console running on its own)
     connections: int | None
     counters: Counters | None
@@ -197,13 +219,36 @@ class ChannelList(BaseModel):
 def channels(request: Request, _user=Depends(require(*ANY))) -> ChannelList:
     """Each channel: live state and counters (when the engine runs in this process) and its
     queue from the database, in total and per destination."""
+    return ChannelList(channels=channel_states(request), runtime=request.app.state.runtime is not None)
+
+
+def channel_states(request: Request, only: str | None = None) -> list[ChannelState]:
+    """Every channel's state (or ``only`` that one): shared by the API and the pages."""
     now = clock(request)
     with request.app.state.reader.connect() as conn:
         stats = queue_stats(conn, now, _cache(request.app))
         waiting = workqueue.waiting_by_channel(conn)
+        live: dict[str, list[LiveEndpoint]] = {}
+        for r in channel_controls.listeners(conn, now):
+            live.setdefault(r.channel, []).append(
+                LiveEndpoint(
+                    process=r.process,
+                    endpoint=r.endpoint,
+                    host=r.host,
+                    port=r.port,
+                    connections=r.connections,
+                    refusing=r.paused,
+                    started_at=r.started_at,
+                    seen_at=r.seen_at,
+                )
+            )
+        paused = {(p.channel, p.destination): p for p in channel_controls.paused(conn)}
+        recent = channel_stats.totals(conn, channel_stats.minute_of(now) - timedelta(minutes=4))
     runtime = request.app.state.runtime
     configured = {c.name: c for c in (request.app.state.channels or [])}
     names = list(configured) + sorted(({ch for ch, _ in stats} | set(waiting)) - set(configured))
+    if only is not None:
+        names = [n for n in names if n == only]
     out = []
     for name in names:
         dests = sorted((d, s) for (ch, d), s in stats.items() if ch == name)
@@ -219,19 +264,35 @@ def channels(request: Request, _user=Depends(require(*ANY))) -> ChannelList:
         state = runtime.channel_state(name) if runtime is not None else None
         ch = configured.get(name)
         w = waiting.get(name, workqueue.Waiting())
+        mine = live.get(name, [])
+        listening = state["listening"] if state else (True if mine else None)
+        connections = state["connections"] if state else (sum(e.connections for e in mine) if mine else None)
+        pause = paused.get((name, channel_controls.INTAKE))
+        got = recent.get((name, ""))
+        configured_dests = [d.name for d in ch.destinations] if ch is not None else []
+        for d in configured_dests:
+            if d not in dict(dests):
+                dests.append((d, {f: 0 for f in QUEUE_FIELDS} | {"oldest_pending_age_seconds": None}))
         out.append(
             ChannelState(
                 name=name,
                 configured=ch is not None,
                 listen=getattr(ch, "listen", None),
-                port=state["port"] if state else None,
-                listening=state["listening"] if state else None,
-                connections=state["connections"] if state else None,
+                port=state["port"] if state else (mine[0].port if mine else None),
+                live=mine,
+                intake_paused=pause is not None,
+                paused_by=pause.paused_by if pause else None,
+                paused_at=pause.paused_at if pause else None,
+                rate_per_minute=round(got.received / 5.0, 1)
+                if got is not None
+                else (0.0 if mine or state else None),
+                listening=listening,
+                connections=connections,
                 counters=Counters(**runtime_counters(state["counters"])) if state else None,
                 queue=total,
-                destinations=[Destination(name=d, **s) for d, s in dests],
+                destinations=[Destination(name=d, paused=(name, d) in paused, **s) for d, s in dests],
                 state=channel_health(
-                    listening=state["listening"] if (state and ch is not None) else None,
+                    listening=listening if ch is not None else None,
                     errored=total.errored,
                     blocked=w.blocked,
                     held=w.held,
@@ -242,7 +303,7 @@ def channels(request: Request, _user=Depends(require(*ANY))) -> ChannelList:
                 oldest_held_age_seconds=_age(now, w.oldest_held),
             )
         )
-    return ChannelList(channels=out, runtime=runtime is not None)
+    return out
 
 
 def _age(now: datetime, ts: datetime | None) -> float | None:
@@ -286,3 +347,52 @@ def list_events(
     more = len(rows) > limit
     rows = rows[:limit]
     return EventPage(events=[Event(**r._mapping) for r in rows], next_before_id=rows[-1].id if more else None)
+
+
+class ConfigEntry(BaseModel):
+    key: str
+    value: str = Field(description="the value as loaded (defaults included), as YAML")
+    file: str | None = Field(description="the channel file it came from; None: a default")
+    line: int | None
+
+
+class ChannelDetail(BaseModel):
+    channel: ChannelState
+    file: str | None = Field(description="the channel file as loaded")
+    config: list[ConfigEntry]
+
+
+def config_entries(ch) -> tuple[str | None, list[ConfigEntry]]:
+    """A channel's configuration as loaded: every top-level setting (defaults included), each
+    with the file and line it was written at (``config.yamlfile`` keeps positions)."""
+    src = getattr(ch, "_source", None)
+    written = src.data if src is not None and isinstance(src.data, dict) else {}
+    out = []
+    for key, value in ch.model_dump(mode="json").items():
+        text = yaml.safe_dump(value, sort_keys=False, default_flow_style=False, allow_unicode=True).strip()
+        if text.endswith("\n..."):
+            text = text[:-4].strip()
+        here = key in written
+        out.append(
+            ConfigEntry(
+                key=key,
+                value=text,
+                file=src.file if (src is not None and here) else None,
+                line=src.line((key,)) if (src is not None and here) else None,
+            )
+        )
+    return (src.file if src is not None else None), out
+
+
+@router.get("/api/channels/{name}", response_model=ChannelDetail, responses=ERROR_RESPONSES)
+def channel_detail(
+    request: Request, name: str = Path(max_length=64), _user=Depends(require(*ANY))
+) -> ChannelDetail:
+    """One channel: its state (as in ``/api/channels``) and its configuration as loaded, setting
+    by setting with the source file and line."""
+    states = channel_states(request, only=name)
+    if not states:
+        raise HTTPException(404, "no such channel")
+    ch = next((c for c in (request.app.state.channels or []) if c.name == name), None)
+    file, config = config_entries(ch) if ch is not None else (None, [])
+    return ChannelDetail(channel=states[0], file=file, config=config)
