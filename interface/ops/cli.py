@@ -124,9 +124,16 @@ def check_config(paths: list[str]) -> list[str]:
     channel_files, mapping_paths, rule_files, alert_files = [], [], [], []
     if not paths and Path("alerts.yaml").is_file():
         alert_files.append(Path("alerts.yaml"))
+    from interface.config import directory
+
+    problems.extend(
+        directory.check_paths([p for p in paths or ["directory.yaml"] if directory.is_checked(p)])
+    )
     for p in map(Path, paths or ["channels", "mappings", "rules"]):
         if p.is_file() and p.name.startswith("alerts") and "channels" not in p.resolve().parent.parts:
             alert_files.append(p)
+            continue
+        if directory.is_checked(p):
             continue
         if not p.exists():
             problems.append(f"{p}:1: no such file or directory")
@@ -526,7 +533,10 @@ def cmd_chart_prep(args, rest) -> int:
 
 def cmd_users(args, rest) -> int:
     from interface.desk.users import cli_main
+    from interface.ops import directory_cli
 
+    if rest[:1] == ["directory-test"]:  # the directory, not the database
+        return directory_cli.main(rest[1:])
     return cli_main(rest, _engine(args))
 
 
@@ -742,7 +752,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, fn, helptext in (
         ("deficiencies", cmd_deficiencies, "document completeness worklist"),
-        ("users", cmd_users, "console users: add, list, passwd, token(s), revoke-token"),
+        ("users", cmd_users, "console users: add, list, passwd, token(s), revoke-token, directory-test"),
         ("db", cmd_db, "database: upgrade (migrations)"),
         ("bench", cmd_bench, "the load benchmark"),
         ("chart-prep", cmd_chart_prep, "patients with an appointment soon whose chart has a problem"),
