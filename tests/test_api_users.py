@@ -77,6 +77,7 @@ def test_list_users_has_no_secrets(client, admin):
         "created_at",
         "password_changed_at",
         "last_login_at",
+        "source",
     }
     assert "argon2" not in r.text and "hash" not in r.text
 

@@ -532,7 +532,7 @@ def test_fix_and_resubmit_changes_the_chart(admin, seeded):
     fid = seeded.items["fix"]
     page = admin.get(f"/errors/{fid}").text
     assert "PID-7 (Date Time of Birth)" in page and "textarea" not in page
-    raw_shown = re.search(r'<pre class="hl7" id="raw">(.*?)</pre>', page, re.S).group(1)
+    raw_shown = re.search(r'<pre class="hl7" id="raw"[^>]*>(.*?)</pre>', page, re.S).group(1)
     assert "RIVERA" not in raw_shown  # the message masked; the banner names whose record it is
     page = admin.post(
         f"/errors/{fid}/reveal", data={"reason": "fix birth date", "csrf_token": admin.csrf}

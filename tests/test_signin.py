@@ -223,8 +223,8 @@ def test_a_password_changed_during_the_check_wins(app, engine, monkeypatch):
     make_user(engine, "ann", "clerk")
     real = signin.check_password
 
-    def racing(reader, name, password):
-        out = real(reader, name, password)
+    def racing(reader, name, password, directory=None):
+        out = real(reader, name, password, directory)
         with engine.begin() as conn:
             users.set_password(conn, "ann", "another long passphrase", now=NOW)
         return out

@@ -24,6 +24,14 @@ never locked: the real user on another computer signs in as usual, whatever some
 types. A success clears that address's count for that name. An admin is never locked out: the
 CLI (``interface users passwd``) works on the database directly.
 
+**Directory users** (:mod:`interface.desk.directory`, when ``directory.yaml`` is there): a name
+that is a *local* user's signs in with its local password only, and the directory is never asked
+(local accounts win for their own names, in any case: ``Admin`` is not a directory name when
+``admin`` is a local user; the break-glass admin signs in when the directory is down). Any other
+name is bound in the directory and its local record is named in lower case (:func:`check_password` returns a
+:class:`DirectoryChecked`; :func:`interface.web.auth.login` then creates or updates the local
+record, :func:`interface.desk.users.sync_directory_user`). The limits above apply the same.
+
 The client address is the TCP peer's (``request.client``); behind a reverse proxy every client
 has the proxy's address, so the per-address limit applies to all of them together (a proxy
 should do its own limiting). The counts live in the serving process: ``interface run`` serves the
@@ -40,9 +48,13 @@ from limits import parse_many
 from limits.storage import MemoryStorage
 from limits.storage import memory as _limits_clock  # its ``time``: the clock the windows use
 from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import func
 
 from interface.desk import users as usermod
+from interface.desk.directory import OK, Answer, Directory, DirectoryDown
 from interface.desk.users import User, users
+
+__all__ = ["Answer", "DirectoryDown"]  # re-exported for interface.web.auth
 
 PER_NAME_AND_ADDRESS = "5/15 minutes;20/day"
 PER_ADDRESS = "30/15 minutes"
@@ -108,17 +120,39 @@ class Checked:
     rehashed: str | None
 
 
-def check_password(reader, name: str, password: str) -> Checked | None:
-    """The user if ``name`` is an enabled user whose password is ``password``, else None. Reads
-    through ``reader`` and gives its connection back before hashing; no transaction is open while
-    the hash is computed. An unknown name costs the same hash (no user-name oracle by timing)."""
+@dataclass(frozen=True)
+class DirectoryChecked:
+    """What the directory said about a name that is not a local user's (the local record is
+    brought in line with it in the session's transaction)."""
+
+    name: str
+    answer: Answer
+
+    @property
+    def ok(self) -> bool:
+        return self.answer.outcome == OK
+
+
+def check_password(
+    reader, name: str, password: str, directory: Directory | None = None
+) -> Checked | DirectoryChecked | None:
+    """The user if ``name`` is an enabled local user whose password is ``password``; what the
+    directory says if there is a ``directory`` and the name is not a local user's
+    (:class:`DirectoryChecked`; DirectoryDown when it cannot be reached); else None. Reads
+    through ``reader`` and gives its connection back before hashing or asking the directory; no
+    transaction is open meanwhile. An unknown name costs the same hash (no user-name oracle by
+    timing)."""
     with reader.connect() as conn:
+        if directory is not None:  # names differing only in case are one name in a directory
+            alike = conn.execute(users.select().where(func.lower(users.c.name) == name.lower())).all()
         row = conn.execute(users.select().where(users.c.name == name)).first()
         conn.rollback()
+    if directory is not None and not any(r.source != usermod.DIRECTORY for r in alike):
+        return DirectoryChecked(name.lower(), directory.authenticate(name, password))
     if not _slots.acquire(timeout=HASH_WAIT_SECONDS):
         raise Busy()
     try:
-        if row is None:
+        if row is None or row.source == usermod.DIRECTORY:  # (a directory user, no directory set up)
             usermod.dummy_verify(password)
             return None
         if not usermod.verify_password(row.password_hash, password) or row.disabled:

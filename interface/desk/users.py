@@ -46,6 +46,8 @@ from interface.store import audit as store_audit
 from interface.store.schema import TS, Id, metadata
 
 ROLES = ("clerk", "analyst", "admin", "auditor")
+LOCAL, DIRECTORY = "local", "directory"  # users.source
+DIRECTORY_PASSWORD = "!directory"  # a directory user's password_hash: no password matches it
 SESSION_LIFETIME = timedelta(hours=8)
 
 users = Table(
@@ -59,6 +61,12 @@ users = Table(
     Column("created_at", TS, nullable=False),
     Column("password_changed_at", TS, nullable=False),
     Column("last_login_at", TS, nullable=True),  # the last console sign-in (None: never)
+    # local: a password in this database; directory: signs in against the hospital's directory
+    # (interface.desk.directory), role and enabled state from the directory at each sign-in
+    Column("source", String(16), nullable=False, server_default="local"),
+    # directory: the directory's answer disabled the user (its next yes enables it again);
+    # None: an administrator did (only an administrator enables it again)
+    Column("disabled_by", String(16), nullable=True),
 )
 
 api_tokens = Table(
@@ -272,6 +280,8 @@ def set_role(
     if role not in ROLES:
         raise UserError(f"role must be one of {', '.join(ROLES)}")
     row = _user_row(conn, name)
+    if row.source == DIRECTORY:
+        raise UserConflict(f"{name!r} signs in with the directory: its role comes from its groups there")
     if row.role == role:
         return
     if keep_an_admin and row.role == "admin" and not row.disabled:
@@ -293,6 +303,8 @@ def set_password(
     now = now or utcnow()
     password_hash = _hash_of(password, name)
     row = _user_row(conn, name)
+    if row.source == DIRECTORY:
+        raise UserConflict(f"{name!r} signs in with the directory: its password is the directory's")
     conn.execute(
         update(users).where(users.c.id == row.id).values(password_hash=password_hash, password_changed_at=now)
     )
@@ -320,7 +332,7 @@ def set_disabled(
     row = _user_row(conn, name)
     if keep_an_admin and disabled and row.role == "admin" and not row.disabled:
         _keep_an_admin(conn, row)
-    conn.execute(update(users).where(users.c.id == row.id).values(disabled=disabled))
+    conn.execute(update(users).where(users.c.id == row.id).values(disabled=disabled, disabled_by=None))
     if disabled:
         conn.execute(sessions.delete().where(sessions.c.user_id == row.id))
         conn.execute(update(api_tokens).where(api_tokens.c.user_id == row.id).values(revoked=True))
@@ -343,6 +355,8 @@ def new_token(
     row = _user_row(conn, name)
     if row.disabled:
         raise UserConflict(f"user {name!r} is disabled")
+    if row.source == DIRECTORY:
+        raise UserConflict(f"{name!r} signs in with the directory; API tokens are for local accounts")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     tid = conn.execute(
         insert(api_tokens)
@@ -417,7 +431,7 @@ def revoke_token(
 
 def list_users(conn: Connection) -> list[dict]:
     """Every user without secrets (no hash): id, name, role, disabled, created_at,
-    password_changed_at, last_login_at."""
+    password_changed_at, last_login_at, source (local or directory)."""
     rows = conn.execute(
         select(
             users.c.id,
@@ -427,9 +441,57 @@ def list_users(conn: Connection) -> list[dict]:
             users.c.created_at,
             users.c.password_changed_at,
             users.c.last_login_at,
+            users.c.source,
         ).order_by(users.c.name)
     ).all()
     return [dict(r._mapping) for r in rows]
+
+
+def sync_directory_user(conn: Connection, name: str, role: str | None, now: datetime) -> User | None:
+    """Bring the local record of a directory user in line with what the directory just said
+    (``role``: the role its groups give, None when it said no: unknown, or in no mapped group).
+
+    Yes: the record is created (``source`` directory, no usable password) or its role updated, and
+    enabled again if the directory had disabled it; returns the user. No: an enabled record is
+    disabled (its sessions end); returns None. Also None when the name is a local user's (local
+    accounts win for their own names) or an administrator disabled the record. Audited as
+    ``directory``."""
+    row = conn.execute(select(users).where(users.c.name == name)).first()
+    if row is not None and row.source != DIRECTORY:
+        return None
+    if role is None:
+        if row is not None and not row.disabled:
+            conn.execute(
+                update(users).where(users.c.id == row.id).values(disabled=True, disabled_by=DIRECTORY)
+            )
+            conn.execute(sessions.delete().where(sessions.c.user_id == row.id))
+            _audit(conn, now, "directory", "user_disable", name, "the directory gives no role")
+        return None
+    if row is None:
+        uid = conn.execute(
+            insert(users)
+            .values(
+                name=name,
+                role=role,
+                password_hash=DIRECTORY_PASSWORD,
+                disabled=False,
+                created_at=now,
+                password_changed_at=now,
+                source=DIRECTORY,
+            )
+            .returning(users.c.id)
+        ).scalar_one()
+        _audit(conn, now, "directory", "user_add", name, f"role={role} source=directory")
+        return User(uid, name, role)
+    if row.disabled and row.disabled_by != DIRECTORY:
+        return None  # an administrator disabled it: only an administrator enables it again
+    if row.disabled:
+        conn.execute(update(users).where(users.c.id == row.id).values(disabled=False, disabled_by=None))
+        _audit(conn, now, "directory", "user_enable", name)
+    if row.role != role:
+        conn.execute(update(users).where(users.c.id == row.id).values(role=role))
+        _audit(conn, now, "directory", "user_role", name, f"role={row.role}->{role}")
+    return User(row.id, name, role)
 
 
 # -- authentication ---------------------------------------------------------------------------------

@@ -5,31 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 
 from twisted.internet.error import CannotListenError
 
 from interface.hl7.errors import ConfigError
+from interface.ops import cli_args, errors_cli
 
-
-def _db_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--db", help="database URL (default: $INTERFACE_DB_URL or sqlite:///var/interface.store.db)"
-    )
-    p.add_argument("--var", default="var", help="state directory for the embedded set-up (default ./var)")
-
-
-def _engine(args):
-    from interface.store import db
-
-    eng = db.make_engine(db.resolve_url(args.db, args.var))
-    db.create_schema(eng)
-    return eng
-
-
-def _now():
-    return datetime.now(timezone.utc)
+_db_args, _engine, _now = cli_args.db_args, cli_args.engine, cli_args.now
 
 
 # -- run ----------------------------------------------------------------------------------------
@@ -124,9 +107,16 @@ def check_config(paths: list[str]) -> list[str]:
     channel_files, mapping_paths, rule_files, alert_files = [], [], [], []
     if not paths and Path("alerts.yaml").is_file():
         alert_files.append(Path("alerts.yaml"))
+    from interface.config import directory
+
+    problems.extend(
+        directory.check_paths([p for p in paths or ["directory.yaml"] if directory.is_checked(p)])
+    )
     for p in map(Path, paths or ["channels", "mappings", "rules"]):
         if p.is_file() and p.name.startswith("alerts") and "channels" not in p.resolve().parent.parts:
             alert_files.append(p)
+            continue
+        if directory.is_checked(p):
             continue
         if not p.exists():
             problems.append(f"{p}:1: no such file or directory")
@@ -274,214 +264,6 @@ def cmd_send(args) -> int:
     return 0 if all_ok else 1
 
 
-# -- errors -------------------------------------------------------------------------------------
-
-
-def cmd_errors(args) -> int:
-    from sqlalchemy import select
-
-    from interface.desk import errorqueue
-    from interface.ops import audit_cli
-    from interface.rules import words
-    from interface.store import workqueue
-    from interface.store.schema import messages, work_attempts, work_items
-
-    eng = _engine(args)
-    args.id = args.ids[0] if args.ids else None
-    if args.action in ("retry", "discard") and (args.all or len(args.ids) > 1):
-        return _errors_bulk(args, eng)
-    if args.action == "reprocess":
-        return _errors_reprocess(args, eng)
-    if args.action in ("file", "file-anyway", "send-back", "candidates"):
-        from interface.ops.identity_cli import errors_identity
-
-        return errors_identity(args, eng, _now())
-    if args.action == "list":
-        q = (
-            select(work_items)
-            .where(work_items.c.status.in_(args.status.split(",")))
-            .order_by(work_items.c.id)
-        )
-        if args.channel:
-            q = q.where(work_items.c.channel == args.channel)
-        if args.reason:
-            q = q.where(work_items.c.reason == args.reason)
-        if args.destination:
-            q = q.where(work_items.c.destination == args.destination)
-        with eng.connect() as conn:
-            rows = [dict(r._mapping) for r in conn.execute(q.limit(args.limit))]
-            behind = workqueue.waiting_behind(conn, [r["id"] for r in rows])
-        for r in rows:
-            r["waiting_behind"] = behind[r["id"]]
-            r["reason_text"] = words.reason_text(r["reason"])
-        audit_cli.cli_items_read(eng, [r["id"] for r in rows], action="search")  # each patient listed
-        if args.json:
-            print(json.dumps(rows, default=str, indent=1))
-        else:
-            for r in rows:
-                err = (r["last_error"] or "")[:100]
-                if err and r["status"] in ("done", "discarded"):
-                    err = f"(earlier error) {err}"
-                print(
-                    f"{r['id']}\t{r['channel']}\t{r['destination']}\t{r['status']}\t{r['reason'] or ''}\t"
-                    f"{r['error_location'] or ''}\t{r['waiting_behind']} waiting\t{err}"
-                )
-            held = sum(1 for r in rows if r["status"] == "held")
-            print(f"{len(rows)} item(s), {held} held", file=sys.stderr)
-        return 0
-    if args.id is None:
-        print("an item id is required", file=sys.stderr)
-        return 2
-    if args.action == "show":
-        from interface.desk import masking
-
-        try:  # the CLI holds the database's credentials: the admin's rule, audited as --user
-            why = masking.check_reveal("admin", masking.MESSAGE, args.reveal, args.reason)
-        except masking.RevealRefused as exc:
-            print(f"--reveal needs --reason: {exc}", file=sys.stderr)
-            return 2
-        with eng.connect() as conn:
-            item = conn.execute(select(work_items).where(work_items.c.id == args.id)).first()
-            if item is None:
-                print(f"no work item {args.id}", file=sys.stderr)
-                return 1
-            msg = conn.execute(select(messages).where(messages.c.id == item.message_id)).first()
-            hist = [
-                dict(r._mapping)
-                for r in conn.execute(
-                    select(work_attempts)
-                    .where(work_attempts.c.item_id == args.id)
-                    .order_by(work_attempts.c.id)
-                )
-            ]
-        if why is not None:
-            with eng.begin() as conn:
-                masking.record_reveal(
-                    conn, user=args.user, target_type="message", target_id=msg.id, reason=why, now=_now()
-                )
-        from interface.hl7.message import decode
-
-        audit_cli.cli_items_read(eng, [args.id], action="view", target_id=args.id)
-        out = dict(item._mapping)
-        out["message"] = {k: v for k, v in msg._mapping.items() if k not in ("raw", "ack")}
-        out["raw"] = masking.message_text(decode(msg.raw).text, why is not None)
-        if why is None:  # masked like the console until revealed with a reason
-            out["key"] = masking.mask(out["key"])
-            out["message"]["patient_id"] = masking.mask(out["message"]["patient_id"])
-        out["attempts_history"] = hist
-        if args.json:
-            print(json.dumps(out, default=str, indent=1))
-        else:
-            for k, v in out.items():
-                if k != "raw":
-                    print(f"{k}: {v}")
-            print("--- message ---")
-            print(out["raw"])
-        return 0
-    user = args.user
-    try:
-        with eng.begin() as conn:
-            if args.action == "retry":
-                errorqueue.retry_item(conn, args.id, user=user, now=_now())
-            elif args.action == "discard":
-                errorqueue.discard_item(conn, args.id, user=user, reason=args.reason or "", now=_now())
-            elif args.action == "resubmit":
-                if not args.file:
-                    raise errorqueue.ActionError("--file with the edited message is required")
-                from interface.engine.client import messages_in_file
-                from interface.engine.readmit import frame_in_file, receipt_channels
-
-                channels = receipt_channels(conn, args.id, args.channels)
-                # refused at receipt: the file is the frame (a batch, several messages) as it is
-                data = frame_in_file(args.file) if channels is not None else messages_in_file(args.file)[0]
-                errorqueue.resubmit_item(
-                    conn, args.id, data, user=user, now=_now(), reason=args.reason, channels=channels
-                )
-    except errorqueue.ActionError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    print(f"{args.action}: item {args.id}")
-    return 0
-
-
-def _errors_bulk(args, eng) -> int:
-    """``errors retry|discard ID ID... --reason R`` or ``--all [--filter k=v]... --reason R``."""
-    from interface.desk import errorqueue
-
-    where = None
-    if args.all:
-        if args.ids:
-            print("give item ids or --all, not both", file=sys.stderr)
-            return 2
-        where = {}
-        for f in args.filter:
-            k, sep, v = f.partition("=")
-            if not sep or k not in ("channel", "reason", "destination", "status"):
-                print(f"--filter {f!r}: use channel=, reason=, destination= or status=", file=sys.stderr)
-                return 2
-            where[k] = tuple(v.split(",")) if k == "status" else v
-    try:
-        res = errorqueue.bulk_action(
-            eng,
-            args.action,
-            user=args.user,
-            reason=args.reason or "",
-            now=_now(),
-            ids=None if args.all else args.ids,
-            where=where,
-        )
-    except errorqueue.ActionError as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "action": res.action,
-                    "succeeded": res.succeeded,
-                    "truncated": res.truncated,
-                    "failed": [{"id": i, "error": e} for i, e in res.failed],
-                },
-                indent=1,
-            )
-        )
-    else:
-        for i in res.succeeded:
-            print(f"{args.action}: item {i}")
-        for i, e in res.failed:
-            print(f"item {i}: {e}", file=sys.stderr)
-        if res.truncated:
-            print("more items match: run again for the rest", file=sys.stderr)
-    return 1 if res.failed else 0
-
-
-def _errors_reprocess(args, eng) -> int:
-    """``errors reprocess MESSAGE_ID --destination NAME [--reason R]``."""
-    from interface.config.channels import load_channels
-    from interface.desk import errorqueue
-
-    if len(args.ids) != 1 or not args.destination:
-        print("reprocess needs one message id and --destination NAME", file=sys.stderr)
-        return 2
-    try:
-        channels = load_channels(Path(args.channels))
-        with eng.begin() as conn:
-            item = errorqueue.reprocess_message(
-                conn,
-                args.ids[0],
-                args.destination,
-                channels=channels,
-                user=args.user,
-                now=_now(),
-                reason=args.reason,
-            )
-    except (errorqueue.ActionError, ConfigError) as exc:
-        print(str(exc), file=sys.stderr)
-        return 1
-    print(f"reprocess: message {args.ids[0]} queued to {args.destination} as item {item}")
-    return 0
-
-
 # -- test ---------------------------------------------------------------------------------------
 
 
@@ -522,13 +304,12 @@ def _names_channels(args) -> bool:
 
 def cmd_delegated(args, rest) -> int:
     """The subcommands that parse their own arguments: ``cli_main(argv, engine)`` of their module."""
-    from interface.desk import chart_prep, users
+    from interface.desk import chart_prep
     from interface.ops import audit_cli, channels_cli
     from interface.store import deficiencies
 
     modules = {
         "deficiencies": deficiencies,
-        "users": users,
         "chart-prep": chart_prep,
         "audit": audit_cli,
         "channels": channels_cli,
@@ -540,6 +321,15 @@ def cmd_scan(args, rest) -> int:
     from interface.ops.scan_cli import cli_main
 
     return cli_main(rest, _engine(args), args)
+
+
+def cmd_users(args, rest) -> int:
+    from interface.desk.users import cli_main
+    from interface.ops import directory_cli
+
+    if rest[:1] == ["directory-test"]:  # the directory, not the database
+        return directory_cli.main(rest[1:])
+    return cli_main(rest, _engine(args))
 
 
 def cmd_db(args, rest) -> int:
@@ -727,7 +517,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--user", default="cli")
     e.add_argument("--json", action="store_true")
     _db_args(e)
-    e.set_defaults(func=cmd_errors)
+    e.set_defaults(func=errors_cli.cmd_errors)
 
     w = sub.add_parser("web", help="serve the web console alone, against the same database")
     _db_args(w)
@@ -754,7 +544,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     for name, fn, helptext in (
         ("deficiencies", cmd_delegated, "document completeness worklist"),
-        ("users", cmd_delegated, "console users: add, list, passwd, token(s), revoke-token"),
+        ("users", cmd_users, "console users: add, list, passwd, token(s), revoke-token, directory-test"),
         ("db", cmd_db, "database: upgrade (migrations)"),
         ("bench", cmd_bench, "the load benchmark"),
         ("chart-prep", cmd_delegated, "patients with an appointment soon whose chart has a problem"),

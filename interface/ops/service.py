@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from pathlib import Path
 
 from twisted.application import service
 from twisted.internet import threads
@@ -148,8 +149,14 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
         except ImportError:  # pragma: no cover - web console not built yet
             create_app = None
         if create_app is not None:
+            from interface.desk.directory import from_file
+
             app = create_app(
-                db, channels=channels, runtime=runtime, document_settings=pipeline.document_settings
+                db,
+                channels=channels,
+                runtime=runtime,
+                document_settings=pipeline.document_settings,
+                directory=from_file(Path(settings.channels_dir).parent / "directory.yaml"),  # sign-in
             )
             web = WebThread(app, settings.web_host, settings.web_port, tls=settings.web_tls)
             top.addService(_ThreadService("web", web.start, web.stop))

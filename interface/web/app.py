@@ -1,6 +1,6 @@
 """The web console and REST API: one FastAPI app, built by :func:`create_app`.
 
-* ``create_app(db, channels=, runtime=, document_settings=, clock=)``: the app; routers for auth,
+* ``create_app(db, channels=, runtime=, document_settings=, clock=, directory=)``: the app; routers for auth,
   channels, messages, errors, users, patients, documents and the HTML pages (the last two when their
   modules exist), ``/metrics``, ``/api/health`` (:mod:`interface.web.api.health`), OpenAPI at
   ``/api/openapi.json`` (Swagger UI at ``/api/docs``, vendored: :mod:`interface.web.api.docs`);
@@ -138,7 +138,13 @@ class _AuditVia:
 
 
 def create_app(
-    db, *, channels=None, runtime=None, document_settings=None, clock: Callable[[], datetime] | None = None
+    db,
+    *,
+    channels=None,
+    runtime=None,
+    document_settings=None,
+    clock: Callable[[], datetime] | None = None,
+    directory=None,
 ) -> FastAPI:
     from interface.store.schema import load_all_tables
     from interface.web import headers as webheaders
@@ -170,6 +176,7 @@ def create_app(
     app.state.runtime = runtime
     app.state.document_settings = document_settings
     app.state.clock = clock or _utcnow
+    app.state.directory = directory  # interface.desk.directory.Directory: sign-in (None: local users only)
     app.state.metrics_registry = metrics.make_registry(app)
 
     @app.exception_handler(auth.LoginRequired)
@@ -413,7 +420,14 @@ def serve(
     except ConfigError as exc:
         print(exc)
         return 1
-    app = create_app(engine, channels=channels, document_settings=document_settings)
+    from interface.desk.directory import from_file
+
+    try:
+        directory = from_file(Path(channels_dir).parent / "directory.yaml")
+    except ConfigError as exc:
+        print(exc)
+        return 1
+    app = create_app(engine, channels=channels, document_settings=document_settings, directory=directory)
     app.state.reload = functools.partial(signal_reload, Path(var_dir) / "interface.pid")
     log.info("web console and API on %s://%s:%s/", "https" if tls else "http", host, port)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", **ssl_options)

@@ -4,7 +4,10 @@ Two ways in:
 
 * **Bearer API tokens** (``Authorization: Bearer ie_...``) for machines; no cookie, so no CSRF.
 * **Browser sessions**: ``POST /login`` sets the ``interface_session`` cookie (HttpOnly,
-  SameSite=Lax; Secure over https: ``--web-tls``). The password is checked off the write path and
+  SameSite=Lax; Secure over https: ``--web-tls``). Users are local (a password here) or, with
+  ``directory.yaml``, the hospital directory's (LDAP bind, role from groups: :mod:`interface.desk.directory`;
+  local names win, so a local break-glass admin works when the directory is down; API tokens
+  are for local accounts only). The password is checked off the write path and
   failed sign-ins are limited per source, never by locking the account (:mod:`interface.desk.signin`). Unsafe requests (POST, PUT, PATCH, DELETE) authenticated by
   the cookie must carry the session's CSRF token in an ``X-CSRF-Token`` header or a
   ``csrf_token`` form field, else 403.
@@ -364,6 +367,8 @@ def login(
     engine = request.app.state.engine
     now = clock(request)
     name, password = username[:128], password[:1024]
+    if "\x00" in name:  # no user's name (and PostgreSQL refuses NUL in a query): a failed sign-in
+        name = ""
     address = _client_address(request)
     lim = limiter(request)
     wait = lim.retry_after(address, name)
@@ -377,16 +382,37 @@ def login(
         )
         resp.headers["Retry-After"] = str(wait)
         return resp
+    directory = getattr(request.app.state, "directory", None)
     try:
         checked = (
-            signin.check_password(request.app.state.reader, name, password) if name and password else None
+            signin.check_password(request.app.state.reader, name, password, directory)
+            if name and password
+            else None
         )
     except signin.Busy:
         return _login_page(
             request, next, "The console is busy; please try again in a moment.", status_code=503
         )
+    except signin.DirectoryDown as exc:
+        log.warning("sign-in: the directory cannot be reached (%s)", exc)
+        with engine.begin() as conn:
+            record_audit(
+                conn,
+                user="-",
+                action="login_failed",
+                target_type="user",
+                detail={"from": address, "directory": "unreachable"},
+                now=now,
+            )
+        return _login_page(request, next, DIRECTORY_DOWN, status_code=503)
     sid = None
-    if checked is not None:
+    error = "Wrong user name or password."
+    if isinstance(checked, signin.DirectoryChecked):
+        with engine.begin() as conn:
+            sid = _start_directory_session(conn, checked, now, address)
+        if checked.answer.outcome == "no_role":
+            error = "Your directory account has no role in this console; ask an administrator."
+    elif checked is not None:
         with engine.begin() as conn:
             sid = _start_session(conn, checked, now, address)
     if sid is None:
@@ -412,7 +438,7 @@ def login(
                     detail={"from": address},
                     now=now,
                 )
-        return _login_page(request, next, "Wrong user name or password.", status_code=401)
+        return _login_page(request, next, error, status_code=401)
     lim.succeeded(address, name)
     resp = RedirectResponse(_safe_next(next), status_code=303)
     resp.delete_cookie(LOGIN_COOKIE, path="/login")
@@ -453,6 +479,37 @@ def _start_session(conn, checked: "signin.Checked", now: datetime, address: str)
         target_type="user",
         target_id=checked.user.name,
         detail={"from": address},
+        now=now,
+    )
+    return sid
+
+
+DIRECTORY_DOWN = (
+    "The hospital directory cannot be reached, so directory accounts cannot sign in just now; "
+    "please try again in a few minutes. Local accounts still sign in."
+)
+
+
+def _start_directory_session(
+    conn, checked: "signin.DirectoryChecked", now: datetime, address: str
+) -> str | None:
+    """The session of a directory sign-in the directory said yes to, after creating or updating
+    the user's local record; a no (unknown user, no mapped group) disables an existing record.
+    None when there is no session to start (wrong password, no role, a local user's name)."""
+    answer = checked.answer
+    if answer.outcome not in ("ok", "unknown", "no_role"):
+        return None  # a refused bind (wrong password): the record stays as it is
+    user = usermod.sync_directory_user(conn, checked.name, answer.role if checked.ok else None, now)
+    if user is None or not checked.ok:
+        return None
+    sid, _csrf = usermod.create_session(conn, user, now)
+    record_audit(
+        conn,
+        user=user,
+        action="login",
+        target_type="user",
+        target_id=user.name,
+        detail={"from": address, "via": "directory"},
         now=now,
     )
     return sid

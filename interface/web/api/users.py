@@ -55,6 +55,7 @@ class UserInfo(BaseModel):
     created_at: UtcDateTime
     password_changed_at: UtcDateTime
     last_login_at: UtcDateTime | None = None  # the last console sign-in; None: never
+    source: str = "local"  # local (a password here) or directory (signs in against the directory)
 
 
 class UserList(BaseModel):
@@ -115,6 +116,7 @@ def _info(conn, name: str) -> UserInfo:
         created_at=row.created_at,
         password_changed_at=row.password_changed_at,
         last_login_at=row.last_login_at,
+        source=row.source,
     )
 
 
