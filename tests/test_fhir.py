@@ -188,7 +188,7 @@ def test_patient_search_pages_with_total_and_next(fhir):
         "?gender=woman",
         "?family=a&family=b",
         "?family=a&_count=x",
-        "?family=a&_count=0",
+        "?family=a&_count=-1",
     ],
 )
 def test_bad_patient_search_is_400_operation_outcome(fhir, query):

@@ -23,7 +23,8 @@ MAX_OFFSET = 10000  # paging deeper than this: narrow the search
 _DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?\Z")
 _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?\Z")
 _PREFIXES = ("eq", "ne", "ge", "le", "gt", "lt", "sa", "eb")
-_GENERAL = frozenset({"_count", "_offset", "_format", "_lastUpdated", "_include"})
+# _total (and _totalMethod, which fhirpy and HAPI send): the total is always counted exactly
+_GENERAL = frozenset({"_count", "_offset", "_format", "_lastUpdated", "_include", "_total", "_totalMethod"})
 REPEATABLE = frozenset({"_lastUpdated", "date", "birthdate", "_include"})
 _CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 410: "deleted", 422: "invalid"}
 
@@ -220,8 +221,8 @@ def paging(p: dict[str, str]) -> tuple[int, int]:
         offset = int(p.get("_offset") or 0)
     except ValueError:
         raise FhirError(400, "_count and _offset must be whole numbers") from None
-    if count < 1 or offset < 0 or offset > MAX_OFFSET:
-        raise FhirError(400, f"_count must be 1..{MAX_COUNT}, _offset 0..{MAX_OFFSET}")
+    if count < 0 or offset < 0 or offset > MAX_OFFSET:
+        raise FhirError(400, f"_count must be 0..{MAX_COUNT} (0: the total only), _offset 0..{MAX_OFFSET}")
     return min(count, MAX_COUNT), offset
 
 
