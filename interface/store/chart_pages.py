@@ -113,7 +113,9 @@ def search_patients(
     family, given, MRN. Names match as case-insensitive prefixes (``name``: family or given);
     ``sexes``: the stored sex values (lower case) that count; ``mrns``: only these."""
     t = cs.patients
-    where: list[ColumnElement[bool]] = [t.c.merged_into.is_(None)]
+    # not ``merged_into IS NULL``: nearly every row matches it, and SQLite (without statistics)
+    # would pick that index over the name's; as an expression it is checked on the rows found
+    where: list[ColumnElement[bool]] = [func.coalesce(t.c.merged_into, "") == ""]
     if mrns is not None:
         where.append(t.c.mrn.in_(mrns))
     if family:
