@@ -119,6 +119,8 @@ class Bench:
             "adt=tcp:0:interface=127.0.0.1",
             "--listen",
             "mdm=tcp:0:interface=127.0.0.1",
+            "--listen",  # not measured, but on a free port too: its default may be taken on a shared machine
+            "siu=tcp:0:interface=127.0.0.1",
             "--ready-file",
             str(ready),
         ]
