@@ -56,7 +56,7 @@ def auditor(app):  # noqa: F811
 @pytest.fixture
 def token(seeded):  # noqa: F811
     with seeded.db.begin() as conn:
-        return users.new_token(conn, "carl", now=APP_NOW)
+        return users.new_token(conn, "carl", now=APP_NOW, scopes="user/*.read")  # /fhir needs a scope
 
 
 @pytest.fixture

@@ -200,3 +200,19 @@ def test_benchprofile_measures_both_phases(capsys):
     assert "receive" in out and "drain" in out and "0 failed" in out
     n = int(out.split(" messages")[0].split()[-1])
     assert n >= 40 and f"({n} items, 0 failed)" in out
+
+
+def test_fhir_scenario_reports_read_and_search_figures(tmp_path, capsys):
+    """The fhir scenario, tiny: patients bulk-loaded, the console served on loopback, every
+    request answered 200 (the scenario raises otherwise), p50/p95 produced and printed."""
+    out = tmp_path / "bench.json"
+    argv = ["--scenarios", "fhir", "--fhir-patients", "300", "--fhir-requests", "5", "--json", str(out), "-q"]
+    if PG:
+        argv += ["--db", PG]
+    assert bench.main(argv) == 0
+    assert "F. FHIR on 300 bulk-loaded patients" in capsys.readouterr().out
+    F = json.loads(out.read_text())["scenarios"]["fhir"]
+    assert F["patients"] == 300
+    for name in ("patient_read", "patient_search", "encounter_search"):
+        assert F[name]["requests"] == 5
+        assert F[name]["p50_ms"] > 0 and F[name]["p95_ms"] >= F[name]["p50_ms"]

@@ -32,7 +32,7 @@ def tokens(seeded):  # noqa: F811
     out = {}
     with seeded.db.begin() as conn:
         for name in ("carl", "ann", "aud", "ada"):
-            out[name] = users.new_token(conn, name, now=APP_NOW)
+            out[name] = users.new_token(conn, name, now=APP_NOW, scopes="user/*.read")
     return out
 
 
@@ -65,10 +65,23 @@ def test_metadata_is_public_and_says_only_what_is_built(app):  # noqa: F811
         cs = ok(c.get("/fhir/metadata"), CapabilityStatement)
     assert cs.fhirVersion == "4.0.1" and cs.kind == "instance" and cs.format == ["json"]
     served = {r.type: r for r in cs.rest[0].resource}
-    assert set(served) == {"Patient", "DocumentReference", "Binary"}
-    for r in served.values():
+    assert set(served) == {
+        "Patient",
+        "Encounter",
+        "Coverage",
+        "AllergyIntolerance",
+        "Condition",
+        "DocumentReference",
+        "Binary",
+    }
+    for name, r in served.items():
         codes = {i.code for i in r.interaction}
-        assert codes <= {"read", "search-type"} and "read" in codes
+        assert "read" in codes and r.versioning == "versioned"
+        history = {"vread", "history-instance"} if name == "DocumentReference" else {"vread"}
+        assert codes <= {"read", "search-type"} | (
+            history if name in ("DocumentReference", "Binary") else set()
+        )
+        assert r.readHistory is (name in ("DocumentReference", "Binary"))
     assert {p.name for p in served["Patient"].searchParam} == {
         "_id",
         "identifier",
@@ -77,7 +90,9 @@ def test_metadata_is_public_and_says_only_what_is_built(app):  # noqa: F811
         "name",
         "birthdate",
         "gender",
+        "_lastUpdated",
     }
+    assert "no OAuth" in cs.rest[0].security.description
 
 
 def test_patient_read_maps_the_chart(fhir):
@@ -166,12 +181,14 @@ def test_patient_search_pages_with_total_and_next(fhir):
         "",
         "?family:exact=RIVERA",
         "?foo=1",
-        "?birthdate=gt1980",
+        "?birthdate=zz1980",
+        "?_lastUpdated=2026-13",
+        "?family=a&_include=Patient:organization",
         "?birthdate=1980-1",
         "?gender=woman",
         "?family=a&family=b",
         "?family=a&_count=x",
-        "?family=a&_count=0",
+        "?family=a&_count=-1",
     ],
 )
 def test_bad_patient_search_is_400_operation_outcome(fhir, query):
@@ -207,13 +224,13 @@ def test_auth_401_and_403_are_operation_outcomes(app, tokens):  # noqa: F811
 def test_reads_and_searches_are_audited(seeded, fhir):  # noqa: F811
     fhir.get("/fhir/Patient/100002")
     fhir.get("/fhir/Patient", params={"family": "chen"})
-    fhir.get("/fhir/DocumentReference/DOC-2001")
+    fhir.get("/fhir/DocumentReference/DOC-3001")
     with seeded.db.connect() as conn:
         rows = conn.execute(select(audit).where(audit.c.user == "carl").order_by(audit.c.id)).all()
     got = [(r.action, r.target_type, r.target_id) for r in rows]
     assert ("view", "patient", "100002") in got
     assert ("search", "patient", None) in got
-    assert ("view", "document", "DOC-2001") in got
+    assert ("view", "document", "DOC-3001") in got
 
 
 def test_document_reference_read_and_binary(fhir):
@@ -250,5 +267,7 @@ def test_document_reference_search(fhir):
     assert "DOC-3001" in ids(patient="100001", date="2026-11-21")
     assert "DOC-3001" not in ids(patient="100001", date="2025")
     assert ids(patient="NOPE") == set()
-    for bad in ("status=draft", "type=x|DS", "date=lt2026", "", "author=1"):
+    assert "DOC-3001" in ids(patient="100001", date="ge2026-11-21", _lastUpdated="ge2026")
+    assert "DOC-3001" not in ids(patient="100001", date="lt2026")
+    for bad in ("status=draft", "type=x|DS", "date=zz2026", "", "author=1"):
         outcome(fhir.get("/fhir/DocumentReference?" + bad), 400)

@@ -65,7 +65,7 @@ def make_user(engine, name, role) -> str:
     """Creates a user with PASSWORD and returns a new API token for it."""
     with engine.begin() as conn:
         users.add_user(conn, name, role, PASSWORD, now=NOW)
-        return users.new_token(conn, name, now=NOW)
+        return users.new_token(conn, name, now=NOW, scopes="user/*.read")  # FHIR: user/*.read
 
 
 @pytest.fixture(autouse=True)

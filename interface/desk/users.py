@@ -9,7 +9,8 @@ Tables (on ``interface.store.schema.metadata``):
   Each has an expiry (``expires_at``; default :data:`TOKEN_DAYS` days; NULL for tokens made
   before migration 0007, which never expire), is listed (:func:`list_tokens`, never the token)
   and revoked one by one (:func:`revoke_token`); a new password or disabling the user revokes
-  all of the user's tokens.
+  all of the user's tokens. A token may carry SMART-style scopes (``--scope user/*.read``,
+  :mod:`interface.desk.scopes`) for ``/fhir``, and a patient they are bound to (``--patient``).
 * ``sessions``: browser logins. The cookie holds a random session id; the table keeps its SHA-256,
   the user, the expiry and the session's CSRF token. Logging out, disabling the user or changing
   the password ends sessions at once (no signed cookie that stays valid until it expires).
@@ -42,6 +43,7 @@ from sqlalchemy import Boolean, Column, ForeignKey, Index, String, Table, insert
 from sqlalchemy.engine import Connection, Engine
 
 from interface.desk import passwords
+from interface.desk import scopes as scopemod
 from interface.store import audit as store_audit
 from interface.store.schema import TS, Id, metadata
 
@@ -78,6 +80,9 @@ api_tokens = Table(
     Column("created_at", TS, nullable=False),
     Column("revoked", Boolean, nullable=False, default=False),
     Column("expires_at", TS, nullable=True),  # NULL: made before expiry existed (0007): never expires
+    # SMART-style scopes, space-separated (interface.desk.scopes); NULL/'': no FHIR access (0013)
+    Column("scopes", String(1000), nullable=True),
+    Column("patient", String(128), nullable=True),  # the MRN patient/ scopes are bound to
 )
 
 sessions = Table(
@@ -115,6 +120,8 @@ class User:
     id: int
     name: str
     role: str
+    scopes: tuple[str, ...] | None = None  # a token's FHIR scopes; None: a console session
+    patient: str | None = None  # the MRN a token's patient/ scopes are bound to
 
 
 def utcnow() -> datetime:
@@ -346,12 +353,23 @@ def new_token(
     expires_days: int = TOKEN_DAYS,
     actor: str = "cli",
     now: datetime | None = None,
+    scopes: str | list[str] | None = None,
+    patient: str | None = None,
 ) -> str:
     """A new API token for ``name``, valid ``expires_days`` days (1 to :data:`MAX_TOKEN_DAYS`),
-    returned once; only its hash is stored."""
+    returned once; only its hash is stored. ``scopes``: SMART-style read scopes for ``/fhir``
+    (none: the token reads no FHIR); ``patient``: the MRN ``patient/`` scopes are bound to."""
     now = now or utcnow()
     if not isinstance(expires_days, int) or not 1 <= expires_days <= MAX_TOKEN_DAYS:
         raise UserError(f"a token's lifetime is 1 to {MAX_TOKEN_DAYS} days")
+    try:
+        granted = scopemod.parse(" ".join(scopes) if isinstance(scopes, list) else scopes)
+    except scopemod.ScopeError as exc:
+        raise UserError(str(exc)) from None
+    if scopemod.needs_patient(granted) and not (patient or "").strip():
+        raise UserError("patient/ scopes need the patient they are for (--patient MRN): there is no launch")
+    if patient and not scopemod.needs_patient(granted):
+        raise UserError("--patient binds patient/ scopes; give one (e.g. --scope patient/*.read)")
     row = _user_row(conn, name)
     if row.disabled:
         raise UserConflict(f"user {name!r} is disabled")
@@ -366,10 +384,13 @@ def new_token(
             created_at=now,
             revoked=False,
             expires_at=now + timedelta(days=expires_days),
+            scopes=" ".join(granted) or None,
+            patient=(patient or "").strip() or None,
         )
         .returning(api_tokens.c.id)
     ).scalar_one()
-    _audit(conn, now, actor, "token_create", name, f"id={tid} expires_days={expires_days}")
+    detail = f"id={tid} expires_days={expires_days}" + (f" scopes={' '.join(granted)}" if granted else "")
+    _audit(conn, now, actor, "token_create", name, detail)
     return token
 
 
@@ -394,11 +415,17 @@ def token_state(row, now: datetime) -> str:
 
 def list_tokens(conn: Connection, name: str, now: datetime | None = None) -> list[dict]:
     """The user's API tokens, newest first, without the token or its hash: id, created_at,
-    expires_at (None: never), revoked, state (active, expired, revoked)."""
+    expires_at (None: never), revoked, scopes (None: no FHIR), state (active, expired, revoked)."""
     now = now or utcnow()
     row = _user_row(conn, name)
     rows = conn.execute(
-        select(api_tokens.c.id, api_tokens.c.created_at, api_tokens.c.expires_at, api_tokens.c.revoked)
+        select(
+            api_tokens.c.id,
+            api_tokens.c.created_at,
+            api_tokens.c.expires_at,
+            api_tokens.c.revoked,
+            api_tokens.c.scopes,
+        )
         .where(api_tokens.c.user_id == row.id)
         .order_by(api_tokens.c.id.desc())
     ).all()
@@ -514,7 +541,14 @@ def user_for_token(conn: Connection, token: str, now: datetime | None = None) ->
     """The user of a live token: not revoked, not expired, its user enabled; else None."""
     now = now or utcnow()
     row = conn.execute(
-        select(users.c.id, users.c.name, users.c.role, api_tokens.c.expires_at)
+        select(
+            users.c.id,
+            users.c.name,
+            users.c.role,
+            api_tokens.c.expires_at,
+            api_tokens.c.scopes,
+            api_tokens.c.patient,
+        )
         .select_from(api_tokens.join(users, users.c.id == api_tokens.c.user_id))
         .where(
             api_tokens.c.token_sha256 == _sha(token),
@@ -524,7 +558,7 @@ def user_for_token(conn: Connection, token: str, now: datetime | None = None) ->
     ).first()
     if row is None or (row.expires_at is not None and _aware(row.expires_at) <= now):
         return None
-    return User(row.id, row.name, row.role)
+    return User(row.id, row.name, row.role, tuple((row.scopes or "").split()), row.patient)
 
 
 def create_session(conn: Connection, user: User, now: datetime) -> tuple[str, str]:
@@ -600,6 +634,14 @@ def cli_main(argv: list[str], engine: Engine) -> int:
         metavar="N",
         help=f"days the token is valid (default {TOKEN_DAYS}, at most {MAX_TOKEN_DAYS})",
     )
+    t.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="SCOPE",
+        help="a SMART-style FHIR read scope (user/*.read, patient/Patient.read, ...); repeatable",
+    )
+    t.add_argument("--patient", metavar="MRN", help="the patient patient/ scopes are bound to")
     ts = sub.add_parser("tokens", help="list the user's API tokens (id, dates, state; never the token)")
     ts.add_argument("name")
     rt = sub.add_parser("revoke-token", help="revoke one API token by its id (from `tokens`)")
@@ -649,7 +691,9 @@ def cli_main(argv: list[str], engine: Engine) -> int:
             return 0
         if args.action == "token":
             with engine.begin() as conn:
-                token = new_token(conn, args.name, expires_days=args.expires_days)
+                token = new_token(
+                    conn, args.name, expires_days=args.expires_days, scopes=args.scope, patient=args.patient
+                )
             print(token)
             return 0
         if args.action == "tokens":
@@ -657,7 +701,10 @@ def cli_main(argv: list[str], engine: Engine) -> int:
                 rows = list_tokens(conn, args.name)
             for r in rows:
                 expires = _utc_text(r["expires_at"]) if r["expires_at"] else "never"
-                print(f"{r['id']}\t{r['state']}\tcreated {_utc_text(r['created_at'])}\texpires {expires}")
+                scopes = r["scopes"] or "no FHIR scopes"
+                print(
+                    f"{r['id']}\t{r['state']}\tcreated {_utc_text(r['created_at'])}\texpires {expires}\t{scopes}"
+                )
             return 0
         if args.action == "revoke-token":
             with engine.begin() as conn:

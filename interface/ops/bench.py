@@ -26,6 +26,8 @@ Scenarios, each at every ``--connections`` count:
 ``journal``  the ADT mix on a journal pre-seeded (bulk ``INSERT ... SELECT``) to 10^4, 10^5 and
              10^6 stored messages with done work items, each size with few and many distinct
              patients in the run (100 and 10,000): msgs/s, ACK p50/p99, ratios to the smallest size.
+``fhir``     FHIR reads and searches on 10^5 bulk-loaded patients (``--fhir-patients``) in a
+             database of their own, served in this process: p50/p95 (``interface.ops.bench_fhir``).
 ``queue``    (largest connection count) processing throughput of a backlog (the engine is killed
              after the last ACK and restarted; the drain of what was left is timed), and the
              end-to-end latency of other patients while one patient is blocked by a poison
@@ -49,6 +51,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+from interface.ops import bench_fhir
 from interface.ops.bench_figures import Probe, ack_figures, e2e_figures, sizes
 from interface.ops.bench_peers import (
     Proc,
@@ -69,7 +72,7 @@ class Bench:
         self.tmp = Path(tempfile.mkdtemp(prefix="interface-bench-"))
         self.results: dict = {"scenarios": {}, "conditions": {}}
         self.pg_admin = None
-        self.pg_name: str | None = None
+        self.pg_names: list[str] = []
         self.db_url = None
         self.engine: Proc | None = None
         self.probe: Probe | None = None
@@ -77,19 +80,22 @@ class Bench:
 
     # set-up ------------------------------------------------------------------------------------
 
-    def database(self) -> str:
+    def database(self, suffix: str = "") -> str:
         if not self.args.db:
-            return f"sqlite:///{self.tmp / 'var' / 'interface.store.db'}"
+            return f"sqlite:///{self.tmp / 'var' / f'interface.store{suffix}.db'}"
         from sqlalchemy import create_engine, text
         from sqlalchemy.engine import make_url
 
         url = self.args.db
         admin_url = url.replace("postgresql://", "postgresql+psycopg://", 1)
-        self.pg_admin = create_engine(admin_url, isolation_level="AUTOCOMMIT", hide_parameters=True)
-        self.pg_name = f"bench_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+        self.pg_admin = self.pg_admin or create_engine(
+            admin_url, isolation_level="AUTOCOMMIT", hide_parameters=True
+        )
+        name = f"bench_{os.getpid()}_{uuid.uuid4().hex[:6]}{suffix}"
+        self.pg_names.append(name)
         with self.pg_admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{self.pg_name}"'))
-        return make_url(url).set(database=self.pg_name).render_as_string(hide_password=False)
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+        return make_url(url).set(database=name).render_as_string(hide_password=False)
 
     def start_engine(self, workers: int | None = None) -> Proc:
         workers = self.args.engine_workers if workers is None else workers
@@ -113,6 +119,8 @@ class Bench:
             "adt=tcp:0:interface=127.0.0.1",
             "--listen",
             "mdm=tcp:0:interface=127.0.0.1",
+            "--listen",  # not measured, but on a free port too: its default may be taken on a shared machine
+            "siu=tcp:0:interface=127.0.0.1",
             "--ready-file",
             str(ready),
         ]
@@ -450,8 +458,14 @@ class Bench:
         }
         baselines = {}
         try:
-            self.db_url = self.database()
             (self.tmp / "var").mkdir(exist_ok=True)
+            if "fhir" in scen:  # first, in a database of its own, before the engine runs
+                n = a.fhir_patients or (2000 if a.quick else 100000)
+                reqs = a.fhir_requests or (50 if a.quick else 500)
+                R["scenarios"]["fhir"] = bench_fhir.run(self.database("_fhir"), self.tmp, n, reqs, self.log)
+            if not scen - {"fhir"}:
+                return R
+            self.db_url = self.database()
             self.engine = self.start_engine()
             self.probe = Probe(self.db_url)
             if {"receive", "adt"} & scen:
@@ -537,9 +551,9 @@ class Bench:
             if self.pg_admin is not None:
                 from sqlalchemy import text
 
-                if self.pg_name:
+                for name in self.pg_names:
                     with self.pg_admin.connect() as c:
-                        c.execute(text(f'DROP DATABASE IF EXISTS "{self.pg_name}" WITH (FORCE)'))
+                        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
                 self.pg_admin.dispose()
             if not a.keep:
                 shutil.rmtree(self.tmp, ignore_errors=True)
@@ -568,11 +582,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--scenarios",
         default="receive,adt,mdm,queue",
-        help="comma-separated subset of receive,adt,mdm,queue,scale,journal (receive and adt "
+        help="comma-separated subset of receive,adt,mdm,queue,scale,journal,fhir (receive and adt "
         "share a run; scale and journal are meant for --db postgresql://...)",
     )
     p.add_argument("--scenario", dest="scenarios", help="alias of --scenarios")
     p.add_argument("--processes", default="1,2,3", help="engine process counts for the scale scenario")
+    p.add_argument(
+        "--fhir-patients", type=int, help="patients to bulk-load for the fhir scenario (100000; --quick 2000)"
+    )
+    p.add_argument(
+        "--fhir-requests", type=int, help="timed requests of each kind in the fhir scenario (500; --quick 50)"
+    )
     p.add_argument(
         "--journal-sizes",
         help="stored messages to seed for the journal scenario "

@@ -110,4 +110,14 @@ def table(R: dict) -> str:
                 f"p99 {r.get('ack_p99_ms')} ms, ok {r.get('ok')}/{r.get('sent')}"
             )
     lines.append(f"\nengine peak RSS (whole run): {R.get('engine_peak_rss_mb')} MB")
+    if "fhir" in S:
+        f = S["fhir"]
+        lines.append(f"\nF. FHIR on {f['patients']} bulk-loaded patients (one keep-alive connection)")
+        lines.append(f"{'request':<17} {'n':>6} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'cpu ms/req':>10}")
+        for name in ("patient_read", "patient_search", "encounter_search"):
+            r = f[name]
+            lines.append(
+                f"{name:<17} {r['requests']:>6} {r['p50_ms']:>8} {r['p95_ms']:>8} {r['max_ms']:>8} "
+                f"{r['cpu_ms_per_request']:>10}"
+            )
     return "\n".join(lines)

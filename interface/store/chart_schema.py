@@ -85,6 +85,7 @@ patients = Table(
 Index("ix_patients_family_lower", func.lower(patients.c.family))
 Index("ix_patients_given_lower", func.lower(patients.c.given))
 Index("ix_patients_birth_date", patients.c.birth_date)
+Index("ix_patients_name_order", patients.c.family, patients.c.given, patients.c.mrn)  # FHIR paging
 
 # Identifiers merge by (authority, type, value); '' rather than NULL so the unique key holds.
 patient_identifiers = Table(

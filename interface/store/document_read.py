@@ -180,3 +180,24 @@ def get_content(
     if chosen.get("kind") == "text" and "charset" not in media:
         media += "; charset=utf-8"
     return data, media
+
+
+def version_snapshots(conn: Connection, number: str, namespace: str | None = None) -> list[dict] | None:
+    """The document as each applied message left it, oldest first: the entry's snapshot with
+    ``message_id`` (that message) and ``updated_at`` (when it was applied); messages ignored as
+    older than the entry are left out. None when the document is unknown; ambiguous numbers: as
+    :func:`get_document`."""
+    row = document_ids.match(conn, number, namespace)
+    if row is None:
+        return None
+    q = (
+        select(document_versions.c.message_id, document_versions.c.at, document_versions.c.snapshot)
+        .where(document_versions.c.document_id == row["id"], document_versions.c.action != "ignored_older")
+        .order_by(document_versions.c.id)
+    )
+    out = []
+    for v in conn.execute(q):
+        snap = json.loads(v.snapshot)
+        snap["message_id"], snap["updated_at"] = v.message_id, _iso(v.at)
+        out.append(snap)
+    return out

@@ -1,6 +1,7 @@
-"""``GET /fhir/DocumentReference/{id}``, ``GET /fhir/DocumentReference?...`` and
-``GET /fhir/Binary/{id}``: the document index as FHIR. The id is the document number (TXA-12);
-the content is ``Binary/{id}``, the stored bytes of the current version."""
+"""``GET /fhir/DocumentReference/{id}``, ``GET /fhir/DocumentReference?...``, the document's
+``_history`` and ``GET /fhir/Binary/{id}``: the document index as FHIR. The id is the document
+number (TXA-12); the content is ``Binary/{id}``, the stored bytes of the current version. The
+``versionId`` is the journal id of the message that made the version (``document_versions``)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from fhir.resources.R4B.binary import Binary
+from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.documentreference import DocumentReference
 
-from interface.store import document_read, documents
+from interface.store import chart_pages, document_read, documents
 from interface.store.chart import resolve_mrn
 from interface.store.document_ids import AmbiguousDocument
-from interface.web import auth, sensitive
-from interface.web.fhir import common
+from interface.web import sensitive
+from interface.web.fhir import access, common, lists
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.identifiers import system_for
 from interface.web.reading import reading
@@ -38,6 +40,7 @@ DOC_STATUS = {
     "PA": "preliminary",
 }
 SEARCH = {"patient", "subject", "type", "status", "date", "_id"}
+DATE_PREFIXES = ("eq", "ne", "ge", "le", "gt", "lt", "sa", "eb")
 MAX_DOCUMENTS = 500  # what document_read.list_documents reads at most
 
 
@@ -49,10 +52,15 @@ def _person(p: Any) -> dict | None:
     return {"display": display, "identifier": ident} if (display or ident) else None
 
 
-def build(request: Request, e: dict) -> DocumentReference:
+def build(
+    request: Request, e: dict, encounters: dict | None = None, history: bool = False
+) -> DocumentReference:
+    """The DocumentReference of an index entry (or of a version's snapshot: ``history``, whose
+    content is ``Binary/<number>/_history/<versionId>``); ``encounters``: ``{(mrn, visit
+    number): Encounter id}`` of the page."""
     number = e["document_number"]
     authority = e.get("namespace") or e.get("universal_id")
-    meta = {"lastUpdated": common.instant(e.get("updated_at"))} if e.get("updated_at") else None
+    meta = common.meta(e)
     relates = []
     if e.get("replaces"):
         relates.append({"code": "replaces", "target": {"reference": f"DocumentReference/{e['replaces']}"}})
@@ -62,8 +70,9 @@ def build(request: Request, e: dict) -> DocumentReference:
     if e.get("content_kind") == "reference" and e.get("content_reference"):
         attachment: dict[str, Any] = {"url": e["content_reference"], "contentType": e.get("content_type")}
     elif e.get("content_sha256") and not e.get("cancelled"):
+        url = f"Binary/{number}/_history/{e['message_id']}" if history else f"Binary/{number}"
         attachment = {
-            "url": f"Binary/{number}",
+            "url": url,
             "contentType": e.get("content_type"),
             "size": e.get("content_size"),
         }
@@ -73,7 +82,11 @@ def build(request: Request, e: dict) -> DocumentReference:
     authors = [a for a in [_person(e.get("author"))] if a]
     context: dict[str, Any] = {}
     if e.get("visit_number"):
-        context["encounter"] = [{"reference": f"Encounter/{e['visit_number']}"}]
+        encounter: dict[str, Any] = {"identifier": {"value": e["visit_number"]}, "type": "Encounter"}
+        found = (encounters or {}).get((e.get("mrn"), e["visit_number"]))
+        if found is not None:
+            encounter["reference"] = f"Encounter/{found}"
+        context["encounter"] = [encounter]
     activity = common.instant(e.get("activity_at"))
     if activity:
         context["period"] = {"start": activity}
@@ -103,13 +116,80 @@ def _entry(conn, number: str) -> dict | None:
         )
 
 
+def _encounters(conn, entries: list[dict]) -> dict:
+    return chart_pages.visits_by_number(conn, [(e.get("mrn"), e.get("visit_number")) for e in entries])
+
+
 @router.get("/fhir/DocumentReference/{id}")
 def read_document(id: str, request: Request):
     with reading(request) as conn:
         entry = _entry(conn, id)
+        if entry is not None:
+            access.check_patient(request, conn, entry.get("mrn"), f"DocumentReference/{id}")
+            encounters = _encounters(conn, [entry])
     if entry is None:
         raise FhirError(404, f"DocumentReference/{id} is not known")
-    return common.respond(build(request, entry))
+    access.audit(request, "view", "document", id, [entry.get("mrn")])
+    return common.read(request, build(request, entry, encounters))
+
+
+def _versions(request: Request, conn, id: str) -> list[dict]:
+    try:
+        found = document_read.version_snapshots(conn, id)
+    except AmbiguousDocument:
+        raise FhirError(400, f"document number {id} is used by more than one namespace", "multiple-matches")
+    if found is None:
+        raise FhirError(404, f"DocumentReference/{id} is not known")
+    if found:
+        access.check_patient(request, conn, found[-1].get("mrn"), f"DocumentReference/{id}")
+    return found
+
+
+@router.get("/fhir/DocumentReference/{id}/_history")
+def document_history(id: str, request: Request):
+    """Every version of the document (one per applied MDM message), newest first: a history
+    Bundle; each entry's ``request`` is the message's method (POST for the first, else PUT)."""
+    with reading(request) as conn:
+        versions = _versions(request, conn, id)
+        encounters = _encounters(conn, versions)
+    base = common.base_url(request)
+    entries = []
+    for i, snap in reversed(list(enumerate(versions))):
+        resource = build(request, snap, encounters, history=True)
+        entries.append(
+            {
+                "fullUrl": f"{base}/DocumentReference/{id}",
+                "resource": resource,
+                "request": {"method": "POST" if i == 0 else "PUT", "url": f"DocumentReference/{id}"},
+                "response": {
+                    "status": "201" if i == 0 else "200",
+                    "etag": f'W/"{snap["message_id"]}"',
+                    "lastModified": common.instant(snap.get("updated_at")),
+                },
+            }
+        )
+    access.audit(request, "view", "document", id, [versions[-1].get("mrn") if versions else None])
+    bundle = Bundle(
+        type="history",
+        total=len(entries),
+        link=[{"relation": "self", "url": f"{base}/DocumentReference/{id}/_history"}],
+        entry=entries or None,
+    )
+    return common.respond(bundle)
+
+
+@router.get("/fhir/DocumentReference/{id}/_history/{vid}")
+def document_version(id: str, vid: str, request: Request):
+    """One version (``vid``: the ``versionId``, the journal id of the message that made it)."""
+    with reading(request) as conn:
+        versions = _versions(request, conn, id)
+        snap = next((v for v in versions if str(v["message_id"]) == vid), None)
+        encounters = _encounters(conn, [snap]) if snap else {}
+    if snap is None:
+        raise FhirError(404, f"DocumentReference/{id} has no version {vid}")
+    access.audit(request, "view", "document", id, [snap.get("mrn")])
+    current = str(versions[-1]["message_id"]) == vid
+    return common.read(request, build(request, snap, encounters, history=not current))
 
 
 @router.get("/fhir/DocumentReference")
@@ -119,8 +199,6 @@ def search_documents(request: Request):
     (YYYY[-MM[-DD]], the origination date); newest first; a searchset Bundle."""
     p = common.params(request, SEARCH)
     count, offset = common.paging(p)
-    if not any(p.get(k) for k in SEARCH):
-        raise FhirError(400, "give at least one of " + ", ".join(sorted(SEARCH)))
     patient = p.get("patient") or p.get("subject")
     if patient and patient.startswith("Patient/"):
         patient = patient[len("Patient/") :]
@@ -130,13 +208,20 @@ def search_documents(request: Request):
     status = p.get("status")
     if status and status not in STATUS_CODE:
         raise FhirError(400, "status must be current, superseded or entered-in-error")
-    date = common.date_param("date", p["date"]) if p.get("date") else None
+    dates = common.date_compares("date", common.values(request, "date"), DATE_PREFIXES)
+    updated = common.last_updated(request)
+    include = common.includes(request, "DocumentReference")
+    if not any(p.get(k) for k in SEARCH) and not updated and not dates:
+        raise FhirError(400, "give at least one of " + ", ".join(sorted(SEARCH | {"_lastUpdated"})))
     with reading(request) as conn:
-        if p.get("_id"):
+        asked = (resolve_mrn(conn, patient) or patient) if patient else None
+        mrn = access.narrow(request, conn, asked)
+        if mrn == "":
+            rows = []
+        elif p.get("_id"):
             one = _entry(conn, p["_id"])
-            rows = [one] if one else []
+            rows = [one] if one and (mrn is None or one.get("mrn") == mrn) else []
         else:
-            mrn = (resolve_mrn(conn, patient) or patient) if patient else None
             rows = document_read.list_documents(
                 conn,
                 mrn=mrn,
@@ -144,22 +229,47 @@ def search_documents(request: Request):
                 status=STATUS_CODE[status] if status else None,
                 limit=MAX_DOCUMENTS + 1,
             )
-    if len(rows) > MAX_DOCUMENTS:
-        raise FhirError(400, f"more than {MAX_DOCUMENTS} documents match: narrow the search", "too-costly")
-    rows = [r for r in rows if _keep(r, patient, code, status, date)]
-    shown = rows[offset : offset + count]
-    auth.audit_listed(request, [r.get("mrn") for r in shown], action="listed", target_type="document")
-    page = [build(request, r) for r in shown]
-    return common.searchset(request, "DocumentReference", page, len(rows), count, offset, p)
+        if len(rows) > MAX_DOCUMENTS:
+            raise FhirError(
+                400, f"more than {MAX_DOCUMENTS} documents match: narrow the search", "too-costly"
+            )
+        rows = [r for r in rows if _keep(r, code, status, dates, updated)]
+        shown = rows[offset : offset + count]
+        encounters = _encounters(conn, shown)
+        included = lists.include_patients(request, conn, shown) if include else []
+    page = [build(request, r, encounters) for r in shown]
+    access.audit(request, "search", "document", None, [r.get("mrn") for r in shown])
+    return common.searchset(request, "DocumentReference", page, len(rows), count, offset, included=included)
 
 
-def _keep(e: dict, patient: str | None, code: str | None, status: str | None, date: str | None) -> bool:
+def _date_matches(value: str, op: str, wanted: str) -> bool:
+    """A document date (an instant) against a date search value, on the ISO text."""
+    top = chart_pages.after(wanted)
+    return {
+        "eq": value.startswith(wanted),
+        "ne": not value.startswith(wanted),
+        "ge": value >= wanted,
+        "gt": value >= top,
+        "sa": value >= top,
+        "le": value < top,
+        "lt": value < wanted,
+        "eb": value < wanted,
+    }[op]
+
+
+def _keep(e: dict, code: str | None, status: str | None, dates: list, updated: list) -> bool:
     if code and (e.get("type") or "").upper() != code.upper():
         return False
     if status and STATUS.get((e.get("availability") or "").upper(), "current") != status:
         return False
-    if date and not (common.instant(e.get("origination_at") or e.get("activity_at")) or "").startswith(date):
+    when = common.instant(e.get("origination_at") or e.get("activity_at")) or ""
+    if any(not (when and _date_matches(when, op, v)) for op, v in dates):
         return False
+    if updated:
+        at = common.utc(e.get("updated_at"))
+        for op, bound in updated:
+            if at is None or not (at >= bound if op == "ge" else at < bound):
+                return False
     return True
 
 
@@ -168,6 +278,17 @@ def read_binary(id: str, request: Request):
     """The current content of document ``id``: the bytes with their media type, or (Accept
     ``application/fhir+json``) a Binary resource carrying them base64. 404 when there is none
     (unknown, cancelled, or only a reference to content held elsewhere)."""
+    return _binary(request, id, None)
+
+
+@router.get("/fhir/Binary/{id}/_history/{vid}")
+def read_binary_version(id: str, vid: str, request: Request):
+    """The content of one version of document ``id`` (``vid``: the DocumentReference's
+    ``versionId``), as :func:`read_binary`."""
+    return _binary(request, id, vid)
+
+
+def _binary(request: Request, id: str, vid: str | None):
     settings = getattr(request.app.state, "document_settings", None) or documents.DocumentSettings()
     with reading(request) as conn:
         entry = _entry(conn, id)
@@ -180,10 +301,19 @@ def read_binary(id: str, request: Request):
                     "?reason= on /api/documents/{number}/content)",
                 )
         if entry is not None:
+            access.check_patient(request, conn, entry.get("mrn"), f"Binary/{id}")
             namespace = entry.get("namespace") or entry.get("universal_id")
-            got = document_read.get_content(conn, id, settings, namespace=namespace)
-    if got is None:
-        raise FhirError(404, f"Binary/{id} is not known or has no current content")
+            version = None
+            if vid is not None:
+                snap = next((v for v in _versions(request, conn, id) if str(v["message_id"]) == vid), None)
+                version = snap["version"] if snap is not None else -1
+                if snap is not None:
+                    entry = snap
+            if version != -1:
+                got = document_read.get_content(conn, id, settings, version=version, namespace=namespace)
+    if got is None or entry is None:
+        raise FhirError(404, f"Binary/{id} is not known or has no such content")
+    access.audit(request, "view", "document", id, [entry.get("mrn")], detail=request.url.path)
     data, media = got
     if (
         common.MEDIA_TYPE in request.headers.get("accept", "")
@@ -191,16 +321,16 @@ def read_binary(id: str, request: Request):
     ):
         binary = Binary(
             id=id,
-            meta={"lastUpdated": common.instant(entry.get("updated_at"))}
-            if entry.get("updated_at")
-            else None,
+            meta=common.meta(entry),
             contentType=media.split(";")[0].strip(),
             data=base64.b64encode(data).decode("ascii"),
         )
-        return common.respond(binary)
+        return common.read(request, binary)
     headers = {
         "X-Content-Type-Options": "nosniff",
         "Content-Security-Policy": "sandbox",
         "Cache-Control": "private, no-store",
     }
+    if entry.get("message_id") is not None:
+        headers["ETag"] = f'W/"{entry["message_id"]}"'
     return Response(content=data, media_type=media, headers=headers)

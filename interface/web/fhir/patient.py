@@ -13,9 +13,9 @@ from fastapi import APIRouter, Request
 from fhir.resources.R4B.patient import Patient
 
 from interface.desk import masking
-from interface.store import chart_read
-from interface.web import auth
-from interface.web.fhir import common
+from interface.store import chart_pages
+from interface.store.chart import resolve_mrn
+from interface.web.fhir import access, common
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.identifiers import system_for
 from interface.web.reading import reading
@@ -103,7 +103,7 @@ def build(request: Request, record: dict) -> Patient:
     """The Patient of a (masked) chart record; for a merged-away MRN the inactive stub."""
     mrn = record["mrn"]
     requested = record.get("requested_mrn") or mrn
-    meta = {"lastUpdated": common.instant(record.get("updated_at"))} if record.get("updated_at") else None
+    meta = common.meta(record)
     gender = GENDER.get((record.get("sex") or "").lower())
     birth = common.date_of(record.get("birth_date"))
     name = _name(record.get("name"))
@@ -162,99 +162,99 @@ def _mrn_authority(record: dict, value: str | None = None) -> str | None:
     )
 
 
+def load(conn, mrn: str) -> dict | None:
+    """The chart record of an MRN for :func:`build` (a merged-away MRN: the survivor's, with
+    ``requested_mrn`` the MRN asked for), in one query per table; None when unknown."""
+    survivor = resolve_mrn(conn, mrn)
+    if survivor is None:
+        return None
+    found = chart_pages.patients(conn, list(chart_pages.patient_ids(conn, [survivor]).values()))
+    if not found:
+        return None
+    return {**found[0], "requested_mrn": mrn}
+
+
+def by_mrn(request: Request, conn, mrns: list[str]) -> list[Patient]:
+    """The Patients of these (current) MRNs, for ``_include``: one query per table."""
+    ids = chart_pages.patient_ids(conn, list(dict.fromkeys(m for m in mrns if m)))
+    return [build(request, r) for r in chart_pages.patients(conn, list(ids.values()))]
+
+
 @router.get("/fhir/Patient/{id}")
 def read_patient(id: str, request: Request):
-    """One Patient by MRN; 404 OperationOutcome when unknown."""
+    """One Patient by MRN, with ``ETag``; 404 OperationOutcome when unknown."""
     with reading(request) as conn:
-        record = chart_read.get_chart(conn, id)
+        record = load(conn, id)
+        if record is not None:
+            access.check_patient(request, conn, record["mrn"], f"Patient/{id}")
     if record is None:
         raise FhirError(404, f"Patient/{id} is not known")
-    return common.respond(build(request, record))
+    access.audit(request, "view", "patient", id, [record["mrn"]])
+    return common.read(request, build(request, record))
 
 
-def _matches(record: dict, p: dict, system_of) -> bool:
-    """The filters search_patients does not do itself, on a chart record."""
-    if p.get("gender") and GENDER.get((record.get("sex") or "").lower()) != p["gender"]:
-        return False
-    birth = common.date_of(record.get("birth_date")) or ""
-    if p.get("birthdate") and not birth.startswith(p["birthdate"]):
-        return False
-    n = record.get("name") or {}
-    for key in ("family", "given"):
-        if p.get(key) and not (n.get(key) or "").lower().startswith(p[key].lower()):
-            return False
-    if p.get("name"):
-        parts = [(n.get(k) or "").lower() for k in ("family", "given")]
-        if not any(x.startswith(p["name"].lower()) for x in parts):
-            return False
-    return True
+def _sexes(gender: str) -> list[str]:
+    """The stored sex values (lower case) that read as ``gender``."""
+    return sorted(k for k, v in GENDER.items() if v == gender)
 
 
 @router.get("/fhir/Patient")
 def search_patient(request: Request):
-    """Patients by identifier (the MRN: ``[system|]value``), _id, family, given, name (family or given,
-    prefix, case-insensitive), birthdate (YYYY[-MM[-DD]]), gender (administrative-gender);
-    a searchset Bundle of ``_count`` (default 20, at most 100) with ``total`` and paging links."""
+    """Patients by identifier (the MRN: ``[system|]value``), _id, family, given, name (family or
+    given; prefix, case-insensitive), birthdate (prefixes eq ne ge le gt lt sa eb), gender
+    (administrative-gender), _lastUpdated; every filter in SQL, one count and one page query,
+    then one query per table for the page's patients; a searchset Bundle with ``total``."""
     p = common.params(request, SEARCH)
     count, offset = common.paging(p)
-    if p.get("birthdate"):
-        p["birthdate"] = common.date_param("birthdate", p["birthdate"])
+    birth = common.date_compares("birthdate", common.values(request, "birthdate"))
+    updated = common.last_updated(request)
     if p.get("gender") and p["gender"] not in ("male", "female", "other", "unknown"):
         raise FhirError(400, "gender must be male, female, other or unknown")
-    criteria = {k: v for k, v in p.items() if k in SEARCH and v}
-    if not criteria:
-        raise FhirError(400, "give at least one of " + ", ".join(sorted(SEARCH)))
-    found: list[Patient] = []
+    common.includes(request, "Patient:none")  # no _include on Patient: any is refused
+    if not any(p.get(k) for k in SEARCH) and not updated:
+        raise FhirError(400, "give at least one of " + ", ".join(sorted(SEARCH | {"_lastUpdated"})))
+    wanted: list[str] = [v for v in (p.get("_id"),) if v]
+    system = None
+    if p.get("identifier"):
+        system, value = common.token_param(p["identifier"])
+        wanted.append(value)
     with reading(request) as conn:
-        wanted = p.get("_id") or None
-        if p.get("identifier"):
-            system, value = common.token_param(p["identifier"])
-            if wanted and wanted != value:
-                value = ""
-            wanted = value
-        else:
-            system = None
-        if wanted is not None:
-            record = chart_read.get_chart(conn, wanted) if wanted else None
+        if wanted and len(set(wanted)) > 1:
+            return common.searchset(request, "Patient", [], 0, count, offset)
+        mrns: list[str] | None = None
+        if wanted:
+            record = load(conn, wanted[0])
             if record is not None and system is not None:
-                if (system_for(request, _mrn_authority(record)) or "") != system:
+                if (system_for(request, _mrn_authority(record, wanted[0])) or "") != system:
                     record = None
-            if record is not None and _matches(record, p, None):
-                found.append(build(request, record))
-        else:
-            rows = [r for r in _candidates(conn, p) if _matches(r, p, None)]
-            total = len(rows)
-            for r in rows[offset : offset + count]:
-                record = chart_read.get_chart(conn, r["mrn"])
-                if record is not None:
-                    found.append(build(request, record))
-            auth.audit_listed(request, [r.id for r in found], action="listed")
-            return common.searchset(request, "Patient", found, total, count, offset, p)
-    page = found[offset : offset + count]
-    auth.audit_listed(request, [r.id for r in page], action="listed")  # each patient in the Bundle
-    return common.searchset(request, "Patient", page, len(found), count, offset, p)
+            if record is None:
+                return _result(request, [], 0, count, offset)
+            if record["mrn"] != wanted[0]:  # merged away: its inactive stub, on its own
+                others = {k for k in SEARCH if p.get(k)} - {"_id", "identifier"}
+                found = [] if others or birth or updated else [record]
+                found = [r for r in found if access.narrow(request, conn, r["mrn"]) != ""]
+                return _result(request, found, len(found), count, offset)
+            mrns = [record["mrn"]]
+        bound = access.narrow(request, conn, None)
+        if bound is not None:
+            mrns = [m for m in (mrns if mrns is not None else [bound]) if m == bound]
+        total, ids = chart_pages.search_patients(
+            conn,
+            mrns=mrns,
+            family=p.get("family"),
+            given=p.get("given"),
+            name=p.get("name"),
+            birth=birth,
+            sexes=_sexes(p["gender"]) if p.get("gender") else None,
+            updated=updated,
+            count=count,
+            offset=offset,
+        )
+        records = chart_pages.patients(conn, ids)
+    return _result(request, records, total or 0, count, offset)
 
 
-def _candidates(conn, p: dict) -> list[dict]:
-    """Rows (mrn, name, birth_date, sex) from the chart store's search (names and birth date as prefixes), at most MAX_MATCHES."""
-    limit = common.MAX_MATCHES + 1
-    birth = p.get("birthdate")
-    if p.get("name"):
-        seen: dict[str, dict] = {}
-        for key in ("family", "given"):
-            kw = {"family": p.get("family"), "given": p.get("given"), key: p["name"]}
-            for r in chart_read.search_patients(conn, **kw, birth_date=birth, limit=limit):
-                seen.setdefault(r["mrn"], r)
-        rows = sorted(
-            seen.values(),
-            key=lambda r: (r["name"].get("family") or "", r["name"].get("given") or "", r["mrn"]),
-        )
-    else:
-        rows = chart_read.search_patients(
-            conn, family=p.get("family"), given=p.get("given"), birth_date=birth, limit=limit
-        )
-    if len(rows) > common.MAX_MATCHES:
-        raise FhirError(
-            400, f"more than {common.MAX_MATCHES} patients match: narrow the search", "too-costly"
-        )
-    return rows
+def _result(request: Request, records: list[dict], total: int, count: int, offset: int):
+    page = [build(request, r) for r in records]
+    access.audit(request, "search", "patient", None, [r["mrn"] for r in records])
+    return common.searchset(request, "Patient", page, total, count, offset)

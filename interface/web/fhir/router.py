@@ -1,23 +1,30 @@
-"""The FHIR routes under ``/fhir``, with their roles and their audit, and the OperationOutcome
-answers for errors (used by ``interface.web.app``'s exception handlers for ``/fhir`` paths)."""
+"""The FHIR routes under ``/fhir``, with their roles, their scopes and their audit, and the
+OperationOutcome answers for errors (used by ``interface.web.app``'s exception handlers for
+``/fhir`` paths). Each resource's router needs its role group (``auth.CHARTS`` for the chart's
+resources, ``auth.DOCUMENTS`` for documents) and a token scope that reads its type
+(:func:`interface.web.fhir.access.scope`); each route audits what it showed."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
 from interface.web import auth
-from interface.web.fhir import common, document, metadata, patient
+from interface.web.fhir import access, clinical, common, document, encounter, metadata, patient, smart
 
 router = APIRouter(include_in_schema=False)
 router.include_router(metadata.router)
-router.include_router(
-    patient.router,
-    dependencies=[Depends(auth.require(*auth.CHARTS)), Depends(auth.audit_access("patient", "id"))],
-)
-router.include_router(
-    document.router,
-    dependencies=[Depends(auth.require(*auth.DOCUMENTS)), Depends(auth.audit_access("document", "id"))],
-)
+router.include_router(smart.router)
+
+
+def _guarded(sub: APIRouter, roles: tuple[str, ...], type_name: str) -> None:
+    router.include_router(sub, dependencies=[Depends(auth.require(*roles)), Depends(access.scope(type_name))])
+
+
+_guarded(patient.router, auth.CHARTS, "Patient")
+_guarded(encounter.router, auth.CHARTS, "Encounter")
+for _type in clinical.KINDS:
+    _guarded(clinical.router_for(_type), auth.CHARTS, _type)
+_guarded(document.router, auth.DOCUMENTS, "DocumentReference")
 
 
 def error_response(request: Request, status: int, text: str, headers: dict | None = None):

@@ -1,0 +1,312 @@
+"""Charts read a page at a time, for the FHIR face: patient search with every filter in SQL (one
+count and one page query), the page's patients with their identifiers, names, addresses and
+phones in one query per table, and the chart's lists (visits with their locations, insurance,
+allergies, diagnoses) filtered and paged the same way.
+
+Each row comes back as a plain dict with ``message_id`` (the journal row of the message that last
+changed it: the FHIR ``versionId``) and ``updated_at``. Nothing here writes.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.engine import Connection
+from sqlalchemy.sql.elements import ColumnElement
+
+from interface.store import chart_locations
+from interface.store import chart_schema as cs
+
+# A comparison on a column: (operator, value) with operator one of eq, ne, ge, le, gt, lt, sa
+# (starts after), eb (ends before); for text dates ``eq`` is "starts with".
+Compare = tuple[str, Any]
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, datetime) else value
+
+
+def _prefix(column, value: str) -> ColumnElement[bool]:
+    """``column`` starts with ``value`` (both lower case): the exact LIKE check and, when the
+    value ends in a letter or digit, the range ``value`` <= column < ``value`` with its last
+    character moved up one, which an index on the column can serve under any collation."""
+    value = value.lower()
+    like = _like(column, value)
+    if not value or not ("a" <= value[-1] < "z" or "0" <= value[-1] < "9"):
+        return like
+    upper = value[:-1] + chr(ord(value[-1]) + 1)
+    return and_(column >= value, column < upper, like)
+
+
+def compare(column, comparisons: list[Compare], text: bool = False) -> list[ColumnElement[bool]]:
+    """SQL conditions for ``comparisons`` on ``column``. ``text``: the column holds ISO text of
+    any precision, so ``eq`` is a prefix match and ``le``/``lt`` compare against the value's end
+    (``le 2026-11`` keeps ``2026-11-30T10:00``)."""
+    out: list[ColumnElement[bool]] = []
+    for op, value in comparisons:
+        if text:
+            top = after(value)
+            conds = {
+                "eq": lambda: _like(column, value),
+                "ne": lambda: or_(column.is_(None), ~_like(column, value)),
+                "ge": lambda: column >= value,
+                "gt": lambda: column >= top,
+                "sa": lambda: column >= top,
+                "le": lambda: column < top,
+                "lt": lambda: column < value,
+                "eb": lambda: column < value,
+            }
+        else:
+            conds = {
+                "eq": lambda: column == value,
+                "ne": lambda: column != value,
+                "ge": lambda: column >= value,
+                "gt": lambda: column > value,
+                "sa": lambda: column > value,
+                "le": lambda: column <= value,
+                "lt": lambda: column < value,
+                "eb": lambda: column < value,
+            }
+        out.append(conds[op]())
+    return out
+
+
+def after(value: str) -> str:
+    """The first ISO text after every text starting with ``value`` (a date ``YYYY[-MM[-DD]]``:
+    the next year, month or day; else ``value`` itself with its last character moved up)."""
+    parts = value.split("-")
+    if all(x.isdigit() for x in parts) and [len(x) for x in parts] in ([4], [4, 2], [4, 2, 2]):
+        if len(parts) == 1:
+            return f"{int(parts[0]) + 1:04d}"
+        if len(parts) == 2:
+            y, m = int(parts[0]), int(parts[1])
+            return f"{y + m // 12:04d}-{m % 12 + 1:02d}"
+        return (date.fromisoformat(value) + timedelta(days=1)).isoformat()
+    return value[:-1] + chr(ord(value[-1]) + 1) if value else value
+
+
+def _like(column, value: str) -> ColumnElement[bool]:
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return column.like(escaped + "%", escape="\\")
+
+
+# -- patients -------------------------------------------------------------------------------------
+
+
+def search_patients(
+    conn: Connection,
+    *,
+    mrns: list[str] | None = None,
+    family: str | None = None,
+    given: str | None = None,
+    name: str | None = None,
+    birth: list[Compare] = (),  # type: ignore[assignment]
+    sexes: list[str] | None = None,
+    updated: list[Compare] = (),  # type: ignore[assignment]
+    count: int = 20,
+    offset: int = 0,
+    with_total: bool = True,
+) -> tuple[int | None, list[int]]:
+    """(the number of matches or None, the page's patient ids), not merged-away MRNs, ordered by
+    family, given, MRN. Names match as case-insensitive prefixes (``name``: family or given);
+    ``sexes``: the stored sex values (lower case) that count; ``mrns``: only these."""
+    t = cs.patients
+    # not ``merged_into IS NULL``: nearly every row matches it, and SQLite (without statistics)
+    # would pick that index over the name's; as an expression it is checked on the rows found
+    where: list[ColumnElement[bool]] = [func.coalesce(t.c.merged_into, "") == ""]
+    if mrns is not None:
+        where.append(t.c.mrn.in_(mrns))
+    if family:
+        where.append(_prefix(func.lower(t.c.family), family.strip()))
+    if given:
+        where.append(_prefix(func.lower(t.c.given), given.strip()))
+    if name:
+        where.append(
+            or_(_prefix(func.lower(t.c.family), name.strip()), _prefix(func.lower(t.c.given), name.strip()))
+        )
+    if sexes is not None:
+        where.append(func.lower(t.c.sex).in_(sexes))
+    where += compare(t.c.birth_date, list(birth), text=True)
+    where += compare(t.c.updated_at, list(updated))
+    total = (
+        conn.execute(select(func.count()).select_from(t).where(*where)).scalar_one() if with_total else None
+    )
+    q = select(t.c.id).where(*where).order_by(t.c.family, t.c.given, t.c.mrn).limit(count).offset(offset)
+    return total, [r.id for r in conn.execute(q)]
+
+
+def patient_ids(conn: Connection, mrns: list[str]) -> dict[str, int]:
+    """``{mrn: patient id}`` of the MRNs as stored (merged-away MRNs: their own row)."""
+    if not mrns:
+        return {}
+    t = cs.patients
+    return {r.mrn: r.id for r in conn.execute(select(t.c.mrn, t.c.id).where(t.c.mrn.in_(mrns)))}
+
+
+def _children(conn: Connection, table, ids: list[int]) -> dict[int, list[Any]]:
+    out: dict[int, list[Any]] = {}
+    q = select(table).where(table.c.patient_id.in_(ids))
+    q = q.order_by(table.c.patient_id, *((table.c.seq,) if "seq" in table.c else ()), table.c.id)
+    for r in conn.execute(q):
+        out.setdefault(r.patient_id, []).append(r._mapping)
+    return out
+
+
+_NAME = ("family", "given", "middle", "prefix", "suffix", "degree")
+_ADDRESS = ("street", "other", "city", "state", "postal_code", "country")
+_PHONE_ORDER = {"phones": 0, "business_phones": 1, "telecom": 2}  # PID-13, PID-14, PID-40
+
+
+def patients(conn: Connection, ids: list[int]) -> list[dict]:
+    """The chart records (the fields a FHIR Patient needs, as ``chart_read.get_chart`` names
+    them) of these patient ids, in that order: one query per table for the whole page."""
+    if not ids:
+        return []
+    t = cs.patients
+    rows = {r.id: r._mapping for r in conn.execute(select(t).where(t.c.id.in_(ids)))}
+    idents = _children(conn, cs.patient_identifiers, ids)
+    names = _children(conn, cs.patient_names, ids)
+    addresses = _children(conn, cs.patient_addresses, ids)
+    phones = _children(conn, cs.patient_phones, ids)
+    merged = merged_from(conn, [rows[i]["mrn"] for i in ids if i in rows])
+    out = []
+    for i in ids:
+        p = rows.get(i)
+        if p is None:
+            continue
+        out.append(
+            {
+                "patient_id": i,
+                "mrn": p["mrn"],
+                "requested_mrn": p["mrn"],
+                "merged_from": merged.get(p["mrn"], []),
+                "identifiers": [
+                    {"value": r["value"], "authority": r["authority"] or None, "type": r["type"] or None}
+                    for r in idents.get(i, [])
+                ],
+                "name": {**{k: p[k] for k in _NAME}, "type": p["name_type"]},
+                "other_names": [{**{k: n[k] for k in _NAME}, "type": n["type"]} for n in names.get(i, [])],
+                "birth_date": p["birth_date"],
+                "sex": p["sex"],
+                "ssn": p["ssn"],
+                "death_at": p["death_at"],
+                "deceased": p["deceased"],
+                "addresses": [
+                    {**{k: a[k] for k in _ADDRESS}, "type": a["type"]} for a in addresses.get(i, [])
+                ],
+                "phones": [
+                    {k: ph[k] for k in ("number", "use", "equipment", "email", "source")}
+                    for ph in sorted(phones.get(i, []), key=lambda ph: _PHONE_ORDER.get(ph["source"], 0))
+                ],
+                "updated_at": _iso(p["updated_at"]),
+                "message_id": p["message_id"],
+            }
+        )
+    return out
+
+
+def merged_from(conn: Connection, mrns: list[str]) -> dict[str, list[str]]:
+    """``{survivor MRN: every MRN merged into it, directly or through a chain}``."""
+    t = cs.patients
+    out: dict[str, list[str]] = {}
+    owner = {m: m for m in mrns}  # an MRN on the way -> the survivor asked about
+    todo = list(mrns)
+    while todo:
+        rows = conn.execute(
+            select(t.c.mrn, t.c.merged_into).where(t.c.merged_into.in_(todo)).order_by(t.c.mrn)
+        ).all()
+        todo = []
+        for r in rows:
+            survivor = owner[r.merged_into]
+            if r.mrn in owner or r.mrn == survivor:
+                continue
+            owner[r.mrn] = survivor
+            out.setdefault(survivor, []).append(r.mrn)
+            todo.append(r.mrn)
+    return out
+
+
+def mrns_of(conn: Connection, ids: list[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    t = cs.patients
+    return {r.id: r.mrn for r in conn.execute(select(t.c.id, t.c.mrn).where(t.c.id.in_(ids)))}
+
+
+# -- the chart's lists ----------------------------------------------------------------------------
+
+
+def list_rows(
+    conn: Connection,
+    table,
+    *,
+    ids: list[int] | None = None,
+    patient_ids: list[int] | None = None,
+    where: list[ColumnElement[bool]] = (),  # type: ignore[assignment]
+    updated: list[Compare] = (),  # type: ignore[assignment]
+    count: int = 20,
+    offset: int = 0,
+) -> tuple[int, list[dict]]:
+    """(matches, one page of rows as dicts with ``mrn``) of ``table`` (visits, insurance,
+    allergies, diagnoses): rows by id or by patient, newest first (by id)."""
+    p = cs.patients
+    conds = list(where) + compare(table.c.updated_at, list(updated))
+    if ids is not None:
+        conds.append(table.c.id.in_(ids))
+    if patient_ids is not None:
+        conds.append(table.c.patient_id.in_(patient_ids))
+    total = conn.execute(select(func.count()).select_from(table).where(*conds)).scalar_one()
+    q = (
+        select(table, p.c.mrn.label("patient_mrn"))
+        .join(p, p.c.id == table.c.patient_id)
+        .where(*conds)
+        .order_by(table.c.id.desc())
+        .limit(count)
+        .offset(offset)
+    )
+    rows = []
+    for r in conn.execute(q):
+        d = dict(r._mapping)
+        d["mrn"] = d.pop("patient_mrn")
+        d["updated_at"] = _iso(d["updated_at"])
+        rows.append(d)
+    return total, rows
+
+
+def visit_extras(conn: Connection, visits: list[dict]) -> None:
+    """Add ``locations`` (the timeline, oldest first) to each visit row, in one query."""
+    located = chart_locations.locations_for(conn, [v["id"] for v in visits])
+    for v in visits:
+        v["locations"] = located.get(v["id"], [])
+
+
+def visit_numbers(conn: Connection, ids: list[int]) -> dict[int, dict]:
+    """``{visit id: {visit_number, visit_authority}}`` (for diagnoses' encounters)."""
+    ids = [i for i in set(ids) if i is not None]
+    if not ids:
+        return {}
+    v = cs.visits
+    q = select(v.c.id, v.c.visit_number, v.c.visit_authority).where(v.c.id.in_(ids))
+    return {
+        r.id: {"visit_number": r.visit_number, "visit_authority": r.visit_authority} for r in conn.execute(q)
+    }
+
+
+def visits_by_number(conn: Connection, pairs: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+    """``{(mrn, visit number): visit id}`` for documents' encounters (MRNs as they are now)."""
+    pairs = [(m, n) for m, n in set(pairs) if m and n]
+    if not pairs:
+        return {}
+    v, p = cs.visits, cs.patients
+    q = (
+        select(v.c.id, v.c.visit_number, p.c.mrn)
+        .join(p, p.c.id == v.c.patient_id)
+        .where(v.c.visit_number.in_({n for _, n in pairs}), p.c.mrn.in_({m for m, _ in pairs}))
+        .order_by(v.c.id)
+    )
+    out: dict[tuple[str, str], int] = {}
+    for r in conn.execute(q):
+        out.setdefault((r.mrn, r.visit_number), r.id)
+    return out
