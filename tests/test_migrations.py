@@ -76,7 +76,9 @@ def _search_objects_present(engine) -> None:
             names = {
                 r[0]
                 for r in conn.execute(
-                    text("SELECT relname FROM pg_class WHERE relname LIKE 'message_fts%' OR relname LIKE 'ix_message%'")
+                    text(
+                        "SELECT relname FROM pg_class WHERE relname LIKE 'message_fts%' OR relname LIKE 'ix_message%'"
+                    )
                 )
             }
     assert set(OBJECTS[engine.dialect.name]) <= names
