@@ -26,6 +26,8 @@ Scenarios, each at every ``--connections`` count:
 ``journal``  the ADT mix on a journal pre-seeded (bulk ``INSERT ... SELECT``) to 10^4, 10^5 and
              10^6 stored messages with done work items, each size with few and many distinct
              patients in the run (100 and 10,000): msgs/s, ACK p50/p99, ratios to the smallest size.
+``search``   message search on a journal bulk-loaded to 10^6 messages (``--scale`` multiplies it;
+             ``--quick``: 2,000): p50 and max of each kind of search (``interface.ops.bench_search``).
 ``queue``    (largest connection count) processing throughput of a backlog (the engine is killed
              after the last ACK and restarted; the drain of what was left is timed), and the
              end-to-end latency of other patients while one patient is blocked by a poison
@@ -49,6 +51,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
+from interface.ops import bench_search
 from interface.ops.bench_figures import Probe, ack_figures, e2e_figures, sizes
 from interface.ops.bench_peers import (
     Proc,
@@ -452,6 +455,11 @@ class Bench:
         try:
             self.db_url = self.database()
             (self.tmp / "var").mkdir(exist_ok=True)
+            if "search" in scen:  # first, on the empty database, without an engine running
+                R["scenarios"]["search"] = bench_search.run(self.db_url, sz.search, self.log)
+                scen.discard("search")
+                if not scen:
+                    return R
             self.engine = self.start_engine()
             self.probe = Probe(self.db_url)
             if {"receive", "adt"} & scen:
@@ -568,7 +576,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--scenarios",
         default="receive,adt,mdm,queue",
-        help="comma-separated subset of receive,adt,mdm,queue,scale,journal (receive and adt "
+        help="comma-separated subset of receive,adt,mdm,queue,scale,journal,search (receive and adt "
         "share a run; scale and journal are meant for --db postgresql://...)",
     )
     p.add_argument("--scenario", dest="scenarios", help="alias of --scenarios")
