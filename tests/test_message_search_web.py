@@ -118,3 +118,25 @@ def test_api_search_export_and_reprocess(admin, seeded):  # noqa: F811
         "/api/messages/reprocess", json={"ids": [bad, 999999], "destination": "store"}, headers=h
     ).json()
     assert list(r["refused"]) == ["999999"] or "999999" in r["refused"]
+
+
+def test_diff_of_a_message_and_its_edited_copy_field_by_field(admin, seeded):  # noqa: F811
+    from interface.desk import errorqueue
+
+    from .test_pages import BAD_A08, FIXED_DOB
+
+    edited = BAD_A08.replace("19840399", FIXED_DOB).replace("PV1|1|O", "PV1|1|I").encode()
+    with seeded.db.begin() as conn:
+        new = errorqueue.resubmit_item(
+            conn, seeded.items["fix"], edited, user="ada", now=APP_NOW, reason="dob"
+        )
+    bad = seeded.messages["bad"]
+    for mid in (new, bad):  # from either side: the original on the left, the copy on the right
+        page = admin.get(f"/messages/{mid}", params={"tab": "diff"}).text
+        table = page.split('id="diff"', 1)[1].split("</table>", 1)[0]
+        pv1 = re.search(r'<tr class="diff-changed" id="diff-PV1-2">(.*?)</tr>', table, re.S).group(1)
+        assert "Patient Class" in pv1 and ">O<" in pv1 and ">I<" in pv1
+        dob = re.search(r'<tr class="diff-changed" id="diff-PID-7">(.*?)</tr>', table, re.S).group(1)
+        assert "changed" in dob and FIXED_DOB not in dob and "19840399" not in dob  # masked
+        assert 'id="diff-PID-8"' in table and 'class="diff-same" id="diff-PID-8"' in table
+        assert f"message {bad}" in page and f"message {new}" in page

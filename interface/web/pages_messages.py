@@ -14,7 +14,7 @@ from interface.desk.users import User
 from interface.hl7.message import decode
 from interface.store import message_search
 from interface.store.schema import audit, messages, work_attempts, work_items
-from interface.web import auth, identity_view, message_actions
+from interface.web import auth, identity_view, message_actions, message_diff
 from interface.web.pages import (
     MAX_ID,
     MESSAGE_STATUSES,
@@ -273,7 +273,7 @@ def _message_page(
     status_code: int = 200,
     error: str | None = None,
 ) -> HTMLResponse:
-    if tab not in ("parsed", "raw", "ack", "history"):
+    if tab not in ("parsed", "raw", "ack", "history", "diff"):
         tab = "parsed"
     with _reader(request).connect() as conn:
         msg = _load_message(conn, message_id)
@@ -283,6 +283,19 @@ def _message_page(
         )
         conn.rollback()
     decoded = decode(msg.raw, fallback_codec_for(request.app.state.channels, msg.channel))
+    # the diff: this copy against its original, or this original against its newest copy
+    other_id = msg.parent_id or (history["copies"][-1].id if history["copies"] else None)
+    diff = None
+    if other_id is not None and tab == "diff":
+        with _reader(request).connect() as conn:
+            other = _load_message(conn, other_id)
+        other_text = decode(other.raw, fallback_codec_for(request.app.state.channels, other.channel)).text
+        old_text, new_text = (other_text, decoded.text) if msg.parent_id else (decoded.text, other_text)
+        diff = {
+            "old_id": msg.parent_id or msg.id,
+            "new_id": msg.id if msg.parent_id else other_id,
+            "rows": message_diff.field_diff(old_text, new_text, msg.version or "2.5", reveal),
+        }
     item_errors = [i for i in history["work_items"] if i.status in ("error", "held")]
     failing = parse_location(item_errors[0].error_location) if item_errors else None
     ack_text = msg.ack.decode("utf-8", "replace") if msg.ack else ""
@@ -311,7 +324,9 @@ def _message_page(
             "mask": mask,
             "failing": failing,
             "mrn": msg.patient_id if reveal else mask(msg.patient_id),
-            "tabs": [("parsed", "Parsed"), ("raw", "Raw"), ("ack", "ACK"), ("history", "History")],
+            "tabs": [("parsed", "Parsed"), ("raw", "Raw"), ("ack", "ACK"), ("history", "History")]
+            + ([("diff", "Changes")] if other_id is not None else []),
+            "diff": diff,
         },
         status_code=status_code,
     )
