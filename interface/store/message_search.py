@@ -22,6 +22,7 @@ Pure queries: no masking here (``interface.desk.search_snippets`` shows the hits
 from __future__ import annotations
 
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -169,13 +170,53 @@ def _match(conn: Connection, terms: list[Term]) -> tuple[str, dict]:
             if t.prefix and len(t.words) == 1 and t.words[0].isascii():
                 binds[name] = f"'{t.words[0]}':*"
                 parts.append(f"to_tsquery('simple', :{name})")
-            else:
-                binds[name] = " ".join(t.words)
-                parts.append(f"phraseto_tsquery('simple', message_fts_text(convert_to(:{name}, 'UTF8')))")
+            else:  # spelled as message_fts_text spells the indexed text, here so the planner
+                # sees a constant query (convert_to is only STABLE: it would hide the word's rarity)
+                binds[name] = " ".join(_escaped(w) for w in t.words)
+                parts.append(f"phraseto_tsquery('simple', :{name})")
         return "f.doc @@ (" + " && ".join(parts) + ")", binds
     expr = " AND ".join('"' + " ".join(t.words) + '"' + ("*" if t.prefix else "") for t in terms)
     binds["fts_q"] = expr
     return "f.message_fts MATCH :fts_q", binds
+
+
+_COMMON: dict[int, tuple[float, frozenset[str]]] = {}  # engine -> (read at, common lexemes)
+COMMON_TTL = 300.0
+
+
+def _common_words(conn: Connection) -> frozenset[str]:
+    """The full-text index's most common lexemes (``pg_stats``, set by ANALYZE), cached a while."""
+    key = id(conn.engine)
+    now = time.monotonic()
+    hit = _COMMON.get(key)
+    if hit is not None and now - hit[0] < COMMON_TTL:
+        return hit[1]
+    elems = conn.execute(
+        text(
+            "SELECT most_common_elems::text::text[] FROM pg_stats "
+            "WHERE tablename = 'message_fts' AND attname = 'doc' LIMIT 1"
+        )
+    ).scalar()
+    words = frozenset(elems or ())
+    _COMMON[key] = (now, words)
+    return words
+
+
+def _rare(conn: Connection, terms: list[Term]) -> bool:
+    """Whether some term is outside the index's most common words (so the match set is small)."""
+    common = _common_words(conn)
+    for t in terms:
+        if t.prefix:
+            if not any(c.startswith(_escaped(t.words[-1])) for c in common):
+                return True
+        elif any(_escaped(w) not in common for w in t.words):
+            return True
+    return False
+
+
+def _escaped(word: str) -> str:
+    """``encode(convert_to(word, 'UTF8'), 'escape')``: non-ASCII bytes as ``\\ooo``."""
+    return "".join(chr(b) if b < 128 else f"\\{b:03o}" for b in word.encode("utf-8"))
 
 
 def _id_col(conn: Connection) -> str:
@@ -204,7 +245,13 @@ def _candidates(
         where.append(f"{idc} > :fts_after")
         binds["fts_after"] = after
     order = "ASC" if after is not None else "DESC"
-    sql = f"SELECT {idc} FROM message_fts f WHERE {' AND '.join(where)} ORDER BY {idc} {order} LIMIT :fts_n"
+    key = idc
+    if conn.dialect.name == "postgresql" and _rare(conn, terms):
+        # PostgreSQL guesses 0.5 % for a word outside its statistics and would walk the primary
+        # key newest first, filtering every row; a rare word is found faster through the GIN
+        # index and sorted (``+ 0``: an order the primary key cannot give)
+        key = f"{idc} + 0"
+    sql = f"SELECT {idc} FROM message_fts f WHERE {' AND '.join(where)} ORDER BY {key} {order} LIMIT :fts_n"
     binds["fts_n"] = n
     return [r[0] for r in conn.execute(text(sql), binds)]
 
