@@ -9,7 +9,7 @@ Every filter runs on an index (``interface.store.schema``, ``interface.store.mes
   ``channel``, ``sending_application`` and ``sending_facility`` (exact), ``since``/``until``
   (``received_at``);
 * ``text``: words in the message's content, on the full-text index (FTS5 / tsvector): every word
-  must occur (``AND``), a word ending in ``*`` is a prefix, ``DOE^JOHN`` is the phrase ``DOE JOHN``.
+  must occur (``AND``), a word ending in ``*`` is a prefix, ``WARD^101`` is the phrase ``WARD 101``.
 
 Results come newest first, one page at a time by keyset (``before``: older than that id,
 ``after``: newer), without a total count. A content search with no other selective filter walks
@@ -41,7 +41,7 @@ _WORD = re.compile(r"[^\W_]+")
 
 @dataclass(frozen=True, slots=True)
 class Term:
-    """One search term: a word or a phrase of words (``DOE^JOHN``), a prefix when it ended in ``*``."""
+    """One search term: a word or a phrase of words (``WARD^101``), a prefix when it ended in ``*``."""
 
     words: tuple[str, ...]
     prefix: bool = False
