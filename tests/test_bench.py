@@ -216,3 +216,25 @@ def test_fhir_scenario_reports_read_and_search_figures(tmp_path, capsys):
     for name in ("patient_read", "patient_search", "encounter_search"):
         assert F[name]["requests"] == 5
         assert F[name]["p50_ms"] > 0 and F[name]["p95_ms"] >= F[name]["p50_ms"]
+
+
+def test_search_scenario_reports_a_figure_for_each_search(tmp_path, capsys):
+    """``interface bench --scenarios search`` (tiny): the journal is bulk-loaded and every kind of
+    search gets p50/max figures and finds what the load put there (no timing asserted)."""
+    from interface.ops import bench_search
+
+    out = tmp_path / "search.json"
+    argv = ["--quick", "--scale", "0.1", "--scenarios", "search", "--json", str(out), "-q"]
+    if PG:
+        argv += ["--db", PG]
+    assert bench.main(argv) == 0
+    R = json.loads(out.read_text())["scenarios"]["search"]
+    assert R["load"]["messages"] == 200
+    names = [name for name, _ in bench_search._searches(200)]
+    assert list(R["searches"]) == names
+    for name, r in R["searches"].items():
+        assert r["p50_ms"] >= 0 and r["max_ms"] >= r["p50_ms"], name
+    assert R["searches"]["control id exact, lower case"]["rows"] == 1
+    assert R["searches"]["content, rare word"]["rows"] == 1
+    assert R["searches"]["MRN with merged MRNs"]["rows"] > 0
+    assert "search" in capsys.readouterr().out

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from interface.ops import cli
 from interface.store import schema_version as mig
 from interface.store.db import create_schema, make_engine
+from interface.store.message_search_schema import OBJECTS, is_search_object
 from interface.store.schema import load_all_tables, metadata
 
 from .conftest import TEST_DB_URL
@@ -55,8 +56,32 @@ def _differences(engine) -> list:
     with engine.connect() as conn, warnings.catch_warnings():
         # SQLite cannot reflect expression indexes (lower(family)); checked by name below instead.
         _ignore_expression_index_warnings()
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(
+            conn,
+            opts={
+                "compare_type": True,
+                # the search index's dialect-specific objects: checked by name below
+                "include_name": lambda name, type_, parent: not is_search_object(name),
+            },
+        )
         return compare_metadata(ctx, metadata)
+
+
+def _search_objects_present(engine) -> None:
+    """The full-text table, its index and the control-id index (not SQLAlchemy tables)."""
+    with engine.connect() as conn:
+        if engine.dialect.name == "sqlite":
+            names = {r[0] for r in conn.execute(text("SELECT name FROM sqlite_master"))}
+        else:
+            names = {
+                r[0]
+                for r in conn.execute(
+                    text(
+                        "SELECT relname FROM pg_class WHERE relname LIKE 'message_fts%' OR relname LIKE 'ix_message%'"
+                    )
+                )
+            }
+    assert set(OBJECTS[engine.dialect.name]) <= names
 
 
 def _expression_indexes_present(engine) -> None:
@@ -82,6 +107,7 @@ def test_migrations_build_exactly_the_metadata(empty_url):
     try:
         assert _differences(eng) == []
         _expression_indexes_present(eng)
+        _search_objects_present(eng)
         with eng.connect() as conn:
             assert mig.current_revision(conn) == mig.head_revision()
         assert create_schema(eng) == "current"
@@ -92,6 +118,7 @@ def test_migrations_build_exactly_the_metadata(empty_url):
 def test_create_all_and_migrations_agree(db_url, engine):
     """The fast path for empty databases (create_all + stamp head) gives the same schema."""
     assert _differences(engine) == []
+    _search_objects_present(engine)
     with engine.connect() as conn:
         assert mig.current_revision(conn) == mig.head_revision()
 

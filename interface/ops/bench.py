@@ -28,6 +28,8 @@ Scenarios, each at every ``--connections`` count:
              patients in the run (100 and 10,000): msgs/s, ACK p50/p99, ratios to the smallest size.
 ``fhir``     FHIR reads and searches on 10^5 bulk-loaded patients (``--fhir-patients``) in a
              database of their own, served in this process: p50/p95 (``interface.ops.bench_fhir``).
+``search``   message search on a journal bulk-loaded to 10^6 messages (``--scale`` multiplies it;
+             ``--quick``: 2,000): p50 and max of each kind of search (``interface.ops.bench_search``).
 ``queue``    (largest connection count) processing throughput of a backlog (the engine is killed
              after the last ACK and restarted; the drain of what was left is timed), and the
              end-to-end latency of other patients while one patient is blocked by a poison
@@ -51,7 +53,7 @@ import uuid
 from datetime import datetime, timezone
 from pathlib import Path
 
-from interface.ops import bench_fhir
+from interface.ops import bench_fhir, bench_search
 from interface.ops.bench_figures import Probe, ack_figures, e2e_figures, sizes
 from interface.ops.bench_peers import (
     Proc,
@@ -463,7 +465,9 @@ class Bench:
                 n = a.fhir_patients or (2000 if a.quick else 100000)
                 reqs = a.fhir_requests or (50 if a.quick else 500)
                 R["scenarios"]["fhir"] = bench_fhir.run(self.database("_fhir"), self.tmp, n, reqs, self.log)
-            if not scen - {"fhir"}:
+            if "search" in scen:  # in a database of its own too, without an engine running
+                R["scenarios"]["search"] = bench_search.run(self.database("_search"), sz.search, self.log)
+            if not scen - {"fhir", "search"}:
                 return R
             self.db_url = self.database()
             self.engine = self.start_engine()
@@ -582,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--scenarios",
         default="receive,adt,mdm,queue",
-        help="comma-separated subset of receive,adt,mdm,queue,scale,journal,fhir (receive and adt "
+        help="comma-separated subset of receive,adt,mdm,queue,scale,journal,fhir,search (receive and adt "
         "share a run; scale and journal are meant for --db postgresql://...)",
     )
     p.add_argument("--scenario", dest="scenarios", help="alias of --scenarios")

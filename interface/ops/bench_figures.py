@@ -161,6 +161,7 @@ class Sizes:
     warmup: int
     scale: int = 3000  # ADT messages per process count (scale scenario)
     journal: int = 2000  # ADT messages per (journal size, patients) cell
+    search: int = 1_000_000  # messages bulk-loaded for the search scenario
 
 
 def sizes(quick: bool, conns: list[int], scale: float = 1.0) -> Sizes:
@@ -172,6 +173,7 @@ def sizes(quick: bool, conns: list[int], scale: float = 1.0) -> Sizes:
             16,
             60,
             40,
+            2000,
         )
     else:
         sz = Sizes(
@@ -186,5 +188,6 @@ def sizes(quick: bool, conns: list[int], scale: float = 1.0) -> Sizes:
             n(sz.warmup),
             n(sz.scale),
             n(sz.journal),
+            max(100, int(sz.search * scale)),
         )
     return sz

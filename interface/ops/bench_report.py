@@ -98,6 +98,12 @@ def table(R: dict) -> str:
                     f"{x['throughput']:>7} {r['ack_p50_ms']:>8} {r['ack_p99_ms']:>8} {x['ack_p50']:>6} "
                     f"{x['ack_p99']:>6} {r['engine_cpu_ms_per_msg']:>10} {r['load_avg'][0]:.1f}"
                 )
+    if "search" in S:
+        ld = S["search"]["load"]
+        lines.append(f"\nsearch: {ld['messages']} messages bulk-loaded in {ld['load_seconds']} s (50 a page)")
+        lines.append(f"{'search':<34} {'rows':>5} {'p50 ms':>8} {'max ms':>8}")
+        for name, r in S["search"]["searches"].items():
+            lines.append(f"{name:<34} {r['rows']:>5} {r['p50_ms']:>8} {r['max_ms']:>8}")
     if "cross_check" in R:
         x = R["cross_check"]
         lines.append(
@@ -109,7 +115,8 @@ def table(R: dict) -> str:
                 f"   {name:<11} {r.get('msgs_per_s')} msgs/s, ACK p50 {r.get('ack_p50_ms')} ms, "
                 f"p99 {r.get('ack_p99_ms')} ms, ok {r.get('ok')}/{r.get('sent')}"
             )
-    lines.append(f"\nengine peak RSS (whole run): {R.get('engine_peak_rss_mb')} MB")
+    if "engine_peak_rss_mb" in R:
+        lines.append(f"\nengine peak RSS (whole run): {R.get('engine_peak_rss_mb')} MB")
     if "fhir" in S:
         f = S["fhir"]
         lines.append(f"\nF. FHIR on {f['patients']} bulk-loaded patients (one keep-alive connection)")

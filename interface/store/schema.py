@@ -50,6 +50,7 @@ TABLE_MODULES = (
     "interface.store.audit_schema",
     "interface.store.scan_schema",
     "interface.store.channel_schema",
+    "interface.store.message_search_schema",
 )
 
 

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from fastapi import APIRouter, Depends, Form, HTTPException, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
-from interface.desk import masking
+from interface.config.channels import fallback_codec_for
+from interface.desk import masking, search_snippets
 from interface.desk.users import User
+from interface.hl7.message import decode
 from interface.store import audit as store_audit
+from interface.store import message_search
 from interface.store.schema import audit, messages, work_attempts, work_items
-from interface.web import auth, identity_view
+from interface.web import auth, identity_view, message_actions, message_diff
 from interface.web.pages import (
     MAX_ID,
     MESSAGE_STATUSES,
@@ -25,7 +30,6 @@ from interface.web.pages import (
     _reader,
     _render,
     html_errors,
-    keyset,
     mask,
     masked_text,
     parse_location,
@@ -35,38 +39,71 @@ from interface.web.pages import (
 router = APIRouter(include_in_schema=False)
 
 
-def _message_filters(mrn, control_id, type_, status, channel, since, until) -> tuple[list, dict]:
-    params = {
-        "mrn": _clean(mrn, 128),
-        "control_id": _clean(control_id, 199),
-        "type": _clean(type_, 32),
-        "status": _clean(status, 16),
-        "channel": _clean(channel, 64),
-        "since": _clean(since, 40),
-        "until": _clean(until, 40),
-    }
-    conds = []
-    if params["mrn"]:
-        conds.append(messages.c.patient_id == params["mrn"])
-    if params["control_id"]:
-        conds.append(messages.c.control_id == params["control_id"])
-    if params["type"]:
-        t = params["type"].upper()
-        if "^" in t and not t.endswith("^"):
-            conds.append(messages.c.message_type == t)
-        else:  # "ADT" or "ADT^": every trigger of that type
-            conds.append(messages.c.message_type.like(t.rstrip("^").replace("%", "").replace("_", "") + "^%"))
-    if params["status"]:
-        conds.append(messages.c.status == params["status"])
-    if params["channel"]:
-        conds.append(messages.c.channel == params["channel"])
-    s = _parse_dt(params["since"], "since")
-    u = _parse_dt(params["until"], "until")
-    if s is not None:
-        conds.append(messages.c.received_at >= s)
-    if u is not None:
-        conds.append(messages.c.received_at < u)
-    return conds, params
+SEARCH_FIELDS = (
+    ("mrn", 128),
+    ("control_id", 199),
+    ("type", 32),
+    ("trigger", 8),
+    ("status", 16),
+    ("channel", 64),
+    ("sending_application", 227),
+    ("sending_facility", 227),
+    ("since", 40),
+    ("until", 40),
+    ("text", 200),
+)
+
+LIST_COLS = [
+    messages.c.id,
+    messages.c.channel,
+    messages.c.received_at,
+    messages.c.control_id,
+    messages.c.message_type,
+    messages.c.patient_id,
+    messages.c.status,
+    messages.c.ack_code,
+    messages.c.error_text,
+    messages.c.parent_id,
+    messages.c.sending_application,
+    messages.c.sending_facility,
+]
+
+
+def search_filters(query: dict) -> tuple[message_search.Filters, dict]:
+    """The search form's values (cleaned, cut to their columns' lengths) as store filters."""
+    params = {name: _clean(query.get(name), limit) for name, limit in SEARCH_FIELDS}
+    f = message_search.Filters(
+        **{k: v for k, v in params.items() if k not in ("since", "until")},
+        since=_parse_dt(params["since"], "since"),
+        until=_parse_dt(params["until"], "until"),
+    )
+    return f, params
+
+
+def hit_snippets(conn, page: message_search.Page, fallback, reveal: bool = False) -> dict[int, str | None]:
+    """Message id -> the highlighted snippet of a content search (masked: desk.search_snippets)."""
+    if not page.terms or not page.rows:
+        return {}
+    out = {}
+    rows = conn.execute(
+        select(messages.c.id, messages.c.raw, messages.c.channel).where(
+            messages.c.id.in_([r.id for r in page.rows])
+        )
+    )
+    for r in rows:
+        text = decode(r.raw, fallback(r.channel)).text
+        out[r.id] = search_snippets.snippet(text, page.terms, reveal)
+    return out
+
+
+def done_words(query) -> str | None:
+    """What a reprocess of selected messages did, in words (counts and ids only, never URL text)."""
+    if query.get("done") != "reprocess":
+        return None
+    n = int(query.get("n", "0")) if query.get("n", "").isdigit() else 0
+    failed = [i for i in (query.get("failed") or "").split(",") if i.isdigit()][:50]
+    text = f"{n} message(s) queued again."
+    return text + (f" Not reprocessed: {', '.join(failed)}." if failed else "")
 
 
 @router.get("/messages", response_class=HTMLResponse)
@@ -74,56 +111,86 @@ def _message_filters(mrn, control_id, type_, status, channel, since, until) -> t
 def message_list(
     request: Request,
     user: User = Depends(MESSAGES),
-    mrn: str | None = None,
-    control_id: str | None = None,
-    type: str | None = None,
-    status: str | None = None,
-    channel: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
     before: int | None = Query(None, ge=1, le=MAX_ID),
     after: int | None = Query(None, ge=0, le=MAX_ID),
 ):
-    conds, params = _message_filters(mrn, control_id, type, status, channel, since, until)
-    cols = [
-        messages.c.id,
-        messages.c.channel,
-        messages.c.received_at,
-        messages.c.control_id,
-        messages.c.message_type,
-        messages.c.patient_id,
-        messages.c.status,
-        messages.c.ack_code,
-        messages.c.error_text,
-        messages.c.parent_id,
-        messages.c.sending_application,
-    ]
+    """Search the journal (``interface.store.message_search``): control id by prefix, the chart's
+    MRNs through merges, words of the content on the full-text index, hits highlighted (masked)."""
+    f, params = search_filters(dict(request.query_params))
     with _reader(request).connect() as conn:
-        rows, older, newer = keyset(conn, messages, cols, conds, before, after, PAGE_SIZE)
+        page = message_search.search(conn, f, LIST_COLS, before=before, after=after, limit=PAGE_SIZE)
+        snippets = hit_snippets(conn, page, lambda ch: fallback_codec_for(request.app.state.channels, ch))
         names = _channel_names(request, conn)
     if params["mrn"]:  # the list masks patients; a search by MRN is about that patient
         auth.audit_now(
             request,
             action="search",
             target_type="message",
-            detail={"mrn": mask(params["mrn"])},
-            patient=params["mrn"],
+            detail={"mrn": mask(params["mrn"]), "chart_mrns": len(page.mrns)},
+            patient=page.mrns[0] if page.mrns else params["mrn"],
+        )
+    elif params["text"]:
+        auth.audit_now(
+            request, action="search", target_type="message", detail={"text": True, "n": len(page.rows)}
         )
     return _render(
         request,
         "messages.html",
         {
-            "rows": rows,
+            "rows": page.rows,
             "params": params,
             "statuses": MESSAGE_STATUSES,
             "channels": names,
-            "older": _qs(params, before=older) if older else None,
-            "newer": _qs(params, after=newer) if newer else None,
+            "older": _qs(params, before=page.older) if page.older else None,
+            "newer": _qs(params, after=page.newer) if page.newer else None,
             "first_page": before is None and after is None,
             "mask": mask,
             "newest": _qs(params),
+            "snippets": snippets,
+            "partial": page.partial,
+            "merged": [mask(m) for m in page.mrns[1:]],
+            "destinations": sorted(
+                {d.name for c in request.app.state.channels or [] for d in c.destinations}
+            ),
+            "done": done_words(request.query_params),
         },
     )
+
+
+@router.post("/messages/export")
+@html_errors
+def messages_export(
+    request: Request,
+    user: User = Depends(MESSAGES),
+    ids: list[int] = Form(default=[]),
+    reason: str = Form(""),
+):
+    """The selected messages as one ``.hl7`` file (as received: a reveal, with its reason, audited)."""
+    body, name = message_actions.export_file(request, user, ids, reason)
+    return Response(
+        body,
+        media_type="application/hl7-v2",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.post("/messages/reprocess")
+@html_errors
+def messages_reprocess(
+    request: Request,
+    user: User = Depends(MESSAGES),
+    ids: list[int] = Form(default=[]),
+    destination: str = Form(""),
+    reason: str = Form(""),
+):
+    """Queue the selected messages again to one destination (each audited), back to the list."""
+    if not destination.strip():
+        raise HTTPException(status_code=400, detail="choose a destination")
+    result = message_actions.reprocess(request, user, ids, destination.strip()[:64], reason)
+    query = {"done": "reprocess", "n": len(result.queued)}
+    if result.refused:
+        query["failed"] = ",".join(map(str, result.refused))
+    return RedirectResponse("/messages?" + urlencode(query), status_code=303)
 
 
 def _load_message(conn, message_id: int):
@@ -207,10 +274,7 @@ def _message_page(
     status_code: int = 200,
     error: str | None = None,
 ) -> HTMLResponse:
-    from interface.config.channels import fallback_codec_for
-    from interface.hl7.message import decode
-
-    if tab not in ("parsed", "raw", "ack", "history"):
+    if tab not in ("parsed", "raw", "ack", "history", "diff"):
         tab = "parsed"
     with _reader(request).connect() as conn:
         msg = _load_message(conn, message_id)
@@ -220,6 +284,19 @@ def _message_page(
         )
         conn.rollback()
     decoded = decode(msg.raw, fallback_codec_for(request.app.state.channels, msg.channel))
+    # the diff: this copy against its original, or this original against its newest copy
+    other_id = msg.parent_id or (history["copies"][-1].id if history["copies"] else None)
+    diff = None
+    if other_id is not None and tab == "diff":
+        with _reader(request).connect() as conn:
+            other = _load_message(conn, other_id)
+        other_text = decode(other.raw, fallback_codec_for(request.app.state.channels, other.channel)).text
+        old_text, new_text = (other_text, decoded.text) if msg.parent_id else (decoded.text, other_text)
+        diff = {
+            "old_id": msg.parent_id or msg.id,
+            "new_id": msg.id if msg.parent_id else other_id,
+            "rows": message_diff.field_diff(old_text, new_text, msg.version or "2.5", reveal),
+        }
     item_errors = [i for i in history["work_items"] if i.status in ("error", "held")]
     failing = parse_location(item_errors[0].error_location) if item_errors else None
     ack_text = msg.ack.decode("utf-8", "replace") if msg.ack else ""
@@ -248,7 +325,9 @@ def _message_page(
             "mask": mask,
             "failing": failing,
             "mrn": msg.patient_id if reveal else mask(msg.patient_id),
-            "tabs": [("parsed", "Parsed"), ("raw", "Raw"), ("ack", "ACK"), ("history", "History")],
+            "tabs": [("parsed", "Parsed"), ("raw", "Raw"), ("ack", "ACK"), ("history", "History")]
+            + ([("diff", "Changes")] if other_id is not None else []),
+            "diff": diff,
         },
         status_code=status_code,
     )

@@ -1,9 +1,10 @@
-"""``GET /api/messages`` (search, newest first, keyset paging) and ``GET /api/messages/{id}``.
+"""``GET /api/messages`` (search, newest first, keyset paging), ``GET /api/messages/{id}``, and
+the actions on selected messages (``POST /api/messages/export``, ``POST /api/messages/reprocess``).
 
-Search uses the journal's indexes: each filter is an equality or range on an indexed column
-(``patient_id``, ``control_id``, ``(message_type, id)``, ``(status, id)``, ``(channel, id)``,
-``received_at``), ordered by ``id`` descending, one page (``limit`` + 1 rows to know whether there
-is more) at a time; the next page is ``before_id=next_before_id``. No total count is computed.
+Search is ``interface.store.message_search``: every filter on an index (control id by prefix in
+any case, the chart's MRNs through merges, words of the content on the full-text index, type and
+trigger, status, channel, sender, dates), ordered by ``id`` descending, one page at a time; the
+next page is ``before_id=next_before_id``. No total count is computed.
 
 Identifiers are masked in the list (``****1234``), and identifying fields and clinical text in the
 detail (``•••``), unless ``reveal=true`` with a ``reason`` (the rule of ``interface.desk.masking``, the
@@ -19,17 +20,19 @@ from __future__ import annotations
 import functools
 import re
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
-from pydantic import BaseModel
-from sqlalchemy import or_, select
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from interface.config.channels import DEFAULT_FALLBACK_CODEC, fallback_codec_for
-from interface.desk import masking
+from interface.desk import masking, search_snippets
 from interface.hl7.errors import ParseError
 from interface.hl7.message import decode, parse, split_warnings
+from interface.store import message_search
 from interface.store.schema import audit, messages, work_attempts, work_items
+from interface.web import message_actions
 from interface.web.auth import (
     ERROR_RESPONSES,
     MAX_ID,
@@ -65,6 +68,7 @@ class MessageSummary(BaseModel):
     error_code: str | None
     error_text: str | None
     parent_id: int | None
+    snippet: str | None = None  # a content search's hit: escaped HTML, matches in <mark>
 
 
 class MessagePage(BaseModel):
@@ -72,75 +76,79 @@ class MessagePage(BaseModel):
     next_before_id: int | None
     limit: int
     revealed: bool
+    chart_mrns: int = 0  # MRNs searched for ``mrn`` (the chart's, merged ones included)
+    partial: bool = False  # a content search stopped early: go on with next_before_id
 
 
-_SUMMARY_COLS = [messages.c[n] for n in MessageSummary.model_fields]
-
-
-def _type_condition(value: str):
-    """``ADT^A01`` exactly, or every trigger of ``ADT`` (an index range, not a LIKE)."""
-    value = value.strip().upper().replace("_", "^")
-    if "^" in value:
-        return messages.c.message_type == value
-    return or_(
-        messages.c.message_type == value,
-        (messages.c.message_type >= value + "^") & (messages.c.message_type < value + "_"),
-    )
+_SUMMARY_COLS = [messages.c[n] for n in MessageSummary.model_fields if n != "snippet"]
 
 
 @router.get("/api/messages", response_model=MessagePage, responses=ERROR_RESPONSES)
 def list_messages(
     request: Request,
     _user=Depends(require(*MESSAGES)),
-    mrn: str | None = Query(None, max_length=128),
-    control_id: str | None = Query(None, max_length=199),
+    mrn: str | None = Query(None, max_length=128, description="the chart's messages, merged MRNs included"),
+    control_id: str | None = Query(None, max_length=199, description="starts with (any case)"),
     type: str | None = Query(None, max_length=32, description="ADT, or ADT^A01"),
+    trigger: str | None = Query(None, max_length=8, description="A08 (with or without type)"),
     status: str | None = Query(None, max_length=16, description=" | ".join(STATUSES)),
     channel: str | None = Query(None, max_length=64),
+    sending_application: str | None = Query(None, max_length=227, description="MSH-3, exactly"),
+    sending_facility: str | None = Query(None, max_length=227, description="MSH-4, exactly"),
     since: datetime | None = Query(None, description="received at or after"),
     until: datetime | None = Query(None, description="received before"),
+    text: str | None = Query(
+        None, max_length=200, description="words of the content (all of them); word* a prefix"
+    ),
     before_id: int | None = Query(None, ge=1, le=MAX_ID),
     limit: int = Query(50, ge=1, le=500),
     reveal: bool = False,
     reason: str | None = Query(None, max_length=500, description="why identifiers are revealed"),
 ) -> MessagePage:
-    """Message summaries, newest first; identifiers masked unless ``reveal`` with a ``reason``."""
+    """Message summaries, newest first (``interface.store.message_search``); identifiers masked
+    unless ``reveal`` with a ``reason``. A content search gives each message a ``snippet``: HTML,
+    escaped, hits in ``<mark>``, cut from the masked text unless revealed."""
     _reveal(_user, masking.MESSAGE, reveal, reason)  # 400 without a reason, 403 for a role that may not
     if status is not None and status not in STATUSES:
         raise HTTPException(status_code=400, detail=f"status must be one of {', '.join(STATUSES)}")
-    q = select(*_SUMMARY_COLS).order_by(messages.c.id.desc()).limit(limit + 1)
-    if mrn:
-        q = q.where(messages.c.patient_id == mrn)
-    if control_id:
-        q = q.where(messages.c.control_id == control_id)
-    if type:
-        q = q.where(_type_condition(type))
-    if status:
-        q = q.where(messages.c.status == status)
-    if channel:
-        q = q.where(messages.c.channel == channel)
-    if since is not None:
-        q = q.where(messages.c.received_at >= utc_param(since, "since"))
-    if until is not None:
-        q = q.where(messages.c.received_at < utc_param(until, "until"))
-    if before_id is not None:
-        q = q.where(messages.c.id < before_id)
+    f = message_search.Filters(
+        mrn=mrn,
+        control_id=control_id,
+        type=type,
+        trigger=trigger,
+        status=status,
+        channel=channel,
+        sending_application=sending_application,
+        sending_facility=sending_facility,
+        since=utc_param(since, "since") if since is not None else None,
+        until=utc_param(until, "until") if until is not None else None,
+        text=text,
+    )
     with request.app.state.reader.connect() as conn:
-        rows = conn.execute(q).all()
-    more = len(rows) > limit
-    rows = rows[:limit]
-    if mrn or reveal:
+        page = message_search.search(conn, f, _SUMMARY_COLS, before=before_id, limit=limit)
+        snippets = {}
+        if page.terms and page.rows:
+            for r in conn.execute(
+                select(messages.c.id, messages.c.raw, messages.c.channel).where(
+                    messages.c.id.in_([r.id for r in page.rows])
+                )
+            ):
+                body = _text(r.raw, fallback_codec_for(request.app.state.channels, r.channel)) or ""
+                snippets[r.id] = search_snippets.snippet(body, page.terms, reveal)
+    rows = page.rows
+    if mrn or reveal or text:
         audit_now(
             request,
             action="reveal" if reveal else "search",
             target_type="messages",
             target_id=mrn,
-            reason=reason.strip() if reveal else None,
+            reason=reason.strip() if reveal and reason else None,
             detail={
                 "filters": {k: v for k, v in request.query_params.items() if k not in ("reveal", "reason")},
+                "chart_mrns": len(page.mrns),
                 "ids": [r.id for r in rows][:500],
             },
-            patient=mrn,
+            patient=page.mrns[0] if page.mrns else None,
         )
     if reveal and rows:  # unmasked: one entry per patient whose messages this page listed
         audit_listed(request, [r.patient_id for r in rows], action="listed", target_type="message")
@@ -149,10 +157,63 @@ def list_messages(
         d = dict(r._mapping)
         if not reveal:
             d["patient_id"] = mask(d["patient_id"])
-        out.append(MessageSummary(**d))
+        out.append(MessageSummary(**d, snippet=snippets.get(r.id)))
     return MessagePage(
-        messages=out, next_before_id=rows[-1].id if more else None, limit=limit, revealed=reveal
+        messages=out,
+        next_before_id=page.older,
+        limit=limit,
+        revealed=reveal,
+        chart_mrns=len(page.mrns),
+        partial=page.partial,
     )
+
+
+class SelectedMessages(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[Annotated[int, Field(ge=1, le=MAX_ID)]] = Field(min_length=1, max_length=500)
+    reason: str | None = Field(None, max_length=1000)
+
+
+class ReprocessSelected(SelectedMessages):
+    destination: str = Field(min_length=1, max_length=64)
+
+
+class ReprocessOutcome(BaseModel):
+    queued: dict[int, int]  # message id -> new work item id
+    refused: dict[int, str]  # message id -> why
+
+
+@router.post(
+    "/api/messages/export",
+    response_class=Response,
+    responses={
+        **ERROR_RESPONSES,
+        200: {
+            "content": {"application/hl7-v2": {}},
+            "description": "the messages as received, one .hl7 file",
+        },
+    },
+)
+def export_messages(request: Request, body: SelectedMessages, user=Depends(require(*MESSAGES))) -> Response:
+    """The selected messages as received (raw, unmasked), one ``.hl7`` file: a reveal, so
+    ``reason`` is required (400) and the role must be allowed to reveal messages (403); one
+    audit row per message."""
+    data, name = message_actions.export_file(request, user, body.ids, body.reason)
+    return Response(
+        data,
+        media_type="application/hl7-v2",
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
+    )
+
+
+@router.post("/api/messages/reprocess", response_model=ReprocessOutcome, responses=ERROR_RESPONSES)
+def reprocess_messages(
+    request: Request, body: ReprocessSelected, user=Depends(require(*MESSAGES))
+) -> ReprocessOutcome:
+    """Queue each selected message again to ``destination`` (each audited, each in its own
+    transaction); the ones that cannot be (unknown, rejected, already queued) are listed with why."""
+    result = message_actions.reprocess(request, user, body.ids, body.destination, body.reason)
+    return ReprocessOutcome(queued=result.queued, refused=result.refused)
 
 
 # -- detail -----------------------------------------------------------------------------------------
@@ -374,7 +435,7 @@ def get_message(
     by_item: dict[int, list] = {}
     for a in attempts:
         by_item.setdefault(a.item_id, []).append(Attempt(at=a.at, outcome=a.outcome, error=a.error))
-    summary = MessageSummary(**{k: row._mapping[k] for k in MessageSummary.model_fields})
+    summary = MessageSummary(**{k: row._mapping[k] for k in MessageSummary.model_fields if k != "snippet"})
     if why is None:
         summary.patient_id = mask(summary.patient_id)
     return MessageDetail(

@@ -1,0 +1,107 @@
+"""The journal's search indexes: full text of every message, control ids by prefix, senders.
+
+Full text is a real index kept in step with ``messages`` by database triggers, so every way a
+row enters the journal (the engine's group commit, a clerk's edited copy, an application ACK)
+is indexed in the same transaction as its insert, and a row deleted by retention leaves it:
+
+* **SQLite**: ``message_fts``, an FTS5 table with external content (``content='messages'``,
+  rowid = ``messages.id``): the index only, no second copy of the text. Triggers on insert,
+  delete and update of ``raw`` feed it the first :data:`INDEXED_BYTES` bytes of ``raw`` read as
+  UTF-8; the ``unicode61`` tokenizer splits on the HL7 delimiters (``| ^ ~ & \\``).
+* **PostgreSQL**: ``message_fts (message_id, doc tsvector)`` with a GIN index, filled by a
+  trigger with ``to_tsvector('simple', message_fts_text(raw))``; ``message_fts_text`` spells
+  non-ASCII bytes as octal escapes (never fails on a non-UTF-8 message), and queries go through
+  the same function, so a UTF-8 word still matches (as a phrase of its pieces).
+
+Control ids are searched case-insensitively by prefix on ``lower(control_id)`` (a plain index
+on SQLite, searched as a range; ``text_pattern_ops`` on PostgreSQL, searched with ``LIKE``).
+
+These objects are not SQLAlchemy tables (they are dialect-specific): :func:`ddl` is run after
+``metadata.create_all`` and, frozen, by migration ``0014``. ``tests/test_migrations.py`` checks
+they exist by name (:data:`OBJECTS`).
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import DDL, Index, event
+
+from interface.store.schema import messages, metadata
+
+INDEXED_BYTES = 200_000  # bytes of a message indexed for full text (embedded documents are large)
+
+# Plain indexes, in the metadata (compared with the migrations like any other).
+Index("ix_messages_sending_application", messages.c.sending_application, messages.c.id)
+Index("ix_messages_sending_facility", messages.c.sending_facility, messages.c.id)
+
+OBJECTS = {
+    "sqlite": ("message_fts", "ix_messages_control_id_lower"),
+    "postgresql": ("message_fts", "ix_message_fts_doc", "ix_messages_control_id_lower"),
+}
+
+_SQLITE = (
+    "CREATE VIRTUAL TABLE IF NOT EXISTS message_fts USING fts5("
+    "raw, content='messages', content_rowid='id', tokenize='unicode61 remove_diacritics 0')",
+    f"CREATE TRIGGER IF NOT EXISTS message_fts_insert AFTER INSERT ON messages BEGIN "
+    f"INSERT INTO message_fts(rowid, raw) VALUES (new.id, substr(new.raw, 1, {INDEXED_BYTES})); END",
+    f"CREATE TRIGGER IF NOT EXISTS message_fts_delete AFTER DELETE ON messages BEGIN "
+    f"INSERT INTO message_fts(message_fts, rowid, raw) "
+    f"VALUES ('delete', old.id, substr(old.raw, 1, {INDEXED_BYTES})); END",
+    f"CREATE TRIGGER IF NOT EXISTS message_fts_update AFTER UPDATE OF raw ON messages BEGIN "
+    f"INSERT INTO message_fts(message_fts, rowid, raw) "
+    f"VALUES ('delete', old.id, substr(old.raw, 1, {INDEXED_BYTES})); "
+    f"INSERT INTO message_fts(rowid, raw) VALUES (new.id, substr(new.raw, 1, {INDEXED_BYTES})); END",
+    "CREATE INDEX IF NOT EXISTS ix_messages_control_id_lower ON messages (lower(control_id))",
+)
+
+_POSTGRESQL = (
+    "CREATE OR REPLACE FUNCTION message_fts_text(raw bytea) RETURNS text "
+    "LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE AS "
+    f"$$ SELECT encode(substring(raw FROM 1 FOR {INDEXED_BYTES}), 'escape') $$",
+    "CREATE TABLE IF NOT EXISTS message_fts ("
+    "message_id BIGINT PRIMARY KEY REFERENCES messages (id) ON DELETE CASCADE, "
+    "doc TSVECTOR NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS ix_message_fts_doc ON message_fts USING gin (doc)",
+    "CREATE OR REPLACE FUNCTION message_fts_sync() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+    "INSERT INTO message_fts (message_id, doc) "
+    "VALUES (NEW.id, to_tsvector('simple', message_fts_text(NEW.raw))) "
+    "ON CONFLICT (message_id) DO UPDATE SET doc = EXCLUDED.doc; RETURN NULL; END $$",
+    "CREATE OR REPLACE TRIGGER message_fts_sync AFTER INSERT OR UPDATE OF raw ON messages "
+    "FOR EACH ROW EXECUTE FUNCTION message_fts_sync()",
+    "CREATE INDEX IF NOT EXISTS ix_messages_control_id_lower ON messages (lower(control_id) text_pattern_ops)",
+)
+
+DROP = {
+    "sqlite": (
+        "DROP TRIGGER IF EXISTS message_fts_insert",
+        "DROP TRIGGER IF EXISTS message_fts_delete",
+        "DROP TRIGGER IF EXISTS message_fts_update",
+        "DROP TABLE IF EXISTS message_fts",
+        "DROP INDEX IF EXISTS ix_messages_control_id_lower",
+    ),
+    "postgresql": (
+        "DROP TRIGGER IF EXISTS message_fts_sync ON messages",
+        "DROP FUNCTION IF EXISTS message_fts_sync()",
+        "DROP TABLE IF EXISTS message_fts",
+        "DROP FUNCTION IF EXISTS message_fts_text(bytea)",
+        "DROP INDEX IF EXISTS ix_messages_control_id_lower",
+    ),
+}
+
+
+def ddl(dialect: str) -> tuple[str, ...]:
+    """The statements that create the search objects on ``dialect`` (idempotent)."""
+    return {"sqlite": _SQLITE, "postgresql": _POSTGRESQL}.get(dialect, ())
+
+
+def _create(target, connection, **_kw) -> None:
+    for statement in ddl(connection.dialect.name):
+        connection.execute(DDL(statement))
+
+
+event.listen(metadata, "after_create", _create)
+
+
+def is_search_object(name: str | None) -> bool:
+    """Whether a reflected table or index is one of these (FTS5 adds shadow tables
+    ``message_fts_data`` …): schema comparisons leave them to :data:`OBJECTS`."""
+    return bool(name) and (name.startswith("message_fts") or name == "ix_messages_control_id_lower")
