@@ -47,6 +47,7 @@ TABLE_MODULES = (
     "interface.desk.users",
     "interface.store.appointment_schema",
     "interface.store.identity_schema",
+    "interface.store.roi_schema",
 )
 
 
