@@ -45,8 +45,9 @@ test-postgres: $(STAMP)
 
 # System packages from Debian's archive, installed when missing (as root, with apt-get), the way a
 # fresh machine and CI get them: Chromium for the browser tests (Playwright drives it; no browser
-# download), slapd for the directory sign-in tests, tesseract, zbar and ghostscript for scanning.
-DEB_PACKAGES := chromium slapd ldap-utils tesseract-ocr libzbar0 ghostscript
+# download), slapd for the directory sign-in tests, tesseract, zbar and ghostscript for scanning,
+# DejaVu for release packets (names outside Latin-1).
+DEB_PACKAGES := chromium slapd ldap-utils tesseract-ocr libzbar0 ghostscript fonts-dejavu-core
 
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
