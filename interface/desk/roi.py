@@ -98,12 +98,16 @@ def clean_scope(scope: dict | None) -> dict:
         "from": start.isoformat() if start else None,
         "to": end.isoformat() if end else None,
         "encounters": [str(e).strip() for e in scope.get("encounters") or [] if str(e).strip()],
-        "document_types": [str(t).strip().upper() for t in scope.get("document_types") or [] if str(t).strip()],
+        "document_types": [
+            str(t).strip().upper() for t in scope.get("document_types") or [] if str(t).strip()
+        ],
     }
     if not out["designated_record_set"] and not (
         out["from"] or out["to"] or out["encounters"] or out["document_types"]
     ):
-        raise RoiError("say what is asked: the designated record set, a date range, encounters or document types")
+        raise RoiError(
+            "say what is asked: the designated record set, a date range, encounters or document types"
+        )
     return out
 
 
@@ -201,7 +205,11 @@ def get(conn, request_id: int, *, for_update: bool = False) -> dict:
 
 def _labels(settings: RoiSettings, req: dict, today: date) -> dict:
     fee = rules.fee(
-        settings, delivery=req["delivery"], purpose=req["purpose"], requester_type=req["requester_type"], pages=None
+        settings,
+        delivery=req["delivery"],
+        purpose=req["purpose"],
+        requester_type=req["requester_type"],
+        pages=None,
     )
     return {
         **req,
@@ -255,7 +263,9 @@ def view(conn, settings: RoiSettings, request_id: int, today: date) -> dict:
     return req
 
 
-def _move(conn, req: dict, to: str, user: str, now: datetime, action: str, note: str | None = None, **values) -> None:
+def _move(
+    conn, req: dict, to: str, user: str, now: datetime, action: str, note: str | None = None, **values
+) -> None:
     store.update_request(conn, req["id"], {"status": to, "updated_at": now, **values})
     store.add_event(
         conn, req["id"], at=now, user=user, action=action, from_status=req["status"], to_status=to, note=note
@@ -290,7 +300,14 @@ def verify_identity(
 
 
 def set_status(
-    conn, settings: RoiSettings, request_id: int, to: str, *, user: str, now: datetime, note: str | None = None
+    conn,
+    settings: RoiSettings,
+    request_id: int,
+    to: str,
+    *,
+    user: str,
+    now: datetime,
+    note: str | None = None,
 ) -> None:
     """Move a request along (``verifying``, ``in_progress``, ``ready``, back a step, or
     ``withdrawn``); ``denied`` is :func:`deny`, ``released`` a release."""
@@ -302,7 +319,8 @@ def set_status(
         raise RoiError("a denial needs its reason: use deny", "conflict")
     if to not in rules.TRANSITIONS[req["status"]]:
         raise RoiError(
-            f"a request {rules.STATUSES[req['status']].lower()} cannot become {rules.STATUSES[to].lower()}", "conflict"
+            f"a request {rules.STATUSES[req['status']].lower()} cannot become {rules.STATUSES[to].lower()}",
+            "conflict",
         )
     if to in ("in_progress", "ready") and req["identity_verified_at"] is None:
         missing = rules.identity_problems(settings, req["requester_type"], req["identity_checks"])
@@ -340,17 +358,35 @@ def extend(conn, settings: RoiSettings, request_id: int, reason: str, *, user: s
     store.update_request(
         conn,
         request_id,
-        {"due_on": new_due, "extensions": req["extensions"] + 1, "extension_reason": reason.strip(), "updated_at": now},
+        {
+            "due_on": new_due,
+            "extensions": req["extensions"] + 1,
+            "extension_reason": reason.strip(),
+            "updated_at": now,
+        },
     )
     store.add_event(
-        conn, request_id, at=now, user=user, action="extend", note=f"due {new_due.isoformat()}: {reason.strip()}"
+        conn,
+        request_id,
+        at=now,
+        user=user,
+        action="extend",
+        note=f"due {new_due.isoformat()}: {reason.strip()}",
     )
     return new_due
 
 
 # -- authorizations ---------------------------------------------------------------------------
 
-CHECKLIST_TEXT = ("description", "discloser", "recipient", "purpose", "expiry_event", "signed_by", "representative_authority")
+CHECKLIST_TEXT = (
+    "description",
+    "discloser",
+    "recipient",
+    "purpose",
+    "expiry_event",
+    "signed_by",
+    "representative_authority",
+)
 CHECKLIST_FLAGS = (
     "signed_by_representative",
     "revocation_statement",
@@ -412,11 +448,15 @@ def authorize(
     elif previous is not None and previous.get("form_sha256"):  # a corrected checklist keeps the form
         values.update({k: previous[k] for k in ("form_sha256", "form_media_type", "form_name")})
     auth_id = store.insert_authorization(conn, values)
-    store.update_request(conn, request_id, {"authorization_id": auth_id, "basis": "authorization", "updated_at": now})
+    store.update_request(
+        conn, request_id, {"authorization_id": auth_id, "basis": "authorization", "updated_at": now}
+    )
     auth = store.get_authorization(conn, auth_id) or {}
     view_ = authorization_view(settings, auth, now.date())
     note = "complete" if not view_["problems"] else "; ".join(p["text"] for p in view_["problems"])
-    store.add_event(conn, request_id, at=now, user=user, action="authorization", note=f"authorization {auth_id}: {note}")
+    store.add_event(
+        conn, request_id, at=now, user=user, action="authorization", note=f"authorization {auth_id}: {note}"
+    )
     return view_
 
 
@@ -428,7 +468,9 @@ def revoke(conn, request_id: int, revoked_on: date | str, reason: str, *, user: 
     day = _day(revoked_on, "revoked on") or now.date()
     why = _text(reason, "reason", 2000, required=True)
     store.update_authorization(conn, req["authorization_id"], {"revoked_on": day, "revoked_reason": why})
-    store.add_event(conn, request_id, at=now, user=user, action="revoke", note=f"revoked {day.isoformat()}: {why}")
+    store.add_event(
+        conn, request_id, at=now, user=user, action="revoke", note=f"revoked {day.isoformat()}: {why}"
+    )
 
 
 def authorization_view(settings: RoiSettings, auth: dict, today: date) -> dict:
@@ -450,12 +492,21 @@ def release_problems(conn, settings: RoiSettings, req: dict, today: date) -> lis
     """What blocks a release of this request now: ``[{element, text}]``."""
     out = []
     if req["status"] not in ("ready", "released"):
-        out.append({"element": "status", "text": f"The request is {rules.STATUSES[req['status']].lower()}, not ready"})
+        out.append(
+            {
+                "element": "status",
+                "text": f"The request is {rules.STATUSES[req['status']].lower()}, not ready",
+            }
+        )
     if req["identity_verified_at"] is None:
         out.append({"element": "identity", "text": "The requester's identity is not verified"})
     if req["basis"] == "authorization":
         auth = store.get_authorization(conn, req["authorization_id"]) if req["authorization_id"] else None
-        out.extend(authorization_view(settings, auth, today)["problems"] if auth else rules.authorization_problems(settings, None, today))
+        out.extend(
+            authorization_view(settings, auth, today)["problems"]
+            if auth
+            else rules.authorization_problems(settings, None, today)
+        )
     return out
 
 

@@ -186,6 +186,12 @@ def check_config(paths: list[str]) -> list[str]:
         problems.extend(check_prep([str(f) for f in rule_files if is_settings_file(f)]))
         rule_files = [f for f in rule_files if not is_settings_file(f)]
 
+        from interface.rules.roi import check_paths as check_roi
+        from interface.rules.roi import is_settings_file as is_roi
+
+        problems.extend(check_roi([str(f) for f in rule_files if is_roi(f)]))
+        rule_files = [f for f in rule_files if not is_roi(f)]
+
         from interface.rules.identity import check_paths as check_identity
 
         identity_files = [f for f in rule_files if Path(f).stem.startswith("identity")]
@@ -524,6 +530,12 @@ def cmd_chart_prep(args, rest) -> int:
     return cli_main(rest, _engine(args))
 
 
+def cmd_roi(args, rest) -> int:
+    from interface.ops.roi_cli import main as roi_main
+
+    return roi_main(rest, args)
+
+
 def cmd_users(args, rest) -> int:
     from interface.desk.users import cli_main
 
@@ -746,6 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("db", cmd_db, "database: upgrade (migrations)"),
         ("bench", cmd_bench, "the load benchmark"),
         ("chart-prep", cmd_chart_prep, "patients with an appointment soon whose chart has a problem"),
+        ("roi", cmd_roi, "release of information: requests, authorizations, releases, disclosures"),
     ):
         d = sub.add_parser(name, help=helptext, add_help=False)
         _db_args(d)

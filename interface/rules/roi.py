@@ -148,6 +148,7 @@ TRANSITIONS = {
     "withdrawn": (),
 }
 
+
 class DueDays(Strict):
     default_days: int = Field(30, ge=1, le=366)
     by_requester_type: dict[str, int] = Field(default_factory=dict)
@@ -228,7 +229,9 @@ class BasisRule(Strict):
 def _default_bases() -> list[BasisRule]:
     return [
         BasisRule(requester_types=["patient", "personal_representative"], basis="individual_access"),
-        BasisRule(requester_types=["provider"], purposes=["treatment", "continuity_of_care"], basis="treatment"),
+        BasisRule(
+            requester_types=["provider"], purposes=["treatment", "continuity_of_care"], basis="treatment"
+        ),
         BasisRule(requester_types=["payer"], purposes=["payment"], basis="payment"),
         BasisRule(requester_types=["court_order"], basis="court_order"),
         BasisRule(requester_types=["public_health"], basis="public_health"),
@@ -337,7 +340,9 @@ def extension_problem(settings: RoiSettings, extensions: int, reason: str | None
     if not (reason or "").strip():
         return "an extension needs a reason (it is written to the requester)"
     if extensions >= settings.due.max_extensions:
-        return f"the due date was already extended {extensions} time(s) (at most {settings.due.max_extensions})"
+        return (
+            f"the due date was already extended {extensions} time(s) (at most {settings.due.max_extensions})"
+        )
     return None
 
 
@@ -364,13 +369,17 @@ def _cents(amount: Decimal) -> int:
     return int((amount * 100).quantize(Decimal("1"), rounding=ROUND_HALF_UP))
 
 
-def fee(settings: RoiSettings, *, delivery: str, purpose: str, requester_type: str, pages: int | None) -> dict:
-    """``{cents, currency, lines: [text...], free}`` for a copy. ``pages`` None: not known yet
-    (the paper fee is then an estimate without the pages: its line says per page)."""
+def fee(
+    settings: RoiSettings, *, delivery: str, purpose: str, requester_type: str, pages: int | None
+) -> dict:
+    """``{cents, currency, items: [{label, cents}], lines: [text], free}`` for a copy. ``pages``
+    None: not known yet (the paper fee is then an estimate: its line says per page)."""
     f = settings.fees
     if purpose in f.free_purposes or requester_type in f.free_requester_types:
-        why = PURPOSES.get(purpose, purpose) if purpose in f.free_purposes else REQUESTER_TYPES[requester_type]
-        return {"cents": 0, "currency": f.currency, "lines": [f"No fee ({why})"], "free": True}
+        why = (
+            PURPOSES.get(purpose, purpose) if purpose in f.free_purposes else REQUESTER_TYPES[requester_type]
+        )
+        return _fee(f.currency, [(f"No fee ({why})", 0)], free=True)
     over = f.by_requester_type.get(requester_type)
 
     def amount(name: str) -> Decimal:
@@ -378,29 +387,32 @@ def fee(settings: RoiSettings, *, delivery: str, purpose: str, requester_type: s
         return own if own is not None else getattr(f, name)
 
     if delivery in ELECTRONIC:
-        flat = amount("electronic_flat")
-        return {
-            "cents": _cents(flat),
-            "currency": f.currency,
-            "lines": [f"Electronic copy, flat fee: {money(_cents(flat), f.currency)}"],
-            "free": flat == 0,
-        }
+        return _fee(f.currency, [("Electronic copy, flat fee", _cents(amount("electronic_flat")))])
     per, base = amount("paper_per_page"), amount("paper_base")
-    total = base
-    lines = []
+    items = []
     if base:
-        lines.append(f"Paper copy, base fee: {money(_cents(base), f.currency)}")
+        items.append(("Paper copy, base fee", _cents(base)))
     if pages is None:
-        lines.append(f"Paper copy: {money(_cents(per), f.currency)} per page (pages counted at release)")
+        items.append((f"Paper copy at {money(_cents(per), f.currency)} per page (counted at release)", 0))
     else:
-        total += per * pages
-        lines.append(f"Paper copy: {pages} page(s) at {money(_cents(per), f.currency)}")
-    if delivery == "mail":
-        postage = amount("mail_postage")
-        if postage:
-            total += postage
-            lines.append(f"Postage: {money(_cents(postage), f.currency)}")
-    return {"cents": _cents(total), "currency": f.currency, "lines": lines, "free": total == 0 and per == 0}
+        items.append(
+            (f"Paper copy, {pages} page(s) at {money(_cents(per), f.currency)}", _cents(per * pages))
+        )
+    postage = amount("mail_postage")
+    if delivery == "mail" and postage:
+        items.append(("Postage", _cents(postage)))
+    return _fee(f.currency, items, free=not base and not per and not (delivery == "mail" and postage))
+
+
+def _fee(currency: str, items: list[tuple[str, int]], free: bool | None = None) -> dict:
+    total = sum(c for _, c in items)
+    return {
+        "cents": total,
+        "currency": currency,
+        "items": [{"label": label, "cents": c} for label, c in items],
+        "lines": [f"{label}: {money(c, currency)}" if c else label for label, c in items],
+        "free": total == 0 if free is None else free,
+    }
 
 
 def money(cents: int, currency: str = "USD") -> str:
@@ -433,7 +445,7 @@ def authorization_problems(settings: RoiSettings, auth: dict[str, Any] | None, t
     required = settings.authorization.required_elements
 
     def missing(element: str) -> None:
-        out.append({"element": element, "text": f"Missing: {ELEMENTS[element].lower()}"})
+        out.append({"element": element, "text": f"Missing element: {ELEMENTS[element]}"})
 
     for element in ("description", "discloser", "recipient", "purpose"):
         if element in required and not _text(auth.get(element)):
@@ -458,7 +470,9 @@ def authorization_problems(settings: RoiSettings, auth: dict[str, Any] | None, t
     if expires is not None and today > expires:
         out.append({"element": "expiration", "text": f"Expired on {expires.isoformat()}"})
     if auth.get("expiry_event_occurred"):
-        out.append({"element": "expiration", "text": f"Expired: {auth.get('expiry_event') or 'the event happened'}"})
+        out.append(
+            {"element": "expiration", "text": f"Expired: {auth.get('expiry_event') or 'the event happened'}"}
+        )
     signed = _as_date(auth.get("signed_on"))
     if signed is not None and signed > today:
         out.append({"element": "signature", "text": f"Signed in the future ({signed.isoformat()})"})
@@ -489,7 +503,9 @@ def years_before(day: date, years: int) -> date:
     return date(y, day.month, min(day.day, calendar.monthrange(y, day.month)[1]))
 
 
-def accounting_period(settings: RoiSettings, start: date | None, end: date | None, today: date) -> tuple[date, date]:
+def accounting_period(
+    settings: RoiSettings, start: date | None, end: date | None, today: date
+) -> tuple[date, date]:
     """The period of an accounting: default the full ``years`` (six) up to today; ValueError when
     it starts earlier than that, ends before it starts, or ends in the future."""
     earliest = years_before(today, settings.accounting.years)

@@ -38,7 +38,9 @@ def _row(row: Any) -> dict:
 
 
 def _encode(values: dict) -> dict:
-    return {k: json.dumps(v, sort_keys=True) if k in _JSON and v is not None else v for k, v in values.items()}
+    return {
+        k: json.dumps(v, sort_keys=True) if k in _JSON and v is not None else v for k, v in values.items()
+    }
 
 
 def _insert(conn: Connection, table, values: dict) -> int:

@@ -40,7 +40,9 @@ roi_requests = Table(
     Column("identity_checks", Text, nullable=False, default="{}"),  # JSON {check: true/false}
     Column("identity_verified_by", String(128)),
     Column("identity_verified_at", TS),
-    Column("scope", Text, nullable=False),  # JSON {designated_record_set, from, to, encounters, document_types}
+    Column(
+        "scope", Text, nullable=False
+    ),  # JSON {designated_record_set, from, to, encounters, document_types}
     Column("purpose", String(32), nullable=False),
     Column("purpose_text", Text),
     Column("delivery", String(32), nullable=False),
