@@ -2,7 +2,7 @@
 
 Tables (on ``interface.store.schema.metadata``):
 
-* ``users``: name, role (clerk, analyst, admin, auditor), argon2id password hash, disabled flag.
+* ``users``: name, role (clerk, analyst, admin, auditor, release: see ``interface.web.auth``), argon2id password hash, disabled flag.
 * ``api_tokens``: Bearer tokens for machines. Only the SHA-256 of a token is stored; the token is
   printed once when made (``interface users token NAME [--expires-days N]``). Tokens are 256-bit
   random, so a fast hash is enough (no KDF needed) and lets a lookup be one indexed equality.
@@ -44,7 +44,7 @@ from sqlalchemy.engine import Connection, Engine
 from interface.desk import passwords
 from interface.store.schema import TS, Id, audit, metadata
 
-ROLES = ("clerk", "analyst", "admin", "auditor")
+ROLES = ("clerk", "analyst", "admin", "auditor", "release")
 SESSION_LIFETIME = timedelta(hours=8)
 
 users = Table(

@@ -239,6 +239,9 @@ def create_app(
         responses=api_messages.ERROR_RESPONSES,
         dependencies=[Depends(auth.require(*auth.CHARTS))],
     )
+    roi_router = _optional_router("interface.web.api.roi")
+    if roi_router is not None:  # /api/roi: the release-of-information desk (roles per route)
+        app.include_router(roi_router)
     app.include_router(fhir.router)  # /fhir: interface.web.fhir (read-only FHIR R4)
     pages_router = _optional_router("interface.web.pages")
     if pages_router is not None:
