@@ -197,6 +197,11 @@ def check_config(paths: list[str]) -> list[str]:
         identity_files = [f for f in rule_files if Path(f).stem.startswith("identity")]
         problems.extend(check_identity([str(f) for f in identity_files]))
         rule_files = [f for f in rule_files if f not in identity_files]
+
+        from interface.rules import sensitivity
+
+        problems.extend(sensitivity.check_paths([f for f in rule_files if sensitivity.is_rules_file(f)]))
+        rule_files = [f for f in rule_files if not sensitivity.is_rules_file(f)]
     if rule_files:
         try:
             from interface.rules.completeness import check_paths as check_rules
