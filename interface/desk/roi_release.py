@@ -85,8 +85,8 @@ def candidates(conn, req: dict, sensitivity_rules: Any = None) -> list[dict]:
         elif availability == "OB":
             reasons.append("Obsolete: replaced by a newer document")
         if not d["content_sha256"] or d["content_kind"] == "reference":
-            reasons.append("No stored content (a reference only)")
-        reasons.extend(f"Sensitive ({cat}): {why}" for cat, why in blocked)
+            reasons.append("No stored content (not received yet, or a reference only)")
+        reasons.extend(f"Sensitive ({sensitivity.label(cat, sensitivity_rules)}): {why}" for cat, why in blocked)
         out.append(
             {
                 "document_number": d["document_number"],

@@ -22,9 +22,10 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import Path as FPath
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
@@ -44,6 +45,8 @@ _PDF = {
         "content": {"application/pdf": {"schema": {"type": "string", "format": "binary"}}},
     }
 }
+RequestId = Annotated[int, FPath(ge=1, le=auth.MAX_ID, description="the request's number")]
+PacketId = Annotated[int, FPath(ge=1, le=auth.MAX_ID, description="the packet's number")]
 _STATUS = {"not_found": 404, "conflict": 409, "invalid": 400}
 
 
@@ -355,7 +358,7 @@ def _today(request: Request) -> date:
     return auth.clock(request).date()
 
 
-def _act(request: Request, request_id: int, action: str, fn, detail=None):
+def _act(request: Request, request_id: RequestId, action: str, fn, detail=None):
     """Run ``fn(conn, user, now)`` on a request in one transaction with its audit row."""
     now = auth.clock(request)
     try:
@@ -403,7 +406,7 @@ def create_request(request: Request, body: NewRequest, user: User = Depends(INTA
 
 
 @router.get("/requests/{request_id}", response_model=RequestDetail)
-def get_request(request: Request, request_id: int, user: User = Depends(INTAKE)):
+def get_request(request: Request, request_id: RequestId, user: User = Depends(INTAKE)):
     """One request: its checklist, authorization, what blocks its release, events, packets, disclosures."""
     return _act(
         request,
@@ -414,7 +417,7 @@ def get_request(request: Request, request_id: int, user: User = Depends(INTAKE))
 
 
 @router.post("/requests/{request_id}/verify", response_model=Missing)
-def verify(request: Request, request_id: int, body: Checks, user: User = Depends(INTAKE)):
+def verify(request: Request, request_id: RequestId, body: Checks, user: User = Depends(INTAKE)):
     """Record the identity checklist; answers what the requester type still needs."""
     missing = _act(
         request,
@@ -432,7 +435,7 @@ def verify(request: Request, request_id: int, body: Checks, user: User = Depends
 
 
 @router.post("/requests/{request_id}/status", response_model=RequestSummary)
-def set_status(request: Request, request_id: int, body: StatusChange, user: User = Depends(RELEASE)):
+def set_status(request: Request, request_id: RequestId, body: StatusChange, user: User = Depends(RELEASE)):
     """Move a request along (verifying, in progress, ready), back a step, or withdraw it."""
 
     def fn(conn, u, n):
@@ -444,7 +447,7 @@ def set_status(request: Request, request_id: int, body: StatusChange, user: User
 
 
 @router.post("/requests/{request_id}/deny", response_model=RequestDetail)
-def deny(request: Request, request_id: int, body: Denial, user: User = Depends(RELEASE)):
+def deny(request: Request, request_id: RequestId, body: Denial, user: User = Depends(RELEASE)):
     """Deny a request with its reason (and, for an individual's own access, the right to review)."""
 
     def fn(conn, u, n):
@@ -455,7 +458,7 @@ def deny(request: Request, request_id: int, body: Denial, user: User = Depends(R
 
 
 @router.post("/requests/{request_id}/extend", response_model=Extended)
-def extend(request: Request, request_id: int, body: Extension, user: User = Depends(RELEASE)):
+def extend(request: Request, request_id: RequestId, body: Extension, user: User = Depends(RELEASE)):
     """Extend the due date once (30 days by default), with the reason."""
     due = _act(
         request,
@@ -468,7 +471,7 @@ def extend(request: Request, request_id: int, body: Extension, user: User = Depe
 
 
 @router.post("/requests/{request_id}/authorization", response_model=Authorization)
-def authorize(request: Request, request_id: int, body: AuthorizationIn, user: User = Depends(RELEASE)):
+def authorize(request: Request, request_id: RequestId, body: AuthorizationIn, user: User = Depends(RELEASE)):
     """Record the authorization's 164.508(c) checklist and the signed form; answers what it lacks."""
     form = None
     if body.form_base64:
@@ -497,7 +500,7 @@ def authorize(request: Request, request_id: int, body: AuthorizationIn, user: Us
 
 
 @router.post("/requests/{request_id}/authorization/revoke", response_model=RequestDetail)
-def revoke(request: Request, request_id: int, body: Revocation, user: User = Depends(RELEASE)):
+def revoke(request: Request, request_id: RequestId, body: Revocation, user: User = Depends(RELEASE)):
     """The patient revoked the authorization in writing: it no longer allows a release."""
 
     def fn(conn, u, n):
@@ -508,7 +511,7 @@ def revoke(request: Request, request_id: int, body: Revocation, user: User = Dep
 
 
 @router.get("/requests/{request_id}/authorization/form", responses=_PDF, response_class=Response)
-def authorization_form(request: Request, request_id: int, user: User = Depends(RELEASE)):
+def authorization_form(request: Request, request_id: RequestId, user: User = Depends(RELEASE)):
     """The signed authorization form as it was uploaded."""
 
     def fn(conn, _u, _n):
@@ -526,7 +529,7 @@ def authorization_form(request: Request, request_id: int, user: User = Depends(R
 
 
 @router.get("/requests/{request_id}/documents", response_model=Candidates)
-def documents(request: Request, request_id: int, user: User = Depends(RELEASE)):
+def documents(request: Request, request_id: RequestId, user: User = Depends(RELEASE)):
     """What a release would send by default (``selected``) and what is excluded, with the reasons."""
 
     def fn(conn, _u, _n):
@@ -542,7 +545,7 @@ def documents(request: Request, request_id: int, user: User = Depends(RELEASE)):
 
 
 @router.post("/requests/{request_id}/release", response_model=Released)
-def release(request: Request, request_id: int, body: ReleaseIn, user: User = Depends(RELEASE)):
+def release(request: Request, request_id: RequestId, body: ReleaseIn, user: User = Depends(RELEASE)):
     """Build the packet, keep it, log the disclosure and mark the request released."""
     pages = {doc: [(p.page, p.reason) for p in ex] for doc, ex in body.exclude_pages.items()}
     return _act(
@@ -565,7 +568,7 @@ def release(request: Request, request_id: int, body: ReleaseIn, user: User = Dep
 
 
 @router.get("/packets/{packet_id}", responses=_PDF, response_class=Response)
-def packet(request: Request, packet_id: int, user: User = Depends(RELEASE)):
+def packet(request: Request, packet_id: PacketId, user: User = Depends(RELEASE)):
     """A released packet, byte for byte as it was released."""
     try:
         with request.app.state.engine.begin() as conn:
