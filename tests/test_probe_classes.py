@@ -234,6 +234,7 @@ MATRIX: dict[tuple[str, str], object] = {
     ("POST", "/patients/{mrn}/reveal"): CLERK,
     ("GET", "/documents/{number}"): CLERK,
     ("GET", "/documents/{number}/content"): CLERK,
+    ("POST", "/documents/{number}/break-glass"): CLERK,
     ("GET", "/deficiencies"): CLERK,
     ("POST", "/deficiencies/{deficiency_id}/waive"): CLERK,
     # the identity desk: filing decisions and other patients' charts are the clerk's

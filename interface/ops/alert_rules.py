@@ -159,12 +159,24 @@ class DeficiencyDigestRule(Rule):
     include_unassigned: bool = Field(False, description="also a digest of the findings nobody is named for")
 
 
+class SensitiveAccessRule(Rule):
+    """A sensitive record was opened with a reason (break the glass, docs/release-of-information.md):
+    fires with the count, the users and the audit ids (never the patient or the document's
+    category), again for later openings once the cooldown has passed, and resolves when none
+    happened in the last ``minutes``."""
+
+    type: Literal["sensitive_access"]
+    minutes: float = Field(60.0, gt=0, description="resolves after this long without an opening")
+    cooldown_minutes: float = Field(0.0, ge=0, description="minutes before later openings are sent")
+
+
 RULE_TYPES: dict[str, type[Rule]] = {
     "error_items": ErrorItemsRule,
     "queue_age": QueueAgeRule,
     "no_messages": NoMessagesRule,
     "downstream_down": DownstreamDownRule,
     "deficiency_digest": DeficiencyDigestRule,
+    "sensitive_access": SensitiveAccessRule,
 }
 
 

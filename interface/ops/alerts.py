@@ -15,6 +15,9 @@ Rules (each per channel; ``downstream_down`` per channel and destination):
 * ``deficiency_digest``: not a condition but a schedule — every ``every_hours`` each clinician's
   open chart deficiencies, counted per age bucket, to their own address and/or the rule's
   notifiers (:mod:`interface.ops.deficiency_digest`, docs/deficiencies.md).
+* ``sensitive_access``: a sensitive record was opened with a reason ("break the glass", audit
+  rows ``break_glass``) in the last ``minutes``; each opening is sent once (later ones after the
+  cooldown, 0 by default), with the users and audit ids, never the patient or the category.
 
 An alert fires once when its condition becomes true, again every ``cooldown_minutes`` while it
 stays true (``error_items``: only if new errors came), and sends one "resolved" notice when it is
@@ -58,6 +61,7 @@ from interface.ops.alert_rules import (
     NoMessagesRule,
     QueueAgeRule,
     Rule,
+    SensitiveAccessRule,
     build_dispatcher,
     load_alerts,
     parse_hours,
@@ -425,6 +429,50 @@ class Evaluator:
                 episode_start=start,
             )
         return found, set()
+
+    def _check_sensitive_access(self, conn, rule: SensitiveAccessRule, now: datetime):
+        """Break-the-glass audit rows of the last ``minutes``; those not yet notified are sent
+        when the alert starts or once its cooldown has passed."""
+        from interface.store.schema import audit
+
+        since = now - timedelta(minutes=rule.minutes)
+        rows = conn.execute(
+            select(audit.c.id, audit.c.user, audit.c.at)
+            .where(audit.c.action == "break_glass", audit.c.at > since, audit.c.at <= now)
+            .order_by(audit.c.at, audit.c.id)
+            .limit(ERROR_SCAN_LIMIT)
+        ).all()
+        notified = self._seen.setdefault(rule.name, {})
+        for audit_id in [i for i, at in notified.items() if at <= since]:
+            del notified[audit_id]
+        if not rows:
+            return {}, set()
+        st = self.firing.get((rule.name, "console", None))
+        due = st is None or now - st.notified_at >= timedelta(minutes=rule.cooldown_minutes)
+        fresh = [r for r in rows if r.id not in notified]
+        if due:
+            for r in fresh:
+                notified[r.id] = _aware(r.at)
+        shown = fresh if due and fresh else rows
+        users = sorted({r.user for r in shown})
+        details = {
+            "openings": len(shown),
+            "in_last_minutes": {"minutes": rule.minutes, "openings": len(rows)},
+            "users": users,
+            "audit_ids": [r.id for r in shown][:MAX_IDS],
+        }
+        summary = (
+            f"{len(shown)} sensitive record opening(s) with a reason (break the glass) by {', '.join(users)}"
+        )
+        finding = Finding(
+            "console",
+            None,
+            summary,
+            details,
+            link_path="/audit?action=break_glass",
+            repeat=due and bool(fresh),
+        )
+        return {("console", None): finding}, set()
 
     def _check_queue_age(self, conn, rule: QueueAgeRule, now: datetime):
         from interface.store.schema import work_items as wi

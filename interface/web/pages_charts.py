@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from interface.desk import masking
 from interface.desk.users import User
 from interface.store.schema import audit
-from interface.web import auth, identity_view
+from interface.web import auth, identity_view, sensitive
 from interface.web.pages import (
     AUDIT,
     CHARTS,
@@ -156,6 +156,20 @@ def document_view(
     version: int | None = Query(None, ge=1),
     namespace: str | None = None,
 ):
+    return _document_page(request, number, user, version, namespace)
+
+
+def _document_page(
+    request: Request,
+    number: str,
+    user: User,
+    version: int | None,
+    namespace: str | None,
+    status_code: int = 200,
+    glass_error: str | None = None,
+):
+    """The document's page; a sensitive one shows its banner and, until the user gives a reason,
+    the break-the-glass form instead of the content."""
     from interface.store import document_read
 
     with _reader(request).connect() as conn:
@@ -165,7 +179,11 @@ def document_view(
         text = None
         media = entry.get("content_type") or ""
         viewer = None
-        if entry.get("content_sha256") or version:
+        cats = sensitive.categories(request, entry)
+        sealed = bool(cats) and not sensitive.glass_broken(conn, user, number, _now(request))
+        if sealed:
+            viewer = "sealed" if (entry.get("content_sha256") or version) else None
+        elif entry.get("content_sha256") or version:
             got = document_read.get_content(
                 conn, number, _document_settings(request), version=version, namespace=namespace
             )
@@ -203,8 +221,45 @@ def document_view(
             "version": version,
             "fmt_hl7": _hl7_time,
             "ns": f"namespace={quote(asked)}" if asked else "",
+            "asked_namespace": asked,
+            "sensitive": sensitive.banner(request, cats),
+            "glass_error": glass_error,
         },
+        status_code=status_code,
     )
+
+
+@router.post("/documents/{number}/break-glass", response_class=HTMLResponse)
+@html_errors
+def document_break_glass(
+    request: Request,
+    number: str,
+    reason: str = Form(""),
+    version: str = Form(""),
+    namespace: str = Form(""),
+    user: User = Depends(DOCUMENTS),
+):
+    """Open a sensitive document: the reason is required (else the page again, 400, asking for
+    it), recorded as ``break_glass`` against the patient, then the page with its content."""
+    v = int(version) if version.isdigit() and int(version) >= 1 else None
+    reason = reason.strip()
+    if not reason:
+        return _document_page(
+            request,
+            number,
+            user,
+            v,
+            namespace or None,
+            status_code=400,
+            glass_error="Give a reason to open it.",
+        )
+    with request.app.state.engine.begin() as conn:
+        entry = _document_entry(conn, number, namespace, None)
+        cats = sensitive.categories(request, entry)
+        if cats:
+            sensitive.break_glass(conn, user, entry, cats, reason, auth.clock(request), via="console")
+    q = _qs({"version": v, "namespace": namespace.strip()})
+    return RedirectResponse(f"/documents/{quote(number, safe='')}{'?' + q if q else ''}", status_code=303)
 
 
 def _document_entry(conn, number: str, namespace: str | None, now):
@@ -236,6 +291,12 @@ def document_content(
 
     with _reader(request).connect() as conn:
         entry = _document_entry(conn, number, namespace, None)
+        if sensitive.categories(request, entry) and not sensitive.glass_broken(
+            conn, user, number, _now(request)
+        ):
+            raise HTTPException(
+                status_code=403, detail="a sensitive record: give a reason on its page to open it"
+            )
         got = document_read.get_content(
             conn,
             number,

@@ -38,6 +38,7 @@ from sqlalchemy.engine import Connection
 from interface.desk.users import User
 from interface.store import deficiencies, document_read, documents
 from interface.store.document_ids import AmbiguousDocument
+from interface.web import sensitive
 from interface.web.auth import DOCUMENTS, require
 from interface.web.reading import reading as _reading
 
@@ -159,6 +160,9 @@ def get_document_content(
     version: int | None = Query(None, ge=1, le=MAX_NUMBER),
     part: int | None = Query(None, ge=1, le=MAX_NUMBER),
     raw: bool = False,
+    reason: str | None = Query(
+        None, max_length=1000, description="why a sensitive record is opened (break the glass)"
+    ),
 ) -> Response:
     """The content of the current version (or ``version``), primary part (or ``part``, 1-based),
     as stored, with its media type; formatted text (FT) is served rendered as plain text, or as
@@ -167,12 +171,24 @@ def get_document_content(
     (T11) without ``version`` answers 410 ``{detail, document_number, status: "cancelled",
     versions: [...]}``: its content is no longer current, each version stays readable with
     ``version=``. 404 when the document, version or part is unknown or holds no content; 409 as
-    for the entry."""
+    for the entry. A sensitive record (rules/sensitivity.yaml) answers 403 unless ``reason`` is
+    given (recorded as ``break_glass``, which raises the ``sensitive_access`` alert) or the user
+    gave one for it in the last 30 minutes."""
     settings = _settings(request)
     with _reading(request) as conn:
         entry = _entry(conn, document_number, namespace)
         if isinstance(entry, Response):
             return entry
+        cats = sensitive.categories(request, entry)
+        if cats and not (reason or "").strip():
+            if not sensitive.glass_broken(conn, request.state.user, document_number, _now(request)):
+                return JSONResponse(
+                    status_code=403,
+                    content={
+                        "detail": "a sensitive record: give ?reason= to open it (break the glass, audited)",
+                        "categories": sorted(cats),
+                    },
+                )
         if entry["cancelled"] and version is None:
             return JSONResponse(
                 status_code=410,
@@ -200,6 +216,11 @@ def get_document_content(
             namespace=entry["namespace"] or entry["universal_id"],
             raw=raw,
         )
+    if cats and (reason or "").strip():  # recorded once the read is over (SQLite: one writer)
+        with request.app.state.engine.begin() as write:
+            sensitive.break_glass(
+                write, request.state.user, entry, cats, (reason or "").strip(), _now(request), via="api"
+            )
     if got is not None:
         data, media_type = got
         # Content comes from outside senders: never let a browser run it in our origin.

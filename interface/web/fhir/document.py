@@ -15,6 +15,7 @@ from fhir.resources.R4B.documentreference import DocumentReference
 from interface.store import document_read, documents
 from interface.store.chart import resolve_mrn
 from interface.store.document_ids import AmbiguousDocument
+from interface.web import sensitive
 from interface.web.fhir import common
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.identifiers import system_for
@@ -169,6 +170,13 @@ def read_binary(id: str, request: Request):
     with reading(request) as conn:
         entry = _entry(conn, id)
         got = None
+        if entry is not None and sensitive.categories(request, entry):
+            if not sensitive.glass_broken(conn, request.state.user, id, sensitive.now(request)):
+                raise FhirError(
+                    403,
+                    f"Binary/{id} is a sensitive record: open it with a reason first (the console, or "
+                    "?reason= on /api/documents/{number}/content)",
+                )
         if entry is not None:
             namespace = entry.get("namespace") or entry.get("universal_id")
             got = document_read.get_content(conn, id, settings, namespace=namespace)
