@@ -520,3 +520,142 @@ def test_cli_imports_the_sample_requests(h, db_url, tmp_path):
     rows = json.loads(out)
     assert {r["requester_type"] for r in rows} == {"patient", "provider", "attorney"}
     assert next(r for r in rows if r["requester_type"] == "provider")["fee_estimate"]["free"]
+
+
+# -- the release (with interface.desk.roi_packet) ----------------------------------------------
+
+
+def _pdf_text(data: bytes) -> list[str]:
+    from pypdf import PdfReader
+
+    return [p.extract_text() or "" for p in PdfReader(io.BytesIO(data)).pages]
+
+
+def test_a_release_builds_stores_and_logs_the_packet_and_again_makes_a_new_one(h):
+    rid = attorney(h)
+    ready(h, rid, checks=("organization",))
+    do(h, roi.authorize, S, rid, COMPLETE, user="rel1", store_=store_of(), form=FORM)
+    with pytest.raises(RoiError, match="PSY-1 cannot be released: Sensitive"):
+        do(h, roi_release.release, S, rid, user="rel1", store_=store_of(), selected=["PSY-1"])
+    with pytest.raises(RoiError, match="say why the page is left out"):
+        do(
+            h,
+            roi_release.release,
+            S,
+            rid,
+            user="rel1",
+            store_=store_of(),
+            page_exclusions={"DOC-1002": [(1, "")]},
+        )
+    done = do(h, roi_release.release, S, rid, user="rel1", store_=store_of())
+    with h.db.connect() as conn:
+        packet, data = roi_release.packet_pdf(conn, done["packet_id"], store_of())
+    assert content.sha256_hex(data) == done["sha256"] == packet["sha256"]
+    pages = _pdf_text(data)
+    assert len(pages) == done["page_count"] == packet["page_count"]
+    assert all(f"request {rid}, page {i} of {len(pages)}" in t for i, t in enumerate(pages, 1))
+    assert "Smith & Partners LLP" in pages[0] and "RIVERA" in pages[0]
+    # paper by mail: the fee counts the packet's pages, plus postage
+    assert done["fee"]["cents"] == 25 * done["page_count"] and packet["fee_cents"] == done["fee"]["cents"]
+    assert f"{done['page_count']} page(s)" in " ".join(done["fee"]["lines"])
+    manifest = packet["manifest"]["documents"]
+    assert [m["document_number"] for m in manifest] == ["NOTE-1", "DOC-1002"]
+    with h.db.connect() as conn:
+        by_number = {c["document_number"]: c for c in roi_release.candidates(conn, roi.get(conn, rid))}
+    assert all(m["sha256"] == by_number[m["document_number"]]["content_sha256"] for m in manifest)
+    v = view(h, rid)
+    assert v["status"] == "released" and v["events"][-1]["action"] == "release"
+    [d] = v["disclosures"]
+    assert d["packet_sha256"] == done["sha256"] and d["basis"] == "authorization" and d["authorization_id"]
+    assert d["recipient_address"].startswith("1 Court Street") and d["source"] == "release"
+    # releasing again (one page left out, with its reason) makes a new packet; the first is unchanged
+    again = do(
+        h, roi_release.release, S, rid, user="rel1", store_=store_of(), selected=["DOC-1002"],
+        page_exclusions={"DOC-1002": [(1, "third party's information")]},
+    )  # fmt: skip
+    assert again["packet_id"] != done["packet_id"] and again["sha256"] != done["sha256"]
+    with h.db.connect() as conn:
+        assert roi_release.packet_pdf(conn, done["packet_id"], store_of())[1] == data
+        second = roi_release.packet_pdf(conn, again["packet_id"], store_of())[0]
+    assert second["manifest"]["documents"][0]["excluded_pages"] == [[1, "third party's information"]]
+    assert len(view(h, rid)["disclosures"]) == 2
+    # the release is accounted for? authorization is excluded by default (164.528(a)(1)(iv))
+    result = do(h, roi.accounting, S, "100001", start=None, end=None, today=TODAY, user="rel1")
+    assert result["disclosures"] == [] and result["excluded"] == 2
+
+
+def test_a_provider_release_with_a_summary_page_and_the_accounting_letter(h):
+    rid = new(
+        h,
+        requester_type="provider",
+        requester_name="Dr. Lee",
+        requester_address="9 Elm Street",
+        purpose="continuity_of_care",
+        delivery="mail",
+        scope={"document_types": ["PN"]},
+        summary_page=True,
+    )
+    ready(h, rid, checks=("organization",))
+    done = do(h, roi_release.release, S, rid, user="rel1", store_=store_of())
+    assert done["fee"]["cents"] == 0 and done["fee"]["lines"] == ["No fee (Continuity of care)"]
+    with h.db.connect() as conn:
+        _, data = roi_release.packet_pdf(conn, done["packet_id"], store_of())
+    assert any("RIVERA" in t and "MRN" in t for t in _pdf_text(data)[1:2])  # the chart summary page
+    manual(h, "2026-03-03", "public_health")
+    result = do(h, roi.accounting, S, "100001", start=None, end=None, today=TODAY, user="rel1")
+    assert [d["basis"] for d in result["disclosures"]] == ["public_health"]
+    letter = roi_release.accounting_pdf(result)
+    text = " ".join(_pdf_text(letter))
+    assert "County Health Department" in text and "100001" in text
+
+
+def test_api_release_and_download(client, h):
+    rel = bearer(client, "release")
+    rid = new(h, delivery="secure_download")
+    ready(h, rid)
+    r = client.post(f"/api/roi/requests/{rid}/release", json={}, headers=rel)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    got = client.get(f"/api/roi/packets/{body['packet_id']}", headers=rel)
+    assert got.status_code == 200 and got.headers["content-type"] == "application/pdf"
+    assert content.sha256_hex(got.content) == body["sha256"] == got.headers["x-content-sha256"]
+    assert body["fee"]["cents"] == 650
+    assert (
+        client.get(f"/api/roi/packets/{body['packet_id']}", headers=bearer(client, "clerk")).status_code
+        == 403
+    )
+    assert client.get("/api/roi/packets/999", headers=rel).status_code == 404
+    pdf = client.post("/api/roi/accounting", json={"mrn": "100001", "format": "pdf"}, headers=rel)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert {a.action for a in roi_audits(h)} >= {"roi_release", "roi_packet_download", "roi_accounting"}
+
+
+def test_the_roi_overdue_alert(h, tmp_path):
+    from interface.ops.alert_rules import load_alerts
+    from interface.ops.alerts import Evaluator
+
+    f = tmp_path / "alerts.yaml"
+    f.write_text("rules:\n  - {name: roi-late, type: roi_overdue}\n")
+    clock = [NOW]
+    evaluator = Evaluator(h.db, load_alerts(f), clock=lambda: clock[0])
+    assert evaluator.evaluate() == []
+    late = new(h, received_on="2026-11-01")
+    new(h)
+    [fired] = evaluator.evaluate()
+    assert fired["status"] == "firing" and fired["rule"] == "roi-late"
+    assert fired["details"] == {
+        "overdue": 1,
+        "oldest_due_on": "2026-12-01",
+        "oldest_days_overdue": 9,
+        "request_ids": [late],
+    }
+    assert "RIVERA" not in json.dumps(fired) and "100001" not in json.dumps(fired)
+    do(h, roi.extend, S, late, "off-site records", user="rel1")
+    [resolved] = evaluator.evaluate()
+    assert resolved["status"] == "resolved"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - {name: x, type: roi_overdue, days_overdue: -1}\n")
+    from interface.hl7.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="bad.yaml:2:"):
+        load_alerts(bad)

@@ -70,7 +70,12 @@ def test_fees_electronic_flat_paper_per_page_none_for_continuity_of_care():
     p = rules.fee(S, delivery="mail", purpose="legal", requester_type="attorney", pages=12)
     assert p["cents"] == 12 * 25 and p["items"][0]["label"] == "Paper copy, 12 page(s) at $0.25"
     s = RoiSettings.model_validate(
-        {"fees": {"mail_postage": 5, "by_requester_type": {"attorney": {"paper_per_page": 1, "paper_base": 15}}}}
+        {
+            "fees": {
+                "mail_postage": 5,
+                "by_requester_type": {"attorney": {"paper_per_page": 1, "paper_base": 15}},
+            }
+        }
     )
     a = rules.fee(s, delivery="mail", purpose="legal", requester_type="attorney", pages=10)
     assert a["cents"] == 1500 + 1000 + 500 and [i["cents"] for i in a["items"]] == [1500, 1000, 500]

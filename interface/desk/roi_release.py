@@ -86,7 +86,9 @@ def candidates(conn, req: dict, sensitivity_rules: Any = None) -> list[dict]:
             reasons.append("Obsolete: replaced by a newer document")
         if not d["content_sha256"] or d["content_kind"] == "reference":
             reasons.append("No stored content (not received yet, or a reference only)")
-        reasons.extend(f"Sensitive ({sensitivity.label(cat, sensitivity_rules)}): {why}" for cat, why in blocked)
+        reasons.extend(
+            f"Sensitive ({sensitivity.label(cat, sensitivity_rules)}): {why}" for cat, why in blocked
+        )
         out.append(
             {
                 "document_number": d["document_number"],
