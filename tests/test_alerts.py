@@ -707,7 +707,14 @@ def test_config_errors_are_reported_with_file_and_line(tmp_path, channels):
 def test_defaults_and_the_example_file_at_the_repository_root(channels):
     """The commented example alerts.yaml at the root loads, against the repository's channels."""
     cfg = load_alerts(ROOT / "alerts.yaml", {c.name for c in channels})
-    assert {r.type for r in cfg.rules} == {"error_items", "queue_age", "no_messages", "downstream_down"}
+    assert {r.type for r in cfg.rules} == {
+        "error_items",
+        "queue_age",
+        "no_messages",
+        "downstream_down",
+        "sensitive_access",
+        "roi_overdue",
+    }
     assert cfg.interval_seconds == 30
     assert AlertConfig().interval_seconds == 30
 
