@@ -208,6 +208,8 @@ def _nav(user: User | None) -> list[tuple[str, str]]:
         items.append(("/deficiencies", "Completeness"))
     if admin or role in auth.CHARTS:
         items.append(("/chart-prep", "Chart prep"))
+    if admin or role in auth.ROI_INTAKE:
+        items.append(("/roi", "Release of information"))
     if admin or role in auth.AUDIT:
         items.append(("/audit", "Audit log"))
     if admin:
