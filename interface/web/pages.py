@@ -17,6 +17,7 @@ Pages (each a plain GET that works without JavaScript; htmx only refreshes the d
 ``/deficiencies``             completeness worklist
 ``/audit``                    the audit trail (auditor, admin)
 ``/users``                    user administration (admin; :mod:`interface.web.pages_users`)
+``/roi``...                   release of information (:mod:`interface.web.pages_roi`)
 ============================  ===============================================================
 
 Access: every route depends on :func:`interface.web.auth.require` with the role group of
