@@ -68,7 +68,7 @@ def test_list_users_has_no_secrets(client, admin):
     r = client.get("/api/users", headers=admin)
     assert r.status_code == 200
     rows = {u["name"]: u for u in r.json()["users"]}
-    assert set(rows) == {"admin1", "clerk1", "analyst1", "auditor1"}
+    assert set(rows) == {role + "1" for role in users.ROLES}
     assert rows["clerk1"]["role"] == "clerk" and rows["clerk1"]["disabled"] is False
     assert set(rows["clerk1"]) == {
         "name",
