@@ -121,7 +121,7 @@ def test_add_user_then_login_and_audit(client, engine, admin):
     r = client.post("/api/users", headers=admin, json={"name": "olga", "role": "clerk", "password": "short"})
     assert r.status_code == 422 and r.json()["detail"] == "a password needs at least 10 characters"
     r = client.post("/api/users", headers=admin, json={"name": "olga", "role": "boss", "password": PASSWORD})
-    assert r.status_code == 422 and "'clerk', 'analyst', 'admin' or 'auditor'" in r.json()["detail"][0]["msg"]
+    assert r.status_code == 422 and "'clerk', 'analyst', 'admin', 'auditor' or 'release'" in r.json()["detail"][0]["msg"]
     r = client.post(
         "/api/users", headers=admin, json={"name": "ol ga", "role": "clerk", "password": PASSWORD}
     )
