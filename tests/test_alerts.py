@@ -713,6 +713,7 @@ def test_defaults_and_the_example_file_at_the_repository_root(channels):
         "no_messages",
         "downstream_down",
         "sensitive_access",
+        "roi_overdue",
     }
     assert cfg.interval_seconds == 30
     assert AlertConfig().interval_seconds == 30

@@ -43,14 +43,14 @@ def csrf_of(client) -> str:
 
 # Every protected route and the roles that may use it (admin always may).
 ROUTES = [
-    ("GET", "/api/channels", {"clerk", "analyst", "auditor"}),
+    ("GET", "/api/channels", {"clerk", "analyst", "auditor", "release"}),
     ("GET", "/api/messages", {"clerk", "analyst"}),
     ("GET", "/api/errors", {"clerk", "analyst"}),
     ("GET", "/api/audit", {"auditor"}),
     ("GET", "/api/patients?family=X", {"clerk"}),
     ("GET", "/api/documents", {"clerk"}),
     ("GET", "/api/deficiencies", {"clerk"}),
-    ("GET", "/api/me", {"clerk", "analyst", "auditor"}),
+    ("GET", "/api/me", {"clerk", "analyst", "auditor", "release"}),
 ]
 
 

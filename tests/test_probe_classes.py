@@ -174,6 +174,8 @@ CLERK = frozenset({"clerk", "admin"})
 WORK = frozenset({"clerk", "analyst", "admin"})  # messages and the error queue
 AUDITOR = frozenset({"auditor", "admin"})
 ADMIN = frozenset({"admin"})
+ROI_INTAKE = frozenset({"clerk", "release", "admin"})  # log requests, verify identity, the queue
+ROI_RELEASE = frozenset({"release", "admin"})  # authorizations, releases, disclosures, accountings
 
 # Every route of the app and who may use it. A route added to the app without a line here fails
 # the matrix test: decide its roles, then add it.
@@ -306,6 +308,37 @@ MATRIX: dict[tuple[str, str], object] = {
     ("POST", "/api/users/{name}/token"): ADMIN,
     ("GET", "/api/users/{name}/tokens"): ADMIN,
     ("POST", "/api/users/{name}/tokens/{token_id}/revoke"): ADMIN,
+    ("GET", "/api/roi/requests"): ROI_INTAKE,
+    ("POST", "/api/roi/requests"): ROI_INTAKE,
+    ("GET", "/api/roi/requests/{request_id}"): ROI_INTAKE,
+    ("POST", "/api/roi/requests/{request_id}/verify"): ROI_INTAKE,
+    ("POST", "/api/roi/requests/{request_id}/status"): ROI_RELEASE,
+    ("POST", "/api/roi/requests/{request_id}/deny"): ROI_RELEASE,
+    ("POST", "/api/roi/requests/{request_id}/extend"): ROI_RELEASE,
+    ("POST", "/api/roi/requests/{request_id}/authorization"): ROI_RELEASE,
+    ("POST", "/api/roi/requests/{request_id}/authorization/revoke"): ROI_RELEASE,
+    ("GET", "/api/roi/requests/{request_id}/authorization/form"): ROI_RELEASE,
+    ("GET", "/api/roi/requests/{request_id}/documents"): ROI_RELEASE,
+    ("POST", "/api/roi/requests/{request_id}/release"): ROI_RELEASE,
+    ("GET", "/api/roi/packets/{packet_id}"): ROI_RELEASE,
+    ("GET", "/api/roi/disclosures"): ROI_RELEASE,
+    ("POST", "/api/roi/disclosures"): ROI_RELEASE,
+    ("POST", "/api/roi/accounting"): ROI_RELEASE,
+    ("GET", "/roi"): ROI_INTAKE,
+    ("GET", "/roi/new"): ROI_INTAKE,
+    ("POST", "/roi/new"): ROI_INTAKE,
+    ("GET", "/roi/{request_id}"): ROI_INTAKE,
+    ("POST", "/roi/{request_id}/verify"): ROI_INTAKE,
+    ("POST", "/roi/{request_id}/status"): ROI_RELEASE,
+    ("POST", "/roi/{request_id}/deny"): ROI_RELEASE,
+    ("POST", "/roi/{request_id}/extend"): ROI_RELEASE,
+    ("POST", "/roi/{request_id}/authorization"): ROI_RELEASE,
+    ("POST", "/roi/{request_id}/revoke"): ROI_RELEASE,
+    ("POST", "/roi/{request_id}/release"): ROI_RELEASE,
+    ("GET", "/roi/packets/{packet_id}"): ROI_RELEASE,
+    ("GET", "/roi/disclosures"): ROI_RELEASE,
+    ("POST", "/roi/disclosures"): ROI_RELEASE,
+    ("POST", "/roi/accounting"): ROI_RELEASE,
     ("GET", "/users"): ADMIN,
     ("POST", "/users/add"): ADMIN,
     ("POST", "/users/role"): ADMIN,

@@ -37,6 +37,7 @@ REVEAL: dict[str, frozenset[str]] = {
     "analyst": frozenset({MESSAGE, WORK_ITEM}),
     "admin": frozenset({MESSAGE, CHART, WORK_ITEM}),
     "auditor": frozenset(),  # reads the audit trail, never patient data
+    "release": frozenset(),  # release of information: works the ROI desk's requests only
 }
 
 # Fields that identify a patient (or carry clinical text): masked until revealed with a reason.

@@ -2,7 +2,7 @@
 
 Tables (on ``interface.store.schema.metadata``):
 
-* ``users``: name, role (clerk, analyst, admin, auditor), argon2id password hash, disabled flag.
+* ``users``: name, role (clerk, analyst, admin, auditor, release: see ``interface.web.auth``), argon2id password hash, disabled flag.
 * ``api_tokens``: Bearer tokens for machines. Only the SHA-256 of a token is stored; the token is
   printed once when made (``interface users token NAME [--expires-days N]``). Tokens are 256-bit
   random, so a fast hash is enough (no KDF needed) and lets a lookup be one indexed equality.
@@ -47,7 +47,7 @@ from interface.desk import scopes as scopemod
 from interface.store import audit as store_audit
 from interface.store.schema import TS, Id, metadata
 
-ROLES = ("clerk", "analyst", "admin", "auditor")
+ROLES = ("clerk", "analyst", "admin", "auditor", "release")
 LOCAL, DIRECTORY = "local", "directory"  # users.source
 DIRECTORY_PASSWORD = "!directory"  # a directory user's password_hash: no password matches it
 SESSION_LIFETIME = timedelta(hours=8)

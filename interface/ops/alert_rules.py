@@ -170,6 +170,16 @@ class SensitiveAccessRule(Rule):
     cooldown_minutes: float = Field(0.0, ge=0, description="minutes before later openings are sent")
 
 
+class RoiOverdueRule(Rule):
+    """Release-of-information requests still open past their due date (45 CFR 164.524: 30 days,
+    rules/roi.yaml): fires with the count, the oldest due date and the request ids (never the
+    patient or the requester), again every cooldown while any is overdue, resolves when none is."""
+
+    type: Literal["roi_overdue"]
+    days_overdue: int = Field(0, ge=0, le=366, description="only requests overdue by more than this")
+    cooldown_minutes: float = Field(24 * 60.0, ge=0, description="minutes before it fires again")
+
+
 RULE_TYPES: dict[str, type[Rule]] = {
     "error_items": ErrorItemsRule,
     "queue_age": QueueAgeRule,
@@ -177,6 +187,7 @@ RULE_TYPES: dict[str, type[Rule]] = {
     "downstream_down": DownstreamDownRule,
     "deficiency_digest": DeficiencyDigestRule,
     "sensitive_access": SensitiveAccessRule,
+    "roi_overdue": RoiOverdueRule,
 }
 
 

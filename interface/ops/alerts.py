@@ -18,6 +18,8 @@ Rules (each per channel; ``downstream_down`` per channel and destination):
 * ``sensitive_access``: a sensitive record was opened with a reason ("break the glass", audit
   rows ``break_glass``) in the last ``minutes``; each opening is sent once (later ones after the
   cooldown, 0 by default), with the users and audit ids, never the patient or the category.
+* ``roi_overdue``: release-of-information requests still open past their due date (rules/roi.yaml),
+  counted with the oldest due date and the request ids (docs/release-of-information.md).
 
 An alert fires once when its condition becomes true, again every ``cooldown_minutes`` while it
 stays true (``error_items``: only if new errors came), and sends one "resolved" notice when it is
@@ -60,6 +62,7 @@ from interface.ops.alert_rules import (
     ErrorItemsRule,
     NoMessagesRule,
     QueueAgeRule,
+    RoiOverdueRule,
     Rule,
     SensitiveAccessRule,
     build_dispatcher,
@@ -597,6 +600,25 @@ class Evaluator:
                 link_path=f"/errors?channel={r.channel}&status=pending,error",
             )
         return found, set()
+
+    def _check_roi_overdue(self, conn, rule: RoiOverdueRule, now: datetime):
+        """Open release-of-information requests due before today (minus ``days_overdue``)."""
+        from interface.rules.roi import OPEN
+        from interface.store import roi as roi_store
+
+        today = now.astimezone(timezone.utc).date()
+        rows = roi_store.overdue(conn, today - timedelta(days=rule.days_overdue), OPEN)
+        if not rows:
+            return {}, set()
+        oldest = rows[0]["due_on"]
+        details = {
+            "overdue": len(rows),
+            "oldest_due_on": oldest.isoformat(),
+            "oldest_days_overdue": (today - oldest).days,
+            "request_ids": [r["id"] for r in rows][:MAX_IDS],
+        }
+        summary = f"{len(rows)} release-of-information request(s) overdue (oldest due {oldest.isoformat()})"
+        return {("roi", None): Finding("roi", None, summary, details, link_path="/roi")}, set()
 
 
 def _window_start(local: datetime, start: dtime, end: dtime) -> datetime | None:

@@ -176,6 +176,12 @@ def check_config(paths: list[str]) -> list[str]:
         problems.extend(check_prep([str(f) for f in rule_files if is_settings_file(f)]))
         rule_files = [f for f in rule_files if not is_settings_file(f)]
 
+        from interface.rules.roi import check_paths as check_roi
+        from interface.rules.roi import is_settings_file as is_roi
+
+        problems.extend(check_roi([str(f) for f in rule_files if is_roi(f)]))
+        rule_files = [f for f in rule_files if not is_roi(f)]
+
         from interface.rules.identity import check_paths as check_identity
 
         identity_files = [f for f in rule_files if Path(f).stem.startswith("identity")]
@@ -321,6 +327,12 @@ def cmd_scan(args, rest) -> int:
     from interface.ops.scan_cli import cli_main
 
     return cli_main(rest, _engine(args), args)
+
+
+def cmd_roi(args, rest) -> int:
+    from interface.ops.roi_cli import main as roi_main
+
+    return roi_main(rest, args)
 
 
 def cmd_users(args, rest) -> int:
@@ -551,6 +563,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("audit", cmd_delegated, "the audit trail: report (by patient or user, CSV), verify (hash chain)"),
         ("scan", cmd_scan, "scanned paper: coversheet, upload, list, show, index, rotate, split, merge"),
         ("channels", cmd_delegated, "pause / resume a channel or destination, retry a destination, list"),
+        ("roi", cmd_roi, "release of information: requests, authorizations, releases, disclosures"),
     ):
         d = sub.add_parser(name, help=helptext, add_help=False)
         _db_args(d)

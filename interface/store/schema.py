@@ -51,6 +51,7 @@ TABLE_MODULES = (
     "interface.store.scan_schema",
     "interface.store.channel_schema",
     "interface.store.message_search_schema",
+    "interface.store.roi_schema",
 )
 
 

@@ -272,6 +272,9 @@ def create_app(
         dependencies=[Depends(auth.require(*auth.CHARTS))],
     )
     app.include_router(_optional_router("interface.web.api.scan"), responses=api_messages.ERROR_RESPONSES)
+    roi_router = _optional_router("interface.web.api.roi")
+    if roi_router is not None:  # /api/roi: the release-of-information desk (roles per route)
+        app.include_router(roi_router)
     app.include_router(fhir.router)  # /fhir: interface.web.fhir (read-only FHIR R4)
     pages_router = _optional_router("interface.web.pages")
     if pages_router is not None:
@@ -283,6 +286,7 @@ def create_app(
             "interface.web.pages_prep",
             "interface.web.pages_audit",
             "interface.web.pages_channels",
+            "interface.web.pages_roi",
         ):
             app.include_router(_optional_router(group))
         users_pages = _optional_router("interface.web.pages_users")

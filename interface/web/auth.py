@@ -20,6 +20,8 @@ role        may
 clerk       charts, documents, messages (read), error queue (read, retry, discard, resubmit)
 analyst     channels, messages (read), error queue (read, retry, discard, resubmit)
 auditor     the audit log (read only) and channel status
+release     release of information: requests, authorizations, releases, the disclosure log and
+            accountings (``/roi``, ``/api/roi``); clerks may log requests and verify identity
 admin       everything above, and users (``interface users``, ``/users``, ``/api/users``)
 ==========  ================================================================================
 
@@ -79,6 +81,8 @@ MESSAGES = ("clerk", "analyst")
 ERRORS = ("clerk", "analyst")
 AUDIT = ("auditor",)
 OPERATE = ("analyst",)  # running channels: pause, resume, retry a destination, reload
+ROI_INTAKE = ("clerk", "release")  # log a request, verify identity, see the ROI queue
+ROI_RELEASE = ("release",)  # authorizations, releases, packets, disclosures, accountings
 ANY = ()  # any authenticated user
 
 TEMPLATES = Jinja2Templates(directory=str(Path(__file__).parent / "templates"))

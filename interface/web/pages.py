@@ -17,6 +17,7 @@ Pages (each a plain GET that works without JavaScript; htmx only refreshes the d
 ``/deficiencies``             completeness worklist
 ``/audit``                    the audit trail (auditor, admin)
 ``/users``                    user administration (admin; :mod:`interface.web.pages_users`)
+``/roi``...                   release of information (:mod:`interface.web.pages_roi`)
 ============================  ===============================================================
 
 Access: every route depends on :func:`interface.web.auth.require` with the role group of
@@ -208,6 +209,8 @@ def _nav(user: User | None) -> list[tuple[str, str]]:
         items.append(("/deficiencies", "Completeness"))
     if admin or role in auth.CHARTS:
         items.append(("/chart-prep", "Chart prep"))
+    if admin or role in auth.ROI_INTAKE:
+        items.append(("/roi", "Release of information"))
     if admin or role in auth.AUDIT:
         items.append(("/audit", "Audit log"))
     if admin:
