@@ -41,7 +41,7 @@ from pydantic import Field, field_validator, model_validator
 from interface.config.yamlfile import ConfigError, Strict, load_yaml, validate
 
 # The console's roles (interface.desk.users.ROLES; a test keeps the two equal: config is below desk)
-ROLE_NAMES = ("clerk", "analyst", "admin", "auditor")
+ROLE_NAMES = ("clerk", "analyst", "admin", "auditor", "release")
 FILE_NAME = "directory.yaml"
 
 
