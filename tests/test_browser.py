@@ -204,13 +204,14 @@ def test_clerk_works_the_error_queue_and_the_auditor_sees_it(live, browser):
     page.get_by_role("button", name="Log out").click()
     log_in(page, base, "aud", "/audit")
     table = page.locator("#audit-log tbody").inner_text()
-    assert re.search(rf"carl\s+resubmit\s+work_item {fix}", table)
-    assert re.search(rf"carl\s+retry\s+work_item {retry}", table)
+    assert re.search(rf"carl\s+Resubmitted an edited message\s+Error item {fix}", table)
+    assert re.search(rf"carl\s+Retried an error item\s+Error item {retry}", table)
     assert re.search(
-        rf"carl\s+discard\s+work_item {discard}\s+status change for a document never sent", table
+        rf"carl\s+Discarded an error item\s+Error item {discard}\s+.*status change for a document never sent",
+        table,
     )
-    assert re.search(r"carl\s+reveal\s+message \d+\s+fix birth date typo", table)
-    assert re.search(r"carl\s+view\s+patient 100001", table)
+    assert re.search(r"carl\s+Revealed masked data\s+Message \d+\s+.*fix birth date typo", table)
+    assert re.search(r"carl\s+Viewed\s+Patient 100001", table)
     page.get_by_label("Action").fill("discard")
     page.get_by_role("button", name="Filter").click()
     assert page.locator("#audit-log tbody tr").count() == 1

@@ -48,8 +48,9 @@ def test_an_auditor_sees_the_clerks_access_on_the_access_report(desk, browser, e
     views = page.locator("#access-report tr.audit-entry").filter(has_text="clara")
     assert views.count() >= 1
     first = views.first
-    assert first.locator(".audit-action").inner_text() == "view"
-    assert first.locator(".audit-via").inner_text() == "console"
+    assert first.locator(".audit-action").inner_text() == "Viewed"  # in words, the code on hover
+    assert first.locator(".audit-action").get_attribute("title") == "view"
+    assert first.locator(".audit-via").inner_text() == "Console"
     assert "clara" in page.locator("#access-users").inner_text()
     shot(page, "audit-01-access-report")
     with page.expect_download() as got:

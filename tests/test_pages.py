@@ -713,10 +713,10 @@ def test_deficiencies_and_audit_log(admin, seeded):
     admin.post(f"/errors/{seeded.items['retry']}/retry", data={"csrf_token": admin.csrf})
     log = admin.get("/audit", params={"action": "retry"}).text
     body = text_of(log.split('id="audit-log"', 1)[1])
-    assert "ada retry work_item" in body and "view" not in body
+    assert "ada Retried an error item Error item" in body and "Viewed" not in body  # in words
     admin.get("/patients/100002")
     everything = text_of(admin.get("/audit").text.split('id="audit-log"', 1)[1])
-    assert "ada view patient 100002" in everything and "ada retry work_item" in everything
+    assert "ada Viewed Patient 100002" in everything and "ada Retried an error item Error item" in everything
 
 
 def test_roles(app, seeded):

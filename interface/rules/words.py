@@ -8,7 +8,8 @@ code reads the same everywhere. The HL7 tables are the v2.5.1 standard's user/HL
 * 0270 document type (TXA-2), 0271 document completion status (TXA-17),
 * 0272 document confidentiality status (TXA-18), 0273 document availability status (TXA-19);
 
-plus the engine's own: work item statuses, message statuses and error-queue reasons
+plus the engine's own: work item statuses, message statuses, the audit trail's actions, channels
+(``via``) and target types (the auditor's pages and CSV), and error-queue reasons
 (``interface.hl7.errors.REASONS``, with any reason another part of the engine uses before it is
 listed there). An unknown code is shown as it is, never hidden: ``word("0001", "Q")`` is ``Q``.
 """
@@ -97,6 +98,66 @@ TABLES: dict[str, dict[str, str]] = {
         "discarded": "Discarded",
         "resubmitted": "Replaced by an edited copy",
     },
+    # the audit trail's actions (interface.store.audit; docs/audit.md): what the user did
+    "audit_action": {
+        "view": "Viewed",
+        "view_content": "Opened the content",
+        "search": "Searched",
+        "listed": "Listed in a search result",
+        "candidates": "Listed as a candidate chart",
+        "reveal": "Revealed masked data",
+        "break_glass": "Opened a sensitive record (break the glass)",
+        "access_report": "Read the audit trail",
+        "retry": "Retried an error item",
+        "reprocess": "Reprocessed",
+        "discard": "Discarded an error item",
+        "resubmit": "Resubmitted an edited message",
+        "file_anyway": "Filed despite an identity mismatch",
+        "file_to": "Filed to another chart",
+        "send_back": "Sent back to the sender",
+        "waive_deficiency": "Waived a deficiency",
+        "login": "Signed in",
+        "login_failed": "Sign-in failed",
+        "login_limited": "Sign-in refused: too many attempts",
+        "logout": "Signed out",
+        "user_add": "Added a user",
+        "user_role": "Changed a user's role",
+        "user_passwd": "Changed a user's password",
+        "user_disable": "Disabled a user",
+        "user_enable": "Enabled a user",
+        "token_create": "Created an API token",
+        "token_revoke": "Revoked an API token",
+        "scan_upload": "Uploaded scanned pages",
+        "scan_index": "Indexed a scanned document",
+        "scan_rotate": "Rotated scanned pages",
+        "scan_delete_pages": "Deleted scanned pages",
+        "scan_split": "Split a scanned document",
+        "scan_merge": "Merged scanned documents",
+        "scan_delete": "Deleted a scanned document",
+    },
+    # how an audit entry came in (``via``); no value: the engine itself
+    "audit_via": {
+        "console": "Console",
+        "api": "REST API",
+        "fhir": "FHIR",
+        "cli": "Command line",
+    },
+    # what an audit entry is about (``target_type``)
+    "audit_target": {
+        "patient": "Patient",
+        "document": "Document",
+        "deficiency": "Deficiency",
+        "message": "Message",
+        "messages": "Message list",
+        "work_item": "Error item",
+        "work_items": "Error queue",
+        "chart_prep": "Chart-prep worklist",
+        "scan_document": "Scanned document",
+        "scan_page": "Scanned page",
+        "scan_batch": "Scan batch",
+        "user": "User",
+        "audit": "Audit trail",
+    },
 }
 
 # Reasons some part of the engine uses that are not (yet) in ``REASONS``: the table there wins.
@@ -116,6 +177,9 @@ ALIASES = {
     "confidentiality": "0272",
     "availability": "0273",
     "status": "item_status",
+    "action": "audit_action",
+    "via": "audit_via",
+    "target_type": "audit_target",
 }
 
 
@@ -146,3 +210,8 @@ def with_code(table: str, code: str | None) -> str:
     if not w or w == str(code):
         return w
     return f"{w} ({code})"
+
+
+def via_text(via: str | None) -> str:
+    """How an audit entry came in, in words; no channel is the engine itself."""
+    return word("audit_via", via) if via else "Engine"

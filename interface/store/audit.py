@@ -38,6 +38,7 @@ from typing import Any
 from sqlalchemy import func, insert, select, update
 from sqlalchemy.engine import Connection
 
+from interface.rules import words
 from interface.store import document_ids, sanitize
 from interface.store.audit_schema import audit_chain
 from interface.store.chart import _merged_from, resolve_mrn
@@ -377,12 +378,27 @@ def _cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
+# CSV columns after COLUMNS: the codes of via, action and target_type in words (interface.rules.words)
+WORD_COLUMNS = ("via_words", "action_words", "target_type_words")
+
+
+def row_words(r: Mapping[str, Any]) -> tuple[str, str, str]:
+    """An entry's channel, action and target type in words (an unknown code: the code)."""
+    return (
+        words.via_text(r.get("via")),
+        words.word("audit_action", r.get("action")),
+        words.word("audit_target", r.get("target_type")),
+    )
+
+
 def to_csv(rows: Iterable[Mapping[str, Any]]) -> str:
-    """The entries as CSV (a header line, then one line per entry; times in ISO 8601 UTC; a cell
-    starting ``=``, ``+``, ``-`` or ``@`` is prefixed with ``'`` so no spreadsheet runs it)."""
+    """The entries as CSV (a header line, then one line per entry; times in ISO 8601 UTC; the
+    codes as stored, then :data:`WORD_COLUMNS`, the same codes in words; a cell starting ``=``,
+    ``+``, ``-`` or ``@`` is prefixed with ``'`` so no spreadsheet runs it)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\r\n")
-    w.writerow(COLUMNS)
+    w.writerow(COLUMNS + WORD_COLUMNS)
     for r in rows:
-        w.writerow([_utc(r["at"]).isoformat() if c == "at" else _cell(r.get(c)) for c in COLUMNS])
+        coded = [_utc(r["at"]).isoformat() if c == "at" else _cell(r.get(c)) for c in COLUMNS]
+        w.writerow(coded + [_cell(t) for t in row_words(r)])
     return buf.getvalue()

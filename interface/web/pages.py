@@ -739,6 +739,7 @@ def keyset(conn, table, cols, conds, before: int | None, after: int | None, limi
 TEMPLATES.env.filters["when"] = fmt_time
 TEMPLATES.env.filters["word"] = lambda code, table: words.word(table, code)
 TEMPLATES.env.filters["reason_text"] = words.reason_text
+TEMPLATES.env.filters["via_text"] = words.via_text
 TEMPLATES.env.globals["zone_name"] = zone_name
 TEMPLATES.env.filters["hl7time"] = _hl7_time
 TEMPLATES.env.globals["segment_names"] = SEGMENT_NAMES

@@ -1,7 +1,9 @@
 """Console pages for auditors (roles auditor and admin): the audit log searched by user, action,
 target, patient (MRN, merges resolved) and period, as a page or CSV; and "Who looked at this
 patient" (``/patients/{mrn}/access``), the patient-centric access report linked from the chart,
-with the patient banner. Looking at either is itself audited (``access_report``)."""
+with the patient banner. Actions, channels (``via``) and target types read in words
+(``interface.rules.words``), the code on hover; the CSV keeps the codes and adds the words.
+Looking at either is itself audited (``access_report``)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
 from interface.desk.users import User
+from interface.rules import words
 from interface.store import audit as store_audit
 from interface.web import auth, identity_view
 from interface.web.pages import AUDIT, MAX_ID, _clean, _parse_dt, _qs, _reader, _render, html_errors
@@ -113,6 +116,8 @@ def audit_page(
             "rows": rows,
             "params": params,
             "mrns": mrns,
+            "actions": words.TABLES["audit_action"],
+            "targets": words.TABLES["audit_target"],
             "csv": _qs(params),
             "older": _qs(params, before=older) if older else None,
             "newer": _qs(params, after=newer) if newer else None,

@@ -393,6 +393,14 @@ def _worklist(request: Request, raw: dict, *, done=False, error=None, status_cod
         )
         by_clinician = summarize(conn, "clinician", _now(request), bylaws_days=bylaws)
         by_service = summarize(conn, "service", _now(request), bylaws_days=bylaws)
+    if params["mrn"]:  # a search by MRN is about that patient (and any chart it listed)
+        auth.audit_listed(
+            request,
+            [params["mrn"], *(r.get("mrn") for r in rows[:1000])],
+            action="search",
+            target_type="deficiency",
+            detail={k: v for k, v in params.items() if v and k != "mrn"},
+        )
     response = _render(
         request,
         "deficiencies.html",

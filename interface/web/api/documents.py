@@ -11,7 +11,8 @@
   a cancelled document (T11) without ``version`` answers 410 with JSON naming its versions;
 * ``GET /api/deficiencies?mrn=&type=&author=&clinician=&service=&status=&bucket=&delinquent=&limit=&offset=``
   – the completeness worklist (``status`` open by default, ``waived``, ``all``), each finding with
-  its responsible clinician, service, age, bucket and delinquency (docs/deficiencies.md);
+  its responsible clinician, service, age, bucket and delinquency (docs/deficiencies.md); one
+  ``listed`` audit entry per patient on the page returned;
 * ``GET /api/deficiencies/summary?by=clinician|service`` – open counts per clinician or service,
   by age bucket, delinquent and waived counts;
 * ``POST /api/deficiencies/{id}/waive`` ``{"reason": ...}`` – a clerk waives a finding (audited).
@@ -284,8 +285,11 @@ def list_deficiencies(
             delinquent=delinquent,
             bylaws_days=_bylaws_days(request),
         )
+    page = rows[offset : offset + limit]
+    # the route's audit_access wrote the search (against ?mrn=); now each patient the page listed
+    audit_listed(request, [d.get("mrn") for d in page], action="listed", target_type="deficiency")
     return {
-        "deficiencies": rows[offset : offset + limit],
+        "deficiencies": page,
         "total": len(rows),
         "limit": limit,
         "offset": offset,
