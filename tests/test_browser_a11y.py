@@ -39,6 +39,7 @@ PHONE = {"width": 375, "height": 740}
 MUST = ["/", "/errors", "/errors/{n}", "/messages", "/messages/{n}", "/patients", "/patients/{n}",
         "/documents/{n}", "/deficiencies", "/chart-prep", "/audit", "/users"]  # fmt: skip
 NOT_PAGES = ("/api/", "/fhir/", "/static/", "/logout", "/login", "/favicon")
+DOWNLOADS = (".csv", ".hl7", ".pdf", ".png", "/content", "/download")  # files, not pages
 MAX_PAGES = 60
 
 
@@ -92,6 +93,8 @@ def links(page, base: str) -> list[str]:
         if not h or not h.startswith("/") or h.startswith("//") or h.startswith(NOT_PAGES):
             continue
         path = urlsplit(h).path
+        if path.endswith(DOWNLOADS) or "/packets/" in path:
+            continue
         if path.endswith("/content"):  # a document's file, not a page
             continue
         out.append(path)

@@ -190,9 +190,11 @@ def test_a_clerk_works_the_identity_desk_and_chart_prep(desk, browser):  # noqa:
     page.get_by_role("button", name="Log out").click()
     log_in(page, base, "aud", "/audit")
     table = page.locator("#audit-log tbody").inner_text()
-    assert re.search(rf"clara\s+send_back\s+work_item {mismatch.id}\s+dictated for another patient", table)
-    assert re.search(rf"clara\s+file_to\s+work_item {unknown.id}", table)
-    assert re.search(r"clara\s+reveal\s+work_item", table) or "which patient is this?" in table
+    assert re.search(
+        rf"clara\s+Sent back to the sender\s+Error item {mismatch.id}\s+.*dictated for another patient", table
+    )
+    assert re.search(rf"clara\s+Filed to another chart\s+Error item {unknown.id}", table)
+    assert re.search(r"clara\s+Revealed masked data\s+Error item", table) or "which patient is this?" in table
     shot(page, "desk-08-audit")
     assert not problems, problems
     ctx.close()
