@@ -270,6 +270,7 @@ def create_app(
             "interface.web.pages_charts",
             "interface.web.pages_prep",
             "interface.web.pages_audit",
+            "interface.web.pages_scan",
         ):
             app.include_router(_optional_router(group))
         users_pages = _optional_router("interface.web.pages_users")
