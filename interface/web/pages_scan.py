@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from datetime import date
-from typing import Annotated
+from typing import Annotated, Callable
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Path, Query, Request, UploadFile
@@ -304,16 +304,16 @@ def confirm_delete_pages(
     )
 
 
-def _acted(request: Request, doc_id: int, run, done: str, to: int | None = None):
-    """Run an API action; back to the document's page with a notice, or the page again with the
-    reason it was refused (409)."""
+def _acted(request: Request, doc_id: int, run, done: str, to: Callable[[dict], int] | None = None):
+    """Run an API action; back to the document's page (``to``: the document the action returned,
+    e.g. a split's new one) with a notice, or the page again with the reason it was refused (409)."""
     try:
         doc = run()
     except HTTPException as exc:
         if exc.status_code != 409:
             raise
         return _document_page(request, doc_id, error=str(exc.detail), status_code=409)
-    target = to(doc) if callable(to) else doc_id
+    target = to(doc) if to is not None else doc_id
     return RedirectResponse(f"/scan/documents/{target}?done={done}", status_code=303)
 
 
