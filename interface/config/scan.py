@@ -11,11 +11,12 @@ channel loader never reads them)::
 
 Files in ``inbox`` are taken once they stop growing; after the batch is journalled they move to
 ``<inbox>/../accepted`` (or ``rejected``, with the reason in the batch list). Every problem is a
-``file:line: message`` when the engine starts.
+``file:line: message``, from ``interface check`` (:func:`check_paths`) and when the engine starts.
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field
@@ -53,24 +54,70 @@ class ScanChannel(Strict):
 DEFAULT = ScanChannel(name=UPLOAD, inbox="var/scan/inbox")
 
 
+def _files(path: Path) -> list[Path]:
+    if path.is_dir():
+        return sorted(list(path.glob("*.yaml")) + list(path.glob("*.yml")))
+    return [path]
+
+
+def _load(files: list[Path]) -> tuple[list[ScanChannel], list[str]]:
+    """The channels of ``files`` and every problem (``file:line: message``): a file's own, a name
+    used twice or the reserved one, an inbox two channels share."""
+    out: list[ScanChannel] = []
+    problems: list[str] = []
+    names: dict[str, str] = {}
+    inboxes: dict[Path, str] = {}
+    for f in files:
+        try:
+            doc = load_yaml(f, keep_going=True)
+            ch = validate(ScanChannel, doc)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            continue
+        if ch.name == UPLOAD:
+            problems.append(f"{doc.where(('name',))}: scan channel name {UPLOAD!r} is reserved for uploads")
+        elif ch.name in names:
+            problems.append(
+                f"{doc.where(('name',))}: scan channel name {ch.name!r} is used by {names[ch.name]} too"
+            )
+        inbox = Path(os.path.normpath(ch.inbox_path))
+        if inbox in inboxes:
+            problems.append(f"{doc.where(('inbox',))}: inbox {ch.inbox!r} is {inboxes[inbox]}'s too")
+        names.setdefault(ch.name, str(f))
+        inboxes.setdefault(inbox, ch.name)
+        out.append(ch)
+    return out, problems
+
+
 def load_scan_channels(directory: str | Path) -> list[ScanChannel]:
     """Every ``*.yaml`` in ``directory`` (none if it does not exist); ConfigError lists every problem."""
     d = Path(directory)
     if not d.is_dir():
         return []
-    out: list[ScanChannel] = []
-    problems: list[str] = []
-    for f in sorted(list(d.glob("*.yaml")) + list(d.glob("*.yml"))):
-        try:
-            out.append(validate(ScanChannel, load_yaml(f)))
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    names = [c.name for c in out]
-    for n in sorted({n for n in names if names.count(n) > 1 or n == UPLOAD}):
-        problems.append(f"{d}: scan channel name {n!r} is used twice (or is the reserved {UPLOAD!r})")
+    out, problems = _load(_files(d))
     if problems:
         raise ConfigError(problems)
     return out
+
+
+def is_scan_path(path: str | Path) -> bool:
+    """Whether ``path`` is a scan channel folder or file (``channels/scan``, ``channels/scan/x.yaml``)."""
+    p = Path(path).resolve()
+    return p.name == "scan" if p.is_dir() else p.parent.name == "scan"
+
+
+def check_paths(paths: list[str | Path]) -> list[str]:
+    """``interface check``: the problems of the scan channels among ``paths`` (a scan folder or
+    file, or a channels folder's ``scan/`` beside its MLLP channels), as ``file:line: message``."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            continue  # (the caller reports it)
+        if is_scan_path(p):
+            files.extend(_files(p))
+        elif p.is_dir() and not {"mappings", "rules"} & set(p.resolve().parts) and (p / "scan").is_dir():
+            files.extend(_files(p / "scan"))
+    return _load(files)[1]
 
 
 def settings_for(channels: list[ScanChannel], name: str) -> ScanChannel:

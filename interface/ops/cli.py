@@ -98,9 +98,11 @@ def cmd_reload(args) -> int:
 
 
 def check_config(paths: list[str]) -> list[str]:
-    """Every problem in channels, mappings, rules and alerts (``alerts*.yaml`` files; with no paths,
-    ``./alerts.yaml`` if present) under ``paths``, as ``file:line: message``."""
+    """Every problem in channels (``channels/scan/`` too), mappings, rules and alerts (``alerts*.yaml``
+    files; with no paths, ``./alerts.yaml`` if present) under ``paths``, as ``file:line: message``."""
     from interface.config.channels import _yaml_files, cross_check, load_channel
+    from interface.config.scan import check_paths as check_scan
+    from interface.config.scan import is_scan_path
     from interface.config.suggest import did_you_mean
 
     problems: list[str] = []
@@ -126,7 +128,7 @@ def check_config(paths: list[str]) -> list[str]:
             mapping_paths.append(str(p))
         elif "rules" in parts:
             rule_files.extend(_yaml_files(p))
-        else:
+        elif not is_scan_path(p):  # channels/scan/: scan channels, checked by check_scan
             channel_files.extend(_yaml_files(p))
     mapping_names: set[str] | None = None
     if mapping_paths:
@@ -155,7 +157,7 @@ def check_config(paths: list[str]) -> list[str]:
                     problems.append(
                         f"{where}: unknown mapping {d.mapping!r}{did_you_mean(d.mapping, mapping_names)}"
                     )
-    problems.extend(cross_check(loaded))  # a channel name or port used twice
+    problems.extend(cross_check(loaded) + check_scan(paths or ["channels"]))  # a name or port used twice
     if alert_files:
         from interface.ops.alert_rules import check_paths as check_alerts
 

@@ -287,6 +287,7 @@ def create_app(
             "interface.web.pages_audit",
             "interface.web.pages_channels",
             "interface.web.pages_roi",
+            "interface.web.pages_scan",
         ):
             app.include_router(_optional_router(group))
         users_pages = _optional_router("interface.web.pages_users")

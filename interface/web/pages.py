@@ -15,6 +15,7 @@ Pages (each a plain GET that works without JavaScript; htmx only refreshes the d
 ``/documents/{number}``       a document entry, its versions and a content viewer
 ``/documents/{number}/content``  the bytes (HTML and other active content sandboxed by CSP)
 ``/deficiencies``             completeness worklist
+``/scan``, ``/scan/...``      scanned paper: the indexing queue (:mod:`interface.web.pages_scan`)
 ``/audit``                    the audit trail (auditor, admin)
 ``/users``                    user administration (admin; :mod:`interface.web.pages_users`)
 ``/roi``...                   release of information (:mod:`interface.web.pages_roi`)
@@ -211,6 +212,8 @@ def _nav(user: User | None) -> list[tuple[str, str]]:
         items.append(("/chart-prep", "Chart prep"))
     if admin or role in auth.ROI_INTAKE:
         items.append(("/roi", "Release of information"))
+    if admin or role in auth.DOCUMENTS or role == "analyst":  # analysts: the batch list only
+        items.append(("/scan" if admin or role in auth.DOCUMENTS else "/scan/batches", "Scanned paper"))
     if admin or role in auth.AUDIT:
         items.append(("/audit", "Audit log"))
     if admin:

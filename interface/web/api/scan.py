@@ -24,10 +24,10 @@ from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from interface.desk.scan_desk import suggestions
+from interface.desk.scan_desk import NoPage, page_png, suggestions
 from interface.desk.users import User
 from interface.store import scan_documents as sd
-from interface.store import scan_edits, scan_intake, scan_pages
+from interface.store import scan_edits, scan_intake
 from interface.store.documents import DocumentSettings
 from interface.web import auth
 from interface.web.reading import reading
@@ -37,7 +37,6 @@ router = APIRouter(
 )
 CLERK = auth.require(*auth.DOCUMENTS)
 INTAKE = auth.require("clerk", "analyst")
-SIZES = {"thumb": 36, "view": 110}
 MAX_PAGES = 10_000
 DocId = Annotated[int, PathParam(ge=1, le=auth.MAX_ID)]
 PageNo = Annotated[int, Field(ge=1, le=MAX_PAGES)]
@@ -262,14 +261,10 @@ def page_image(
     store = doc_settings(request).store()
     with reading(request) as conn:
         doc = _doc(conn, doc_id)
-        if not 1 <= number <= len(doc["pages"]):
-            raise HTTPException(404, f"no page {number}")
-        p = doc["pages"][number - 1]
-        batch = scan_intake.batch(conn, p["batch"])
-        pdf = store.get(conn, batch["pdf_sha256"]) if batch else None
-    if pdf is None:
-        raise HTTPException(404, "the page's batch is missing")
-    png = scan_pages.png(pdf, p["page"], SIZES[size], p.get("rotate", 0))
+        try:
+            png = page_png(conn, store, doc, number, size)
+        except NoPage as exc:
+            raise HTTPException(404, str(exc)) from None
     auth.audit_now(
         request,
         action="view",
