@@ -259,6 +259,8 @@ MATRIX: dict[tuple[str, str], object] = {
     ("GET", "/fhir/AllergyIntolerance"): CLERK,
     ("GET", "/fhir/Condition/{id}"): CLERK,
     ("GET", "/fhir/Condition"): CLERK,
+    ("GET", "/fhir/AuditEvent/{id}"): AUDITOR,
+    ("GET", "/fhir/AuditEvent"): AUDITOR,
     ("GET", "/.well-known/smart-configuration"): PUBLIC,
     ("GET", "/fhir/.well-known/smart-configuration"): PUBLIC,
     ("GET", "/api/documents"): CLERK,

@@ -20,15 +20,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-# The resource types the FHIR face serves (Binary follows DocumentReference: a scope for one
-# covers the other, as its content).
-TYPES = ("Patient", "Encounter", "Coverage", "AllergyIntolerance", "Condition", "DocumentReference", "Binary")
-# Which roles read which types (admin: everything). Analysts and auditors read no patient data.
+# The chart's resource types (Binary follows DocumentReference: a scope for one covers the
+# other, as its content), and the audit trail's (AuditEvent).
+CHART_TYPES = (
+    "Patient",
+    "Encounter",
+    "Coverage",
+    "AllergyIntolerance",
+    "Condition",
+    "DocumentReference",
+    "Binary",
+)
+TYPES = (*CHART_TYPES, "AuditEvent")
+# Which roles read which types (admin: everything). Analysts read no patient data; auditors read
+# the audit trail only (as the access report), clerks never read it.
 ROLE_READS: dict[str, frozenset[str]] = {
-    "clerk": frozenset(TYPES),
+    "clerk": frozenset(CHART_TYPES),
     "admin": frozenset(TYPES),
     "analyst": frozenset(),
-    "auditor": frozenset(),
+    "auditor": frozenset({"AuditEvent"}),
 }
 _SCOPE = re.compile(r"(patient|user)/(\*|[A-Z][A-Za-z]+)\.(read|\*)\Z")
 SUPPORTED = ("patient/*.read", "user/*.read", *(f"{c}/{t}.read" for c in ("patient", "user") for t in TYPES))
@@ -90,4 +100,6 @@ def grant(role: str, scopes: list[str] | None, patient: str | None) -> Grant:
     bound = patient if needs_patient(scopes) else None
     if needs_patient(scopes) and not bound:
         types = set()
+    if bound:  # a token made for one patient reads that patient's data, never the audit trail
+        types.discard("AuditEvent")
     return Grant(frozenset(types) & role_types, bound)

@@ -372,6 +372,41 @@ def report(
     return out
 
 
+def page(
+    conn: Connection,
+    *,
+    mrns: list[str] | None = None,
+    user: str | None = None,
+    entry_id: int | None = None,
+    at: Iterable[tuple[str, datetime]] = (),
+    count: int = 20,
+    offset: int = 0,
+) -> tuple[int, list[dict]]:
+    """(total matches, one page of entries newest first) for offset-paged searches (FHIR
+    AuditEvent): about any of ``mrns``, by ``user``, the entry ``entry_id``; ``at``: comparisons
+    ``(op, UTC datetime)`` with op one of ge, gt, le, lt."""
+    where = []
+    if mrns is not None:
+        where.append(audit.c.patient.in_(mrns))
+    if user:
+        where.append(audit.c.user == user)
+    if entry_id is not None:
+        where.append(audit.c.id == entry_id)
+    ops = {"ge": "__ge__", "gt": "__gt__", "le": "__le__", "lt": "__lt__"}
+    for op, value in at:
+        where.append(getattr(audit.c.at, ops[op])(_utc(value)))
+    total = conn.execute(select(func.count()).select_from(audit).where(*where)).scalar_one()
+    rows: list[dict] = []
+    if count:
+        cols = [*(audit.c[c] for c in COLUMNS), audit.c.seq, audit.c.entry_hash]
+        q = select(*cols).where(*where).order_by(audit.c.id.desc()).limit(count).offset(offset)
+        for r in conn.execute(q):
+            d = dict(r._mapping)
+            d["at"] = _utc(d["at"])
+            rows.append(d)
+    return total, rows
+
+
 def _cell(value: Any) -> str:
     """A CSV cell; text a spreadsheet would run as a formula gets a leading apostrophe."""
     text = "" if value is None else str(value)

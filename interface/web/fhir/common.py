@@ -157,14 +157,18 @@ def _span(v: str) -> tuple[datetime, datetime]:
 def last_updated(request: Request) -> list[tuple[str, datetime]]:
     """``_lastUpdated`` (repeatable) as comparisons on an UTC timestamp column: eq (the default:
     within the day, month, year or instant), ge, gt, le, lt (sa = gt, eb = lt); 400 otherwise."""
+    return instant_compares("_lastUpdated", values(request, "_lastUpdated"))
+
+
+def instant_compares(name: str, given: list[str]) -> list[tuple[str, datetime]]:
+    """A date parameter's values (prefixes eq ge le gt lt sa eb) as comparisons ``(ge|lt, UTC
+    datetime)`` on a timestamp column; 400 otherwise."""
     out: list[tuple[str, datetime]] = []
-    for op, v in date_compares(
-        "_lastUpdated", values(request, "_lastUpdated"), ("eq", "ge", "le", "gt", "lt", "sa", "eb")
-    ):
+    for op, v in date_compares(name, given, ("eq", "ge", "le", "gt", "lt", "sa", "eb")):
         try:
             start, end = _span(v)
         except ValueError:
-            raise FhirError(400, f"_lastUpdated: {v} is not a date") from None
+            raise FhirError(400, f"{name}: {v} is not a date") from None
         if op == "eq":
             out += [("ge", start), ("lt", end)]
         elif op == "ge":

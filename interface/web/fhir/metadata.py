@@ -92,6 +92,22 @@ RESOURCES: dict[str, dict] = {
         ],
         "include": ["DocumentReference:patient"],
     },
+    "AuditEvent": {
+        "interactions": ["read", "search-type"],
+        "versioning": "no-version",
+        "search": [
+            ("_id", "token", "the entry's id"),
+            (
+                "patient",
+                "reference",
+                "Patient/MRN or the MRN: merges resolved (the chart and every MRN merged into it)",
+            ),
+            ("agent", "reference", "the user name (console/API user; the OS user for the command line)"),
+            ("date", "date", "when recorded: prefixes eq ge le gt lt sa eb; YYYY[-MM[-DD]] or an instant"),
+            ("_lastUpdated", "date", "as date"),
+        ],
+        "include": [],
+    },
     "Binary": {
         "interactions": ["read", "vread"],
         "versioning": "versioned",
@@ -104,7 +120,8 @@ RESOURCES: dict[str, dict] = {
 SECURITY = (
     "Authorization: Bearer <API token> (interface users token NAME --scope user/*.read). Tokens carry "
     "SMART-style scopes (patient/*.read, user/*.read, patient/Patient.read, ...; patient/ scopes bound to "
-    "one patient with --patient MRN) within the user's role (clerk, admin). There is no OAuth "
+    "one patient with --patient MRN) within the user's role (clerk, admin; AuditEvent: auditor, admin, "
+    "user/ scopes only). There is no OAuth "
     "authorization server, no launch and no token endpoint: see .well-known/smart-configuration."
 )
 
