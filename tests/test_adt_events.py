@@ -45,12 +45,13 @@ class Harness:
         mappings, rules = _config()
         settings = DocumentSettings(rules=rules)
         self.pipeline = Pipeline(channels, mappings, document_settings=settings)
-        self.engine = Engine(db, clock=self.clock)
         self.workers = [
             Worker(db, self.pipeline, clock=self.clock, rng=random.Random(i), batch=batch)
             for i in range(workers)
         ]
         self.worker = self.workers[0]
+        # queued apply (the worker drains), with the refusals at receipt interface run makes
+        self.engine = Engine(db, clock=self.clock, events=self.worker.unapplied_event)
 
     def clock(self) -> datetime:
         return self.now
@@ -349,13 +350,22 @@ def test_cancel_admit_of_discharged_visit_is_out_of_order(engine):
     assert visit(h)["status"] == "discharged"
 
 
-def test_unsupported_event_is_an_error_item(engine):
-    """An ADT event the chart store does not know (A24 link patients) is not dropped: error item."""
+def test_unsupported_event_is_refused_at_receipt(engine):
+    """An ADT event the chart store cannot apply (A24 link patients) is answered AR 201 at once —
+    not AA and then an error item holding the patient's later messages behind it. It is not
+    dropped either: the raw message waits in the error queue (destination ``rejected``)."""
     h = Harness(engine)
-    h.send(adt("A24"))
-    h.drain()
+    out = h.send(adt("A24"))
+    assert out.status == "rejected" and out.ack_code == "AR"
+    err_seg = next(s for s in out.ack.split(b"\r") if s.startswith(b"ERR"))
+    assert err_seg.split(b"|")[2] == b"MSH^1^9^^2" and err_seg.split(b"|")[3].startswith(b"201^")
+    assert b"cannot apply event A24" in out.ack
     (err,) = errors(h)
-    assert err.reason == "unsupported_event" and "A24" in err.last_error
+    assert (err.destination, err.reason) == ("rejected", "unsupported_event")
+    # the patient's next message is not held behind it
+    assert h.send(adt("A08")).ack_code == "AA"
+    h.drain()
+    assert [i.status for i in h.items() if i.destination == "store"] == ["done"]
 
 
 def test_every_adt_sample_applies_in_order(engine):

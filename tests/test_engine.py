@@ -358,6 +358,9 @@ class FakeProcessor:
     def process_now(self, conn, item_ids, now):
         return {i: self.error for i in item_ids}
 
+    def unapplied_event(self, ch, trigger):
+        return None
+
 
 def test_on_process_success_aa_processed(engine):
     eng = Engine(engine, clock=lambda: NOW, processor=FakeProcessor())

@@ -186,3 +186,15 @@ def test_samples_are_all_mdm_events():
     """One sample per event T01..T11."""
     events = sorted(Path(s).name[4:7].upper() for s, _, _ in STEPS)
     assert events == [f"T{n:02d}" for n in range(1, 12)]
+
+
+def test_event_outside_t01_t11_is_refused_at_receipt(h):
+    """An MDM^T12 (a document query, not a notification) cannot be filed: AR 201 at MSH-9.2,
+    kept raw in the error queue; the patient's next document is filed."""
+    out = h.send(mdm("T12", "DOC-9", "100001"), "mdm")
+    assert (out.status, out.ack_code) == ("rejected", "AR")
+    assert b"|201^" in out.ack  # the channel's accept list or the document index refuses it
+    assert h.send(mdm("T02", "DOC-9", "100001"), "mdm").ack_code == "AA"
+    h.drain()
+    assert doc(h, "DOC-9") is not None
+    assert [i.reason for i in h.items("error")] == ["unsupported_event"]

@@ -132,11 +132,14 @@ class Engine(InlineApply):
         clock: Callable[[], datetime] = utcnow,
         processor: Processor | None = None,
         validator: Callable[[str, Header], list[HL7Error]] | None = None,
+        events: Callable[[Channel, str], str | None] | None = None,
     ):
         self.db = db
         self.clock = clock
         self.processor = processor
         self.validator = validator
+        # why no destination can apply a trigger event (AR 201 at receipt); the processor's by default
+        self.events = events or (processor.unapplied_event if processor is not None else None)
         self.controls = NO_CONTROLS  # a paused destination is not applied inline (engine.controls)
 
     # -- public -------------------------------------------------------------------------------
@@ -398,6 +401,14 @@ class Engine(InlineApply):
                 f"channel {ch.name} does not accept {what} {header.message_type or '(none)'}",
                 Location("MSH", 1, 9),
                 code,
+                reason="unsupported_event",
+            )
+            return self._reject(inb, group, now, header, err, warning, raw)
+        if self.events is not None and (why := self.events(ch, header.trigger)):
+            err = HL7Error(
+                f"channel {ch.name}: {why}",
+                Location("MSH", 1, 9, component=2),
+                UNSUPPORTED_EVENT_CODE,
                 reason="unsupported_event",
             )
             return self._reject(inb, group, now, header, err, warning, raw)

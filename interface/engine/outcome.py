@@ -68,6 +68,8 @@ class Processor(Protocol):
 
     def apply_new(self, conn, items: list, prepared: dict[int, Any], now: datetime) -> None: ...
 
+    def unapplied_event(self, ch: Channel, trigger: str) -> str | None: ...
+
 
 @dataclass(slots=True)
 class _Prepared:

@@ -81,6 +81,26 @@ class Pipeline:
             return ch, d
         raise PermanentError(f"channel {channel} has no destination {name}", reason="processing_error")
 
+    def unapplied_event(self, ch: Channel, trigger: str) -> str | None:
+        """Why no destination of ``ch`` can apply trigger event ``trigger`` (an ADT^A24 to the
+        chart, an MDM^T12 to the document index), or None. Decided at receipt, so that the sender
+        gets AR 201 at once instead of an AA for a message that can only wait in the error queue
+        (and hold the patient's later messages behind it). Any non-store destination (mllp, file)
+        takes every event; so does a mapping whose root has no table of events."""
+        trigger = trigger.strip().upper()
+        if not trigger or not ch.destinations:
+            return None
+        roots = []
+        for d in ch.destinations:
+            mapping = self.mappings.get(d.mapping) if d.type == "store" else None
+            if mapping is None:
+                return None
+            events = _root_events(mapping.root)
+            if events is None or trigger in events:
+                return None
+            roots.append(_ROOT_WORDS.get(mapping.root, mapping.root))
+        return f"{' and '.join(dict.fromkeys(roots))} cannot apply event {trigger}"
+
     stats = None  # a store.channel_stats.Recorder (set by ops; kept across reloads)
 
     def finished(self, conn, item, err: Exception | None, now: datetime) -> None:
@@ -210,6 +230,26 @@ def _location_text(exc: Exception) -> str | None:
     return str(loc) if isinstance(loc, Location) and loc.segment else None
 
 
+_ROOT_WORDS = {"chart": "the chart store", "document": "the document index", "appointment": "the schedule"}
+
+
+def _root_events(root: str):
+    """The trigger events a mapping root's store applies (None: not known here, take all)."""
+    if root == "chart":
+        from interface.store.chart import EVENTS as chart_events
+
+        return chart_events
+    if root == "document":
+        from interface.store.documents import EVENTS as document_events
+
+        return document_events
+    if root == "appointment":
+        from interface.store.appointments import EVENTS as appointment_events
+
+        return appointment_events
+    return None
+
+
 class Worker:
     """Claims runnable items and applies them; safe to run several (threads or processes)."""
 
@@ -331,6 +371,9 @@ class Worker:
         return out
 
     process_now = apply_items  # the engine's Processor protocol
+
+    def unapplied_event(self, ch: Channel, trigger: str) -> str | None:
+        return self.pipeline.unapplied_event(ch, trigger)
 
     def prepare(self, channel: str, destination: str, raw: bytes) -> Prepared:
         """Parse and map, no database (the engine calls it before its transaction)."""

@@ -74,6 +74,9 @@ class _Recorder:
         self.pipeline = pipeline
         self.effects: dict[int, dict] = {}
 
+    def unapplied_event(self, ch, trigger: str) -> str | None:
+        return self.pipeline.unapplied_event(ch, trigger)
+
     def process_now(self, conn: Connection, item_ids: list[int], now: datetime) -> dict[int, HL7Error | None]:
         out: dict[int, HL7Error | None] = {}
         rows = conn.execute(
