@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PG_URL ?= postgresql://127.0.0.1:5432/test
 
-.PHONY: run test lint test-sqlite test-postgres bench soak fuzz check system-deps browser-deps clean
+.PHONY: run test lint test-sqlite test-postgres bench soak fuzz check system-deps browser-deps peer-deps clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ check: $(STAMP)
 
 # The whole suite on SQLite, then again on the local PostgreSQL (CI sets REQUIRE_POSTGRES=1:
 # an unreachable PostgreSQL fails the run instead of skipping it).
-test: $(STAMP) system-deps lint
+test: $(STAMP) system-deps peer-deps lint
 	$(BIN)/interface check channels mappings rules
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 	$(MAKE) --no-print-directory test-postgres
@@ -49,6 +49,21 @@ test-postgres: $(STAMP)
 # download), slapd for the directory sign-in tests, tesseract, zbar and ghostscript for scanning,
 # DejaVu for release packets (names outside Latin-1).
 DEB_PACKAGES := chromium slapd ldap-utils tesseract-ocr libzbar0 ghostscript fonts-dejavu-core
+
+# Third-party HL7 peers for tests/test_peers.py: Medplum's MLLP client (Node), pinned by
+# tests/peers/package-lock.json, installed from the npm registry when missing (nodejs and npm
+# from Debian if the machine has no node).
+PEERS := tests/peers
+peer-deps: $(PEERS)/node_modules/.installed
+
+$(PEERS)/node_modules/.installed: $(PEERS)/package.json $(PEERS)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null) \
+	    || echo "could not install nodejs and npm: the Node peer tests will fail"; \
+	  else echo "npm is missing (install nodejs and npm for the Node peer tests)"; fi; }
+	cd $(PEERS) && npm ci --silent --no-audit --no-fund </dev/null
+	touch $@
+
 
 system-deps:
 	@missing=""; for p in $(DEB_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
