@@ -138,3 +138,22 @@ def test_pid3_is_rewritten_in_the_messages_own_delimiters():
     assert added.split("\r")[1] == "PID|1||M1^^^HOSP^MR~999^^^SSA^SS"
     with pytest.raises(Exception, match="no PID"):
         with_mrn("MSH|^~\\&|A\rEVN|A01\r", "M1", rule)
+
+
+def test_a_refiled_item_joins_the_right_patients_order(engine):
+    """Filed to M200, the item leaves M100's order (it held M100's next document behind it) and
+    takes its original place in M200's."""
+    from interface.store.schema import work_keys
+
+    h, item = mismatch(engine)
+    h.send(mdm("D2", "M100", name="RIVERA^ANA^MARIA", dob="19840312", sex="F"), "mdm")
+    h.drain()
+    assert doc(h, "D2") is None  # waits behind the mismatch of its patient
+    with h.db.begin() as conn:
+        desk.refile(conn, item.id, "M200", user="c", now=h.now, channels=h.channels)
+    with h.db.connect() as conn:
+        keys = [r.key for r in conn.execute(select(work_keys.c.key).where(work_keys.c.item_id == item.id))]
+    (moved,) = [i for i in h.items() if i.id == item.id]
+    assert keys == ["mrn:M200"] and moved.key == "mrn:M200"
+    h.drain()
+    assert doc(h, "D1")["mrn"] == "M200" and doc(h, "D2")["mrn"] == "M100"

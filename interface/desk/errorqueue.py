@@ -195,6 +195,30 @@ def resubmit_item(
     return new_id
 
 
+def ordering_keys(ch, destination: str, text: str) -> tuple[str, ...]:
+    """The keys a message's item for ``destination`` is ordered by, as the engine gives them at
+    receipt (the patient's MRN, or the channel's ``order_by``; raises ParseError)."""
+    from interface.engine import destinations as dests
+    from interface.engine.inbound import Engine
+    from interface.hl7.message import header_from_text
+
+    header = header_from_text(text)
+    patient_keys, _ = Engine(None).ordering_keys(ch, header, text)
+    dest = dests.destination_for(ch, destination)
+    if dest is None:
+        raise ActionError(f"channel {ch.name} has no destination {destination!r}")
+    return dests.lane_keys(ch.name, dest, dests.base_keys(ch, patient_keys, header))
+
+
+def rekey_item(conn: Connection, item_id: int, keys: tuple[str, ...]) -> None:
+    """Move an unfinished item to other ordering keys (a message filed to another chart joins
+    that patient's order, at its original place, and leaves the wrong patient's)."""
+    keys = tuple(dict.fromkeys(keys))
+    conn.execute(delete(work_keys).where(work_keys.c.item_id == item_id))
+    conn.execute(insert(work_keys), [{"item_id": item_id, "key": k} for k in keys])
+    conn.execute(update(work_items).where(work_items.c.id == item_id).values(key=keys[0]))
+
+
 # ---------------------------------------------------------------------------------------------
 # bulk clerk actions and reprocessing
 
@@ -318,9 +342,8 @@ def reprocess_message(
     untouched. Refused while the message still has an unfinished item for that destination.
     Returns the new work item id."""
     from interface.engine import destinations as dests
-    from interface.engine.inbound import Engine
     from interface.hl7.errors import ParseError
-    from interface.hl7.message import decode, header_from_text
+    from interface.hl7.message import decode
 
     by_name = channels if isinstance(channels, dict) else {c.name: c for c in channels}
     msg = conn.execute(select(messages).where(messages.c.id == message_id)).first()
@@ -345,11 +368,9 @@ def reprocess_message(
     if busy is not None:
         raise ActionError(f"message {message_id} is already queued to {destination} (item {busy.id})")
     try:
-        header = header_from_text(decode(msg.raw).text)
+        keys = ordering_keys(ch, destination, decode(msg.raw).text)
     except ParseError as exc:
         raise ActionError(f"message {message_id} cannot be read: {exc}") from None
-    patient_keys, _ = Engine(None).ordering_keys(ch, header, decode(msg.raw).text)
-    keys = dests.lane_keys(ch.name, dest, dests.base_keys(ch, patient_keys, header))
     item_id = conn.execute(
         insert(work_items)
         .values(

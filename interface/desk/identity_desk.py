@@ -117,6 +117,10 @@ def file_to(
         conn, item_id, data, user=user, now=now, reason=reason, channels=list(by_name.values())
     )
     conn.execute(update(messages).where(messages.c.id == new_id).values(patient_id=mrn[:128]))
+    from interface.engine.readmit import RECEIPT_DESTINATIONS
+
+    if item.destination not in RECEIPT_DESTINATIONS:  # the same item, now in the right chart's order
+        errorqueue.rekey_item(conn, item_id, errorqueue.ordering_keys(ch, item.destination, text))
     if review is not None:
         _decide(conn, review["id"], "refiled", user, reason, now)
     errorqueue._audit(
