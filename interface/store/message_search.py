@@ -310,7 +310,8 @@ def _walk_index(conn, terms, conds, cols, before, after, limit, mrns) -> Page:
     while len(rows) <= limit:
         if scanned >= MAX_SCANNED:
             break
-        ids = _candidates(conn, terms, cursor_before, cursor_after, BATCH if scanned else max(limit + 1, 100))
+        asked = BATCH if scanned else max(limit + 1, 100)
+        ids = _candidates(conn, terms, cursor_before, cursor_after, asked)
         if not ids:
             exhausted = True
             break
@@ -324,6 +325,9 @@ def _walk_index(conn, terms, conds, cols, before, after, limit, mrns) -> Page:
             cursor_after = last
         else:
             cursor_before = last
+        if len(ids) < asked:  # the index has no more: no second probe for a rare word
+            exhausted = True
+            break
     partial = not exhausted and len(rows) <= limit
     more = len(rows) > limit
     rows = rows[:limit]
