@@ -1,4 +1,5 @@
-"""message search: an index on (sending_application, received_at) for a date range with a sender
+"""message search: an index on (sending_application, message_type, received_at) for a date range
+with a sender and a type
 
 Revision ID: 0018
 Revises: 0017
@@ -20,9 +21,11 @@ depends_on: Union[str, Sequence[str], None] = None
 
 def upgrade() -> None:
     op.create_index(
-        'ix_messages_sending_application_received', 'messages', ['sending_application', 'received_at']
+        'ix_messages_sender_type_received',
+        'messages',
+        ['sending_application', 'message_type', 'received_at'],
     )
 
 
 def downgrade() -> None:
-    op.drop_index('ix_messages_sending_application_received', table_name='messages')
+    op.drop_index('ix_messages_sender_type_received', table_name='messages')
