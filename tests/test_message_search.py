@@ -156,6 +156,25 @@ def test_date_range_type_trigger_status_sender_and_combined(engine):
         assert ids(conn, text="ward", status="error", sending_facility="SOUTH") == [c]
 
 
+def test_a_date_range_before_the_newest_messages_pages_newest_first(engine):
+    """A range that ends before the newest messages (sorted on PostgreSQL, ``_sort_range``):
+    the same pages, newest first, both ways, as without the sort."""
+    with engine.begin() as conn:
+        got = [add(conn, f"P{i}", "510001", at=T0 + timedelta(minutes=i), app="LAB") for i in range(12)]
+        add(conn, "P-late", "510001", at=T0 + timedelta(days=3))  # newer than the range
+        f = Filters(
+            since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=10), sending_application="LAB"
+        )
+        first = search(conn, f, COLS, limit=3)
+        assert [r.id for r in first.rows] == got[9:6:-1] and first.older == got[7]
+        second = search(conn, f, COLS, before=first.older, limit=3)
+        assert [r.id for r in second.rows] == got[6:3:-1] and second.newer == got[6]
+        back = search(conn, f, COLS, after=second.newer, limit=3)
+        assert [r.id for r in back.rows] == got[9:6:-1]
+        last = search(conn, f, COLS, before=got[4], limit=3)
+        assert [r.id for r in last.rows] == [got[3], got[2]] and last.older is None
+
+
 @pytest.mark.parametrize("n", [BATCH + 30])
 def test_content_search_pages_through_the_index(engine, n):
     with engine.begin() as conn:

@@ -190,7 +190,10 @@ def check_config(paths: list[str]) -> list[str]:
         problems.extend(check_identity([str(f) for f in identity_files]))
         rule_files = [f for f in rule_files if f not in identity_files]
 
-        from interface.rules import sensitivity
+        from interface.rules import code_tables, sensitivity
+
+        problems.extend(code_tables.check_paths([f for f in rule_files if code_tables.is_tables_file(f)]))
+        rule_files = [f for f in rule_files if not code_tables.is_tables_file(f)]
 
         problems.extend(sensitivity.check_paths([f for f in rule_files if sensitivity.is_rules_file(f)]))
         rule_files = [f for f in rule_files if not sensitivity.is_rules_file(f)]

@@ -157,6 +157,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
                 runtime=runtime,
                 document_settings=pipeline.document_settings,
                 directory=from_file(Path(settings.channels_dir).parent / "directory.yaml"),  # sign-in
+                code_tables_file=Path(settings.channels_dir).parent / "rules" / "code_tables.yaml",
             )
             web = WebThread(app, settings.web_host, settings.web_port, tls=settings.web_tls)
             top.addService(_ThreadService("web", web.start, web.stop))

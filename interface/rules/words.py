@@ -2,11 +2,10 @@
 
 Pure data and two lookups, no I/O. The console (the ``word`` and ``reason_text`` template
 filters), the API (``reason_text``, ``status_text`` fields) and the CLI use these one tables, so a
-code reads the same everywhere. The HL7 tables are the v2.5.1 standard's user/HL7 tables:
-
-* 0001 administrative sex (PID-8), 0004 patient class (PV1-2),
-* 0270 document type (TXA-2), 0271 document completion status (TXA-17),
-* 0272 document confidentiality status (TXA-18), 0273 document availability status (TXA-19);
+code reads the same everywhere. The HL7 tables are the v2.5.1 standard's user/HL7 tables of
+``interface.rules.hl7_tables`` (0001 administrative sex, 0004 patient class, 0270 document type,
+0271 completion status, 0272 confidentiality, 0273 availability, and the others the message
+viewer explains);
 
 plus the engine's own: work item statuses, message statuses, the audit trail's actions, channels
 (``via``) and target types (the auditor's pages and CSV), and error-queue reasons
@@ -17,69 +16,11 @@ listed there). An unknown code is shown as it is, never hidden: ``word("0001", "
 from __future__ import annotations
 
 from interface.hl7.errors import REASONS
+from interface.rules import hl7_tables
 
 TABLES: dict[str, dict[str, str]] = {
-    # HL7 table 0001 - Administrative Sex
-    "0001": {
-        "F": "Female",
-        "M": "Male",
-        "O": "Other",
-        "U": "Unknown",
-        "A": "Ambiguous",
-        "N": "Not applicable",
-    },
-    # HL7 table 0004 - Patient Class
-    "0004": {
-        "E": "Emergency",
-        "I": "Inpatient",
-        "O": "Outpatient",
-        "P": "Preadmit",
-        "R": "Recurring patient",
-        "B": "Obstetrics",
-        "C": "Commercial account",
-        "N": "Not applicable",
-        "U": "Unknown",
-    },
-    # HL7 table 0270 - Document Type (the standard's suggested values)
-    "0270": {
-        "AR": "Autopsy report",
-        "CD": "Cardiodiagnostics",
-        "CN": "Consultation",
-        "DI": "Diagnostic imaging",
-        "DS": "Discharge summary",
-        "ED": "Emergency department report",
-        "HP": "History and physical examination",
-        "OP": "Operative report",
-        "PC": "Psychiatric consultation",
-        "PH": "Psychiatric history and physical examination",
-        "PN": "Procedure note",
-        "PR": "Progress note",
-        "SP": "Surgical pathology",
-        "TS": "Transfer summary",
-    },
-    # HL7 table 0271 - Document Completion Status
-    "0271": {
-        "AU": "Authenticated",
-        "DI": "Dictated",
-        "DO": "Documented",
-        "IN": "Incomplete",
-        "IP": "In progress",
-        "LA": "Legally authenticated",
-        "PA": "Pre-authenticated",
-    },
-    # HL7 table 0272 - Document Confidentiality Status
-    "0272": {
-        "V": "Very restricted",
-        "R": "Restricted",
-        "U": "Usual control",
-    },
-    # HL7 table 0273 - Document Availability Status
-    "0273": {
-        "AV": "Available for patient care",
-        "CA": "Deleted",
-        "OB": "Obsolete",
-        "UN": "Unavailable for patient care",
-    },
+    # the HL7 tables (interface.rules.hl7_tables: one copy for the viewer and for these words)
+    **hl7_tables.TABLES,
     # the engine's work item statuses (interface.store.workqueue)
     "item_status": {
         "pending": "Waiting to be processed",

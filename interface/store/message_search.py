@@ -11,7 +11,8 @@ Every filter runs on an index (``interface.store.schema``, ``interface.store.mes
 * ``text``: words in the message's content, on the full-text index (FTS5 / tsvector): every word
   must occur (``AND``), a word ending in ``*`` is a prefix, ``WARD^101`` is the phrase ``WARD 101``.
 
-Results come newest first, one page at a time by keyset (``before``: older than that id,
+A date range that ends before the newest messages is sorted on PostgreSQL when it is small
+enough (:func:`_sort_range`). Results come newest first, one page at a time by keyset (``before``: older than that id,
 ``after``: newer), without a total count. A content search with no other selective filter walks
 the full-text index newest first in batches and stops after :data:`MAX_SCANNED` candidates: a page
 may then be ``partial`` (its ``older`` cursor goes on from where the walk stopped).
@@ -28,6 +29,8 @@ from datetime import datetime
 
 from sqlalchemy import func, select, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ClauseElement, Executable
 
 from interface.store.chart_schema import patients
 from interface.store.schema import messages
@@ -36,6 +39,7 @@ MAX_TERMS = 8
 MAX_CHART_MRNS = 200
 BATCH = 500  # full-text candidates read per step of a content search
 MAX_SCANNED = 20_000  # candidates a content search reads before it returns a partial page
+SORTED_RANGE = 200_000  # estimated rows of a date-range search below which PostgreSQL sorts them
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -256,6 +260,36 @@ def _candidates(
     return [r[0] for r in conn.execute(text(sql), binds)]
 
 
+# -- date ranges on PostgreSQL --------------------------------------------------------------------
+
+
+class _Explain(Executable, ClauseElement):
+    """``EXPLAIN (FORMAT JSON) <select>``, its bind values typed as in the select."""
+
+    inherit_cache = False
+
+    def __init__(self, stmt):
+        self.stmt = stmt
+
+
+@compiles(_Explain, "postgresql")
+def _explain_pg(element, compiler, **kw):
+    return "EXPLAIN (FORMAT JSON) " + compiler.process(element.stmt, **kw)
+
+
+def _sort_range(conn: Connection, f: Filters, conds: list) -> bool:
+    """Whether to read a date range's rows through the best index and sort them (``id + 0``)
+    rather than walk the primary key newest first: on PostgreSQL, for a range that ends
+    (``until``) before the newest messages, when the planner expects at most
+    :data:`SORTED_RANGE` matching rows. It multiplies the filters' selectivities as if matches
+    were spread over the whole journal, so it would walk every newer message first (a day's
+    range with a type and a sender: 414 566 rows read, 0.4 s, on 10^6)."""
+    if conn.dialect.name != "postgresql" or f.until is None or f.mrn or f.control_id:
+        return False
+    plan = conn.execute(_Explain(select(messages.c.id).where(*conds))).scalar()
+    return float(plan[0]["Plan"]["Plan Rows"]) <= SORTED_RANGE
+
+
 # -- one page -------------------------------------------------------------------------------------
 
 
@@ -275,11 +309,10 @@ def search(
         return _walk_index(conn, terms, conds, cols, before, after, limit, mrns)
     if terms:  # a selective filter drives; each of its rows is checked against the index
         conds.append(_contains(conn, terms))
+    key = messages.c.id + 0 if _sort_range(conn, f, conds) else messages.c.id
     q = select(*cols).where(*conds)
     if after is not None:
-        rows = conn.execute(
-            q.where(messages.c.id > after).order_by(messages.c.id.asc()).limit(limit + 1)
-        ).all()
+        rows = conn.execute(q.where(messages.c.id > after).order_by(key.asc()).limit(limit + 1)).all()
         more_newer = len(rows) > limit
         rows = list(reversed(rows[:limit]))
         return Page(
@@ -287,7 +320,7 @@ def search(
         )
     if before is not None:
         q = q.where(messages.c.id < before)
-    rows = conn.execute(q.order_by(messages.c.id.desc()).limit(limit + 1)).all()
+    rows = conn.execute(q.order_by(key.desc()).limit(limit + 1)).all()
     more = len(rows) > limit
     rows = rows[:limit]
     return Page(
@@ -310,7 +343,8 @@ def _walk_index(conn, terms, conds, cols, before, after, limit, mrns) -> Page:
     while len(rows) <= limit:
         if scanned >= MAX_SCANNED:
             break
-        ids = _candidates(conn, terms, cursor_before, cursor_after, BATCH if scanned else max(limit + 1, 100))
+        asked = BATCH if scanned else max(limit + 1, 100)
+        ids = _candidates(conn, terms, cursor_before, cursor_after, asked)
         if not ids:
             exhausted = True
             break
@@ -324,6 +358,9 @@ def _walk_index(conn, terms, conds, cols, before, after, limit, mrns) -> Page:
             cursor_after = last
         else:
             cursor_before = last
+        if len(ids) < asked:  # the index has no more: no second probe for a rare word
+            exhausted = True
+            break
     partial = not exhausted and len(rows) <= limit
     more = len(rows) > limit
     rows = rows[:limit]

@@ -32,6 +32,15 @@ INDEXED_BYTES = 200_000  # bytes of a message indexed for full text (embedded do
 # Plain indexes, in the metadata (compared with the migrations like any other).
 Index("ix_messages_sending_application", messages.c.sending_application, messages.c.id)
 Index("ix_messages_sending_facility", messages.c.sending_facility, messages.c.id)
+# A date range with a sender and a type: the range is read within one sender's messages of that
+# type, not the whole day's (migration 0018; docs/benchmarks.md "Message search": PostgreSQL does
+# not choose a (sending_application, received_at) index over the range's own).
+Index(
+    "ix_messages_sender_type_received",
+    messages.c.sending_application,
+    messages.c.message_type,
+    messages.c.received_at,
+)
 
 OBJECTS = {
     "sqlite": ("message_fts", "ix_messages_control_id_lower"),

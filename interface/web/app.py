@@ -1,6 +1,6 @@
 """The web console and REST API: one FastAPI app, built by :func:`create_app`.
 
-* ``create_app(db, channels=, runtime=, document_settings=, clock=, directory=)``: the app; routers for auth,
+* ``create_app(db, channels=, runtime=, document_settings=, clock=, directory=, code_tables_file=)``: the app; routers for auth,
   channels, messages, errors, users, patients, documents and the HTML pages (the last two when their
   modules exist), ``/metrics``, ``/api/health`` (:mod:`interface.web.api.health`), OpenAPI at
   ``/api/openapi.json`` (Swagger UI at ``/api/docs``, vendored: :mod:`interface.web.api.docs`);
@@ -39,6 +39,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy.exc import DBAPIError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from interface.rules.code_tables import DEFAULT_FILE as CODE_TABLES
 from interface.store import audit as store_audit
 from interface.store.db import read_only_engine
 from interface.web import auth
@@ -145,6 +146,7 @@ def create_app(
     document_settings=None,
     clock: Callable[[], datetime] | None = None,
     directory=None,
+    code_tables_file: Path | None = None,
 ) -> FastAPI:
     from interface.store.schema import load_all_tables
     from interface.web import headers as webheaders
@@ -177,6 +179,9 @@ def create_app(
     app.state.document_settings = document_settings
     app.state.clock = clock or _utcnow
     app.state.directory = directory  # interface.desk.directory.Directory: sign-in (None: local users only)
+    # the site's code tables (rules/code_tables.yaml beside the channels directory): the viewer's
+    # meanings beside coded values (interface.rules.code_tables; None: the HL7 tables alone)
+    app.state.code_tables_file = code_tables_file if code_tables_file is not None else CODE_TABLES
     app.state.metrics_registry = metrics.make_registry(app)
 
     @app.exception_handler(auth.LoginRequired)
@@ -432,7 +437,13 @@ def serve(
     except ConfigError as exc:
         print(exc)
         return 1
-    app = create_app(engine, channels=channels, document_settings=document_settings, directory=directory)
+    app = create_app(
+        engine,
+        channels=channels,
+        document_settings=document_settings,
+        directory=directory,
+        code_tables_file=Path(channels_dir).parent / "rules" / "code_tables.yaml",
+    )
     app.state.reload = functools.partial(signal_reload, Path(var_dir) / "interface.pid")
     log.info("web console and API on %s://%s:%s/", "https" if tls else "http", host, port)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", **ssl_options)

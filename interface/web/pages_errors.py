@@ -41,7 +41,7 @@ from interface.web.pages import (
     parse_location,
     parsed_view,
 )
-from interface.web.pages_messages import _load_message
+from interface.web.pages_messages import _load_message, explained
 
 router = APIRouter(include_in_schema=False)
 
@@ -175,7 +175,7 @@ def _item_page(
     offsets = failing_offsets(editor_text, loc) if reveal else None
     failing_segment = None
     if loc:
-        for seg in parsed_view(text, msg.version or "2.5", reveal, loc):
+        for seg in explained(request, parsed_view(text, msg.version or "2.5", reveal, loc)):
             if seg["failing"]:
                 failing_segment = seg
                 break

@@ -9,9 +9,10 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import select
 
 from interface.config.channels import fallback_codec_for
-from interface.desk import masking, search_snippets
+from interface.desk import code_meanings, masking, search_snippets
 from interface.desk.users import User
 from interface.hl7.message import decode
+from interface.rules import code_tables
 from interface.store import audit as store_audit
 from interface.store import message_search
 from interface.store.schema import audit, messages, work_attempts, work_items
@@ -193,6 +194,13 @@ def messages_reprocess(
     return RedirectResponse("/messages?" + urlencode(query), status_code=303)
 
 
+def explained(request: Request, segments: list[dict]) -> list[dict]:
+    """The parsed view with code-table meanings beside coded values (``desk.code_meanings``; the
+    site's ``rules/code_tables.yaml`` over the HL7 tables, re-read when it changes)."""
+    tables = code_tables.default_tables(getattr(request.app.state, "code_tables_file", None))
+    return code_meanings.annotate(segments, tables)
+
+
 def _load_message(conn, message_id: int):
     row = conn.execute(select(messages).where(messages.c.id == message_id)).first()
     if row is None:
@@ -314,11 +322,11 @@ def _message_page(
             "error": error,
             "warning": decoded.warning,
             "raw": masked_text(decoded.text, reveal),
-            "parsed": parsed_view(decoded.text, msg.version or "2.5", reveal, failing)
+            "parsed": explained(request, parsed_view(decoded.text, msg.version or "2.5", reveal, failing))
             if tab == "parsed"
             else [],
             "ack": masked_text(ack_text, True) if ack_text else "",
-            "ack_parsed": parsed_view(ack_text, msg.version or "2.5", True)
+            "ack_parsed": explained(request, parsed_view(ack_text, msg.version or "2.5", True))
             if ack_text and tab == "ack"
             else [],
             "h": history,
