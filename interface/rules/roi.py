@@ -22,6 +22,8 @@ Pure functions over dates and dicts; :mod:`interface.desk.roi` applies them.
   ``accounting.exclude_bases`` (treatment, payment, operations, to the individual, with an
   authorization...); :func:`accounting_period` refuses a period longer than ``accounting.years``
   (six) before the date asked.
+* **Delivery**: a release for secure download or e-mail makes a download link that works for
+  ``delivery.link_days`` (14) days; a clerk may make one last at most ``delivery.max_link_days``.
 
 Every setting has a default: a site without the file gets the federal rules.
 """
@@ -272,8 +274,16 @@ class AccountingSettings(Strict):
         return _known(v, BASES, "legal basis")
 
 
+class DeliverySettings(Strict):
+    """Download links for electronic delivery (secure download, e-mail)."""
+
+    link_days: int = Field(14, ge=1, le=366, description="a new download link works for this many days")
+    max_link_days: int = Field(90, ge=1, le=366, description="the longest a clerk may make a link last")
+
+
 class RoiSettings(Strict):
     version: Literal[1] = 1
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     due: DueSettings = Field(default_factory=DueSettings)
     fees: FeeSettings = Field(default_factory=FeeSettings)
     legal_basis: list[BasisRule] = Field(default_factory=_default_bases)

@@ -1,6 +1,6 @@
 """The web console and REST API: one FastAPI app, built by :func:`create_app`.
 
-* ``create_app(db, channels=, runtime=, document_settings=, clock=, directory=)``: the app; routers for auth,
+* ``create_app(db, channels=, runtime=, document_settings=, clock=, directory=, mail=)``: the app; routers for auth,
   channels, messages, errors, users, patients, documents and the HTML pages (the last two when their
   modules exist), ``/metrics``, ``/api/health`` (:mod:`interface.web.api.health`), OpenAPI at
   ``/api/openapi.json`` (Swagger UI at ``/api/docs``, vendored: :mod:`interface.web.api.docs`);
@@ -145,6 +145,7 @@ def create_app(
     document_settings=None,
     clock: Callable[[], datetime] | None = None,
     directory=None,
+    mail=None,
 ) -> FastAPI:
     from interface.store.schema import load_all_tables
     from interface.web import headers as webheaders
@@ -177,6 +178,7 @@ def create_app(
     app.state.document_settings = document_settings
     app.state.clock = clock or _utcnow
     app.state.directory = directory  # interface.desk.directory.Directory: sign-in (None: local users only)
+    app.state.mail = mail  # interface.config.mail.MailSettings: e-mail to ROI recipients (None: none)
     app.state.metrics_registry = metrics.make_registry(app)
 
     @app.exception_handler(auth.LoginRequired)
@@ -287,6 +289,7 @@ def create_app(
             "interface.web.pages_audit",
             "interface.web.pages_channels",
             "interface.web.pages_roi",
+            "interface.web.pages_roi_delivery",
             "interface.web.pages_scan",
         ):
             app.include_router(_optional_router(group))
@@ -425,14 +428,19 @@ def serve(
     except ConfigError as exc:
         print(exc)
         return 1
+    from interface.config.mail import FILE_NAME as MAIL_FILE
+    from interface.config.mail import load_optional as load_mail
     from interface.desk.directory import from_file
 
     try:
         directory = from_file(Path(channels_dir).parent / "directory.yaml")
+        mail = load_mail(Path(channels_dir).parent / MAIL_FILE)
     except ConfigError as exc:
         print(exc)
         return 1
-    app = create_app(engine, channels=channels, document_settings=document_settings, directory=directory)
+    app = create_app(
+        engine, channels=channels, document_settings=document_settings, directory=directory, mail=mail
+    )
     app.state.reload = functools.partial(signal_reload, Path(var_dir) / "interface.pid")
     log.info("web console and API on %s://%s:%s/", "https" if tls else "http", host, port)
     uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", **ssl_options)
