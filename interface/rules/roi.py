@@ -366,6 +366,59 @@ def aging(received: date, due: date, today: date, status: str) -> dict:
     }
 
 
+AGE_BUCKETS = (
+    (0, 10, "0–10 days"),
+    (11, 20, "11–20 days"),
+    (21, 30, "21–30 days"),
+    (31, None, "over 30 days"),
+)
+SOON_DAYS = 5  # an open request due within this many days is listed on the dashboard
+
+
+def _when_due(r: dict) -> str:
+    left = r["days_left"]
+    if r["overdue"]:
+        return f"{-left} day{'s' if -left != 1 else ''} overdue (due {r['due_on']})"
+    if left == 0:
+        return f"due today ({r['due_on']})"
+    return f"due in {left} day{'s' if left != 1 else ''} ({r['due_on']})"
+
+
+def aging_summary(rows: Iterable[dict], soon_days: int = SOON_DAYS) -> dict:
+    """The dashboard's view of the open requests (as :func:`interface.desk.roi.queue` gives them):
+    ``open``, ``overdue``, ``buckets`` [{label, count}] by age since received (an overdue request
+    counts in ``overdue`` only), and ``attention``: the overdue and soon-due ones, most urgent
+    first, each with ``words`` (no patient data: the request's number, its requester type and
+    status, its due date)."""
+    rows = [r for r in rows if r["status"] in OPEN]
+    overdue = [r for r in rows if r["overdue"]]
+    counts = [0] * len(AGE_BUCKETS)
+    for r in rows:
+        if r["overdue"]:
+            continue
+        for i, (low, high, _label) in enumerate(AGE_BUCKETS):
+            if r["age_days"] >= low and (high is None or r["age_days"] <= high):
+                counts[i] += 1
+                break
+    urgent = [r for r in rows if r["overdue"] or (r["days_left"] is not None and r["days_left"] <= soon_days)]
+    urgent.sort(key=lambda r: (r["days_left"], r["id"]))
+    return {
+        "open": len(rows),
+        "overdue": len(overdue),
+        "buckets": [{"label": b[2], "count": n} for b, n in zip(AGE_BUCKETS, counts)],
+        "attention": [
+            {
+                "id": r["id"],
+                "overdue": r["overdue"],
+                "words": f"{REQUESTER_TYPES.get(r['requester_type'], r['requester_type'])} request, "
+                f"{STATUSES.get(r['status'], r['status']).lower()}, received {r['received_on']}: {_when_due(r)}",
+            }
+            for r in urgent
+        ],
+        "soon_days": soon_days,
+    }
+
+
 def identity_problems(settings: RoiSettings, requester_type: str, checks: dict[str, Any]) -> list[str]:
     """The required identity checks not ticked, in words."""
     need = settings.identity.required.get(requester_type, ["photo_id"])

@@ -277,6 +277,7 @@ def create_app(
     roi_router = _optional_router("interface.web.api.roi")
     if roi_router is not None:  # /api/roi: the release-of-information desk (roles per route)
         app.include_router(roi_router)
+        app.include_router(_optional_router("interface.web.api.roi_links"))  # links, the outbox
     app.include_router(fhir.router)  # /fhir: interface.web.fhir (read-only FHIR R4)
     pages_router = _optional_router("interface.web.pages")
     if pages_router is not None:
