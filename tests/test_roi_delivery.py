@@ -81,7 +81,12 @@ def smtp():
 def mail_for(port: int) -> MailSettings:
     return MailSettings.model_validate(
         {
-            "smtp": {"host": "127.0.0.1", "port": port, "from": "records@hospital.example", "timeout_seconds": 5},
+            "smtp": {
+                "host": "127.0.0.1",
+                "port": port,
+                "from": "records@hospital.example",
+                "timeout_seconds": 5,
+            },
             "public_url": PUBLIC,
             "sender_name": "General Hospital Records",
             "retry_minutes": 10,
@@ -92,7 +97,9 @@ def mail_for(port: int) -> MailSettings:
 @pytest.fixture
 def app_of(h, smtp):
     clock = {"now": NOW}
-    app = create_app(h.db, channels=list(h.channels.values()), clock=lambda: clock["now"], mail=mail_for(smtp.port))
+    app = create_app(
+        h.db, channels=list(h.channels.values()), clock=lambda: clock["now"], mail=mail_for(smtp.port)
+    )
     with TestClient(app) as c:
         c.tokens = {r: token(h.db, r + "1", r) for r in ("clerk", "release")}
         c.clock = clock
@@ -134,7 +141,9 @@ def test_secure_download_link_opens_its_packet_only_audited_revocable_and_expiri
     # the clerk sees the link with its download, revokes it: the recipient gets a page that says so
     page = c.get(f"/roi/{rid}", headers={**rel, "accept": "text/html"}).text
     assert 'id="roi-links"' in page and "Active" in page and token_ not in page
-    r = c.post(f"/api/roi/links/{done['link_id']}/revoke", json={"reason": "sent to the wrong address"}, headers=rel)
+    r = c.post(
+        f"/api/roi/links/{done['link_id']}/revoke", json={"reason": "sent to the wrong address"}, headers=rel
+    )
     assert r.status_code == 200 and r.json()["state"] == "revoked"
     gone = c.get(path)
     assert gone.status_code == 410 and 'data-why="revoked"' in gone.text
@@ -214,7 +223,10 @@ def test_cli_links_and_outbox(h, db_url, tmp_path, smtp):
     def cli(*argv):
         out = io.StringIO()
         code = roi_cli.main(
-            ["--user", "rel1", "--mail", str(tmp_path / "mail.yaml"), *argv], Args(db_url, tmp_path), now=NOW, out=out
+            ["--user", "rel1", "--mail", str(tmp_path / "mail.yaml"), *argv],
+            Args(db_url, tmp_path),
+            now=NOW,
+            out=out,
         )
         return code, out.getvalue()
 
@@ -233,5 +245,10 @@ def test_cli_links_and_outbox(h, db_url, tmp_path, smtp):
     code, out = cli("outbox", "--status", "sent")
     assert code == 0 and out.count("e-mail ") == 1
     with h.db.connect() as conn:
-        rows = conn.execute(select(audit.c.action, audit.c.via, audit.c.patient).where(audit.c.action.like("roi_link%"))).all()
-    assert {(a, v, p) for a, v, p in rows} >= {("roi_link", "cli", "100001"), ("roi_link_revoke", "cli", "100001")}
+        rows = conn.execute(
+            select(audit.c.action, audit.c.via, audit.c.patient).where(audit.c.action.like("roi_link%"))
+        ).all()
+    assert {(a, v, p) for a, v, p in rows} >= {
+        ("roi_link", "cli", "100001"),
+        ("roi_link_revoke", "cli", "100001"),
+    }
