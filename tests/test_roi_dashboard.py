@@ -7,10 +7,9 @@ from __future__ import annotations
 
 from datetime import date
 
-from interface.rules import roi as rules
-from tests.test_roi_desk import bearer, client, do, fast_hashing, h, new  # noqa: F401
 from interface.desk import roi
-from tests.test_roi_desk import S
+from interface.rules import roi as rules
+from tests.test_roi_desk import S, bearer, client, do, fast_hashing, h, new  # noqa: F401
 
 
 def _row(i, age, left, overdue=False, status="received", rtype="patient"):

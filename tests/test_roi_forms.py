@@ -10,9 +10,8 @@ import html
 
 import pytest
 
-from tests.test_roi_desk import NOW, bearer, client, do, fast_hashing, h, new, ready  # noqa: F401
 from interface.desk import roi
-from tests.test_roi_desk import S
+from tests.test_roi_desk import NOW, S, bearer, client, do, fast_hashing, h, new, ready  # noqa: F401
 
 
 def page(c, role="release"):
