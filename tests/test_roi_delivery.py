@@ -252,3 +252,18 @@ def test_cli_links_and_outbox(h, db_url, tmp_path, smtp):
         ("roi_link", "cli", "100001"),
         ("roi_link_revoke", "cli", "100001"),
     }
+
+
+def test_interface_check_reports_mail_yaml_problems_with_lines(tmp_path, capsys):
+    from interface.ops import cli
+
+    bad = tmp_path / "mail.yaml"
+    bad.write_text("smtp:\n  host: smtp.example.org\n  from: nobody\npublic_url: ftp://x\n")
+    assert cli.main(["check", str(bad)]) == 1
+    out = capsys.readouterr().out
+    assert f"{bad}:3: smtp.from: 'nobody' is not an e-mail address" in out
+    assert f"{bad}:4: public_url: public_url must start with http:// or https://" in out
+    bad.write_text(
+        "smtp: {host: smtp.example.org, from: records@example.org}\npublic_url: https://r.example\n"
+    )
+    assert cli.main(["check", str(bad)]) == 0

@@ -79,3 +79,25 @@ def load_optional(path: str | Path | None) -> MailSettings | None:
     if path is None or not Path(path).is_file():
         return None
     return load_mail(path)
+
+
+def is_checked(path: str | Path) -> bool:
+    """Whether ``interface check`` reads ``path`` as mail settings: an existing ``mail*.yaml``
+    outside a channels directory."""
+    p = Path(path)
+    return (
+        p.is_file()
+        and p.name.startswith("mail")
+        and p.suffix in (".yaml", ".yml")
+        and "channels" not in p.resolve().parent.parts
+    )
+
+
+def check_paths(paths) -> list[str]:
+    problems: list[str] = []
+    for p in paths:
+        try:
+            load_mail(p)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    return problems
