@@ -162,3 +162,61 @@ def test_concurrent_appends_from_two_connections_keep_the_chain(engine, now):
     with engine.connect() as conn:
         seqs = conn.execute(select(audit.c.seq).order_by(audit.c.seq)).scalars().all()
     assert seqs == list(range(1, 151))
+
+
+def _rechain(engine, from_seq: int) -> None:
+    """A careful forger: after changing entries, recompute every hash from ``from_seq`` on and the
+    head, so that the chain alone verifies again."""
+    with engine.begin() as conn:
+        prev = (
+            conn.execute(select(audit.c.entry_hash).where(audit.c.seq == from_seq - 1)).scalar()
+            or store_audit.GENESIS
+        )
+        rows = conn.execute(select(audit).where(audit.c.seq >= from_seq).order_by(audit.c.seq)).all()
+        seq = from_seq - 1
+        for r in rows:
+            seq = r.seq
+            prev = store_audit.entry_hash(prev, r.seq, r.at, r._mapping)
+            conn.execute(update(audit).where(audit.c.id == r.id).values(entry_hash=prev))
+        conn.execute(update(audit_chain).where(audit_chain.c.id == 1).values(seq=seq, last_hash=prev))
+
+
+def test_anchors_outside_the_database_catch_a_rewritten_or_cut_chain(engine, db_url, now, tmp_path, capsys):
+    """``interface audit anchor --file`` appends the head (seq, hash, time); ``verify --anchor``
+    checks the chain against every anchor: a chain rewritten consistently (which ``verify`` alone
+    accepts) and a chain cut back to before an anchor both fail, naming the entry."""
+    anchors = tmp_path / "anchors.jsonl"
+    _write(engine, now, n=3)
+    assert cli.main(["audit", "anchor", "--db", db_url, "--file", str(anchors)]) == 0
+    first = capsys.readouterr().out
+    assert '"seq": 3' in first
+    _write(engine, now + timedelta(minutes=1), n=3)
+    assert cli.main(["audit", "anchor", "--db", db_url, "--file", str(anchors)]) == 0
+    capsys.readouterr()
+    assert len(anchors.read_text().splitlines()) == 2  # appended, never rewritten
+    assert cli.main(["audit", "anchor", "--db", db_url]) == 0  # printed for the auditor to keep
+    assert '"seq": 6' in capsys.readouterr().out and len(anchors.read_text().splitlines()) == 2
+    assert cli.main(["audit", "verify", "--db", db_url, "--anchor", str(anchors)]) == 0
+    assert "2 anchor(s) hold" in capsys.readouterr().out
+    # entry 2 rewritten and the chain recomputed: verify alone passes, the anchors do not
+    with engine.begin() as conn:
+        conn.execute(update(audit).where(audit.c.seq == 2).values(user="forger"))
+    _rechain(engine, 2)
+    assert cli.main(["audit", "verify", "--db", db_url]) == 0
+    capsys.readouterr()
+    assert cli.main(["audit", "verify", "--db", db_url, "--anchor", str(anchors)]) == 1
+    err = capsys.readouterr().err
+    assert "entry 3 (audit id" in err and "rewritten" in err and "entry 6" in err
+    # the tail cut back to 4 entries, the head made to agree: the later anchor names entry 6
+    with engine.begin() as conn:
+        conn.execute(delete(audit).where(audit.c.seq > 4))
+    _rechain(engine, 1)
+    assert cli.main(["audit", "verify", "--db", db_url]) == 0
+    capsys.readouterr()
+    assert cli.main(["audit", "verify", "--db", db_url, "--anchor", str(anchors)]) == 1
+    err = capsys.readouterr().err
+    assert "entry 6 (anchored" in err and "cut back" in err and "ends at entry 4" in err
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("not json\n")
+    assert cli.main(["audit", "verify", "--db", db_url, "--anchor", str(bad)]) == 2
+    assert f"{bad}:1: not an anchor" in capsys.readouterr().err

@@ -82,6 +82,10 @@ def test_one_request_from_receipt_to_release(site, browser, tmp_path):  # noqa: 
     page.get_by_role("button", name="Record the identity checks").click()
     assert "Verified by clara" in page.locator("#identity").inner_text()
     assert page.locator("#status").count() == 0  # a clerk logs and verifies; release work is not theirs
+    page.get_by_role("link", name="Dashboard").click()  # the request's age on the clerk's dashboard
+    assert "1 open request(s)" in page.locator("#roi-aging").inner_text()
+    assert page.locator('#roi-buckets td[data-bucket="0–10 days"]').inner_text() == "1"
+    assert page.locator("#roi-attention").count() == 0  # due in 21 days: nothing urgent
 
     # 2. the release specialist takes it to release
     page = new_page()

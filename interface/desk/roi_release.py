@@ -26,6 +26,7 @@ from interface.desk.roi import RoiError
 from interface.rules import roi as rules
 from interface.rules import sensitivity
 from interface.rules.roi import RoiSettings
+from interface.store import audit as store_audit
 from interface.store import chart, content
 from interface.store import roi as store
 from interface.store.chart_read import get_chart
@@ -389,6 +390,40 @@ def packet_pdf(conn, packet_id: int, store_: content.ContentStore) -> tuple[dict
     if data is None or content.sha256_hex(data) != packet["sha256"]:
         raise RoiError(f"packet {packet_id} is missing from the content store", "conflict")
     return packet, data
+
+
+def download_packet(
+    conn,
+    packet_id: int,
+    store_: content.ContentStore,
+    *,
+    user: str,
+    now: datetime,
+    via: str | None = None,
+    action: str = "roi_packet_download",
+    detail: dict | None = None,
+) -> tuple[dict, bytes]:
+    """A stored packet and its bytes (:func:`packet_pdf`), with the audit entry of the download
+    against the request's patient: the one way the console, the API, the command line and a
+    recipient's download link hand out a packet."""
+    packet, data = packet_pdf(conn, packet_id, store_)
+    mrn = roi.get(conn, packet["request_id"])["mrn"]
+    store_audit.record(
+        conn,
+        user=user,
+        action=action,
+        target_type="roi_request",
+        target_id=packet["request_id"],
+        detail={"packet": packet_id, **(detail or {})},
+        now=now,
+        patient=mrn,
+        via=via,
+    )
+    return packet, data
+
+
+def packet_filename(packet_id: int) -> str:
+    return f"roi-packet-{packet_id}.pdf"
 
 
 def accounting_pdf(result: dict) -> bytes:

@@ -109,16 +109,17 @@ def check_config(paths: list[str]) -> list[str]:
     channel_files, mapping_paths, rule_files, alert_files = [], [], [], []
     if not paths and Path("alerts.yaml").is_file():
         alert_files.append(Path("alerts.yaml"))
-    from interface.config import directory
+    from interface.config import directory, mail
 
     problems.extend(
         directory.check_paths([p for p in paths or ["directory.yaml"] if directory.is_checked(p)])
     )
+    problems.extend(mail.check_paths([p for p in paths or [mail.FILE_NAME] if mail.is_checked(p)]))
     for p in map(Path, paths or ["channels", "mappings", "rules"]):
         if p.is_file() and p.name.startswith("alerts") and "channels" not in p.resolve().parent.parts:
             alert_files.append(p)
             continue
-        if directory.is_checked(p):
+        if directory.is_checked(p) or mail.is_checked(p):
             continue
         if not p.exists():
             problems.append(f"{p}:1: no such file or directory")

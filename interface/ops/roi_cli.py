@@ -4,7 +4,9 @@
 ``authorize ID --form FILE ...``, ``revoke ID``, ``status ID STATUS``, ``deny ID --reason``,
 ``extend ID --reason``, ``release ID [--document N] [--exclude-page N:PAGE:REASON] [--out FILE]``,
 ``packet ID --out FILE``, ``disclosures --mrn``, ``accounting --mrn [--from --to] [--pdf FILE]``,
-``log-disclosure --mrn ...``. Every command is audited as ``--user`` (default: the OS user),
+``log-disclosure --mrn ...``; delivery: ``link PACKET [--days N] [--email]``, ``links ID``,
+``revoke-link LINK --reason``, ``outbox [--status] [--send] [--retry EMAIL]``
+(:mod:`interface.ops.roi_delivery_cli`). Every command is audited as ``--user`` (default: the OS user),
 against the request's patient. Exit 0; 1 when the desk refuses (the reason on stderr); 2 for bad
 options.
 """
@@ -19,9 +21,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from interface.config.yamlfile import load_yaml
-from interface.desk import roi, roi_release
+from interface.desk import roi, roi_delivery, roi_release
 from interface.desk.roi import RoiError
 from interface.hl7.errors import ConfigError
+from interface.ops import roi_delivery_cli
 from interface.rules import roi as rules
 from interface.store import content, db
 from interface.web.auth import record_audit
@@ -38,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="interface roi", description="release of information")
     p.add_argument("--user", default=_user(), help="who is acting (default: the OS user)")
     p.add_argument("--rules", default=str(rules.DEFAULT_FILE), help="the ROI rules (rules/roi.yaml)")
+    p.add_argument("--mail", default="mail.yaml", help="outgoing mail to recipients (mail.yaml)")
     sub = p.add_subparsers(dest="action", required=True)
 
     n = sub.add_parser("new", help="log a request")
@@ -137,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     ld.add_argument("--purpose", required=True)
     ld.add_argument("--basis", required=True, choices=list(rules.BASES))
     ld.add_argument("--description", required=True)
+    roi_delivery_cli.add_parsers(sub)
     return p
 
 
@@ -320,6 +325,8 @@ def _run(args, engine, settings, store_, now: datetime, out) -> int:  # noqa: C9
                 f"{v['age_days']}d\tMRN {v['mrn']}\t{v['requester_type_label']}\t{v['requester_name']}\n"
             )
         return 0
+    if act in roi_delivery_cli.ACTIONS:
+        return roi_delivery_cli.run(args, engine, settings, now, out)
     if act in ("show", "packet", "release") or act in (
         "verify",
         "authorize",
@@ -384,15 +391,7 @@ def _on_request(args, engine, settings, store_, now: datetime, out) -> int:
     today, user, act = now.date(), args.user, args.action
     if act == "packet":
         with engine.begin() as conn:
-            packet, data = roi_release.packet_pdf(conn, args.id, store_)
-            _audit(
-                conn,
-                args,
-                "roi_packet_download",
-                now,
-                roi.get(conn, packet["request_id"])["mrn"],
-                packet["request_id"],
-            )
+            packet, data = roi_release.download_packet(conn, args.id, store_, user=user, now=now, via="cli")
         Path(args.out).write_bytes(data)
         out.write(f"packet {args.id}: {packet['page_count']} page(s) written to {args.out}\n")
         return 0
@@ -438,7 +437,7 @@ def _on_request(args, engine, settings, store_, now: datetime, out) -> int:
         elif act == "extend":
             detail = {"due": roi.extend(conn, settings, args.id, args.reason, user=user, now=now).isoformat()}
         elif act == "release":
-            done = roi_release.release(
+            done = roi_delivery.release(
                 conn,
                 settings,
                 args.id,
@@ -462,5 +461,14 @@ def _on_request(args, engine, settings, store_, now: datetime, out) -> int:
         out.write(
             f"released: packet {done['packet_id']}, {done['page_count']} page(s), sha256 {done['sha256']}\n"
         )
+        mail = roi_delivery_cli.mail_of(args)
+        if done.get("token"):
+            url = roi_delivery.download_url(mail.public_url if mail else "", done["token"])
+            out.write(f"download link {done['link_id']} (shown only now): {url}\n")
+        if done.get("email_id"):
+            sent = roi_delivery.send_email(engine, mail, done["email_id"], now=now, user=user)
+            out.write(
+                f"e-mail {done['email_id']} to the requester: {sent['status']} {sent['last_error'] or ''}\n"
+            )
     _print_request(v, out)
     return 0

@@ -143,6 +143,14 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
     alerts = load_alerts_config(settings, channels)  # the same check and notifiers as a reload's
     if alerts is not None:
         start_alerts(settings, parts, *alerts)
+    from interface.config.mail import FILE_NAME as MAIL_FILE
+    from interface.config.mail import load_optional as load_mail
+    from interface.ops.roi_outbox import OutboxSender
+
+    mail = load_mail(Path(settings.channels_dir).parent / MAIL_FILE)  # e-mail to ROI recipients
+    if mail is not None:
+        outbox = OutboxSender(db, mail, clock=clock)
+        top.addService(_ThreadService("roi outbox", outbox.start, outbox.stop))
     if settings.web_port is not None:
         try:
             from interface.web.app import WebThread, create_app
@@ -158,6 +166,7 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
                 document_settings=pipeline.document_settings,
                 directory=from_file(Path(settings.channels_dir).parent / "directory.yaml"),  # sign-in
                 code_tables_file=Path(settings.channels_dir).parent / "rules" / "code_tables.yaml",
+                mail=mail,
             )
             web = WebThread(app, settings.web_host, settings.web_port, tls=settings.web_tls)
             top.addService(_ThreadService("web", web.start, web.stop))

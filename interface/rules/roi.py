@@ -22,6 +22,8 @@ Pure functions over dates and dicts; :mod:`interface.desk.roi` applies them.
   ``accounting.exclude_bases`` (treatment, payment, operations, to the individual, with an
   authorization...); :func:`accounting_period` refuses a period longer than ``accounting.years``
   (six) before the date asked.
+* **Delivery**: a release for secure download or e-mail makes a download link that works for
+  ``delivery.link_days`` (14) days; a clerk may make one last at most ``delivery.max_link_days``.
 
 Every setting has a default: a site without the file gets the federal rules.
 """
@@ -272,8 +274,16 @@ class AccountingSettings(Strict):
         return _known(v, BASES, "legal basis")
 
 
+class DeliverySettings(Strict):
+    """Download links for electronic delivery (secure download, e-mail)."""
+
+    link_days: int = Field(14, ge=1, le=366, description="a new download link works for this many days")
+    max_link_days: int = Field(90, ge=1, le=366, description="the longest a clerk may make a link last")
+
+
 class RoiSettings(Strict):
     version: Literal[1] = 1
+    delivery: DeliverySettings = Field(default_factory=DeliverySettings)
     due: DueSettings = Field(default_factory=DueSettings)
     fees: FeeSettings = Field(default_factory=FeeSettings)
     legal_basis: list[BasisRule] = Field(default_factory=_default_bases)
@@ -353,6 +363,59 @@ def aging(received: date, due: date, today: date, status: str) -> dict:
         "age_days": (today - received).days,
         "days_left": (due - today).days if open_ else None,
         "overdue": open_ and today > due,
+    }
+
+
+AGE_BUCKETS = (
+    (0, 10, "0–10 days"),
+    (11, 20, "11–20 days"),
+    (21, 30, "21–30 days"),
+    (31, None, "over 30 days"),
+)
+SOON_DAYS = 5  # an open request due within this many days is listed on the dashboard
+
+
+def _when_due(r: dict) -> str:
+    left = r["days_left"]
+    if r["overdue"]:
+        return f"{-left} day{'s' if -left != 1 else ''} overdue (due {r['due_on']})"
+    if left == 0:
+        return f"due today ({r['due_on']})"
+    return f"due in {left} day{'s' if left != 1 else ''} ({r['due_on']})"
+
+
+def aging_summary(rows: Iterable[dict], soon_days: int = SOON_DAYS) -> dict:
+    """The dashboard's view of the open requests (as :func:`interface.desk.roi.queue` gives them):
+    ``open``, ``overdue``, ``buckets`` [{label, count}] by age since received (an overdue request
+    counts in ``overdue`` only), and ``attention``: the overdue and soon-due ones, most urgent
+    first, each with ``words`` (no patient data: the request's number, its requester type and
+    status, its due date)."""
+    rows = [r for r in rows if r["status"] in OPEN]
+    overdue = [r for r in rows if r["overdue"]]
+    counts = [0] * len(AGE_BUCKETS)
+    for r in rows:
+        if r["overdue"]:
+            continue
+        for i, (low, high, _label) in enumerate(AGE_BUCKETS):
+            if r["age_days"] >= low and (high is None or r["age_days"] <= high):
+                counts[i] += 1
+                break
+    urgent = [r for r in rows if r["overdue"] or (r["days_left"] is not None and r["days_left"] <= soon_days)]
+    urgent.sort(key=lambda r: (r["days_left"], r["id"]))
+    return {
+        "open": len(rows),
+        "overdue": len(overdue),
+        "buckets": [{"label": b[2], "count": n} for b, n in zip(AGE_BUCKETS, counts)],
+        "attention": [
+            {
+                "id": r["id"],
+                "overdue": r["overdue"],
+                "words": f"{REQUESTER_TYPES.get(r['requester_type'], r['requester_type'])} request, "
+                f"{STATUSES.get(r['status'], r['status']).lower()}, received {r['received_on']}: {_when_due(r)}",
+            }
+            for r in urgent
+        ],
+        "soon_days": soon_days,
     }
 
 

@@ -75,6 +75,11 @@ TABLES: dict[str, dict[str, str]] = {
         "scan_split": "Split a scanned document",
         "scan_merge": "Merged scanned documents",
         "scan_delete": "Deleted a scanned document",
+        "roi_packet_download": "Downloaded a release packet",
+        "roi_link": "Made a download link for the recipient",
+        "roi_link_revoke": "Revoked a download link",
+        "roi_link_download": "The recipient downloaded the released records",
+        "roi_email_send": "Sent the recipient's e-mail again",
     },
     # how an audit entry came in (``via``); no value: the engine itself
     "audit_via": {
@@ -82,6 +87,7 @@ TABLES: dict[str, dict[str, str]] = {
         "api": "REST API",
         "fhir": "FHIR",
         "cli": "Command line",
+        "download": "Recipient's download link",
     },
     # what an audit entry is about (``target_type``)
     "audit_target": {
@@ -98,6 +104,7 @@ TABLES: dict[str, dict[str, str]] = {
         "scan_batch": "Scan batch",
         "user": "User",
         "audit": "Audit trail",
+        "roi_request": "Release-of-information request",
     },
 }
 

@@ -45,7 +45,7 @@ from interface.store.chart import _merged_from, resolve_mrn
 from interface.store.schema import audit, messages, work_items
 
 GENESIS = "0" * 64  # the "previous hash" of the first chained entry
-VIAS = ("console", "api", "fhir", "cli")
+VIAS = ("console", "api", "fhir", "cli", "download")  # download: a recipient's link (no sign-in)
 FIELDS = ("user", "action", "target_type", "target_id", "patient", "via", "reason", "detail")
 _LIMITS = {"user": 128, "action": 64, "target_type": 32, "target_id": 128, "patient": 128, "via": 16}
 
@@ -274,6 +274,42 @@ def verify(conn: Connection, *, batch: int = 2000) -> Verdict:
             f"the chain ends at entry {checked} but its head says {head.seq}: entries were removed",
         )
     return Verdict(True, checked, before, head.seq, head.last_hash)
+
+
+# -- anchors: the head written down outside the database -------------------------------------------
+
+
+def anchor(conn: Connection, now: datetime) -> dict:
+    """The chain's head as an auditor keeps it outside the database: ``{seq, hash, at}`` (``at``
+    ISO 8601 UTC). A later :func:`check_anchors` proves the chain still holds that entry unchanged."""
+    head = conn.execute(select(audit_chain).where(audit_chain.c.id == 1)).first()
+    seq, last = (head.seq, head.last_hash) if head is not None else (0, GENESIS)
+    return {"seq": int(seq), "hash": last, "at": _utc(now).strftime("%Y-%m-%dT%H:%M:%SZ")}
+
+
+def check_anchors(conn: Connection, anchors: Iterable[Mapping[str, Any]]) -> list[str]:
+    """What no longer matches the recorded anchors, one sentence each naming the entry: an entry
+    an anchor saw that is gone (the chain cut back), or whose hash differs (the chain rewritten,
+    even if rewritten consistently so that :func:`verify` passes). Empty: every anchor holds."""
+    head = conn.execute(select(audit_chain).where(audit_chain.c.id == 1)).first()
+    head_seq = head.seq if head is not None else 0
+    out = []
+    for a in anchors:
+        seq, want, at = int(a["seq"]), str(a["hash"]), a.get("at") or "?"
+        if seq == 0:
+            continue
+        row = conn.execute(select(audit.c.id, audit.c.entry_hash).where(audit.c.seq == seq)).first()
+        if row is None or seq > head_seq:
+            out.append(
+                f"entry {seq} (anchored {at}) is missing: the chain now ends at entry {head_seq}, "
+                "it was cut back"
+            )
+        elif row.entry_hash != want:
+            out.append(
+                f"entry {seq} (audit id {row.id}, anchored {at}) does not match the hash recorded then: "
+                "the chain was rewritten"
+            )
+    return out
 
 
 # -- the report -----------------------------------------------------------------------------------

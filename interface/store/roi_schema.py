@@ -134,3 +134,47 @@ roi_disclosures = Table(
     Column("recorded_at", TS, nullable=False),
 )
 Index("ix_roi_disclosures_mrn_on", roi_disclosures.c.mrn, roi_disclosures.c.disclosed_on)
+
+# -- delivery (interface.desk.roi_delivery; migration 0019) -------------------------------------
+# ``roi_links`` – an expiring download link to one packet for the request's recipient. Only the
+# SHA-256 of its random token is kept (the token itself is shown once, or goes out in an e-mail);
+# revoked by a clerk with a reason; each download counted (and audited against the patient).
+# ``roi_outbox`` – the e-mails carrying a link to the recipient: pending, sending, sent, failed
+# (with the last error and when it is tried again) or cancelled; never deleted.
+
+roi_links = Table(
+    "roi_links",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("request_id", Id, ForeignKey("roi_requests.id"), nullable=False),
+    Column("packet_id", Id, ForeignKey("roi_packets.id"), nullable=False),
+    Column("token_sha256", String(64), nullable=False, unique=True),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("expires_at", TS, nullable=False),
+    Column("revoked_at", TS),
+    Column("revoked_by", String(128)),
+    Column("revoked_reason", Text),
+    Column("downloads", Integer, nullable=False, default=0),
+    Column("last_download_at", TS),
+)
+Index("ix_roi_links_request", roi_links.c.request_id)
+
+roi_outbox = Table(
+    "roi_outbox",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("request_id", Id, ForeignKey("roi_requests.id"), nullable=False),
+    Column("link_id", Id, ForeignKey("roi_links.id"), nullable=False),
+    Column("to_address", _S, nullable=False),
+    Column("status", String(16), nullable=False),  # pending | sending | sent | failed | cancelled
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("last_error", Text),
+    Column("created_by", String(128), nullable=False),
+    Column("created_at", TS, nullable=False),
+    Column("last_attempt_at", TS),
+    Column("next_attempt_at", TS),
+    Column("sent_at", TS),
+)
+Index("ix_roi_outbox_status", roi_outbox.c.status, roi_outbox.c.next_attempt_at)
+Index("ix_roi_outbox_request", roi_outbox.c.request_id)

@@ -1,6 +1,6 @@
 """The web console and REST API: one FastAPI app, built by :func:`create_app`.
 
-* ``create_app(db, channels=, runtime=, document_settings=, clock=, directory=, code_tables_file=)``: the app; routers for auth,
+* ``create_app(db, channels=, runtime=, document_settings=, clock=, directory=, code_tables_file=, mail=)``: the app; routers for auth,
   channels, messages, errors, users, patients, documents and the HTML pages (the last two when their
   modules exist), ``/metrics``, ``/api/health`` (:mod:`interface.web.api.health`), OpenAPI at
   ``/api/openapi.json`` (Swagger UI at ``/api/docs``, vendored: :mod:`interface.web.api.docs`);
@@ -147,6 +147,7 @@ def create_app(
     clock: Callable[[], datetime] | None = None,
     directory=None,
     code_tables_file: Path | None = None,
+    mail=None,
 ) -> FastAPI:
     from interface.store.schema import load_all_tables
     from interface.web import headers as webheaders
@@ -182,6 +183,7 @@ def create_app(
     # the site's code tables (rules/code_tables.yaml beside the channels directory): the viewer's
     # meanings beside coded values (interface.rules.code_tables; None: the HL7 tables alone)
     app.state.code_tables_file = code_tables_file if code_tables_file is not None else CODE_TABLES
+    app.state.mail = mail  # interface.config.mail.MailSettings: e-mail to ROI recipients (None: none)
     app.state.metrics_registry = metrics.make_registry(app)
 
     @app.exception_handler(auth.LoginRequired)
@@ -280,6 +282,7 @@ def create_app(
     roi_router = _optional_router("interface.web.api.roi")
     if roi_router is not None:  # /api/roi: the release-of-information desk (roles per route)
         app.include_router(roi_router)
+        app.include_router(_optional_router("interface.web.api.roi_links"))  # links, the outbox
     app.include_router(fhir.router)  # /fhir: interface.web.fhir (read-only FHIR R4)
     pages_router = _optional_router("interface.web.pages")
     if pages_router is not None:
@@ -292,6 +295,7 @@ def create_app(
             "interface.web.pages_audit",
             "interface.web.pages_channels",
             "interface.web.pages_roi",
+            "interface.web.pages_roi_delivery",
             "interface.web.pages_scan",
         ):
             app.include_router(_optional_router(group))
@@ -430,10 +434,13 @@ def serve(
     except ConfigError as exc:
         print(exc)
         return 1
+    from interface.config.mail import FILE_NAME as MAIL_FILE
+    from interface.config.mail import load_optional as load_mail
     from interface.desk.directory import from_file
 
     try:
         directory = from_file(Path(channels_dir).parent / "directory.yaml")
+        mail = load_mail(Path(channels_dir).parent / MAIL_FILE)
     except ConfigError as exc:
         print(exc)
         return 1
@@ -443,6 +450,7 @@ def serve(
         document_settings=document_settings,
         directory=directory,
         code_tables_file=Path(channels_dir).parent / "rules" / "code_tables.yaml",
+        mail=mail,
     )
     app.state.reload = functools.partial(signal_reload, Path(var_dir) / "interface.pid")
     log.info("web console and API on %s://%s:%s/", "https" if tls else "http", host, port)

@@ -48,8 +48,9 @@ from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 from sqlalchemy import func, select
 
-from interface.desk import masking
+from interface.desk import masking, roi
 from interface.desk.users import User
+from interface.rules import roi as roi_rules
 from interface.rules import words
 from interface.store import workqueue
 from interface.store.schema import events, messages, work_items
@@ -701,10 +702,23 @@ def _waiting_problems(w, now: datetime) -> list[str]:
     return out
 
 
+def roi_aging(request: Request) -> dict:
+    """Open release-of-information requests by age, and the overdue and soon-due ones
+    (:func:`interface.rules.roi.aging_summary`: no patient data, so no audit row)."""
+    settings = getattr(request.app.state, "roi_settings", None) or roi_rules.settings_or_default()
+    with _reader(request).connect() as conn:
+        rows = roi.queue(conn, settings, _now(request).date(), limit=1000)
+        conn.rollback()
+    return roi_rules.aging_summary(rows)
+
+
 @router.get("/", response_class=HTMLResponse)
 @html_errors
 def dashboard(request: Request, user: User = Depends(ANY)):
-    return _render(request, "dashboard.html", dashboard_data(request))
+    ctx = dashboard_data(request)
+    if user.role == "admin" or user.role in auth.ROI_INTAKE:  # who may see ROI work
+        ctx["roi"] = roi_aging(request)
+    return _render(request, "dashboard.html", ctx)
 
 
 @router.get("/dashboard/channels", response_class=HTMLResponse)

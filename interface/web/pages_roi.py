@@ -20,38 +20,30 @@ Every view and change is audited with the patient's MRN; forms carry the session
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
 from fastapi import Path as FPath
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from interface.desk import roi, roi_release
+from interface.desk import roi, roi_delivery, roi_release
 from interface.desk.roi import RoiError
 from interface.desk.users import User
 from interface.rules import roi as rules
-from interface.rules.roi import settings_or_default
 from interface.store.chart_read import search_patients
-from interface.store.content import ContentStore
 from interface.web import auth, identity_view
-from interface.web.pages import _clean, _now, _render, html_errors
+from interface.web.api import roi as api
+from interface.web.pages import _clean, _now, _render, error_page, html_errors
 
 router = APIRouter(include_in_schema=False)
 INTAKE = auth.require(*auth.ROI_INTAKE)
 RELEASE = auth.require(*auth.ROI_RELEASE)
 RequestId = Annotated[int, FPath(ge=1, le=auth.MAX_ID)]
 _STATUS = {"not_found": 404, "conflict": 409, "invalid": 400}
-
-
-def _settings(request: Request):
-    found = getattr(request.app.state, "roi_settings", None)
-    if found is None:
-        found = request.app.state.roi_settings = settings_or_default()
-    return found
-
-
-def _store(request: Request) -> ContentStore:
-    ds = getattr(request.app.state, "document_settings", None)
-    return ds.store() if ds is not None else ContentStore(None)
+# a refused form is shown again with what was entered: 400 invalid, 409 not now, 422 unknown value
+FORM_STATUS = {"invalid": 400, "conflict": 409, "not_found": 422}
+_settings = api.settings
+_store = api.content_store
 
 
 def _audit(conn, request: Request, action: str, mrn: str | None, target_id=None, detail=None) -> None:
@@ -71,16 +63,29 @@ def _refused(exc: RoiError) -> HTTPException:
     return HTTPException(status_code=_STATUS.get(exc.kind, 400), detail=str(exc))
 
 
-def _act(request: Request, request_id: RequestId, action: str, fn, detail=None) -> RedirectResponse:
-    """Do ``fn(conn, user, now)`` on a request with its audit row, then back to its page."""
+def _act(request: Request, request_id: RequestId, action: str, fn, detail=None, *, form: str, entered: dict):
+    """Do ``fn(conn, user, now)`` on a request with its audit row (:func:`web.api.roi.on_request`),
+    then back to its page; refused, the page again with the form as entered and the reason beside it."""
     try:
-        with request.app.state.engine.begin() as conn:
-            mrn = roi.get(conn, request_id)["mrn"]
-            result = fn(conn, request.state.user.name, _now(request))
-            _audit(conn, request, action, mrn, request_id, detail(result) if callable(detail) else detail)
+        api.on_request(request, request_id, action, fn, detail)
     except RoiError as exc:
-        raise _refused(exc) from None
+        return refused_form(request, request_id, exc, form, entered)
     return RedirectResponse(f"/roi/{request_id}?done={action}", status_code=303)
+
+
+def refused_form(request: Request, request_id: int, exc: RoiError, form: str, entered: dict):
+    """The request's page with ``form`` as it was filled in and why it was refused (4xx); an
+    unknown request: the error page."""
+    try:
+        return request_view(
+            request,
+            request_id,
+            refusal={"form": form, "message": str(exc)},
+            entered=entered,
+            status_code=FORM_STATUS.get(exc.kind, 400),
+        )
+    except RoiError:
+        return error_page(request, _STATUS.get(exc.kind, 400), str(exc))
 
 
 def _labels() -> dict:
@@ -106,20 +111,26 @@ def queue_page(request: Request, user: User = Depends(INTAKE), show: str | None 
     return _render(request, "roi_queue.html", {"rows": rows, "overdue": overdue, "show": show or "open"})
 
 
-@router.get("/roi/new", response_class=HTMLResponse)
-@html_errors
-def new_page(
+def _new_view(
     request: Request,
-    user: User = Depends(INTAKE),
+    *,
     mrn: str | None = None,
-    family: str | None = None,
-    given: str | None = None,
-    birth_date: str | None = None,
+    search: dict | None = None,
+    entered: dict | None = None,
+    refusal: dict | None = None,
+    status_code: int = 200,
 ):
     found, patient = [], None
+    search = search or {}
     with request.app.state.engine.begin() as conn:
-        if _clean(family) or _clean(given) or _clean(birth_date):
-            found = search_patients(conn, _clean(family), _clean(given), _clean(birth_date, 10), limit=20)
+        if any(_clean(search.get(k)) for k in ("family", "given", "birth_date")):
+            found = search_patients(
+                conn,
+                _clean(search.get("family")),
+                _clean(search.get("given")),
+                _clean(search.get("birth_date"), 10),
+                limit=20,
+            )
             _audit(conn, request, "roi_patient_search", None, detail={"results": len(found)})
         if _clean(mrn, 128):
             patient = identity_view.banner(conn, _clean(mrn, 128))
@@ -130,69 +141,94 @@ def new_page(
         {
             "found": found,
             "patient": patient,
-            "search": {"family": family or "", "given": given or "", "birth_date": birth_date or ""},
+            "search": {k: search.get(k) or "" for k in ("family", "given", "birth_date")},
             "today": _now(request).date().isoformat(),
+            "v": entered or {},
+            "refusal": refusal,
             **_labels(),
         },
+        status_code=status_code,
     )
+
+
+@router.get("/roi/new", response_class=HTMLResponse)
+@html_errors
+def new_page(
+    request: Request,
+    user: User = Depends(INTAKE),
+    mrn: str | None = None,
+    family: str | None = None,
+    given: str | None = None,
+    birth_date: str | None = None,
+):
+    return _new_view(request, mrn=mrn, search={"family": family, "given": given, "birth_date": birth_date})
+
+
+NEW_FIELDS = (
+    "mrn",
+    "requester_type",
+    "requester_name",
+    "requester_organization",
+    "requester_address",
+    "requester_email",
+    "requester_phone",
+    "designated_record_set",
+    "scope_from",
+    "scope_to",
+    "encounters",
+    "document_types",
+    "purpose",
+    "purpose_text",
+    "delivery",
+    "received_on",
+    "state",
+    "summary_page",
+)
 
 
 @router.post("/roi/new")
 @html_errors
-def create(
-    request: Request,
-    user: User = Depends(INTAKE),
-    mrn: str = Form(""),
-    requester_type: str = Form(""),
-    requester_name: str = Form(""),
-    requester_organization: str = Form(""),
-    requester_address: str = Form(""),
-    requester_email: str = Form(""),
-    requester_phone: str = Form(""),
-    designated_record_set: str = Form(""),
-    scope_from: str = Form(""),
-    scope_to: str = Form(""),
-    encounters: str = Form(""),
-    document_types: str = Form(""),
-    purpose: str = Form(""),
-    purpose_text: str = Form(""),
-    delivery: str = Form(""),
-    received_on: str = Form(""),
-    state: str = Form(""),
-    summary_page: str = Form(""),
-):
+async def create(request: Request, user: User = Depends(INTAKE)):
+    form = await request.form()
+    f = {k: str(form.get(k) or "") for k in NEW_FIELDS}
     scope = {
-        "designated_record_set": bool(designated_record_set),
-        "from": scope_from or None,
-        "to": scope_to or None,
-        "encounters": encounters.replace(",", " ").split(),
-        "document_types": document_types.replace(",", " ").split(),
+        "designated_record_set": bool(f["designated_record_set"]),
+        "from": f["scope_from"] or None,
+        "to": f["scope_to"] or None,
+        "encounters": f["encounters"].replace(",", " ").split(),
+        "document_types": f["document_types"].replace(",", " ").split(),
     }
     try:
         with request.app.state.engine.begin() as conn:
             rid = roi.new_request(
                 conn,
                 _settings(request),
-                mrn=mrn,
-                requester_type=requester_type,
-                requester_name=requester_name,
-                requester_organization=requester_organization,
-                requester_address=requester_address,
-                requester_email=requester_email,
-                requester_phone=requester_phone,
+                mrn=f["mrn"],
+                requester_type=f["requester_type"],
+                requester_name=f["requester_name"],
+                requester_organization=f["requester_organization"],
+                requester_address=f["requester_address"],
+                requester_email=f["requester_email"],
+                requester_phone=f["requester_phone"],
                 scope=scope,
-                purpose=purpose,
-                purpose_text=purpose_text,
-                delivery=delivery,
-                received_on=received_on,
-                state=state,
-                summary_page=bool(summary_page),
+                purpose=f["purpose"],
+                purpose_text=f["purpose_text"],
+                delivery=f["delivery"],
+                received_on=f["received_on"],
+                state=f["state"],
+                summary_page=bool(f["summary_page"]),
                 user=user.name,
                 now=_now(request),
             )
             _audit(conn, request, "roi_new", roi.get(conn, rid)["mrn"], rid)
     except RoiError as exc:
-        raise _refused(exc) from None
+        return _new_view(
+            request,
+            mrn=f["mrn"],
+            entered=f,
+            refusal={"form": "new", "message": str(exc)},
+            status_code=FORM_STATUS.get(exc.kind, 400),
+        )
     return RedirectResponse(f"/roi/{rid}?done=roi_new", status_code=303)
 
 
@@ -202,25 +238,20 @@ def packet_download(
     request: Request, packet_id: Annotated[int, FPath(ge=1, le=auth.MAX_ID)], user: User = Depends(RELEASE)
 ):
     try:
-        with request.app.state.engine.begin() as conn:
-            found, data = roi_release.packet_pdf(conn, packet_id, _store(request))
-            mrn = roi.get(conn, found["request_id"])["mrn"]
-            _audit(conn, request, "roi_packet_download", mrn, found["request_id"], {"packet": packet_id})
+        return api.packet_response(request, packet_id)
     except RoiError as exc:
         raise _refused(exc) from None
-    return Response(
-        data,
-        media_type="application/pdf",
-        headers={
-            "Content-Disposition": f'attachment; filename="roi-packet-{packet_id}.pdf"',
-            "Cache-Control": "no-store",
-        },
-    )
 
 
-@router.get("/roi/disclosures", response_class=HTMLResponse)
-@html_errors
-def disclosures_page(request: Request, user: User = Depends(RELEASE), mrn: str | None = None):
+def _disclosures_view(
+    request: Request,
+    mrn: str | None,
+    *,
+    accounting: dict | None = None,
+    entered: dict | None = None,
+    refusal: dict | None = None,
+    status_code: int = 200,
+):
     mrn = _clean(mrn, 128)
     rows, patient = [], None
     with request.app.state.engine.begin() as conn:
@@ -235,46 +266,52 @@ def disclosures_page(request: Request, user: User = Depends(RELEASE), mrn: str |
             "mrn": mrn or "",
             "patient": patient,
             "rows": rows,
-            "accounting": None,
+            "accounting": accounting,
             "today": _now(request).date(),
+            "v": entered or {},
+            "refusal": refusal,
             **_labels(),
         },
+        status_code=status_code,
     )
+
+
+@router.get("/roi/disclosures", response_class=HTMLResponse)
+@html_errors
+def disclosures_page(request: Request, user: User = Depends(RELEASE), mrn: str | None = None):
+    return _disclosures_view(request, mrn)
+
+
+DISCLOSURE_FIELDS = (
+    "mrn",
+    "disclosed_on",
+    "recipient_name",
+    "recipient_address",
+    "recipient_type",
+    "purpose",
+    "basis",
+    "description",
+)
 
 
 @router.post("/roi/disclosures")
 @html_errors
-def log_disclosure(
-    request: Request,
-    user: User = Depends(RELEASE),
-    mrn: str = Form(""),
-    disclosed_on: str = Form(""),
-    recipient_name: str = Form(""),
-    recipient_address: str = Form(""),
-    recipient_type: str = Form(""),
-    purpose: str = Form(""),
-    basis: str = Form(""),
-    description: str = Form(""),
-):
+async def log_disclosure(request: Request, user: User = Depends(RELEASE)):
+    form = await request.form()
+    f = {k: str(form.get(k) or "") for k in DISCLOSURE_FIELDS}
     try:
         with request.app.state.engine.begin() as conn:
-            did = roi.log_disclosure(
-                conn,
-                mrn=mrn,
-                disclosed_on=disclosed_on,
-                recipient_name=recipient_name,
-                recipient_address=recipient_address,
-                recipient_type=recipient_type,
-                purpose=purpose,
-                basis=basis,
-                description=description,
-                user=user.name,
-                now=_now(request),
-            )
-            _audit(conn, request, "roi_log_disclosure", mrn, detail={"disclosure": did})
+            did = roi.log_disclosure(conn, **f, user=user.name, now=_now(request))
+            _audit(conn, request, "roi_log_disclosure", f["mrn"], detail={"disclosure": did})
     except RoiError as exc:
-        raise _refused(exc) from None
-    return RedirectResponse(f"/roi/disclosures?mrn={mrn}", status_code=303)
+        return _disclosures_view(
+            request,
+            f["mrn"],
+            entered=f,
+            refusal={"form": "log-disclosure", "message": str(exc)},
+            status_code=FORM_STATUS.get(exc.kind, 400),
+        )
+    return RedirectResponse(f"/roi/disclosures?mrn={quote(f['mrn'])}", status_code=303)
 
 
 @router.post("/roi/accounting")
@@ -302,10 +339,14 @@ def accounting(
             )
             detail = {"from": result["from"], "to": result["to"], "format": format}
             _audit(conn, request, "roi_accounting", result["mrn"], detail=detail)
-            patient = identity_view.banner(conn, result["mrn"])
-            rows = roi.disclosure_log(conn, result["mrn"])
     except RoiError as exc:
-        raise _refused(exc) from None
+        return _disclosures_view(
+            request,
+            mrn if exc.kind != "not_found" else None,
+            entered={"start": start, "end": end},
+            refusal={"form": "accounting", "message": str(exc)},
+            status_code=FORM_STATUS.get(exc.kind, 400),
+        )
     if format == "pdf":
         return Response(
             roi_release.accounting_pdf(result),
@@ -315,17 +356,64 @@ def accounting(
                 "Cache-Control": "no-store",
             },
         )
+    return _disclosures_view(request, result["mrn"], accounting=result)
+
+
+def request_view(
+    request: Request,
+    request_id: int,
+    *,
+    done: str | None = None,
+    refusal: dict | None = None,
+    entered: dict | None = None,
+    new_link: dict | None = None,
+    status_code: int = 200,
+):
+    """One request's page (RoiError not_found when there is none): ``refusal`` {form, message}
+    and ``entered`` (the refused form's values) show a refused form again as it was filled in;
+    ``new_link`` a download link made just now (its address shown this once)."""
+    user = request.state.user
+    now = _now(request)
+    today = now.date()
+    release_role = user.role in auth.ROI_RELEASE or user.role == "admin"
+    with request.app.state.engine.begin() as conn:
+        v = roi.view(conn, _settings(request), request_id, today)
+        cands = (
+            roi_release.candidates(
+                conn, roi.get(conn, request_id), getattr(request.app.state, "sensitivity_rules", None)
+            )
+            if release_role
+            else []
+        )
+        link_rows = roi_delivery.links_view(conn, request_id, now) if release_role else []
+        emails = roi_delivery.emails_view(conn, request_id) if release_role else []
+        patient = identity_view.banner(conn, v["mrn"])
+        _audit(conn, request, "roi_view", v["mrn"], request_id)
+    auth_ = v["authorization"] or {}
+    entered = entered or {}
+    form = (refusal or {}).get("form")
     return _render(
         request,
-        "roi_disclosures.html",
+        "roi_request.html",
         {
-            "mrn": result["mrn"],
+            "r": v,
             "patient": patient,
-            "rows": rows,
-            "accounting": result,
-            "today": now.date(),
+            "cands": cands,
+            "links": link_rows,
+            "emails": emails,
+            "new_link": new_link,
+            "release_role": release_role,
+            "checklist": entered if form == "authorization" else auth_.get("checklist") or {},
+            "moves": [s for s in rules.TRANSITIONS[v["status"]] if s not in ("released", "denied")],
+            "done": _clean(done, 40),
+            "refusal": refusal,
+            "form": form,
+            "v": entered,
+            "today": today,
+            "link_days": _settings(request).delivery.link_days,
             **_labels(),
         },
+        status_code=status_code,
     )
 
 
@@ -334,38 +422,10 @@ def accounting(
 def request_page(
     request: Request, request_id: RequestId, user: User = Depends(INTAKE), done: str | None = None
 ):
-    today = _now(request).date()
-    release_role = user.role in auth.ROI_RELEASE or user.role == "admin"
     try:
-        with request.app.state.engine.begin() as conn:
-            v = roi.view(conn, _settings(request), request_id, today)
-            cands = (
-                roi_release.candidates(
-                    conn, roi.get(conn, request_id), getattr(request.app.state, "sensitivity_rules", None)
-                )
-                if release_role
-                else []
-            )
-            patient = identity_view.banner(conn, v["mrn"])
-            _audit(conn, request, "roi_view", v["mrn"], request_id)
+        return request_view(request, request_id, done=done)
     except RoiError as exc:
         raise _refused(exc) from None
-    auth_ = v["authorization"] or {}
-    return _render(
-        request,
-        "roi_request.html",
-        {
-            "r": v,
-            "patient": patient,
-            "cands": cands,
-            "release_role": release_role,
-            "checklist": auth_.get("checklist") or {},
-            "moves": [s for s in rules.TRANSITIONS[v["status"]] if s not in ("released", "denied")],
-            "done": _clean(done, 40),
-            "today": today,
-            **_labels(),
-        },
-    )
 
 
 @router.post("/roi/{request_id}/verify")
@@ -379,6 +439,8 @@ async def verify(request: Request, request_id: RequestId, user: User = Depends(I
         "roi_verify",
         lambda conn, u, n: roi.verify_identity(conn, _settings(request), request_id, checks, user=u, now=n),
         lambda m: {"verified": not m},
+        form="verify",
+        entered={"checks": list(checks)},
     )
 
 
@@ -399,6 +461,8 @@ def set_status(
             conn, _settings(request), request_id, status, user=u, now=n, note=note
         ),
         {"status": status},
+        form="withdraw" if status == "withdrawn" else "status",
+        entered={"status": status, "note": note},
     )
 
 
@@ -418,6 +482,8 @@ def deny(
         lambda conn, u, n: roi.deny(
             conn, request_id, reason, user=u, now=n, reviewable=False if not_reviewable else None
         ),
+        form="deny",
+        entered={"reason": reason, "not_reviewable": bool(not_reviewable)},
     )
 
 
@@ -430,6 +496,8 @@ def extend(request: Request, request_id: RequestId, user: User = Depends(RELEASE
         "roi_extend",
         lambda conn, u, n: roi.extend(conn, _settings(request), request_id, reason, user=u, now=n),
         lambda d: {"due": d.isoformat()},
+        form="extend",
+        entered={"reason": reason},
     )
 
 
@@ -465,6 +533,8 @@ async def authorize(
             form_name=name,
         ),
         lambda a: {"authorization": a["id"], "complete": not a["problems"]},
+        form="authorization",
+        entered={**checklist, "categories_text": "\n".join(categories)},
     )
 
 
@@ -482,6 +552,8 @@ def revoke(
         request_id,
         "roi_revoke",
         lambda conn, u, n: roi.revoke(conn, request_id, revoked_on or n.date(), reason, user=u, now=n),
+        form="revoke",
+        entered={"revoked_on": revoked_on, "reason": reason},
     )
 
 
@@ -500,29 +572,24 @@ def _page_exclusions(text: str) -> dict[str, list[tuple[int, str]]]:
     return out
 
 
-@router.post("/roi/{request_id}/release")
+@router.post("/roi/{request_id}/release", response_class=HTMLResponse)
 @html_errors
 async def release(request: Request, request_id: RequestId, user: User = Depends(RELEASE)):
+    """Released for secure download, the answer is the request's page with the new link shown
+    this once (no redirect: the link must not land in a URL or the history)."""
     form = await request.form()
     selected = [d for d in form.getlist("document") if isinstance(d, str)]
+    text = str(form.get("exclude_pages") or "")
+    entered = {"documents": selected, "exclude_pages": text}
     try:
-        pages = _page_exclusions(str(form.get("exclude_pages") or ""))
-    except RoiError as exc:
-        raise _refused(exc) from None
-    return _act(
-        request,
-        request_id,
-        "roi_release",
-        lambda conn, u, n: roi_release.release(
-            conn,
-            _settings(request),
+        done = api.release_request(
+            request,
             request_id,
-            user=u,
-            now=n,
-            store_=_store(request),
-            selected=selected,
-            page_exclusions=pages,
-            sensitivity_rules=getattr(request.app.state, "sensitivity_rules", None),
-        ),
-        lambda r: {"packet": r["packet_id"], "sha256": r["sha256"]},
-    )
+            {"selected": selected, "page_exclusions": _page_exclusions(text)},
+        )
+    except RoiError as exc:
+        return refused_form(request, request_id, exc, "release", entered)
+    if done.get("token"):
+        link = {"id": done["link_id"], "url": done["download_url"], "expires_at": done["expires_at"]}
+        return request_view(request, request_id, done="roi_release", new_link=link)
+    return RedirectResponse(f"/roi/{request_id}?done=roi_release", status_code=303)

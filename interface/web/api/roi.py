@@ -29,7 +29,7 @@ from fastapi import Path as FPath
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from interface.desk import roi, roi_release
+from interface.desk import roi, roi_delivery, roi_release
 from interface.desk.roi import RoiError
 from interface.desk.users import User
 from interface.rules.roi import RoiSettings, settings_or_default
@@ -298,6 +298,11 @@ class Released(BaseModel):
     sha256: str
     page_count: int
     fee: Fee
+    link_id: int | None = Field(None, description="the download link (secure download, e-mail)")
+    expires_at: datetime | None = Field(None, description="when the download link stops working")
+    download_url: str | None = Field(None, description="secure download: the link, given this once")
+    email_id: int | None = Field(None, description="e-mail: the outbox entry carrying the link")
+    email_status: str | None = Field(None, description="e-mail: sent, or failed (tried again)")
 
 
 class DisclosureIn(BaseModel):
@@ -358,17 +363,92 @@ def _today(request: Request) -> date:
     return auth.clock(request).date()
 
 
-def _act(request: Request, request_id: RequestId, action: str, fn, detail=None):
-    """Run ``fn(conn, user, now)`` on a request in one transaction with its audit row."""
+def on_request(request: Request, request_id: int, action: str, fn, detail=None, extra: dict | None = None):
+    """Run ``fn(conn, user, now)`` on a request in one transaction with its audit row (against the
+    request's patient; ``detail`` a dict or a function of the result); a refusal of the desk
+    (:class:`RoiError`) is raised as it is. The API and the console pages both act through this."""
     now = auth.clock(request)
+    with request.app.state.engine.begin() as conn:
+        mrn = roi.get(conn, request_id)["mrn"]
+        result = fn(conn, request.state.user.name, now)
+        found = detail(result) if callable(detail) else detail
+        _audit(conn, request, action, mrn, request_id, {**(extra or {}), **(found or {})} or None)
+    return result
+
+
+def _act(request: Request, request_id: RequestId, action: str, fn, detail=None):
     try:
-        with request.app.state.engine.begin() as conn:
-            mrn = roi.get(conn, request_id)["mrn"]
-            result = fn(conn, request.state.user.name, now)
-            _audit(conn, request, action, mrn, request_id, detail(result) if callable(detail) else detail)
+        return on_request(request, request_id, action, fn, detail)
     except RoiError as exc:
         raise refused(exc) from None
-    return result
+
+
+def mail_settings(request: Request):
+    """``mail.yaml`` as the app was started with it (None: no outgoing mail)."""
+    return getattr(request.app.state, "mail", None)
+
+
+def release_request(request: Request, request_id: int, fn_kw: dict, extra: dict | None = None) -> dict:
+    """Release a request with its delivery (:func:`interface.desk.roi_delivery.release`), audited;
+    then, after the commit, try its e-mail once (a failure stays in the outbox, visible and retried)."""
+    done = on_request(
+        request,
+        request_id,
+        "roi_release",
+        lambda conn, u, n: roi_delivery.release(
+            conn,
+            settings(request),
+            request_id,
+            user=u,
+            now=n,
+            store_=content_store(request),
+            sensitivity_rules=getattr(request.app.state, "sensitivity_rules", None),
+            **fn_kw,
+        ),
+        lambda r: {"packet": r["packet_id"], "sha256": r["sha256"], "pages": r["page_count"]},
+        extra,
+    )
+    if done.get("email_id"):
+        sent = roi_delivery.send_email(
+            request.app.state.engine,
+            mail_settings(request),
+            done["email_id"],
+            now=auth.clock(request),
+            user=request.state.user.name,
+        )
+        done["email_status"] = sent.get("status")
+    if done.get("token"):
+        done["download_url"] = roi_delivery.download_url(public_base(request), done["token"])
+    return done
+
+
+def public_base(request: Request) -> str:
+    """Where recipients reach download links: ``public_url`` of mail.yaml, else this server."""
+    mail = mail_settings(request)
+    return mail.public_url if mail is not None else str(request.base_url).rstrip("/")
+
+
+def packet_response(request: Request, packet_id: int, extra: dict | None = None) -> Response:
+    """A released packet as a download, audited against the patient (one function for the API
+    and the console: :func:`interface.desk.roi_release.download_packet`)."""
+    with request.app.state.engine.begin() as conn:
+        found, data = roi_release.download_packet(
+            conn,
+            packet_id,
+            content_store(request),
+            user=request.state.user.name,
+            now=auth.clock(request),
+            detail=extra,
+        )
+    return Response(
+        data,
+        media_type="application/pdf",
+        headers={
+            "Content-Disposition": f'attachment; filename="{roi_release.packet_filename(packet_id)}"',
+            "Cache-Control": "no-store",
+            "X-Content-SHA256": found["sha256"],
+        },
+    )
 
 
 # -- intake -----------------------------------------------------------------------------------
@@ -546,46 +626,24 @@ def documents(request: Request, request_id: RequestId, user: User = Depends(RELE
 
 @router.post("/requests/{request_id}/release", response_model=Released)
 def release(request: Request, request_id: RequestId, body: ReleaseIn, user: User = Depends(RELEASE)):
-    """Build the packet, keep it, log the disclosure and mark the request released."""
+    """Build the packet, keep it, log the disclosure and mark the request released. For delivery by
+    secure download the answer carries the download link (``download_url``, shown this once);
+    for e-mail the link goes to the requester's address (``email_status``: sent, or failed and
+    waiting in the outbox)."""
     pages = {doc: [(p.page, p.reason) for p in ex] for doc, ex in body.exclude_pages.items()}
-    return _act(
-        request,
-        request_id,
-        "roi_release",
-        lambda conn, u, n: roi_release.release(
-            conn,
-            settings(request),
-            request_id,
-            user=u,
-            now=n,
-            store_=content_store(request),
-            selected=body.documents,
-            page_exclusions=pages,
-            sensitivity_rules=getattr(request.app.state, "sensitivity_rules", None),
-        ),
-        lambda r: {"packet": r["packet_id"], "sha256": r["sha256"], "pages": r["page_count"]},
-    )
+    try:
+        return release_request(request, request_id, {"selected": body.documents, "page_exclusions": pages})
+    except RoiError as exc:
+        raise refused(exc) from None
 
 
 @router.get("/packets/{packet_id}", responses=_PDF, response_class=Response)
 def packet(request: Request, packet_id: PacketId, user: User = Depends(RELEASE)):
     """A released packet, byte for byte as it was released."""
     try:
-        with request.app.state.engine.begin() as conn:
-            found, data = roi_release.packet_pdf(conn, packet_id, content_store(request))
-            mrn = roi.get(conn, found["request_id"])["mrn"]
-            _audit(conn, request, "roi_packet_download", mrn, found["request_id"], {"packet": packet_id})
+        return packet_response(request, packet_id)
     except RoiError as exc:
         raise refused(exc) from None
-    return Response(
-        data,
-        media_type="application/pdf",
-        headers={
-            "Content-Disposition": f'attachment; filename="roi-packet-{packet_id}.pdf"',
-            "Cache-Control": "no-store",
-            "X-Content-SHA256": found["sha256"],
-        },
-    )
 
 
 @router.get("/disclosures", response_model=DisclosureLog)
