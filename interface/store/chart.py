@@ -427,6 +427,15 @@ class _Apply:
         # (table, id) of patients and visits created by this update: they own no list rows yet,
         # so their lists need no read-back and no delete (cleared when a merge moves rows)
         self.created: set[tuple[str, int]] = set()
+        # patient rows read before this update wrote anything (apply_updates(resolved=))
+        self.resolved: dict[str, Row | None] = {}
+
+    def resolve(self, mrn: str) -> Row | None:
+        """``_resolve_row``, or the row the identity check already read for this MRN (valid
+        until this update writes the patient: each use below is before the first write)."""
+        if mrn in self.resolved:
+            return self.resolved[mrn]
+        return _resolve_row(self.conn, mrn)
 
     def flush(self) -> None:
         """Write the buffered history rows (one executemany); call before reading history."""

@@ -34,7 +34,6 @@ from interface.store.chart import (
     _patient_by_mrn,
     _phone_row,
     _plain,
-    _resolve_row,
     is_stale,
     patient_values,
 )
@@ -74,7 +73,8 @@ def _create_patient(ctx: _Apply, mrn: str, merged_into: str | None = None) -> Ro
 
 def _upsert_patient(ctx: _Apply, upd: ChartUpdate, mrn: str) -> Row:
     """Find (following merges) or create the patient, and apply the demographics."""
-    row = _resolve_row(ctx.conn, mrn)
+    row = ctx.resolve(mrn)
+    ctx.resolved = {}  # written below: read afresh from here on
     created = row is None
     if created:
         row = _create_patient(ctx, mrn)
