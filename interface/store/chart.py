@@ -138,6 +138,8 @@ EVENTS: dict[str, EventRule] = {
 
 def _scalar(value: Any) -> Any:
     """None stays None (no change), CLEAR stays CLEAR, '' is no change, anything else is text."""
+    if value.__class__ is str:  # the common case first
+        return value if value.strip() else None
     if value is None or value is CLEAR:
         return value
     text = value if isinstance(value, str) else str(value)
