@@ -13,8 +13,8 @@ from interface.ops.bench_peers import SendResult
 
 def fsync_ms(directory: Path, n: int = 200) -> dict:
     """What one durable commit costs the disk at least: ``n`` times, 4 KB appended to a file in
-    ``directory`` (where the database lives) and ``os.fsync``'d; p50/p99 in ms. A SQLite WAL
-    commit (``synchronous=FULL``) is one such fsync, so one connection's ACK p50 cannot be
+    ``directory`` (where the database lives) and ``os.fsync``'d; p50/p99 in ms. The engine's SQLite commit fsyncs its ``-wal``
+    file once (``store.db.WalSync``) before the ACK, so one connection's ACK p50 cannot be
     lower than this p50 (issue #21 compares the two)."""
     path = Path(directory) / "fsync-probe.bin"
     took = []

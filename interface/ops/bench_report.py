@@ -33,7 +33,7 @@ def table(R: dict) -> str:
             p50 = one["engine"]["ack_p50_ms"]
             lines.append(
                 f"   fsync on the database's disk, p50: {' / '.join(map(str, f))} ms (after the warm-up"
-                f" / at the end); 1-connection engine ACK p50 {p50} ms = fsync + {p50 - max(f):.2f} ms"
+                f" / at the end); 1-connection engine ACK p50 {p50} ms = fsync + {p50 - f[0]:.2f} ms"
             )
     if "adt" in S:
         lines.append("\n2. ADT mix, receive -> chart committed")
