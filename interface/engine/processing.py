@@ -71,6 +71,7 @@ class Pipeline:
         self.document_settings = document_settings
         self.identity_rules = identity_rules  # rules.identity.IdentityRules; None: no identity check
         self.extra_destinations = destinations or {}  # name -> object with prepare/apply (mllp, file)
+        self._gates: dict = {}  # channel -> (identity rules, channel, its identity_check.Gate)
 
     def destination(self, channel: str, name: str):
         ch = self.channels.get(channel)
@@ -156,28 +157,47 @@ class Pipeline:
                 PermanentError(f"unexpected {type(exc).__name__} while mapping", reason="processing_error"),
             )
 
+    def _gate(self, channel: str):
+        """The identity gate of a channel, built once (its rule is merged and validated once);
+        built again if the rules or the channel were replaced."""
+        from interface.store import identity_check
+
+        ch = self.channels.get(channel)
+        got = self._gates.get(channel)
+        if got is not None and got[0] is self.identity_rules and got[1] is ch:
+            return got[2]
+        gate = identity_check.Gate(
+            self.identity_rules,
+            channel,
+            bool(ch is not None and ch.identity is not None and ch.identity.authoritative),
+        )
+        self._gates[channel] = (self.identity_rules, ch, gate)
+        return gate
+
     def apply(self, conn, item, prep: Prepared, now: datetime) -> None:
         if prep.error is not None:
             raise prep.error
         d = prep.destination
         if d.type == "store":
             mapping = self.mappings[d.mapping]
+            resolved: dict = {}  # the patient rows the identity check read, for the chart apply
             if self.identity_rules is not None:  # before anything is filed: the right chart?
                 from interface.store import identity_check
 
-                ch = self.channels.get(item.channel)
-                gate = identity_check.Gate(
-                    self.identity_rules,
-                    item.channel,
-                    bool(ch is not None and ch.identity is not None and ch.identity.authoritative),
-                )
-                identity_check.check(
-                    conn, gate, prep.records, prep.message, message_id=item.message_id, kind=mapping.root
+                resolved = identity_check.check(
+                    conn,
+                    self._gate(item.channel),
+                    prep.records,
+                    prep.message,
+                    message_id=item.message_id,
+                    kind=mapping.root,
                 )
             if mapping.root == "chart":
                 from interface.store import chart_apply
 
-                chart_apply.apply_updates(conn, prep.records, message_id=item.message_id, now=now)
+                chart_apply.apply_updates(
+                    conn, prep.records, message_id=item.message_id, now=now, resolved=resolved
+                )
             elif mapping.root == "appointment":
                 from interface.store import appointments
 

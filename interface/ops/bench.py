@@ -54,7 +54,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from interface.ops import bench_fhir, bench_search
-from interface.ops.bench_figures import Probe, ack_figures, e2e_figures, sizes
+from interface.ops.bench_figures import Probe, ack_figures, e2e_figures, fsync_ms, sizes
 from interface.ops.bench_peers import (
     Proc,
     SendResult,
@@ -478,6 +478,8 @@ class Bench:
             # warm-up: the first messages pay for lazy imports and compiled mappings
             self.adt_run(min(conns[-1], 4), sz.warmup)
             R["conditions"]["load_avg_after_warmup"] = os.getloadavg()
+            if not a.db:  # one durable commit's floor, on the database's disk, in this run
+                R["conditions"]["fsync"] = fsync_ms(self.tmp / "var")
             for c in conns:
                 if {"receive", "adt"} & scen:
                     ack, e2e, wl, _ = self.adt_run(c, sz.adt[c])
@@ -550,6 +552,8 @@ class Bench:
             for p in baselines.values():
                 p.stop()
             R["conditions"]["load_avg_end"] = os.getloadavg()
+            if "fsync" in R["conditions"] and (self.tmp / "var").is_dir():
+                R["conditions"]["fsync_end"] = fsync_ms(self.tmp / "var")
             if self.probe is not None:
                 self.probe.close()
             if self.pg_admin is not None:

@@ -27,6 +27,14 @@ def table(R: dict) -> str:
                     f"{conns:>5} {name:<11} {r['messages']:>6} {r['msgs_per_s']:>8} {r['ack_p50_ms']:>8} "
                     f"{r['ack_p99_ms']:>8} {r['msgs_per_s'] / base:>6.2f}"
                 )
+        one = S["receive"].get(1) or S["receive"].get("1")  # one connection: a commit per message
+        if "fsync" in c and one:
+            f = [c["fsync"]["p50_ms"]] + ([c["fsync_end"]["p50_ms"]] if "fsync_end" in c else [])
+            p50 = one["engine"]["ack_p50_ms"]
+            lines.append(
+                f"   fsync on the database's disk, p50: {' / '.join(map(str, f))} ms (after the warm-up"
+                f" / at the end); 1-connection engine ACK p50 {p50} ms = fsync + {p50 - f[0]:.2f} ms"
+            )
     if "adt" in S:
         lines.append("\n2. ADT mix, receive -> chart committed")
         lines.append(

@@ -138,6 +138,8 @@ EVENTS: dict[str, EventRule] = {
 
 def _scalar(value: Any) -> Any:
     """None stays None (no change), CLEAR stays CLEAR, '' is no change, anything else is text."""
+    if value.__class__ is str:  # the common case first
+        return value if value.strip() else None
     if value is None or value is CLEAR:
         return value
     text = value if isinstance(value, str) else str(value)
@@ -427,6 +429,15 @@ class _Apply:
         # (table, id) of patients and visits created by this update: they own no list rows yet,
         # so their lists need no read-back and no delete (cleared when a merge moves rows)
         self.created: set[tuple[str, int]] = set()
+        # patient rows read before this update wrote anything (apply_updates(resolved=))
+        self.resolved: dict[str, Row | None] = {}
+
+    def resolve(self, mrn: str) -> Row | None:
+        """``_resolve_row``, or the row the identity check already read for this MRN (valid
+        until this update writes the patient: each use below is before the first write)."""
+        if mrn in self.resolved:
+            return self.resolved[mrn]
+        return _resolve_row(self.conn, mrn)
 
     def flush(self) -> None:
         """Write the buffered history rows (one executemany); call before reading history."""

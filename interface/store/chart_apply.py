@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
 
 from interface.hl7.errors import UNSUPPORTED_EVENT_CODE, Location, RequiredFieldMissing
 from interface.mapping.records import ChartUpdate
@@ -17,7 +17,6 @@ from interface.store.chart import (
     _error,
     _plain,
     _require_visit_number,
-    _resolve_row,
 )
 from interface.store.chart_merge import _merge
 from interface.store.chart_patient import _apply_lists, _upsert_patient
@@ -25,9 +24,19 @@ from interface.store.chart_visits import _apply_visit, _target_visit
 
 
 def apply_updates(
-    conn: Connection, updates: list[ChartUpdate], *, message_id: int, now: datetime
+    conn: Connection,
+    updates: list[ChartUpdate],
+    *,
+    message_id: int,
+    now: datetime,
+    resolved: dict[str, Row | None] | None = None,
 ) -> list[dict]:
     """Apply the chart updates of one message in the caller's transaction (never commits).
+
+    ``resolved``: patient rows already read in this transaction, nothing written since, by the
+    MRN looked up (``_resolve_row``'s answer, None for no chart) — what the identity check
+    (``identity_check.check``) returns; the first update uses them instead of reading the
+    patient again. Later updates of the message read afresh (the first may have changed them).
 
     Returns the changes made, in order: ``{mrn, table, row_id, field, action, old, new, event}``.
     Raises ``PermanentError``/``RequiredFieldMissing`` with a ``reason`` from ``errors.REASONS``
@@ -51,6 +60,8 @@ def apply_updates(
                 "no MRN of the channel's assigning authority in PID-3", Location("PID", field=3)
             )
         ctx = _Apply(conn, message_id, now, event, changes)
+        if resolved:
+            ctx.resolved, resolved = resolved, None
         if rule.patient == "merge":
             _merge(ctx, upd, mrn, rename=False)
         elif rule.patient == "rename":
@@ -67,7 +78,7 @@ def _apply_event(ctx: _Apply, upd: ChartUpdate, mrn: str, rule: EventRule) -> No
         _require_visit_number(upd)
     if action in CANCEL_ACTIONS:
         # Check before writing anything: the patient and the visit must exist.
-        patient = _resolve_row(ctx.conn, mrn)
+        patient = ctx.resolve(mrn)
         if patient is None:
             raise _error(
                 f"{upd.event}: patient is unknown, so is the visit",

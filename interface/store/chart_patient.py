@@ -34,7 +34,6 @@ from interface.store.chart import (
     _patient_by_mrn,
     _phone_row,
     _plain,
-    _resolve_row,
     is_stale,
     patient_values,
 )
@@ -74,7 +73,8 @@ def _create_patient(ctx: _Apply, mrn: str, merged_into: str | None = None) -> Ro
 
 def _upsert_patient(ctx: _Apply, upd: ChartUpdate, mrn: str) -> Row:
     """Find (following merges) or create the patient, and apply the demographics."""
-    row = _resolve_row(ctx.conn, mrn)
+    row = ctx.resolve(mrn)
+    ctx.resolved = {}  # written below: read afresh from here on
     created = row is None
     if created:
         row = _create_patient(ctx, mrn)
@@ -119,7 +119,9 @@ def _merge_identifiers(ctx: _Apply, patient: Row, idents: list | None) -> None:
             False,
         ),
     )
-    have = {(r.authority, r.type, r.value) for r in fastsql.run(ctx.conn, q, {"b_pid": patient.id})}
+    have: set[tuple] = set()
+    if ("patients", patient.id) not in ctx.created:  # a patient created here holds none yet
+        have = {(r.authority, r.type, r.value) for r in fastsql.run(ctx.conn, q, {"b_pid": patient.id})}
     for ident in idents:
         value = _plain(ident.value)
         if not value:
@@ -157,7 +159,7 @@ def _merge_names(ctx: _Apply, patient: Row, names: list | None) -> None:
     if not names:
         return
     t = cs.patient_names
-    current = _list_rows(ctx.conn, t, patient.id)
+    current = [] if ("patients", patient.id) in ctx.created else _list_rows(ctx.conn, t, patient.id)
     seq = len(current)
     for name in names:
         row = _name_row(name)

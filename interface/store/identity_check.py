@@ -15,16 +15,17 @@ source of truth for who its patients are (its updates may rewrite birth date and
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.engine import Connection
 
 from interface.hl7 import errors
 from interface.hl7.errors import Location, PermanentError
 from interface.rules import identity as rules
 from interface.store import chart_schema as cs
+from interface.store import fastsql
 from interface.store.identity_schema import identity_reviews
 
 REASON = "identity_mismatch"
@@ -57,39 +58,66 @@ class Gate:
     rules: rules.IdentityRules
     channel: str
     authoritative: bool = False
+    _rule: rules.Rule | None = field(default=None, repr=False, compare=False)
+
+    def rule(self) -> rules.Rule:
+        """The channel's rule (built once per gate: ``for_channel`` merges and validates)."""
+        if self._rule is None:
+            self._rule = self.rules.for_channel(self.channel)
+        return self._rule
 
 
 def chart_person(conn: Connection, mrn: str) -> rules.Person | None:
     """The person of the chart ``mrn`` now lives under (following merges); None if unknown."""
-    from interface.store.chart import resolve_mrn
+    row = _resolved(conn, mrn)
+    return None if row is None else person_of_row(conn, row)
 
-    live = resolve_mrn(conn, mrn)
-    if live is None:
+
+def _resolved(conn: Connection, mrn: str):
+    """The patient row ``mrn`` now lives under (``chart._resolve_row``); None if unknown or if
+    the merges form a cycle (as ``resolve_mrn`` says)."""
+    from interface.store.chart import _resolve_row
+
+    try:
+        return _resolve_row(conn, mrn)
+    except PermanentError:
         return None
-    p = cs.patients
-    row = conn.execute(
-        select(p.c.id, p.c.mrn, p.c.family, p.c.given, p.c.middle, p.c.birth_date, p.c.sex, p.c.ssn).where(
-            p.c.mrn == live
-        )
-    ).first()
-    if row is None:
-        return None
-    phones = [
-        r.number
-        for r in conn.execute(
-            select(cs.patient_phones.c.number)
-            .where(cs.patient_phones.c.patient_id == row.id)
-            .order_by(cs.patient_phones.c.seq)
-        )
-        if r.number
-    ]
+
+
+def _phones_stmt():
+    from interface.store.chart import _cached
+
+    t = cs.patient_phones
+    return _cached(
+        "identity_phones",
+        lambda: (select(t.c.number).where(t.c.patient_id == bindparam("b_pid")).order_by(t.c.seq), False),
+    )
+
+
+def _address_stmt():
+    from interface.store.chart import _cached
+
     a = cs.patient_addresses
-    addr = conn.execute(
-        select(a.c.street, a.c.other, a.c.city, a.c.state, a.c.postal_code)
-        .where(a.c.patient_id == row.id)
-        .order_by(a.c.seq)
-        .limit(1)
-    ).first()
+    return _cached(
+        "identity_address",
+        lambda: (
+            select(a.c.street, a.c.other, a.c.city, a.c.state, a.c.postal_code)
+            .where(a.c.patient_id == bindparam("b_pid"))
+            .order_by(a.c.seq)
+            .limit(1),
+            False,
+        ),
+    )
+
+
+def person_of_row(conn: Connection, row, *, phones: bool = True, address: bool = True) -> rules.Person:
+    """The chart's person from its ``patients`` row (as ``chart._resolve_row`` read it); the
+    phones and the first address are read unless ``phones``/``address`` say they are not needed
+    (:func:`check` reads them only when the rule compares them, or to show a mismatch)."""
+    numbers: list[str] = []
+    if phones:
+        numbers = [r.number for r in fastsql.run(conn, _phones_stmt(), {"b_pid": row.id}) if r.number]
+    addr = fastsql.run(conn, _address_stmt(), {"b_pid": row.id}).first() if address else None
     return rules.Person(
         family=row.family,
         given=row.given,
@@ -97,7 +125,7 @@ def chart_person(conn: Connection, mrn: str) -> rules.Person | None:
         birth_date=row.birth_date,
         sex=row.sex,
         ssn=row.ssn,
-        phones=phones,
+        phones=numbers,
         address=" ".join(x for x in addr if x) if addr else None,
         mrn=row.mrn,
     )
@@ -129,28 +157,46 @@ def filed_anyway(conn: Connection, message_id: int, mrn: str) -> bool:
     )
 
 
-def check(conn: Connection, gate: Gate | None, records: list, message, *, message_id: int, kind: str) -> None:
+def check(
+    conn: Connection, gate: Gate | None, records: list, message, *, message_id: int, kind: str
+) -> dict[str, object]:
     """Raise :class:`IdentityMismatch` when the message's PID names another person than a chart
-    its records would change (``kind``: ``chart`` for ADT, ``documents`` for MDM)."""
+    its records would change (``kind``: ``chart`` for ADT, ``documents`` for MDM).
+
+    Returns the patient rows it resolved, by the MRN looked up (None: no such chart), for the
+    apply that follows in the same transaction to reuse (``chart_apply.apply_updates(...,
+    resolved=)``) instead of reading them again. What is compared is what the rule needs: the
+    chart's phones are read only when the rule may hold the message over them (``must_agree``,
+    ``similar``) and the message has one; the address and the phones are read for the finding
+    when the message is held."""
+    resolved: dict[str, object] = {}
     if gate is None or message is None or (kind == "chart" and gate.authoritative):
-        return
+        return resolved
     targets = _targets(records, kind)
     if not targets:
-        return
+        return resolved
     person = rules.person_from_message(message)
-    rule = gate.rules.for_channel(gate.channel)
+    rule = gate.rule()
+    need_phones = rule.phone.check in ("must_agree", "similar") and any(
+        rules.norm_phone(p) for p in person.phones
+    )
     found_plain = False
     for target in targets:
         fallback = target.startswith("?")
         if fallback and found_plain:
             continue
-        chart = chart_person(conn, target.lstrip("?"))
-        if chart is None:
+        mrn = target.lstrip("?")
+        row = _resolved(conn, mrn)
+        resolved[mrn] = row
+        if row is None:
             continue
         found_plain = found_plain or not fallback
+        chart = person_of_row(conn, row, phones=need_phones, address=False)
         diffs = rules.compare(person, chart, rule)
         if rules.blocking(diffs) and not filed_anyway(conn, message_id, chart.mrn or ""):
-            raise IdentityMismatch(chart.mrn or "", person, chart, diffs)
+            chart = person_of_row(conn, row)  # the whole person, for the clerk's page
+            raise IdentityMismatch(chart.mrn or "", person, chart, rules.compare(person, chart, rule))
+    return resolved
 
 
 def record(conn: Connection, item, exc: IdentityMismatch, now: datetime) -> None:
