@@ -112,7 +112,7 @@ def test_document_applied_when_patient_known(engine, db_url, tmp_path, monkeypat
     is kept: no index entry, no blob row, no content file (not even under ./var)."""
     monkeypatch.chdir(tmp_path / "cwd" if (tmp_path / "cwd").mkdir() is None else tmp_path)
     h = Harness(engine)
-    h.send(A08_FOR_100001.replace("RIVERA^ANNA", "DOE^JANE").encode())
+    h.send(A08_FOR_100001.replace("RIVERA^ANNA", "RIVERA^ANA^MARIA").encode())
     h.drain()
     before = counts(engine)
     code, results, _ = run([MDM / "mdm_t02_original_pdf.hl7"], channel="mdm", db_url=db_url)
@@ -216,4 +216,17 @@ def test_cli_db_option_uses_the_real_charts(engine, db_url, capsys, monkeypatch)
     assert code == 0
     changes = out[0]["destinations"][0]["changes"]
     assert not any(c["table"] == "patients" and c["action"] == "create" for c in changes)
+    assert counts(engine) == before
+
+
+def test_the_identity_check_runs_as_interface_run_would(engine, db_url):
+    """Chart 100001 is another person (DOE, JANE): the dry run shows the document stopped by the
+    identity check, as the worker would stop it, and nothing is kept."""
+    h = Harness(engine)
+    h.send(A08_FOR_100001.replace("RIVERA^ANNA", "DOE^JANE").encode())
+    h.drain()
+    before = counts(engine)
+    code, results, _ = run([MDM / "mdm_t02_original_pdf.hl7"], channel="mdm", db_url=db_url)
+    dest = results[0]["destinations"][0]
+    assert code == 1 and (dest["outcome"], dest["reason"]) == ("error", "identity_mismatch")
     assert counts(engine) == before

@@ -174,41 +174,46 @@ class Pipeline:
         self._gates[channel] = (self.identity_rules, ch, gate)
         return gate
 
+    def apply_store(self, conn, item, prep: Prepared, now: datetime) -> list[dict]:
+        """A store destination's effects in the caller's transaction: the identity check first
+        (the right chart?), then the chart, schedule or document index. Returns the changes made
+        (what the dry run shows)."""
+        mapping = self.mappings[prep.destination.mapping]
+        resolved: dict = {}  # the patient rows the identity check read, for the chart apply
+        if self.identity_rules is not None:  # before anything is filed: the right chart?
+            from interface.store import identity_check
+
+            resolved = identity_check.check(
+                conn,
+                self._gate(item.channel),
+                prep.records,
+                prep.message,
+                message_id=item.message_id,
+                kind=mapping.root,
+            )
+        if mapping.root == "chart":
+            from interface.store import chart_apply
+
+            return chart_apply.apply_updates(
+                conn, prep.records, message_id=item.message_id, now=now, resolved=resolved
+            )
+        if mapping.root == "appointment":
+            from interface.store import appointments
+
+            return appointments.apply_appointments(conn, prep.records, message_id=item.message_id, now=now)
+        from interface.store import documents
+
+        settings = self.document_settings or documents.DocumentSettings()
+        return documents.apply_documents(
+            conn, prep.records, prep.message, message_id=item.message_id, now=now, settings=settings
+        )
+
     def apply(self, conn, item, prep: Prepared, now: datetime) -> None:
         if prep.error is not None:
             raise prep.error
         d = prep.destination
         if d.type == "store":
-            mapping = self.mappings[d.mapping]
-            resolved: dict = {}  # the patient rows the identity check read, for the chart apply
-            if self.identity_rules is not None:  # before anything is filed: the right chart?
-                from interface.store import identity_check
-
-                resolved = identity_check.check(
-                    conn,
-                    self._gate(item.channel),
-                    prep.records,
-                    prep.message,
-                    message_id=item.message_id,
-                    kind=mapping.root,
-                )
-            if mapping.root == "chart":
-                from interface.store import chart_apply
-
-                chart_apply.apply_updates(
-                    conn, prep.records, message_id=item.message_id, now=now, resolved=resolved
-                )
-            elif mapping.root == "appointment":
-                from interface.store import appointments
-
-                appointments.apply_appointments(conn, prep.records, message_id=item.message_id, now=now)
-            else:
-                from interface.store import documents
-
-                settings = self.document_settings or documents.DocumentSettings()
-                documents.apply_documents(
-                    conn, prep.records, prep.message, message_id=item.message_id, now=now, settings=settings
-                )
+            self.apply_store(conn, item, prep, now)
             return
         handler = self.extra_destinations.get(d.type)
         if handler is None:

@@ -139,25 +139,7 @@ class _Recorder:
         return effect, None
 
     def _apply(self, conn: Connection, item, prep, now: datetime) -> list[dict]:
-        mapping = self.pipeline.mappings[prep.destination.mapping]
-        if mapping.root == "chart":
-            from interface.store import chart_apply
-
-            return chart_apply.apply_updates(conn, prep.records, message_id=item.message_id, now=now)
-        if mapping.root == "appointment":
-            from interface.store import appointments
-
-            return appointments.apply_appointments(conn, prep.records, message_id=item.message_id, now=now)
-        from interface.store import documents
-
-        return documents.apply_documents(
-            conn,
-            prep.records,
-            prep.message,
-            message_id=item.message_id,
-            now=now,
-            settings=self.pipeline.document_settings,
-        )
+        return self.pipeline.apply_store(conn, item, prep, now)  # the identity check included
 
 
 def _pipeline(channels_dir: Path, mappings_dir: Path, rules_file: Path | None) -> tuple[Pipeline, list]:
@@ -174,7 +156,13 @@ def _pipeline(channels_dir: Path, mappings_dir: Path, rules_file: Path | None) -
         rules = load_rules(rules_file)
     # content_dir None: content goes to the database store, inside the rolled-back transaction
     settings = documents.DocumentSettings(content_dir=None, rules=rules)
-    return Pipeline(channels, mappings, document_settings=settings), channels
+    identity_rules = None  # as interface run: rules/identity.yaml beside the completeness rules
+    if rules_file is not None:
+        from interface.rules import identity
+
+        path = rules_file.parent / "identity.yaml"
+        identity_rules = identity.load_rules(path) if path.exists() else identity.DEFAULT_RULES
+    return Pipeline(channels, mappings, document_settings=settings, identity_rules=identity_rules), channels
 
 
 def _route(channels: list, raw: bytes):
