@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from interface.store import chart_locations
+from interface.store import chart_locations, fastsql
 from interface.store import chart_schema as cs
 
 # A comparison on a column: (operator, value) with operator one of eq, ne, ge, le, gt, lt, sa
@@ -137,43 +137,86 @@ def search_patients(
     return total, [r.id for r in conn.execute(q)]
 
 
+# The page's statements are built and compiled once (``fastsql``: a read of one patient is seven
+# small statements, and through ``Connection.execute`` each cost more Python than SQLite): one
+# statement per (table, number of ids), IN lists in pieces of ``fastsql.IN_CHUNK``.
+_STATEMENTS: dict[tuple, fastsql.Statement] = {}
+
+
+def _by_ids(table, column: str, n: int) -> fastsql.Statement:
+    st = _STATEMENTS.get((table.name, column, n))
+    if st is None:
+        q = select(table).where(table.c[column].in_(fastsql.in_binds("k", n)))
+        if column == "patient_id":
+            q = q.order_by(table.c.patient_id, *((table.c.seq,) if "seq" in table.c else ()), table.c.id)
+        elif column == "merged_into":
+            q = q.order_by(table.c.mrn)
+        st = _STATEMENTS[(table.name, column, n)] = fastsql.Statement(q)
+    return st
+
+
+def _rows(conn: Connection, table, column: str, values: list[Any]) -> list[Any]:
+    """The rows of ``table`` whose ``column`` is one of ``values`` (``_mapping`` dicts)."""
+    out: list[Any] = []
+    for part in fastsql.chunks(list(values)):
+        found = fastsql.run(conn, _by_ids(table, column, len(part)), fastsql.in_values("k", part))
+        out += [r._mapping for r in found]
+    return out
+
+
 def patient_ids(conn: Connection, mrns: list[str]) -> dict[str, int]:
     """``{mrn: patient id}`` of the MRNs as stored (merged-away MRNs: their own row)."""
     if not mrns:
         return {}
-    t = cs.patients
-    return {r.mrn: r.id for r in conn.execute(select(t.c.mrn, t.c.id).where(t.c.mrn.in_(mrns)))}
+    return {r["mrn"]: r["id"] for r in _rows(conn, cs.patients, "mrn", mrns)}
+
+
+def survivor_row(conn: Connection, mrn: str) -> Any | None:
+    """The patients row (a mapping) an MRN now lives under, following merges; None when the MRN
+    is unknown or its merges loop (as ``chart.resolve_mrn``)."""
+    found = _rows(conn, cs.patients, "mrn", [mrn])
+    seen: set[str] = set()
+    while found and found[0]["merged_into"]:
+        row = found[0]
+        if row["mrn"] in seen:
+            return None
+        seen.add(row["mrn"])
+        nxt = _rows(conn, cs.patients, "mrn", [row["merged_into"]])
+        if not nxt:
+            return row
+        found = nxt
+    return found[0] if found else None
 
 
 def _children(conn: Connection, table, ids: list[int]) -> dict[int, list[Any]]:
     out: dict[int, list[Any]] = {}
-    q = select(table).where(table.c.patient_id.in_(ids))
-    q = q.order_by(table.c.patient_id, *((table.c.seq,) if "seq" in table.c else ()), table.c.id)
-    for r in conn.execute(q):
-        out.setdefault(r.patient_id, []).append(r._mapping)
+    for r in _rows(conn, table, "patient_id", ids):
+        out.setdefault(r["patient_id"], []).append(r)
     return out
 
 
 _NAME = ("family", "given", "middle", "prefix", "suffix", "degree")
 _ADDRESS = ("street", "other", "city", "state", "postal_code", "country")
 _PHONE_ORDER = {"phones": 0, "business_phones": 1, "telecom": 2}  # PID-13, PID-14, PID-40
+# the tables a FHIR Patient is built from (its versions: ``patient_versions``)
+DEMOGRAPHIC_TABLES = ("patients", "patient_identifiers", "patient_names", "patient_addresses", "patient_phones")
 
 
-def patients(conn: Connection, ids: list[int]) -> list[dict]:
+def patients(conn: Connection, ids: list[int], rows: list[Any] | None = None) -> list[dict]:
     """The chart records (the fields a FHIR Patient needs, as ``chart_read.get_chart`` names
-    them) of these patient ids, in that order: one query per table for the whole page."""
+    them) of these patient ids, in that order: one query per table for the whole page
+    (``rows``: the patients rows, when the caller has them already)."""
     if not ids:
         return []
-    t = cs.patients
-    rows = {r.id: r._mapping for r in conn.execute(select(t).where(t.c.id.in_(ids)))}
+    found = {r["id"]: r for r in (rows if rows is not None else _rows(conn, cs.patients, "id", ids))}
     idents = _children(conn, cs.patient_identifiers, ids)
     names = _children(conn, cs.patient_names, ids)
     addresses = _children(conn, cs.patient_addresses, ids)
     phones = _children(conn, cs.patient_phones, ids)
-    merged = merged_from(conn, [rows[i]["mrn"] for i in ids if i in rows])
+    merged = merged_from(conn, [found[i]["mrn"] for i in ids if i in found])
     out = []
     for i in ids:
-        p = rows.get(i)
+        p = found.get(i)
         if p is None:
             continue
         out.append(
@@ -209,22 +252,19 @@ def patients(conn: Connection, ids: list[int]) -> list[dict]:
 
 def merged_from(conn: Connection, mrns: list[str]) -> dict[str, list[str]]:
     """``{survivor MRN: every MRN merged into it, directly or through a chain}``."""
-    t = cs.patients
     out: dict[str, list[str]] = {}
     owner = {m: m for m in mrns}  # an MRN on the way -> the survivor asked about
     todo = list(mrns)
     while todo:
-        rows = conn.execute(
-            select(t.c.mrn, t.c.merged_into).where(t.c.merged_into.in_(todo)).order_by(t.c.mrn)
-        ).all()
+        rows = sorted(_rows(conn, cs.patients, "merged_into", todo), key=lambda r: r["mrn"])
         todo = []
         for r in rows:
-            survivor = owner[r.merged_into]
-            if r.mrn in owner or r.mrn == survivor:
+            survivor = owner[r["merged_into"]]
+            if r["mrn"] in owner or r["mrn"] == survivor:
                 continue
-            owner[r.mrn] = survivor
-            out.setdefault(survivor, []).append(r.mrn)
-            todo.append(r.mrn)
+            owner[r["mrn"]] = survivor
+            out.setdefault(survivor, []).append(r["mrn"])
+            todo.append(r["mrn"])
     return out
 
 

@@ -8,10 +8,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.resource import Resource
+
+from interface.web.fhir import serial
 
 MEDIA_TYPE = "application/fhir+json"
 FHIR_VERSION = "4.0.1"
@@ -38,16 +40,18 @@ class FhirError(Exception):
         self.code = code or _CODES.get(status, "exception")
 
 
-class FhirResponse(JSONResponse):
+class FhirResponse(Response):
     media_type = MEDIA_TYPE
 
 
 def respond(resource: Resource, status: int = 200, headers: dict | None = None) -> FhirResponse:
-    """The resource, validated again by its model on the way out, as ``application/fhir+json``."""
-    checked = type(resource).model_validate(resource.model_dump(mode="json", exclude_none=True))
-    return FhirResponse(
-        checked.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers
-    )
+    """The resource as ``application/fhir+json``, serialised once (:mod:`.serial`).
+
+    The model validated its content when it was built (every resource here is built through its
+    fhir.resources constructor, never ``model_construct``), so it is not validated a second time
+    on the way out; the tests parse every answer back through the R4 models."""
+    body = serial.dumps(resource)
+    return FhirResponse(body, status_code=status, headers=headers)
 
 
 def outcome(status: int, text: str, code: str | None = None, headers: dict | None = None) -> FhirResponse:

@@ -14,7 +14,6 @@ from fhir.resources.R4B.patient import Patient
 
 from interface.desk import masking
 from interface.store import chart_pages
-from interface.store.chart import resolve_mrn
 from interface.web.fhir import access, common
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.identifiers import system_for
@@ -165,12 +164,10 @@ def _mrn_authority(record: dict, value: str | None = None) -> str | None:
 def load(conn, mrn: str) -> dict | None:
     """The chart record of an MRN for :func:`build` (a merged-away MRN: the survivor's, with
     ``requested_mrn`` the MRN asked for), in one query per table; None when unknown."""
-    survivor = resolve_mrn(conn, mrn)
-    if survivor is None:
+    row = chart_pages.survivor_row(conn, mrn)
+    if row is None:
         return None
-    found = chart_pages.patients(conn, list(chart_pages.patient_ids(conn, [survivor]).values()))
-    if not found:
-        return None
+    found = chart_pages.patients(conn, [row["id"]], [row])
     return {**found[0], "requested_mrn": mrn}
 
 
