@@ -107,11 +107,15 @@ def search_patients(
     updated: list[Compare] = (),  # type: ignore[assignment]
     count: int = 20,
     offset: int = 0,
-    with_total: bool = True,
-) -> tuple[int | None, list[int]]:
-    """(the number of matches or None, the page's patient ids), not merged-away MRNs, ordered by
-    family, given, MRN. Names match as case-insensitive prefixes (``name``: family or given);
-    ``sexes``: the stored sex values (lower case) that count; ``mrns``: only these."""
+    total: str = "accurate",
+    cap: int = 10000,
+) -> tuple[int | None, list[int], bool]:
+    """(the number of matches or None, the page's patient ids, whether more follow), not
+    merged-away MRNs, ordered by family, given, MRN. Names match as case-insensitive prefixes
+    (``name``: family or given); ``sexes``: the stored sex values (lower case) that count;
+    ``mrns``: only these. ``total``: ``accurate`` counts every match; ``bounded`` needs no count
+    when the first page holds every match and counts at most ``cap`` + 1 otherwise (None past
+    ``cap``); ``none`` never counts."""
     t = cs.patients
     # not ``merged_into IS NULL``: nearly every row matches it, and SQLite (without statistics)
     # would pick that index over the name's; as an expression it is checked on the rows found
@@ -130,11 +134,20 @@ def search_patients(
         where.append(func.lower(t.c.sex).in_(sexes))
     where += compare(t.c.birth_date, list(birth), text=True)
     where += compare(t.c.updated_at, list(updated))
-    total = (
-        conn.execute(select(func.count()).select_from(t).where(*where)).scalar_one() if with_total else None
-    )
-    q = select(t.c.id).where(*where).order_by(t.c.family, t.c.given, t.c.mrn).limit(count).offset(offset)
-    return total, [r.id for r in conn.execute(q)]
+    q = select(t.c.id).where(*where).order_by(t.c.family, t.c.given, t.c.mrn).limit(count + 1).offset(offset)
+    ids = [r.id for r in conn.execute(q)]
+    more = len(ids) > count
+    ids = ids[:count]
+    found: int | None = None
+    if total == "bounded" and offset == 0 and not more:
+        found = len(ids)
+    elif total == "bounded":
+        some = select(t.c.id).where(*where).limit(cap + 1).subquery()
+        found = conn.execute(select(func.count()).select_from(some)).scalar_one()
+        found = found if found <= cap else None
+    elif total == "accurate":
+        found = conn.execute(select(func.count()).select_from(t).where(*where)).scalar_one()
+    return found, ids, more
 
 
 # The page's statements are built and compiled once (``fastsql``: a read of one patient is seven
@@ -199,13 +212,21 @@ _NAME = ("family", "given", "middle", "prefix", "suffix", "degree")
 _ADDRESS = ("street", "other", "city", "state", "postal_code", "country")
 _PHONE_ORDER = {"phones": 0, "business_phones": 1, "telecom": 2}  # PID-13, PID-14, PID-40
 # the tables a FHIR Patient is built from (its versions: ``patient_versions``)
-DEMOGRAPHIC_TABLES = ("patients", "patient_identifiers", "patient_names", "patient_addresses", "patient_phones")
+DEMOGRAPHIC_TABLES = (
+    "patients",
+    "patient_identifiers",
+    "patient_names",
+    "patient_addresses",
+    "patient_phones",
+)
 
 
 def patients(conn: Connection, ids: list[int], rows: list[Any] | None = None) -> list[dict]:
     """The chart records (the fields a FHIR Patient needs, as ``chart_read.get_chart`` names
     them) of these patient ids, in that order: one query per table for the whole page
-    (``rows``: the patients rows, when the caller has them already)."""
+    (``rows``: the patients rows, when the caller has them already). ``message_id`` and
+    ``updated_at`` are the Patient's version: the newest change it shows (``latest_versions``),
+    else the patients row's stamp."""
     if not ids:
         return []
     found = {r["id"]: r for r in (rows if rows is not None else _rows(conn, cs.patients, "id", ids))}
@@ -214,11 +235,13 @@ def patients(conn: Connection, ids: list[int], rows: list[Any] | None = None) ->
     addresses = _children(conn, cs.patient_addresses, ids)
     phones = _children(conn, cs.patient_phones, ids)
     merged = merged_from(conn, [found[i]["mrn"] for i in ids if i in found])
+    versions = latest_versions(conn, ids)
     out = []
     for i in ids:
         p = found.get(i)
         if p is None:
             continue
+        version, at = versions.get(i, (p["message_id"], p["updated_at"]))
         out.append(
             {
                 "patient_id": i,
@@ -243,8 +266,8 @@ def patients(conn: Connection, ids: list[int], rows: list[Any] | None = None) ->
                     {k: ph[k] for k in ("number", "use", "equipment", "email", "source")}
                     for ph in sorted(phones.get(i, []), key=lambda ph: _PHONE_ORDER.get(ph["source"], 0))
                 ],
-                "updated_at": _iso(p["updated_at"]),
-                "message_id": p["message_id"],
+                "updated_at": _iso(at),
+                "message_id": version,
             }
         )
     return out
@@ -266,6 +289,57 @@ def merged_from(conn: Connection, mrns: list[str]) -> dict[str, list[str]]:
             out.setdefault(survivor, []).append(r["mrn"])
             todo.append(r["mrn"])
     return out
+
+
+# -- Patient versions ---------------------------------------------------------------------------
+#
+# A FHIR Patient changes when a message changes what it shows: the patients row's name, birth
+# date, sex, death, MRN or merge, and the identifier, other-name, address and phone lists. Each
+# such message is a version (``versionId``: its journal id); ``chart_history`` holds the changes.
+
+PATIENT_FIELDS = (*_NAME, "name_type", "birth_date", "sex", "death_at", "deceased", "mrn", "merged_into")
+_QUIET = ("ignored_stale", "redirect")  # history rows that change nothing
+
+
+def _shown(h) -> list[ColumnElement[bool]]:
+    """The conditions on ``chart_history`` rows that change what a Patient shows."""
+    return [
+        h.c.table_name.in_(DEMOGRAPHIC_TABLES),
+        h.c.action.not_in(_QUIET),
+        or_(h.c.table_name != "patients", h.c.field.is_(None), h.c.field.in_(PATIENT_FIELDS)),
+    ]
+
+
+def latest_versions(conn: Connection, ids: list[int]) -> dict[int, tuple[int | None, Any]]:
+    """``{patient id: (message id, at)}`` of the newest change each patient's Patient shows
+    (absent: no such history, as for rows loaded without messages)."""
+    if not ids:
+        return {}
+    h = cs.chart_history
+    newest = select(func.max(h.c.id)).where(h.c.patient_id.in_(ids), *_shown(h)).group_by(h.c.patient_id)
+    q = select(h.c.patient_id, h.c.message_id, h.c.at).where(h.c.id.in_(newest.scalar_subquery()))
+    return {r.patient_id: (r.message_id, _iso(r.at)) for r in conn.execute(q)}
+
+
+def patient_changes(conn: Connection, patient_id: int, limit: int = 5000) -> list[dict]:
+    """The changes a patient's Patient shows, newest first (at most ``limit``): ``{id,
+    message_id, at, table, row_id, field, action, old, new}`` (``old``/``new`` as stored text)."""
+    h = cs.chart_history
+    q = select(h).where(h.c.patient_id == patient_id, *_shown(h)).order_by(h.c.id.desc()).limit(limit)
+    return [
+        {
+            "id": r.id,
+            "message_id": r.message_id,
+            "at": _iso(r.at),
+            "table": r.table_name,
+            "row_id": r.row_id,
+            "field": r.field,
+            "action": r.action,
+            "old": r.old_value,
+            "new": r.new_value,
+        }
+        for r in conn.execute(q)
+    ]
 
 
 def mrns_of(conn: Connection, ids: list[int]) -> dict[int, str]:

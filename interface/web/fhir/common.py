@@ -25,7 +25,8 @@ MAX_OFFSET = 10000  # paging deeper than this: narrow the search
 _DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?\Z")
 _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?\Z")
 _PREFIXES = ("eq", "ne", "ge", "le", "gt", "lt", "sa", "eb")
-# _total (and _totalMethod, which fhirpy and HAPI send): the total is always counted exactly
+# _total: none, estimate, accurate (see total_mode); _totalMethod (which fhirpy and HAPI send) is
+# accepted and ignored
 _GENERAL = frozenset({"_count", "_offset", "_format", "_lastUpdated", "_include", "_total", "_totalMethod"})
 REPEATABLE = frozenset({"_lastUpdated", "date", "birthdate", "_include"})
 _CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 410: "deleted", 422: "invalid"}
@@ -220,6 +221,15 @@ def read(request: Request, resource: Resource) -> Response:
         if headers["ETag"] in sent or f'"{version}"' in sent or "*" in sent:
             return Response(status_code=304, headers=headers)
     return respond(resource, headers=headers)
+
+
+def total_mode(p: dict[str, str]) -> str:
+    """``_total``: ``accurate`` (count every match), ``none`` (no total) or, absent or
+    ``estimate``, ``bounded``: counted up to a cap (the total is left out past it); 400 otherwise."""
+    given = p.get("_total") or "estimate"
+    if given not in ("none", "estimate", "accurate"):
+        raise FhirError(400, "_total must be none, estimate or accurate")
+    return "bounded" if given == "estimate" else given
 
 
 def paging(p: dict[str, str]) -> tuple[int, int]:

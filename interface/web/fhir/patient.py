@@ -200,9 +200,11 @@ def search_patient(request: Request):
     """Patients by identifier (the MRN: ``[system|]value``), _id, family, given, name (family or
     given; prefix, case-insensitive), birthdate (prefixes eq ne ge le gt lt sa eb), gender
     (administrative-gender), _lastUpdated; every filter in SQL, one count and one page query,
-    then one query per table for the page's patients; a searchset Bundle with ``total``."""
+    then one query per table for the page's patients; a searchset Bundle with ``total`` (see
+    ``common.total_mode``: not counted when the first page holds every match)."""
     p = common.params(request, SEARCH)
     count, offset = common.paging(p)
+    total_mode = common.total_mode(p)
     birth = common.date_compares("birthdate", common.values(request, "birthdate"))
     updated = common.last_updated(request)
     if p.get("gender") and p["gender"] not in ("male", "female", "other", "unknown"):
@@ -235,7 +237,7 @@ def search_patient(request: Request):
         bound = access.narrow(request, conn, None)
         if bound is not None:
             mrns = [m for m in (mrns if mrns is not None else [bound]) if m == bound]
-        total, ids = chart_pages.search_patients(
+        total, ids, more = chart_pages.search_patients(
             conn,
             mrns=mrns,
             family=p.get("family"),
@@ -246,12 +248,15 @@ def search_patient(request: Request):
             updated=updated,
             count=count,
             offset=offset,
+            total=total_mode,
         )
         records = chart_pages.patients(conn, ids)
-    return _result(request, records, total or 0, count, offset)
+    return _result(request, records, total, count, offset, more)
 
 
-def _result(request: Request, records: list[dict], total: int, count: int, offset: int):
+def _result(
+    request: Request, records: list[dict], total: int | None, count: int, offset: int, more: bool = False
+):
     page = [build(request, r) for r in records]
     access.audit(request, "search", "patient", None, [r["mrn"] for r in records])
-    return common.searchset(request, "Patient", page, total, count, offset)
+    return common.searchset(request, "Patient", page, total, count, offset, more=more)
