@@ -49,7 +49,10 @@ def compare(column, comparisons: list[Compare], text: bool = False) -> list[Colu
         if text:
             top = after(value)
             conds = {
-                "eq": lambda: _like(column, value),
+                # starts with: the LIKE, and the range it lies in, which an index serves
+                "eq": lambda: (
+                    and_(column >= value, column < top, _like(column, value)) if top else _like(column, value)
+                ),
                 "ne": lambda: or_(column.is_(None), ~_like(column, value)),
                 "ge": lambda: column >= value,
                 "gt": lambda: column >= top,
