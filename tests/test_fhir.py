@@ -79,11 +79,12 @@ def test_metadata_is_public_and_says_only_what_is_built(app):  # noqa: F811
         codes = {i.code for i in r.interaction}
         # audit entries never change: AuditEvent keeps no versions (tests/test_fhir_audit.py)
         assert "read" in codes and r.versioning == ("no-version" if name == "AuditEvent" else "versioned")
-        history = {"vread", "history-instance"} if name == "DocumentReference" else {"vread"}
+        history = {"vread", "history-instance"} if name in ("DocumentReference", "Patient") else {"vread"}
         assert codes <= {"read", "search-type"} | (
-            history if name in ("DocumentReference", "Binary") else set()
+            history if name in ("DocumentReference", "Binary", "Patient") else set()
         )
-        assert r.readHistory is (name in ("DocumentReference", "Binary"))
+        assert r.readHistory is (name in ("DocumentReference", "Binary", "Patient"))
+    assert {"vread", "history-instance"} <= {i.code for i in served["Patient"].interaction}
     assert {p.name for p in served["Patient"].searchParam} == {
         "_id",
         "identifier",

@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 
 import pytest
 from fhir.resources.R4B import get_fhir_model_class
+from fhir.resources.R4B.bundle import Bundle
+from fhir.resources.R4B.patient import Patient
 from fhirpy import SyncFHIRClient
 from sqlalchemy import select
 
@@ -114,6 +116,16 @@ def test_the_whole_walkthrough_reads_back_through_fhir(walked):
             assert p["active"] is True and p["name"][0]["family"] == chart["name"]["family"]
             merged = {ln["other"]["reference"] for ln in p.get("link", [])}
             assert merged == {f"Patient/{m}" for m in chart["merged_from"]}
+            # its versions: the newest is the read, each reads back by vread, newest first
+            history = fc.execute(f"Patient/{mrn}/_history", method="get")
+            Bundle.model_validate(history)
+            shown = [e["resource"] for e in history["entry"]]
+            assert history["type"] == "history" and shown[0] == p
+            ids = [int(v["meta"]["versionId"]) for v in shown]
+            assert ids == sorted(set(ids), reverse=True)
+            for v in shown:
+                again = fc.execute(f"Patient/{mrn}/_history/{v['meta']['versionId']}", method="get")
+                assert again == Patient.model_validate(again).model_dump(mode="json") == v
             encounters = fc.resources("Encounter").search(patient=mrn).fetch_all()
             assert sorted(
                 e["identifier"][0]["value"] for e in map(valid, encounters) if e.get("identifier")

@@ -244,6 +244,8 @@ MATRIX: dict[tuple[str, str], object] = {
     ("GET", "/api/patients"): CLERK,
     ("GET", "/fhir/metadata"): PUBLIC,
     ("GET", "/fhir/Patient/{id}"): CLERK,
+    ("GET", "/fhir/Patient/{id}/_history"): CLERK,
+    ("GET", "/fhir/Patient/{id}/_history/{vid}"): CLERK,
     ("GET", "/fhir/Patient"): CLERK,
     ("GET", "/fhir/DocumentReference/{id}"): CLERK,
     ("GET", "/fhir/DocumentReference"): CLERK,

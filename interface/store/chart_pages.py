@@ -16,7 +16,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
-from interface.store import chart_locations
+from interface.store import chart_locations, fastsql
 from interface.store import chart_schema as cs
 
 # A comparison on a column: (operator, value) with operator one of eq, ne, ge, le, gt, lt, sa
@@ -49,7 +49,10 @@ def compare(column, comparisons: list[Compare], text: bool = False) -> list[Colu
         if text:
             top = after(value)
             conds = {
-                "eq": lambda: _like(column, value),
+                # starts with: the LIKE, and the range it lies in, which an index serves
+                "eq": lambda: (
+                    and_(column >= value, column < top, _like(column, value)) if top else _like(column, value)
+                ),
                 "ne": lambda: or_(column.is_(None), ~_like(column, value)),
                 "ge": lambda: column >= value,
                 "gt": lambda: column >= top,
@@ -107,11 +110,15 @@ def search_patients(
     updated: list[Compare] = (),  # type: ignore[assignment]
     count: int = 20,
     offset: int = 0,
-    with_total: bool = True,
-) -> tuple[int | None, list[int]]:
-    """(the number of matches or None, the page's patient ids), not merged-away MRNs, ordered by
-    family, given, MRN. Names match as case-insensitive prefixes (``name``: family or given);
-    ``sexes``: the stored sex values (lower case) that count; ``mrns``: only these."""
+    total: str = "accurate",
+    cap: int = 10000,
+) -> tuple[int | None, list[int], bool]:
+    """(the number of matches or None, the page's patient ids, whether more follow), not
+    merged-away MRNs, ordered by family, given, MRN. Names match as case-insensitive prefixes
+    (``name``: family or given); ``sexes``: the stored sex values (lower case) that count;
+    ``mrns``: only these. ``total``: ``accurate`` counts every match; ``bounded`` needs no count
+    when the first page holds every match and counts at most ``cap`` + 1 otherwise (None past
+    ``cap``); ``none`` never counts."""
     t = cs.patients
     # not ``merged_into IS NULL``: nearly every row matches it, and SQLite (without statistics)
     # would pick that index over the name's; as an expression it is checked on the rows found
@@ -130,52 +137,114 @@ def search_patients(
         where.append(func.lower(t.c.sex).in_(sexes))
     where += compare(t.c.birth_date, list(birth), text=True)
     where += compare(t.c.updated_at, list(updated))
-    total = (
-        conn.execute(select(func.count()).select_from(t).where(*where)).scalar_one() if with_total else None
-    )
-    q = select(t.c.id).where(*where).order_by(t.c.family, t.c.given, t.c.mrn).limit(count).offset(offset)
-    return total, [r.id for r in conn.execute(q)]
+    q = select(t.c.id).where(*where).order_by(t.c.family, t.c.given, t.c.mrn).limit(count + 1).offset(offset)
+    ids = [r.id for r in conn.execute(q)]
+    more = len(ids) > count
+    ids = ids[:count]
+    found: int | None = None
+    if total == "bounded" and offset == 0 and not more:
+        found = len(ids)
+    elif total == "bounded":
+        some = select(t.c.id).where(*where).limit(cap + 1).subquery()
+        found = conn.execute(select(func.count()).select_from(some)).scalar_one()
+        found = found if found <= cap else None
+    elif total == "accurate":
+        found = conn.execute(select(func.count()).select_from(t).where(*where)).scalar_one()
+    return found, ids, more
+
+
+# The page's statements are built and compiled once (``fastsql``: a read of one patient is seven
+# small statements, and through ``Connection.execute`` each cost more Python than SQLite): one
+# statement per (table, number of ids), IN lists in pieces of ``fastsql.IN_CHUNK``.
+_STATEMENTS: dict[tuple, fastsql.Statement] = {}
+
+
+def _by_ids(table, column: str, n: int) -> fastsql.Statement:
+    st = _STATEMENTS.get((table.name, column, n))
+    if st is None:
+        q = select(table).where(table.c[column].in_(fastsql.in_binds("k", n)))
+        if column == "patient_id":
+            q = q.order_by(table.c.patient_id, *((table.c.seq,) if "seq" in table.c else ()), table.c.id)
+        elif column == "merged_into":
+            q = q.order_by(table.c.mrn)
+        st = _STATEMENTS[(table.name, column, n)] = fastsql.Statement(q)
+    return st
+
+
+def _rows(conn: Connection, table, column: str, values: list[Any]) -> list[Any]:
+    """The rows of ``table`` whose ``column`` is one of ``values`` (``_mapping`` dicts)."""
+    out: list[Any] = []
+    for part in fastsql.chunks(list(values)):
+        found = fastsql.run(conn, _by_ids(table, column, len(part)), fastsql.in_values("k", part))
+        out += [r._mapping for r in found]
+    return out
 
 
 def patient_ids(conn: Connection, mrns: list[str]) -> dict[str, int]:
     """``{mrn: patient id}`` of the MRNs as stored (merged-away MRNs: their own row)."""
     if not mrns:
         return {}
-    t = cs.patients
-    return {r.mrn: r.id for r in conn.execute(select(t.c.mrn, t.c.id).where(t.c.mrn.in_(mrns)))}
+    return {r["mrn"]: r["id"] for r in _rows(conn, cs.patients, "mrn", mrns)}
+
+
+def survivor_row(conn: Connection, mrn: str) -> Any | None:
+    """The patients row (a mapping) an MRN now lives under, following merges; None when the MRN
+    is unknown or its merges loop (as ``chart.resolve_mrn``)."""
+    found = _rows(conn, cs.patients, "mrn", [mrn])
+    seen: set[str] = set()
+    while found and found[0]["merged_into"]:
+        row = found[0]
+        if row["mrn"] in seen:
+            return None
+        seen.add(row["mrn"])
+        nxt = _rows(conn, cs.patients, "mrn", [row["merged_into"]])
+        if not nxt:
+            return row
+        found = nxt
+    return found[0] if found else None
 
 
 def _children(conn: Connection, table, ids: list[int]) -> dict[int, list[Any]]:
     out: dict[int, list[Any]] = {}
-    q = select(table).where(table.c.patient_id.in_(ids))
-    q = q.order_by(table.c.patient_id, *((table.c.seq,) if "seq" in table.c else ()), table.c.id)
-    for r in conn.execute(q):
-        out.setdefault(r.patient_id, []).append(r._mapping)
+    for r in _rows(conn, table, "patient_id", ids):
+        out.setdefault(r["patient_id"], []).append(r)
     return out
 
 
 _NAME = ("family", "given", "middle", "prefix", "suffix", "degree")
 _ADDRESS = ("street", "other", "city", "state", "postal_code", "country")
 _PHONE_ORDER = {"phones": 0, "business_phones": 1, "telecom": 2}  # PID-13, PID-14, PID-40
+# the tables a FHIR Patient is built from (its versions: ``patient_versions``)
+DEMOGRAPHIC_TABLES = (
+    "patients",
+    "patient_identifiers",
+    "patient_names",
+    "patient_addresses",
+    "patient_phones",
+)
 
 
-def patients(conn: Connection, ids: list[int]) -> list[dict]:
+def patients(conn: Connection, ids: list[int], rows: list[Any] | None = None) -> list[dict]:
     """The chart records (the fields a FHIR Patient needs, as ``chart_read.get_chart`` names
-    them) of these patient ids, in that order: one query per table for the whole page."""
+    them) of these patient ids, in that order: one query per table for the whole page
+    (``rows``: the patients rows, when the caller has them already). ``message_id`` and
+    ``updated_at`` are the Patient's version: the newest change it shows (``latest_versions``),
+    else the patients row's stamp."""
     if not ids:
         return []
-    t = cs.patients
-    rows = {r.id: r._mapping for r in conn.execute(select(t).where(t.c.id.in_(ids)))}
+    found = {r["id"]: r for r in (rows if rows is not None else _rows(conn, cs.patients, "id", ids))}
     idents = _children(conn, cs.patient_identifiers, ids)
     names = _children(conn, cs.patient_names, ids)
     addresses = _children(conn, cs.patient_addresses, ids)
     phones = _children(conn, cs.patient_phones, ids)
-    merged = merged_from(conn, [rows[i]["mrn"] for i in ids if i in rows])
+    merged = merged_from(conn, [found[i]["mrn"] for i in ids if i in found])
+    versions = latest_versions(conn, ids)
     out = []
     for i in ids:
-        p = rows.get(i)
+        p = found.get(i)
         if p is None:
             continue
+        version, at = versions.get(i, (p["message_id"], p["updated_at"]))
         out.append(
             {
                 "patient_id": i,
@@ -200,8 +269,8 @@ def patients(conn: Connection, ids: list[int]) -> list[dict]:
                     {k: ph[k] for k in ("number", "use", "equipment", "email", "source")}
                     for ph in sorted(phones.get(i, []), key=lambda ph: _PHONE_ORDER.get(ph["source"], 0))
                 ],
-                "updated_at": _iso(p["updated_at"]),
-                "message_id": p["message_id"],
+                "updated_at": _iso(at),
+                "message_id": version,
             }
         )
     return out
@@ -209,23 +278,71 @@ def patients(conn: Connection, ids: list[int]) -> list[dict]:
 
 def merged_from(conn: Connection, mrns: list[str]) -> dict[str, list[str]]:
     """``{survivor MRN: every MRN merged into it, directly or through a chain}``."""
-    t = cs.patients
     out: dict[str, list[str]] = {}
     owner = {m: m for m in mrns}  # an MRN on the way -> the survivor asked about
     todo = list(mrns)
     while todo:
-        rows = conn.execute(
-            select(t.c.mrn, t.c.merged_into).where(t.c.merged_into.in_(todo)).order_by(t.c.mrn)
-        ).all()
+        rows = sorted(_rows(conn, cs.patients, "merged_into", todo), key=lambda r: r["mrn"])
         todo = []
         for r in rows:
-            survivor = owner[r.merged_into]
-            if r.mrn in owner or r.mrn == survivor:
+            survivor = owner[r["merged_into"]]
+            if r["mrn"] in owner or r["mrn"] == survivor:
                 continue
-            owner[r.mrn] = survivor
-            out.setdefault(survivor, []).append(r.mrn)
-            todo.append(r.mrn)
+            owner[r["mrn"]] = survivor
+            out.setdefault(survivor, []).append(r["mrn"])
+            todo.append(r["mrn"])
     return out
+
+
+# -- Patient versions ---------------------------------------------------------------------------
+#
+# A FHIR Patient changes when a message changes what it shows: the patients row's name, birth
+# date, sex, death, MRN or merge, and the identifier, other-name, address and phone lists. Each
+# such message is a version (``versionId``: its journal id); ``chart_history`` holds the changes.
+
+PATIENT_FIELDS = (*_NAME, "name_type", "birth_date", "sex", "death_at", "deceased", "mrn", "merged_into")
+_QUIET = ("ignored_stale", "redirect")  # history rows that change nothing
+
+
+def _shown(h) -> list[ColumnElement[bool]]:
+    """The conditions on ``chart_history`` rows that change what a Patient shows."""
+    return [
+        h.c.table_name.in_(DEMOGRAPHIC_TABLES),
+        h.c.action.not_in(_QUIET),
+        or_(h.c.table_name != "patients", h.c.field.is_(None), h.c.field.in_(PATIENT_FIELDS)),
+    ]
+
+
+def latest_versions(conn: Connection, ids: list[int]) -> dict[int, tuple[int | None, Any]]:
+    """``{patient id: (message id, at)}`` of the newest change each patient's Patient shows
+    (absent: no such history, as for rows loaded without messages)."""
+    if not ids:
+        return {}
+    h = cs.chart_history
+    newest = select(func.max(h.c.id)).where(h.c.patient_id.in_(ids), *_shown(h)).group_by(h.c.patient_id)
+    q = select(h.c.patient_id, h.c.message_id, h.c.at).where(h.c.id.in_(newest.scalar_subquery()))
+    return {r.patient_id: (r.message_id, _iso(r.at)) for r in conn.execute(q)}
+
+
+def patient_changes(conn: Connection, patient_id: int, limit: int = 5000) -> list[dict]:
+    """The changes a patient's Patient shows, newest first (at most ``limit``): ``{id,
+    message_id, at, table, row_id, field, action, old, new}`` (``old``/``new`` as stored text)."""
+    h = cs.chart_history
+    q = select(h).where(h.c.patient_id == patient_id, *_shown(h)).order_by(h.c.id.desc()).limit(limit)
+    return [
+        {
+            "id": r.id,
+            "message_id": r.message_id,
+            "at": _iso(r.at),
+            "table": r.table_name,
+            "row_id": r.row_id,
+            "field": r.field,
+            "action": r.action,
+            "old": r.old_value,
+            "new": r.new_value,
+        }
+        for r in conn.execute(q)
+    ]
 
 
 def mrns_of(conn: Connection, ids: list[int]) -> dict[int, str]:

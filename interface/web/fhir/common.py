@@ -8,10 +8,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.resource import Resource
+
+from interface.web.fhir import serial
 
 MEDIA_TYPE = "application/fhir+json"
 FHIR_VERSION = "4.0.1"
@@ -23,7 +25,8 @@ MAX_OFFSET = 10000  # paging deeper than this: narrow the search
 _DATE = re.compile(r"\d{4}(-\d{2}(-\d{2})?)?\Z")
 _INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:\d{2})?\Z")
 _PREFIXES = ("eq", "ne", "ge", "le", "gt", "lt", "sa", "eb")
-# _total (and _totalMethod, which fhirpy and HAPI send): the total is always counted exactly
+# _total: none, estimate, accurate (see total_mode); _totalMethod (which fhirpy and HAPI send) is
+# accepted and ignored
 _GENERAL = frozenset({"_count", "_offset", "_format", "_lastUpdated", "_include", "_total", "_totalMethod"})
 REPEATABLE = frozenset({"_lastUpdated", "date", "birthdate", "_include"})
 _CODES = {400: "invalid", 401: "login", 403: "forbidden", 404: "not-found", 410: "deleted", 422: "invalid"}
@@ -38,16 +41,18 @@ class FhirError(Exception):
         self.code = code or _CODES.get(status, "exception")
 
 
-class FhirResponse(JSONResponse):
+class FhirResponse(Response):
     media_type = MEDIA_TYPE
 
 
 def respond(resource: Resource, status: int = 200, headers: dict | None = None) -> FhirResponse:
-    """The resource, validated again by its model on the way out, as ``application/fhir+json``."""
-    checked = type(resource).model_validate(resource.model_dump(mode="json", exclude_none=True))
-    return FhirResponse(
-        checked.model_dump(mode="json", exclude_none=True), status_code=status, headers=headers
-    )
+    """The resource as ``application/fhir+json``, serialised once (:mod:`.serial`).
+
+    The model validated its content when it was built (every resource here is built through its
+    fhir.resources constructor, never ``model_construct``), so it is not validated a second time
+    on the way out; the tests parse every answer back through the R4 models."""
+    body = serial.dumps(resource)
+    return FhirResponse(body, status_code=status, headers=headers)
 
 
 def outcome(status: int, text: str, code: str | None = None, headers: dict | None = None) -> FhirResponse:
@@ -216,6 +221,15 @@ def read(request: Request, resource: Resource) -> Response:
         if headers["ETag"] in sent or f'"{version}"' in sent or "*" in sent:
             return Response(status_code=304, headers=headers)
     return respond(resource, headers=headers)
+
+
+def total_mode(p: dict[str, str]) -> str:
+    """``_total``: ``accurate`` (count every match), ``none`` (no total) or, absent or
+    ``estimate``, ``bounded``: counted up to a cap (the total is left out past it); 400 otherwise."""
+    given = p.get("_total") or "estimate"
+    if given not in ("none", "estimate", "accurate"):
+        raise FhirError(400, "_total must be none, estimate or accurate")
+    return "bounded" if given == "estimate" else given
 
 
 def paging(p: dict[str, str]) -> tuple[int, int]:

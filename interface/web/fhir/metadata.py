@@ -21,8 +21,9 @@ _DATE = "prefixes eq ne ge le gt lt sa eb; YYYY, YYYY-MM, YYYY-MM-DD or an insta
 # _include values. Only what is built: tests/test_fhir*.py hold every line to account.
 RESOURCES: dict[str, dict] = {
     "Patient": {
-        "interactions": ["read", "search-type"],
+        "interactions": ["read", "vread", "history-instance", "search-type"],
         "versioning": "versioned",
+        "readHistory": True,
         "search": [
             ("_id", "token", "the MRN"),
             ("identifier", "token", "the MRN, [system|]value"),

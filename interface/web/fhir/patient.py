@@ -14,7 +14,6 @@ from fhir.resources.R4B.patient import Patient
 
 from interface.desk import masking
 from interface.store import chart_pages
-from interface.store.chart import resolve_mrn
 from interface.web.fhir import access, common
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.identifiers import system_for
@@ -165,12 +164,10 @@ def _mrn_authority(record: dict, value: str | None = None) -> str | None:
 def load(conn, mrn: str) -> dict | None:
     """The chart record of an MRN for :func:`build` (a merged-away MRN: the survivor's, with
     ``requested_mrn`` the MRN asked for), in one query per table; None when unknown."""
-    survivor = resolve_mrn(conn, mrn)
-    if survivor is None:
+    row = chart_pages.survivor_row(conn, mrn)
+    if row is None:
         return None
-    found = chart_pages.patients(conn, list(chart_pages.patient_ids(conn, [survivor]).values()))
-    if not found:
-        return None
+    found = chart_pages.patients(conn, [row["id"]], [row])
     return {**found[0], "requested_mrn": mrn}
 
 
@@ -203,9 +200,11 @@ def search_patient(request: Request):
     """Patients by identifier (the MRN: ``[system|]value``), _id, family, given, name (family or
     given; prefix, case-insensitive), birthdate (prefixes eq ne ge le gt lt sa eb), gender
     (administrative-gender), _lastUpdated; every filter in SQL, one count and one page query,
-    then one query per table for the page's patients; a searchset Bundle with ``total``."""
+    then one query per table for the page's patients; a searchset Bundle with ``total`` (see
+    ``common.total_mode``: not counted when the first page holds every match)."""
     p = common.params(request, SEARCH)
     count, offset = common.paging(p)
+    total_mode = common.total_mode(p)
     birth = common.date_compares("birthdate", common.values(request, "birthdate"))
     updated = common.last_updated(request)
     if p.get("gender") and p["gender"] not in ("male", "female", "other", "unknown"):
@@ -238,7 +237,7 @@ def search_patient(request: Request):
         bound = access.narrow(request, conn, None)
         if bound is not None:
             mrns = [m for m in (mrns if mrns is not None else [bound]) if m == bound]
-        total, ids = chart_pages.search_patients(
+        total, ids, more = chart_pages.search_patients(
             conn,
             mrns=mrns,
             family=p.get("family"),
@@ -249,12 +248,15 @@ def search_patient(request: Request):
             updated=updated,
             count=count,
             offset=offset,
+            total=total_mode,
         )
         records = chart_pages.patients(conn, ids)
-    return _result(request, records, total or 0, count, offset)
+    return _result(request, records, total, count, offset, more)
 
 
-def _result(request: Request, records: list[dict], total: int, count: int, offset: int):
+def _result(
+    request: Request, records: list[dict], total: int | None, count: int, offset: int, more: bool = False
+):
     page = [build(request, r) for r in records]
     access.audit(request, "search", "patient", None, [r["mrn"] for r in records])
-    return common.searchset(request, "Patient", page, total, count, offset)
+    return common.searchset(request, "Patient", page, total, count, offset, more=more)

@@ -18,6 +18,7 @@ from interface.web.fhir import (
     encounter,
     metadata,
     patient,
+    patient_history,
     smart,
 )
 
@@ -31,6 +32,7 @@ def _guarded(sub: APIRouter, roles: tuple[str, ...], type_name: str) -> None:
 
 
 _guarded(patient.router, auth.CHARTS, "Patient")
+_guarded(patient_history.router, auth.CHARTS, "Patient")
 _guarded(encounter.router, auth.CHARTS, "Encounter")
 for _type in clinical.KINDS:
     _guarded(clinical.router_for(_type), auth.CHARTS, _type)
