@@ -116,12 +116,18 @@ def test_quick_run_reports_every_scenario_with_the_right_counts(tmp_path, capsys
         mdm = S["mdm"][c]
         assert mdm["items"] == {"done": mdm["messages"]} and mdm["index_done"] == mdm["messages"]
         assert 95 < mdm["message_kb"] < 110 and mdm["peak_rss_mb"] > 0
+        assert mdm["index_mb_per_s"] > 0 and mdm["python-hl7"]["msgs_per_s"] > 0
+        assert mdm["socket"]["mb_per_s"] > 0 and mdm["index_ratio_vs_python_hl7"] > 0
     q = S["queue"]
     assert q["with_poison"]["blocked_patient_items"] == 6  # the poison and the 5 behind it
     assert q["with_poison"]["items"].get("error") == 1
     assert q["without_poison"]["items"] == {"done": q["without_poison"]["done"]}
     b = q["backlog"]
     assert b["items"] == {"done": b["messages"]}
+    mem = R["engine_memory"]
+    assert mem["samples"] > 0 and 0 < mem["peak_pss_sum_mb"] <= mem["peak_rss_sum_mb"]
+    assert R["engine_processes"] and all(p["vmhwm"] > 0 for p in R["engine_processes"])
+    assert "engine memory (whole run, all processes)" in text
 
 
 def test_pooled_workload_spreads_stories_over_few_patients_each_on_one_connection():
@@ -190,6 +196,36 @@ def test_scale_and_journal_scenarios_report_every_cell_with_the_right_counts(tmp
     assert sizes["150"]["pools"]["4"]["ratio_vs_smallest"]["throughput"] == 1.0
 
 
+def test_scale_pinned_runs_the_engine_under_taskset_and_pins_the_database(tmp_path, capsys, monkeypatch):
+    """--taskset ENGINE:DB: the scale scenario once more, each engine under `taskset -c ENGINE`
+    (on PostgreSQL the bench database's backends pinned to DB); every message still done."""
+    cpus = sorted(os.sched_getaffinity(0))
+    spec = f"{cpus[0]}:{cpus[-1]}"
+    started: list[list[str]] = []
+    real = bench.Proc.__init__
+
+    def spy(self, args, *a, **kw):
+        started.append(list(args))
+        real(self, args, *a, **kw)
+
+    monkeypatch.setattr(bench.Proc, "__init__", spy)
+    out = tmp_path / "bench.json"
+    argv = ["--quick", "--scale", "0.3", "--connections", "2", "--scenarios", "scale", "--processes", "1"]
+    argv += ["--taskset", spec, "--no-cross-check", "--json", str(out), "-q"]
+    if PG:
+        argv += ["--db", PG]
+    assert bench.main(argv) == 0
+    assert "database backends on CPU" in capsys.readouterr().out
+    S = json.loads(out.read_text())["scenarios"]
+    pinned = S["scale_pinned"]
+    assert pinned["taskset"] == {"engine": str(cpus[0]), "database": str(cpus[-1])}
+    r = pinned["processes"]["1"]
+    assert r["items"] == {"done": r["messages"]} and r["mismatched"] == 0
+    assert (r["backends_pinned"] > 0) == bool(PG)
+    assert any(a[:3] == ["taskset", "-c", str(cpus[0])] for a in started)
+    assert bench._cpu_set("0,2-4") == {0, 2, 3, 4}
+
+
 def test_benchprofile_measures_both_phases(capsys):
     """`python -m interface.ops.benchprofile`: every message journalled and applied, both figures
     printed (the stage costs in docs/benchmarks.md come from it)."""
@@ -198,6 +234,8 @@ def test_benchprofile_measures_both_phases(capsys):
     assert benchprofile.main(["40"]) == 0
     out = capsys.readouterr().out
     assert "receive" in out and "drain" in out and "0 failed" in out
+    assert benchprofile.main(["6", "--mdm", "--inline"]) == 0  # 100 KB documents into the index
+    assert "6 messages" in capsys.readouterr().out
     n = int(out.split(" messages")[0].split()[-1])
     assert n >= 40 and f"({n} items, 0 failed)" in out
 

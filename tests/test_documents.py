@@ -302,16 +302,20 @@ def test_identical_content_stored_once_in_database(conn):
     )
 
 
-def test_directory_backend_files_by_sha(conn, tmp_path):
-    """With content_dir set, content is a file at ab/cdef... and not in the database."""
+def test_directory_backend_files_by_sha(engine, conn, tmp_path):
+    """With content_dir set, content is a file at ab/cdef... (in place once the transaction
+    commits) and not in the database."""
     settings = D.DocumentSettings(content_dir=tmp_path / "content")
     apply(conn, mdm("T02", "D1", obx=TEXT), settings=settings)
     apply(conn, mdm("T02", "D2", obx=TEXT), settings=settings)
     sha = document_read.get_document(conn, "D1")["content_sha256"]
+    assert document_read.get_content(conn, "D1", settings)[0] == b"First line\nSecond line"
+    conn.commit()
     files = [p for p in (tmp_path / "content").rglob("*") if p.is_file()]
     assert files == [tmp_path / "content" / sha[:2] / sha[2:]]
-    assert conn.execute(select(func.count()).select_from(document_blobs)).scalar() == 0
-    assert document_read.get_content(conn, "D1", settings)[0] == b"First line\nSecond line"
+    with engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(document_blobs)).scalar() == 0
+        assert document_read.get_content(c, "D1", settings)[0] == b"First line\nSecond line"
 
 
 def test_content_over_limit_is_refused(conn):

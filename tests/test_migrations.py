@@ -123,6 +123,45 @@ def test_create_all_and_migrations_agree(db_url, engine):
         assert mig.current_revision(conn) == mig.head_revision()
 
 
+def test_start_check_without_alembic_agrees_with_alembic(empty_url):
+    """The start-up check reads the head from the migration files and stamps a fresh database
+    without importing Alembic (#21: memory); Alembic agrees with both, and can migrate from the
+    stamp (down one and back up)."""
+    assert mig.head_revision() == mig._script().get_current_head()
+    eng = make_engine(empty_url)
+    try:
+        assert create_schema(eng) == "created"
+        with eng.connect() as conn:
+            assert MigrationContext.configure(conn).get_current_revision() == mig.head_revision()
+            assert mig.current_revision(conn) == mig.head_revision()
+        assert _differences(eng) == []
+        previous = mig._script().get_revision(mig.head_revision()).down_revision
+        assert mig.downgrade(eng, previous) == (mig.head_revision(), previous)
+        assert mig.upgrade(eng) == (previous, mig.head_revision())
+    finally:
+        eng.dispose()
+
+
+def test_a_process_at_head_starts_without_importing_alembic(tmp_path):
+    """`interface run`'s schema check on a database already at head (the common start) and on an
+    empty one (created and stamped) import neither Alembic nor the scan libraries."""
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'a.db'}"
+    code = (
+        "import sys\n"
+        "from interface.store.db import create_schema, make_engine\n"
+        f"e = make_engine({url!r})\n"
+        "print(create_schema(e), create_schema(e))\n"
+        "import interface.ops.service, interface.engine.scan_worker\n"
+        "print(sorted(m for m in ('alembic', 'mako', 'pypdf', 'pypdfium2', 'PIL', 'pyzbar', 'zxcvbn')"
+        " if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["created current", "[]"]
+
+
 def test_downgrade_to_base_and_back(empty_url, capsys):
     """Every migration can be reverted and re-applied."""
     assert cli.main(["db", "upgrade", "--db", empty_url]) == 0

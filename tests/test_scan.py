@@ -278,7 +278,7 @@ def test_real_ocr_end_to_end(engine, tmp_path):
         blob = s.settings.store().get(
             conn, document_read.get_document(conn, second["document_number"])["content_sha256"]
         )
-    from interface.store.scan_pages import PdfReader
+    from pypdf import PdfReader
 
     assert "Consent" in PdfReader(io.BytesIO(blob)).pages[0].extract_text()
 

@@ -15,8 +15,6 @@ fail it still signs in, and the next change must meet it.
 
 from __future__ import annotations
 
-from zxcvbn import zxcvbn
-
 MIN_LENGTH = 10
 MAX_LENGTH = 1024
 MIN_SCORE = 3  # zxcvbn: 0 too guessable ... 4 very unguessable; 3 = safely unguessable online
@@ -40,6 +38,8 @@ def check(password: str, name: str | None = None) -> None:
         plain, who = password.strip().casefold(), name.strip().casefold()
         if plain in (who, who[::-1]):
             raise PolicyError("a password cannot be the user name")
+    from zxcvbn import zxcvbn  # its dictionaries are ~13 MB resident: loaded on the first check
+
     result = zxcvbn(password[:_ZXCVBN_MAX], user_inputs=[name] if name else [])
     if result["score"] < MIN_SCORE:
         feedback = result.get("feedback") or {}

@@ -18,11 +18,19 @@ Scenarios, each at every ``--connections`` count:
              ``updated_at`` and the ACK's arrival (an item applied inline, ``apply: inline``,
              is committed before its ACK leaves; ``updated_at`` is when its transaction began).
              (``receive`` figures come from this same run: the ACK side of it.)
-``mdm``      100 KB MDM^T02 with a base64 PDF in OBX-5, receive -> document index committed,
-             with the peak RSS of the engine process during the run (VmHWM, reset first).
+``mdm``      100 KB MDM^T02 with a base64 PDF in OBX-5, receive -> document index committed:
+             documents/s and MB/s, with the same documents sent to the two baselines (python-hl7's
+             MB/s and the ratio to it), and the peak RSS of the engine during the run (VmHWM,
+             reset first).
 ``scale``    (PostgreSQL) the ADT mix at 16 connections (the largest ``--connections``) with 1, 2
-             and 3 engine processes (``interface run --workers N``) on one database: chart-committed
-             msgs/s and the ratio to the 1-process figure of the same run.
+             and 3 engine processes (``--processes``; ``interface run --workers N``) on one
+             database: chart-committed msgs/s and the ratio to the 1-process figure of the same
+             run. ``--taskset ENGINE:DB`` runs it once more with the engine under ``taskset -c
+             ENGINE`` and the database's backends for the bench database pinned to DB.
+
+Memory, over the whole run: each engine process's peak RSS (VmHWM) and their sum, and, sampled
+every 0.1 s, the peak of the summed RSS and of the summed PSS of the engine's process tree
+(``bench_peers.MemorySampler``).
 ``journal``  the ADT mix on a journal pre-seeded (bulk ``INSERT ... SELECT``) to 10^4, 10^5 and
              10^6 stored messages with done work items, each size with few and many distinct
              patients in the run (100 and 10,000): msgs/s, ACK p50/p99, ratios to the smallest size.
@@ -56,11 +64,14 @@ from pathlib import Path
 from interface.ops import bench_fhir, bench_search
 from interface.ops.bench_figures import Probe, ack_figures, e2e_figures, fsync_ms, sizes
 from interface.ops.bench_peers import (
+    MemorySampler,
     Proc,
     SendResult,
     _serve_baseline,
     cpu_seconds,
     peak_rss_mb,
+    pin,
+    process_memory,
     reset_peak_rss,
     send_all,
 )
@@ -78,6 +89,7 @@ class Bench:
         self.db_url = None
         self.engine: Proc | None = None
         self.probe: Probe | None = None
+        self.memory: MemorySampler | None = None
         self.seq = 0
 
     # set-up ------------------------------------------------------------------------------------
@@ -99,7 +111,8 @@ class Bench:
             c.execute(text(f'CREATE DATABASE "{name}"'))
         return make_url(url).set(database=name).render_as_string(hide_password=False)
 
-    def start_engine(self, workers: int | None = None) -> Proc:
+    def start_engine(self, workers: int | None = None, cpus: str | None = None) -> Proc:
+        """``interface run`` on free ports; ``cpus`` (e.g. ``"0"``): under ``taskset -c``."""
         workers = self.args.engine_workers if workers is None else workers
         ready = self.tmp / "engine-ready.json"
         root = Path(self.args.engine_root).resolve() if self.args.engine_root else ROOT
@@ -128,6 +141,8 @@ class Bench:
         ]
         if workers != 1:
             cmd += ["--workers", str(workers)]
+        if cpus:
+            cmd = ["taskset", "-c", cpus, *cmd]
         env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(root))
         if not self.args.db:
             env.pop("INTERFACE_DB_URL", None)
@@ -178,7 +193,7 @@ class Bench:
         res = send_all(proc.info["port"], wl.per_conn)
         return ack_figures(res)
 
-    def mdm_run(self, conns: int, n: int) -> dict:
+    def mdm_run(self, conns: int, n: int, baselines: dict | None = None) -> dict:
         tag = self.tag()
         rng = random.Random(self.seq)
         patients = max(conns, n // 2)
@@ -214,15 +229,27 @@ class Bench:
         drained = self.probe.wait_done(base, n)
         cpu = cpu_seconds(self.engine.pid) - cpu0
         done = self.probe.done_times(base)
+        e2e = e2e_figures(res, done, drained, t0)
+        mb = lambda per_s: round(per_s * size / 1e6, 1) if per_s else None  # noqa: E731
         out = {
             "message_kb": round(size / 1024, 1),
             **ack_figures(res),
-            **{f"index_{k}": v for k, v in e2e_figures(res, done, drained, t0).items()},
+            **{f"index_{k}": v for k, v in e2e.items()},
+            "index_mb_per_s": mb(e2e["msgs_per_s"]),
             "items": self.probe.status_counts(base),
             "rss_start_mb": round(rss_before, 1),
             "peak_rss_mb": round(peak_rss_mb(self.engine.pid), 1),
             "engine_cpu_ms_per_msg": round(cpu * 1000 / n, 2),
         }
+        for kind, proc in (baselines or {}).items():  # the same documents, stored nowhere
+            b = ack_figures(send_all(proc.info["port"], per_conn))
+            out[kind] = {
+                "msgs_per_s": b["msgs_per_s"],
+                "mb_per_s": mb(b["msgs_per_s"]),
+                "ack_p50_ms": b["ack_p50_ms"],
+            }
+        if "python-hl7" in out and out["python-hl7"]["msgs_per_s"]:
+            out["index_ratio_vs_python_hl7"] = round(e2e["msgs_per_s"] / out["python-hl7"]["msgs_per_s"], 3)
         return out
 
     def backlog_run(self, conns: int, n: int) -> dict:
@@ -270,31 +297,54 @@ class Bench:
             "engine_cpu_ms_per_item": round(cpu * 1000 / max(left, 1), 2),
         }
 
-    def scale_run(self, conns: int, n: int, warmup: int, processes=(1, 2, 3)) -> dict:
+    def pin_database(self, cpus: set[int]) -> int:
+        """Pin the database server's backends serving the bench database to ``cpus`` (PostgreSQL:
+        ``pg_stat_activity``; the server's own background processes are left as they are). On
+        SQLite the database is the engine's own library: nothing to pin, 0."""
+        if not self.db_url.startswith("postgresql"):
+            return 0
+        pids = [
+            r[0]
+            for r in self.probe.rows("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+        ]
+        return len(pin(pids, cpus))
+
+    def scale_run(
+        self, conns: int, n: int, warmup: int, processes=(1, 2, 3), cpus: tuple[str, str] | None = None
+    ) -> dict:
         """The ADT mix at ``conns`` connections against 1, 2, 3 engine processes on one database
-        (each started afresh, warmed up, then measured); ratios to the 1-process figure."""
+        (each started afresh, warmed up, then measured); ratios to the 1-process figure. With
+        ``cpus`` (engine CPUs, database CPUs, as ``taskset -c`` spells them): the engine under
+        ``taskset`` and the database's backends for the run pinned to the others (re-pinned
+        after the warm-up, so the connections the engine opened are included)."""
         out: dict = {"connections": conns, "processes": {}}
+        if cpus:
+            out["taskset"] = {"engine": cpus[0], "database": cpus[1]}
         for w in processes:
             self.engine.stop()
-            self.engine = self.start_engine(workers=w)
+            self.engine = self.start_engine(workers=w, cpus=cpus[0] if cpus else None)
             self.adt_run(min(conns, 4), warmup)
+            if cpus:
+                out["processes"].setdefault(w, {})["backends_pinned"] = self.pin_database(_cpu_set(cpus[1]))
             ack, e2e, _, _ = self.adt_run(conns, n)
-            out["processes"][w] = {
-                "chart_msgs_per_s": e2e["msgs_per_s"],
-                "ack_msgs_per_s": ack["msgs_per_s"],
-                "ack_p50_ms": ack["ack_p50_ms"],
-                "ack_p99_ms": ack["ack_p99_ms"],
-                "e2e_p50_ms": e2e["e2e_p50_ms"],
-                "e2e_p99_ms": e2e["e2e_p99_ms"],
-                "engine_cpu_ms_per_msg": e2e["engine_cpu_ms_per_msg"],
-                "messages": ack["messages"],
-                "done": e2e["done"],
-                "items": e2e["items"],
-                "ack_codes": ack["ack_codes"],
-                "mismatched": ack["mismatched"],
-                "load_avg": os.getloadavg(),
-            }
-            self.log(f"scale {w} process(es): chart {e2e['msgs_per_s']}/s")
+            out["processes"].setdefault(w, {}).update(
+                {
+                    "chart_msgs_per_s": e2e["msgs_per_s"],
+                    "ack_msgs_per_s": ack["msgs_per_s"],
+                    "ack_p50_ms": ack["ack_p50_ms"],
+                    "ack_p99_ms": ack["ack_p99_ms"],
+                    "e2e_p50_ms": e2e["e2e_p50_ms"],
+                    "e2e_p99_ms": e2e["e2e_p99_ms"],
+                    "engine_cpu_ms_per_msg": e2e["engine_cpu_ms_per_msg"],
+                    "messages": ack["messages"],
+                    "done": e2e["done"],
+                    "items": e2e["items"],
+                    "ack_codes": ack["ack_codes"],
+                    "mismatched": ack["mismatched"],
+                    "load_avg": os.getloadavg(),
+                }
+            )
+            self.log(f"scale {w} process(es){' pinned' if cpus else ''}: chart {e2e['msgs_per_s']}/s")
         one = out["processes"][processes[0]]["chart_msgs_per_s"]
         for r in out["processes"].values():
             r["ratio_vs_1"] = round(r["chart_msgs_per_s"] / one, 2) if one else None
@@ -472,7 +522,8 @@ class Bench:
             self.db_url = self.database()
             self.engine = self.start_engine()
             self.probe = Probe(self.db_url)
-            if {"receive", "adt"} & scen:
+            self.memory = MemorySampler(lambda: self.engine.pid if self.engine is not None else None).start()
+            if {"receive", "adt", "mdm"} & scen:
                 for kind in ("python-hl7", "socket"):
                     baselines[kind] = self.start_baseline(kind)
             # warm-up: the first messages pay for lazy imports and compiled mappings
@@ -500,8 +551,8 @@ class Bench:
                     R["scenarios"].setdefault("adt", {})[c] = e2e
                     self.log(f"adt c={c}: ack {ack['msgs_per_s']}/s, chart {e2e['msgs_per_s']}/s")
                 if "mdm" in scen:
-                    R["scenarios"].setdefault("mdm", {})[c] = self.mdm_run(c, sz.mdm[c])
-                    self.log(f"mdm c={c}: {R['scenarios']['mdm'][c]['index_msgs_per_s']}/s")
+                    m = R["scenarios"].setdefault("mdm", {})[c] = self.mdm_run(c, sz.mdm[c], baselines)
+                    self.log(f"mdm c={c}: {m['index_msgs_per_s']}/s = {m['index_mb_per_s']} MB/s")
             if "queue" in scen:
                 c = conns[-1]
                 n = sz.adt[c] // 2
@@ -525,6 +576,11 @@ class Bench:
                 c = conns[-1]
                 procs = tuple(int(w) for w in a.processes.split(","))
                 R["scenarios"]["scale"] = self.scale_run(c, sz.scale, sz.warmup, procs)
+                if a.taskset:
+                    eng_cpus, _, db_cpus = a.taskset.partition(":")
+                    R["scenarios"]["scale_pinned"] = self.scale_run(
+                        c, sz.scale, sz.warmup, procs, cpus=(eng_cpus, db_cpus)
+                    )
             if "journal" in scen:
                 c = conns[-1]
                 js = [
@@ -548,7 +604,10 @@ class Bench:
         finally:
             if self.engine is not None:
                 R["engine_peak_rss_mb"] = round(peak_rss_mb(self.engine.pid), 1)
+                R["engine_processes"] = process_memory(self.engine.pid)
                 self.engine.stop()
+            if self.memory is not None:
+                R["engine_memory"] = self.memory.stop()
             for p in baselines.values():
                 p.stop()
             R["conditions"]["load_avg_end"] = os.getloadavg()
@@ -595,6 +654,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--scenario", dest="scenarios", help="alias of --scenarios")
     p.add_argument("--processes", default="1,2,3", help="engine process counts for the scale scenario")
+    p.add_argument(
+        "--taskset",
+        metavar="ENGINE:DB",
+        help="the scale scenario once more with the engine under `taskset -c ENGINE` and the "
+        "database's backends pinned to DB (e.g. 0:1): the database on cores of its own",
+    )
     p.add_argument(
         "--fhir-patients", type=int, help="patients to bulk-load for the fhir scenario (100000; --quick 2000)"
     )
@@ -648,6 +713,15 @@ def main(argv: list[str] | None = None) -> int:
         if r["engine"]["mismatched"] or set(r["engine"]["ack_codes"]) - {"AA", "CA"}
     ]
     return 1 if bad else 0
+
+
+def _cpu_set(spec: str) -> set[int]:
+    """``taskset -c`` syntax (``0``, ``0,2``, ``1-3``) as a set of CPU numbers."""
+    out: set[int] = set()
+    for part in filter(None, spec.split(",")):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
 
 
 if __name__ == "__main__":

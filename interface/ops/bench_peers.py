@@ -7,9 +7,11 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from interface.ops.bench_workload import EB, ROOT, SB
 
@@ -202,6 +204,96 @@ def cpu_seconds(pid: int) -> float:
         except (OSError, IndexError, ValueError):
             pass
     return total / tick
+
+
+def process_memory(pid: int) -> list[dict]:
+    """Each process of the tree: pid, its command's last words, VmHWM, VmRSS and PSS in MiB."""
+    out = []
+    for p in _tree(pid):
+        row: dict = {"pid": p}
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                row["cmd"] = " ".join(a.decode(errors="replace") for a in f.read().split(b"\0")[:6])[-80:]
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith(("VmHWM:", "VmRSS:")):
+                        row[line[:5].lower()] = round(int(line.split()[1]) / 1024, 1)
+            row["pss"] = round(_rollup(p).get("Pss", 0) / 1024, 1)
+        except OSError:
+            continue
+        out.append(row)
+    return out
+
+
+def _rollup(pid: int) -> dict[str, int]:
+    out: dict[str, int] = {}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                k, _, rest = line.partition(":")
+                if k in ("Rss", "Pss"):
+                    out[k] = int(rest.split()[0])
+    except (OSError, ValueError, IndexError):
+        pass
+    return out
+
+
+class MemorySampler:
+    """The engine's memory as the machine sees it: every ``interval`` seconds, the RSS and the PSS
+    (``/proc/PID/smaps_rollup``: a shared library page counted once across the processes that
+    map it) summed over the engine's process tree; the peaks of those sums. The sum of every
+    process's own VmHWM (``peak_rss_mb``) is an upper bound: each process's peak counted as if
+    they coincided, shared pages once per process. ``pid_of`` is asked each time (the bench
+    restarts the engine)."""
+
+    def __init__(self, pid_of: Callable[[], int | None], interval: float = 0.1):
+        self.pid_of = pid_of
+        self.interval = interval
+        self.peak_rss = 0.0
+        self.peak_pss = 0.0
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-memory", daemon=True)
+
+    def start(self) -> MemorySampler:
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            pid = self.pid_of()
+            if pid is None:
+                continue
+            rss = pss = 0
+            for p in _tree(pid):
+                r = _rollup(p)
+                rss += r.get("Rss", 0)
+                pss += r.get("Pss", 0)
+            self.peak_rss = max(self.peak_rss, rss / 1024)
+            self.peak_pss = max(self.peak_pss, pss / 1024)
+            self.samples += 1
+
+    def stop(self) -> dict:
+        self._stop.set()
+        self._thread.join(5)
+        return {
+            "peak_rss_sum_mb": round(self.peak_rss, 1),
+            "peak_pss_sum_mb": round(self.peak_pss, 1),
+            "samples": self.samples,
+            "interval_s": self.interval,
+        }
+
+
+def pin(pids: list[int], cpus: set[int]) -> list[int]:
+    """``sched_setaffinity`` for each pid (``taskset -p``); returns those pinned."""
+    done = []
+    for p in pids:
+        try:
+            os.sched_setaffinity(p, cpus)
+            done.append(p)
+        except OSError:
+            pass
+    return done
 
 
 def reset_peak_rss(pid: int) -> None:

@@ -49,14 +49,17 @@ def table(R: dict) -> str:
     if "mdm" in S:
         lines.append("\n3. MDM^T02 with base64 PDF, receive -> index committed")
         lines.append(
-            f"{'conns':>5} {'KB':>6} {'msgs':>5} {'ack/s':>7} {'ack p99':>8} {'index/s':>8} "
-            f"{'p50 ms':>8} {'p99 ms':>8} {'peak RSS MB':>11}"
+            f"{'conns':>5} {'KB':>6} {'msgs':>5} {'ack/s':>7} {'ack p99':>8} {'index/s':>8} {'MB/s':>6} "
+            f"{'p50 ms':>8} {'p99 ms':>8} {'cpu ms':>7} {'hl7 MB/s':>8} {'ratio':>6} {'sock MB/s':>9} "
+            f"{'peak RSS MB':>11}"
         )
         for conns, r in S["mdm"].items():
+            h, k = r.get("python-hl7", {}), r.get("socket", {})
             lines.append(
                 f"{conns:>5} {r['message_kb']:>6} {r['messages']:>5} {r['msgs_per_s']:>7} {r['ack_p99_ms']:>8} "
-                f"{r['index_msgs_per_s']:>8} {r['index_e2e_p50_ms']:>8} {r['index_e2e_p99_ms']:>8} "
-                f"{r['peak_rss_mb']:>11}"
+                f"{r['index_msgs_per_s']:>8} {r.get('index_mb_per_s')!s:>6} {r['index_e2e_p50_ms']:>8} "
+                f"{r['index_e2e_p99_ms']:>8} {r['engine_cpu_ms_per_msg']:>7} {h.get('mb_per_s')!s:>8} "
+                f"{r.get('index_ratio_vs_python_hl7')!s:>6} {k.get('mb_per_s')!s:>9} {r['peak_rss_mb']:>11}"
             )
     if "queue" in S:
         q = S["queue"]
@@ -73,10 +76,18 @@ def table(R: dict) -> str:
             f" blocked (ratio {q['other_patients_p50_ratio']}/{q['other_patients_p99_ratio']});"
             f" blocked items {q['with_poison']['blocked_patient_items']}"
         )
-    if "scale" in S:
-        sc = S["scale"]
+    for name in ("scale", "scale_pinned"):
+        if name not in S:
+            continue
+        sc = S[name]
+        pinned = sc.get("taskset")
+        where = (
+            f", engine on CPU {pinned['engine']}, database backends on CPU {pinned['database']} (taskset)"
+            if pinned
+            else ""
+        )
         lines.append(
-            f"\n5. scale-out: ADT mix at {sc['connections']} connections, N engine processes, one database"
+            f"\n5. scale-out: ADT mix at {sc['connections']} connections, N engine processes, one database{where}"
         )
         lines.append(
             f"{'procs':>5} {'msgs':>6} {'chart/s':>8} {'ratio':>6} {'ack/s':>8} {'ack p50':>8} {'ack p99':>8} "
@@ -124,7 +135,17 @@ def table(R: dict) -> str:
                 f"p99 {r.get('ack_p99_ms')} ms, ok {r.get('ok')}/{r.get('sent')}"
             )
     if "engine_peak_rss_mb" in R:
-        lines.append(f"\nengine peak RSS (whole run): {R.get('engine_peak_rss_mb')} MB")
+        mem = R.get("engine_memory") or {}
+        lines.append(
+            f"\nengine memory (whole run, all processes): sum of each process's peak RSS "
+            f"{R.get('engine_peak_rss_mb')} MB; sampled every {mem.get('interval_s')} s, peak of the "
+            f"summed RSS {mem.get('peak_rss_sum_mb')} MB, of the summed PSS {mem.get('peak_pss_sum_mb')} MB"
+        )
+        for p in R.get("engine_processes") or []:
+            lines.append(
+                f"   pid {p['pid']}: peak RSS {p.get('vmhwm')} MB, RSS {p.get('vmrss')} MB, "
+                f"PSS {p.get('pss')} MB  {p.get('cmd', '')[-40:]}"
+            )
     if "fhir" in S:
         f = S["fhir"]
         lines.append(f"\nF. FHIR on {f['patients']} bulk-loaded patients (one keep-alive connection)")

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import random
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -26,7 +27,7 @@ from interface.config.channels import load_channels
 from interface.engine.inbound import Engine
 from interface.engine.outcome import Inbound
 from interface.engine.processing import Worker
-from interface.ops.bench_workload import MIXES, adt_mix
+from interface.ops.bench_workload import MIXES, adt, adt_mix, mdm_t02
 from interface.ops.runtime import Settings, load_pipeline
 from interface.store import channel_stats
 from interface.store import db as dbmod
@@ -47,6 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         "--mix", choices=MIXES, default="realistic", help="the ADT mix (interface.ops.bench.adt_mix)"
     )
     ap.add_argument(
+        "--mdm",
+        action="store_true",
+        help="100 KB MDM^T02 documents (interface.ops.bench_workload.mdm_t02) into the document "
+        "index instead of the ADT mix (their patients are registered first, not measured)",
+    )
+    ap.add_argument(
         "--no-trends",
         action="store_true",
         help="without the trends counting (interface.store.channel_stats) `interface run` does",
@@ -57,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         db = dbmod.make_engine(url)
         dbmod.create_schema(db)
         channels = load_channels(ROOT / "channels")
-        channel = {c.name: c for c in channels}["adt"]
+        by_name = {c.name: c for c in channels}
+        channel = by_name["mdm" if args.mdm else "adt"]
         channel = channel.model_copy(update={"apply": "inline" if args.inline else "queued"})
         settings = Settings(
             db_url=url,
@@ -68,12 +76,15 @@ def main(argv: list[str] | None = None) -> int:
         clock = lambda: datetime.now(timezone.utc)  # noqa: E731
         worker = Worker(db, load_pipeline(settings, channels), clock=clock)
         engine = Engine(db, clock=clock, processor=worker)
-        wl = adt_mix(args.n, 16, "P", seed=5, mix=args.mix)
-        frames, queues = [], [list(c) for c in wl.per_conn]
-        while any(queues):  # round robin over the connections, as they would arrive
-            for q in queues:
-                if q:
-                    frames.append(q.pop(0)[1][1:-2])  # strip the MLLP framing
+        if args.mdm:
+            frames = _mdm_frames(engine, by_name["adt"], args.n)
+        else:
+            wl = adt_mix(args.n, 16, "P", seed=5, mix=args.mix)
+            frames, queues = [], [list(c) for c in wl.per_conn]
+            while any(queues):  # round robin over the connections, as they would arrive
+                for q in queues:
+                    if q:
+                        frames.append(q.pop(0)[1][1:-2])  # strip the MLLP framing
         trends = None if args.no_trends else Recorder()
         worker.pipeline.stats = trends  # as interface run counts: per message, per frame, per item
         t0 = time.process_time()
@@ -109,6 +120,23 @@ def main(argv: list[str] | None = None) -> int:
         f"drain {1000 * (t2 - t1) / max(items, 1):.3f} ms/item ({items} items, {worker.failed} failed)"
     )
     return 0
+
+
+def _mdm_frames(engine: Engine, adt_channel, n: int) -> list[bytes]:
+    """Register ``n // 2`` patients (A04, inline, not measured) and return ``n`` 100 KB MDM^T02
+    frames for them, unframed."""
+    rng = random.Random(5)
+    patients = max(1, n // 2)
+    reg = [
+        adt("A04", f"P{i:06d}", f"PR{i:07d}", time.time() - 3600, visit=f"VP{i:06d}", klass="O").encode()
+        for i in range(patients)
+    ]
+    adt_channel = adt_channel.model_copy(update={"apply": "inline"})
+    for i in range(0, len(reg), 16):
+        engine.receive_many([Inbound(adt_channel, f, "bench") for f in reg[i : i + 16]])
+    return [
+        mdm_t02(f"P{i % patients:06d}", f"DOC-P-{i}", f"PD{i:07d}", time.time(), rng)[1:-2] for i in range(n)
+    ]
 
 
 if __name__ == "__main__":

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pypdfium2
-from PIL import Image, ImageSequence
-from pypdf import PdfReader, PdfWriter
-from pypdf.errors import PdfReadError
-from pyzbar import pyzbar
+if TYPE_CHECKING:
+    from PIL import Image
+
+# The PDF and image libraries (pypdfium2, Pillow, pypdf, pyzbar: ~40 MB resident together) are
+# imported where a page is handled, not with this module: an engine process that never receives
+# a scan (the MLLP listeners and workers) does not carry them (docs/benchmarks.md, #21).
 
 ANALYSE_DPI = 100
 IMAGE_TYPES = {"TIFF": "image/tiff", "PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg"}
@@ -56,6 +58,8 @@ def normalize(data: bytes) -> Normalized:
         raise BadScan("the file is empty")
     if data[:1024].lstrip().startswith(b"%PDF"):
         return Normalized(_check_pdf(data), _pdf_pages(data), "application/pdf")
+    from PIL import Image, ImageSequence
+
     try:
         img = Image.open(io.BytesIO(data))
         fmt = img.format or ""
@@ -82,6 +86,10 @@ def normalize(data: bytes) -> Normalized:
 
 
 def _check_pdf(data: bytes) -> bytes:
+    import pypdfium2
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
@@ -102,11 +110,15 @@ def _check_pdf(data: bytes) -> bytes:
 
 
 def _pdf_pages(data: bytes) -> int:
+    from pypdf import PdfReader
+
     return len(PdfReader(io.BytesIO(data)).pages)
 
 
 def render(pdf: bytes, page: int, dpi: int = ANALYSE_DPI, rotate: int = 0, gray: bool = False) -> Image.Image:
     """Page ``page`` (0-based) as an image at ``dpi``, turned ``rotate`` degrees clockwise."""
+    import pypdfium2
+
     doc = pypdfium2.PdfDocument(pdf)
     try:
         bitmap = doc[page].render(scale=dpi / 72, rotation=rotate % 360, grayscale=gray)
@@ -134,6 +146,9 @@ def ink(image: Image.Image, margin: float = 0.04) -> float:
 
 def analyse(pdf: bytes) -> list[PageInfo]:
     """Barcodes and ink of every page."""
+    import pypdfium2
+    from pyzbar import pyzbar
+
     doc = pypdfium2.PdfDocument(pdf)
     out = []
     try:
@@ -148,6 +163,8 @@ def analyse(pdf: bytes) -> list[PageInfo]:
 
 def assemble(pages: list[tuple[bytes, int, int]]) -> bytes:
     """One PDF of ``(batch pdf, page, rotate)`` in order."""
+    from pypdf import PdfReader, PdfWriter
+
     writer = PdfWriter()
     readers: dict[int, PdfReader] = {}
     for pdf, index, rotate in pages:

@@ -18,17 +18,23 @@ Who creates and upgrades the schema:
 from __future__ import annotations
 
 import logging
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection, Engine
 
 from interface.hl7.errors import ConfigError
+
+if TYPE_CHECKING:
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+# Alembic (with Mako and Pygments, ~35 MB resident) is imported only to create, stamp or migrate:
+# the check every process makes at start (a database already at head) reads the head from the
+# migration files and the current revision from ``alembic_version`` (docs/benchmarks.md, #21).
 
 log = logging.getLogger("interface.store.migrations")
 
@@ -48,6 +54,8 @@ class SchemaError(ConfigError):
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     if connection is not None:
@@ -57,15 +65,64 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 @lru_cache(maxsize=1)
 def _script() -> ScriptDirectory:
+    from alembic.script import ScriptDirectory
+
     return ScriptDirectory.from_config(alembic_config())
 
 
+_REVISION = re.compile(r"^revision(?:\s*:[^=\n]*)?\s*=\s*['\"]([^'\"]+)['\"]", re.M)
+_DOWN_REVISION = re.compile(r"^down_revision(?:\s*:[^=\n]*)?\s*=\s*(.*)$", re.M)
+
+
+@lru_cache(maxsize=1)
 def head_revision() -> str:
-    return _script().get_current_head()
+    """The newest migration. Read from the migration files (``revision = ...`` and
+    ``down_revision = ...``) when they form one chain with one head, as they do here; else
+    Alembic decides (tests/test_migrations.py checks both agree)."""
+    revisions: set[str] = set()
+    downs: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        body = path.read_text(encoding="utf-8")
+        rev, down = _REVISION.search(body), _DOWN_REVISION.search(body)
+        if rev is None or down is None:
+            return _script().get_current_head()
+        revisions.add(rev.group(1))
+        downs.update(re.findall(r"['\"]([^'\"]+)['\"]", down.group(1)))
+    heads = revisions - downs
+    if len(heads) != 1 or not downs <= revisions:
+        return _script().get_current_head()
+    return heads.pop()
 
 
 def current_revision(conn: Connection) -> str | None:
+    """The database's revision (``alembic_version``), None when it has none."""
+    if not inspect(conn).has_table("alembic_version"):
+        return None
+    rows = conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all()
+    if len(rows) == 1:
+        return rows[0]
+    if not rows:
+        return None
+    from alembic.runtime.migration import MigrationContext  # several heads: Alembic's answer
+
     return MigrationContext.configure(conn).get_current_revision()
+
+
+def _stamp(conn: Connection, head: str) -> None:
+    """What ``alembic stamp head`` does on a database without ``alembic_version``: the table
+    (Alembic's own definition) and one row, the head. Without importing Alembic, which a fresh
+    database would otherwise make every engine start carry (tests/test_migrations.py checks
+    Alembic reads it back)."""
+    from sqlalchemy import Column, MetaData, PrimaryKeyConstraint, String, Table, insert
+
+    version = Table(
+        "alembic_version",
+        MetaData(),
+        Column("version_num", String(32), nullable=False),
+        PrimaryKeyConstraint("version_num", name="alembic_version_pkc"),
+    )
+    version.create(conn)
+    conn.execute(insert(version).values(version_num=head))
 
 
 def _lock(conn: Connection) -> None:
@@ -103,7 +160,7 @@ def ensure_schema(engine: Engine, *, upgrade: bool | None = None) -> str:
                     head,
                 )
             metadata.create_all(conn)
-            command.stamp(alembic_config(conn), "head")
+            _stamp(conn, head)
             return "created"
         try:
             _script().get_revision(rev)
@@ -117,6 +174,8 @@ def ensure_schema(engine: Engine, *, upgrade: bool | None = None) -> str:
                 f"the database schema is at revision {rev}; this engine version needs {head}: "
                 f"run `interface db upgrade` (after a backup), then start the engine"
             )
+        from alembic import command
+
         command.upgrade(alembic_config(conn), "head")
         log.info("database schema upgraded from %s to %s", rev, head)
         return "upgraded"
@@ -128,6 +187,8 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
     with engine.begin() as conn:
         _lock(conn)
         before = current_revision(conn)
+        from alembic import command
+
         command.upgrade(alembic_config(conn), revision)
         return before, current_revision(conn)
 
@@ -136,6 +197,8 @@ def downgrade(engine: Engine, revision: str) -> tuple[str | None, str | None]:
     with engine.begin() as conn:
         _lock(conn)
         before = current_revision(conn)
+        from alembic import command
+
         command.downgrade(alembic_config(conn), revision)
         return before, current_revision(conn)
 
