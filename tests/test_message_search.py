@@ -191,3 +191,27 @@ def test_content_search_pages_through_the_index(engine, n):
         newer = search(conn, Filters(text="common"), COLS, after=wanted[150], limit=100)
         assert [r.id for r in newer.rows] == wanted[50:150]
         assert newer.newer == wanted[50]
+
+
+def test_content_with_selective_filters_pages_the_same_driven_or_walked(engine, monkeypatch):
+    """A common word with selective filters: on PostgreSQL the filters drive (``_filters_drive``:
+    their index newest first, each row probed in the full-text index); pages come out as the
+    walk of the full-text index gives them, on both databases. (A small test journal has no
+    statistics, so every word counts as rare there: the word is made common.)"""
+    from interface.store import message_search as ms
+
+    monkeypatch.setattr(ms, "_rare", lambda conn, terms: False)
+
+    with engine.begin() as conn:
+        want = [add(conn, f"F{i}", "600001", status="error", fac="EAST", note="chest pain") for i in range(5)]
+        for i in range(5):
+            add(conn, f"G{i}", "600002", status="processed", fac="EAST", note="chest pain")
+        f = Filters(text="chest", status="error", sending_facility="EAST")
+        conds, _ = ms.conditions(conn, f)
+        driven = ms._filters_drive(conn, conds, text_terms("chest"))
+        assert driven == (conn.dialect.name == "postgresql")
+        first = search(conn, f, COLS, limit=2)
+        second = search(conn, f, COLS, limit=2, before=first.older)
+        third = search(conn, f, COLS, limit=2, before=second.older)
+        got = [r.id for p in (first, second, third) for r in p.rows]
+        assert got == sorted(want, reverse=True) and third.older is None

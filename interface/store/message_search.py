@@ -40,6 +40,7 @@ MAX_CHART_MRNS = 200
 BATCH = 500  # full-text candidates read per step of a content search
 MAX_SCANNED = 20_000  # candidates a content search reads before it returns a partial page
 SORTED_RANGE = 200_000  # estimated rows of a date-range search below which PostgreSQL sorts them
+FILTERS_DRIVE = 20_000  # estimated rows of a content search's other filters below which they drive it
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -290,6 +291,19 @@ def _sort_range(conn: Connection, f: Filters, conds: list) -> bool:
     return float(plan[0]["Plan"]["Plan Rows"]) <= SORTED_RANGE
 
 
+def _filters_drive(conn: Connection, conds: list, terms: list[Term]) -> bool:
+    """Whether a content search's other filters should drive it (their rows read through their
+    index, sorted, each checked against the full-text index) instead of the full-text walk: on
+    PostgreSQL, for common words only, when the planner expects at most :data:`FILTERS_DRIVE`
+    rows for the filters. ``chest`` with status ``error`` and one facility on 10^6 messages: the
+    walk read ~3,000 of the word's 200,000 candidates to fill a page (50-130 ms); driven, the
+    (status, id) index is walked newest first, each row probed in the full-text index: 1.6 ms."""
+    if conn.dialect.name != "postgresql" or not conds or _rare(conn, terms):
+        return False
+    plan = conn.execute(_Explain(select(messages.c.id).where(*conds))).scalar()
+    return float(plan[0]["Plan"]["Plan Rows"]) <= FILTERS_DRIVE
+
+
 # -- one page -------------------------------------------------------------------------------------
 
 
@@ -305,7 +319,8 @@ def search(
     """One page of messages matching ``f`` (columns ``cols``, which must include ``messages.c.id``)."""
     conds, mrns = conditions(conn, f)
     terms = text_terms(f.text)
-    if terms and not (f.mrn or f.control_id):
+    driven = bool(terms) and not (f.mrn or f.control_id) and _filters_drive(conn, conds, terms)
+    if terms and not (f.mrn or f.control_id or driven):
         return _walk_index(conn, terms, conds, cols, before, after, limit, mrns)
     if terms:  # a selective filter drives; each of its rows is checked against the index
         conds.append(_contains(conn, terms))
@@ -340,10 +355,14 @@ def _walk_index(conn, terms, conds, cols, before, after, limit, mrns) -> Page:
     scanned = 0
     exhausted = False
     last: int | None = None
+    batches = 0
     while len(rows) <= limit:
         if scanned >= MAX_SCANNED:
             break
-        asked = BATCH if scanned else max(limit + 1, 100)
+        # the first probe a page's worth; then batches that double (500, 1000, 2000, ...): a
+        # common word with selective filters reads its few thousand candidates in a few queries
+        asked = min(BATCH << batches, MAX_SCANNED - scanned) if scanned else max(limit + 1, 100)
+        batches += 1 if scanned else 0
         ids = _candidates(conn, terms, cursor_before, cursor_after, asked)
         if not ids:
             exhausted = True
