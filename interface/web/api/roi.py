@@ -417,6 +417,7 @@ def release_request(request: Request, request_id: int, fn_kw: dict, extra: dict 
             done["email_id"],
             now=auth.clock(request),
             user=request.state.user.name,
+            only_due=True,  # the outbox's retry may have taken it already
         )
         done["email_status"] = sent.get("status")
     if done.get("token"):
