@@ -18,6 +18,7 @@ from pypdf import PdfReader
 
 from interface.desk import roi_render
 from interface.desk.roi_packet import (
+    PREVIEW,
     ChartSummary,
     CoverLetter,
     Disclosure,
@@ -295,3 +296,37 @@ def test_an_accounting_without_disclosures_says_so():
     pdf = accounting_letter("Ana Rivera", "100001", date(2025, 1, 1), date(2026, 1, 1), [], RELEASED)
     text = " ".join(PdfReader(io.BytesIO(pdf)).pages[0].extract_text().split())
     assert "No disclosures that must be accounted for" in text
+
+
+def test_a_preview_has_the_release_s_pages_marked_preview_on_every_one():
+    docs = _documents()
+    released, preview = build_packet(COVER, docs, SUMMARY), build_packet(COVER, docs, SUMMARY, preview=True)
+    assert preview.page_count == released.page_count and preview.manifest == released.manifest
+    texts = _texts(preview)
+    n = len(texts)
+    for i, text in enumerate(texts, 1):
+        flat = " ".join(text.split())
+        assert (
+            f"{PREVIEW}: request ROI-2026-0042 for Dr Zoë Ørsted, built 2026-03-02, page {i} of {n}" in flat
+        )
+        assert "on 2026-03-02, request ROI-2026-0042" not in flat  # no release footer
+    assert preview.pdf != released.pdf
+    info = PdfReader(io.BytesIO(preview.pdf)).metadata
+    assert info.title.startswith(PREVIEW)
+    # the mark across each page: a half-transparent graphics state on every page's overlay
+    reader = PdfReader(io.BytesIO(preview.pdf))
+    assert all(
+        any(
+            float(gs.get_object().get("/ca", 1)) < 1
+            for gs in (p["/Resources"].get("/ExtGState") or {}).values()
+        )
+        for p in reader.pages
+    )
+    assert build_packet(COVER, docs, SUMMARY, preview=True).pdf == preview.pdf  # deterministic too
+
+
+def test_a_preview_with_the_core_font_reads_plain(monkeypatch, tmp_path):
+    monkeypatch.setattr(roi_render, "FONT_DIRS", (tmp_path,))
+    monkeypatch.delenv(roi_render.FONT_ENV, raising=False)
+    packet = build_packet(COVER, [_doc("TXT-1", "Note", "text/plain", b"a note")], preview=True)
+    assert all("PREVIEW - not released: request ROI-2026-0042" in " ".join(t.split()) for t in _texts(packet))

@@ -288,6 +288,18 @@ def smtp_send(mail: MailSettings, msg: EmailMessage) -> None:
 Sender = Callable[[MailSettings, EmailMessage], None]
 
 
+def is_due(e: dict, now: datetime, max_attempts: int, stale: timedelta = STALE_SENDING) -> bool:
+    """Whether the outbox's retry sends this e-mail now (what ``store.roi_delivery.due_emails``
+    selects): waiting, failed and due again with attempts left, or left sending too long."""
+    if e["status"] == "pending":
+        return True
+    if e["status"] == "failed":
+        return e["attempts"] < max_attempts and (e["next_attempt_at"] is None or e["next_attempt_at"] <= now)
+    return (
+        e["status"] == "sending" and e["last_attempt_at"] is not None and e["last_attempt_at"] < now - stale
+    )
+
+
 def send_email(
     engine,
     mail: MailSettings | None,
@@ -296,12 +308,18 @@ def send_email(
     now: datetime,
     user: str = "outbox",
     send: Sender = smtp_send,
+    only_due: bool = False,
 ) -> dict:
-    """Try one e-mail now (also one that failed or was sent: a clerk's "Send again"); returns it."""
+    """Try one e-mail now (also one that failed or was sent: a clerk's "Send again"); returns it.
+    ``only_due`` (the outbox's retry, the try right after a release): only when it is still due
+    once locked (else it comes back marked ``skipped``), so two processes retrying the outbox
+    (``interface run`` and ``interface web``) never send one e-mail twice."""
     with engine.begin() as conn:
         e = links.get_email(conn, email_id, for_update=True)
         if e is None:
             raise RoiError(f"no e-mail {email_id}", "not_found")
+        if only_due and not is_due(e, now, mail.max_attempts if mail is not None else 1):
+            return {**e, "skipped": True}  # another sender has it, or sent it, meanwhile
         if e["status"] == "cancelled":
             raise RoiError(f"e-mail {email_id} was cancelled: {e['last_error']}", "conflict")
         link = links.get_link(conn, e["link_id"], for_update=True) or {}
@@ -379,9 +397,11 @@ def send_due(engine, mail: MailSettings | None, *, now: datetime, send: Sender =
     out = []
     for email_id in ids:
         try:
-            out.append(send_email(engine, mail, email_id, now=now, send=send))
+            e = send_email(engine, mail, email_id, now=now, send=send, only_due=True)
         except RoiError:  # cancelled meanwhile
             continue
+        if not e.get("skipped"):
+            out.append(e)
     return out
 
 

@@ -34,7 +34,9 @@ a ``ValueError``, as is a ``sha256`` that is not the data's.
 The packet: the cover letter, the chart summary when given, each document in the order given,
 then a manifest page listing every document, version and SHA-256 (and the excluded pages with
 their reasons). Every page carries the footer "Released to <recipient> on <date>, request <id>,
-page n of N". The output is deterministic: the same inputs give the same bytes (creation dates
+page n of N"; a preview (``build_packet(..., preview=True)``, the clerk's look before releasing)
+has the same pages with "PREVIEW — not released: request <id> for <recipient>, built <date>, page
+n of N" instead and the words "PREVIEW — not released" across every page. The output is deterministic: the same inputs give the same bytes (creation dates
 are fixed from ``released_on``, no random ids), so the packet's hash is reproducible.
 
 :func:`accounting_letter` renders the accounting of disclosures (45 CFR 164.528) as a PDF
@@ -73,6 +75,7 @@ from interface.desk.roi_render import FOOTER_MARGIN, MARGIN, Page, readable_text
 from interface.hl7.formatted_text import render as render_formatted_text
 
 __all__ = [
+    "PREVIEW",
     "ChartSummary",
     "CoverLetter",
     "Disclosure",
@@ -133,8 +136,16 @@ def media(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
-def footer(cover: CoverLetter, page: int, pages: int) -> str:
-    """The line on every page of a packet."""
+PREVIEW = "PREVIEW \u2014 not released"  # the mark of every page of a preview
+
+
+def footer(cover: CoverLetter, page: int, pages: int, preview: bool = False) -> str:
+    """The line on every page of a packet (of a preview: that it is one, and released to no one)."""
+    if preview:
+        return (
+            f"{PREVIEW}: request {cover.request_id} for {cover.recipient_name}, built {day(cover.released_on)}, "
+            f"page {page} of {pages}"
+        )
     return (
         f"Released to {cover.recipient_name} on {day(cover.released_on)}, request {cover.request_id}, "
         f"page {page} of {pages}"
@@ -282,8 +293,11 @@ def build_packet(
     cover: CoverLetter,
     documents: tuple[PacketDocument, ...] | list[PacketDocument],
     summary: ChartSummary | None = None,
+    *,
+    preview: bool = False,
 ) -> Packet:
-    """The release packet as one PDF (see the module docstring)."""
+    """The release packet as one PDF (see the module docstring); ``preview``: the same pages with
+    the preview's footer and mark (:data:`PREVIEW`) instead of the release's footer."""
     on = cover.released_on
     writer = PdfWriter()
 
@@ -319,6 +333,12 @@ def build_packet(
         )
     add(_reader(manifest_pages(entries, cover, len(writer.pages) + 1)))
     pages = len(writer.pages)
-    stamp(writer, [footer(cover, n, pages) for n in range(1, pages + 1)], on)
-    pdf = write(writer, f"Release of information, request {cover.request_id}", on)
+    stamp(
+        writer,
+        [footer(cover, n, pages, preview) for n in range(1, pages + 1)],
+        on,
+        watermark=PREVIEW if preview else None,
+    )
+    title = f"Release of information, request {cover.request_id}"
+    pdf = write(writer, f"{PREVIEW}: {title}" if preview else title, on)
     return Packet(pdf=pdf, sha256=hashlib.sha256(pdf).hexdigest(), page_count=pages, manifest=tuple(entries))

@@ -9,6 +9,8 @@ reasons. :func:`release` checks the request may be released (``desk.roi.release_
 builds the packet through :mod:`interface.desk.roi_packet` from the chosen documents (pages left
 out with a reason), keeps it in the content store and the ``roi_packets`` table (never changed:
 releasing again makes a new packet), writes the disclosure record and marks the request released.
+:func:`preview` builds the same packet marked "PREVIEW — not released" on every page and keeps
+nothing: no packet, no disclosure, no change to the request.
 """
 
 from __future__ import annotations
@@ -255,8 +257,10 @@ def build(
     selected: Iterable[str] | None = None,
     page_exclusions: dict | None = None,
     sensitivity_rules: Any = None,
+    preview: bool = False,
 ) -> tuple[roi_packet.Packet, dict, list[dict]]:
-    """Build (not store) the packet of a request: (packet, fee, chosen documents)."""
+    """Build (not store) the packet of a request: (packet, fee, chosen documents); ``preview``:
+    the same pages marked as a preview (``roi_packet.build_packet``)."""
     cands = candidates(conn, req, sensitivity_rules)
     chosen = _choose(cands, selected)
     if not chosen:
@@ -276,10 +280,15 @@ def build(
         )
 
     fee = fee_for(None)
-    packet = roi_packet.build_packet(_cover(req, patient, fee, released_on, released_by), docs, summary)
+
+    def packet_for(fee: dict) -> roi_packet.Packet:
+        cover = _cover(req, patient, fee, released_on, released_by)
+        return roi_packet.build_packet(cover, docs, summary, preview=preview)
+
+    packet = packet_for(fee)
     if req["delivery"] not in rules.ELECTRONIC and fee_for(packet.page_count) != fee:
         fee = fee_for(packet.page_count)  # paper by the page: the fee counts the packet's pages
-        packet = roi_packet.build_packet(_cover(req, patient, fee, released_on, released_by), docs, summary)
+        packet = packet_for(fee)
     return packet, fee, chosen
 
 
@@ -291,6 +300,48 @@ def manifest_json(packet: roi_packet.Packet, chosen: list[dict]) -> dict:
         ],
         "keys": [c["key"] for c in chosen],
     }
+
+
+def _releasable(conn, settings: RoiSettings, req: dict, today: date) -> None:
+    problems = roi.release_problems(conn, settings, req, today)
+    if problems:
+        raise RoiError("cannot release: " + "; ".join(p["text"] for p in problems), "conflict")
+
+
+def preview(
+    conn,
+    settings: RoiSettings,
+    request_id: int,
+    *,
+    user: str,
+    now: datetime,
+    store_: content.ContentStore,
+    selected: Iterable[str] | None = None,
+    page_exclusions: dict | None = None,
+    sensitivity_rules: Any = None,
+) -> roi_packet.Packet:
+    """The packet a release would build now, marked "PREVIEW — not released" on every page: the
+    same checks and the same pages as :func:`release`, but nothing kept, logged or changed (the
+    caller audits the look). Refused as a release would be."""
+    req = roi.get(conn, request_id)
+    _releasable(conn, settings, req, now.date())
+    packet, _fee, _chosen = build(
+        conn,
+        settings,
+        req,
+        store_=store_,
+        released_on=now.date(),
+        released_by=user,
+        selected=selected,
+        page_exclusions=page_exclusions,
+        sensitivity_rules=sensitivity_rules,
+        preview=True,
+    )
+    return packet
+
+
+def preview_filename(request_id: int) -> str:
+    return f"roi-preview-{request_id}.pdf"
 
 
 def release(
@@ -308,9 +359,7 @@ def release(
     """Release a ready request: the packet stored, the disclosure logged, the request released.
     Returns ``{packet_id, disclosure_id, sha256, page_count, fee}``."""
     req = roi.get(conn, request_id, for_update=True)
-    problems = roi.release_problems(conn, settings, req, now.date())
-    if problems:
-        raise RoiError("cannot release: " + "; ".join(p["text"] for p in problems), "conflict")
+    _releasable(conn, settings, req, now.date())
     packet, fee, chosen = build(
         conn,
         settings,

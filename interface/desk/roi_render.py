@@ -8,13 +8,15 @@
   replaced by ``?`` (:func:`fit`), never a failure.
 * :func:`stamp` — writes one footer line on every page of a pypdf writer: an fpdf2 overlay page of
   the same size merged onto each page (``merge_transformed_page``), pages turned by ``/Rotate``
-  first made upright.
+  first made upright; with ``watermark``, that text large and pale across each page too (a
+  packet's preview: "PREVIEW - not released").
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import os
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
@@ -29,6 +31,11 @@ FOOTER_MARGIN = 42.0  # points kept free at the bottom of rendered pages for the
 FOOTER_Y = 18.0  # the footer's baseline above the page's lower edge (points)
 MARGIN = 54.0  # left/right/top margin of rendered pages (3/4 inch)
 PRODUCER = "interface-engine"
+WATERMARK_SIZE = 54.0  # points: the preview's mark across the page
+# typographic characters outside Latin-1, as the core fonts can show them
+PLAIN = str.maketrans(
+    {"\u2014": "-", "\u2013": "-", "\u2018": "'", "\u2019": "'", "\u201c": '"', "\u201d": '"'}
+)
 
 # fpdf2 names the characters a font lacks in a warning: they may be a patient's name.
 logging.getLogger("fpdf").setLevel(logging.ERROR)
@@ -89,10 +96,11 @@ class Page(FPDF):
         self.set_font(family, style, size)
 
     def fit(self, text: str) -> str:
-        """The text as the current font can show it (core fonts: Latin-1, others become ``?``)."""
+        """The text as the current font can show it (core fonts: Latin-1, dashes and curly quotes
+        made plain, other characters become ``?``)."""
         if self.face.unicode:
             return text
-        return text.encode("latin-1", "replace").decode("latin-1")
+        return text.translate(PLAIN).encode("latin-1", "replace").decode("latin-1")
 
     def sans(self, size: float = 10, bold: bool = False) -> None:
         self._font(self.face.sans, "B" if bold else "", size)
@@ -147,9 +155,26 @@ def _fit_size(pdf: Page, text: str, width: float, size: float) -> float:
     return size
 
 
-def stamp(writer: PdfWriter, lines: list[str], day: date) -> None:
+def _watermark(pdf: Page, text: str, w: float, h: float) -> None:
+    """``text`` across the page from lower left to upper right, large, pale and half transparent."""
+    angle = math.degrees(math.atan2(h, w))
+    size = WATERMARK_SIZE
+    pdf.sans(size, True)
+    text = pdf.fit(text)
+    diagonal = math.hypot(w, h) * 0.8
+    while size > 6 and pdf.get_string_width(text) > diagonal:
+        size -= 2
+        pdf.sans(size, True)
+    width = pdf.get_string_width(text)
+    with pdf.local_context(fill_opacity=0.35, text_color=(200, 30, 30)):
+        with pdf.rotation(angle, w / 2, h / 2):
+            pdf.text(w / 2 - width / 2, h / 2 + size * 0.35, text)
+
+
+def stamp(writer: PdfWriter, lines: list[str], day: date, watermark: str | None = None) -> None:
     """Merge ``lines[i]`` as a footer onto page ``i`` of ``writer`` (one line, centred, shrunk to
-    fit the page's width), on an overlay of the page's visible size."""
+    fit the page's width), on an overlay of the page's visible size; ``watermark`` across every
+    page as well."""
     overlay = Page(day)
     overlay.set_auto_page_break(False)
     boxes = []
@@ -166,6 +191,8 @@ def stamp(writer: PdfWriter, lines: list[str], day: date) -> None:
         overlay.set_text_color(60, 60, 60)
         overlay.set_xy(12, h - FOOTER_Y - size)
         overlay.cell(w - 24, size * 1.2, text, align="C")
+        if watermark:
+            _watermark(overlay, watermark, w, h)
     stamps = PdfReader(io.BytesIO(overlay.pdf()))
     for page, over, (x0, y0) in zip(writer.pages, stamps.pages, boxes, strict=True):
         page.merge_transformed_page(over, Transformation().translate(x0, y0))

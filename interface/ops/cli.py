@@ -363,6 +363,7 @@ def cmd_bench(args, rest) -> int:
 
 
 def cmd_web(args) -> int:
+    from interface.ops import roi_outbox
     from interface.web.app import serve
 
     return serve(
@@ -372,6 +373,7 @@ def cmd_web(args) -> int:
         port=args.port,
         channels_dir=Path(args.channels),
         tls=tuple(args.web_tls) if args.web_tls else None,
+        background=roi_outbox.start,  # the console alone still retries the ROI e-mails
     )
 
 

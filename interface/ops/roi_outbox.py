@@ -1,13 +1,16 @@
-"""The release-of-information outbox's retry: one thread per engine process (when ``mail.yaml``
-is there) that sends, every ``interval`` seconds, the e-mails due (pending, failed and due again,
-left half-sent by a process that died): :func:`interface.desk.roi_delivery.send_due`. A round
-that fails (database down) is logged by its kind only and tried again; nothing in the log names
-a recipient or a patient."""
+"""The release-of-information outbox's retry: one thread per engine process (``interface run``)
+and per console run alone (``interface web``), when ``mail.yaml`` is there, that sends, every
+``interval`` seconds, the e-mails due (pending, failed and due again, left half-sent by a process
+that died): :func:`interface.desk.roi_delivery.send_due`, which takes each e-mail under its lock,
+so several processes retrying one outbox send each e-mail once. A round that fails (database
+down) is logged by its kind only and tried again; nothing in the log names a recipient or a
+patient."""
 
 from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from datetime import datetime, timezone
 
 from interface.desk import roi_delivery
@@ -41,3 +44,16 @@ class OutboxSender:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
+
+
+def start(
+    db, mail, *, clock=lambda: datetime.now(timezone.utc), interval: float = 60.0
+) -> Callable[[], None] | None:
+    """Start the retry when outgoing mail is set up (``mail``: ``mail.yaml``); returns how to stop
+    it, or None when there is no mail (nothing to retry). ``interface web`` runs it beside the
+    console (:func:`interface.web.app.serve`'s ``background``)."""
+    if mail is None:
+        return None
+    sender = OutboxSender(db, mail, clock=clock, interval=interval)
+    sender.start()
+    return sender.stop

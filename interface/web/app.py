@@ -30,7 +30,7 @@ import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exception_handlers import http_exception_handler, request_validation_exception_handler
@@ -392,9 +392,18 @@ def signal_reload(pid_path: Path) -> str:
 
 
 def serve(
-    db_url: str | None, var_dir, host: str, port: int, channels_dir: Path, tls: tuple[str, str] | None = None
+    db_url: str | None,
+    var_dir,
+    host: str,
+    port: int,
+    channels_dir: Path,
+    tls: tuple[str, str] | None = None,
+    background: Callable[[Any, Any], Callable[[], None] | None] | None = None,
 ) -> int:
-    """``interface web``: the console alone, in the foreground, against the engine's database."""
+    """``interface web``: the console alone, in the foreground, against the engine's database.
+    ``background(engine, mail)`` starts work beside it (the ROI outbox's retry, handed in by the
+    command line: ``interface.ops.roi_outbox.start``) and returns how to stop it when the console
+    stops."""
     import uvicorn
 
     from interface.config.channels import load_channels
@@ -454,5 +463,10 @@ def serve(
     )
     app.state.reload = functools.partial(signal_reload, Path(var_dir) / "interface.pid")
     log.info("web console and API on %s://%s:%s/", "https" if tls else "http", host, port)
-    uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", **ssl_options)
+    stop = background(engine, mail) if background is not None else None
+    try:
+        uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", **ssl_options)
+    finally:
+        if stop is not None:
+            stop()
     return 0

@@ -8,6 +8,9 @@ docs/release-of-information.md):
                               status moves, denial, extension, the authorization checklist and
                               signed form, what a release sends and what it leaves out (and
                               why), page exclusions, release, its packets and disclosures
+``/roi/{id}/preview.pdf``     the packet a release would build now, every page marked "PREVIEW
+                              — not released" (GET: the default documents; POST: the release
+                              form's Preview button), kept nowhere
 ``/roi/packets/{id}``         a released packet (the PDF, as released)
 ``/roi/disclosures?mrn=``     the disclosure log of a patient, a disclosure entered by hand, the
                               accounting of disclosures (shown, or the PDF letter)
@@ -22,7 +25,7 @@ from __future__ import annotations
 from typing import Annotated
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi import Path as FPath
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
@@ -570,6 +573,41 @@ def _page_exclusions(text: str) -> dict[str, list[tuple[int, str]]]:
             )
         out.setdefault(parts[0], []).append((int(parts[1]), parts[2]))
     return out
+
+
+@router.get("/roi/{request_id}/preview.pdf")
+@html_errors
+def preview(
+    request: Request,
+    request_id: RequestId,
+    user: User = Depends(RELEASE),
+    document: Annotated[list[str] | None, Query()] = None,
+    exclude_pages: str = "",
+):
+    """The packet the release would build now (the documents allowed by default), marked as a
+    preview on every page and kept nowhere."""
+    try:
+        kw = {"selected": document, "page_exclusions": _page_exclusions(exclude_pages)}
+        return api.preview_response(request, request_id, kw)
+    except RoiError as exc:
+        raise _refused(exc) from None
+
+
+@router.post("/roi/{request_id}/preview.pdf")
+@html_errors
+async def preview_form(request: Request, request_id: RequestId, user: User = Depends(RELEASE)):
+    """The release form's Preview button: the packet of the documents checked and the pages left
+    out, as a preview; refused, the request's page with the form as filled in and the reason."""
+    form = await request.form()
+    selected = [d for d in form.getlist("document") if isinstance(d, str)]
+    text = str(form.get("exclude_pages") or "")
+    try:
+        kw = {"selected": selected, "page_exclusions": _page_exclusions(text)}
+        return api.preview_response(request, request_id, kw)
+    except RoiError as exc:
+        return refused_form(
+            request, request_id, exc, "release", {"documents": selected, "exclude_pages": text}
+        )
 
 
 @router.post("/roi/{request_id}/release", response_class=HTMLResponse)

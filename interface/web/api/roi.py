@@ -7,7 +7,9 @@ identity checklist).
 Release work (release, admin): ``POST .../status``, ``.../deny``, ``.../extend``,
 ``.../authorization`` (the 164.508(c) checklist, the signed form as base64),
 ``.../authorization/revoke``, ``GET .../authorization/form``, ``GET .../documents`` (what would be
-released and what is excluded, and why), ``POST .../release`` (the packet built, stored, logged),
+released and what is excluded, and why), ``GET/POST .../preview`` (the packet a release would
+build, marked as a preview on every page, kept nowhere), ``POST .../release`` (the packet built,
+stored, logged),
 ``GET /api/roi/packets/{id}`` (the PDF again, byte for byte), ``GET/POST /api/roi/disclosures``
 (the log of a patient; a disclosure made outside the engine), ``POST /api/roi/accounting`` (the
 accounting of disclosures as JSON or the PDF letter; itself logged).
@@ -415,6 +417,7 @@ def release_request(request: Request, request_id: int, fn_kw: dict, extra: dict 
             done["email_id"],
             now=auth.clock(request),
             user=request.state.user.name,
+            only_due=True,  # the outbox's retry may have taken it already
         )
         done["email_status"] = sent.get("status")
     if done.get("token"):
@@ -448,6 +451,35 @@ def packet_response(request: Request, packet_id: int, extra: dict | None = None)
             "Cache-Control": "no-store",
             "X-Content-SHA256": found["sha256"],
         },
+    )
+
+
+def preview_response(request: Request, request_id: int, fn_kw: dict, extra: dict | None = None) -> Response:
+    """The packet a release would build now, marked as a preview on every page and kept nowhere
+    (:func:`interface.desk.roi_release.preview`), audited ``roi_preview`` against the patient; a
+    request that cannot be released yet is refused as its release would be (409)."""
+    packet = on_request(
+        request,
+        request_id,
+        "roi_preview",
+        lambda conn, u, n: roi_release.preview(
+            conn,
+            settings(request),
+            request_id,
+            user=u,
+            now=n,
+            store_=content_store(request),
+            sensitivity_rules=getattr(request.app.state, "sensitivity_rules", None),
+            **fn_kw,
+        ),
+        lambda pk: {"pages": pk.page_count, "documents": len(pk.manifest)},
+        extra,
+    )
+    name = roi_release.preview_filename(request_id)
+    return Response(
+        packet.pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'inline; filename="{name}"', "Cache-Control": "no-store"},
     )
 
 
@@ -633,6 +665,32 @@ def release(request: Request, request_id: RequestId, body: ReleaseIn, user: User
     pages = {doc: [(p.page, p.reason) for p in ex] for doc, ex in body.exclude_pages.items()}
     try:
         return release_request(request, request_id, {"selected": body.documents, "page_exclusions": pages})
+    except RoiError as exc:
+        raise refused(exc) from None
+
+
+@router.get("/requests/{request_id}/preview", responses=_PDF, response_class=Response)
+def preview(
+    request: Request,
+    request_id: RequestId,
+    user: User = Depends(RELEASE),
+    document: list[str] | None = Query(None, description="document keys (default: those allowed)"),
+):
+    """The packet a release would build now, every page marked "PREVIEW — not released": nothing
+    is kept or logged as a disclosure. Refused (409) while the request cannot be released."""
+    try:
+        return preview_response(request, request_id, {"selected": document})
+    except RoiError as exc:
+        raise refused(exc) from None
+
+
+@router.post("/requests/{request_id}/preview", responses=_PDF, response_class=Response)
+def preview_of(request: Request, request_id: RequestId, body: ReleaseIn, user: User = Depends(RELEASE)):
+    """The preview of exactly what ``POST .../release`` with this body would release (the
+    documents, the pages left out), marked "PREVIEW — not released" on every page; nothing kept."""
+    pages = {doc: [(p.page, p.reason) for p in ex] for doc, ex in body.exclude_pages.items()}
+    try:
+        return preview_response(request, request_id, {"selected": body.documents, "page_exclusions": pages})
     except RoiError as exc:
         raise refused(exc) from None
 
