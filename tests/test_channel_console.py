@@ -147,6 +147,11 @@ def test_controls_follow_the_table(engine):
     assert c.refresh_from(engine) and not c.intake_paused("adt")
     actions = [r["action"] for r in audit_rows(engine, target_type="channel")]
     assert actions == ["pause_intake", "pause_destination", "resume_intake"]
+    from interface.store import audit as store_audit
+
+    with engine.connect() as conn:  # written into the hash chain like every other entry
+        verdict = store_audit.verify(conn)
+    assert verdict.ok and verdict.checked == 3 and verdict.before_chain == 0
 
 
 def test_workers_skip_a_paused_destination_and_retry_all_brings_errors_back(engine):

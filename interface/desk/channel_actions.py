@@ -6,16 +6,16 @@ action is one audit row (who, what, which channel), and a retry also audits each
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import select, update
 from sqlalchemy.engine import Engine
 
 from interface.desk import errorqueue
+from interface.store import audit as store_audit
 from interface.store import channel_controls
-from interface.store.schema import audit, work_items
+from interface.store.schema import work_items
 
 NOT_RETRIABLE = ("quarantine", "rejected", "batch")  # refused at receipt: resubmit, not retry
 
@@ -23,18 +23,17 @@ NOT_RETRIABLE = ("quarantine", "rejected", "batch")  # refused at receipt: resub
 def _audit(
     conn, now: datetime, user: str, action: str, channel: str, destination: str | None, **detail
 ) -> None:
-    conn.execute(
-        insert(audit).values(
-            at=now,
-            user=user,
-            action=action,
-            target_type="channel",
-            target_id=channel[:128],
-            reason=detail.pop("reason", None),
-            detail=json.dumps({"destination": destination, **detail}, sort_keys=True)
-            if destination or detail
-            else None,
-        )
+    """One entry of the hash-chained audit trail (``store.audit.record``)."""
+    reason = detail.pop("reason", None)
+    store_audit.record(
+        conn,
+        user=user,
+        action=action,
+        now=now,
+        target_type="channel",
+        target_id=channel[:128],
+        reason=reason,
+        detail={"destination": destination, **detail} if destination or detail else None,
     )
 
 
