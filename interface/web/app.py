@@ -42,7 +42,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from interface.rules.code_tables import DEFAULT_FILE as CODE_TABLES
 from interface.store import audit as store_audit
 from interface.store.db import read_only_engine
-from interface.web import auth
+from interface.web import auth, http_protocol
 
 log = logging.getLogger("interface.web.app")
 
@@ -335,7 +335,12 @@ class WebThread:
         self.port = sock.getsockname()[1]
         self._sock = sock
         config = uvicorn.Config(
-            self.app, log_level="warning", access_log=False, lifespan="off", **tls_options(self.tls)
+            self.app,
+            log_level="warning",
+            access_log=False,
+            lifespan="off",
+            http=http_protocol.protocol_class(),  # TCP_NODELAY: no 40 ms wait per keep-alive request
+            **tls_options(self.tls),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -465,7 +470,15 @@ def serve(
     log.info("web console and API on %s://%s:%s/", "https" if tls else "http", host, port)
     stop = background(engine, mail) if background is not None else None
     try:
-        uvicorn.run(app, host=host, port=port, access_log=False, log_level="info", **ssl_options)
+        uvicorn.run(
+            app,
+            host=host,
+            port=port,
+            access_log=False,
+            log_level="info",
+            http=http_protocol.protocol_class(),
+            **ssl_options,
+        )
     finally:
         if stop is not None:
             stop()
