@@ -79,6 +79,25 @@ from interface.ops.bench_report import table
 from interface.ops.bench_workload import EB, LOAD_TOOL, MIXES, ROOT, SB, Workload, adt, adt_mix, mdm_t02
 
 
+def _adt_cell(ack: dict, e2e: dict) -> dict:
+    """One cell of the scale / journal tables: the ADT run's ACK and chart-committed figures."""
+    return {
+        "chart_msgs_per_s": e2e["msgs_per_s"],
+        "ack_msgs_per_s": ack["msgs_per_s"],
+        "ack_p50_ms": ack["ack_p50_ms"],
+        "ack_p99_ms": ack["ack_p99_ms"],
+        "e2e_p50_ms": e2e["e2e_p50_ms"],
+        "e2e_p99_ms": e2e["e2e_p99_ms"],
+        "engine_cpu_ms_per_msg": e2e["engine_cpu_ms_per_msg"],
+        "messages": ack["messages"],
+        "done": e2e["done"],
+        "items": e2e["items"],
+        "ack_codes": ack["ack_codes"],
+        "mismatched": ack["mismatched"],
+        "load_avg": os.getloadavg(),
+    }
+
+
 class Bench:
     def __init__(self, args):
         self.args = args
@@ -327,23 +346,7 @@ class Bench:
             if cpus:
                 out["processes"].setdefault(w, {})["backends_pinned"] = self.pin_database(_cpu_set(cpus[1]))
             ack, e2e, _, _ = self.adt_run(conns, n)
-            out["processes"].setdefault(w, {}).update(
-                {
-                    "chart_msgs_per_s": e2e["msgs_per_s"],
-                    "ack_msgs_per_s": ack["msgs_per_s"],
-                    "ack_p50_ms": ack["ack_p50_ms"],
-                    "ack_p99_ms": ack["ack_p99_ms"],
-                    "e2e_p50_ms": e2e["e2e_p50_ms"],
-                    "e2e_p99_ms": e2e["e2e_p99_ms"],
-                    "engine_cpu_ms_per_msg": e2e["engine_cpu_ms_per_msg"],
-                    "messages": ack["messages"],
-                    "done": e2e["done"],
-                    "items": e2e["items"],
-                    "ack_codes": ack["ack_codes"],
-                    "mismatched": ack["mismatched"],
-                    "load_avg": os.getloadavg(),
-                }
-            )
+            out["processes"].setdefault(w, {}).update(_adt_cell(ack, e2e))
             self.log(f"scale {w} process(es){' pinned' if cpus else ''}: chart {e2e['msgs_per_s']}/s")
         one = out["processes"][processes[0]]["chart_msgs_per_s"]
         for r in out["processes"].values():
@@ -419,22 +422,7 @@ class Bench:
             row: dict = {"seed": seed, "pools": {}}
             for pool in pools:
                 ack, e2e, wl, _ = self.adt_run(conns, n, pool=pool)
-                row["pools"][pool] = {
-                    "patients": wl.patients,
-                    "chart_msgs_per_s": e2e["msgs_per_s"],
-                    "ack_msgs_per_s": ack["msgs_per_s"],
-                    "ack_p50_ms": ack["ack_p50_ms"],
-                    "ack_p99_ms": ack["ack_p99_ms"],
-                    "e2e_p50_ms": e2e["e2e_p50_ms"],
-                    "e2e_p99_ms": e2e["e2e_p99_ms"],
-                    "engine_cpu_ms_per_msg": e2e["engine_cpu_ms_per_msg"],
-                    "messages": ack["messages"],
-                    "done": e2e["done"],
-                    "items": e2e["items"],
-                    "ack_codes": ack["ack_codes"],
-                    "mismatched": ack["mismatched"],
-                    "load_avg": os.getloadavg(),
-                }
+                row["pools"][pool] = {"patients": wl.patients, **_adt_cell(ack, e2e)}
                 self.log(
                     f"journal {size} pool {pool}: chart {e2e['msgs_per_s']}/s, "
                     f"ack p50/p99 {ack['ack_p50_ms']}/{ack['ack_p99_ms']} ms"
