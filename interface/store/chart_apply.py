@@ -60,8 +60,11 @@ def apply_updates(
                 "no MRN of the channel's assigning authority in PID-3", Location("PID", field=3)
             )
         ctx = _Apply(conn, message_id, now, event, changes)
-        if resolved:
-            ctx.resolved, resolved = resolved, None
+        if resolved and rule.patient == "upsert":  # a merge or rename writes patient rows
+            # before it looks the MRNs up again: it reads afresh (A47's new MRN had no chart
+            # when the identity check looked; after the rename it has)
+            ctx.resolved = resolved
+        resolved = None
         if rule.patient == "merge":
             _merge(ctx, upd, mrn, rename=False)
         elif rule.patient == "rename":
