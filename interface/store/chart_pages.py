@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, func, literal, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -306,22 +306,41 @@ _QUIET = ("ignored_stale", "redirect")  # history rows that change nothing
 
 def _shown(h) -> list[ColumnElement[bool]]:
     """The conditions on ``chart_history`` rows that change what a Patient shows."""
+    # the lists as one bind each, not an expanding IN: the statements stay compiled once
     return [
-        h.c.table_name.in_(DEMOGRAPHIC_TABLES),
-        h.c.action.not_in(_QUIET),
-        or_(h.c.table_name != "patients", h.c.field.is_(None), h.c.field.in_(PATIENT_FIELDS)),
+        h.c.table_name.in_([literal(t) for t in DEMOGRAPHIC_TABLES]),
+        h.c.action.not_in([literal(a) for a in _QUIET]),
+        or_(
+            h.c.table_name != "patients",
+            h.c.field.is_(None),
+            h.c.field.in_([literal(f) for f in PATIENT_FIELDS]),
+        ),
     ]
 
 
 def latest_versions(conn: Connection, ids: list[int]) -> dict[int, tuple[int | None, Any]]:
     """``{patient id: (message id, at)}`` of the newest change each patient's Patient shows
     (absent: no such history, as for rows loaded without messages)."""
-    if not ids:
-        return {}
-    h = cs.chart_history
-    newest = select(func.max(h.c.id)).where(h.c.patient_id.in_(ids), *_shown(h)).group_by(h.c.patient_id)
-    q = select(h.c.patient_id, h.c.message_id, h.c.at).where(h.c.id.in_(newest.scalar_subquery()))
-    return {r.patient_id: (r.message_id, _iso(r.at)) for r in conn.execute(q)}
+    out: dict[int, tuple[int | None, Any]] = {}
+    for part in fastsql.chunks(list(ids)):
+        for r in fastsql.run(conn, _latest(len(part)), fastsql.in_values("k", part)):
+            out[r.patient_id] = (r.message_id, _iso(r.at))
+    return out
+
+
+def _latest(n: int) -> fastsql.Statement:
+    """:func:`latest_versions`' statement for ``n`` ids, built and compiled once."""
+    st = _STATEMENTS.get(("latest_versions", n))
+    if st is None:
+        h = cs.chart_history
+        newest = (
+            select(func.max(h.c.id))
+            .where(h.c.patient_id.in_(fastsql.in_binds("k", n)), *_shown(h))
+            .group_by(h.c.patient_id)
+        )
+        q = select(h.c.patient_id, h.c.message_id, h.c.at).where(h.c.id.in_(newest.scalar_subquery()))
+        st = _STATEMENTS[("latest_versions", n)] = fastsql.Statement(q)
+    return st
 
 
 def patient_changes(conn: Connection, patient_id: int, limit: int = 5000) -> list[dict]:

@@ -243,6 +243,9 @@ def create_app(
     app.add_middleware(_AuditVia)
     app.add_middleware(webheaders.SecurityHeaders)  # outermost of ours: on _RejectNul's answers too
 
+    # /fhir (interface.web.fhir, read-only FHIR R4) first: routes are matched in order, and
+    # FHIR clients make many small requests (no other route's path starts with /fhir)
+    app.include_router(fhir.router)
     app.include_router(auth.router)
     app.include_router(api_health.router)
     app.include_router(api_docs.router)
@@ -283,7 +286,6 @@ def create_app(
     if roi_router is not None:  # /api/roi: the release-of-information desk (roles per route)
         app.include_router(roi_router)
         app.include_router(_optional_router("interface.web.api.roi_links"))  # links, the outbox
-    app.include_router(fhir.router)  # /fhir: interface.web.fhir (read-only FHIR R4)
     pages_router = _optional_router("interface.web.pages")
     if pages_router is not None:
         app.include_router(pages_router)

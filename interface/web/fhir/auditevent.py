@@ -13,7 +13,7 @@ from fhir.resources.R4B.auditevent import AuditEvent
 
 from interface.store import audit as store_audit
 from interface.web import auth
-from interface.web.fhir import common, lists
+from interface.web.fhir import common, lists, model
 from interface.web.fhir.common import FhirError
 from interface.web.reading import reading
 
@@ -176,7 +176,8 @@ def build(e: dict) -> AuditEvent:
         type_coding = {"system": ACTION_SYSTEM, "code": action, "display": _words(action)}
     source_type = SOURCES.get(e.get("via"), "2")
     via_code = e.get("via") or "engine"
-    return AuditEvent(
+    return model.make(
+        AuditEvent,
         id=str(e["id"]),
         meta={"lastUpdated": common.instant(e["at"])},
         type=type_coding,

@@ -19,7 +19,7 @@ from fhir.resources.R4B.resource import Resource
 
 from interface.store import chart_pages
 from interface.store import chart_schema as cs
-from interface.web.fhir import access, common, lists
+from interface.web.fhir import access, common, lists, model
 from interface.web.fhir.common import FhirError
 from interface.web.reading import reading
 
@@ -91,7 +91,8 @@ def coverage(request: Request, r: dict) -> Coverage:
     relation = (r.get("relationship") or "").upper()
     period = {k: common.date_of(r.get(c)) for k, c in (("start", "effective"), ("end", "expiration"))}
     insured = _name({k: r.get("insured_" + k) for k in ("family", "given")})
-    return Coverage(
+    return model.make(
+        Coverage,
         id=str(r["id"]),
         meta=common.meta(r),
         status="active",
@@ -119,7 +120,8 @@ def allergy(request: Request, r: dict) -> AllergyIntolerance:
     if r.get("reaction"):
         reaction = [{"manifestation": [{"text": r["reaction"]}], "severity": SEVERITY.get(severity)}]
     category = ALLERGY_CATEGORY.get((r.get("type") or "").upper())
-    return AllergyIntolerance(
+    return model.make(
+        AllergyIntolerance,
         id=str(r["id"]),
         meta=common.meta(r),
         clinicalStatus={"coding": [{"system": ALLERGY_CLINICAL, "code": "active"}]},
@@ -144,7 +146,8 @@ def condition(request: Request, r: dict) -> Condition:
         category.append({"coding": [{"system": V2_0052, "code": kind}]})
     verification = DIAGNOSIS_VERIFICATION.get(kind)
     onset = r.get("at")
-    return Condition(
+    return model.make(
+        Condition,
         id=str(r["id"]),
         meta=common.meta(r),
         verificationStatus={"coding": [{"system": VERIFICATION, "code": verification}]}

@@ -13,7 +13,7 @@ from fhir.resources.R4B.bundle import Bundle
 from fhir.resources.R4B.operationoutcome import OperationOutcome
 from fhir.resources.R4B.resource import Resource
 
-from interface.web.fhir import serial
+from interface.web.fhir import model, serial
 
 MEDIA_TYPE = "application/fhir+json"
 FHIR_VERSION = "4.0.1"
@@ -58,7 +58,7 @@ def respond(resource: Resource, status: int = 200, headers: dict | None = None) 
 def outcome(status: int, text: str, code: str | None = None, headers: dict | None = None) -> FhirResponse:
     """An OperationOutcome with one issue (severity error) as the answer with ``status``."""
     code = code or _CODES.get(status, "exception")
-    oo = OperationOutcome(issue=[{"severity": "error", "code": code, "diagnostics": text}])
+    oo = model.make(OperationOutcome, issue=[{"severity": "error", "code": code, "diagnostics": text}])
     return respond(oo, status, headers)
 
 
@@ -291,7 +291,8 @@ def searchset(
         links.append(link("next", offset + count))
     if offset > 0:
         links.append(link("previous", max(0, offset - count)))
-    bundle = Bundle(
+    bundle = model.make(
+        Bundle,
         type="searchset",
         total=total,
         link=links,

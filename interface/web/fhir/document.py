@@ -18,7 +18,7 @@ from interface.store import chart_pages, document_read, documents
 from interface.store.chart import resolve_mrn
 from interface.store.document_ids import AmbiguousDocument
 from interface.web import sensitive
-from interface.web.fhir import access, common, lists
+from interface.web.fhir import access, common, lists, model
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.identifiers import system_for
 from interface.web.reading import reading
@@ -90,7 +90,8 @@ def build(
     activity = common.instant(e.get("activity_at"))
     if activity:
         context["period"] = {"start": activity}
-    return DocumentReference(
+    return model.make(
+        DocumentReference,
         id=number,
         meta=meta,
         masterIdentifier={"system": system_for(request, authority), "value": number},
@@ -169,7 +170,8 @@ def document_history(id: str, request: Request):
             }
         )
     access.audit(request, "view", "document", id, [versions[-1].get("mrn") if versions else None])
-    bundle = Bundle(
+    bundle = model.make(
+        Bundle,
         type="history",
         total=len(entries),
         link=[{"relation": "self", "url": f"{base}/DocumentReference/{id}/_history"}],
@@ -319,7 +321,8 @@ def _binary(request: Request, id: str, vid: str | None):
         common.MEDIA_TYPE in request.headers.get("accept", "")
         or request.query_params.get("_format") == "json"
     ):
-        binary = Binary(
+        binary = model.make(
+            Binary,
             id=id,
             meta=common.meta(entry),
             contentType=media.split(";")[0].strip(),

@@ -12,7 +12,7 @@ from sqlalchemy import and_, func, or_
 
 from interface.store import chart_pages
 from interface.store import chart_schema as cs
-from interface.web.fhir import access, common, lists
+from interface.web.fhir import access, common, lists, model
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.identifiers import system_for
 from interface.web.reading import reading
@@ -132,7 +132,8 @@ def build(request: Request, v: dict) -> Encounter:
         )
         if x
     }
-    return Encounter(
+    return model.make(
+        Encounter,
         id=str(v["id"]),
         meta=common.meta(v),
         identifier=identifier,

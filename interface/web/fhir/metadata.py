@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from fastapi import APIRouter, Request
 from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
-from interface.web.fhir import common
+from interface.web.fhir import common, model
 
 router = APIRouter()
 
@@ -144,7 +144,8 @@ def statement(request: Request, resources: dict | None = None) -> CapabilityStat
         if spec["include"]:
             entry["searchInclude"] = spec["include"]
         rest_resources.append({k: v for k, v in entry.items() if v is not None})
-    return CapabilityStatement(
+    return model.make(
+        CapabilityStatement,
         status="active",
         date=common.instant(RELEASED),
         kind="instance",

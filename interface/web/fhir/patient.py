@@ -14,7 +14,7 @@ from fhir.resources.R4B.patient import Patient
 
 from interface.desk import masking
 from interface.store import chart_pages
-from interface.web.fhir import access, common
+from interface.web.fhir import access, common, model
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.identifiers import system_for
 from interface.web.reading import reading
@@ -107,7 +107,8 @@ def build(request: Request, record: dict) -> Patient:
     birth = common.date_of(record.get("birth_date"))
     name = _name(record.get("name"))
     if requested != mrn:  # merged away: not to be used, points at the survivor
-        return Patient(
+        return model.make(
+            Patient,
             id=requested,
             meta=meta,
             active=False,
@@ -139,7 +140,8 @@ def build(request: Request, record: dict) -> Patient:
         for m in record.get("merged_from") or []
         if m != mrn
     ]
-    return Patient(
+    return model.make(
+        Patient,
         id=mrn,
         meta=meta,
         active=True,

@@ -22,7 +22,7 @@ from fastapi import APIRouter, Request
 from fhir.resources.R4B.bundle import Bundle
 
 from interface.store import chart_pages
-from interface.web.fhir import access, common
+from interface.web.fhir import access, common, model
 from interface.web.fhir.common import FhirError
 from interface.web.fhir.patient import build, load
 from interface.web.reading import reading
@@ -147,7 +147,8 @@ def patient_history(id: str, request: Request):
                 },
             }
         )
-    bundle = Bundle(
+    bundle = model.make(
+        Bundle,
         type="history",
         total=len(entries),
         link=[{"relation": "self", "url": f"{base}/Patient/{id}/_history"}],
