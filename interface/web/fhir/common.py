@@ -48,9 +48,8 @@ class FhirResponse(Response):
 def respond(resource: Resource, status: int = 200, headers: dict | None = None) -> FhirResponse:
     """The resource as ``application/fhir+json``, serialised once (:mod:`.serial`).
 
-    The model validated its content when it was built (every resource here is built through its
-    fhir.resources constructor, never ``model_construct``), so it is not validated a second time
-    on the way out; the tests parse every answer back through the R4 models."""
+    The model was constructed by :func:`interface.web.fhir.model.make` (not validated at run
+    time); the tests parse every answer back through the R4 models."""
     body = serial.dumps(resource)
     return FhirResponse(body, status_code=status, headers=headers)
 

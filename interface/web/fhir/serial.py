@@ -10,7 +10,7 @@ same rules (the element order of the specification, aliases, ``_field`` extensio
 ``_serialize_primitive_value``) from a plan computed once per class, and hands the result to
 pydantic's JSON encoder as the library does (dates and instants come out identically).
 
-It serialises, it does not build: every model was validated by its constructor. Whatever it does
+It serialises, it does not build (:mod:`interface.web.fhir.model` builds). Whatever it does
 not know (a value that is neither a model, a list nor a primitive element) falls back to the
 library's ``model_dump_json``. tests/test_fhir_serial.py holds it equal to the library's output
 for every resource the FHIR tests read.
