@@ -31,6 +31,7 @@ def test_keep_alive_connections_are_served_with_tcp_nodelay():
         connections = list(web._server.server_state.connections)
         assert connections, "the server holds the open connection"
         for proto in connections:
+            assert type(proto).__mro__[1].__name__ == "HttpToolsProtocol"  # the C parser (a dependency)
             sock = proto.transport.get_extra_info("socket")
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
         client.close()
