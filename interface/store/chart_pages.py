@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, literal, or_, select
+from sqlalchemy import Integer, and_, bindparam, func, literal, or_, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.sql.elements import ColumnElement
 
@@ -387,14 +387,26 @@ def list_rows(
 ) -> tuple[int, list[dict]]:
     """(matches, one page of rows as dicts with ``mrn``) of ``table`` (visits, insurance,
     allergies, diagnoses): rows by id or by patient, newest first (by id)."""
+    if not where and not updated and (ids is None) != (patient_ids is None):
+        found = _list_page(
+            conn, table, "id" if ids is not None else "patient_id", ids or patient_ids or [], count, offset
+        )
+    else:
+        found = _list_page_built(conn, table, ids, patient_ids, where, updated, count, offset)
+    total, page = found
+    rows = []
+    for r in page:
+        d = dict(r._mapping)
+        d["mrn"] = d.pop("patient_mrn")
+        d["updated_at"] = _iso(d["updated_at"])
+        rows.append(d)
+    return total, rows
+
+
+def _list_query(table, conds: list[ColumnElement[bool]], count, offset):
     p = cs.patients
-    conds = list(where) + compare(table.c.updated_at, list(updated))
-    if ids is not None:
-        conds.append(table.c.id.in_(ids))
-    if patient_ids is not None:
-        conds.append(table.c.patient_id.in_(patient_ids))
-    total = conn.execute(select(func.count()).select_from(table).where(*conds)).scalar_one()
-    q = (
+    total = select(func.count()).select_from(table).where(*conds)
+    page = (
         select(table, p.c.mrn.label("patient_mrn"))
         .join(p, p.c.id == table.c.patient_id)
         .where(*conds)
@@ -402,13 +414,47 @@ def list_rows(
         .limit(count)
         .offset(offset)
     )
-    rows = []
-    for r in conn.execute(q):
-        d = dict(r._mapping)
-        d["mrn"] = d.pop("patient_mrn")
-        d["updated_at"] = _iso(d["updated_at"])
-        rows.append(d)
-    return total, rows
+    return total, page
+
+
+def _list_page_built(conn, table, ids, patient_ids, where, updated, count: int, offset: int):
+    """:func:`list_rows` with filters: the statements built for the call."""
+    conds = list(where) + compare(table.c.updated_at, list(updated))
+    if ids is not None:
+        conds.append(table.c.id.in_(ids))
+    if patient_ids is not None:
+        conds.append(table.c.patient_id.in_(patient_ids))
+    total, page = _list_query(table, conds, count, offset)
+    return conn.execute(total).scalar_one(), list(conn.execute(page))
+
+
+def _list_page(conn, table, column: str, values: list[int], count: int, offset: int):
+    """:func:`list_rows` by id or by patient alone (what every FHIR list search by patient
+    asks): the statements built and compiled once per (table, column, number of values)."""
+    if not values or len(values) > fastsql.IN_CHUNK:
+        return _list_page_built(
+            conn,
+            table,
+            values if column == "id" else None,
+            values if column != "id" else None,
+            [],
+            [],
+            count,
+            offset,
+        )
+    key = ("list", table.name, column, len(values))
+    st = _STATEMENTS.get(key)
+    if st is None:
+        conds = [table.c[column].in_(fastsql.in_binds("k", len(values)))]
+        total, page = _list_query(
+            table, conds, bindparam("count", type_=Integer), bindparam("offset", type_=Integer)
+        )
+        st = _STATEMENTS[key] = fastsql.Statement(total)
+        _STATEMENTS[(*key, "page")] = fastsql.Statement(page)
+    params = fastsql.in_values("k", values)
+    total_found = fastsql.run(conn, st, params).scalar()
+    page_rows = fastsql.run(conn, _STATEMENTS[(*key, "page")], {**params, "count": count, "offset": offset})
+    return total_found, list(page_rows)
 
 
 def visit_extras(conn: Connection, visits: list[dict]) -> None:
