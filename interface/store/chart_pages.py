@@ -118,39 +118,146 @@ def search_patients(
     (``name``: family or given); ``sexes``: the stored sex values (lower case) that count;
     ``mrns``: only these. ``total``: ``accurate`` counts every match; ``bounded`` needs no count
     when the first page holds every match and counts at most ``cap`` + 1 otherwise (None past
-    ``cap``); ``none`` never counts."""
-    t = cs.patients
-    # not ``merged_into IS NULL``: nearly every row matches it, and SQLite (without statistics)
-    # would pick that index over the name's; as an expression it is checked on the rows found
-    where: list[ColumnElement[bool]] = [func.coalesce(t.c.merged_into, "") == ""]
-    if mrns is not None:
-        where.append(t.c.mrn.in_(mrns))
-    if family:
-        where.append(_prefix(func.lower(t.c.family), family.strip()))
-    if given:
-        where.append(_prefix(func.lower(t.c.given), given.strip()))
-    if name:
-        where.append(
-            or_(_prefix(func.lower(t.c.family), name.strip()), _prefix(func.lower(t.c.given), name.strip()))
-        )
-    if sexes is not None:
-        where.append(func.lower(t.c.sex).in_(sexes))
-    where += compare(t.c.birth_date, list(birth), text=True)
-    where += compare(t.c.updated_at, list(updated))
-    q = select(t.c.id).where(*where).order_by(t.c.family, t.c.given, t.c.mrn).limit(count + 1).offset(offset)
-    ids = [r.id for r in conn.execute(q)]
+    ``cap``); ``none`` never counts.
+
+    The statements are compiled once per shape of the search (which filters, how many values:
+    :class:`_Search`) and run through ``fastsql``; building and running them through
+    SQLAlchemy's expression API cost more than SQLite's own work for a page."""
+    b = _Search((mrns, family, given, name, list(birth), sexes, list(updated)))
+    st = _search_statements(b)
+    params = {**b.values, "limit": count + 1, "offset": offset, "cap": cap + 1}
+    ids = [r.id for r in fastsql.run(conn, st["page"], params)]
     more = len(ids) > count
     ids = ids[:count]
     found: int | None = None
     if total == "bounded" and offset == 0 and not more:
         found = len(ids)
     elif total == "bounded":
-        some = select(t.c.id).where(*where).limit(cap + 1).subquery()
-        found = conn.execute(select(func.count()).select_from(some)).scalar_one()
-        found = found if found <= cap else None
+        found = fastsql.run(conn, st["bounded"], params).scalar()
+        found = found if found is not None and found <= cap else None
     elif total == "accurate":
-        found = conn.execute(select(func.count()).select_from(t).where(*where)).scalar_one()
+        found = fastsql.run(conn, st["accurate"], params).scalar()
     return found, ids, more
+
+
+class _Search:
+    """A patient search's filters written once for two uses: its *shape* (which conditions,
+    how many values each: the key of its compiled statements) and its *values* (binds ``p0``,
+    ``p1``... in order), without building SQL; and, when the shape is new, the SQL conditions
+    themselves over the same binds (``build``). The same calls make all three, so the binds
+    always line up with the conditions."""
+
+    def __init__(self, args: tuple) -> None:
+        self.args = args
+        self.shape: list[tuple] = []
+        self.values: dict[str, Any] = {}
+        self.conds: list[ColumnElement[bool]] | None = None  # set by build
+        self._filters(*args)
+
+    def _bind(self, value: Any):
+        name = f"p{len(self.values)}"
+        self.values[name] = value
+        return bindparam(name) if self.conds is not None else None
+
+    def _filters(self, mrns, family, given, name, birth, sexes, updated) -> None:
+        t = cs.patients
+        fam, giv = func.lower(t.c.family), func.lower(t.c.given)
+        # not ``merged_into IS NULL``: nearly every row matches it, and SQLite (without
+        # statistics) would pick that index over the name's; as an expression it is checked on
+        # the rows found
+        self._add(("live",), lambda: func.coalesce(t.c.merged_into, "") == "")
+        if mrns is not None:
+            binds = [self._bind(m) for m in mrns]
+            self._add(("mrn", len(binds)), lambda: t.c.mrn.in_(binds))
+        if family:
+            self._prefix("family", fam, family.strip())
+        if given:
+            self._prefix("given", giv, given.strip())
+        if name:
+            start = len(self.conds) if self.conds is not None else 0
+            self._prefix("name_family", fam, name.strip())
+            self._prefix("name_given", giv, name.strip())
+            if self.conds is not None:
+                self.conds[start:] = [or_(*self.conds[start:])]
+        if sexes is not None:
+            binds = [self._bind(x) for x in sexes]
+            self._add(("sex", len(binds)), lambda: func.lower(t.c.sex).in_(binds))
+        for op, value in birth:
+            self._compare_text("birth", t.c.birth_date, op, value)
+        for op, value in updated:
+            bound = self._bind(value)
+            self._add(("updated", op), lambda: compare(t.c.updated_at, [(op, bound)])[0])
+
+    def _add(self, shape: tuple, cond) -> None:
+        self.shape.append(shape)
+        if self.conds is not None:
+            self.conds.append(cond())
+
+    def _prefix(self, tag: str, column, value: str) -> None:
+        """As :func:`_prefix`: the LIKE, and the index range when the value ends in a letter or
+        digit."""
+        value = value.lower()
+        like = self._bind(_like_pattern(value))
+        if value and ("a" <= value[-1] < "z" or "0" <= value[-1] < "9"):
+            low, high = self._bind(value), self._bind(value[:-1] + chr(ord(value[-1]) + 1))
+            self._add(
+                (tag, "range"), lambda: and_(column >= low, column < high, column.like(like, escape="\\"))
+            )
+        else:
+            self._add((tag, "like"), lambda: column.like(like, escape="\\"))
+
+    def _compare_text(self, tag: str, column, op: str, value: str) -> None:
+        """As :func:`compare` with ``text=True``."""
+        top = after(value)
+        if op == "eq" and top:
+            like, low, high = self._bind(_like_pattern(value)), self._bind(value), self._bind(top)
+            self._add(
+                (tag, op, "range"), lambda: and_(column >= low, column < high, column.like(like, escape="\\"))
+            )
+        elif op in ("eq", "ne"):
+            like = self._bind(_like_pattern(value))
+            if op == "eq":
+                self._add((tag, op), lambda: column.like(like, escape="\\"))
+            else:
+                self._add((tag, op), lambda: or_(column.is_(None), ~column.like(like, escape="\\")))
+        elif op in ("gt", "sa", "le"):
+            bound = self._bind(top)
+            self._add((tag, op), lambda: column >= bound if op != "le" else column < bound)
+        else:  # ge, lt, eb: against the value itself
+            bound = self._bind(value)
+            self._add((tag, op), lambda: column >= bound if op == "ge" else column < bound)
+
+    def build(self) -> list[ColumnElement[bool]]:
+        """The SQL conditions, over binds named as :attr:`values` (the same calls again)."""
+        self.shape, self.values, self.conds = [], {}, []
+        self._filters(*self.args)
+        return self.conds
+
+
+_SEARCHES: dict[tuple, dict[str, fastsql.Statement]] = {}
+
+
+def _search_statements(b: _Search) -> dict[str, fastsql.Statement]:
+    key = tuple(b.shape)
+    found = _SEARCHES.get(key)
+    if found is None:
+        conds = b.build()
+        t = cs.patients
+        limit, offset = bindparam("limit", type_=Integer), bindparam("offset", type_=Integer)
+        page = (
+            select(t.c.id).where(*conds).order_by(t.c.family, t.c.given, t.c.mrn).limit(limit).offset(offset)
+        )
+        some = select(t.c.id).where(*conds).limit(bindparam("cap", type_=Integer)).subquery()
+        found = _SEARCHES[key] = {
+            "page": fastsql.Statement(page),
+            "bounded": fastsql.Statement(select(func.count()).select_from(some)),
+            "accurate": fastsql.Statement(select(func.count()).select_from(t).where(*conds)),
+        }
+    return found
+
+
+def _like_pattern(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 # The page's statements are built and compiled once (``fastsql``: a read of one patient is seven
