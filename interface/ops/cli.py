@@ -19,8 +19,7 @@ _db_args, _engine, _now = cli_args.db_args, cli_args.engine, cli_args.now
 
 
 def cmd_run(args) -> int:
-    from interface.ops.runtime import Settings
-    from interface.ops.service import run
+    from interface.ops.settings import Settings  # not runtime: the --workers supervisor stays small
 
     try:
         web = args.web.rsplit(":", 1)
@@ -44,6 +43,8 @@ def cmd_run(args) -> int:
 
             settings.workers = 1
             return supervise(settings, args.workers)
+        from interface.ops.service import run
+
         return run(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
