@@ -382,11 +382,11 @@ def test_the_supervisor_checks_in_a_child_process_and_imports_none_of_the_engine
     assert out.stdout.split("\n")[:2] == ["['adt', 'mdm', 'siu'] True", "[]"]
     assert db.exists()  # the schema was created (by the check process)
     # a broken mapping: the check's ConfigError reaches the supervisor with its file:line
+    import shutil
+
     from interface.hl7.errors import ConfigError
     from interface.ops import cluster
     from interface.ops.settings import Settings
-
-    import shutil
 
     bad = tmp_path / "mappings"
     shutil.copytree(ROOT / "mappings", bad)

@@ -44,7 +44,16 @@ class Settings:
 
 
 _PATHS = frozenset(
-    ("channels_dir", "mappings_dir", "rules_file", "var_dir", "ready_file", "pid_file", "alerts_file", "content_dir")
+    (
+        "channels_dir",
+        "mappings_dir",
+        "rules_file",
+        "var_dir",
+        "ready_file",
+        "pid_file",
+        "alerts_file",
+        "content_dir",
+    )
 )
 
 
