@@ -404,3 +404,18 @@ def test_the_supervisor_checks_in_a_child_process_and_imports_none_of_the_engine
     with pytest.raises(ConfigError, match=target.name):
         sup.prepare()
     assert sup.sockets == {}
+
+
+def test_an_engine_process_imports_no_pdf_library():
+    """The engine's e-mail outbox (``ops.roi_outbox`` → ``desk.roi_delivery``) sends e-mails; the
+    packet's PDF libraries (pypdf, fpdf with fontTools, Pillow: ~30 MB a process) are imported
+    by the release and the download that build packets, not by every engine process."""
+    code = (
+        "import sys\n"
+        "import interface.ops.service, interface.ops.roi_outbox, interface.desk.roi_delivery\n"
+        "print(sorted(m for m in ('pypdf', 'fpdf', 'fontTools', 'PIL', 'pypdfium2') if m in sys.modules))\n"
+        "import interface.desk.roi_release\n"
+        "print('pypdf' in sys.modules)\n"
+    )
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -584,10 +585,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    from interface.store.audit import via
-
     serving = getattr(args, "func", None) in (cmd_run, cmd_web)  # requests say their own via
-    with via(None if serving else "cli"):  # what a command writes to the audit came by the CLI
+    if serving:  # no ``via`` to set (the default is None), and no SQLAlchemy to import for it: the
+        # --workers supervisor imports only what it uses
+        marked = contextlib.nullcontext()
+    else:
+        from interface.store.audit import via
+
+        marked = via("cli")  # what a command writes to the audit came by the CLI
+    with marked:
         if getattr(args, "delegated", None) is not None:
             return args.delegated(args, rest)
         if rest:
