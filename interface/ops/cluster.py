@@ -13,7 +13,9 @@ listening socket once and hands the file descriptors to the children, which adop
 (``reactor.adoptStreamPort``): the kernel hands each new connection to one of them, and
 connections waiting in the backlog survive a child's death because the parent keeps the socket
 open. New connections are spread evenly over the children (:func:`share_accepts`). The parent
-creates or checks the schema once, restarts a child that dies (with backoff
+checks the configuration and creates or checks the schema once — in a short-lived process
+(``interface.ops.config_check``), so that the parent itself never imports the engine (it stays
+~26 MB) — restarts a child that dies (with backoff
 when it dies young), and on SIGTERM/SIGINT stops every child (SIGTERM, then SIGKILL after a
 grace period). The web console and the alert checks run in child 0 only.
 
