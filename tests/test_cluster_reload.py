@@ -349,3 +349,73 @@ def test_the_supervisor_refuses_to_start_on_alerts_its_first_child_would_refuse(
     finally:
         for sock in sup.sockets.values():
             sock.close()
+
+
+def test_the_supervisor_checks_in_a_child_process_and_imports_none_of_the_engine(tmp_path):
+    """``run --workers N``: the supervisor's start check (channels, mappings, rules, alerts, the
+    schema) and its reload check run in a short-lived process (``interface.ops.config_check``):
+    the supervisor itself never imports the pipeline, pydantic or SQLAlchemy (~60 MB of code a
+    process never gives back), yet it has the channels and their endpoints, and a bad mapping
+    still stops it with the problem."""
+    db = tmp_path / "s.db"
+    code = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from interface.ops import cli, cluster\n"
+        "from interface.ops.settings import Settings\n"
+        f"root = Path({str(ROOT)!r})\n"
+        "s = Settings(channels_dir=root / 'channels', mappings_dir=root / 'mappings',\n"
+        "    rules_file=root / 'rules' / 'completeness.yaml', var_dir=Path(sys.argv[1]),\n"
+        "    db_url=sys.argv[2], port_overrides={n: 'tcp:0:interface=127.0.0.1' for n in ('adt', 'mdm', 'siu')})\n"
+        "sup = cluster.Supervisor(s, 2)\n"
+        "sup.prepare()\n"
+        "channels, endpoints = sup._load()\n"
+        "for sock in sup.sockets.values(): sock.close()\n"
+        "print(sorted(c.name for c in sup.channels), sorted(endpoints) == sorted(c.name for c in channels))\n"
+        "print(sorted(m for m in ('interface.ops.runtime', 'interface.engine.processing', 'pydantic',"
+        " 'sqlalchemy', 'yaml', 'interface.config.channels') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [PYTHON, "-c", code, str(tmp_path / "var"), f"sqlite:///{db}"], capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["['adt', 'mdm', 'siu'] True", "[]"]
+    assert db.exists()  # the schema was created (by the check process)
+    # a broken mapping: the check's ConfigError reaches the supervisor with its file:line
+    import shutil
+
+    from interface.hl7.errors import ConfigError
+    from interface.ops import cluster
+    from interface.ops.settings import Settings
+
+    bad = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", bad)
+    target = bad / "adt.yaml"
+    target.write_text(target.read_text() + "\n  : [unclosed\n")
+    settings = Settings(
+        channels_dir=ROOT / "channels",
+        mappings_dir=bad,
+        rules_file=ROOT / "rules" / "completeness.yaml",
+        var_dir=tmp_path / "var",
+        create_schema=False,
+        port_overrides={name: "tcp:0:interface=127.0.0.1" for name in ("adt", "mdm", "siu")},
+    )
+    sup = cluster.Supervisor(settings, 2)
+    with pytest.raises(ConfigError, match=target.name):
+        sup.prepare()
+    assert sup.sockets == {}
+
+
+def test_an_engine_process_imports_no_pdf_library():
+    """The engine's e-mail outbox (``ops.roi_outbox`` → ``desk.roi_delivery``) sends e-mails; the
+    packet's PDF libraries (pypdf, fpdf with fontTools, Pillow: ~30 MB a process) are imported
+    by the release and the download that build packets, not by every engine process."""
+    code = (
+        "import sys\n"
+        "import interface.ops.service, interface.ops.roi_outbox, interface.desk.roi_delivery\n"
+        "print(sorted(m for m in ('pypdf', 'fpdf', 'fontTools', 'PIL', 'pypdfium2') if m in sys.modules))\n"
+        "import interface.desk.roi_release\n"
+        "print('pypdf' in sys.modules)\n"
+    )
+    out = subprocess.run([PYTHON, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]

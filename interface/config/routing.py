@@ -13,7 +13,10 @@ routing never decodes the message body. A single-channel listener skips all of t
 
 from __future__ import annotations
 
-from interface.config.channels import Channel
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # annotations only: the --workers supervisor uses endpoint_key without pydantic
+    from interface.config.channels import Channel
 
 
 def endpoint_key(ch: Channel, endpoint: str | None = None) -> str:

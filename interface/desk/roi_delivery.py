@@ -37,7 +37,7 @@ from email.utils import formataddr, make_msgid
 from typing import Callable, Iterable
 
 from interface.config.mail import MailSettings
-from interface.desk import roi, roi_release
+from interface.desk import roi
 from interface.desk.roi import RoiError
 from interface.rules import roi as rules
 from interface.rules.roi import RoiSettings
@@ -182,6 +182,9 @@ def download(
 ) -> tuple[dict, bytes]:
     """The packet a link opens, counted on the link, written to the request's history and audited
     against the patient as a disclosure access (who: the recipient of link N; the IP address)."""
+    from interface.desk import roi_release  # PDF libraries (pypdf, fpdf, Pillow: ~25 MB): not
+    # in an engine process whose outbox only sends the e-mails
+
     link = open_link(conn, token, now)
     who = f"recipient (link {link['id']})"
     _packet, data = roi_release.download_packet(
@@ -213,6 +216,8 @@ def release(conn, settings: RoiSettings, request_id: int, *, user: str, now: dat
     """:func:`interface.desk.roi_release.release`, then the delivery: for secure download a link
     (``token`` in the answer: show it once), for e-mail a link and an e-mail in the outbox
     (``email_id``: send it after the commit, :func:`send_email`)."""
+    from interface.desk import roi_release  # as in download
+
     done = roi_release.release(conn, settings, request_id, user=user, now=now, **kw)
     req = roi.get(conn, request_id)
     if req["delivery"] in rules.ELECTRONIC:

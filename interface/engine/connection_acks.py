@@ -42,6 +42,7 @@ from interface.engine.destinations import APPLICATION_ACK, CONNECTION_ACK, lane_
 from interface.hl7.framing import frame
 from interface.store import workqueue
 from interface.store.schema import messages, work_items, work_keys
+from interface.store.search_text import indexed_bytes
 
 log = logging.getLogger("interface.engine.connection_acks")
 
@@ -286,7 +287,7 @@ class ConnectionAckRelay:
         conn.execute(
             update(messages)
             .where(messages.c.id == r.message_id)
-            .values(raw=raw, body_sha256=hashlib.sha256(raw).hexdigest())
+            .values(raw=raw, body_sha256=hashlib.sha256(raw).hexdigest(), search_raw=indexed_bytes(raw))
         )
         conn.execute(
             update(work_items)

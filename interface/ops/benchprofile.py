@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m interface.ops.benchprofile", description=__doc__.split("\n\n")[0]
     )
     ap.add_argument("n", nargs="?", type=int, default=3000, help="ADT messages (default 3000)")
-    ap.add_argument("--profile", action="store_true", help="cProfile the drain")
+    ap.add_argument("--profile", action="store_true", help="cProfile the drain (with --inline: the receive)")
     ap.add_argument("--db", help="database URL (default: a fresh SQLite file)")
     ap.add_argument("--inline", action="store_true", help="apply: inline (receive applies too)")
     ap.add_argument(
@@ -87,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
                         frames.append(q.pop(0)[1][1:-2])  # strip the MLLP framing
         trends = None if args.no_trends else Recorder()
         worker.pipeline.stats = trends  # as interface run counts: per message, per frame, per item
+        prof = cProfile.Profile() if args.profile else None
+        if prof and args.inline:
+            prof.enable()
         t0 = time.process_time()
         for i in range(0, len(frames), 16):
             started = time.monotonic()
@@ -101,8 +104,7 @@ def main(argv: list[str] | None = None) -> int:
             with db.begin() as conn:  # what the sync thread does every few seconds
                 channel_stats.flush(conn, trends.take())
         t1 = time.process_time()
-        prof = cProfile.Profile() if args.profile else None
-        if prof:
+        if prof and not args.inline:
             prof.enable()
         items = 0
         while n := worker.run_once():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from pathlib import Path
@@ -19,8 +20,7 @@ _db_args, _engine, _now = cli_args.db_args, cli_args.engine, cli_args.now
 
 
 def cmd_run(args) -> int:
-    from interface.ops.runtime import Settings
-    from interface.ops.service import run
+    from interface.ops.settings import Settings  # not runtime: the --workers supervisor stays small
 
     try:
         web = args.web.rsplit(":", 1)
@@ -44,6 +44,8 @@ def cmd_run(args) -> int:
 
             settings.workers = 1
             return supervise(settings, args.workers)
+        from interface.ops.service import run
+
         return run(settings)
     except ConfigError as exc:
         print(exc, file=sys.stderr)
@@ -583,10 +585,15 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
-    from interface.store.audit import via
-
     serving = getattr(args, "func", None) in (cmd_run, cmd_web)  # requests say their own via
-    with via(None if serving else "cli"):  # what a command writes to the audit came by the CLI
+    if serving:  # no ``via`` to set (the default is None), and no SQLAlchemy to import for it: the
+        # --workers supervisor imports only what it uses
+        marked = contextlib.nullcontext()
+    else:
+        from interface.store.audit import via
+
+        marked = via("cli")  # what a command writes to the audit came by the CLI
+    with marked:
         if getattr(args, "delegated", None) is not None:
             return args.delegated(args, rest)
         if rest:

@@ -13,7 +13,9 @@ listening socket once and hands the file descriptors to the children, which adop
 (``reactor.adoptStreamPort``): the kernel hands each new connection to one of them, and
 connections waiting in the backlog survive a child's death because the parent keeps the socket
 open. New connections are spread evenly over the children (:func:`share_accepts`). The parent
-creates or checks the schema once, restarts a child that dies (with backoff
+checks the configuration and creates or checks the schema once — in a short-lived process
+(``interface.ops.config_check``), so that the parent itself never imports the engine (it stays
+~26 MB) — restarts a child that dies (with backoff
 when it dies young), and on SIGTERM/SIGINT stops every child (SIGTERM, then SIGKILL after a
 grace period). The web console and the alert checks run in child 0 only.
 
@@ -100,28 +102,12 @@ class Supervisor(ReloadReport):
     _extra: list = field(default_factory=list)  # children being started or stopped by a reload
 
     def prepare(self) -> None:
-        """Check the config, create or check the schema, bind the listeners (in the parent)."""
-        from interface.config.channels import load_channels
-        from interface.ops.runtime import load_pipeline
-        from interface.store import db as dbmod
+        """Check the config, create or check the schema (in a short-lived process:
+        ``interface.ops.config_check``), bind the listeners (in the parent)."""
+        from interface.ops.config_check import run_check
 
         s = self.settings
-        channels = [
-            c
-            for c in load_channels(s.channels_dir)
-            if c.enabled and (not s.channel_names or c.name in s.channel_names)
-        ]
-        load_pipeline(s, channels)  # mapping errors stop here, not in a restart loop of children
-        from interface.ops.reload import load_alerts_config
-
-        load_alerts_config(s, channels)  # so do alerts.yaml's, and its notifiers' (an e-mail
-        # notifier's credential variable that is not set), which child 0 would refuse at start
-        if s.create_schema:
-            engine = dbmod.make_engine(s.url, pool_size=1)
-            try:
-                dbmod.create_schema(engine)
-            finally:
-                engine.dispose()
+        channels = run_check("start", s)  # ConfigError: mapping, rule or alert problems stop here
         self.channels = channels
         self.endpoints = {ch.name: s.port_overrides.get(ch.name, ch.listen) for ch in channels}
         shared: dict[str, socket.socket] = {}  # channels on one endpoint share its socket
@@ -312,10 +298,10 @@ class Supervisor(ReloadReport):
     def _load(self):
         """The channels (same filters as at start), checked with mappings, rules and alerts, and
         each one's endpoint (``--listen`` overrides win). ConfigError: ``file:line: message``."""
-        from interface.ops.reload import load_all
+        from interface.ops.config_check import run_check
 
         s = self.settings
-        channels, _pipeline, _alerts = load_all(s)
+        channels = run_check("reload", s)  # in a short-lived process, as at start
         return channels, {c.name: s.port_overrides.get(c.name, c.listen) for c in channels}
 
     def _roll(self) -> str | None:
@@ -420,18 +406,10 @@ class Supervisor(ReloadReport):
         self.retired = keep
 
     def _event(self, kind: str, detail: str) -> None:
-        from datetime import datetime, timezone
-
-        from interface.store import db as dbmod
-        from interface.store import journal
+        from interface.ops.config_check import run_check
 
         try:
-            engine = dbmod.make_engine(self.settings.url, pool_size=1)
-            try:
-                with engine.begin() as conn:
-                    journal.record_event(conn, at=datetime.now(timezone.utc), kind=kind, detail=detail)
-            finally:
-                engine.dispose()
+            run_check("event", self.settings, kind=kind, detail=detail)  # no SQLAlchemy in here
         except Exception as exc:  # noqa: BLE001 - the reload itself is done; say so in the log
             log.error("event %s not recorded: %s", kind, type(exc).__name__)
 
@@ -501,8 +479,8 @@ def _die_with_parent() -> None:
 
 
 def child_main(spec: dict) -> int:
-    from interface.ops.runtime import Settings
     from interface.ops.service import run
+    from interface.ops.settings import Settings
 
     _die_with_parent()
     if os.getppid() != spec["parent"]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from interface.engine.controls import Controls, paused_outcome
 from interface.engine.outcome import Inbound, Outcome
 from interface.engine.processing import Pipeline
 from interface.engine.transport import MLLPFactory, bind_description, listening_factory
-from interface.store import db as dbmod
+from interface.ops.settings import Settings  # noqa: F401  (its home was here)
 from interface.store.channel_stats import Recorder
 
 log = logging.getLogger("interface.ops.service")
@@ -28,35 +27,6 @@ log = logging.getLogger("interface.ops.service")
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
-
-
-@dataclass
-class Settings:
-    channels_dir: Path = Path("channels")
-    mappings_dir: Path = Path("mappings")
-    rules_file: Path | None = Path("rules/completeness.yaml")
-    var_dir: Path = Path("var")
-    db_url: str | None = None
-    web_host: str = "127.0.0.1"
-    web_port: int | None = 8080
-    web_tls: tuple[str, str] | None = None  # (certificate, key): the console over https (--web-tls)
-    workers: int = 1
-    channel_names: list[str] = field(default_factory=list)  # empty: all enabled channels
-    port_overrides: dict[str, str] = field(default_factory=dict)  # channel -> endpoint (tests, bench)
-    create_schema: bool = True
-    ready_file: Path | None = None  # written as JSON {"ports": {channel: port}, "web_port": n} once listening
-    inherited_fds: dict[str, tuple[int, int]] = field(
-        default_factory=dict
-    )  # channel -> (fd, family): run --workers N
-    pid_file: Path | None = None  # written by `run` (`interface reload` finds the engine by it)
-    alerts_file: Path | None = None  # alerts.yaml (interface.ops.alerts); None or absent: no alerts
-    content_dir: Path | None = None  # a shared document content directory (content.store_dir)
-    reload_events: bool = True  # record config_reloaded / config_rejected (under --workers N only
-    # child 0 does, so that a reload every child makes in place is one event, not N)
-
-    @property
-    def url(self) -> str:
-        return dbmod.resolve_url(self.db_url, self.var_dir)
 
 
 class Runtime:

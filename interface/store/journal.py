@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from interface.store import fastsql
 from interface.store.schema import events, messages, work_attempts, work_items, work_keys
+from interface.store.search_text import indexed_bytes
 
 
 @dataclass(slots=True)
@@ -52,6 +53,12 @@ class JournalRow:
     # message ``processed``, its one item ``done`` with its attempt, no ordering keys; undone
     # by ``demote`` if the applying fails
     applied: bool = False
+    # what the full-text index reads of ``raw`` (None: ``raw`` itself), computed here, before the
+    # transaction, not under the journal's write lock
+    search_raw: bytes | None = None
+
+    def __post_init__(self) -> None:
+        self.search_raw = indexed_bytes(self.raw)
 
     def columns(self) -> dict:
         return {k: getattr(self, k) for k in _COLUMNS}
@@ -92,6 +99,7 @@ _COLUMNS = (
     "warning",
     "parent_id",
     "batch_index",
+    "search_raw",
 )
 
 

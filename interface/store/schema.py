@@ -23,6 +23,7 @@ from sqlalchemy import (
 )
 
 from interface.store import sanitize
+from interface.store.search_text import indexed_bytes
 
 metadata = MetaData(
     naming_convention={
@@ -64,6 +65,11 @@ def load_all_tables() -> None:
                 raise
 
 
+def _search_raw(context) -> bytes | None:
+    """``search_raw``'s default: what the full-text index reads of the row's ``raw``."""
+    return indexed_bytes(context.get_current_parameters().get("raw"))
+
+
 # Every message received, with its raw bytes, header columns and the ACK we sent.
 messages = Table(
     "messages",
@@ -93,6 +99,9 @@ messages = Table(
     Column("warning", Text),
     Column("parent_id", Id, ForeignKey("messages.id")),  # resubmitted copy -> original
     Column("batch_index", Integer),  # position inside an FHS/BHS batch frame
+    # what the full-text index reads instead of ``raw`` when they differ: the message without its
+    # embedded (ED, Base64) payloads; NULL = ``raw`` itself (interface.store.search_text)
+    Column("search_raw", LargeBinary, default=_search_raw),
 )
 Index("ix_messages_channel_id", messages.c.channel, messages.c.id)
 Index("ix_messages_control_id", messages.c.control_id)
