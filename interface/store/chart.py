@@ -297,7 +297,11 @@ def _text(value: Any) -> str | None:
     """A history cell: text as is, structures as JSON."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, sort_keys=True, default=str)
+    return _HISTORY_JSON(value)
+
+
+# what json.dumps(value, sort_keys=True, default=str) gives, without building an encoder per call
+_HISTORY_JSON = json.JSONEncoder(sort_keys=True, default=str).encode
 
 
 def instant(value: str | None) -> datetime | None:
