@@ -52,7 +52,7 @@ def _load(i: int, seg_id: str | None, fno: int, n: int) -> list[str]:
     ]
 
 
-def _read(target: str, sources: tuple, i: int, ci: int, si: int, trim: bool) -> list[str]:
+def _read(target: str, sources: tuple[Any, ...], i: int, ci: int, si: int, trim: bool) -> list[str]:
     """Lines setting ``target`` from component ``ci``, subcomponent ``si`` of source ``i`` (left
     as it is when that has no value), as ``reader._cell`` reads."""
     c = f"c{i}"
@@ -98,7 +98,7 @@ def _indent(lines: list[str], n: int) -> list[str]:
 
 
 def compile_batch(
-    sources: tuple, items: tuple, missing: object, null_rep: object
+    sources: tuple[Any, ...], items: tuple[Any, ...], missing: object, null_rep: object
 ) -> Callable[[Any, Any, Any], bool]:
     """The batch's ``run(run, ctx, obj) -> touched`` as one compiled function (module docstring).
     ``sources`` and ``items`` as ``_Batch`` holds them."""
@@ -177,6 +177,6 @@ def compile_batch(
     body.append("return touched")
     src = "def batch_run(run, ctx, obj):\n" + "\n".join(_indent(body, 1)) + "\n"
     exec(compile(src, "<mapping batch>", "exec"), ns)  # noqa: S102 - text built above from numbers and names
-    fn = ns["batch_run"]
-    fn.source = src  # for reading it when debugging
+    fn: Callable[[Any, Any, Any], bool] = ns["batch_run"]
+    fn.source = src  # type: ignore[attr-defined]  # for reading it when debugging
     return fn
