@@ -359,7 +359,7 @@ def build_ack(
         fields = ["MSH", enc.msh2, "", "", "", "", stamp, "", "ACK", ctl, "P", version]
         msa = ["MSA", send_code, ""]
     if sender is not None:
-        fields[2], fields[3] = _sender_fields(sender, enc)
+        fields[2], fields[3] = _sender_fields(tuple(sender), enc)
     if text and _version_tuple(version) < (2, 7):
         msa.append(text_value(text, enc, MSA3_LENGTH))
     elif text and not errors:  # MSA-3 is withdrawn from v2.7: the text goes in an ERR instead
