@@ -30,6 +30,35 @@ def test_normalisation():
     assert I.norm_phone("+1 (217) 555-0142") == I.norm_phone("5550142")
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        "Chen",
+        "CHEN",
+        "van der Berg",
+        "O'Brien",
+        "Smith-Jones",
+        "a_b/c.d,e",
+        "  x  y ",
+        "Ab1",
+        "Ab\tc",
+        "Straße",
+        "Núñez",
+        "ǅemal",
+        "İlker",
+        "ﬁona",
+        "MÜLLER",
+        "x\u0301",
+        "",
+        "A.",
+        "-",
+        "日本",
+    ],
+)
+def test_norm_name_ascii_shortcut_agrees_with_the_full_normalisation(value):
+    assert I.norm_name(value) == I._norm_name_reference(value)
+
+
 def test_compare_lets_a_corrected_spelling_through_and_holds_another_person():
     chart = P("RIVERA", "ANA", "MARIA", "1984-03-12", "female")
     assert not I.blocking(I.compare(P("RIVERA", "ANNA", birth_date="19840312", sex="F"), chart))

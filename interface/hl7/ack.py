@@ -20,6 +20,7 @@ and ERR-8 only): longer text is cut there, never inside an escape sequence.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import os
 import re
@@ -106,8 +107,34 @@ def hl7_timestamp(now: datetime) -> str:
 # -- values in the sender's delimiters ---------------------------------------------------------
 
 
+_DELIMITERS: dict[Encoding, dict[str, str]] = {}
+_PLAIN: dict[Encoding, re.Pattern[str]] = {}
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _delimiters(enc: Encoding) -> dict[str, str]:
-    """Declared delimiter -> its escape sequence letter (HL7 v2.5.1 2.7.1)."""
+    """Declared delimiter -> its escape sequence letter (HL7 v2.5.1 2.7.1); one dict per
+    encoding (an ACK asks some twenty times, issue #21)."""
+    table = _DELIMITERS.get(enc)
+    if table is None:
+        if len(_DELIMITERS) > 64:  # encodings are few; never grow without bound
+            _DELIMITERS.clear()
+        table = _DELIMITERS[enc] = _delimiter_table(enc)
+    return table
+
+
+def _special(enc: Encoding) -> re.Pattern[str]:
+    """A character that needs escaping or replacing in ``enc``: a delimiter or a control one."""
+    pat = _PLAIN.get(enc)
+    if pat is None:
+        if len(_PLAIN) > 64:
+            _PLAIN.clear()
+        chars = "".join(re.escape(c) for c in _delimiters(enc))
+        pat = _PLAIN[enc] = re.compile(f"[{chars}\x00-\x1f\x7f]")
+    return pat
+
+
+def _delimiter_table(enc: Encoding) -> dict[str, str]:
     pairs = (
         (enc.field, "F"),
         (enc.component, "S"),
@@ -145,6 +172,8 @@ def text_value(value: str, enc: Encoding, limit: int | None = None) -> str:
     """Free text for an ST/TX field of the ACK: delimiters escaped with the sender's escape
     character (a space when it declared none), line breaks and control characters as spaces,
     at most ``limit`` characters once escaped (cut between escape sequences, never inside)."""
+    if not _special(enc).search(value):  # nothing to escape: one piece per character
+        return (value if limit is None else value[:limit]).strip()
     pieces = _pieces(value, enc, exact=False)
     if limit is None:
         return "".join(pieces).strip()
@@ -161,18 +190,21 @@ def echo_value(value: str, enc: Encoding) -> str:
     """A value echoed exactly (MSA-2 <- MSH-10): delimiters escaped, control characters as
     ``\\Xhh\\``. With no escape character declared the value is as the sender wrote it (it
     could not escape anything either), less control characters, which cannot be written."""
+    if not _special(enc).search(value):
+        return value
     return "".join(_pieces(value, enc, exact=True))
 
 
 def raw_value(value: str, enc: Encoding) -> str:
     """A raw field of the inbound MSH copied into the ACK (MSH-3..6, 11, 12, 18): already in the
     sender's delimiters; only control characters are escaped (or dropped)."""
-    if all(32 <= ord(c) != 127 for c in value):
+    if not _CONTROL.search(value):
         return value
     esc = enc.escape
     return "".join(c if 32 <= ord(c) != 127 else (f"{esc}X{ord(c):02X}{esc}" if esc else "") for c in value)
 
 
+@functools.lru_cache(maxsize=256)
 def _version_tuple(version: str) -> tuple[int, ...]:
     """``2.5.1`` -> (2, 5, 1); only ASCII digits count (``2.5²`` is (2, 5))."""
     out = []
@@ -252,10 +284,18 @@ def err_segments(errors: Iterable[AckError], enc: Encoding, version: str) -> lis
 def _stamp(now: datetime, enc: Encoding) -> str:
     """MSH-7; without the UTC offset if its sign is one of the sender's delimiters."""
     stamp = hl7_timestamp(now)
-    if any(c in _delimiters(enc) for c in stamp):
+    if _special(enc).search(stamp):  # a delimiter (the stamp has no control characters)
         utc = now.astimezone(timezone.utc) if now.tzinfo else now
         stamp = f"{utc:%Y%m%d%H%M%S}"
     return stamp
+
+
+@functools.lru_cache(maxsize=64)
+def _sender_fields(sender: tuple[str, str], enc: Encoding) -> tuple[str, ...]:
+    """MSH-3/MSH-4 of the ACK for the channel's ``sender`` (HD components written with ``^``),
+    in ``enc``: the same for every ACK of a channel, so built once."""
+    cs = enc.component
+    return tuple(cs.join(text_value(part, enc) for part in v.split("^")).rstrip(cs) for v in sender)
 
 
 def ack_version(header: Header | None) -> str:
@@ -319,9 +359,7 @@ def build_ack(
         fields = ["MSH", enc.msh2, "", "", "", "", stamp, "", "ACK", ctl, "P", version]
         msa = ["MSA", send_code, ""]
     if sender is not None:
-        fields[2], fields[3] = (
-            cs.join(text_value(part, enc) for part in v.split("^")).rstrip(cs) for v in sender
-        )
+        fields[2], fields[3] = _sender_fields(tuple(sender), enc)
     if text and _version_tuple(version) < (2, 7):
         msa.append(text_value(text, enc, MSA3_LENGTH))
     elif text and not errors:  # MSA-3 is withdrawn from v2.7: the text goes in an ERR instead

@@ -207,6 +207,26 @@ def norm_name(value: str | None) -> str:
     ``obrien nunez``."""
     if not value:
         return ""
+    if value.__class__ is str and value.isascii():
+        if value.isalpha():  # one plain word (most names): nothing to drop or collapse
+            return value.lower()
+        text = value.lower()  # ASCII: NFKD leaves it as it is, nothing combines
+    else:
+        text = unicodedata.normalize("NFKD", str(value))
+        text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
+    text = _NAME_PUNCT.sub(" ", text)
+    text = _NAME_OTHER.sub("", text)
+    return " ".join(text.split())
+
+
+_NAME_PUNCT = re.compile(r"[-_/.,]+")
+_NAME_OTHER = re.compile(r"[^\w ]+")
+
+
+def _norm_name_reference(value: str | None) -> str:
+    """:func:`norm_name` without its ASCII shortcut (tests compare the two)."""
+    if not value:
+        return ""
     text = unicodedata.normalize("NFKD", str(value))
     text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
     text = re.sub(r"[-_/.,]+", " ", text)

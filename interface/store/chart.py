@@ -148,6 +148,8 @@ def _scalar(value: Any) -> Any:
 
 def _plain(value: Any) -> str | None:
     """A list item's value: CLEAR and empty both mean nothing."""
+    if value.__class__ is str:  # _scalar's common case, without the call
+        return value if value.strip() else None
     value = _scalar(value)
     return None if value is CLEAR else value
 
@@ -285,14 +287,21 @@ def _diagnosis_row(d) -> dict[str, Any]:
 
 
 def _blank(row: dict[str, Any]) -> bool:
-    return all(v is None for v in row.values())
+    for v in row.values():  # a loop, not all(<generator>): some eight rows a message
+        if v is not None:
+            return False
+    return True
 
 
 def _text(value: Any) -> str | None:
     """A history cell: text as is, structures as JSON."""
     if value is None or isinstance(value, str):
         return value
-    return json.dumps(value, sort_keys=True, default=str)
+    return _HISTORY_JSON(value)
+
+
+# what json.dumps(value, sort_keys=True, default=str) gives, without building an encoder per call
+_HISTORY_JSON = json.JSONEncoder(sort_keys=True, default=str).encode
 
 
 def instant(value: str | None) -> datetime | None:

@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import bindparam, delete, select, update
 from sqlalchemy.engine import Connection, Row
 
-from interface.mapping.records import ChartUpdate, Patient
+from interface.mapping.records import CLEAR, ChartUpdate, Patient
 from interface.store import chart_schema as cs
 from interface.store import fastsql
 from interface.store.chart import (
@@ -39,7 +39,11 @@ from interface.store.chart import (
 )
 
 
-def _create_patient(ctx: _Apply, mrn: str, merged_into: str | None = None) -> Row:
+def _create_patient(
+    ctx: _Apply, mrn: str, merged_into: str | None = None, first: dict[str, Any] | None = None
+) -> Row:
+    """INSERT the patient; ``first``: more columns for the same INSERT (the demographics and
+    bookkeeping of the message that creates the chart, ``_upsert_patient``)."""
     row = fastsql.run(
         ctx.conn,
         _insert_returning(cs.patients),
@@ -50,6 +54,7 @@ def _create_patient(ctx: _Apply, mrn: str, merged_into: str | None = None) -> Ro
             created_at=ctx.now,
             last_event=ctx.event,
             **ctx.stamp(),
+            **(first or {}),
         ),
     ).one()
     pid = row.id
@@ -75,10 +80,9 @@ def _upsert_patient(ctx: _Apply, upd: ChartUpdate, mrn: str) -> Row:
     """Find (following merges) or create the patient, and apply the demographics."""
     row = ctx.resolve(mrn)
     ctx.resolved = {}  # written below: read afresh from here on
-    created = row is None
-    if created:
-        row = _create_patient(ctx, mrn)
-    elif row.mrn != mrn:
+    if row is None:
+        return _new_patient(ctx, upd, mrn)
+    if row.mrn != mrn:
         ctx.record(row.id, row.mrn, "patients", row.id, "mrn", "redirect", mrn, row.mrn)
     p = upd.patient or Patient()
     extra = {"last_event": ctx.event, "recorded_at": _newer(_plain(upd.recorded_at), row.recorded_at)}
@@ -101,10 +105,29 @@ def _upsert_patient(ctx: _Apply, upd: ChartUpdate, mrn: str) -> Row:
         _replace_patient_lists(ctx, lists, row, stored)
     _merge_identifiers(ctx, row, _items(p.identifiers))
     _merge_names(ctx, row, _items(p.other_names))
-    if created:
-        ctx.release(mrn)
     return ctx.row_after  # the patients row after set_fields' UPDATE ... RETURNING (lists,
     # identifiers and names live in other tables)
+
+
+def _new_patient(ctx: _Apply, upd: ChartUpdate, mrn: str) -> Row:
+    """``_upsert_patient`` for an MRN with no chart: the demographics go in the INSERT itself
+    (one statement, not an INSERT and an UPDATE), with the history ``set_fields`` gives a row
+    this update created — ``create``, then one ``initial`` entry with its first values."""
+    p = upd.patient or Patient()
+    lists = _incoming_lists(upd)
+    values = {col: v for col, v in patient_values(p).items() if v is not None and v is not CLEAR}
+    first: dict[str, Any] = {**values, "recorded_at": _newer(_plain(upd.recorded_at), None)}
+    if lists:
+        first["lists_digest"] = format_lists_digest({field: digest for field, _, _, digest in lists})
+    row = _create_patient(ctx, mrn, first=first)
+    if values:
+        ctx.record(row.id, row.mrn, "patients", row.id, None, "initial", None, values)
+    ctx.row_after = row
+    _replace_patient_lists(ctx, lists, row, {})
+    _merge_identifiers(ctx, row, _items(p.identifiers))
+    _merge_names(ctx, row, _items(p.other_names))
+    ctx.release(mrn)
+    return row
 
 
 def _merge_identifiers(ctx: _Apply, patient: Row, idents: list | None) -> None:

@@ -109,6 +109,9 @@ class _Compiled:
         "bind_procs",
         "col_names",
         "col_procs",
+        "procs",
+        "single",
+        "result_procs",
     )
 
     def __init__(self, stmt, dialect, keys: Sequence[str] | None):
@@ -141,6 +144,10 @@ class _Compiled:
         self.defaults = {name: default for name, key, default, _ in binds if default is not _MISSING}
         self.getter = operator.itemgetter(*self.names) if self.names else None
         self.bind_procs = tuple((i, b[3]) for i, b in enumerate(binds) if b[3] is not None)
+        # one processor (or None) per bind, in order: a comprehension over it is the cheapest
+        # loop when most binds have one (the guarded text columns do)
+        self.procs = tuple(b[3] for b in binds) if self.bind_procs else None
+        self.single = len(binds) == 1
         cols = []
         described = (
             getattr(stmt, "returning_column_descriptions", None) if getattr(stmt, "_returning", ()) else None
@@ -155,37 +162,32 @@ class _Compiled:
         self.columns = cols
         self.col_names = tuple(c[0] for c in cols)
         self.col_procs = tuple((i, c[1]) for i, c in enumerate(cols) if c[1] is not None)
+        self.result_procs = tuple(c[1] for c in cols) if self.col_procs else None
 
     def params(self, given: dict[str, Any]):
-        if self.getter is None:
+        getter = self.getter
+        if getter is None:
             return () if self.positional else {}
         src = {**self.defaults, **given} if self.defaults else given
         try:
-            vals = self.getter(src)
+            vals = getter(src)
         except KeyError as exc:
             raise KeyError(f"statement parameter {exc.args[0]!r} is missing") from None
-        if len(self.names) == 1:
+        if self.single:
             vals = (vals,)
-        if self.bind_procs:
-            vals = list(vals)
-            for i, proc in self.bind_procs:
-                v = vals[i]
-                if v is not None:
-                    vals[i] = proc(v)
+        procs = self.procs
+        if procs is not None:
+            vals = [v if p is None or v is None else p(v) for p, v in zip(procs, vals)]
         return tuple(vals) if self.positional else dict(zip(self.names, vals))
 
     def rows(self, raw_rows) -> list[Row]:
-        names, procs = self.col_names, self.col_procs
-        out = []
-        for raw in raw_rows:
-            if procs:
-                raw = list(raw)
-                for i, proc in procs:
-                    v = raw[i]
-                    if v is not None:
-                        raw[i] = proc(v)
-            out.append(Row(dict(zip(names, raw))))
-        return out
+        names, procs = self.col_names, self.result_procs
+        if procs is None:
+            return [Row(dict(zip(names, raw))) for raw in raw_rows]
+        return [
+            Row(dict(zip(names, [v if p is None or v is None else p(v) for p, v in zip(procs, raw)])))
+            for raw in raw_rows
+        ]
 
 
 def _memo_last(proc):
@@ -296,13 +298,23 @@ def chunks(values: Sequence[Any], size: int = IN_CHUNK):
 def run(conn: Connection, st: Statement, params: dict[str, Any] | None = None):
     """Execute one statement with one parameter set; returns :class:`Result` (rows fetched)."""
     params = params or {}
-    if _slow(conn):
+    if conn.dispatch.before_cursor_execute or not conn.in_transaction():  # _slow, inlined
         return conn.execute(st.stmt, params)
-    c = st.compiled(conn.dialect, tuple(params) if st.keyed else None)
+    dialect = conn.dialect
+    c = None if st.keyed else st._cache.get(dialect.name)  # Statement.compiled, inlined
+    if c is None:
+        c = st.compiled(dialect, tuple(params) if st.keyed else None)
     args = c.params(params)
-    with _Cursor(conn, c.sql, args) as cur:
+    cur = conn.connection.dbapi_connection.cursor()  # _Cursor, inlined (once per statement)
+    try:
         cur.execute(c.sql, args)
-        return Result(c.rows(cur.fetchall()) if c.columns else [], cur.rowcount)
+        rows = c.rows(cur.fetchall()) if c.columns else []
+        return Result(rows, cur.rowcount)
+    except dialect.loaded_dbapi.Error as exc:
+        _raise(conn, c.sql, args, exc)
+        raise  # not reached: _raise raises
+    finally:
+        cur.close()
 
 
 def run_many(conn: Connection, st: Statement, rows: Iterable[dict[str, Any]]) -> None:

@@ -175,11 +175,9 @@ def check(
     targets = _targets(records, kind)
     if not targets:
         return resolved
-    person = rules.person_from_message(message)
-    rule = gate.rule()
-    need_phones = rule.phone.check in ("must_agree", "similar") and any(
-        rules.norm_phone(p) for p in person.phones
-    )
+    person: rules.Person | None = None  # read from the PID once a chart is found: a new
+    rule = gate.rule()  # patient's message needs none
+    need_phones = False
     found_plain = False
     for target in targets:
         fallback = target.startswith("?")
@@ -191,6 +189,11 @@ def check(
         if row is None:
             continue
         found_plain = found_plain or not fallback
+        if person is None:
+            person = rules.person_from_message(message)
+            need_phones = rule.phone.check in ("must_agree", "similar") and any(
+                rules.norm_phone(p) for p in person.phones
+            )
         chart = person_of_row(conn, row, phones=need_phones, address=False)
         diffs = rules.compare(person, chart, rule)
         if rules.blocking(diffs) and not filed_anyway(conn, message_id, chart.mrn or ""):

@@ -199,6 +199,12 @@ class Guarded(TypeDecorator):
     def process_result_value(self, value, dialect):
         return value
 
+    def result_processor(self, dialect, coltype):
+        """The inner type's own processor (none for text on SQLite and psycopg):
+        :meth:`process_result_value` returns the value as it is, so wrapping it would only add
+        a call per column read (some sixty per ADT message, issue #21)."""
+        return self.impl_instance.result_processor(dialect, coltype)
+
 
 def _compared(type_, op, other):
     """A typeless bind parameter (or a list of them, for IN) compared with a guarded column:
