@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator, TypeGuard, cast
 
-from interface.hl7.message import Segment
-from interface.mapping.batch_code import compile_batch
+from interface.hl7.message import Segment, unescape
+from interface.mapping import records, transforms
 from interface.mapping.paths import Path
 from interface.mapping.reader import (
     Key,
@@ -19,6 +19,8 @@ from interface.mapping.reader import (
     _Run,
     _segment_groups,
     _segment_groups_slow,
+    _subcell,
+    nth_repetition,
 )
 from interface.mapping.spec import NULL
 from interface.mapping.targets import Step, _Scalar, _Target
@@ -62,7 +64,7 @@ class _Batch:
     repetition split into components once. Same result as running them one by one: they are
     run in order, and a failing transform raises through the scalar's reference path."""
 
-    __slots__ = ("specs", "sources", "items", "run")
+    __slots__ = ("specs", "sources", "items")
     specs: list[_Scalar]
     sources: tuple[_Source, ...]
     items: tuple[_Item, ...]
@@ -104,10 +106,147 @@ class _Batch:
             )
         self.sources = tuple(sources)
         self.items = tuple(items)
-        # the batch's items written out as one function, compiled once (batch_code)
-        self.run: Callable[[_Run, _Ctx, Any], bool] = compile_batch(
-            self.sources, self.items, _MISSING, _NULL_REP
-        )
+
+    def _cell(self, cache: list[Any], i: int, ci: int, si: int, trim: bool, run: _Run, ctx: _Ctx) -> Any:
+        """One read (what ``_cell`` gives for the repetition of source ``i``), through the cache."""
+        comps = cache[i]
+        if comps is _MISSING:
+            comps = cache[i] = self._load(i, run, ctx)
+        if comps is None:
+            return None
+        if comps is _NULL_REP:
+            return records.CLEAR
+        if ci > len(comps):
+            return None
+        raw = comps[ci - 1]
+        if not raw:
+            return None
+        if raw == NULL:
+            return records.CLEAR
+        return _subcell(raw, si, run, trim)
+
+    def _load(self, i: int, run: _Run, ctx: _Ctx) -> Any:
+        """The components of the repetition source ``i`` reads; None when it has no value."""
+        seg_id, fno, n = self.sources[i]
+        if seg_id is None:
+            raw = ctx.rep
+        else:
+            raw = nth_repetition(ctx, seg_id, fno, n, run.rs)
+        if not raw:
+            return None
+        if raw == NULL:
+            return _NULL_REP
+        cs = run.cs
+        return raw.split(cs) if cs and cs in raw else (raw,)
+
+    def run(self, run: _Run, ctx: _Ctx, obj: Any) -> bool:
+        sources = self.sources
+        cache: list[Any] = [_MISSING] * len(sources)
+        CLEAR = records.CLEAR
+        rs = run.rs
+        cs = run.cs
+        ss = run.ss
+        esc = run.esc
+        touched = False
+        for reads, concat, default, steps, name, setter, slow in self.items:
+            value: Any = None
+            for i, ci, si, trim in reads:  # the first path with a value (_cell, per path)
+                comps = cache[i]
+                if comps is _MISSING:  # _load inlined
+                    seg_id, fno, n = sources[i]
+                    if seg_id is None:
+                        raw = ctx.rep
+                    else:
+                        segs = ctx.segs.get(seg_id)
+                        raw = None
+                        if segs:
+                            fields = segs[0].fields
+                            if fno < len(fields):
+                                raw = fields[fno]
+                                if raw and rs and rs in raw:
+                                    reps = raw.split(rs)
+                                    raw = reps[n - 1] if n <= len(reps) else None
+                                elif n != 1:
+                                    raw = None
+                    if not raw:
+                        comps = None
+                    elif raw == NULL:
+                        comps = _NULL_REP
+                    else:
+                        comps = raw.split(cs) if cs and cs in raw else (raw,)
+                    cache[i] = comps
+                if comps is None:
+                    continue
+                if comps is _NULL_REP:
+                    value = CLEAR
+                    break
+                if ci > len(comps):
+                    continue
+                raw = comps[ci - 1]
+                if not raw:
+                    continue
+                if raw == NULL:
+                    value = CLEAR
+                    break
+                if ss and ss in raw:
+                    if si == 1:
+                        raw = raw[: raw.index(ss)]
+                    else:
+                        parts = raw.split(ss, si)
+                        if si > len(parts):
+                            continue
+                        raw = parts[si - 1]
+                    if not raw:
+                        continue
+                    if raw == NULL:
+                        value = CLEAR
+                        break
+                elif si != 1:
+                    continue
+                if esc and esc in raw:
+                    raw = unescape(raw, run.enc)
+                if trim:
+                    raw = raw.strip()
+                if raw:
+                    value = raw
+                    break
+            if value is None:
+                if concat is not None:  # _Scalar._concat: each simple path gives one value
+                    creads, keep_empty, sep = concat
+                    parts = []
+                    nulls = 0
+                    for i, ci, si, trim in creads:
+                        v = self._cell(cache, i, ci, si, trim, run, ctx)
+                        if v is None or v is CLEAR:
+                            if v is not None:
+                                nulls += 1
+                            if keep_empty:
+                                parts.append("")
+                            continue
+                        parts.append(v)
+                    while parts and parts[-1] == "":
+                        parts.pop()
+                    if parts:
+                        value = sep.join(parts)
+                    elif nulls:
+                        value = CLEAR
+                if value is None and default is not None:
+                    value = run.param(default)
+                if value is None:
+                    continue
+            if steps and value is not CLEAR:
+                try:
+                    for step in steps:
+                        value = step(value, run)
+                except transforms.BadValue:
+                    slow(run, ctx, obj)  # raises DataError with the value's Location
+                    raise
+            if name is not None:
+                setattr(obj, name, value)
+            else:
+                setter(obj, value)
+            touched = True
+        return touched
 
 
 def _plan(specs: list[_Scalar | _Block]) -> list[_Scalar | _Batch | _Block]:
