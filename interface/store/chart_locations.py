@@ -150,10 +150,13 @@ def _cancel_transfer(ctx: Any, after: Row, event_at: str | None) -> None:
 
 def locations_for(conn: Connection, visit_ids: list[int]) -> dict[int, list[dict]]:
     """``{visit id: [{location, from, to, event, cancelled_at}, ...]}`` oldest first."""
-    if not visit_ids:
-        return {}
     out: dict[int, list[dict]] = {}
-    for r in conn.execute(select(_T).where(_T.c.visit_id.in_(visit_ids)).order_by(_T.c.id)):
+    rows = [
+        r
+        for part in fastsql.chunks(list(visit_ids))
+        for r in fastsql.run(conn, _by_visits(len(part)), fastsql.in_values("k", part))
+    ]
+    for r in sorted(rows, key=lambda r: r.id) if len(visit_ids) > fastsql.IN_CHUNK else rows:
         out.setdefault(r.visit_id, []).append(
             {
                 "location": r.location,
@@ -164,3 +167,17 @@ def locations_for(conn: Connection, visit_ids: list[int]) -> dict[int, list[dict
             }
         )
     return out
+
+
+_BY_VISITS: dict[int, fastsql.Statement] = {}
+
+
+def _by_visits(n: int) -> fastsql.Statement:
+    """:func:`locations_for`'s statement for ``n`` visits, built and compiled once (a chart page
+    and every FHIR Encounter search read it)."""
+    st = _BY_VISITS.get(n)
+    if st is None:
+        st = _BY_VISITS[n] = fastsql.Statement(
+            select(_T).where(_T.c.visit_id.in_(fastsql.in_binds("k", n))).order_by(_T.c.id)
+        )
+    return st
