@@ -479,6 +479,9 @@ def _die_with_parent() -> None:
 
 
 def child_main(spec: dict) -> int:
+    from interface.engine.tls_stack import install_reactor
+
+    install_reactor()  # before anything imports it: Twisted's TLS only if a channel uses TLS
     from interface.ops.service import run
     from interface.ops.settings import Settings
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import defer, endpoints, threads
+from twisted.internet import defer, threads
 
 from interface.config.channels import Channel
 from interface.config.routing import Router
@@ -184,7 +184,9 @@ def make_listener(
         ep.description = settings.port_overrides.get(ch.name, ch.listen) + " (shared by the workers)"
     else:
         desc = bind_description(ch, settings.port_overrides.get(ch.name))
-        ep = endpoints.serverFromString(reactor, desc)
+        from interface.ops.endpoints import server_endpoint  # not Twisted's parsers (TLS stack)
+
+        ep = server_endpoint(reactor, desc)
         ep.description = desc  # what the console shows as bound (channel_listeners)
     svc = _ListenService(ep, listening_factory(ch, factory), [m.name for m in group], runtime)
     svc.mllp_factory = factory
