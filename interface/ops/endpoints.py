@@ -74,7 +74,9 @@ def server_endpoint(reactor, desc: str):
     )
     if plain:
         default = "::" if parts[0] == "tcp6" else ""
-        return _TCPServerEndpoint(reactor, int(parts[1]), int(kw.get("backlog", 50)), kw.get("interface", default))
+        return _TCPServerEndpoint(
+            reactor, int(parts[1]), int(kw.get("backlog", 50)), kw.get("interface", default)
+        )
     from twisted.internet import endpoints
 
     from interface.engine import tls_stack
