@@ -74,7 +74,7 @@ def load_pipeline(settings: Settings, channels: list[Channel]) -> Pipeline:
     except ImportError:  # pragma: no cover - only while the mapping module is being built
         load_mappings = None
     if load_mappings is not None and settings.mappings_dir.exists():
-        mappings = load_mappings(settings.mappings_dir)
+        mappings = load_mappings(settings.mappings_dir, checked=frozenset(settings.checked_mappings))
     doc_settings = None
     try:
         from interface.store import documents
