@@ -167,3 +167,19 @@ def test_the_supervisors_check_hands_the_digests_of_the_mappings_it_passed(tmp_p
     assert s.checked_mappings == sorted(
         paths_digest(load_yaml(f).data) for f in (ROOT / "mappings").glob("*.yaml")
     )
+
+
+def test_the_console_imports_the_pdf_libraries_at_the_first_release_not_at_start():
+    """The release-of-information pages and API (child 0's console) reach ``desk.roi_release``
+    through ``_release()``: pypdf, fpdf, fontTools, Pillow and, through pypdf, cryptography."""
+    code = (
+        "import sys\n"
+        "import interface.web.app, interface.web.api.roi, interface.web.pages_roi\n"
+        "heavy = ('pypdf', 'fpdf', 'fontTools', 'PIL', 'cryptography', 'interface.desk.roi_release')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "interface.web.api.roi._release()\n"
+        "print('pypdf' in sys.modules, interface.web.pages_roi._release() is interface.web.api.roi._release())\n"
+    )
+    out = subprocess.run([PYTHON, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "True True"]
