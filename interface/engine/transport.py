@@ -324,6 +324,9 @@ class MLLPFactory(Factory):
 
 def tls_context(channel: Channel):
     """A server TLS context for a channel's ``tls:`` block (client certificates if ``client_ca``)."""
+    from interface.engine import tls_stack
+
+    tls_stack.enable()  # a process without a TLS channel never imports it (engine.tls_stack)
     from twisted.internet import ssl
 
     tls = channel.tls

@@ -35,6 +35,8 @@ that cannot be transformed raises ``errors.DataError``, both with the field's ``
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from pathlib import Path as FilePath
 from typing import Any
@@ -54,6 +56,8 @@ from interface.mapping.targets import _Scalar
 
 class Mapping:
     """A compiled mapping. ``apply`` is pure: message and params in, records out."""
+
+    paths_digest = ""  # of the data whose HL7 paths were judged sound (paths_digest()), when loaded
 
     def __init__(
         self,
@@ -124,7 +128,17 @@ class Mapping:
         return out
 
 
-def _load(path: str | FilePath, tables: TableSet | None = None) -> Mapping:
+def paths_digest(data: Any) -> str:
+    """The digest of a mapping file's parsed YAML: the HL7 path check (``hl7paths.check``) is a
+    function of it, so a load may skip that check for data another process already checked
+    (``load_mappings(checked=...)``)."""
+    text = json.dumps(data, sort_keys=True, default=str, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _load(
+    path: str | FilePath, tables: TableSet | None = None, checked: frozenset[str] = frozenset()
+) -> Mapping:
     p = FilePath(path)
     doc = load_yaml(p)
     if not isinstance(doc.data, dict):
@@ -150,12 +164,16 @@ def _load(path: str | FilePath, tables: TableSet | None = None) -> Mapping:
         comp.problem(("params", "timezone"), f"unknown time zone {tz!r}")
     specs = comp.fields(spec.fields, root, ("fields",), "seg")
     cases = _cases(spec, comp, root)
-    from interface.mapping.hl7paths import check as check_hl7  # every path against the version's definitions
+    digest = paths_digest(doc.data)
+    if digest not in checked:  # hl7apy's definitions: ~7 MB a process for the shipped mappings
+        from interface.mapping.hl7paths import (
+            check as check_hl7,  # every path against the version's definitions
+        )
 
-    comp.problems.extend(q for q in check_hl7(doc, spec) if q not in comp.problems)
+        comp.problems.extend(q for q in check_hl7(doc, spec) if q not in comp.problems)
     if comp.problems:
         raise ConfigError(comp.problems)
-    return Mapping(
+    mapping = Mapping(
         spec.name,
         spec.root,
         str(p),
@@ -166,6 +184,8 @@ def _load(path: str | FilePath, tables: TableSet | None = None) -> Mapping:
         cases,
         list(spec.messages),
     )
+    mapping.paths_digest = digest
+    return mapping
 
 
 def load_mapping(path: str | FilePath) -> Mapping:
@@ -179,8 +199,12 @@ def mapping_files(directory: str | FilePath) -> list[FilePath]:
     return sorted([*d.glob("*.yaml"), *d.glob("*.yml")])
 
 
-def load_mappings(directory: str | FilePath) -> dict[str, Mapping]:
-    """Every mapping in a directory, by name. ConfigError lists every problem of every file."""
+def load_mappings(directory: str | FilePath, checked: frozenset[str] = frozenset()) -> dict[str, Mapping]:
+    """Every mapping in a directory, by name. ConfigError lists every problem of every file.
+
+    ``checked``: :func:`paths_digest` of mapping data whose HL7 paths another process found
+    sound (a ``--workers`` child: the supervisor's check, ``interface.ops.config_check``); the
+    path check is skipped for those, and only those."""
     d = FilePath(directory)
     problems: list[str] = []
     out: dict[str, Mapping] = {}
@@ -189,7 +213,7 @@ def load_mappings(directory: str | FilePath) -> dict[str, Mapping]:
     tables = TableSet(d / "tables")
     for f in mapping_files(d):
         try:
-            m = _load(f, tables)
+            m = _load(f, tables, checked)
         except ConfigError as exc:
             problems.extend(exc.problems)
             continue

@@ -44,6 +44,9 @@ def cmd_run(args) -> int:
 
             settings.workers = 1
             return supervise(settings, args.workers)
+        from interface.engine.tls_stack import install_reactor
+
+        install_reactor()  # before anything imports it: Twisted's TLS only if a channel uses TLS
         from interface.ops.service import run
 
         return run(settings)

@@ -134,6 +134,7 @@ class Supervisor(ReloadReport):
             "alerts_file": str(s.alerts_file) if index == 0 and getattr(s, "alerts_file", None) else None,
             "reload_events": index == 0,
             "content_dir": str(s.content_dir) if getattr(s, "content_dir", None) else None,
+            "checked_mappings": list(getattr(s, "checked_mappings", None) or ()),
             "inherited_fds": {name: [sock.fileno(), sock.family] for name, sock in self.sockets.items()},
             "parent": os.getpid(),
         }
@@ -479,6 +480,9 @@ def _die_with_parent() -> None:
 
 
 def child_main(spec: dict) -> int:
+    from interface.engine.tls_stack import install_reactor
+
+    install_reactor()  # before anything imports it: Twisted's TLS only if a channel uses TLS
     from interface.ops.service import run
     from interface.ops.settings import Settings
 
@@ -502,6 +506,7 @@ def child_main(spec: dict) -> int:
         alerts_file=Path(spec["alerts_file"]) if spec.get("alerts_file") else None,
         reload_events=spec.get("reload_events", True),
         content_dir=Path(spec["content_dir"]) if spec.get("content_dir") else None,
+        checked_mappings=list(spec.get("checked_mappings") or ()),
     )
     return run(settings)
 

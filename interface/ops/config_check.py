@@ -52,7 +52,9 @@ class CheckFailed(RuntimeError):
 
 
 def run_check(action: str, settings: Settings, **extra) -> list[ChannelInfo]:
-    """Run one request in a fresh process; the channels, or ConfigError with its problems."""
+    """Run one request in a fresh process; the channels, or ConfigError with its problems. A
+    start or reload check also sets ``settings.checked_mappings``: the mapping data it found sound, whose
+    HL7 path check the children then skip (``interface.mapping.loader.load_mappings``)."""
     request = {"action": action, "settings": to_spec(settings), **extra}
     proc = subprocess.run(
         [sys.executable, "-m", "interface.ops.config_check"],
@@ -69,6 +71,8 @@ def run_check(action: str, settings: Settings, **extra) -> list[ChannelInfo]:
         raise CheckFailed(f"the configuration check ({action}) failed with exit status {proc.returncode}")
     if not answer["ok"]:
         raise ConfigError(list(answer["problems"]))
+    if action in ("start", "reload"):  # digests of data found sound: the new and the kept mappings
+        settings.checked_mappings = list(answer.get("checked_mappings") or ())
     return [ChannelInfo(c["name"], c["listen"], c["definition"]) for c in answer.get("channels", ())]
 
 
@@ -83,7 +87,8 @@ def _start(s: Settings) -> list:
         for c in load_channels(s.channels_dir)
         if c.enabled and (not s.channel_names or c.name in s.channel_names)
     ]
-    load_pipeline(s, channels)
+    pipeline = load_pipeline(s, channels)
+    s.checked_mappings = sorted(m.paths_digest for m in pipeline.mappings.values())  # for the children
     load_alerts_config(s, channels)  # so do alerts.yaml's, and its notifiers' (an e-mail notifier's
     # credential variable that is not set), which child 0 would refuse at start
     if s.create_schema:
@@ -98,7 +103,8 @@ def _start(s: Settings) -> list:
 def _reload(s: Settings) -> list:
     from interface.ops.reload import load_all
 
-    channels, _pipeline, _alerts = load_all(s)
+    channels, pipeline, _alerts = load_all(s)
+    s.checked_mappings = sorted(m.paths_digest for m in pipeline.mappings.values())
     return channels
 
 
@@ -130,7 +136,7 @@ def main() -> int:
         print(json.dumps({"ok": False, "problems": list(exc.problems)}))
         return 0
     out = [{"name": c.name, "listen": c.listen, "definition": c.model_dump(mode="json")} for c in channels]
-    print(json.dumps({"ok": True, "channels": out}))
+    print(json.dumps({"ok": True, "channels": out, "checked_mappings": settings.checked_mappings}))
     return 0
 
 

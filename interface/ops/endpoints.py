@@ -57,6 +57,48 @@ def bind_endpoint(desc: str) -> socket.socket:
     return sock
 
 
+def server_endpoint(reactor, desc: str):
+    """Twisted's ``serverFromString(reactor, desc)``, without importing Twisted's endpoint
+    parsers for a plain ``tcp:PORT[:interface=H][:backlog=N]`` (or ``tcp6:``): that module imports
+    pyOpenSSL and cryptography (``interface.engine.tls_stack``). Any other string goes to Twisted's
+    parser as written, its TLS stack enabled first."""
+    parts = _split_endpoint(desc)
+    kw = dict(p.split("=", 1) for p in parts[2:] if "=" in p)
+    plain = (
+        parts[0] in ("tcp", "tcp6")
+        and len(parts) == 2 + len(kw)
+        and "=" not in parts[1]
+        and parts[1].isdigit()
+        and set(kw) <= {"interface", "backlog"}
+        and kw.get("backlog", "50").isdigit()
+    )
+    if plain:
+        default = "::" if parts[0] == "tcp6" else ""
+        return _TCPServerEndpoint(
+            reactor, int(parts[1]), int(kw.get("backlog", 50)), kw.get("interface", default)
+        )
+    from twisted.internet import endpoints
+
+    from interface.engine import tls_stack
+
+    tls_stack.enable()
+    return endpoints.serverFromString(reactor, desc)
+
+
+class _TCPServerEndpoint:
+    """What ``TCP4ServerEndpoint``/``TCP6ServerEndpoint`` do: ``reactor.listenTCP``."""
+
+    def __init__(self, reactor, port: int, backlog: int, interface: str):
+        self.reactor, self.port, self.backlog, self.interface = reactor, port, backlog, interface
+
+    def listen(self, factory):
+        from twisted.internet import defer
+
+        return defer.execute(
+            self.reactor.listenTCP, self.port, factory, backlog=self.backlog, interface=self.interface
+        )
+
+
 class AdoptedEndpoint:
     """An IStreamServerEndpoint over a listening socket inherited from the supervisor."""
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from twisted.application import service
 from twisted.application.internet import StreamServerEndpointService
-from twisted.internet import defer, endpoints, threads
+from twisted.internet import defer, threads
 
 from interface.config.channels import Channel
 from interface.config.routing import Router
@@ -74,7 +74,7 @@ def load_pipeline(settings: Settings, channels: list[Channel]) -> Pipeline:
     except ImportError:  # pragma: no cover - only while the mapping module is being built
         load_mappings = None
     if load_mappings is not None and settings.mappings_dir.exists():
-        mappings = load_mappings(settings.mappings_dir)
+        mappings = load_mappings(settings.mappings_dir, checked=frozenset(settings.checked_mappings))
     doc_settings = None
     try:
         from interface.store import documents
@@ -184,7 +184,9 @@ def make_listener(
         ep.description = settings.port_overrides.get(ch.name, ch.listen) + " (shared by the workers)"
     else:
         desc = bind_description(ch, settings.port_overrides.get(ch.name))
-        ep = endpoints.serverFromString(reactor, desc)
+        from interface.ops.endpoints import server_endpoint  # not Twisted's parsers (TLS stack)
+
+        ep = server_endpoint(reactor, desc)
         ep.description = desc  # what the console shows as bound (channel_listeners)
     svc = _ListenService(ep, listening_factory(ch, factory), [m.name for m in group], runtime)
     svc.mllp_factory = factory

@@ -178,6 +178,9 @@ def make_service(settings: Settings, reactor=None, clock=utcnow) -> tuple[servic
 def run(settings: Settings) -> int:
     """``interface run``: start everything and serve until SIGINT/SIGTERM; SIGHUP reloads the
     configuration (:mod:`interface.ops.reload`)."""
+    from interface.engine.tls_stack import install_reactor
+
+    install_reactor()  # no-op if the reactor is imported already (cli, cluster.child_main)
     from twisted.internet import reactor
 
     from interface.engine.logsetup import configure as configure_logging

@@ -35,6 +35,8 @@ class Settings:
     content_dir: Path | None = None  # a shared document content directory (content.store_dir)
     reload_events: bool = True  # record config_reloaded / config_rejected (under --workers N only
     # child 0 does, so that a reload every child makes in place is one event, not N)
+    checked_mappings: list[str] = field(default_factory=list)  # mapping data whose HL7 paths the
+    # supervisor's check found sound (mapping.loader.paths_digest): a --workers child skips that check
 
     @property
     def url(self) -> str:

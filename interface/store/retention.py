@@ -30,7 +30,6 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, delete, exists, func, select
 from sqlalchemy.engine import Engine
-from sqlalchemy.orm import aliased
 
 from interface.store import channel_controls, channel_stats
 from interface.store.schema import events, messages, work_attempts, work_items, work_keys
@@ -51,7 +50,7 @@ class PruneResult:
 
 
 def _candidates(cutoff: datetime, channels: list[str] | None, limit: int):
-    child = aliased(messages)
+    child = messages.alias()
     unfinished = select(work_items.c.id).where(
         work_items.c.message_id == messages.c.id, work_items.c.status.notin_(FINISHED_ITEMS)
     )

@@ -24,7 +24,6 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import and_, bindparam, delete, exists, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection
-from sqlalchemy.orm import aliased
 
 from interface.store import fastsql
 from interface.store.schema import messages, work_attempts, work_items, work_keys
@@ -62,8 +61,8 @@ class RetryPolicy:
 
 def _head_condition():
     """SQL: the item is the oldest unfinished item for every one of its keys."""
-    k = aliased(work_keys)
-    k2 = aliased(work_keys)
+    k = work_keys.alias()
+    k2 = work_keys.alias()
     earlier = (
         select(k.c.item_id)
         .join(k2, and_(k2.c.key == k.c.key, k2.c.item_id < k.c.item_id))
@@ -423,8 +422,8 @@ def waiting_behind(conn: Connection, item_ids) -> dict[int, int]:
     out = dict.fromkeys(ids, 0)
     if not ids:
         return out
-    k = aliased(work_keys)
-    later = aliased(work_keys)
+    k = work_keys.alias()
+    later = work_keys.alias()
     for chunk in fastsql.chunks(ids):
         q = (
             select(k.c.item_id, func.count(later.c.item_id.distinct()))
@@ -458,9 +457,9 @@ def waiting_by_channel(conn: Connection) -> dict[str, Waiting]:
     unfinished item that shares an ordering key with an earlier item in status ``error`` (it
     cannot run until a clerk retries, resubmits or discards that one). Starts from the error
     items (the status index), so it costs little while the queue is healthy."""
-    err = aliased(work_items)
-    ek = aliased(work_keys)
-    bk = aliased(work_keys)
+    err = work_items.alias()
+    ek = work_keys.alias()
+    bk = work_keys.alias()
     behind = (
         select(bk.c.item_id)
         .join(ek, and_(ek.c.key == bk.c.key, ek.c.item_id < bk.c.item_id))

@@ -29,7 +29,7 @@ from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Reques
 from fastapi import Path as FPath
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from interface.desk import roi, roi_delivery, roi_release
+from interface.desk import roi, roi_delivery
 from interface.desk.roi import RoiError
 from interface.desk.users import User
 from interface.rules import roi as rules
@@ -37,6 +37,16 @@ from interface.store.chart_read import search_patients
 from interface.web import auth, identity_view
 from interface.web.api import roi as api
 from interface.web.pages import _clean, _now, _render, error_page, html_errors
+
+
+def _release():
+    """``desk.roi_release``, imported at the first packet, letter or candidate list: it brings the
+    PDF libraries (pypdf, fpdf with fontTools, Pillow; pypdf imports cryptography), which a console
+    that never releases does not need."""
+    from interface.desk import roi_release
+
+    return roi_release
+
 
 router = APIRouter(include_in_schema=False)
 INTAKE = auth.require(*auth.ROI_INTAKE)
@@ -352,7 +362,7 @@ def accounting(
         )
     if format == "pdf":
         return Response(
-            roi_release.accounting_pdf(result),
+            _release().accounting_pdf(result),
             media_type="application/pdf",
             headers={
                 "Content-Disposition": 'attachment; filename="accounting.pdf"',
@@ -382,7 +392,7 @@ def request_view(
     with request.app.state.engine.begin() as conn:
         v = roi.view(conn, _settings(request), request_id, today)
         cands = (
-            roi_release.candidates(
+            _release().candidates(
                 conn, roi.get(conn, request_id), getattr(request.app.state, "sensitivity_rules", None)
             )
             if release_role

@@ -31,12 +31,22 @@ from fastapi import Path as FPath
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from interface.desk import roi, roi_delivery, roi_release
+from interface.desk import roi, roi_delivery
 from interface.desk.roi import RoiError
 from interface.desk.users import User
 from interface.rules.roi import RoiSettings, settings_or_default
 from interface.store.content import ContentStore
 from interface.web import auth
+
+
+def _release():
+    """``desk.roi_release``, imported at the first packet, letter or candidate list: it brings the
+    PDF libraries (pypdf, fpdf with fontTools, Pillow; pypdf imports cryptography), which a console
+    that never releases does not need."""
+    from interface.desk import roi_release
+
+    return roi_release
+
 
 router = APIRouter(prefix="/api/roi", tags=["release of information"], responses=auth.ERROR_RESPONSES)
 INTAKE = auth.require(*auth.ROI_INTAKE)
@@ -435,7 +445,7 @@ def packet_response(request: Request, packet_id: int, extra: dict | None = None)
     """A released packet as a download, audited against the patient (one function for the API
     and the console: :func:`interface.desk.roi_release.download_packet`)."""
     with request.app.state.engine.begin() as conn:
-        found, data = roi_release.download_packet(
+        found, data = _release().download_packet(
             conn,
             packet_id,
             content_store(request),
@@ -447,7 +457,7 @@ def packet_response(request: Request, packet_id: int, extra: dict | None = None)
         data,
         media_type="application/pdf",
         headers={
-            "Content-Disposition": f'attachment; filename="{roi_release.packet_filename(packet_id)}"',
+            "Content-Disposition": f'attachment; filename="{_release().packet_filename(packet_id)}"',
             "Cache-Control": "no-store",
             "X-Content-SHA256": found["sha256"],
         },
@@ -462,7 +472,7 @@ def preview_response(request: Request, request_id: int, fn_kw: dict, extra: dict
         request,
         request_id,
         "roi_preview",
-        lambda conn, u, n: roi_release.preview(
+        lambda conn, u, n: _release().preview(
             conn,
             settings(request),
             request_id,
@@ -475,7 +485,7 @@ def preview_response(request: Request, request_id: int, fn_kw: dict, extra: dict
         lambda pk: {"pages": pk.page_count, "documents": len(pk.manifest)},
         extra,
     )
-    name = roi_release.preview_filename(request_id)
+    name = _release().preview_filename(request_id)
     return Response(
         packet.pdf,
         media_type="application/pdf",
@@ -647,7 +657,7 @@ def documents(request: Request, request_id: RequestId, user: User = Depends(RELE
     def fn(conn, _u, _n):
         req = roi.get(conn, request_id)
         return {
-            "documents": roi_release.candidates(
+            "documents": _release().candidates(
                 conn, req, getattr(request.app.state, "sensitivity_rules", None)
             ),
             "release_problems": roi.release_problems(conn, settings(request), req, _today(request)),
@@ -751,7 +761,7 @@ def accounting(request: Request, body: AccountingIn, user: User = Depends(RELEAS
                 result["mrn"],
                 detail={"from": result["from"], "to": result["to"], "format": body.format},
             )
-            pdf = roi_release.accounting_pdf(result) if body.format == "pdf" else None
+            pdf = _release().accounting_pdf(result) if body.format == "pdf" else None
     except RoiError as exc:
         raise refused(exc) from None
     if pdf is not None:
