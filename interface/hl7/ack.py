@@ -107,31 +107,21 @@ def hl7_timestamp(now: datetime) -> str:
 # -- values in the sender's delimiters ---------------------------------------------------------
 
 
-_DELIMITERS: dict[Encoding, dict[str, str]] = {}
-_PLAIN: dict[Encoding, re.Pattern[str]] = {}
 _CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
+@functools.lru_cache(maxsize=64)
 def _delimiters(enc: Encoding) -> dict[str, str]:
     """Declared delimiter -> its escape sequence letter (HL7 v2.5.1 2.7.1); one dict per
-    encoding (an ACK asks some twenty times, issue #21)."""
-    table = _DELIMITERS.get(enc)
-    if table is None:
-        if len(_DELIMITERS) > 64:  # encodings are few; never grow without bound
-            _DELIMITERS.clear()
-        table = _DELIMITERS[enc] = _delimiter_table(enc)
-    return table
+    encoding (an ACK asks some twenty times, issue #21). Not to be changed by callers."""
+    return _delimiter_table(enc)
 
 
+@functools.lru_cache(maxsize=64)
 def _special(enc: Encoding) -> re.Pattern[str]:
     """A character that needs escaping or replacing in ``enc``: a delimiter or a control one."""
-    pat = _PLAIN.get(enc)
-    if pat is None:
-        if len(_PLAIN) > 64:
-            _PLAIN.clear()
-        chars = "".join(re.escape(c) for c in _delimiters(enc))
-        pat = _PLAIN[enc] = re.compile(f"[{chars}\x00-\x1f\x7f]")
-    return pat
+    chars = "".join(re.escape(c) for c in _delimiters(enc))
+    return re.compile(f"[{chars}\x00-\x1f\x7f]")
 
 
 def _delimiter_table(enc: Encoding) -> dict[str, str]:

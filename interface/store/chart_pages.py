@@ -91,8 +91,7 @@ def after(value: str) -> str:
 
 
 def _like(column, value: str) -> ColumnElement[bool]:
-    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return column.like(escaped + "%", escape="\\")
+    return column.like(_like_pattern(value), escape="\\")
 
 
 # -- patients -------------------------------------------------------------------------------------
